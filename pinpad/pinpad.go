@@ -1,0 +1,134 @@
+// Package pinpad is the room that touches the PIN-pad reader and the TCOS smart cards in it.
+//
+// It has two layers. A [Terminal] is the pad itself: a display, the OK / Cancel / Clear keys and
+// a card slot. A [Card] is a TCOS card in that slot, spoken to in APDUs: its serial, its PIN try
+// counters, PIN verification and change entered on the pad, and the two protected data slots a
+// card carries (a Backup Key share, a PKCS#11 slot user credential).
+//
+// Backends live in sub-packages: pinpad/pcsc drives a real Reiner SCT cyberJack e-com through
+// PC/SC (github.com/ebfe/scard), pinpad/sim is a virtual pad with virtual cards for demos and
+// tests.
+//
+// What this package must never do: know what a share or a key is (it stores opaque bytes), see
+// a PIN (PINs are typed on the pad; the host never receives one), or block without a
+// [context.Context] and a timeout. Every wait reports which of the two ended it: a deadline of
+// the pad ends with [ErrTimeout], a cancelled context with the context's error.
+package pinpad
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Slot names one of the two protected data sets of a card. Each has its own PIN (seed 003: both
+// preset to 123456 on delivery) and its own storage.
+type Slot int
+
+const (
+	// SlotShare holds one Backup Key share record.
+	SlotShare Slot = 1
+	// SlotUser holds a PKCS#11 slot user activation credential.
+	SlotUser Slot = 2
+)
+
+func (s Slot) String() string {
+	switch s {
+	case SlotShare:
+		return "backup key share"
+	case SlotUser:
+		return "slot user"
+	default:
+		return fmt.Sprintf("slot %d", int(s))
+	}
+}
+
+// Terminal is the PIN pad: display, keys and one card slot.
+//
+// Every wait takes a context and a timeout. A timeout of the pad returns [ErrTimeout]; a
+// cancelled context returns an error wrapping ctx.Err(); the Cancel key returns [ErrCancelled].
+type Terminal interface {
+	// Name is the reader's name as the operator sees it.
+	Name() string
+	// Show puts text on the pad's display, best effort: a pad without a usable display returns
+	// [ErrNoDisplay] and the caller shows the text elsewhere (WebConf).
+	Show(ctx context.Context, text string) error
+	// WaitForOK shows text and waits for OK (nil) or Cancel ([ErrCancelled]).
+	WaitForOK(ctx context.Context, text string, timeout time.Duration) error
+	// WaitForCard shows text ("Insert 1. card press OK/Cancel") and waits until a card is in
+	// the slot and ready. The card is connected exclusively until [Card.Close]. A card that is
+	// not a TCOS card is returned as [ErrNotTCOS] (the caller asks for it to be removed).
+	WaitForCard(ctx context.Context, text string, timeout time.Duration) (Card, error)
+	// WaitForRemoval shows text and waits until the slot is empty.
+	WaitForRemoval(ctx context.Context, text string, timeout time.Duration) error
+	// Close releases the reader.
+	Close() error
+}
+
+// Card is a connected TCOS card. Its methods are not safe for concurrent use.
+type Card interface {
+	// Serial is the card's serial number, in hex, as printed by card tools.
+	Serial() string
+	// ATR is the card's answer to reset.
+	ATR() []byte
+	// PINTries reports how many PIN tries the slot has left, without spending one.
+	PINTries(ctx context.Context, slot Slot) (int, error)
+	// VerifyPIN has the operator enter the slot's PIN on the pad. It returns nil when the card
+	// accepted it, [*WrongPINError] with the tries left, [ErrPINBlocked], [ErrTimeout] or
+	// [ErrCancelled]. The PIN never reaches the host.
+	VerifyPIN(ctx context.Context, slot Slot, timeout time.Duration) error
+	// ChangePIN has the operator enter the old PIN, the new PIN and the new PIN again on the pad.
+	ChangePIN(ctx context.Context, slot Slot, timeout time.Duration) error
+	// Read returns the slot's data (after VerifyPIN); [ErrEmpty] when the slot holds nothing.
+	Read(ctx context.Context, slot Slot) ([]byte, error)
+	// Write replaces the slot's data (after VerifyPIN), reads it back and compares: a card
+	// that does not return what was written gives [ErrWriteVerify].
+	Write(ctx context.Context, slot Slot, data []byte) error
+	// Close ends the session and resets the card, so a verified PIN does not outlive it.
+	Close() error
+}
+
+// Conditions of the pad and the card. Texts are safe to show an operator.
+var (
+	ErrTimeout      = errors.New("the PIN pad timed out waiting for the operator")
+	ErrCancelled    = errors.New("cancelled on the PIN pad")
+	ErrCardRemoved  = errors.New("the card was removed during the operation")
+	ErrNoCard       = errors.New("no card in the reader")
+	ErrReaderGone   = errors.New("the card reader was disconnected")
+	ErrNoReader     = errors.New("no matching card reader found")
+	ErrNoPINPad     = errors.New("this reader has no PIN pad: PINs must be entered on a PIN pad, never in the browser")
+	ErrNoDisplay    = errors.New("the PIN pad has no usable display")
+	ErrNotTCOS      = errors.New("not a card of this appliance (not a TCOS card)")
+	ErrPINBlocked   = errors.New("the PIN is blocked after too many wrong entries")
+	ErrNullPIN      = errors.New("the card still has its transport PIN: set a PIN first")
+	ErrPINsDiffer   = errors.New("the two new PINs entered on the pad differ")
+	ErrPINLength    = errors.New("the PIN entered has the wrong number of digits")
+	ErrEmpty        = errors.New("the card holds no data in this slot")
+	ErrTooLarge     = errors.New("the data does not fit on the card")
+	ErrWriteVerify  = errors.New("the card did not return what was written to it")
+	ErrMemory       = errors.New("the card reported a memory failure")
+	ErrAccessDenied = errors.New("the card refused access: PIN not verified")
+)
+
+// WrongPINError is a PIN the card refused; Remaining tries are left before it blocks.
+type WrongPINError struct {
+	Remaining int
+}
+
+func (e *WrongPINError) Error() string {
+	if e.Remaining == 1 {
+		return "wrong PIN: 1 try left before the card is blocked"
+	}
+	return fmt.Sprintf("wrong PIN: %d tries left", e.Remaining)
+}
+
+// StatusError is a status word the protocol has no better name for. Op says what was attempted.
+type StatusError struct {
+	Op string
+	SW uint16
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("%s: card answered status %04X", e.Op, e.SW)
+}
