@@ -1,0 +1,334 @@
+// Package cyberjacksim is a virtual Reiner SCT cyberJack e-com: the reader logic behind a
+// pcsc-lite driver (cmd/ifd-cyberjacksim) that lets the real PC/SC stack — pcscd, ebfe/scard and
+// Keyquorum's pcsc backend — be driven end to end with a PIN pad and no hardware.
+//
+// It behaves the way Reiner's own Linux driver presents the reader (see HARDWARE.md beside the
+// repository): the PC/SC part 10 features 06 VERIFY_PIN_DIRECT, 07 MODIFY_PIN_DIRECT,
+// 08 MCT_READER_DIRECT and 09 MCT_UNIVERSAL under Reiner's control codes, no PIN or display
+// properties, PIN structures refused unless exactly 19+n / 24+n bytes long, and the CT-BCS
+// commands OUTPUT, REQUEST ICC and EJECT ICC through MCT. A reader configured as firmware without
+// the MKT_COMP module answers OUTPUT with 6D 00, as such firmware does.
+//
+// What a person does at the pad — typing digits, OK, Cancel, Clear, inserting and removing a
+// card, or doing nothing until the pad gives up — arrives through [Reader.Press],
+// [Reader.Insert] and [Reader.Remove], which the control socket ([Serve], [Dial]) exposes to
+// tests and to the simulator panel.
+//
+// The PIN typed on this virtual pad goes into the card's APDU inside the reader and nowhere
+// else, as on the real pad: the host only sees the card's status word. This package is a test
+// and demo instrument; it must never be mistaken for, or deployed as, a real reader.
+package cyberjacksim
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Card is a virtual smart card as the reader sees it: an ATR and an APDU interface.
+type Card interface {
+	ATR() []byte
+	// Transmit runs one command APDU and returns the response APDU (data and status word).
+	Transmit(apdu []byte) ([]byte, error)
+}
+
+// Part 10 control codes as pcsc-lite numbers them: SCARD_CTL_CODE(x) = 0x42000000 + x.
+const (
+	CtlGetFeatureRequest = 0x42000000 + 3400 // CM_IOCTL_GET_FEATURE_REQUEST
+	// Reiner's driver maps features 06..09 to SCARD_CTL_CODE(3506..3509).
+	CtlVerifyPINDirect = 0x42000000 + 3506
+	CtlModifyPINDirect = 0x42000000 + 3507
+	CtlMCTReaderDirect = 0x42000000 + 3508
+	CtlMCTUniversal    = 0x42000000 + 3509
+)
+
+// Feature tags of PC/SC part 10.
+const (
+	FeatureVerifyPINDirect = 0x06
+	FeatureModifyPINDirect = 0x07
+	FeatureMCTReaderDirect = 0x08
+	FeatureMCTUniversal    = 0x09
+)
+
+// Errors of the reader. A driver maps them to IFD response codes.
+var (
+	ErrNoCard        = errors.New("no card in the reader")
+	ErrNotPowered    = errors.New("the card is not powered")
+	ErrBadStructure  = errors.New("malformed control structure")
+	ErrUnsupported   = errors.New("control code not supported")
+	ErrOutputTooLong = errors.New("output buffer too small")
+)
+
+// Key is a key of the pad.
+type Key byte
+
+// The keys besides the digits '0'..'9'.
+const (
+	KeyOK     Key = 'O'
+	KeyCancel Key = 'C'
+	KeyClear  Key = 'X'
+)
+
+// Options configure a Reader.
+type Options struct {
+	// NoMKTComp makes the reader behave like firmware without the MKT_COMP module: CT-BCS
+	// OUTPUT answers 6D 00 and nothing reaches the display.
+	NoMKTComp bool
+	// DefaultTimeout is the PIN entry timeout used when a structure says 00 (reader default).
+	DefaultTimeout time.Duration
+}
+
+// Reader is one virtual cyberJack e-com with one card slot.
+type Reader struct {
+	opts Options
+
+	mu       sync.Mutex
+	changed  *sync.Cond // signalled on every change of card, entry or display
+	card     Card
+	powered  bool
+	display  string
+	outputs  []string // every text the host sent with OUTPUT, in order
+	entry    string   // prompt of the PIN entry in progress, "" when none
+	entrySeq int      // counts PIN entries, so a waiter can tell a new one from the last
+	keys     chan Key
+	events   uint64 // counts insertions and removals
+}
+
+// NewReader returns a reader with an empty slot.
+func NewReader(opts Options) *Reader {
+	if opts.DefaultTimeout <= 0 {
+		opts.DefaultTimeout = 30 * time.Second
+	}
+	r := &Reader{opts: opts, keys: make(chan Key, 64), display: "REINER SCT\rcyberJack e-com"}
+	r.changed = sync.NewCond(&r.mu)
+	return r
+}
+
+// Insert puts card in the slot (unpowered), replacing nothing: a card already there is an error.
+func (r *Reader) Insert(card Card) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.card != nil {
+		return errors.New("insert card: the slot is occupied")
+	}
+	r.card, r.powered = card, false
+	r.events++
+	r.changed.Broadcast()
+	return nil
+}
+
+// Remove takes the card out of the slot, if any, and returns it.
+func (r *Reader) Remove() Card {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.card
+	if c != nil {
+		r.card, r.powered = nil, false
+		r.events++
+		r.changed.Broadcast()
+	}
+	return c
+}
+
+// Present reports whether a card is in the slot.
+func (r *Reader) Present() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.card != nil
+}
+
+// PowerUp powers the card and returns its ATR.
+func (r *Reader) PowerUp() ([]byte, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.card == nil {
+		return nil, ErrNoCard
+	}
+	r.powered = true
+	return r.card.ATR(), nil
+}
+
+// PowerDown powers the card off; a verified PIN does not survive it.
+func (r *Reader) PowerDown() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.powered = false
+	if p, ok := r.card.(interface{ Reset() }); ok {
+		p.Reset()
+	}
+}
+
+// ATR returns the inserted card's ATR.
+func (r *Reader) ATR() ([]byte, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.card == nil {
+		return nil, ErrNoCard
+	}
+	return r.card.ATR(), nil
+}
+
+// Transmit sends an APDU to the powered card.
+func (r *Reader) Transmit(apdu []byte) ([]byte, error) {
+	card, err := r.poweredCard()
+	if err != nil {
+		return nil, err
+	}
+	return card.Transmit(apdu)
+}
+
+func (r *Reader) poweredCard() (Card, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case r.card == nil:
+		return nil, ErrNoCard
+	case !r.powered:
+		return nil, ErrNotPowered
+	}
+	return r.card, nil
+}
+
+// Display is the text on the pad's display now.
+func (r *Reader) Display() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.display
+}
+
+// Outputs returns every text the host has sent with CT-BCS OUTPUT, oldest first.
+func (r *Reader) Outputs() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.outputs...)
+}
+
+func (r *Reader) setDisplay(text string) {
+	r.mu.Lock()
+	r.display = text
+	r.changed.Broadcast()
+	r.mu.Unlock()
+}
+
+// Press is a key pressed on the pad. Keys pressed while no PIN entry is running are dropped,
+// as on the real pad.
+func (r *Reader) Press(k Key) error {
+	switch {
+	case k >= '0' && k <= '9', k == KeyOK, k == KeyCancel, k == KeyClear:
+	default:
+		return fmt.Errorf("press key: unknown key %q", rune(k))
+	}
+	r.mu.Lock()
+	active := r.entry != ""
+	r.mu.Unlock()
+	if !active {
+		return errors.New("press key: the pad is not waiting for a PIN")
+	}
+	select {
+	case r.keys <- k:
+		return nil
+	default:
+		return errors.New("press key: too many keys pressed")
+	}
+}
+
+// WaitEntry waits until a PIN entry newer than after is running, and returns its prompt and
+// sequence number. It gives up after timeout.
+func (r *Reader) WaitEntry(after int, timeout time.Duration) (prompt string, seq int, err error) {
+	deadline := time.Now().Add(timeout)
+	timer := time.AfterFunc(timeout, func() {
+		r.mu.Lock()
+		r.changed.Broadcast()
+		r.mu.Unlock()
+	})
+	defer timer.Stop()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for r.entry == "" || r.entrySeq <= after {
+		if !time.Now().Before(deadline) {
+			return "", 0, errors.New("wait for PIN entry: none started")
+		}
+		r.changed.Wait()
+	}
+	return r.entry, r.entrySeq, nil
+}
+
+// Entry reports the prompt of the PIN entry in progress ("" when none) and its number.
+func (r *Reader) Entry() (string, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.entry, r.entrySeq
+}
+
+// Control executes a part 10 control code with input in. maxOut is the caller's output buffer.
+func (r *Reader) Control(code uint32, in []byte, maxOut int) ([]byte, error) {
+	var out []byte
+	var err error
+	switch code {
+	case CtlGetFeatureRequest:
+		out = features()
+		// Reiner's driver refuses a buffer too small for all four features.
+	case CtlVerifyPINDirect:
+		out, err = r.verifyPIN(in)
+	case CtlModifyPINDirect:
+		out, err = r.modifyPIN(in)
+	case CtlMCTReaderDirect:
+		out, err = r.ctbcs(in)
+	case CtlMCTUniversal:
+		out, err = r.mctUniversal(in)
+	default:
+		return nil, ErrUnsupported
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(out) > maxOut {
+		return nil, ErrOutputTooLong
+	}
+	return out, nil
+}
+
+// features is the reply to CM_IOCTL_GET_FEATURE_REQUEST: tag, length 4, big-endian control code.
+func features() []byte {
+	var out []byte
+	for _, f := range []struct {
+		tag  byte
+		code uint32
+	}{
+		{FeatureVerifyPINDirect, CtlVerifyPINDirect},
+		{FeatureModifyPINDirect, CtlModifyPINDirect},
+		{FeatureMCTReaderDirect, CtlMCTReaderDirect},
+		{FeatureMCTUniversal, CtlMCTUniversal},
+	} {
+		out = append(out, f.tag, 4)
+		out = binary.BigEndian.AppendUint32(out, f.code)
+	}
+	return out
+}
+
+// mctUniversal unwraps MCT_UNIVERSAL: src(1) dst(1) length(u16, host order = little-endian)
+// then the command; the reply carries the same header with source and destination swapped.
+func (r *Reader) mctUniversal(in []byte) ([]byte, error) {
+	if len(in) < 4 || int(binary.LittleEndian.Uint16(in[2:4])) != len(in)-4 {
+		return nil, ErrBadStructure
+	}
+	src, dst, cmd := in[0], in[1], in[4:]
+	var resp []byte
+	var err error
+	switch dst {
+	case 1: // the card terminal itself: CT-BCS
+		resp, err = r.ctbcs(cmd)
+	case 0: // the card
+		resp, err = r.Transmit(cmd)
+	default:
+		return nil, ErrBadStructure
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := []byte{dst, src, 0, 0}
+	binary.LittleEndian.PutUint16(out[2:], uint16(len(resp)))
+	return append(out, resp...), nil
+}
