@@ -396,6 +396,9 @@ func readHeader(or *offsetReader) (*Header, error) {
 	return h, nil
 }
 
+// WrappedKey returns a copy of the backup's data key as wrapped under the MBK.
+func (h *Header) WrappedKey() []byte { return bytes.Clone(h.wrapped) }
+
 // ReadHeader reads and checks the header of a backup without any key: for showing what a
 // backup is before restoring it. The header is authenticated only by [NewReader].
 func ReadHeader(r io.Reader) (*Header, error) {
