@@ -1,0 +1,297 @@
+package ceremony
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// AuditEntry is one line of the audit log. Each entry carries the hash of the entry before it
+// (Prev) and its own (Hash); see [AuditEntry.ComputeHash] for what is hashed. It names cards,
+// share indexes and key IDs, never a share, a key or a PIN.
+type AuditEntry struct {
+	Seq      uint64    `json:"seq"`
+	Time     time.Time `json:"time"`
+	Operator string    `json:"operator"`
+	Ceremony uint64    `json:"ceremony,omitempty"`
+	Kind     Kind      `json:"kind,omitempty"`
+	Event    string    `json:"event"` // stable key, e.g. "card.written"
+	Message  string    `json:"message"`
+	Serials  []string  `json:"serials,omitempty"`
+	Indexes  []int     `json:"indexes,omitempty"`
+	SetID    string    `json:"set_id,omitempty"`
+	KeyID    string    `json:"key_id,omitempty"`
+	Prev     string    `json:"prev"` // hex SHA-256 of the previous entry; 64 zeros for the first
+	Hash     string    `json:"hash"` // hex SHA-256 of this entry
+}
+
+// Audit event keys. They are stable: auditors filter on them.
+const (
+	AuditCeremonyStarted     = "ceremony.started"
+	AuditCeremonyDone        = "ceremony.done"
+	AuditCeremonyAborted     = "ceremony.aborted"
+	AuditCeremonyInterrupted = "ceremony.interrupted"
+	AuditCeremonyStalled     = "ceremony.stalled"
+	AuditCeremonyRetried     = "ceremony.retried"
+	AuditCeremonyResumed     = "ceremony.resumed"
+	AuditKeyGenerated        = "key.generated"
+	AuditKeyLoading          = "key.loading"
+	AuditKeyLoaded           = "key.loaded"
+	AuditCardWriting         = "card.writing"
+	AuditCardWritten         = "card.written"
+	AuditCardRead            = "card.read"
+	AuditCardRefused         = "card.refused"
+	AuditCardRemoved         = "card.removed"
+	AuditPINWrong            = "pin.wrong"
+	AuditPINBlocked          = "pin.blocked"
+	AuditPINChanged          = "pin.changed"
+	AuditSlotActivated       = "slot.activated"
+	AuditFactoryReset        = "factory.reset"
+	AuditJournalOpened       = "journal.opened"
+)
+
+const zeroHash = "0000000000000000000000000000000000000000000000000000000000000000"
+
+// auditHead is the seq and hash of the last entry, kept in meta so that removing entries from
+// the end of the log is detected too.
+type auditHead struct {
+	Seq  uint64 `json:"seq"`
+	Hash string `json:"hash"`
+}
+
+// ComputeHash returns the hex SHA-256 of the entry. The input is a fixed, length-prefixed
+// encoding independent of JSON, so an exported log can be checked by any program:
+//
+//	"keyquorum-audit-v1" | prev (32 bytes) | seq (u64) | time (Unix ns, i64) | operator |
+//	ceremony (u64) | kind | event | message | count (u32) serials... | count (u32) indexes (u32)... |
+//	set id | key id
+//
+// where every string is a u32 length and its bytes, every integer big-endian.
+func (e *AuditEntry) ComputeHash() (string, error) {
+	prev, err := hex.DecodeString(e.Prev)
+	if err != nil || len(prev) != sha256.Size {
+		return "", errors.New("previous hash is not 32 bytes of hex")
+	}
+	h := sha256.New()
+	h.Write([]byte("keyquorum-audit-v1"))
+	h.Write(prev)
+	var buf []byte
+	buf = binary.BigEndian.AppendUint64(buf, e.Seq)
+	buf = binary.BigEndian.AppendUint64(buf, uint64(e.Time.UnixNano()))
+	h.Write(buf)
+	str := func(s string) {
+		h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(s))))
+		h.Write([]byte(s))
+	}
+	str(e.Operator)
+	h.Write(binary.BigEndian.AppendUint64(nil, e.Ceremony))
+	str(string(e.Kind))
+	str(e.Event)
+	str(e.Message)
+	h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(e.Serials))))
+	for _, s := range e.Serials {
+		str(s)
+	}
+	h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(e.Indexes))))
+	for _, i := range e.Indexes {
+		h.Write(binary.BigEndian.AppendUint32(nil, uint32(i)))
+	}
+	str(e.SetID)
+	str(e.KeyID)
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// appendAudit adds e to the log inside tx, filling Seq, Prev and Hash, and moves the head.
+func appendAudit(tx *bolt.Tx, e *AuditEntry) error {
+	meta := tx.Bucket(bucketMeta)
+	var head auditHead
+	if _, err := getJSON(meta, keyAuditHead, &head); err != nil {
+		return err
+	}
+	if head.Hash == "" {
+		head.Hash = zeroHash
+	}
+	b := tx.Bucket(bucketAudit)
+	seq, err := b.NextSequence()
+	if err != nil {
+		return err
+	}
+	e.Seq = seq
+	e.Prev = head.Hash
+	e.Time = e.Time.UTC()
+	if e.Hash, err = e.ComputeHash(); err != nil {
+		return err
+	}
+	if err := putJSON(b, u64key(seq), e); err != nil {
+		return err
+	}
+	return putJSON(meta, keyAuditHead, auditHead{Seq: seq, Hash: e.Hash})
+}
+
+// AuditError is a break in the audit chain: an entry that was edited, removed or added.
+type AuditError struct {
+	Seq     uint64 // the entry where the chain breaks
+	Problem string
+}
+
+func (e *AuditError) Error() string {
+	return fmt.Sprintf("audit log broken at entry %d: %s", e.Seq, e.Problem)
+}
+
+// AuditSummary is the result of a successful verification.
+type AuditSummary struct {
+	Entries uint64
+	Head    string // hash of the last entry
+}
+
+// chainChecker checks entries one at a time, in order.
+type chainChecker struct {
+	next uint64
+	prev string
+}
+
+func newChainChecker() *chainChecker { return &chainChecker{next: 1, prev: zeroHash} }
+
+func (c *chainChecker) check(e *AuditEntry) error {
+	switch {
+	case e.Seq < c.next:
+		return &AuditError{Seq: e.Seq, Problem: "entry out of order or repeated"}
+	case e.Seq > c.next:
+		if c.next == e.Seq-1 {
+			return &AuditError{Seq: c.next, Problem: "entry is missing (deleted)"}
+		}
+		return &AuditError{Seq: c.next, Problem: fmt.Sprintf("entries %d to %d are missing (deleted)", c.next, e.Seq-1)}
+	}
+	if e.Prev != c.prev {
+		return &AuditError{Seq: e.Seq, Problem: "does not carry the hash of the entry before it: an entry before it was altered or replaced"}
+	}
+	sum, err := e.ComputeHash()
+	if err != nil {
+		return &AuditError{Seq: e.Seq, Problem: err.Error()}
+	}
+	if subtle.ConstantTimeCompare([]byte(sum), []byte(e.Hash)) != 1 {
+		return &AuditError{Seq: e.Seq, Problem: "entry was altered (its hash does not match its content)"}
+	}
+	c.next++
+	c.prev = e.Hash
+	return nil
+}
+
+func (c *chainChecker) summary() AuditSummary {
+	return AuditSummary{Entries: c.next - 1, Head: c.prev}
+}
+
+// verifyAudit checks the whole chain inside tx and the head kept in meta.
+func verifyAudit(tx *bolt.Tx) (AuditSummary, error) {
+	c := newChainChecker()
+	cur := tx.Bucket(bucketAudit).Cursor()
+	for k, v := cur.First(); k != nil; k, v = cur.Next() {
+		seq, ok := keyU64(k)
+		if !ok {
+			return AuditSummary{}, &AuditError{Seq: c.next, Problem: "foreign key in the audit bucket"}
+		}
+		var e AuditEntry
+		if err := json.Unmarshal(v, &e); err != nil {
+			return AuditSummary{}, &AuditError{Seq: seq, Problem: "entry cannot be read"}
+		}
+		if e.Seq != seq {
+			return AuditSummary{}, &AuditError{Seq: seq, Problem: "entry stored under another number"}
+		}
+		if err := c.check(&e); err != nil {
+			return AuditSummary{}, err
+		}
+	}
+	var head auditHead
+	if _, err := getJSON(tx.Bucket(bucketMeta), keyAuditHead, &head); err != nil {
+		return AuditSummary{}, &AuditError{Seq: c.next, Problem: "the log head cannot be read"}
+	}
+	s := c.summary()
+	if head.Seq != s.Entries || (head.Seq > 0 && head.Hash != s.Head) {
+		return AuditSummary{}, &AuditError{Seq: s.Entries + 1, Problem: fmt.Sprintf("the log ends at entry %d but its head names entry %d: entries at the end were removed or replaced", s.Entries, head.Seq)}
+	}
+	return s, nil
+}
+
+// MaxAuditLine bounds one line of an exported audit log when it is read back.
+const MaxAuditLine = 64 << 10
+
+// VerifyAuditExport checks an audit log exported as JSON lines ([Manager.ExportAudit]) without
+// the journal: every line an entry, numbered from 1, each carrying the hash of the one before.
+// It returns the number of entries and the hash of the last. Since the export is a copy, a
+// removed tail is only found by comparing the head with one recorded elsewhere (a printed
+// protocol carries it).
+func VerifyAuditExport(r io.Reader) (AuditSummary, error) {
+	c := newChainChecker()
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 4096), MaxAuditLine)
+	line := 0
+	for sc.Scan() {
+		line++
+		raw := sc.Bytes()
+		if len(raw) == 0 {
+			continue
+		}
+		var e AuditEntry
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&e); err != nil {
+			return AuditSummary{}, &AuditError{Seq: c.next, Problem: fmt.Sprintf("line %d is not an audit entry", line)}
+		}
+		if dec.More() {
+			return AuditSummary{}, &AuditError{Seq: c.next, Problem: fmt.Sprintf("line %d holds more than one entry", line)}
+		}
+		if err := c.check(&e); err != nil {
+			return AuditSummary{}, err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return AuditSummary{}, fmt.Errorf("read audit export: %w", err)
+	}
+	return c.summary(), nil
+}
+
+// exportAudit writes every entry as one JSON line. The entries are decoded and re-encoded
+// inside the transaction, so nothing written points into bbolt's pages.
+func exportAudit(tx *bolt.Tx, w io.Writer) error {
+	bw := bufio.NewWriter(w)
+	cur := tx.Bucket(bucketAudit).Cursor()
+	for k, v := cur.First(); k != nil; k, v = cur.Next() {
+		var e AuditEntry
+		if err := json.Unmarshal(v, &e); err != nil {
+			return fmt.Errorf("export audit entry: %w", ErrCorrupt)
+		}
+		line, err := json.Marshal(&e)
+		if err != nil {
+			return err
+		}
+		bw.Write(line)
+		bw.WriteByte('\n')
+	}
+	return bw.Flush()
+}
+
+// auditEntries returns the entries that satisfy keep, copied out of the transaction.
+func auditEntries(tx *bolt.Tx, keep func(*AuditEntry) bool) ([]AuditEntry, error) {
+	var out []AuditEntry
+	cur := tx.Bucket(bucketAudit).Cursor()
+	for k, v := cur.First(); k != nil; k, v = cur.Next() {
+		var e AuditEntry
+		if err := json.Unmarshal(v, &e); err != nil {
+			return nil, fmt.Errorf("read audit entry: %w", ErrCorrupt)
+		}
+		if keep(&e) {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}

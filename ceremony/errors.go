@@ -1,0 +1,59 @@
+package ceremony
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Conditions a caller of the Manager can test for. Texts are safe to show an operator.
+var (
+	ErrNoCeremony      = errors.New("no such ceremony")
+	ErrNotRunning      = errors.New("no ceremony is running")
+	ErrNotStalled      = errors.New("the ceremony is not waiting for a retry")
+	ErrNothingToResume = errors.New("there is no interrupted ceremony to resume")
+	ErrClosed          = errors.New("the ceremony manager is closed")
+	ErrBadOperator     = errors.New("operator identity must be 1 to 256 printable characters")
+	ErrBadRequest      = errors.New("invalid ceremony request")
+	// ErrKeyLoaded refuses a key generation on an HSM that holds an MBK already: replacing it
+	// would make every backup unreadable.
+	ErrKeyLoaded = errors.New("the HSM already holds a master backup key: a new key can only be generated after a factory reset")
+	// ErrNotEnoughCards ends a read when no further distinct card can be had.
+	ErrNotEnoughCards = errors.New("not enough distinct cards of the set were read")
+)
+
+// BusyError refuses a second ceremony while one runs.
+type BusyError struct {
+	ID       uint64
+	Kind     Kind
+	Operator string
+	Started  time.Time
+	Step     Step
+}
+
+func (e *BusyError) Error() string {
+	return fmt.Sprintf("start ceremony: %s #%d started by %s at %s is running (step %s): wait for it or cancel it",
+		e.Kind.Title(), e.ID, e.Operator, e.Started.UTC().Format(time.RFC3339), e.Step)
+}
+
+// PendingError refuses a key ceremony while an interrupted one requires an action first.
+type PendingError struct {
+	Pending Pending
+}
+
+func (e *PendingError) Error() string {
+	return "start ceremony: " + e.Pending.Message
+}
+
+// CancelledError is a ceremony cancelled by an operator (as opposed to the Cancel key on the
+// pad, which is [pinpad.ErrCancelled]).
+type CancelledError struct {
+	Operator string
+}
+
+func (e *CancelledError) Error() string {
+	return fmt.Sprintf("cancelled by %s", e.Operator)
+}
+
+// ErrStopped is the cause of a ceremony ended because the service stopped.
+var ErrStopped = errors.New("the keyquorum service stopped")

@@ -1,0 +1,567 @@
+package ceremony
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/keyquorum/keyquorum/hsm"
+	"github.com/keyquorum/keyquorum/pinpad"
+	"github.com/keyquorum/keyquorum/sharing"
+)
+
+// Config is what a Manager is built from.
+type Config struct {
+	// Dir is the data directory; the journal is Dir/ceremony.db.
+	Dir string
+	Pad Pad
+	HSM HSM
+	// Logger receives operational logs (never secrets). Audit events go to the audit log, not
+	// here. Nil discards.
+	Logger   *slog.Logger
+	Timeouts Timeouts
+	// AfterCommit, when set, is called synchronously after each transition is durable, before
+	// the ceremony touches a card or the HSM again. For metrics and crash tests; it must not
+	// call back into the Manager.
+	AfterCommit func(Transition)
+}
+
+// Transition describes one committed write to the journal.
+type Transition struct {
+	Commit   uint64 // number of commits since Open, from 1
+	Ceremony uint64
+	Kind     Kind
+	Status   Status
+	Phase    Phase
+	Event    string // the audit event key recorded with it, if any
+}
+
+// Manager runs ceremonies, one at a time, and answers for their journal and audit log. Its
+// methods are safe for concurrent use.
+type Manager struct {
+	cfg    Config
+	st     *store
+	log    *slog.Logger
+	events *broker
+
+	mu     sync.Mutex
+	cur    *run
+	closed bool
+}
+
+// SystemOperator is the operator name of entries the Manager makes by itself (recovery at Open).
+const SystemOperator = "keyquorum"
+
+// Open opens (or creates) the journal in cfg.Dir and classifies a ceremony that was running
+// when the process last stopped; [Manager.Overview] reports what it requires.
+func Open(ctx context.Context, cfg Config) (*Manager, error) {
+	if cfg.Dir == "" || cfg.Pad == nil || cfg.HSM == nil {
+		return nil, errors.New("open ceremony manager: data dir, pad and hsm are required")
+	}
+	cfg.Timeouts = cfg.Timeouts.withDefaults()
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	st, err := openStore(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	m := &Manager{cfg: cfg, st: st, log: log, events: newBroker()}
+	if err := m.recover(ctx); err != nil {
+		st.close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// Close stops a running ceremony (it is journaled as interrupted, exactly as if the process had
+// died, and classified the same way), closes every subscription and the journal.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	cur := m.cur
+	m.mu.Unlock()
+	if cur != nil {
+		cur.cancel(ErrStopped)
+		<-cur.done
+	}
+	m.events.close()
+	return m.st.close()
+}
+
+// Commits is the number of journal transactions committed since Open.
+func (m *Manager) Commits() uint64 { return m.st.commits.Load() }
+
+// Subscribe delivers every event from now on, starting with the latest one sent.
+func (m *Manager) Subscribe() *Subscription { return m.events.subscribe() }
+
+func (m *Manager) afterCommit(j *Journal, event string) {
+	if m.cfg.AfterCommit != nil {
+		m.cfg.AfterCommit(Transition{Commit: m.st.commits.Load(), Ceremony: j.ID, Kind: j.Kind, Status: j.Status, Phase: j.Phase, Event: event})
+	}
+}
+
+// validOperator checks an operator identity (WebConf passes the client certificate subject).
+func validOperator(op string) error {
+	if op == "" || len(op) > 256 || !utf8.ValidString(op) {
+		return ErrBadOperator
+	}
+	for _, c := range op {
+		if unicode.IsControl(c) {
+			return ErrBadOperator
+		}
+	}
+	return nil
+}
+
+func validRequest(req Request) error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", ErrBadRequest, fmt.Sprintf(format, a...))
+	}
+	switch req.Kind {
+	case KindGenerate:
+		if err := sharing.ValidateQuorum(req.K, req.N); err != nil {
+			return bad("%v", err)
+		}
+		if len(req.Label) > sharing.MaxLabelSize || !utf8.ValidString(req.Label) {
+			return bad("label must be at most %d bytes of UTF-8", sharing.MaxLabelSize)
+		}
+		for _, c := range req.Label {
+			if unicode.IsControl(c) {
+				return bad("label must not hold control characters")
+			}
+		}
+	case KindChangePIN:
+		if req.Slot != pinpad.SlotShare && req.Slot != pinpad.SlotUser {
+			return bad("slot must be the backup key share slot or the slot user slot")
+		}
+	case KindLoad, KindCopyCard, KindSlotUserCard, KindActivateSlot, KindFactoryReset:
+	default:
+		return bad("unknown kind %q", req.Kind)
+	}
+	return nil
+}
+
+// Handle follows one started ceremony.
+type Handle struct {
+	id   uint64
+	kind Kind
+	r    *run
+}
+
+// ID is the ceremony's number in the journal.
+func (h *Handle) ID() uint64 { return h.id }
+
+// Kind is the ceremony's kind.
+func (h *Handle) Kind() Kind { return h.kind }
+
+// Done is closed when the ceremony has ended and its outcome is committed.
+func (h *Handle) Done() <-chan struct{} { return h.r.done }
+
+// Wait waits for the ceremony to end and returns its final journal and, when it did not
+// succeed, why. If ctx ends first, Wait returns ctx's error and the ceremony goes on.
+func (h *Handle) Wait(ctx context.Context) (Journal, error) {
+	select {
+	case <-h.r.done:
+		return *h.r.final, h.r.err
+	case <-ctx.Done():
+		return Journal{}, ctx.Err()
+	}
+}
+
+// Start begins a ceremony of operator's asking and returns at once; the ceremony runs until it
+// ends or ctx ends (then it is journaled as interrupted, as if the service had stopped). Pass a
+// context that lives as long as the service, not a request's.
+//
+// Start refuses with a [*BusyError] while another ceremony runs, with a [*PendingError] when an
+// interrupted ceremony must be resumed or a factory reset is due first, with [ErrKeyLoaded] for
+// a Generate on an HSM that holds a key.
+func (m *Manager) Start(ctx context.Context, operator string, req Request) (*Handle, error) {
+	if err := validOperator(operator); err != nil {
+		return nil, fmt.Errorf("start ceremony: %w", err)
+	}
+	if err := validRequest(req); err != nil {
+		return nil, fmt.Errorf("start ceremony: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.startable(); err != nil {
+		return nil, err
+	}
+	var pending *Pending
+	if err := m.st.view(func(tx *bolt.Tx) (err error) {
+		pending, err = loadPending(tx)
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("start ceremony: %w", err)
+	}
+	if pending != nil && (req.Kind == KindGenerate || req.Kind == KindLoad) {
+		switch pending.Next {
+		case NextReset, NextResume:
+			return nil, &PendingError{Pending: *pending}
+		}
+	}
+	if req.Kind == KindGenerate {
+		id, err := m.cfg.HSM.BackupKeyID(ctx)
+		switch {
+		case err == nil:
+			return nil, fmt.Errorf("start ceremony: %w (key %s)", ErrKeyLoaded, id)
+		case !errors.Is(err, hsm.ErrNoBackupKey):
+			return nil, fmt.Errorf("start ceremony: ask the hsm for its key: %w", err)
+		}
+	}
+
+	now := time.Now().UTC()
+	j := &Journal{
+		Kind: req.Kind, Status: StatusRunning, Phase: PhaseStarted, Step: StepIdle,
+		Operator: operator, Request: req, K: req.K, N: req.N, Attempt: 1,
+		Started: now, Updated: now,
+		Participants: []Participant{{Operator: operator, Action: "start", Time: now}},
+	}
+	err := m.st.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketCeremonies)
+		id, err := b.NextSequence()
+		if err != nil {
+			return err
+		}
+		j.ID = id
+		if pending != nil && pending.Next == NextRestartRead {
+			// A new key ceremony replaces the interrupted load.
+			if err := tx.Bucket(bucketState).Delete(keyPending); err != nil {
+				return err
+			}
+		}
+		e := &AuditEntry{Time: now, Operator: operator, Ceremony: id, Kind: req.Kind, Event: AuditCeremonyStarted,
+			Message: startMessage(req)}
+		if err := appendAudit(tx, e); err != nil {
+			return err
+		}
+		j.AuditHead = e.Hash
+		if err := putJSON(b, u64key(id), j); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketState).Put(keyCurrent, u64key(id))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start ceremony: journal: %w", err)
+	}
+	m.afterCommit(j, AuditCeremonyStarted)
+	m.log.Info("ceremony started", "ceremony", j.ID, "kind", j.Kind, "operator", operator)
+	r := m.launch(ctx, j, operator)
+	return &Handle{id: j.ID, kind: j.Kind, r: r}, nil
+}
+
+func startMessage(req Request) string {
+	switch req.Kind {
+	case KindGenerate:
+		return fmt.Sprintf("key generation started: %d of %d cards", req.K, req.N)
+	case KindChangePIN:
+		return fmt.Sprintf("PIN change started (%s slot)", req.Slot)
+	case KindSlotUserCard, KindActivateSlot:
+		return fmt.Sprintf("%s started for PKCS#11 slot %d", req.Kind.Title(), req.PKCS11Slot)
+	}
+	return req.Kind.Title() + " started"
+}
+
+// startable reports why no ceremony can start now. m.mu is held.
+func (m *Manager) startable() error {
+	if m.closed {
+		return ErrClosed
+	}
+	if m.cur != nil {
+		j := m.cur.snapshotJournal()
+		step := j.Step
+		if ev, ok := m.events.latest(); ok && ev.Ceremony == j.ID {
+			step = ev.Step
+		}
+		return &BusyError{ID: j.ID, Kind: j.Kind, Operator: j.Operator, Started: j.Started, Step: step}
+	}
+	return nil
+}
+
+// Resume continues the ceremony an interruption left pending: a Generate whose cards were all
+// written reads k of them and loads the key; an interrupted Load reads the cards again.
+func (m *Manager) Resume(ctx context.Context, operator string) (*Handle, error) {
+	if err := validOperator(operator); err != nil {
+		return nil, fmt.Errorf("resume ceremony: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.startable(); err != nil {
+		return nil, err
+	}
+	var j *Journal
+	err := m.st.view(func(tx *bolt.Tx) error {
+		p, err := loadPending(tx)
+		if err != nil {
+			return err
+		}
+		if p == nil || (p.Next != NextResume && p.Next != NextRestartRead) {
+			if p != nil {
+				return &PendingError{Pending: *p}
+			}
+			return ErrNothingToResume
+		}
+		j, err = loadJournal(tx, p.Ceremony)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("resume ceremony: %w", err)
+	}
+	now := time.Now().UTC()
+	j.Status = StatusRunning
+	j.Attempt++
+	j.Ended = time.Time{}
+	j.LastError, j.Outcome, j.Next = "", "", NextNone
+	j.Updated = now
+	j.Participants = append(j.Participants, Participant{Operator: operator, Action: "resume", Time: now})
+	switch j.Kind {
+	case KindGenerate:
+		j.Phase = PhaseReading
+	case KindLoad:
+		j.Phase = PhaseStarted
+		j.SetID, j.KeyID, j.K, j.N = "", "", 0, 0
+	}
+	err = m.st.update(func(tx *bolt.Tx) error {
+		e := &AuditEntry{Time: now, Operator: operator, Ceremony: j.ID, Kind: j.Kind, Event: AuditCeremonyResumed,
+			Message: fmt.Sprintf("%s resumed (attempt %d): reading the cards", j.Kind.Title(), j.Attempt), SetID: j.SetID, KeyID: j.KeyID}
+		if err := appendAudit(tx, e); err != nil {
+			return err
+		}
+		j.AuditHead = e.Hash
+		st := tx.Bucket(bucketState)
+		if err := st.Delete(keyPending); err != nil {
+			return err
+		}
+		if err := putJSON(tx.Bucket(bucketCeremonies), u64key(j.ID), j); err != nil {
+			return err
+		}
+		return st.Put(keyCurrent, u64key(j.ID))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("resume ceremony: journal: %w", err)
+	}
+	m.afterCommit(j, AuditCeremonyResumed)
+	m.log.Info("ceremony resumed", "ceremony", j.ID, "kind", j.Kind, "operator", operator, "attempt", j.Attempt)
+	r := m.launch(ctx, j, operator)
+	return &Handle{id: j.ID, kind: j.Kind, r: r}, nil
+}
+
+// Retry repeats the step that stalled (a pad timeout, a disconnected reader). Cards already
+// done stay done.
+func (m *Manager) Retry(operator string) error {
+	if err := validOperator(operator); err != nil {
+		return fmt.Errorf("retry: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cur == nil {
+		return fmt.Errorf("retry: %w", ErrNotRunning)
+	}
+	if !m.cur.stalled.Load() {
+		return fmt.Errorf("retry: %w", ErrNotStalled)
+	}
+	select {
+	case m.cur.retry <- operator:
+		return nil
+	default:
+		return fmt.Errorf("retry: %w", ErrNotStalled) // a retry is already on its way
+	}
+}
+
+// Cancel aborts the running ceremony on operator's behalf. The abort is journaled; what it
+// leaves to do (if anything) is in the outcome.
+func (m *Manager) Cancel(operator string) error {
+	if err := validOperator(operator); err != nil {
+		return fmt.Errorf("cancel: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cur == nil {
+		return fmt.Errorf("cancel: %w", ErrNotRunning)
+	}
+	m.cur.cancel(&CancelledError{Operator: operator})
+	return nil
+}
+
+// Overview is the state of the appliance's key ceremonies, for a status page.
+type Overview struct {
+	// BackupKeyID is the key ID of the MBK in the HSM; empty when none is loaded.
+	BackupKeyID string
+	// HSMError says why the HSM could not be asked, if it could not.
+	HSMError string
+	// KeySet is the card set of the loaded key, as the last Generate or Load recorded it.
+	KeySet *KeySet
+	// Running is the latest event of the running ceremony; nil when none runs.
+	Running *Event
+	// Pending is what an interrupted ceremony requires; nil when nothing does.
+	Pending *Pending
+	// Last is the most recent ceremony's journal; nil before the first.
+	Last *Journal
+}
+
+// Overview reports the HSM's key, the card set, the running ceremony and what is pending.
+func (m *Manager) Overview(ctx context.Context) (Overview, error) {
+	var o Overview
+	id, err := m.cfg.HSM.BackupKeyID(ctx)
+	switch {
+	case err == nil:
+		o.BackupKeyID = id.String()
+	case !errors.Is(err, hsm.ErrNoBackupKey):
+		o.HSMError = err.Error()
+	}
+	m.mu.Lock()
+	running := m.cur != nil
+	m.mu.Unlock()
+	if running {
+		if ev, ok := m.events.latest(); ok {
+			o.Running = &ev
+		}
+	}
+	err = m.st.view(func(tx *bolt.Tx) error {
+		var err error
+		if o.KeySet, err = loadKeySet(tx); err != nil {
+			return err
+		}
+		if o.Pending, err = loadPending(tx); err != nil {
+			return err
+		}
+		k, v := tx.Bucket(bucketCeremonies).Cursor().Last()
+		if k != nil {
+			if o.Last, err = decodeJournal(v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return o, fmt.Errorf("read overview: %w", err)
+	}
+	return o, nil
+}
+
+// Ceremony returns the journal of ceremony id.
+func (m *Manager) Ceremony(id uint64) (Journal, error) {
+	var j *Journal
+	err := m.st.view(func(tx *bolt.Tx) (err error) {
+		j, err = loadJournal(tx, id)
+		return err
+	})
+	if err != nil {
+		return Journal{}, err
+	}
+	return *j, nil
+}
+
+// Ceremonies lists the journals of every ceremony, newest first, at most limit (0: all).
+func (m *Manager) Ceremonies(limit int) ([]Journal, error) {
+	var out []Journal
+	err := m.st.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketCeremonies).Cursor()
+		for k, v := c.Last(); k != nil; k, v = c.Prev() {
+			j, err := decodeJournal(v)
+			if err != nil {
+				return err
+			}
+			out = append(out, *j)
+			if limit > 0 && len(out) == limit {
+				break
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list ceremonies: %w", err)
+	}
+	return out, nil
+}
+
+// VerifyAudit checks the whole audit chain: every entry unaltered, none missing, none removed
+// from the end. A break is an [*AuditError] naming the entry.
+func (m *Manager) VerifyAudit() (AuditSummary, error) {
+	var s AuditSummary
+	err := m.st.view(func(tx *bolt.Tx) (err error) {
+		s, err = verifyAudit(tx)
+		return err
+	})
+	return s, err
+}
+
+// ExportAudit writes the audit log as JSON lines, one [AuditEntry] per line, oldest first.
+// [VerifyAuditExport] checks such a file.
+func (m *Manager) ExportAudit(w io.Writer) error {
+	err := m.st.view(func(tx *bolt.Tx) error { return exportAudit(tx, w) })
+	if err != nil {
+		return fmt.Errorf("export audit log: %w", err)
+	}
+	return nil
+}
+
+// AuditLog returns the audit entries of one ceremony (ceremony 0: all entries).
+func (m *Manager) AuditLog(ceremony uint64) ([]AuditEntry, error) {
+	var out []AuditEntry
+	err := m.st.view(func(tx *bolt.Tx) (err error) {
+		out, err = auditEntries(tx, func(e *AuditEntry) bool { return ceremony == 0 || e.Ceremony == ceremony })
+		return err
+	})
+	return out, err
+}
+
+// recover classifies a ceremony the journal shows as running: the process stopped under it.
+func (m *Manager) recover(ctx context.Context) error {
+	var j *Journal
+	err := m.st.view(func(tx *bolt.Tx) error {
+		id := currentID(tx)
+		if id == 0 {
+			return nil
+		}
+		var err error
+		j, err = loadJournal(tx, id)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("recover ceremony: %w", err)
+	}
+	if j == nil {
+		return nil
+	}
+	if j.Status.Ended() {
+		// Only the pointer was left behind.
+		return m.st.update(func(tx *bolt.Tx) error { return tx.Bucket(bucketState).Delete(keyCurrent) })
+	}
+	loaded := m.loadedKeyID(ctx, j)
+	c := classify(j, loaded, nil)
+	if err := m.commitEnd(j, c, SystemOperator); err != nil {
+		return fmt.Errorf("recover ceremony: %w", err)
+	}
+	m.log.Warn("interrupted ceremony found", "ceremony", j.ID, "kind", j.Kind, "phase", j.Phase, "next", c.next)
+	m.events.publish(Event{Type: EventRecovered, Ceremony: j.ID, Kind: j.Kind, Operator: j.Operator, Status: c.status,
+		Phase: j.Phase, Step: StepFinished, Outcome: c.outcome, Next: c.next, PINTries: -1})
+	return nil
+}
+
+// loadedKeyID asks the HSM for its key when that decides the classification of j: a ceremony
+// interrupted while loading may have loaded the key already.
+func (m *Manager) loadedKeyID(ctx context.Context, j *Journal) string {
+	if j.Phase != PhaseLoading || j.KeyID == "" {
+		return ""
+	}
+	id, err := m.cfg.HSM.BackupKeyID(ctx)
+	if err != nil {
+		return ""
+	}
+	return id.String()
+}

@@ -1,0 +1,157 @@
+package ceremony
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// DBFile is the name of the journal database inside the data directory.
+const DBFile = "ceremony.db"
+
+// Bucket and key names; the package documentation draws the tree.
+var (
+	bucketMeta       = []byte("meta")
+	bucketState      = []byte("state")
+	bucketCeremonies = []byte("ceremonies")
+	bucketAudit      = []byte("audit")
+
+	keySchema    = []byte("schema")
+	keyAuditHead = []byte("audit-head")
+	keyCurrent   = []byte("current")
+	keyPending   = []byte("pending")
+	keyKeySet    = []byte("keyset")
+)
+
+// migration brings the schema from version i to i+1, where i is its position in migrations.
+// Migrations are never edited once released: a change of schema is a new one at the end.
+type migration struct {
+	name string
+	fn   func(tx *bolt.Tx) error
+}
+
+var migrations = []migration{
+	{"create the meta, state, ceremonies and audit buckets", migrateCreateBuckets},
+}
+
+// SchemaVersion is the schema this build writes.
+var SchemaVersion = uint32(len(migrations))
+
+func migrateCreateBuckets(tx *bolt.Tx) error {
+	for _, name := range [][]byte{bucketMeta, bucketState, bucketCeremonies, bucketAudit} {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return fmt.Errorf("create bucket %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// Conditions of the journal database.
+var (
+	// ErrLocked means another process has the data directory open.
+	ErrLocked = errors.New("the ceremony journal is in use by another keyquorum process")
+	// ErrSchemaTooNew means the journal was written by a newer Keyquorum.
+	ErrSchemaTooNew = errors.New("the ceremony journal was written by a newer version of keyquorum")
+	// ErrCorrupt means a journal record could not be decoded.
+	ErrCorrupt = errors.New("the ceremony journal holds a record that cannot be read")
+)
+
+// store is the bbolt file. It counts committed write transactions, which is what the
+// benchmark reports and what the crash test kills on.
+type store struct {
+	db      *bolt.DB
+	commits atomic.Uint64
+}
+
+func openStore(dir string) (*store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open journal: %w", err)
+	}
+	db, err := bolt.Open(filepath.Join(dir, DBFile), 0o600, &bolt.Options{Timeout: time.Second})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("open journal: %w", ErrLocked)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open journal: %w", err)
+	}
+	s := &store{db: db}
+	if err := s.migrate(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// migrate runs the migrations the file has not seen yet, each in its own transaction together
+// with the new version number, so an interrupted upgrade resumes where it stopped.
+func (s *store) migrate() error {
+	var have uint32
+	err := s.db.View(func(tx *bolt.Tx) error {
+		have = schemaOf(tx)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read journal schema: %w", err)
+	}
+	if have > SchemaVersion {
+		return fmt.Errorf("open journal: %w (schema %d, this build knows %d)", ErrSchemaTooNew, have, SchemaVersion)
+	}
+	for v := have; v < SchemaVersion; v++ {
+		m := migrations[v]
+		err := s.update(func(tx *bolt.Tx) error {
+			if err := m.fn(tx); err != nil {
+				return err
+			}
+			meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+			if err != nil {
+				return err
+			}
+			return meta.Put(keySchema, binary.BigEndian.AppendUint32(nil, v+1))
+		})
+		if err != nil {
+			return fmt.Errorf("migrate journal to schema %d (%s): %w", v+1, m.name, err)
+		}
+	}
+	return nil
+}
+
+func schemaOf(tx *bolt.Tx) uint32 {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		return 0
+	}
+	v := meta.Get(keySchema)
+	if len(v) != 4 {
+		return 0
+	}
+	return binary.BigEndian.Uint32(v)
+}
+
+// update runs one logical transition in one read-write transaction.
+func (s *store) update(fn func(tx *bolt.Tx) error) error {
+	if err := s.db.Update(fn); err != nil {
+		return err
+	}
+	s.commits.Add(1)
+	return nil
+}
+
+func (s *store) view(fn func(tx *bolt.Tx) error) error { return s.db.View(fn) }
+
+func (s *store) close() error { return s.db.Close() }
+
+func u64key(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+func keyU64(k []byte) (uint64, bool) {
+	if len(k) != 8 {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(k), true
+}
