@@ -195,7 +195,9 @@ func NewWriter(ctx context.Context, w io.Writer, kw KeyWrapper, h Header) (*Writ
 	if _, err := rand.Read(dataKey); err != nil {
 		return nil, fmt.Errorf("write backup: %w", err)
 	}
-	wrapped, err := kw.WrapKey(ctx, dataKey)
+	keyCopy := bytes.Clone(dataKey) // the wrapper may keep or clear what it is given
+	wrapped, err := kw.WrapKey(ctx, keyCopy)
+	hsm.Zero(keyCopy)
 	if err != nil {
 		return nil, fmt.Errorf("write backup: wrap data key: %w", err)
 	}

@@ -1,0 +1,827 @@
+//go:build cgo
+
+// Package pkcs11 is the [hsm.HSM] of a real hardware security module, spoken to through
+// PKCS#11 (github.com/miekg/pkcs11). Tests run it against SoftHSM2.
+//
+// # Objects on the token
+//
+// All are token objects, private, AES keys unless said otherwise:
+//
+//	label "keyquorum master backup key"    the MBK: sensitive, not extractable, wrap/unwrap only;
+//	                                       CKA_ID holds its key ID, since its value cannot be read
+//	label "keyquorum slot credential key"  generic secret, sensitive, not extractable, sign only:
+//	                                       the HMAC-SHA256 key of slot user credentials
+//	any other AES secret key               the key database: application keys, sensitive but
+//	                                       extractable, so that backups can wrap them
+//
+// A backup wraps each application key under the MBK with CKM_AES_KEY_WRAP_PAD (the token
+// does it; no key leaves it in clear) and carries the wrapped keys, with their labels and IDs,
+// inside the backup format of hsm/backup, whose own data key the token also wraps with the MBK.
+// Restore unwraps every key into a session object first and copies them onto the token only
+// once the whole backup was read and authenticated; a crash before that leaves the token as it
+// was (session objects vanish with the session).
+//
+// # What this package must never do
+//
+// Make the MBK or the slot key extractable, read a key's value (only the backup's own data key,
+// which the host must hold to run AES-GCM, is unwrapped to a readable session object), or log
+// in with a PIN kept longer than Open needs it.
+//
+// Limits: github.com/miekg/pkcs11 copies attribute values and PINs into C memory that it frees
+// without clearing; the MBK passes through it once, at LoadBackupKey. Only AES secret keys are
+// in the key database; other objects on the token are neither backed up nor touched by Reset.
+package pkcs11
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"sync"
+	"unsafe"
+
+	p11 "github.com/miekg/pkcs11"
+
+	"github.com/keyquorum/keyquorum/hsm"
+	"github.com/keyquorum/keyquorum/hsm/backup"
+	"github.com/keyquorum/keyquorum/hsm/internal/slotcred"
+)
+
+// ContentType names the content of a PKCS#11 backup: key records whose material is the key
+// wrapped under the MBK with CKM_AES_KEY_WRAP_PAD.
+const ContentType = "keyquorum/pkcs11-keys/1"
+
+const (
+	labelMBK     = "keyquorum master backup key"
+	labelSlotKey = "keyquorum slot credential key"
+	appKeyIDSize = 16
+)
+
+// Config says which token to use.
+type Config struct {
+	Module string // path of the PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so
+	Token  string // label of the token
+	PIN    []byte // the user PIN; Open zeroes nothing of the caller's, and keeps no copy
+	Source string // this node's name in backups; the host name when empty
+}
+
+// Errors of this backend.
+var (
+	// ErrTokenNotFound means no slot holds a token of the configured label.
+	ErrTokenNotFound = errors.New("no pkcs11 token with that label")
+	// ErrReservedLabel means an application key label is one the backend uses itself.
+	ErrReservedLabel = errors.New("key label is reserved for keyquorum's own keys")
+)
+
+// KeyError is an application key on the token that cannot be backed up.
+type KeyError struct {
+	Label, ID string
+	Reason    string
+}
+
+func (e *KeyError) Error() string {
+	return fmt.Sprintf("back up key %q (id %s): %s", e.Label, e.ID, e.Reason)
+}
+
+// modules counts the users of each loaded PKCS#11 library: C_Initialize and C_Finalize act on
+// the whole process, so the library is initialised by the first Open and finalised by the last
+// Close.
+var modules = struct {
+	sync.Mutex
+	m map[string]*module
+}{m: map[string]*module{}}
+
+type module struct {
+	ctx  *p11.Ctx
+	refs int
+}
+
+func acquire(path string) (*p11.Ctx, error) {
+	modules.Lock()
+	defer modules.Unlock()
+	if m, ok := modules.m[path]; ok {
+		m.refs++
+		return m.ctx, nil
+	}
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("load pkcs11 module: %w", err)
+	}
+	ctx := p11.New(path)
+	if ctx == nil {
+		return nil, fmt.Errorf("load pkcs11 module %s: not a pkcs11 library", path)
+	}
+	if err := ctx.Initialize(); err != nil && !isCode(err, p11.CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+		ctx.Destroy()
+		return nil, fmt.Errorf("initialize pkcs11 module: %w", err)
+	}
+	modules.m[path] = &module{ctx: ctx, refs: 1}
+	return ctx, nil
+}
+
+func release(path string) {
+	modules.Lock()
+	defer modules.Unlock()
+	m := modules.m[path]
+	if m == nil {
+		return
+	}
+	if m.refs--; m.refs == 0 {
+		m.ctx.Finalize()
+		m.ctx.Destroy()
+		delete(modules.m, path)
+	}
+}
+
+func isCode(err error, code uint) bool {
+	var e p11.Error
+	return errors.As(err, &e) && uint(e) == code
+}
+
+// HSM is a PKCS#11 token as an [hsm.HSM] and [hsm.KeyStore].
+type HSM struct {
+	module string
+	source string
+
+	mu     sync.Mutex // one PKCS#11 operation at a time on the session
+	ctx    *p11.Ctx
+	sh     p11.SessionHandle
+	active map[uint]string
+	closed bool
+}
+
+var (
+	_ hsm.HSM      = (*HSM)(nil)
+	_ hsm.KeyStore = (*HSM)(nil)
+)
+
+// Open opens a read-write session on the token labelled cfg.Token and logs in as its user.
+func Open(ctx context.Context, cfg Config) (*HSM, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("open pkcs11 hsm: %w", err)
+	}
+	c, err := acquire(cfg.Module)
+	if err != nil {
+		return nil, fmt.Errorf("open pkcs11 hsm: %w", err)
+	}
+	h := &HSM{module: cfg.Module, source: cfg.Source, ctx: c, active: map[uint]string{}}
+	if h.source == "" {
+		h.source, _ = os.Hostname()
+	}
+	if err := h.open(cfg); err != nil {
+		release(cfg.Module)
+		return nil, fmt.Errorf("open pkcs11 hsm: %w", err)
+	}
+	return h, nil
+}
+
+func (h *HSM) open(cfg Config) error {
+	slots, err := h.ctx.GetSlotList(true)
+	if err != nil {
+		return err
+	}
+	slot, found := uint(0), false
+	for _, s := range slots {
+		ti, err := h.ctx.GetTokenInfo(s)
+		if err == nil && ti.Label == cfg.Token {
+			slot, found = s, true
+			break
+		}
+	}
+	if !found {
+		return fmt.Errorf("%w: %q", ErrTokenNotFound, cfg.Token)
+	}
+	sh, err := h.ctx.OpenSession(slot, p11.CKF_SERIAL_SESSION|p11.CKF_RW_SESSION)
+	if err != nil {
+		return err
+	}
+	// The library wants the PIN as a string; view the caller's bytes as one rather than copy
+	// them into a string nobody can clear.
+	var pin string
+	if len(cfg.PIN) > 0 {
+		pin = unsafe.String(&cfg.PIN[0], len(cfg.PIN))
+	}
+	if err := h.ctx.Login(sh, p11.CKU_USER, pin); err != nil && !isCode(err, p11.CKR_USER_ALREADY_LOGGED_IN) {
+		h.ctx.CloseSession(sh)
+		if isCode(err, p11.CKR_PIN_INCORRECT) {
+			return errors.New("log in to token: wrong PIN")
+		}
+		return fmt.Errorf("log in to token: %w", err)
+	}
+	h.sh = sh
+	return nil
+}
+
+func (h *HSM) check(ctx context.Context) error {
+	if h.closed {
+		return hsm.ErrClosed
+	}
+	return ctx.Err()
+}
+
+// find returns the token's secret keys matching the extra attributes.
+func (h *HSM) find(extra ...*p11.Attribute) ([]p11.ObjectHandle, error) {
+	tmpl := append([]*p11.Attribute{
+		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
+		p11.NewAttribute(p11.CKA_TOKEN, true),
+	}, extra...)
+	if err := h.ctx.FindObjectsInit(h.sh, tmpl); err != nil {
+		return nil, err
+	}
+	var all []p11.ObjectHandle
+	for {
+		objs, _, err := h.ctx.FindObjects(h.sh, 64)
+		if err != nil {
+			h.ctx.FindObjectsFinal(h.sh)
+			return nil, err
+		}
+		all = append(all, objs...)
+		if len(objs) < 64 {
+			break
+		}
+	}
+	return all, h.ctx.FindObjectsFinal(h.sh)
+}
+
+// findOne returns the key of the reserved label, or 0.
+func (h *HSM) findOne(label string) (p11.ObjectHandle, error) {
+	objs, err := h.find(p11.NewAttribute(p11.CKA_LABEL, label))
+	if err != nil || len(objs) == 0 {
+		return 0, err
+	}
+	return objs[0], nil
+}
+
+// LoadBackupKey implements [hsm.HSM]. The MBK becomes a sensitive, non-extractable AES key on
+// the token; whether a loaded MBK is the same as mbk is decided by the key ID stored beside it.
+func (h *HSM) LoadBackupKey(ctx context.Context, mbk []byte) error {
+	if len(mbk) != hsm.KeySize {
+		return fmt.Errorf("load backup key: %w", hsm.ErrKeySize)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.check(ctx); err != nil {
+		return fmt.Errorf("load backup key: %w", err)
+	}
+	id := hsm.KeyIDOf(mbk)
+	if old, err := h.findOne(labelMBK); err != nil {
+		return fmt.Errorf("load backup key: %w", err)
+	} else if old != 0 {
+		oldID, err := h.keyID(old)
+		if err != nil {
+			return fmt.Errorf("load backup key: %w", err)
+		}
+		if oldID == id {
+			return nil
+		}
+		return fmt.Errorf("load backup key: %w", hsm.ErrBackupKeySet)
+	}
+	value := p11.NewAttribute(p11.CKA_VALUE, bytes.Clone(mbk)) // NewAttribute keeps the slice: give it a copy to clear
+	defer hsm.Zero(value.Value)
+	_, err := h.ctx.CreateObject(h.sh, []*p11.Attribute{
+		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
+		p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_AES),
+		p11.NewAttribute(p11.CKA_TOKEN, true),
+		p11.NewAttribute(p11.CKA_PRIVATE, true),
+		p11.NewAttribute(p11.CKA_SENSITIVE, true),
+		p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
+		p11.NewAttribute(p11.CKA_WRAP, true),
+		p11.NewAttribute(p11.CKA_UNWRAP, true),
+		p11.NewAttribute(p11.CKA_ENCRYPT, false),
+		p11.NewAttribute(p11.CKA_DECRYPT, false),
+		p11.NewAttribute(p11.CKA_SIGN, false),
+		p11.NewAttribute(p11.CKA_DERIVE, false),
+		p11.NewAttribute(p11.CKA_LABEL, labelMBK),
+		p11.NewAttribute(p11.CKA_ID, id[:]),
+		value,
+	})
+	if err != nil {
+		return fmt.Errorf("load backup key: %w", err)
+	}
+	return nil
+}
+
+func (h *HSM) keyID(obj p11.ObjectHandle) (hsm.KeyID, error) {
+	var id hsm.KeyID
+	attrs, err := h.ctx.GetAttributeValue(h.sh, obj, []*p11.Attribute{p11.NewAttribute(p11.CKA_ID, nil)})
+	if err != nil {
+		return id, err
+	}
+	if len(attrs[0].Value) != len(id) {
+		return id, errors.New("the master backup key on the token has no key id")
+	}
+	copy(id[:], attrs[0].Value)
+	return id, nil
+}
+
+// BackupKeyID implements [hsm.HSM].
+func (h *HSM) BackupKeyID(ctx context.Context) (hsm.KeyID, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.check(ctx); err != nil {
+		return hsm.KeyID{}, fmt.Errorf("read backup key id: %w", err)
+	}
+	obj, err := h.findOne(labelMBK)
+	if err == nil && obj == 0 {
+		err = hsm.ErrNoBackupKey
+	}
+	if err != nil {
+		return hsm.KeyID{}, fmt.Errorf("read backup key id: %w", err)
+	}
+	id, err := h.keyID(obj)
+	if err != nil {
+		return id, fmt.Errorf("read backup key id: %w", err)
+	}
+	return id, nil
+}
+
+var kwp = []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_KEY_WRAP_PAD, nil)}
+
+// tokenWrap is the MBK on the token as a [backup.KeyWrapper]. Its callers hold h.mu.
+type tokenWrap struct {
+	h   *HSM
+	mbk p11.ObjectHandle
+	id  hsm.KeyID
+}
+
+func (h *HSM) tokenWrap() (*tokenWrap, error) {
+	obj, err := h.findOne(labelMBK)
+	if err != nil {
+		return nil, err
+	}
+	if obj == 0 {
+		return nil, hsm.ErrNoBackupKey
+	}
+	id, err := h.keyID(obj)
+	if err != nil {
+		return nil, err
+	}
+	return &tokenWrap{h: h, mbk: obj, id: id}, nil
+}
+
+func (w *tokenWrap) KeyID() hsm.KeyID { return w.id }
+
+// WrapKey puts key into a transient session object and lets the token wrap it.
+func (w *tokenWrap) WrapKey(ctx context.Context, key []byte) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	value := p11.NewAttribute(p11.CKA_VALUE, bytes.Clone(key))
+	defer hsm.Zero(value.Value)
+	obj, err := w.h.ctx.CreateObject(w.h.sh, []*p11.Attribute{
+		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
+		p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_AES),
+		p11.NewAttribute(p11.CKA_TOKEN, false),
+		p11.NewAttribute(p11.CKA_SENSITIVE, true),
+		p11.NewAttribute(p11.CKA_EXTRACTABLE, true),
+		value,
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer w.h.ctx.DestroyObject(w.h.sh, obj)
+	return w.h.ctx.WrapKey(w.h.sh, kwp, w.mbk, obj)
+}
+
+// unwrapFailed tells a wrapped key that does not open from a failing token.
+func unwrapFailed(err error) bool {
+	for _, c := range []uint{p11.CKR_WRAPPED_KEY_INVALID, p11.CKR_WRAPPED_KEY_LEN_RANGE,
+		p11.CKR_ENCRYPTED_DATA_INVALID, p11.CKR_ENCRYPTED_DATA_LEN_RANGE, p11.CKR_GENERAL_ERROR} {
+		if isCode(err, c) {
+			return true
+		}
+	}
+	return false
+}
+
+// UnwrapKey unwraps into a transient, readable session object: the backup's data key must be
+// in the host's memory to run AES-GCM over the stream.
+func (w *tokenWrap) UnwrapKey(ctx context.Context, wrapped []byte) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	obj, err := w.h.ctx.UnwrapKey(w.h.sh, kwp, w.mbk, wrapped, []*p11.Attribute{
+		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
+		p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_AES),
+		p11.NewAttribute(p11.CKA_TOKEN, false),
+		p11.NewAttribute(p11.CKA_SENSITIVE, false),
+		p11.NewAttribute(p11.CKA_EXTRACTABLE, true),
+	})
+	if err != nil {
+		if unwrapFailed(err) {
+			return nil, backup.ErrUnwrap
+		}
+		return nil, err
+	}
+	defer w.h.ctx.DestroyObject(w.h.sh, obj)
+	attrs, err := w.h.ctx.GetAttributeValue(w.h.sh, obj, []*p11.Attribute{p11.NewAttribute(p11.CKA_VALUE, nil)})
+	if err != nil {
+		return nil, err
+	}
+	return attrs[0].Value, nil
+}
+
+// appKey is an application key on the token.
+type appKey struct {
+	obj         p11.ObjectHandle
+	id          []byte
+	label       string
+	extractable bool
+	length      int // bytes
+}
+
+func (k appKey) info() hsm.KeyInfo {
+	return hsm.KeyInfo{ID: hex.EncodeToString(k.id), Label: k.label, Algorithm: fmt.Sprintf("AES-%d", 8*k.length)}
+}
+
+// appKeys lists the key database, ordered by ID.
+func (h *HSM) appKeys() ([]appKey, error) {
+	objs, err := h.find(p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_AES))
+	if err != nil {
+		return nil, err
+	}
+	var keys []appKey
+	for _, obj := range objs {
+		attrs, err := h.ctx.GetAttributeValue(h.sh, obj, []*p11.Attribute{
+			p11.NewAttribute(p11.CKA_LABEL, nil),
+			p11.NewAttribute(p11.CKA_ID, nil),
+			p11.NewAttribute(p11.CKA_EXTRACTABLE, nil),
+			p11.NewAttribute(p11.CKA_VALUE_LEN, nil),
+		})
+		if err != nil {
+			return nil, err
+		}
+		label := string(attrs[0].Value)
+		if label == labelMBK || label == labelSlotKey {
+			continue
+		}
+		k := appKey{obj: obj, id: attrs[1].Value, label: label}
+		k.extractable = len(attrs[2].Value) == 1 && attrs[2].Value[0] != 0
+		k.length = int(ulong(attrs[3].Value))
+		if k.length == 0 && k.extractable {
+			// SoftHSM sets no CKA_VALUE_LEN on unwrapped keys (and refuses it in the unwrap
+			// template). The length of the key wrapped under the MBK tells it.
+			if k.length, err = h.wrappedLength(obj); err != nil {
+				return nil, err
+			}
+		}
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b appKey) int { return bytes.Compare(a.id, b.id) })
+	return keys, nil
+}
+
+// wrappedLength returns the length of an AES key, found by wrapping it under the MBK (RFC
+// 5649 pads to 8 bytes, which AES key lengths are), or 0 when no MBK is loaded.
+func (h *HSM) wrappedLength(obj p11.ObjectHandle) (int, error) {
+	mbk, err := h.findOne(labelMBK)
+	if err != nil || mbk == 0 {
+		return 0, err
+	}
+	wrapped, err := h.ctx.WrapKey(h.sh, kwp, mbk, obj)
+	if err != nil {
+		return 0, fmt.Errorf("read key length: %w", err)
+	}
+	return len(wrapped) - 8, nil
+}
+
+// ulong reads a CK_ULONG as the library returns it: native byte order, native size.
+func ulong(b []byte) uint64 {
+	switch len(b) {
+	case 8:
+		return binary.NativeEndian.Uint64(b)
+	case 4:
+		return uint64(binary.NativeEndian.Uint32(b))
+	}
+	return 0
+}
+
+// CreateKey implements [hsm.KeyStore]: an AES-256 key generated on the token, sensitive and
+// extractable (so that backups can wrap it).
+func (h *HSM) CreateKey(ctx context.Context, label string) (hsm.KeyInfo, error) {
+	if err := hsm.ValidateLabel(label); err != nil {
+		return hsm.KeyInfo{}, fmt.Errorf("create key: %w", err)
+	}
+	if label == labelMBK || label == labelSlotKey {
+		return hsm.KeyInfo{}, fmt.Errorf("create key: %w", ErrReservedLabel)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.check(ctx); err != nil {
+		return hsm.KeyInfo{}, fmt.Errorf("create key: %w", err)
+	}
+	id := make([]byte, appKeyIDSize)
+	if _, err := rand.Read(id); err != nil {
+		return hsm.KeyInfo{}, fmt.Errorf("create key: %w", err)
+	}
+	_, err := h.ctx.GenerateKey(h.sh, []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_KEY_GEN, nil)},
+		appKeyTemplate(true, label, id, p11.NewAttribute(p11.CKA_VALUE_LEN, 32)))
+	if err != nil {
+		return hsm.KeyInfo{}, fmt.Errorf("create key: %w", err)
+	}
+	return hsm.KeyInfo{ID: hex.EncodeToString(id), Label: label, Algorithm: hsm.AlgorithmAES256}, nil
+}
+
+func appKeyTemplate(token bool, label string, id []byte, extra ...*p11.Attribute) []*p11.Attribute {
+	return append([]*p11.Attribute{
+		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
+		p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_AES),
+		p11.NewAttribute(p11.CKA_TOKEN, token),
+		p11.NewAttribute(p11.CKA_PRIVATE, true),
+		p11.NewAttribute(p11.CKA_SENSITIVE, true),
+		p11.NewAttribute(p11.CKA_EXTRACTABLE, true),
+		p11.NewAttribute(p11.CKA_ENCRYPT, true),
+		p11.NewAttribute(p11.CKA_DECRYPT, true),
+		p11.NewAttribute(p11.CKA_LABEL, label),
+		p11.NewAttribute(p11.CKA_ID, id),
+	}, extra...)
+}
+
+// Keys implements [hsm.KeyStore].
+func (h *HSM) Keys(ctx context.Context) ([]hsm.KeyInfo, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.check(ctx); err != nil {
+		return nil, fmt.Errorf("list keys: %w", err)
+	}
+	keys, err := h.appKeys()
+	if err != nil {
+		return nil, fmt.Errorf("list keys: %w", err)
+	}
+	infos := make([]hsm.KeyInfo, len(keys))
+	for i, k := range keys {
+		infos[i] = k.info()
+	}
+	return infos, nil
+}
+
+// Backup implements [hsm.HSM]: every application key, wrapped on the token under the MBK.
+func (h *HSM) Backup(ctx context.Context, w io.Writer) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.check(ctx); err != nil {
+		return fmt.Errorf("back up: %w", err)
+	}
+	tw, err := h.tokenWrap()
+	if err != nil {
+		return fmt.Errorf("back up: %w", err)
+	}
+	keys, err := h.appKeys()
+	if err != nil {
+		return fmt.Errorf("back up: %w", err)
+	}
+	// Refuse before writing anything: a backup that silently lacks a key is worse than none.
+	for _, k := range keys {
+		switch {
+		case !k.extractable:
+			return &KeyError{Label: k.label, ID: hex.EncodeToString(k.id), Reason: "it is not extractable, so it cannot leave the token even wrapped"}
+		case k.length != 32:
+			return &KeyError{Label: k.label, ID: hex.EncodeToString(k.id), Reason: fmt.Sprintf("only AES-256 keys are backed up, this is AES-%d", 8*k.length)}
+		case len(k.id) == 0 || len(k.id) > 64 || hsm.ValidateLabel(k.label) != nil:
+			return &KeyError{Label: k.label, ID: hex.EncodeToString(k.id), Reason: "it needs an ID of 1 to 64 bytes and a printable label"}
+		}
+	}
+	bw, err := backup.NewWriter(ctx, w, tw, backup.Header{Source: h.source, Content: ContentType})
+	if err != nil {
+		return fmt.Errorf("back up: %w", err)
+	}
+	for _, k := range keys {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("back up: %w", err)
+		}
+		wrapped, err := h.ctx.WrapKey(h.sh, kwp, tw.mbk, k.obj)
+		if err != nil {
+			return fmt.Errorf("back up: wrap key %q: %w", k.label, err)
+		}
+		rec := backup.KeyRecord{ID: k.id, Label: k.label, Algorithm: hsm.AlgorithmAES256, Material: wrapped}
+		if err := backup.WriteRecord(bw, &rec); err != nil {
+			return fmt.Errorf("back up: %w", err)
+		}
+	}
+	if err := bw.Close(); err != nil {
+		return fmt.Errorf("back up: %w", err)
+	}
+	return nil
+}
+
+// Restore implements [hsm.HSM]. Keys are unwrapped into session objects while the backup is
+// read; only when it has been read and authenticated to its end are they copied onto the token
+// and the old key database destroyed.
+func (h *HSM) Restore(ctx context.Context, r io.Reader) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.check(ctx); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	tw, err := h.tokenWrap()
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	br, err := backup.NewReader(ctx, r, tw)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	if c := br.Header().Content; c != ContentType {
+		return &hsm.ContentError{Got: c, Want: ContentType}
+	}
+	old, err := h.appKeys()
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	var staged []p11.ObjectHandle
+	drop := func(objs []p11.ObjectHandle) {
+		for _, o := range objs {
+			h.ctx.DestroyObject(h.sh, o)
+		}
+	}
+	seen := map[string]bool{}
+	rr := backup.NewRecordReader(br)
+	for {
+		if err := ctx.Err(); err != nil {
+			drop(staged)
+			return fmt.Errorf("restore: %w", err)
+		}
+		rec, err := rr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err == nil && (seen[string(rec.ID)] || rec.Label == labelMBK || rec.Label == labelSlotKey) {
+			err = fmt.Errorf("%w: key %x appears twice or has a reserved label", backup.ErrBadRecord, rec.ID)
+		}
+		if err != nil {
+			drop(staged)
+			return fmt.Errorf("restore: %w", err)
+		}
+		if len(rec.Material) != backup.WrappedLen(32) {
+			drop(staged)
+			return fmt.Errorf("restore: %w: key %x is not a wrapped AES-256 key", backup.ErrBadRecord, rec.ID)
+		}
+		seen[string(rec.ID)] = true
+		obj, err := h.ctx.UnwrapKey(h.sh, kwp, tw.mbk, rec.Material, appKeyTemplate(false, rec.Label, rec.ID))
+		if err != nil {
+			drop(staged)
+			if unwrapFailed(err) {
+				return fmt.Errorf("restore: key %q: %w", rec.Label, backup.ErrUnwrap)
+			}
+			return fmt.Errorf("restore: unwrap key %q: %w", rec.Label, err)
+		}
+		staged = append(staged, obj)
+	}
+	// The whole backup is authentic: make the staged keys permanent, then drop the old ones.
+	var copies []p11.ObjectHandle
+	for _, obj := range staged {
+		c, err := h.ctx.CopyObject(h.sh, obj, []*p11.Attribute{p11.NewAttribute(p11.CKA_TOKEN, true)})
+		if err != nil {
+			drop(copies)
+			drop(staged)
+			return fmt.Errorf("restore: store key on token: %w", err)
+		}
+		copies = append(copies, c)
+	}
+	drop(staged)
+	for _, k := range old {
+		if err := h.ctx.DestroyObject(h.sh, k.obj); err != nil {
+			return fmt.Errorf("restore: the restored keys are in place, but old key %q could not be removed: %w", k.label, err)
+		}
+	}
+	return nil
+}
+
+// slotMAC returns the HMAC of slot credentials under the token's slot key, generating the
+// key on first use when create is set.
+func (h *HSM) slotMAC(create bool) (slotcred.MAC, error) {
+	key, err := h.findOne(labelSlotKey)
+	if err != nil {
+		return nil, err
+	}
+	if key == 0 {
+		if !create {
+			return nil, hsm.ErrCredentialInvalid
+		}
+		key, err = h.ctx.GenerateKey(h.sh, []*p11.Mechanism{p11.NewMechanism(p11.CKM_GENERIC_SECRET_KEY_GEN, nil)}, []*p11.Attribute{
+			p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
+			p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_GENERIC_SECRET),
+			p11.NewAttribute(p11.CKA_VALUE_LEN, 32),
+			p11.NewAttribute(p11.CKA_TOKEN, true),
+			p11.NewAttribute(p11.CKA_PRIVATE, true),
+			p11.NewAttribute(p11.CKA_SENSITIVE, true),
+			p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
+			p11.NewAttribute(p11.CKA_SIGN, true),
+			p11.NewAttribute(p11.CKA_VERIFY, true),
+			p11.NewAttribute(p11.CKA_LABEL, labelSlotKey),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("generate slot credential key: %w", err)
+		}
+	}
+	return func(msg []byte) ([]byte, error) {
+		if err := h.ctx.SignInit(h.sh, []*p11.Mechanism{p11.NewMechanism(p11.CKM_SHA256_HMAC, nil)}, key); err != nil {
+			return nil, err
+		}
+		return h.ctx.Sign(h.sh, msg)
+	}, nil
+}
+
+// IssueSlotCredential implements [hsm.HSM].
+func (h *HSM) IssueSlotCredential(ctx context.Context, slot uint, cardSerial string) ([]byte, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.check(ctx); err != nil {
+		return nil, fmt.Errorf("issue slot credential: %w", err)
+	}
+	if err := hsm.ValidateSerial(cardSerial); err != nil {
+		return nil, fmt.Errorf("issue slot credential: %w", err)
+	}
+	mac, err := h.slotMAC(true)
+	if err != nil {
+		return nil, fmt.Errorf("issue slot credential: %w", err)
+	}
+	return slotcred.Issue(slot, cardSerial, mac)
+}
+
+// ActivateSlot implements [hsm.HSM].
+func (h *HSM) ActivateSlot(ctx context.Context, slot uint, cardSerial string, credential []byte) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.check(ctx); err != nil {
+		return fmt.Errorf("activate slot %d: %w", slot, err)
+	}
+	mac, err := h.slotMAC(false)
+	if errors.Is(err, hsm.ErrCredentialInvalid) {
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("activate slot %d: %w", slot, err)
+	}
+	if err := slotcred.Check(slot, cardSerial, credential, mac); err != nil {
+		return err
+	}
+	h.active[slot] = cardSerial
+	return nil
+}
+
+// ActiveSlots lists the slots activated since Open, in order.
+func (h *HSM) ActiveSlots() []uint {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	slots := make([]uint, 0, len(h.active))
+	for s := range h.active {
+		slots = append(slots, s)
+	}
+	slices.Sort(slots)
+	return slots
+}
+
+// Reset implements [hsm.HSM]: the MBK, the slot credential key and every application key are
+// destroyed on the token.
+func (h *HSM) Reset(ctx context.Context) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.check(ctx); err != nil {
+		return fmt.Errorf("reset hsm: %w", err)
+	}
+	keys, err := h.appKeys()
+	if err != nil {
+		return fmt.Errorf("reset hsm: %w", err)
+	}
+	objs := make([]p11.ObjectHandle, 0, len(keys)+2)
+	for _, k := range keys {
+		objs = append(objs, k.obj)
+	}
+	for _, label := range []string{labelSlotKey, labelMBK} {
+		found, err := h.find(p11.NewAttribute(p11.CKA_LABEL, label))
+		if err != nil {
+			return fmt.Errorf("reset hsm: %w", err)
+		}
+		objs = append(objs, found...)
+	}
+	for _, o := range objs {
+		if err := h.ctx.DestroyObject(h.sh, o); err != nil {
+			return fmt.Errorf("reset hsm: destroy key: %w", err)
+		}
+	}
+	clear(h.active)
+	return nil
+}
+
+// Close implements [hsm.HSM]: the session ends, and with the last session the login.
+func (h *HSM) Close() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil
+	}
+	h.closed = true
+	clear(h.active)
+	err := h.ctx.CloseSession(h.sh)
+	release(h.module)
+	if err != nil {
+		return fmt.Errorf("close pkcs11 hsm: %w", err)
+	}
+	return nil
+}
