@@ -109,6 +109,11 @@ var (
 	ErrWriteVerify  = errors.New("the card did not return what was written to it")
 	ErrMemory       = errors.New("the card reported a memory failure")
 	ErrAccessDenied = errors.New("the card refused access: PIN not verified")
+	// ErrNotPersonalised is a TCOS card without Keyquorum's files: a card of another
+	// application, or a blank card nobody prepared for this appliance.
+	ErrNotPersonalised = errors.New("the card has no Keyquorum data slots: it was not prepared for this appliance")
+	// ErrWrongLength is the card refusing a command's length (67 00).
+	ErrWrongLength = errors.New("the card refused the length of a command")
 )
 
 // WrongPINError is a PIN the card refused; Remaining tries are left before it blocks.
