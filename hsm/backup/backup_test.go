@@ -528,3 +528,31 @@ func TestKeyWrapVectors(t *testing.T) {
 		}
 	}
 }
+
+// clearingWrap clears the key it is given after wrapping it, as the PKCS#11 library's
+// attribute handling once made the pkcs11 backend do.
+type clearingWrap struct{ *KeyWrap }
+
+func (c clearingWrap) WrapKey(ctx context.Context, key []byte) ([]byte, error) {
+	w, err := c.KeyWrap.WrapKey(ctx, key)
+	clear(key)
+	return w, err
+}
+
+// TestWrapperCannotClearDataKey: whatever the wrapper does with the bytes it is given, the
+// stream is encrypted under the data key it wrapped, not under zeros.
+func TestWrapperCannotClearDataKey(t *testing.T) {
+	kw := testWrap(t, 1)
+	b := makeBackup(t, clearingWrap{kw}, []byte("content"), 0)
+	h, err := ReadHeader(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dk, err := kw.UnwrapKey(context.Background(), h.wrapped)
+	if err != nil || bytes.Equal(dk, make([]byte, 32)) {
+		t.Fatalf("data key %v, all zero: %v", err, bytes.Equal(dk, make([]byte, 32)))
+	}
+	if got, err := open(kw, b, 0); err != nil || string(got) != "content" {
+		t.Fatalf("open: %q, %v", got, err)
+	}
+}
