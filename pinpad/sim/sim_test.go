@@ -16,6 +16,7 @@ var _ pinpad.Terminal = (*sim.Pad)(nil)
 
 // operator drives the pad from another goroutine, as the WebConf panel does.
 type operator struct {
+	mu  sync.Mutex // one action at a time reads the watch channel
 	t   *testing.T
 	pad *sim.Pad
 	ch  <-chan sim.State
@@ -25,21 +26,39 @@ func newOperator(t *testing.T, ctx context.Context, pad *sim.Pad) *operator {
 	return &operator{t: t, pad: pad, ch: pad.Watch(ctx)}
 }
 
-// await blocks until the pad waits for w and returns the state.
+// act runs one operator action. Actions hold the operator in turn, so a new action never
+// steals the states an earlier one is still consuming.
+func (o *operator) act(f func()) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	f()
+}
+
+// await blocks until the pad waits for w and returns the state. Every helper that acts on a
+// wait also consumes the states up to its end, so the next await sees the next wait.
 func (o *operator) await(w sim.Wait) sim.State {
+	return o.until(func(s sim.State) bool { return s.Waiting == w }, w.String())
+}
+
+// done consumes states until the pad no longer waits for w.
+func (o *operator) done(w sim.Wait) {
+	o.until(func(s sim.State) bool { return s.Waiting != w }, "end of "+w.String())
+}
+
+func (o *operator) until(cond func(sim.State) bool, what string) sim.State {
 	timeout := time.After(5 * time.Second)
 	for {
 		select {
 		case s, ok := <-o.ch:
 			if !ok {
-				o.t.Errorf("watch ended before the pad waited for %v", w)
+				o.t.Errorf("watch ended before %s", what)
 				return sim.State{}
 			}
-			if s.Waiting == w {
+			if cond(s) {
 				return s
 			}
 		case <-timeout:
-			o.t.Errorf("the pad never waited for %v (state %+v)", w, o.pad.State())
+			o.t.Errorf("waited in vain for %s (state %+v)", what, o.pad.State())
 			return sim.State{}
 		}
 	}
@@ -51,6 +70,7 @@ func (o *operator) enterPIN(pin string) {
 		o.t.Error(err)
 	}
 	o.pad.PressOK()
+	o.done(sim.WaitPIN)
 }
 
 func openPad(t *testing.T, opts ...sim.Option) (*sim.Pad, string) {
@@ -74,7 +94,7 @@ func TestWriteReadShare(t *testing.T) {
 	op := newOperator(t, ctx, pad)
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() {
+	go op.act(func() {
 		defer wg.Done()
 		s := op.await(sim.WaitCard)
 		if s.Display != "Insert 1. card press OK/Cancel" {
@@ -85,7 +105,7 @@ func TestWriteReadShare(t *testing.T) {
 		}
 		pad.PressOK()
 		op.enterPIN("123456")
-	}()
+	})
 	card, err := pad.WaitForCard(ctx, "Insert 1. card press OK/Cancel", 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -116,12 +136,14 @@ func TestWriteReadShare(t *testing.T) {
 		t.Fatal(err)
 	}
 	op2 := newOperator(t, ctx, pad2)
-	go func() {
+	wg.Add(1)
+	go op2.act(func() {
+		defer wg.Done()
 		op2.await(sim.WaitCard)
 		pad2.Insert(serial)
 		pad2.PressOK()
 		op2.enterPIN("123456")
-	}()
+	})
 	card2, err := pad2.WaitForCard(ctx, "Insert 1. card press OK/Cancel", 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -130,6 +152,7 @@ func TestWriteReadShare(t *testing.T) {
 	if err := card2.VerifyPIN(ctx, pinpad.SlotShare, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	wg.Wait()
 	got, err = card2.Read(ctx, pinpad.SlotShare)
 	if err != nil || !bytes.Equal(got, record) {
 		t.Fatalf("read after reopen %x, %v", got, err)
