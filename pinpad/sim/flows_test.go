@@ -13,7 +13,7 @@ import (
 // connect inserts a new card and returns the session WaitForCard gives.
 func connect(t *testing.T, ctx context.Context, pad *sim.Pad, op *operator, serial string) pinpad.Card {
 	t.Helper()
-	go op.act(func() {
+	op.bg(func() {
 		op.await(sim.WaitCard)
 		if err := pad.Insert(serial); err != nil {
 			t.Error(err)
@@ -48,7 +48,7 @@ func TestWrongPINCountsDownToBlocked(t *testing.T) {
 		t.Fatalf("tries %d, %v; want 3", n, err)
 	}
 	for _, want := range []error{&pinpad.WrongPINError{Remaining: 2}, &pinpad.WrongPINError{Remaining: 1}, pinpad.ErrPINBlocked, pinpad.ErrPINBlocked} {
-		go op.act(func() { op.enterPIN("654321") })
+		op.bg(func() { op.enterPIN("654321") })
 		err := card.VerifyPIN(ctx, pinpad.SlotShare, 5*time.Second)
 		var wp, wantWP *pinpad.WrongPINError
 		switch {
@@ -76,12 +76,12 @@ func TestWrongPINCountsDownToBlocked(t *testing.T) {
 func TestRightPINResetsCounter(t *testing.T) {
 	ctx, pad, op, serial := setup(t)
 	card := connect(t, ctx, pad, op, serial)
-	go op.act(func() { op.enterPIN("000000") })
+	op.bg(func() { op.enterPIN("000000") })
 	var wp *pinpad.WrongPINError
 	if err := card.VerifyPIN(ctx, pinpad.SlotUser, 5*time.Second); !errors.As(err, &wp) || wp.Remaining != 2 {
 		t.Fatalf("verify: %v", err)
 	}
-	go op.act(func() { op.enterPIN("123456") })
+	op.bg(func() { op.enterPIN("123456") })
 	if err := card.VerifyPIN(ctx, pinpad.SlotUser, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestPINEntryKeys(t *testing.T) {
 	card := connect(t, ctx, pad, op, serial)
 
 	t.Run("clear restarts the entry", func(t *testing.T) {
-		go op.act(func() {
+		op.bg(func() {
 			op.await(sim.WaitPIN)
 			pad.TypeDigits("99")
 			pad.PressClear()
@@ -108,7 +108,7 @@ func TestPINEntryKeys(t *testing.T) {
 		}
 	})
 	t.Run("cancel", func(t *testing.T) {
-		go op.act(func() {
+		op.bg(func() {
 			op.await(sim.WaitPIN)
 			pad.TypeDigits("12")
 			pad.PressCancel()
@@ -119,7 +119,7 @@ func TestPINEntryKeys(t *testing.T) {
 		}
 	})
 	t.Run("too short", func(t *testing.T) {
-		go op.act(func() { op.enterPIN("123") })
+		op.bg(func() { op.enterPIN("123") })
 		if err := card.VerifyPIN(ctx, pinpad.SlotShare, 5*time.Second); !errors.Is(err, pinpad.ErrPINLength) {
 			t.Fatalf("verify: %v, want ErrPINLength", err)
 		}
@@ -144,7 +144,7 @@ func TestPINEntryKeys(t *testing.T) {
 	})
 	t.Run("context cancelled", func(t *testing.T) {
 		cctx, cancel := context.WithCancel(ctx)
-		go op.act(func() {
+		op.bg(func() {
 			op.await(sim.WaitPIN)
 			cancel()
 			op.done(sim.WaitPIN)
@@ -165,7 +165,7 @@ func TestChangePIN(t *testing.T) {
 	ctx, pad, op, serial := setup(t)
 	card := connect(t, ctx, pad, op, serial)
 
-	go op.act(func() {
+	op.bg(func() {
 		op.enterPIN("123456") // old
 		s := op.await(sim.WaitPIN)
 		if s.Display != "Enter new PIN" {
@@ -185,18 +185,18 @@ func TestChangePIN(t *testing.T) {
 		t.Fatal(err)
 	}
 	card = connect(t, ctx, pad, op, serial)
-	go op.act(func() { op.enterPIN("123456") })
+	op.bg(func() { op.enterPIN("123456") })
 	var wp *pinpad.WrongPINError
 	if err := card.VerifyPIN(ctx, pinpad.SlotShare, 5*time.Second); !errors.As(err, &wp) {
 		t.Fatalf("old PIN after change: %v", err)
 	}
-	go op.act(func() { op.enterPIN("24681357") })
+	op.bg(func() { op.enterPIN("24681357") })
 	if err := card.VerifyPIN(ctx, pinpad.SlotShare, 5*time.Second); err != nil {
 		t.Fatalf("new PIN: %v", err)
 	}
 
 	t.Run("new PINs differ", func(t *testing.T) {
-		go op.act(func() {
+		op.bg(func() {
 			op.enterPIN("24681357")
 			op.enterPIN("111111")
 			op.enterPIN("222222")
@@ -213,7 +213,7 @@ func TestForeignCard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go op.act(func() {
+	op.bg(func() {
 		op.await(sim.WaitCard)
 		pad.Insert(foreign)
 		pad.PressOK()
@@ -235,7 +235,7 @@ func TestForeignCard(t *testing.T) {
 func TestWaitForCard(t *testing.T) {
 	ctx, pad, op, serial := setup(t)
 	t.Run("OK without a card does not count", func(t *testing.T) {
-		go op.act(func() {
+		op.bg(func() {
 			op.await(sim.WaitCard)
 			pad.PressOK()
 			time.Sleep(20 * time.Millisecond)
@@ -260,7 +260,7 @@ func TestWaitForCard(t *testing.T) {
 		}
 	})
 	t.Run("deadline shown", func(t *testing.T) {
-		go op.act(func() {
+		op.bg(func() {
 			s := op.await(sim.WaitCard)
 			if d := time.Until(s.Deadline); d <= 0 || d > 5*time.Second {
 				t.Errorf("deadline in %v", d)
@@ -279,7 +279,7 @@ func TestWaitForCard(t *testing.T) {
 		}
 	})
 	t.Run("removal", func(t *testing.T) {
-		go op.act(func() {
+		op.bg(func() {
 			op.await(sim.WaitRemoval)
 			pad.Remove()
 			op.done(sim.WaitRemoval)
@@ -308,7 +308,7 @@ func TestWaitForCard(t *testing.T) {
 
 func TestWaitForOK(t *testing.T) {
 	ctx, pad, op, _ := setup(t)
-	go op.act(func() {
+	op.bg(func() {
 		s := op.await(sim.WaitOK)
 		if s.Display != "Write New Key press OK/Cancel" {
 			t.Errorf("display %q", s.Display)
@@ -319,7 +319,7 @@ func TestWaitForOK(t *testing.T) {
 	if err := pad.WaitForOK(ctx, "Write New Key press OK/Cancel", 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	go op.act(func() {
+	op.bg(func() {
 		op.await(sim.WaitOK)
 		pad.PressCancel()
 	})
@@ -334,7 +334,7 @@ func TestWaitForOK(t *testing.T) {
 func TestCardRemovedDuringOperation(t *testing.T) {
 	ctx, pad, op, serial := setup(t)
 	card := connect(t, ctx, pad, op, serial)
-	go op.act(func() {
+	op.bg(func() {
 		op.await(sim.WaitPIN)
 		pad.TypeDigits("123")
 		pad.Remove()
@@ -355,7 +355,7 @@ func TestCardRemovedDuringOperation(t *testing.T) {
 func TestUnplug(t *testing.T) {
 	ctx, pad, op, serial := setup(t)
 	card := connect(t, ctx, pad, op, serial)
-	go op.act(func() {
+	op.bg(func() {
 		op.await(sim.WaitPIN)
 		pad.Unplug()
 	})
@@ -375,7 +375,7 @@ func TestUnplug(t *testing.T) {
 	if s := pad.State(); !s.Plugged || s.Inserted != serial {
 		t.Fatalf("after plug: %+v", s)
 	}
-	go op.act(func() {
+	op.bg(func() {
 		op.await(sim.WaitCard)
 		pad.PressOK()
 	})

@@ -17,21 +17,28 @@ var _ pinpad.Terminal = (*sim.Pad)(nil)
 // operator drives the pad from another goroutine, as the WebConf panel does.
 type operator struct {
 	mu  sync.Mutex // one action at a time reads the watch channel
+	wg  sync.WaitGroup
 	t   *testing.T
 	pad *sim.Pad
 	ch  <-chan sim.State
 }
 
 func newOperator(t *testing.T, ctx context.Context, pad *sim.Pad) *operator {
-	return &operator{t: t, pad: pad, ch: pad.Watch(ctx)}
+	o := &operator{t: t, pad: pad, ch: pad.Watch(ctx)}
+	t.Cleanup(o.wg.Wait) // before the test's context ends: cleanups run last-in first-out
+	return o
 }
 
-// act runs one operator action. Actions hold the operator in turn, so a new action never
+// bg runs one operator action in the background. Actions hold the operator in turn, so a new action never
 // steals the states an earlier one is still consuming.
-func (o *operator) act(f func()) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	f()
+func (o *operator) bg(f func()) {
+	o.wg.Add(1)
+	go func() {
+		defer o.wg.Done()
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		f()
+	}()
 }
 
 // await blocks until the pad waits for w and returns the state. Every helper that acts on a
@@ -94,7 +101,7 @@ func TestWriteReadShare(t *testing.T) {
 	op := newOperator(t, ctx, pad)
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go op.act(func() {
+	op.bg(func() {
 		defer wg.Done()
 		s := op.await(sim.WaitCard)
 		if s.Display != "Insert 1. card press OK/Cancel" {
@@ -137,7 +144,7 @@ func TestWriteReadShare(t *testing.T) {
 	}
 	op2 := newOperator(t, ctx, pad2)
 	wg.Add(1)
-	go op2.act(func() {
+	op2.bg(func() {
 		defer wg.Done()
 		op2.await(sim.WaitCard)
 		pad2.Insert(serial)
