@@ -28,6 +28,7 @@ type command struct {
 // commands is the dispatch table.
 var commands = map[string]command{
 	"reader": {summary: "examine PIN-pad readers (reader diagnose)", run: runReader},
+	"serve":  {summary: "run WebConf, the browser interface of the key ceremonies (HTTPS, client certificates)", run: runServe},
 }
 
 // errUsage marks a usage error: the message was printed, exit status 2.

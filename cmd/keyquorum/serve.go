@@ -1,0 +1,299 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/keyquorum/keyquorum/ceremony"
+	"github.com/keyquorum/keyquorum/hsm"
+	"github.com/keyquorum/keyquorum/hsm/pkcs11"
+	"github.com/keyquorum/keyquorum/hsm/soft"
+	"github.com/keyquorum/keyquorum/pinpad"
+	"github.com/keyquorum/keyquorum/pinpad/pcsc"
+	"github.com/keyquorum/keyquorum/pinpad/sim"
+	"github.com/keyquorum/keyquorum/webconf"
+)
+
+// serveConfig is what `keyquorum serve` runs with, after its flags are checked.
+type serveConfig struct {
+	dataDir      string
+	listen       string
+	pinpad       string // "sim" or "pcsc"
+	reader       string
+	hsm          string // "soft" or "pkcs11"
+	pkcs11Module string
+	slot         string // token label
+	pinFile      string
+	caBundle     string
+	hosts        []string
+	maxUpload    int64
+	verbose      bool
+}
+
+const serveUsage = `usage: keyquorum serve [flags]
+
+Runs WebConf, the browser interface of the key ceremonies, over HTTPS with client certificates.
+With no flags: data in ./keyquorum-data, the simulator PIN pad, the embedded soft HSM, listening
+on https://127.0.0.1:8443. On first start it creates a management CA, a server certificate and
+the first administrator's client certificate (PKCS#12, password in a file beside it) under
+DATA/webconf, and prints where they are.
+
+PINs are never given on the command line: the PKCS#11 user PIN is read from --pin-file.
+
+flags:
+`
+
+// parseServe reads serve's flags; contradictory settings are refused with a message saying why.
+func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
+	c := &serveConfig{}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, serveUsage)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&c.dataDir, "data", "keyquorum-data", "`dir`ectory of the journal, the audit log, the soft HSM, the simulator's cards and the management PKI (webconf/)")
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:8443", "`address` (host:port) to serve HTTPS on; the server certificate covers 127.0.0.1, ::1, localhost, this host and every --host")
+	fs.StringVar(&c.pinpad, "pinpad", "sim", "PIN pad: `sim` (virtual pad and cards, operated in the browser; demos and tests only) or pcsc (a Reiner SCT cyberJack e-com through PC/SC)")
+	fs.StringVar(&c.reader, "reader", "", "with --pinpad pcsc: the reader's `name` or a prefix of it (default \""+pcsc.DefaultReader+"\"); see `keyquorum reader diagnose`")
+	fs.StringVar(&c.hsm, "hsm", "soft", "HSM: `soft` (embedded, keys sealed under a device key in the data dir) or pkcs11 (a real HSM through its PKCS#11 library)")
+	fs.StringVar(&c.pkcs11Module, "pkcs11-module", "", "with --hsm pkcs11: `path` of the PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so")
+	fs.StringVar(&c.slot, "slot", "", "with --hsm pkcs11: `label` of the token (the PKCS#11 slot) that holds Keyquorum's keys")
+	fs.StringVar(&c.pinFile, "pin-file", "", "with --hsm pkcs11: `file` holding the token's user PIN (one line, readable by the owner only)")
+	fs.StringVar(&c.caBundle, "ca-bundle", "", "PEM `file` of further CAs whose client certificates may sign in (e.g. the CA of operators' PIV cards); the management CA is always accepted")
+	fs.Func("host", "a `name` the server certificate must also cover (DNS name or IP); repeat or separate with commas", func(v string) error {
+		for _, h := range strings.Split(v, ",") {
+			if h = strings.TrimSpace(h); h != "" {
+				c.hosts = append(c.hosts, h)
+			}
+		}
+		return nil
+	})
+	fs.Int64Var(&c.maxUpload, "max-upload", webconf.DefaultMaxUpload, "largest backup upload accepted, in `bytes`")
+	fs.BoolVar(&c.verbose, "v", false, "log debug records too")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() != 0 {
+		return nil, usageErr(stderr, "unexpected argument %q (serve takes flags only)", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	switch c.pinpad {
+	case "sim":
+		if set["reader"] {
+			return nil, usageErr(stderr, "--reader names a PC/SC reader: it needs --pinpad pcsc")
+		}
+	case "pcsc":
+	default:
+		return nil, usageErr(stderr, "--pinpad must be sim or pcsc, not %q", c.pinpad)
+	}
+	switch c.hsm {
+	case "soft":
+		for _, f := range []string{"pkcs11-module", "slot", "pin-file"} {
+			if set[f] {
+				return nil, usageErr(stderr, "--%s configures a PKCS#11 HSM: it needs --hsm pkcs11", f)
+			}
+		}
+	case "pkcs11":
+		if c.pkcs11Module == "" || c.slot == "" || c.pinFile == "" {
+			return nil, usageErr(stderr, "--hsm pkcs11 needs --pkcs11-module, --slot and --pin-file")
+		}
+		if c.pinpad == "sim" {
+			return nil, usageErr(stderr, "the simulator PIN pad cannot be used with a real HSM: its virtual cards are files, and a real master backup key must only go onto real cards (use --pinpad pcsc)")
+		}
+	default:
+		return nil, usageErr(stderr, "--hsm must be soft or pkcs11, not %q", c.hsm)
+	}
+	if c.dataDir == "" {
+		return nil, usageErr(stderr, "--data must name a directory")
+	}
+	if _, _, err := net.SplitHostPort(c.listen); err != nil {
+		return nil, usageErr(stderr, "--listen must be host:port, e.g. 127.0.0.1:8443: %v", err)
+	}
+	if c.maxUpload <= 0 {
+		return nil, usageErr(stderr, "--max-upload must be a positive number of bytes")
+	}
+	return c, nil
+}
+
+func usageErr(w io.Writer, format string, a ...any) error {
+	fmt.Fprintf(w, "keyquorum serve: "+format+"\n", a...)
+	return errUsage
+}
+
+// runServe is `keyquorum serve`: it opens the pad, the HSM and the journal, serves WebConf until
+// ctx ends (SIGINT, SIGTERM), then shuts down in reverse order. A ceremony running at that
+// moment is journaled as interrupted, exactly as if the process had died.
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	c, err := parseServe(args, stderr)
+	if err != nil {
+		return err
+	}
+	level := slog.LevelInfo
+	if c.verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	return serve(ctx, c, stdout, log)
+}
+
+func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logger) error {
+	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	var bundle []*x509.Certificate
+	if c.caBundle != "" {
+		var err error
+		if bundle, err = webconf.LoadCABundle(c.caBundle); err != nil {
+			return err
+		}
+	}
+
+	// Listen first: a port in use is found before anything else is touched.
+	ln, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", c.listen, err)
+	}
+	defer ln.Close()
+	hosts := c.hosts
+	if h, _, _ := net.SplitHostPort(c.listen); h != "" {
+		if ip := net.ParseIP(h); ip == nil || !ip.IsUnspecified() {
+			hosts = append(hosts, h)
+		}
+	}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		hosts = append(hosts, h)
+	}
+	pki, err := webconf.LoadPKI(filepath.Join(c.dataDir, "webconf"), hosts, time.Now())
+	if err != nil {
+		return err
+	}
+
+	var pad pinpad.Terminal
+	var simPad *sim.Pad
+	var padName string
+	switch c.pinpad {
+	case "sim":
+		simPad, err = sim.Open(filepath.Join(c.dataDir, "sim"))
+		if err != nil {
+			return err
+		}
+		pad, padName = simPad, "SIMULATOR: "+simPad.Name()
+	case "pcsc":
+		t, err := pcsc.Open(ctx, pcsc.Options{Reader: c.reader, Logger: log.With("room", "pinpad")})
+		if err != nil {
+			return fmt.Errorf("open PIN pad: %w", err)
+		}
+		pad, padName = t, t.Name()
+	}
+	defer pad.Close()
+
+	var h hsm.HSM
+	var hsmName string
+	switch c.hsm {
+	case "soft":
+		s, err := soft.Open(filepath.Join(c.dataDir, "hsm"))
+		if err != nil {
+			return err
+		}
+		h, hsmName = s, "soft (embedded, "+filepath.Join(c.dataDir, "hsm")+")"
+	case "pkcs11":
+		pin, err := readPINFile(c.pinFile)
+		if err != nil {
+			return err
+		}
+		p, err := pkcs11.Open(ctx, pkcs11.Config{Module: c.pkcs11Module, Token: c.slot, PIN: pin})
+		hsm.Zero(pin)
+		if err != nil {
+			return err
+		}
+		h, hsmName = p, "PKCS#11 token "+c.slot+" ("+c.pkcs11Module+")"
+	}
+	defer h.Close()
+
+	mgr, err := ceremony.Open(ctx, ceremony.Config{Dir: c.dataDir, Pad: pad, HSM: h, Logger: log.With("room", "ceremony")})
+	if err != nil {
+		return err
+	}
+	defer mgr.Close()
+
+	cfg := webconf.Config{
+		PKI: pki, CABundle: bundle, Runner: mgr, Records: mgr, Audit: mgr, HSM: h, MaxUpload: c.maxUpload,
+		Appliance: webconf.Appliance{PadName: padName, HSMName: hsmName, DataDir: c.dataDir},
+		Logger:    log.With("room", "webconf"),
+	}
+	if simPad != nil {
+		cfg.Sim = simPad
+	}
+	srv, err := webconf.New(cfg)
+	if err != nil {
+		return err
+	}
+
+	fmt.Fprintf(stdout, "Keyquorum WebConf: https://%s/\n", displayAddr(ln.Addr(), c.listen))
+	if simPad != nil {
+		fmt.Fprintf(stdout, "  PIN pad:       SIMULATOR (virtual pad and cards in the browser; demos and tests only)\n")
+	} else {
+		fmt.Fprintf(stdout, "  PIN pad:       %s\n", padName)
+	}
+	fmt.Fprintf(stdout, "  HSM:           %s\n", hsmName)
+	fmt.Fprintf(stdout, "  CA certificate: %s (SHA-256 %s)\n", pki.CACertPath(), pki.Fingerprint())
+	created := ""
+	if pki.AdminCreated {
+		created = " (created now)"
+	}
+	fmt.Fprintf(stdout, "  Administrator certificate%s: %s\n", created, pki.AdminP12Path())
+	fmt.Fprintf(stdout, "  Its password:  %s\n", pki.AdminPasswordPath())
+	fmt.Fprintf(stdout, "Import the administrator certificate into the browser, trust the CA certificate, then open the URL.\n")
+
+	err = srv.Serve(ctx, ln)
+	log.Info("webconf stopped")
+	return err
+}
+
+// displayAddr is the address to print: the port actually bound (for ":0"), the configured host.
+func displayAddr(a net.Addr, configured string) string {
+	host, _, _ := net.SplitHostPort(configured)
+	_, port, _ := net.SplitHostPort(a.String())
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// readPINFile reads the PKCS#11 user PIN. A file others can read is refused: the PIN would not
+// be a secret.
+func readPINFile(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("read pin file: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("read pin file %s: it is readable by others (mode %v): chmod 600 it", path, fi.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read pin file: %w", err)
+	}
+	pin := bytes.TrimRight(b, "\r\n")
+	out := make([]byte, len(pin))
+	copy(out, pin)
+	hsm.Zero(b)
+	if len(out) == 0 {
+		return nil, errors.New("read pin file: it is empty")
+	}
+	return out, nil
+}

@@ -1,0 +1,260 @@
+package webconf
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/keyquorum/keyquorum/ceremony"
+	"github.com/keyquorum/keyquorum/pinpad"
+	"github.com/keyquorum/keyquorum/sharing"
+)
+
+// ceremonyHandlers serve the setup wizard, the live view, the smart card tools and the factory
+// reset: every page that starts or steers a ceremony.
+type ceremonyHandlers struct {
+	runner  CeremonyRunner
+	records CeremonyRecords
+	// ceremonyCtx is the context ceremonies run under (the server's lifetime, not a request's).
+	ceremonyCtx func() (context.Context, error)
+	rd          *renderer
+	log         *slog.Logger
+}
+
+func newCeremonyHandlers(runner CeremonyRunner, records CeremonyRecords, ceremonyCtx func() (context.Context, error), rd *renderer, log *slog.Logger) *ceremonyHandlers {
+	return &ceremonyHandlers{runner: runner, records: records, ceremonyCtx: ceremonyCtx, rd: rd, log: log}
+}
+
+// quorumChoice is the wizard's form: a preset or a custom k-of-n, and the label on the cards.
+type quorumChoice struct {
+	Preset string // "2-3", "3-5" or "custom"
+	K, N   int
+	Label  string
+}
+
+// setupView is the wizard's first page.
+type setupView struct {
+	KeyID   string            // the loaded key's ID; the wizard then explains instead of offering
+	Pending *ceremony.Pending // an interrupted ceremony that must be dealt with first
+	Running *liveView
+	Choice  quorumChoice
+}
+
+func (h *ceremonyHandlers) setup(w http.ResponseWriter, r *http.Request) {
+	ov, err := h.records.Overview(r.Context())
+	if err != nil {
+		h.rd.problem(w, r, problemFor(err, "/"))
+		return
+	}
+	v := setupView{KeyID: ov.BackupKeyID, Pending: ov.Pending, Choice: quorumChoice{Preset: "2-3", K: 2, N: 3}}
+	if ov.Running != nil {
+		lv := liveFromEvent(*ov.Running, time.Now())
+		v.Running = &lv
+	}
+	h.rd.html(w, r, http.StatusOK, setupPage(h.rd.page(r, "Key setup", "setup"), v))
+}
+
+// parseQuorum reads the wizard's choice from a form or query.
+func parseQuorum(get func(string) string) (quorumChoice, error) {
+	c := quorumChoice{Preset: get("quorum"), Label: strings.TrimSpace(get("label"))}
+	switch c.Preset {
+	case "2-3":
+		c.K, c.N = 2, 3
+	case "3-5":
+		c.K, c.N = 3, 5
+	case "custom":
+		var err1, err2 error
+		c.K, err1 = strconv.Atoi(strings.TrimSpace(get("k")))
+		c.N, err2 = strconv.Atoi(strings.TrimSpace(get("n")))
+		if err1 != nil || err2 != nil {
+			return c, fmt.Errorf("a custom quorum needs two whole numbers: k cards needed out of n cards written")
+		}
+	default:
+		return c, fmt.Errorf("choose 2 of 3, 3 of 5 or a custom quorum")
+	}
+	if err := sharing.ValidateQuorum(c.K, c.N); err != nil {
+		return c, fmt.Errorf("%d of %d is not a possible quorum: %v (at least 2 cards needed, at most 255 written, and no more needed than written)", c.K, c.N, err)
+	}
+	if err := validLabel(c.Label); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+func validLabel(l string) error {
+	if len(l) > sharing.MaxLabelSize || !utf8.ValidString(l) {
+		return fmt.Errorf("the label may have at most %d characters", sharing.MaxLabelSize)
+	}
+	for _, c := range l {
+		if unicode.IsControl(c) {
+			return fmt.Errorf("the label may not contain control characters")
+		}
+	}
+	return nil
+}
+
+func (h *ceremonyHandlers) confirm(w http.ResponseWriter, r *http.Request) {
+	c, err := parseQuorum(r.URL.Query().Get)
+	if err != nil {
+		h.rd.problem(w, r, problem{Status: http.StatusBadRequest, Title: "Quorum not accepted", What: err.Error(),
+			Todo: "Go back to the key setup and choose 2 of 3, 3 of 5, or a custom k of n with 2 ≤ k ≤ n ≤ 255.", Back: "/setup"})
+		return
+	}
+	h.rd.html(w, r, http.StatusOK, confirmPage(h.rd.page(r, "Confirm key generation", "setup"), c))
+}
+
+// start begins the ceremony a form asks for. The factory reset has its own form (typed
+// confirmation) and is not startable here.
+func (h *ceremonyHandlers) start(w http.ResponseWriter, r *http.Request) {
+	req, back, err := requestFromForm(r)
+	if err != nil {
+		h.rd.problem(w, r, problem{Status: http.StatusBadRequest, Title: "Ceremony not started", What: err.Error(),
+			Todo: "Go back, correct the form and start again.", Back: back})
+		return
+	}
+	h.startRequest(w, r, req, back)
+}
+
+func (h *ceremonyHandlers) startRequest(w http.ResponseWriter, r *http.Request, req ceremony.Request, back string) {
+	ctx, err := h.ceremonyCtx()
+	if err != nil {
+		h.rd.problem(w, r, problem{Status: http.StatusServiceUnavailable, Title: "The service is stopping", What: err.Error(),
+			Todo: "Wait for the service to start again, then reload."})
+		return
+	}
+	op := operatorName(r)
+	hd, err := h.runner.Start(ctx, op, req)
+	if err != nil {
+		h.log.Info("ceremony refused", "kind", req.Kind, "operator", op, "err", err)
+		h.rd.problem(w, r, problemFor(err, back))
+		return
+	}
+	h.log.Info("ceremony started from webconf", "ceremony", hd.ID(), "kind", hd.Kind(), "operator", op)
+	http.Redirect(w, r, "/ceremony", http.StatusSeeOther)
+}
+
+// requestFromForm builds a ceremony request from a start form.
+func requestFromForm(r *http.Request) (ceremony.Request, string, error) {
+	kind := ceremony.Kind(r.PostFormValue("kind"))
+	switch kind {
+	case ceremony.KindGenerate:
+		c, err := parseQuorum(r.PostFormValue)
+		if err != nil {
+			return ceremony.Request{}, "/setup", err
+		}
+		return ceremony.Request{Kind: kind, K: c.K, N: c.N, Label: c.Label}, "/setup", nil
+	case ceremony.KindLoad:
+		return ceremony.Request{Kind: kind}, "/hsm", nil
+	case ceremony.KindCopyCard:
+		return ceremony.Request{Kind: kind, Overwrite: r.PostFormValue("overwrite") == "yes"}, "/cards", nil
+	case ceremony.KindChangePIN:
+		switch r.PostFormValue("slot") {
+		case "share":
+			return ceremony.Request{Kind: kind, Slot: pinpad.SlotShare}, "/cards", nil
+		case "user":
+			return ceremony.Request{Kind: kind, Slot: pinpad.SlotUser}, "/cards", nil
+		}
+		return ceremony.Request{}, "/cards", fmt.Errorf("choose the PIN to change: the backup key share PIN or the slot user PIN")
+	case ceremony.KindSlotUserCard, ceremony.KindActivateSlot:
+		slot, err := strconv.ParseUint(strings.TrimSpace(r.PostFormValue("pkcs11_slot")), 10, 32)
+		if err != nil {
+			return ceremony.Request{}, "/cards", fmt.Errorf("the PKCS#11 slot must be a number (0 or more)")
+		}
+		return ceremony.Request{Kind: kind, PKCS11Slot: uint(slot)}, "/cards", nil
+	case ceremony.KindFactoryReset:
+		return ceremony.Request{}, "/reset", fmt.Errorf("a factory reset is started from the factory reset page, with its typed confirmation")
+	}
+	return ceremony.Request{}, "/", fmt.Errorf("unknown ceremony kind %q", kind)
+}
+
+// liveViewPage is the live view of the running ceremony, or of the last one.
+type liveViewPage struct {
+	Live    liveView
+	Any     bool // a ceremony has ever run
+	Pending *ceremony.Pending
+}
+
+func (h *ceremonyHandlers) live(w http.ResponseWriter, r *http.Request) {
+	ov, err := h.records.Overview(r.Context())
+	if err != nil {
+		h.rd.problem(w, r, problemFor(err, "/"))
+		return
+	}
+	now := time.Now()
+	v := liveViewPage{Pending: ov.Pending}
+	switch {
+	case ov.Running != nil:
+		v.Live, v.Any = liveFromEvent(*ov.Running, now), true
+	case ov.Last != nil:
+		v.Live, v.Any = liveFromJournal(*ov.Last, now), true
+	}
+	h.rd.html(w, r, http.StatusOK, livePage(h.rd.page(r, "Live ceremony", "ceremony"), v))
+}
+
+func (h *ceremonyHandlers) retry(w http.ResponseWriter, r *http.Request) {
+	if err := h.runner.Retry(operatorName(r)); err != nil {
+		h.rd.problem(w, r, problemFor(err, "/ceremony"))
+		return
+	}
+	redirectBack(w, r, "/ceremony")
+}
+
+func (h *ceremonyHandlers) cancel(w http.ResponseWriter, r *http.Request) {
+	if err := h.runner.Cancel(operatorName(r)); err != nil {
+		h.rd.problem(w, r, problemFor(err, "/ceremony"))
+		return
+	}
+	redirectBack(w, r, "/ceremony")
+}
+
+func (h *ceremonyHandlers) resume(w http.ResponseWriter, r *http.Request) {
+	ctx, err := h.ceremonyCtx()
+	if err != nil {
+		h.rd.problem(w, r, problem{Status: http.StatusServiceUnavailable, Title: "The service is stopping", What: err.Error(),
+			Todo: "Wait for the service to start again, then reload."})
+		return
+	}
+	if _, err := h.runner.Resume(ctx, operatorName(r)); err != nil {
+		h.rd.problem(w, r, problemFor(err, "/"))
+		return
+	}
+	http.Redirect(w, r, "/ceremony", http.StatusSeeOther)
+}
+
+func (h *ceremonyHandlers) cards(w http.ResponseWriter, r *http.Request) {
+	h.rd.html(w, r, http.StatusOK, cardsPage(h.rd.page(r, "Smart cards", "cards")))
+}
+
+// ResetPhrase is what an operator types to confirm a factory reset.
+const ResetPhrase = "FACTORY RESET"
+
+// resetView is the factory reset page.
+type resetView struct {
+	KeyID  string
+	KeySet *ceremony.KeySet
+}
+
+func (h *ceremonyHandlers) resetForm(w http.ResponseWriter, r *http.Request) {
+	ov, err := h.records.Overview(r.Context())
+	if err != nil {
+		h.rd.problem(w, r, problemFor(err, "/"))
+		return
+	}
+	h.rd.html(w, r, http.StatusOK, resetPage(h.rd.page(r, "Factory reset", "reset"), resetView{KeyID: ov.BackupKeyID, KeySet: ov.KeySet}))
+}
+
+func (h *ceremonyHandlers) reset(w http.ResponseWriter, r *http.Request) {
+	if strings.TrimSpace(r.PostFormValue("confirm")) != ResetPhrase {
+		h.rd.problem(w, r, problem{Status: http.StatusBadRequest, Title: "Factory reset not confirmed",
+			What: fmt.Sprintf("The confirmation did not read %q, so nothing was erased.", ResetPhrase),
+			Todo: fmt.Sprintf("If you mean to erase the HSM's keys and the master backup key, go back and type %s exactly.", ResetPhrase), Back: "/reset"})
+		return
+	}
+	h.startRequest(w, r, ceremony.Request{Kind: ceremony.KindFactoryReset}, "/reset")
+}

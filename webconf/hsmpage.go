@@ -1,0 +1,123 @@
+package webconf
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"time"
+
+	"github.com/keyquorum/keyquorum/ceremony"
+)
+
+// hsmHandlers serve the HSM page: the key, backup download, restore upload and the key load
+// ceremony (disaster recovery, cluster join).
+type hsmHandlers struct {
+	hsm       BackupHSM
+	records   CeremonyRecords
+	maxUpload int64
+	rd        *renderer
+	log       *slog.Logger
+}
+
+func newHSMHandlers(h BackupHSM, records CeremonyRecords, maxUpload int64, rd *renderer, log *slog.Logger) *hsmHandlers {
+	return &hsmHandlers{hsm: h, records: records, maxUpload: maxUpload, rd: rd, log: log}
+}
+
+// hsmView is the HSM page.
+type hsmView struct {
+	Overview  ceremony.Overview
+	MaxUpload string
+	Restored  bool
+}
+
+func (h *hsmHandlers) page(w http.ResponseWriter, r *http.Request) {
+	ov, err := h.records.Overview(r.Context())
+	if err != nil {
+		h.rd.problem(w, r, problemFor(err, "/"))
+		return
+	}
+	v := hsmView{Overview: ov, MaxUpload: byteSize(h.maxUpload), Restored: r.URL.Query().Get("restored") == "1"}
+	h.rd.html(w, r, http.StatusOK, hsmPage(h.rd.page(r, "HSM", "hsm"), v))
+}
+
+// backup streams a backup of the HSM's key database, encrypted under the MBK. A missing MBK is
+// found before the first byte, so it gets an error page; a failure in the middle of the stream
+// can only cut it off (the backup format detects the truncation when it is restored).
+func (h *hsmHandlers) backup(w http.ResponseWriter, r *http.Request) {
+	id, err := h.hsm.BackupKeyID(r.Context())
+	if err != nil {
+		h.rd.problem(w, r, problemFor(err, "/hsm"))
+		return
+	}
+	name := fmt.Sprintf("keyquorum-backup-%s-%s.kqb", id, time.Now().UTC().Format("20060102-150405"))
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": name}))
+	op := operatorName(r)
+	if err := h.hsm.Backup(r.Context(), w); err != nil {
+		h.log.Error("backup failed", "operator", op, "err", err)
+		panic(http.ErrAbortHandler) // cut the download off rather than end it as if complete
+	}
+	h.log.Info("backup downloaded", "operator", op, "key_id", id.String())
+}
+
+// limitFlag remembers that the upload hit its bound, whatever the HSM wraps the read error in.
+type limitFlag struct {
+	r   io.Reader
+	hit bool
+}
+
+func (l *limitFlag) Read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		l.hit = true
+	}
+	return n, err
+}
+
+// restore streams an uploaded backup into the HSM in constant memory. The HSM changes nothing
+// unless the whole backup was read and authenticated.
+func (h *hsmHandlers) restore(w http.ResponseWriter, r *http.Request) {
+	mr, err := r.MultipartReader()
+	if err != nil {
+		h.rd.problem(w, r, problemBadForm("The restore form must be sent as a file upload (multipart/form-data)."))
+		return
+	}
+	for {
+		part, err := mr.NextPart()
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				h.rd.problem(w, r, problemTooLarge(h.maxUpload))
+				return
+			}
+			h.rd.problem(w, r, problemBadForm("The upload holds no backup file: choose the backup file and send the form again."))
+			return
+		}
+		if part.FormName() != "backup" {
+			part.Close()
+			continue
+		}
+		// The backup itself may be at most maxUpload bytes.
+		body := &limitFlag{r: http.MaxBytesReader(nil, part, h.maxUpload)}
+		op := operatorName(r)
+		err = h.hsm.Restore(r.Context(), body)
+		part.Close()
+		if body.hit {
+			h.log.Info("restore refused: upload too large", "operator", op)
+			h.rd.problem(w, r, problemTooLarge(h.maxUpload))
+			return
+		}
+		if err != nil {
+			h.log.Info("restore refused", "operator", op, "err", err)
+			h.rd.problem(w, r, problemFor(err, "/hsm"))
+			return
+		}
+		h.log.Info("backup restored", "operator", op)
+		http.Redirect(w, r, "/hsm?restored=1", http.StatusSeeOther)
+		return
+	}
+}

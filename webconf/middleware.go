@@ -1,0 +1,197 @@
+package webconf
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"strings"
+)
+
+// contentSecurityPolicy allows this origin's script, style and event stream and nothing else:
+// no inline script, no framing, forms post only here.
+const contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; " +
+	"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+
+// securityHeaders sets the headers every response carries, error pages included.
+func securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", contentSecurityPolicy)
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Cross-Origin-Opener-Policy", "same-origin")
+		h.Set("Cross-Origin-Resource-Policy", "same-origin")
+		h.Set("Strict-Transport-Security", "max-age=31536000")
+		h.Set("Cache-Control", "no-store")
+		next.ServeHTTP(w, r)
+	})
+}
+
+type ctxKey int
+
+const operatorKey ctxKey = iota
+
+// operator is the identity of a request's verified client certificate.
+type operator struct {
+	Name string // the certificate subject, as the journal records it
+	CSRF string // the CSRF token bound to this certificate
+}
+
+func operatorFrom(ctx context.Context) (operator, bool) {
+	op, ok := ctx.Value(operatorKey).(operator)
+	return op, ok
+}
+
+// public paths are served without a client certificate: what a browser needs to show the page
+// that explains how to get one.
+func isPublic(path string) bool {
+	return path == "/ca.pem" || strings.HasPrefix(path, "/static/")
+}
+
+// requireClientCert refuses every non-public request without a verified client certificate and
+// puts the operator's identity into the request context. The TLS layer has verified the chain
+// (against the management CA and the bundle) when one was sent.
+func (s *Server) requireClientCert(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isPublic(r.URL.Path) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
+			s.log.Info("request without client certificate refused", "path", r.URL.Path, "remote", r.RemoteAddr)
+			s.rd.problem(w, r, problemNoCertificate(s.cfg.PKI))
+			return
+		}
+		leaf := r.TLS.VerifiedChains[0][0]
+		name := operatorOf(leaf)
+		if name == "" || len(name) > 256 {
+			s.rd.problem(w, r, problem{Status: http.StatusForbidden, Title: "Certificate subject not usable",
+				What: "The client certificate's subject is empty or longer than 256 characters, so it cannot name you in the audit log.",
+				Todo: "Use a client certificate with a subject that names you (issued by the management CA or your organisation's CA)."})
+			return
+		}
+		ctx := context.WithValue(r.Context(), operatorKey, operator{Name: name, CSRF: s.csrf.token(leaf)})
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// csrfGuard issues and checks the per-certificate CSRF token. The token is
+// HMAC-SHA256(key, SHA-256(client certificate)) under a key made at start: it needs no server
+// state, differs per operator, and a page loaded before a restart simply needs a reload.
+type csrfGuard struct {
+	key []byte
+	cop *http.CrossOriginProtection
+}
+
+func newCSRFGuard(key []byte) *csrfGuard {
+	return &csrfGuard{key: key, cop: http.NewCrossOriginProtection()}
+}
+
+func (g *csrfGuard) token(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.Raw)
+	m := hmac.New(sha256.New, g.key)
+	m.Write([]byte("keyquorum webconf csrf\x00"))
+	m.Write(sum[:])
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// csrfField is the form field, csrfHeader the header (script requests) that carry the token.
+const (
+	csrfField  = "csrf"
+	csrfHeader = "X-CSRF-Token"
+)
+
+// errCSRF is a POST that failed a CSRF check.
+var errCSRF = errors.New("csrf check failed")
+
+// check runs both CSRF checks on a state-changing request. The body is bounded before it is
+// parsed; a multipart upload carries its token in the header or the URL so that checking it
+// does not mean reading the upload.
+func (g *csrfGuard) check(r *http.Request, op operator) error {
+	if err := g.cop.Check(r); err != nil {
+		return fmt.Errorf("%w: %v", errCSRF, err)
+	}
+	got := r.Header.Get(csrfHeader)
+	if got == "" {
+		ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+		if ct == "multipart/form-data" {
+			got = r.URL.Query().Get(csrfField)
+		} else {
+			if err := r.ParseForm(); err != nil {
+				return err
+			}
+			got = r.PostForm.Get(csrfField)
+		}
+	}
+	if got == "" {
+		return fmt.Errorf("%w: no token", errCSRF)
+	}
+	if subtle.ConstantTimeCompare([]byte(got), []byte(op.CSRF)) != 1 {
+		return fmt.Errorf("%w: wrong token", errCSRF)
+	}
+	return nil
+}
+
+// protect bounds request bodies and enforces the CSRF checks on every method but GET and HEAD
+// (which change nothing here).
+func (s *Server) protect(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet || r.Method == http.MethodHead || r.Method == http.MethodOptions {
+			next.ServeHTTP(w, r)
+			return
+		}
+		limit := int64(maxForm)
+		if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == "multipart/form-data" {
+			limit = s.cfg.MaxUpload + maxForm // the file and the few fields around it
+		}
+		if r.ContentLength > limit {
+			s.rd.problem(w, r, problemTooLarge(limit))
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		op, ok := operatorFrom(r.Context())
+		if !ok {
+			s.rd.problem(w, r, problemNoCertificate(s.cfg.PKI))
+			return
+		}
+		if err := s.csrf.check(r, op); err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				s.rd.problem(w, r, problemTooLarge(limit))
+				return
+			}
+			s.log.Warn("csrf check failed", "path", r.URL.Path, "operator", op.Name, "err", err)
+			s.rd.problem(w, r, problem{Status: http.StatusForbidden, Title: "Request refused (CSRF check)",
+				What: "The form you sent did not carry this page's security token, or it came from another site.",
+				Todo: "Go back, reload the page (the token changes when the service restarts) and send the form again. If you did not send a form yourself, close the other site's tab."})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// recoverPanics turns a panic in a handler into an error page instead of a dropped connection.
+func (s *Server) recoverPanics(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log.Error("handler panic", "path", r.URL.Path, "panic", fmt.Sprint(v))
+				s.rd.problem(w, r, problem{Status: http.StatusInternalServerError, Title: "Internal error",
+					What: "WebConf hit an unexpected condition handling this request.",
+					Todo: "Reload the page. If it happens again, note the time and check the service log."})
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}

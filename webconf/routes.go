@@ -1,0 +1,93 @@
+package webconf
+
+import (
+	"embed"
+	"io/fs"
+	"net/http"
+)
+
+//go:embed static
+var staticFiles embed.FS
+
+// routes wires the handler groups, each built with the interfaces it uses, behind the
+// middleware: security headers on everything, then panics turned into pages, the client
+// certificate, and the CSRF checks and body limits on every POST.
+func (s *Server) routes() http.Handler {
+	rd := s.rd
+	status := newStatusHandlers(s.cfg.Records, s.cfg.Appliance, s.cfg.PKI, rd, s.log)
+	cer := newCeremonyHandlers(s.cfg.Runner, s.cfg.Records, s.ceremonyContext, rd, s.log)
+	events := newEventHandlers(s.cfg.Runner, s.cfg.Sim, s.stopping, s.log)
+	hsmPage := newHSMHandlers(s.cfg.HSM, s.cfg.Records, s.cfg.MaxUpload, rd, s.log)
+	audit := newAuditHandlers(s.cfg.Audit, s.cfg.Records, rd, s.log)
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", status.status)
+	mux.HandleFunc("GET /ca.pem", status.caCert)
+	static, _ := fs.Sub(staticFiles, "static")
+	mux.Handle("GET /static/", http.StripPrefix("/static/", staticHandler(static)))
+
+	mux.HandleFunc("GET /setup", cer.setup)
+	mux.HandleFunc("GET /setup/confirm", cer.confirm)
+	mux.HandleFunc("POST /ceremonies", cer.start)
+	mux.HandleFunc("GET /ceremony", cer.live)
+	mux.HandleFunc("POST /ceremony/retry", cer.retry)
+	mux.HandleFunc("POST /ceremony/cancel", cer.cancel)
+	mux.HandleFunc("POST /ceremony/resume", cer.resume)
+	mux.HandleFunc("GET /cards", cer.cards)
+	mux.HandleFunc("GET /reset", cer.resetForm)
+	mux.HandleFunc("POST /reset", cer.reset)
+	mux.HandleFunc("GET /events", events.stream)
+
+	mux.HandleFunc("GET /hsm", hsmPage.page)
+	mux.HandleFunc("GET /hsm/backup", hsmPage.backup)
+	mux.HandleFunc("POST /hsm/restore", hsmPage.restore)
+
+	mux.HandleFunc("GET /audit", audit.page)
+	mux.HandleFunc("GET /audit/export", audit.export)
+	mux.HandleFunc("GET /ceremonies/{id}/protocol", audit.protocol)
+
+	if s.cfg.Sim != nil {
+		sim := newSimHandlers(s.cfg.Sim, rd, s.log)
+		mux.HandleFunc("POST /sim/key", sim.key)
+		mux.HandleFunc("POST /sim/insert", sim.insert)
+		mux.HandleFunc("POST /sim/remove", sim.remove)
+		mux.HandleFunc("POST /sim/cards", sim.newCard)
+		mux.HandleFunc("GET /sim/rack", sim.rack)
+	}
+	// Everything else, including a known path with the wrong method, is a page, not plain text.
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { rd.problem(w, r, problemNotFound()) })
+
+	return securityHeaders(s.recoverPanics(s.requireClientCert(s.protect(mux))))
+}
+
+// staticHandler serves the embedded script and style sheets. They change only with the binary,
+// so an hour of caching is safe; the Cache-Control of the security middleware is replaced.
+func staticHandler(fsys fs.FS) http.Handler {
+	files := http.FileServerFS(fsys)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "" || r.URL.Path[len(r.URL.Path)-1] == '/' {
+			http.NotFound(w, r) // no directory listings
+			return
+		}
+		w.Header().Set("Cache-Control", "private, max-age=3600")
+		files.ServeHTTP(w, r)
+	})
+}
+
+// redirectBack answers a form POST: 204 for the page script (it updates the page itself), a 303
+// to back for a plain form.
+func redirectBack(w http.ResponseWriter, r *http.Request, back string) {
+	if r.Header.Get(fetchHeader) != "" {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	http.Redirect(w, r, back, http.StatusSeeOther)
+}
+
+// localPath accepts only a path on this server as a redirect target.
+func localPath(p, fallback string) string {
+	if len(p) > 0 && p[0] == '/' && (len(p) == 1 || (p[1] != '/' && p[1] != '\\')) {
+		return p
+	}
+	return fallback
+}

@@ -1,0 +1,201 @@
+package webconf
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/keyquorum/keyquorum/ceremony"
+	"github.com/keyquorum/keyquorum/hsm"
+)
+
+// CeremonyRunner starts ceremonies and follows them; *ceremony.Manager implements it.
+type CeremonyRunner interface {
+	Start(ctx context.Context, operator string, req ceremony.Request) (*ceremony.Handle, error)
+	Resume(ctx context.Context, operator string) (*ceremony.Handle, error)
+	Retry(operator string) error
+	Cancel(operator string) error
+	Subscribe() *ceremony.Subscription
+}
+
+// CeremonyRecords reads what ceremonies left behind; *ceremony.Manager implements it.
+type CeremonyRecords interface {
+	Overview(ctx context.Context) (ceremony.Overview, error)
+	Ceremonies(limit int) ([]ceremony.Journal, error)
+	Protocol(id uint64) (*ceremony.Protocol, error)
+}
+
+// AuditReader reads and verifies the audit log; *ceremony.Manager implements it.
+type AuditReader interface {
+	VerifyAudit() (ceremony.AuditSummary, error)
+	ExportAudit(w io.Writer) error
+	AuditLog(ceremony uint64) ([]ceremony.AuditEntry, error)
+}
+
+// BackupHSM is what the HSM page needs of the HSM; every hsm.HSM implements it.
+type BackupHSM interface {
+	BackupKeyID(ctx context.Context) (hsm.KeyID, error)
+	Backup(ctx context.Context, w io.Writer) error
+	Restore(ctx context.Context, r io.Reader) error
+}
+
+// Appliance describes the service for the status page.
+type Appliance struct {
+	PadName string // "simulator" or the reader's name
+	HSMName string // "soft (embedded)" or the PKCS#11 module and slot
+	DataDir string
+}
+
+// DefaultMaxUpload bounds a backup upload: far above the key database of an appliance, far
+// below what would fill its disk or memory.
+const DefaultMaxUpload = 64 << 20
+
+// maxForm bounds every other request body.
+const maxForm = 64 << 10
+
+// Config is what a Server is built from. PKI, Runner, Records, Audit and HSM are required.
+type Config struct {
+	PKI *PKI
+	// CABundle are further CAs whose client certificates are accepted (optional).
+	CABundle []*x509.Certificate
+	Runner   CeremonyRunner
+	Records  CeremonyRecords
+	Audit    AuditReader
+	HSM      BackupHSM
+	// Sim is the simulator PIN pad; nil with a real pad (then there is no simulator panel).
+	Sim       Simulator
+	Appliance Appliance
+	// MaxUpload bounds a backup upload, in bytes; 0 means DefaultMaxUpload.
+	MaxUpload int64
+	// Logger receives operational logs (never secrets); nil discards.
+	Logger *slog.Logger
+}
+
+// Server is WebConf.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	handler http.Handler
+	csrf    *csrfGuard
+	rd      *renderer
+
+	mu       sync.Mutex
+	base     context.Context // lives as long as Serve: ceremonies started by requests run under it
+	stopping chan struct{}   // closed when Serve is shutting down: long-lived streams end
+}
+
+// New builds the server and its routes.
+func New(cfg Config) (*Server, error) {
+	if cfg.PKI == nil || cfg.Runner == nil || cfg.Records == nil || cfg.Audit == nil || cfg.HSM == nil {
+		return nil, errors.New("new webconf: pki, ceremony manager and hsm are required")
+	}
+	if cfg.MaxUpload <= 0 {
+		cfg.MaxUpload = DefaultMaxUpload
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("new webconf: %w", err)
+	}
+	s := &Server{cfg: cfg, log: log, csrf: newCSRFGuard(key), stopping: make(chan struct{}),
+		rd: &renderer{sim: cfg.Sim, pki: cfg.PKI, log: log}}
+	s.handler = s.routes()
+	return s, nil
+}
+
+// TLSConfig is the server's TLS configuration: TLS 1.3 only, the management server
+// certificate, client certificates verified against the management CA and the bundle.
+//
+// A client certificate is verified when one is sent (a certificate of another CA fails the
+// handshake) but not demanded at the TLS layer, so that a browser without one gets a page that
+// says how to install it instead of a bare handshake error; the HTTP layer then refuses every
+// page but /ca.pem and the static files to a request without one.
+func (s *Server) TLSConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{s.cfg.PKI.Server},
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+		ClientCAs:    s.cfg.PKI.ClientCAs(s.cfg.CABundle),
+		NextProtos:   []string{"h2", "http/1.1"},
+	}
+}
+
+// Handler is the whole of WebConf as an http.Handler (it expects TLS connection state).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Serve serves HTTPS on ln until ctx ends, then shuts down gracefully: live streams end at once,
+// other requests get up to ten seconds to finish. Ceremonies started through the server run
+// under ctx: when it ends they are journaled as interrupted.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.mu.Lock()
+	s.base = ctx
+	s.mu.Unlock()
+	srv := &http.Server{
+		Handler:           s.handler,
+		TLSConfig:         s.TLSConfig(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		// No WriteTimeout: the live view is a stream that lasts as long as the page is open.
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		BaseContext: func(net.Listener) context.Context {
+			return context.WithoutCancel(ctx)
+		},
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	select {
+	case err := <-errc:
+		s.stop()
+		return fmt.Errorf("serve webconf: %w", err)
+	case <-ctx.Done():
+	}
+	s.stop()
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		srv.Close()
+		return fmt.Errorf("shut down webconf: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve webconf: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.stopping:
+	default:
+		close(s.stopping)
+	}
+}
+
+// ceremonyContext is the context ceremonies run under: the server's, not a request's (a
+// ceremony outlives the request that started it).
+func (s *Server) ceremonyContext() (context.Context, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.base == nil {
+		return nil, errors.New("start ceremony: the server is not serving")
+	}
+	select {
+	case <-s.stopping:
+		return nil, errors.New("start ceremony: the server is shutting down")
+	default:
+	}
+	return s.base, nil
+}
