@@ -167,15 +167,22 @@ func newAEAD(dataKey []byte) (cipher.AEAD, error) {
 	return cipher.NewGCM(block)
 }
 
+// batch is how many chunks go to the underlying stream in one write, or come from it in one
+// read: 1 MiB system calls instead of 64 KiB ones, which cost more than the crypto. It sets
+// the memory a Writer or Reader holds: about 2 MiB, whatever the size of the backup.
+const batch = 16
+
+const maxFrame = frameSize + ChunkSize + tagSize
+
 // Writer encrypts content into a backup. It is not safe for concurrent use.
 type Writer struct {
-	w     io.Writer
-	aead  cipher.AEAD
-	buf   []byte // frame header, then content (pending n bytes) or ciphertext
-	n     int    // pending content bytes in buf[frameSize:]
-	chunk uint64
-	nonce [12]byte // here, not on the stack: passed to an interface method it would escape
-	err   error
+	w       io.Writer
+	aead    cipher.AEAD
+	pending []byte // content not sealed yet; cap batch*ChunkSize+1
+	out     []byte // sealed frames not written yet; cap batch*maxFrame
+	chunk   uint64
+	nonce   [12]byte // here, not on the stack: passed to an interface method it would escape
+	err     error
 }
 
 // NewWriter writes the header of a new backup to w and returns the writer for its content.
@@ -216,44 +223,90 @@ func NewWriter(ctx context.Context, w io.Writer, kw KeyWrapper, h Header) (*Writ
 	if _, err := w.Write(out); err != nil {
 		return nil, fmt.Errorf("write backup: %w", err)
 	}
-	return &Writer{w: w, aead: aead, buf: make([]byte, frameSize+ChunkSize+tagSize)}, nil
+	// Buffers start at one chunk (a key database is small) and grow to a batch once the
+	// content fills one.
+	return &Writer{
+		w:       w,
+		aead:    aead,
+		pending: make([]byte, 0, ChunkSize+1),
+		out:     make([]byte, 0, maxFrame),
+	}, nil
 }
 
-// seal encrypts content (which is buf[frameSize:frameSize+len] or a caller's slice of at most
-// ChunkSize) as the next chunk and writes the frame.
+// seal encrypts content as the next chunk into the output batch, writing the batch first if
+// the chunk does not fit.
 func (w *Writer) seal(content []byte, final bool) error {
+	if cap(w.out)-len(w.out) < frameSize+len(content)+tagSize {
+		if err := w.flush(); err != nil {
+			return err
+		}
+	}
 	flag := byte(flagMore)
 	if final {
 		flag = flagFinal
 	}
+	start := len(w.out)
+	w.out = w.out[:start+frameSize]
 	nonce(&w.nonce, w.chunk, flag)
-	ct := w.aead.Seal(w.buf[frameSize:frameSize], w.nonce[:], content, nil)
-	binary.BigEndian.PutUint64(w.buf[0:8], w.chunk)
-	w.buf[8] = flag
-	binary.BigEndian.PutUint32(w.buf[9:13], uint32(len(ct)))
-	binary.BigEndian.PutUint32(w.buf[13:17], crc32.Checksum(w.buf[:13], castagnoli))
-	if _, err := w.w.Write(w.buf[:frameSize+len(ct)]); err != nil {
-		w.err = fmt.Errorf("write backup: %w", err)
-		return w.err
-	}
+	ct := w.aead.Seal(w.out[start+frameSize:start+frameSize], w.nonce[:], content, nil)
+	f := w.out[start : start+frameSize]
+	binary.BigEndian.PutUint64(f[0:8], w.chunk)
+	f[8] = flag
+	binary.BigEndian.PutUint32(f[9:13], uint32(len(ct)))
+	binary.BigEndian.PutUint32(f[13:17], crc32.Checksum(f[:13], castagnoli))
+	w.out = w.out[:start+frameSize+len(ct)]
 	w.chunk++
 	return nil
 }
 
-// Write encrypts p. A chunk is written once it is full and more content follows it.
+func (w *Writer) flush() error {
+	if len(w.out) == 0 {
+		return nil
+	}
+	if _, err := w.w.Write(w.out); err != nil {
+		w.err = fmt.Errorf("write backup: %w", err)
+		return w.err
+	}
+	w.out = w.out[:0]
+	if cap(w.out) < batch*maxFrame {
+		w.out = make([]byte, 0, batch*maxFrame)
+	}
+	return nil
+}
+
+// sealPending seals the whole chunks of pending content that more content follows, and moves
+// the rest to the front.
+func (w *Writer) sealPending() error {
+	off := 0
+	for len(w.pending)-off > ChunkSize {
+		if err := w.seal(w.pending[off:off+ChunkSize], false); err != nil {
+			return err
+		}
+		off += ChunkSize
+	}
+	if off > 0 {
+		n := copy(w.pending, w.pending[off:])
+		clear(w.pending[n:len(w.pending)])
+		w.pending = w.pending[:n]
+		if cap(w.pending) < batch*ChunkSize+1 {
+			grown := make([]byte, n, batch*ChunkSize+1)
+			copy(grown, w.pending)
+			clear(w.pending[:cap(w.pending)])
+			w.pending = grown
+		}
+	}
+	return nil
+}
+
+// Write encrypts p. Chunks are sealed once more content follows them, and written in batches;
+// [Writer.Close] writes the rest.
 func (w *Writer) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
 	written := 0
 	for len(p) > 0 {
-		if w.n == ChunkSize {
-			if err := w.seal(w.buf[frameSize:frameSize+ChunkSize], false); err != nil {
-				return written, err
-			}
-			w.n = 0
-		}
-		if w.n == 0 && len(p) > ChunkSize {
+		if len(w.pending) == 0 && len(p) > ChunkSize {
 			// A whole chunk with content after it: seal straight from p, no copy.
 			if err := w.seal(p[:ChunkSize], false); err != nil {
 				return written, err
@@ -261,32 +314,33 @@ func (w *Writer) Write(p []byte) (int, error) {
 			p, written = p[ChunkSize:], written+ChunkSize
 			continue
 		}
-		c := copy(w.buf[frameSize+w.n:frameSize+ChunkSize], p)
-		w.n += c
+		n := len(w.pending)
+		c := copy(w.pending[n:cap(w.pending)], p)
+		w.pending = w.pending[:n+c]
 		p, written = p[c:], written+c
+		if len(w.pending) == cap(w.pending) {
+			if err := w.sealPending(); err != nil {
+				return written, err
+			}
+		}
 	}
 	return written, nil
 }
 
-// ReadFrom encrypts everything r yields, reading straight into the chunk buffer. It reads one
-// byte past each chunk to learn whether the chunk is the final one.
+// ReadFrom encrypts everything r yields, reading a batch of chunks at a time straight into the
+// content buffer.
 func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
 	var total int64
 	for {
-		// The plaintext area has room for ChunkSize+1 bytes (the tag space behind it is 16).
-		n, err := io.ReadFull(r, w.buf[frameSize+w.n:frameSize+ChunkSize+1])
-		w.n += n
-		total += int64(n)
-		if w.n == ChunkSize+1 {
-			extra := w.buf[frameSize+ChunkSize]
-			if err := w.seal(w.buf[frameSize:frameSize+ChunkSize], false); err != nil {
-				return total, err
-			}
-			w.buf[frameSize] = extra
-			w.n = 1
+		n := len(w.pending)
+		k, err := io.ReadFull(r, w.pending[n:cap(w.pending)])
+		w.pending = w.pending[:n+k]
+		total += int64(k)
+		if serr := w.sealPending(); serr != nil {
+			return total, serr
 		}
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			return total, nil
@@ -297,51 +351,103 @@ func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
 	}
 }
 
-// Close writes the final chunk. It does not close the underlying writer.
+// Close writes the final chunk and everything still buffered. It does not close the
+// underlying writer.
 func (w *Writer) Close() error {
 	if w.err != nil {
 		return w.err
 	}
-	if err := w.seal(w.buf[frameSize:frameSize+w.n], true); err != nil {
+	err := w.sealPending()
+	if err == nil {
+		err = w.seal(w.pending, true)
+	}
+	if err == nil {
+		err = w.flush()
+	}
+	clear(w.pending[:cap(w.pending)])
+	if err != nil {
 		return err
 	}
-	clear(w.buf)
 	w.err = errors.New("write backup: writer is closed")
 	return nil
-}
-
-// offsetReader counts the bytes read so that errors can say where.
-type offsetReader struct {
-	r   io.Reader
-	off int64
-}
-
-func (o *offsetReader) readFull(b []byte) (int, error) {
-	n, err := io.ReadFull(o.r, b)
-	o.off += int64(n)
-	return n, err
 }
 
 func headerErr(err error, off int64, detail string) *hsm.BackupError {
 	return &hsm.BackupError{Err: err, Chunk: -1, Offset: off, Detail: detail}
 }
 
+// maxHeader bounds an encoded header, tag included.
+const maxHeader = 22 + maxSource + 1 + maxContentType + 2 + 255 + checksumSize + tagSize
+
+// source buffers the backup stream: frames are parsed and decrypted where they were read,
+// and the offset of every byte is known for the errors.
+type source struct {
+	r          io.Reader
+	in         []byte // in[start:end] is read and not consumed
+	start, end int
+	base       int64 // stream offset of in[0]
+	readAhead  bool  // read as much as fits, not just what is needed
+	err        error // the error r returned, io.EOF included
+}
+
+func (s *source) off() int64        { return s.base + int64(s.start) }
+func (s *source) buffered() int     { return s.end - s.start }
+func (s *source) peek(n int) []byte { return s.in[s.start : s.start+n] }
+
+// take consumes n bytes made available by fill.
+func (s *source) take(n int) []byte {
+	b := s.in[s.start : s.start+n]
+	s.start += n
+	return b
+}
+
+// fill makes n bytes available; false if the stream ends first.
+func (s *source) fill(n int) (bool, error) {
+	for s.buffered() < n {
+		if s.err == io.EOF {
+			return false, nil
+		}
+		if s.err != nil {
+			return false, s.err
+		}
+		if s.start+n > len(s.in) || (s.readAhead && len(s.in)-s.end < maxFrame) {
+			in := s.in
+			if s.readAhead && len(in) < batch*maxFrame {
+				// The stream is longer than the first buffer: read in batches from now on.
+				in = make([]byte, batch*maxFrame)
+			}
+			m := copy(in, s.in[s.start:s.end])
+			s.in = in
+			s.base += int64(s.start)
+			s.start, s.end = 0, m
+		}
+		limit := s.start + n
+		if s.readAhead {
+			limit = len(s.in)
+		}
+		k, err := s.r.Read(s.in[s.end:limit])
+		s.end += k
+		s.err = err
+	}
+	return true, nil
+}
+
 // readHeader parses a header up to and including the tag.
-func readHeader(or *offsetReader) (*Header, error) {
+func readHeader(src *source) (*Header, error) {
 	raw := make([]byte, 0, 128)
 	need := func(n int, what string) ([]byte, error) {
-		start := len(raw)
-		raw = append(raw, make([]byte, n)...)
-		got, err := or.readFull(raw[start:])
+		ok, err := src.fill(n)
 		if err != nil {
-			if (err == io.EOF || err == io.ErrUnexpectedEOF) && start == 0 && (got < len(magic) || !bytes.Equal(raw[:len(magic)], []byte(magic))) {
-				return nil, headerErr(hsm.ErrNotBackup, 0, "the file is too short")
-			}
-			if err == io.EOF || err == io.ErrUnexpectedEOF {
-				return nil, headerErr(hsm.ErrBackupTruncated, or.off, "the file ends inside the "+what)
-			}
 			return nil, fmt.Errorf("read backup: %w", err)
 		}
+		if !ok {
+			if len(raw) == 0 && (src.buffered() < len(magic) || !bytes.Equal(src.peek(len(magic)), []byte(magic))) {
+				return nil, headerErr(hsm.ErrNotBackup, 0, "the file is too short")
+			}
+			return nil, headerErr(hsm.ErrBackupTruncated, src.off()+int64(src.buffered()), "the file ends inside the "+what)
+		}
+		start := len(raw)
+		raw = append(raw, src.take(n)...)
 		return raw[start:], nil
 	}
 	b, err := need(22, "header")
@@ -357,12 +463,12 @@ func readHeader(or *offsetReader) (*Header, error) {
 	h := &Header{}
 	copy(h.KeyID[:], b[5:13])
 	h.Created = time.Unix(int64(binary.BigEndian.Uint64(b[13:21])), 0).UTC()
-	src, err := need(int(b[21])+1, "header")
+	src1, err := need(int(b[21])+1, "header")
 	if err != nil {
 		return nil, err
 	}
-	h.Source = string(src[:len(src)-1])
-	ct, err := need(int(src[len(src)-1])+2, "header")
+	h.Source = string(src1[:len(src1)-1])
+	ct, err := need(int(src1[len(src1)-1])+2, "header")
 	if err != nil {
 		return nil, err
 	}
@@ -372,7 +478,7 @@ func readHeader(or *offsetReader) (*Header, error) {
 	if err != nil {
 		return nil, err
 	}
-	sumOff := or.off
+	sumOff := src.off()
 	sum, err := need(checksumSize, "header")
 	if err != nil {
 		return nil, err
@@ -388,12 +494,12 @@ func readHeader(or *offsetReader) (*Header, error) {
 	if alg != wrapKWP || wlen != WrappedLen(dataKeySize) {
 		return nil, headerErr(hsm.ErrBackupTampered, sumOff-int64(wlen)-2, "unknown data key wrapping")
 	}
-	h.wrapped = wrapped
+	h.wrapped = bytes.Clone(wrapped)
 	tag, err := need(tagSize, "header tag")
 	if err != nil {
 		return nil, err
 	}
-	h.tag = tag
+	h.tag = bytes.Clone(tag)
 	h.raw = raw[:len(raw)-tagSize]
 	return h, nil
 }
@@ -402,30 +508,31 @@ func readHeader(or *offsetReader) (*Header, error) {
 func (h *Header) WrappedKey() []byte { return bytes.Clone(h.wrapped) }
 
 // ReadHeader reads and checks the header of a backup without any key: for showing what a
-// backup is before restoring it. The header is authenticated only by [NewReader].
+// backup is before restoring it. It reads no byte past the header. The header is
+// authenticated only by [NewReader].
 func ReadHeader(r io.Reader) (*Header, error) {
-	return readHeader(&offsetReader{r: r})
+	return readHeader(&source{r: r, in: make([]byte, maxHeader)})
 }
 
 // Reader decrypts a backup. It is not safe for concurrent use.
 type Reader struct {
-	r      *offsetReader
-	h      *Header
-	aead   cipher.AEAD
-	buf    []byte
-	plain  []byte // authenticated content not yet returned, inside buf
-	chunk  uint64 // position of the next chunk
-	final  bool   // the final chunk was read
-	err    error
-	frameN [frameSize]byte
-	nonce  [12]byte
+	src   source
+	h     *Header
+	aead  cipher.AEAD
+	plain []byte // authenticated content not yet returned by Read, inside plainBuf
+	buf   []byte // Read's chunk buffer, or WriteTo's batch buffer
+	chunk uint64 // position of the next chunk
+	final bool   // the final chunk was read
+	err   error
+	nonce [12]byte
 }
 
 // NewReader reads the header of a backup from r, checks that it was made under the MBK of kw,
-// unwraps the data key and authenticates the header.
+// unwraps the data key and authenticates the header. The Reader reads ahead of what it has
+// returned: two chunks at first, about 1 MiB once the backup proves longer.
 func NewReader(ctx context.Context, r io.Reader, kw KeyWrapper) (*Reader, error) {
-	or := &offsetReader{r: r}
-	h, err := readHeader(or)
+	rd := &Reader{src: source{r: r, in: make([]byte, 2*maxFrame), readAhead: true}}
+	h, err := readHeader(&rd.src)
 	if err != nil {
 		return nil, err
 	}
@@ -450,7 +557,8 @@ func NewReader(ctx context.Context, r io.Reader, kw KeyWrapper) (*Reader, error)
 	if _, err := aead.Open(nil, nc[:], h.tag, h.raw); err != nil {
 		return nil, headerErr(hsm.ErrBackupTampered, 0, "header does not authenticate")
 	}
-	return &Reader{r: or, h: h, aead: aead, buf: make([]byte, ChunkSize+tagSize)}, nil
+	rd.h, rd.aead = h, aead
+	return rd, nil
 }
 
 // Header returns the backup's header, authenticated.
@@ -460,48 +568,59 @@ func (r *Reader) Header() Header {
 	return h
 }
 
-// next reads, authenticates and decrypts the next chunk into buf, or into dst when dst can
-// hold a whole chunk. It returns the content, io.EOF after the final chunk, or a typed error.
+// next reads, authenticates and decrypts the next chunk into dst, which must have room for
+// ChunkSize bytes. It returns the content, io.EOF after the final chunk, or a typed error.
 func (r *Reader) next(dst []byte) ([]byte, error) {
 	if r.err != nil {
 		return nil, r.err
 	}
-	if r.final {
-		var one [1]byte
-		off := r.r.off
-		n, err := r.r.readFull(one[:])
-		if n > 0 {
-			r.err = &hsm.BackupError{Err: hsm.ErrBackupTrailingData, Chunk: int64(r.chunk), Offset: off}
-		} else if err != io.EOF {
-			r.err = fmt.Errorf("read backup: %w", err)
-		} else {
-			r.err = io.EOF
-		}
+	r.err = r.advance()
+	if r.err != nil {
 		return nil, r.err
 	}
+	return r.open(dst)
+}
+
+// advance checks what comes next: a chunk, the end, or trailing data.
+func (r *Reader) advance() error {
+	ok, err := r.src.fill(1)
+	if err != nil {
+		return fmt.Errorf("read backup: %w", err)
+	}
+	switch {
+	case r.final && ok:
+		return &hsm.BackupError{Err: hsm.ErrBackupTrailingData, Chunk: int64(r.chunk), Offset: r.src.off()}
+	case r.final:
+		return io.EOF
+	case !ok:
+		return &hsm.BackupError{Err: hsm.ErrBackupTruncated, Chunk: int64(r.chunk), Offset: r.src.off(),
+			Detail: fmt.Sprintf("the file ends after %d chunks, before the final chunk", r.chunk)}
+	}
+	return nil
+}
+
+func (r *Reader) open(dst []byte) ([]byte, error) {
 	pos := int64(r.chunk)
-	start := r.r.off
+	start := r.src.off()
 	fail := func(e error, detail string) ([]byte, error) {
 		r.err = &hsm.BackupError{Err: e, Chunk: pos, Offset: start, Detail: detail}
 		return nil, r.err
 	}
-	n, err := r.r.readFull(r.frameN[:])
+	ok, err := r.src.fill(frameSize)
 	if err != nil {
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			if n == 0 {
-				return fail(hsm.ErrBackupTruncated, fmt.Sprintf("the file ends after %d chunks, before the final chunk", pos))
-			}
-			return fail(hsm.ErrBackupTruncated, "the file ends inside the chunk header")
-		}
 		r.err = fmt.Errorf("read backup: %w", err)
 		return nil, r.err
 	}
-	if crc32.Checksum(r.frameN[:13], castagnoli) != binary.BigEndian.Uint32(r.frameN[13:17]) {
+	if !ok {
+		return fail(hsm.ErrBackupTruncated, "the file ends inside the chunk header")
+	}
+	f := r.src.peek(frameSize)
+	if crc32.Checksum(f[:13], castagnoli) != binary.BigEndian.Uint32(f[13:17]) {
 		return fail(hsm.ErrBackupTampered, "chunk header checksum does not match")
 	}
-	found := binary.BigEndian.Uint64(r.frameN[0:8])
-	flag := r.frameN[8]
-	length := int(binary.BigEndian.Uint32(r.frameN[9:13]))
+	found := binary.BigEndian.Uint64(f[0:8])
+	flag := f[8]
+	length := int(binary.BigEndian.Uint32(f[9:13]))
 	switch {
 	case flag != flagMore && flag != flagFinal:
 		return fail(hsm.ErrBackupTampered, "unknown chunk flag")
@@ -510,20 +629,15 @@ func (r *Reader) next(dst []byte) ([]byte, error) {
 	case length < tagSize || length > ChunkSize+tagSize:
 		return fail(hsm.ErrBackupTampered, "chunk of the wrong length")
 	}
-	ct := r.buf[:length]
-	if _, err := r.r.readFull(ct); err != nil {
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			return fail(hsm.ErrBackupTruncated, "the file ends inside the chunk")
-		}
+	if ok, err := r.src.fill(frameSize + length); err != nil {
 		r.err = fmt.Errorf("read backup: %w", err)
 		return nil, r.err
+	} else if !ok {
+		return fail(hsm.ErrBackupTruncated, "the file ends inside the chunk")
 	}
+	ct := r.src.take(frameSize + length)[frameSize:]
 	nonce(&r.nonce, found, flag)
-	out := ct[:0]
-	if len(dst) >= length-tagSize {
-		out = dst[:0]
-	}
-	plain, err := r.aead.Open(out, r.nonce[:], ct, nil)
+	plain, err := r.aead.Open(dst[:0], r.nonce[:], ct, nil)
 	if err != nil {
 		return fail(hsm.ErrBackupTampered, "chunk does not authenticate")
 	}
@@ -540,6 +654,12 @@ func (r *Reader) next(dst []byte) ([]byte, error) {
 	return plain, nil
 }
 
+// wipe clears the plaintext buffer once the stream is done.
+func (r *Reader) wipe() {
+	clear(r.buf[:cap(r.buf)])
+	r.plain = nil
+}
+
 // Read returns authenticated content. It returns io.EOF only after the final chunk, and a
 // [*hsm.BackupError] for a truncated, reordered, altered or extended backup.
 func (r *Reader) Read(p []byte) (int, error) {
@@ -547,11 +667,21 @@ func (r *Reader) Read(p []byte) (int, error) {
 		if len(p) == 0 {
 			return 0, nil
 		}
-		plain, err := r.next(p)
+		var plain []byte
+		var err error
+		if len(p) >= ChunkSize {
+			plain, err = r.next(p)
+		} else {
+			if cap(r.buf) < ChunkSize {
+				r.buf = make([]byte, ChunkSize)
+			}
+			plain, err = r.next(r.buf[:ChunkSize])
+		}
 		if err != nil {
+			r.wipe()
 			return 0, err
 		}
-		if len(plain) > 0 && &plain[0] == &p[0] {
+		if len(p) >= ChunkSize {
 			return len(plain), nil
 		}
 		r.plain = plain
@@ -561,29 +691,47 @@ func (r *Reader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// WriteTo writes all authenticated content to w, chunk by chunk, without copying.
+// WriteTo writes all authenticated content to w, decrypting a batch of chunks for each write.
+// Content before an error is written too: it is authentic, but the backup is not whole.
 func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 	var total int64
-	if len(r.plain) > 0 {
-		n, err := w.Write(r.plain)
+	write := func(b []byte) error {
+		n, err := w.Write(b)
 		total += int64(n)
-		r.plain = nil
-		if err != nil {
-			return total, err
-		}
+		return err
 	}
+	if len(r.plain) > 0 {
+		if err := write(r.plain); err != nil {
+			return total, err
+		}
+		r.plain = nil
+	}
+	if cap(r.buf) < ChunkSize {
+		r.buf = make([]byte, 0, ChunkSize)
+	}
+	out := r.buf[:0]
+	defer r.wipe()
 	for {
-		plain, err := r.next(nil)
-		if err == io.EOF {
-			return total, nil
+		if cap(out)-len(out) < ChunkSize {
+			if err := write(out); err != nil {
+				return total, err
+			}
+			if cap(out) < batch*ChunkSize {
+				clear(out)
+				r.buf = make([]byte, 0, batch*ChunkSize)
+			}
+			out = r.buf[:0]
 		}
+		plain, err := r.next(out[len(out) : len(out)+ChunkSize])
 		if err != nil {
+			if werr := write(out); werr != nil {
+				return total, werr
+			}
+			if err == io.EOF {
+				return total, nil
+			}
 			return total, err
 		}
-		n, err := w.Write(plain)
-		total += int64(n)
-		if err != nil {
-			return total, err
-		}
+		out = out[:len(out)+len(plain)]
 	}
 }

@@ -556,3 +556,56 @@ func TestWrapperCannotClearDataKey(t *testing.T) {
 		t.Fatalf("open: %q, %v", got, err)
 	}
 }
+
+// TestLargeBackup crosses the I/O batches: buffers grow, frames straddle reads, and errors deep
+// in the stream still name the right chunk and byte.
+func TestLargeBackup(t *testing.T) {
+	kw := testWrap(t, 1)
+	const chunks = 3*batch + 5
+	data := content((chunks-1)*ChunkSize+123, 11)
+	var ref []byte
+	for _, ws := range []int{0, 1000, 1 << 20, 3 << 20} {
+		b := makeBackup(t, kw, data, ws)
+		if ref == nil {
+			ref = b
+		} else if len(b) != len(ref) {
+			t.Fatalf("write step %d: %d bytes, want %d", ws, len(b), len(ref))
+		}
+		for _, rs := range []int{0, 7, ChunkSize, 3 << 20} {
+			got, err := open(kw, b, rs)
+			if err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("write step %d, read step %d: %v (content equal: %v)", ws, rs, err, bytes.Equal(got, data))
+			}
+		}
+	}
+	headerEnd, frames := layout(t, ref)
+	if len(frames) != chunks {
+		t.Fatalf("%d frames, want %d", len(frames), chunks)
+	}
+	c := bytes.Clone(ref)
+	c[frames[40]+frameSize+100] ^= 1
+	be := wantBackupErr(t, "flip in chunk 40", firstErr(open(kw, c, 0)), hsm.ErrBackupTampered)
+	if be.Chunk != 40 || be.Offset != int64(frames[40]) {
+		t.Errorf("flip in chunk 40 reported at chunk %d byte %d, want byte %d", be.Chunk, be.Offset, frames[40])
+	}
+	be = wantBackupErr(t, "cut in chunk 30", firstErr(open(kw, ref[:frames[30]+5000], 7)), hsm.ErrBackupTruncated)
+	if be.Chunk != 30 || be.Offset != int64(frames[30]) {
+		t.Errorf("cut in chunk 30 reported at chunk %d byte %d", be.Chunk, be.Offset)
+	}
+	order := make([]int, chunks)
+	for i := range order {
+		order[i] = i
+	}
+	order[20], order[21] = 21, 20
+	got, err := open(kw, reframe(ref, headerEnd, frames, order), 0)
+	be = wantBackupErr(t, "swap 20 and 21", err, hsm.ErrBackupReordered)
+	if be.Chunk != 20 || be.Found != 21 || !bytes.Equal(got, data[:20*ChunkSize]) {
+		t.Errorf("swap reported chunk %d found at %d, %d bytes delivered", be.Found, be.Chunk, len(got))
+	}
+	be = wantBackupErr(t, "final chunk dropped", firstErr(open(kw, ref[:frames[chunks-1]], 0)), hsm.ErrBackupTruncated)
+	if be.Chunk != chunks-1 {
+		t.Errorf("final chunk dropped: reported at chunk %d", be.Chunk)
+	}
+}
+
+func firstErr(_ []byte, err error) error { return err }
