@@ -131,6 +131,16 @@ func Load(path string) (*Card, error) {
 	if len(st.Serial) == 0 {
 		return nil, fmt.Errorf("load card %s: no serial", filepath.Base(path))
 	}
+	for ref, p := range st.PINs {
+		if p == nil || p.Tries < 0 || p.Tries > tcos.MaxTries {
+			return nil, fmt.Errorf("load card %s: bad PIN %s", filepath.Base(path), ref)
+		}
+	}
+	for fid, f := range st.Files {
+		if f == nil {
+			return nil, fmt.Errorf("load card %s: file %s has no contents", filepath.Base(path), fid)
+		}
+	}
 	c := &Card{path: path, st: st}
 	c.Reset()
 	return c, nil
