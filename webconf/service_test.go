@@ -1,0 +1,357 @@
+package webconf
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keyquorum/keyquorum/ceremony"
+	"github.com/keyquorum/keyquorum/hsm/soft"
+	"github.com/keyquorum/keyquorum/pinpad/sim"
+)
+
+// service is a whole Keyquorum service for tests, wired as `keyquorum serve` wires it: the
+// simulator pad, the soft HSM, the ceremony manager and WebConf over real TLS on 127.0.0.1.
+type service struct {
+	t    *testing.T
+	dir  string
+	addr string
+	pki  *PKI
+	pad  *sim.Pad
+	hsm  *soft.HSM
+	mgr  *ceremony.Manager
+	srv  *Server
+
+	cancel context.CancelFunc
+	done   chan error
+}
+
+type serviceOptions struct {
+	listen    string // "" = 127.0.0.1:0
+	maxUpload int64
+	bundle    []*x509.Certificate
+	timeouts  ceremony.Timeouts
+}
+
+func startService(t *testing.T, dir string, o serviceOptions) *service {
+	t.Helper()
+	if o.listen == "" {
+		o.listen = "127.0.0.1:0"
+	}
+	s := &service{t: t, dir: dir}
+	var err error
+	if s.pki, err = LoadPKI(filepath.Join(dir, "webconf"), nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if s.pad, err = sim.Open(filepath.Join(dir, "sim")); err != nil {
+		t.Fatal(err)
+	}
+	if s.hsm, err = soft.Open(filepath.Join(dir, "hsm")); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	if s.mgr, err = ceremony.Open(ctx, ceremony.Config{Dir: dir, Pad: s.pad, HSM: s.hsm, Logger: log, Timeouts: o.timeouts}); err != nil {
+		t.Fatal(err)
+	}
+	s.srv, err = New(Config{PKI: s.pki, CABundle: o.bundle, Runner: s.mgr, Records: s.mgr, Audit: s.mgr, HSM: s.hsm, Sim: s.pad,
+		MaxUpload: o.maxUpload, Logger: log, Appliance: Appliance{PadName: "SIMULATOR", HSMName: "soft (test)", DataDir: dir}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ln net.Listener
+	for range 50 { // a restart may find the port in TIME_WAIT for a moment
+		if ln, err = net.Listen("tcp", o.listen); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.addr = ln.Addr().String()
+	s.done = make(chan error, 1)
+	go func() { s.done <- s.srv.Serve(ctx, ln) }()
+	t.Cleanup(s.stop)
+	return s
+}
+
+// stop shuts the service down as SIGTERM does; it may be called more than once.
+func (s *service) stop() {
+	if s.cancel == nil {
+		return
+	}
+	s.cancel()
+	s.cancel = nil
+	select {
+	case err := <-s.done:
+		if err != nil {
+			s.t.Errorf("serve: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		s.t.Error("serve did not return within 15 s of its context ending")
+	}
+	s.mgr.Close()
+	s.hsm.Close()
+	s.pad.Close()
+}
+
+func (s *service) url(path string) string { return "https://" + s.addr + path }
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Logf("%s", strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// client is an HTTP client that trusts the management CA and presents cert (nil: none). It
+// does not follow redirects, so tests see the 303s.
+func (s *service) client(cert *tls.Certificate) *http.Client {
+	roots := x509.NewCertPool()
+	roots.AddCert(s.pki.CA)
+	cfg := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS13}
+	if cert != nil {
+		cfg.Certificates = []tls.Certificate{*cert}
+	}
+	return &http.Client{
+		Transport:     &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		Timeout:       30 * time.Second,
+	}
+}
+
+// operatorCert issues a client certificate of the management CA.
+func (s *service) operatorCert(cn string) tls.Certificate {
+	s.t.Helper()
+	cert, key, err := s.pki.IssueClient(pkixName(cn), time.Now())
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return tlsCert(cert, key)
+}
+
+func tlsCert(cert *x509.Certificate, key *ecdsa.PrivateKey) tls.Certificate {
+	return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}
+}
+
+// browser is an operator's session: a client with a certificate and the page's CSRF token.
+type browser struct {
+	t    *testing.T
+	s    *service
+	c    *http.Client
+	csrf string
+}
+
+func (s *service) browser(cn string) *browser {
+	cert := s.operatorCert(cn)
+	b := &browser{t: s.t, s: s, c: s.client(&cert)}
+	body := b.get("/", http.StatusOK)
+	m := regexp.MustCompile(`<meta name="csrf-token" content="([^"]+)"`).FindStringSubmatch(body)
+	if m == nil {
+		s.t.Fatal("no csrf token in the status page")
+	}
+	b.csrf = m[1]
+	return b
+}
+
+func (b *browser) do(req *http.Request) (*http.Response, string) {
+	b.t.Helper()
+	resp, err := b.c.Do(req)
+	if err != nil {
+		b.t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		b.t.Fatalf("%s %s: read body: %v", req.Method, req.URL.Path, err)
+	}
+	return resp, string(body)
+}
+
+// get fetches a page and checks its status; want 0 accepts any.
+func (b *browser) get(path string, want int) string {
+	b.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, b.s.url(path), nil)
+	resp, body := b.do(req)
+	if want != 0 && resp.StatusCode != want {
+		b.t.Fatalf("GET %s: status %d, want %d\n%s", path, resp.StatusCode, want, excerpt(body))
+	}
+	return body
+}
+
+// post sends a form with the CSRF token and checks the status.
+func (b *browser) post(path string, form url.Values, want int) (*http.Response, string) {
+	b.t.Helper()
+	if form == nil {
+		form = url.Values{}
+	}
+	if form.Get(csrfField) == "" {
+		form.Set(csrfField, b.csrf)
+	}
+	req, _ := http.NewRequest(http.MethodPost, b.s.url(path), strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, body := b.do(req)
+	if want != 0 && resp.StatusCode != want {
+		b.t.Fatalf("POST %s: status %d, want %d\n%s", path, resp.StatusCode, want, excerpt(body))
+	}
+	return resp, body
+}
+
+// excerpt is the readable part of an error page, for failure messages.
+func excerpt(body string) string {
+	if i := strings.Index(body, "<main>"); i >= 0 {
+		body = body[i:]
+	}
+	body = regexp.MustCompile(`<[^>]+>`).ReplaceAllString(body, " ")
+	if len(body) > 800 {
+		body = body[:800]
+	}
+	return body
+}
+
+// padActor is what the ceremony driver does to the virtual pad: through HTTP, or by clicking
+// in a browser.
+type padActor interface {
+	pressOK()
+	insert(serial string)
+	remove()
+	typeDigits(d string)
+}
+
+// httpActor operates the simulator panel's endpoints, as the panel's script does.
+type httpActor struct{ b *browser }
+
+func (a httpActor) send(path string, form url.Values) {
+	a.b.t.Helper()
+	form.Set(csrfField, a.b.csrf)
+	req, _ := http.NewRequest(http.MethodPost, a.b.s.url(path), strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set(fetchHeader, "1")
+	resp, body := a.b.do(req)
+	if resp.StatusCode != http.StatusNoContent {
+		a.b.t.Fatalf("POST %s %v: status %d: %s", path, form, resp.StatusCode, body)
+	}
+}
+
+func (a httpActor) pressOK()             { a.send("/sim/key", url.Values{"key": {"ok"}}) }
+func (a httpActor) insert(serial string) { a.send("/sim/insert", url.Values{"serial": {serial}}) }
+func (a httpActor) remove()              { a.send("/sim/remove", url.Values{}) }
+func (a httpActor) typeDigits(d string) {
+	for _, c := range d {
+		a.send("/sim/key", url.Values{"key": {string(c)}})
+	}
+}
+
+// driveCeremony plays the custodians of a ceremony on the virtual pad until it ends: OK to
+// every confirmation, the next card of cards (in turn) whenever one is asked for, PIN 123456,
+// the card out when asked. observe, if set, is called at every new wait (to look at pages
+// while the ceremony runs). It returns the ceremony's final journal.
+func driveCeremony(t *testing.T, ctx context.Context, s *service, act padActor, cards []string, observe func(sim.State)) ceremony.Journal {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	sub := s.mgr.Subscribe()
+	defer sub.Close()
+	states := s.pad.Watch(ctx)
+	next := 0
+	type waitKey struct {
+		w sim.Wait
+		d time.Time
+	}
+	var done waitKey // the wait acted on last: act once per wait
+	var last ceremony.Event
+	for {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("ceremony did not end: last event %+v, pad %+v", last, s.pad.State())
+		case ev := <-sub.C():
+			last = ev
+			if ev.Status.Ended() && ev.Seq > 0 && ev.Type == ceremony.EventOutcome {
+				j, err := s.mgr.Ceremony(ev.Ceremony)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return j
+			}
+		case st, ok := <-states:
+			if !ok {
+				t.Fatal("pad watch ended")
+			}
+			k := waitKey{st.Waiting, st.Deadline}
+			if st.Waiting == sim.WaitNone || k == done {
+				continue
+			}
+			done = k
+			if observe != nil {
+				observe(st)
+			}
+			switch st.Waiting {
+			case sim.WaitOK:
+				act.pressOK()
+			case sim.WaitCard:
+				if st.Inserted == "" {
+					act.insert(cards[next%len(cards)])
+					next++
+				}
+				act.pressOK()
+			case sim.WaitPIN:
+				act.typeDigits("123456")
+				act.pressOK()
+			case sim.WaitRemoval:
+				act.remove()
+			}
+		}
+	}
+}
+
+func newCards(t *testing.T, pad *sim.Pad, n int) []string {
+	t.Helper()
+	var out []string
+	for range n {
+		s, err := pad.NewCard()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func requireRoot(t *testing.T, what string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s needs root, and CI=true", what)
+		}
+		t.Skipf("%s needs root", what)
+	}
+}
+
+var errNoMatch = errors.New("no match")
+
+func mustFind(t *testing.T, re, body string) string {
+	t.Helper()
+	m := regexp.MustCompile(re).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("%v: %s in %s", errNoMatch, re, excerpt(body))
+	}
+	return m[1]
+}
+
+var _ = fmt.Sprintf
