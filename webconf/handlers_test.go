@@ -3,7 +3,6 @@ package webconf
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -11,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -505,16 +505,16 @@ func TestPagesRender(t *testing.T) {
 	s := startService(t, t.TempDir(), serviceOptions{})
 	b := s.browser("Ivan")
 	pages := map[string][]string{
-		"/":                             {`data-testid="no-key"`, "SIMULATOR", "CN=Ivan", s.pki.Fingerprint()},
-		"/setup":                        {`data-testid="setup-form"`, `value="2-3"`, `value="3-5"`, `value="custom"`},
-		"/setup/confirm?quorum=3-5":     {"3 of 5", `data-testid="start-generate"`, `name="csrf"`},
+		"/":                         {`data-testid="no-key"`, "SIMULATOR", "CN=Ivan", s.pki.Fingerprint()},
+		"/setup":                    {`data-testid="setup-form"`, `value="2-3"`, `value="3-5"`, `value="custom"`},
+		"/setup/confirm?quorum=3-5": {"3 of 5", `data-testid="start-generate"`, `name="csrf"`},
 		"/setup/confirm?quorum=custom&k=4&n=7&label=DC1": {"4 of 7", "DC1"},
-		"/ceremony":                     {`data-testid="live-none"`, `data-live="display"`},
-		"/hsm":                          {`data-testid="hsm-no-key"`, `data-testid="restore-form"`, `data-testid="start-load"`},
-		"/cards":                        {`data-testid="start-copy"`, `data-testid="start-change-pin"`, `data-testid="start-slot-user"`, `data-testid="start-activate"`},
-		"/audit":                        {`data-testid="audit-ok"`, `data-testid="audit-export"`},
-		"/reset":                        {`data-testid="reset-form"`, ResetPhrase},
-		"/sim/rack":                     {"Card rack"},
+		"/ceremony": {`data-testid="live-none"`, `data-live="display"`},
+		"/hsm":      {`data-testid="hsm-no-key"`, `data-testid="restore-form"`, `data-testid="start-load"`},
+		"/cards":    {`data-testid="start-copy"`, `data-testid="start-change-pin"`, `data-testid="start-slot-user"`, `data-testid="start-activate"`},
+		"/audit":    {`data-testid="audit-ok"`, `data-testid="audit-export"`},
+		"/reset":    {`data-testid="reset-form"`, ResetPhrase},
+		"/sim/rack": {"Card rack"},
 	}
 	for path, wants := range pages {
 		req, _ := http.NewRequest("GET", s.url(path), nil)
