@@ -8,7 +8,8 @@
 // header, refuses a backup made under another MBK with a [*hsm.ForeignKeyError] and returns an
 // io.Reader of the content that yields only authenticated bytes and returns io.EOF only after
 // the final chunk authenticated and nothing followed it. [ReadHeader] shows a header without
-// any key. Both directions hold one chunk in memory, whatever the size of the backup.
+// any key. Both directions hold at most 16 chunks (about 2 MiB) in memory, whatever the size
+// of the backup, and move them to and from the stream in 1 MiB reads and writes.
 //
 // What a backend puts inside is its own business, named by the header's content type; the key
 // records of [WriteRecord] and [RecordReader] are what both backends use.
@@ -56,8 +57,9 @@
 //
 // # What this package must never do
 //
-// Release content bytes that have not been authenticated, hold more than a chunk, or keep the
-// data key after the AEAD is set up. It knows nothing of bbolt, tokens or cards.
+// Release content bytes that have not been authenticated, hold memory that grows with the
+// backup, or keep the data key after the AEAD is set up. It knows nothing of bbolt, tokens or
+// cards.
 package backup
 
 import (
@@ -682,7 +684,10 @@ func (r *Reader) Read(p []byte) (int, error) {
 			return 0, err
 		}
 		if len(p) >= ChunkSize {
-			return len(plain), nil
+			if len(plain) > 0 {
+				return len(plain), nil
+			}
+			continue // the empty final chunk of an empty backup: go on to io.EOF
 		}
 		r.plain = plain
 	}

@@ -704,14 +704,16 @@ func (h *HSM) ActivateSlot(ctx context.Context, slot uint, cardSerial string, cr
 		return fmt.Errorf("activate slot %d: %w", slot, err)
 	}
 	mac, err := h.slotMAC(false)
-	if err != nil {
-		if errors.Is(err, hsm.ErrCredentialInvalid) {
-			return err
-		}
-		return fmt.Errorf("activate slot %d: %w", slot, err)
+	if err == nil {
+		err = slotcred.Check(slot, cardSerial, credential, mac)
 	}
-	if err := slotcred.Check(slot, cardSerial, credential, mac); err != nil {
-		return err
+	var cm *hsm.CardMismatchError
+	var sm *hsm.SlotMismatchError
+	if errors.As(err, &cm) || errors.As(err, &sm) {
+		return err // their texts say "activate slot N: ..." already
+	}
+	if err != nil {
+		return fmt.Errorf("activate slot %d: %w", slot, err)
 	}
 	h.active[slot] = cardSerial
 	return nil
