@@ -110,8 +110,14 @@ func (c *Card) selectEF(ctx context.Context, fid uint16, op string) (int, error)
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", op, err)
 	}
+	if size > maxFileSize {
+		// READ/UPDATE BINARY offsets have 15 bits; a larger size is not a file of ours.
+		return 0, fmt.Errorf("%s: file of %d bytes: %w", op, size, ErrBadRecord)
+	}
 	return size, nil
 }
+
+const maxFileSize = 0x7FFF
 
 // readBinary reads n bytes at off in chunks of at most 255.
 func (c *Card) readBinary(ctx context.Context, off, n int, op string) ([]byte, error) {
@@ -162,11 +168,14 @@ func (c *Card) updateBinary(ctx context.Context, off int, data []byte, op string
 	return nil
 }
 
-// readFile reads a whole file that needs no PIN (EF_GDO).
+// readFile reads a whole small file that needs no PIN (EF_GDO).
 func (c *Card) readFile(ctx context.Context, fid uint16, op string) ([]byte, error) {
 	size, err := c.selectEF(ctx, fid, op)
 	if err != nil {
 		return nil, err
+	}
+	if size > 255 {
+		return nil, fmt.Errorf("%s: file of %d bytes: %w", op, size, ErrBadRecord)
 	}
 	return c.readBinary(ctx, 0, size, op)
 }
