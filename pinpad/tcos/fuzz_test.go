@@ -45,7 +45,6 @@ func (r *replay) Transmit(_ context.Context, apdu []byte) ([]byte, error) {
 	return resp, nil
 }
 
-
 // FuzzResponses feeds arbitrary card responses to everything tcos parses: GET RESPONSE and
 // Le corrections, the FCP, EF_GDO, the try counter and a slot's length prefix and data.
 func FuzzResponses(f *testing.F) {
