@@ -30,17 +30,22 @@
 	}
 
 	// Forms marked data-fetch (simulator keys, retry, cancel) are sent without leaving the page;
-	// the event stream brings the result.
+	// the event stream brings the result. They are sent one after the other, never side by
+	// side: the digits of a PIN typed on the virtual pad must arrive in the order typed.
+	var queue = Promise.resolve();
 	document.addEventListener('submit', function (e) {
 		var form = e.target;
 		if (!(form instanceof HTMLFormElement) || !form.hasAttribute('data-fetch')) {
 			return;
 		}
 		e.preventDefault();
-		var data = new FormData(form, e.submitter || null);
-		fetch(form.action, {
+		var data = new URLSearchParams(new FormData(form, e.submitter || null));
+		queue = queue.then(function () { return send(form.action, data); });
+	});
+	function send(action, data) {
+		return fetch(action, {
 			method: 'POST',
-			body: new URLSearchParams(data),
+			body: data,
 			credentials: 'same-origin',
 			headers: { 'X-Keyquorum-Fetch': '1', 'X-CSRF-Token': csrf }
 		}).then(function (resp) {
@@ -53,7 +58,7 @@
 		}, function () {
 			showProblem({ title: 'WebConf cannot be reached', todo: 'Check that the service runs, then reload the page.' });
 		});
-	});
+	}
 
 	document.addEventListener('click', function (e) {
 		if (e.target instanceof Element && e.target.hasAttribute('data-print')) {
