@@ -83,12 +83,12 @@ func (r *run) copyCard() (*result, error) {
 				return err
 			}
 			r.working(StepReadCard, "")
-			have, err := r.readSlot(card, pinpad.SlotShare)
+			have, unreadable, err := r.readSlot(card, pinpad.SlotShare)
 			if err != nil {
 				return err
 			}
 			already := have != nil && subtle.ConstantTimeCompare(have, data) == 1
-			if have != nil && !already && !r.j.Request.Overwrite {
+			if (unreadable || (have != nil && !already)) && !r.j.Request.Overwrite {
 				err := r.confirmCopyOverwrite(serial, have, rec)
 				sharing.Zero(have)
 				if err != nil {
@@ -139,7 +139,9 @@ func (r *run) copyCard() (*result, error) {
 // confirmCopyOverwrite asks before a copy overwrites a card that holds something else.
 func (r *run) confirmCopyOverwrite(serial string, have []byte, rec *sharing.Record) error {
 	what := "data that is not a share record"
-	if old, err := sharing.Unmarshal(have); err == nil {
+	if have == nil {
+		what = "data that cannot be read"
+	} else if old, err := sharing.Unmarshal(have); err == nil {
 		switch {
 		case old.SetID == rec.SetID && old.Index != rec.Index:
 			what = fmt.Sprintf("share %d of the same set: overwriting it loses that share", old.Index)

@@ -1,6 +1,7 @@
 package ceremony
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/hex"
@@ -111,14 +112,22 @@ func (r *run) writeShare(rec *sharing.Record, written map[int]string) error {
 		defer sharing.Zero(data)
 
 		r.working(StepReadCard, "")
-		have, err := r.readSlot(card, pinpad.SlotShare)
+		have, unreadable, err := r.readSlot(card, pinpad.SlotShare)
 		if err != nil {
 			return err
 		}
 		already := have != nil && subtle.ConstantTimeCompare(have, data) == 1
-		if have != nil && !already {
-			// A card pulled out mid-write and put back holds this share, or part of it: that is
-			// rewritten without a question. Anything else needs the custodian's OK.
+		switch {
+		case unreadable && r.wasWriting(serial, i):
+			// This card was being written when it was pulled out (or the process stopped):
+			// the half-written slot is rewritten without a question.
+		case unreadable:
+			if err := r.confirmOverwrite(card, nil, rec); err != nil {
+				return err
+			}
+		case have != nil && !already:
+			// A card pulled out mid-write and put back holds this share: it is rewritten
+			// without a question. Anything else needs the custodian's OK.
 			if err := r.confirmOverwrite(card, have, rec); err != nil {
 				sharing.Zero(have)
 				return err
@@ -165,19 +174,57 @@ func (r *run) writeShare(rec *sharing.Record, written map[int]string) error {
 	})
 }
 
-// readSlot returns what the slot holds, nil when it is empty.
-func (r *run) readSlot(card pinpad.Card, slot pinpad.Slot) ([]byte, error) {
+// readSlot returns what the slot holds, nil when it is empty. A slot the card cannot return
+// (a write cut short leaves it so) is reported as unreadable, not as an error; conditions of
+// the pad (card removed, reader gone, cancel) are errors.
+func (r *run) readSlot(card pinpad.Card, slot pinpad.Slot) (data []byte, unreadable bool, err error) {
 	have, err := card.Read(r.ctx, slot)
-	if errors.Is(err, pinpad.ErrEmpty) {
-		return nil, nil
+	switch {
+	case errors.Is(err, pinpad.ErrEmpty):
+		return nil, false, nil
+	case err != nil && (padCondition(err) || r.ctx.Err() != nil):
+		return nil, false, err
+	case err != nil:
+		return nil, true, nil
+	case len(have) == 0:
+		return nil, false, nil
 	}
-	if err != nil {
-		return nil, err
+	return have, false, nil
+}
+
+// wasWriting reports whether the journal has serial as being written with share index.
+func (r *run) wasWriting(serial string, index int) bool {
+	for _, c := range r.j.Cards {
+		if c.Serial == serial && c.Index == index && c.Role == RoleShare && c.State == CardWriting {
+			return true
+		}
 	}
-	if len(have) == 0 {
-		return nil, nil
+	return false
+}
+
+// padCondition reports whether err is a condition of the pad or the operator rather than of
+// the card's content.
+func padCondition(err error) bool {
+	for _, e := range []error{pinpad.ErrCardRemoved, pinpad.ErrReaderGone, pinpad.ErrNoReader, pinpad.ErrNoCard,
+		pinpad.ErrTimeout, pinpad.ErrCancelled} {
+		if errors.Is(err, e) {
+			return true
+		}
 	}
-	return have, nil
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// cardProblem reports whether err is the card refusing something (a status word, a memory
+// failure, an unprepared card): that card is refused, the ceremony goes on with another.
+func cardProblem(err error) bool {
+	for _, e := range []error{pinpad.ErrNotTCOS, pinpad.ErrNotPersonalised, pinpad.ErrNullPIN, pinpad.ErrAccessDenied,
+		pinpad.ErrMemory, pinpad.ErrWrongLength, pinpad.ErrTooLarge, pinpad.ErrWriteVerify} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	var se *pinpad.StatusError
+	return errors.As(err, &se)
 }
 
 // confirmOverwrite asks before a card's share slot is overwritten, unless it holds the very
@@ -185,7 +232,9 @@ func (r *run) readSlot(card pinpad.Card, slot pinpad.Slot) ([]byte, error) {
 func (r *run) confirmOverwrite(card pinpad.Card, have []byte, rec *sharing.Record) error {
 	serial := card.Serial()
 	what := "data that is not a share record"
-	if old, err := sharing.Unmarshal(have); err == nil {
+	if have == nil {
+		what = "data that cannot be read"
+	} else if old, err := sharing.Unmarshal(have); err == nil {
 		defer old.Zero()
 		switch {
 		case old.SetID == rec.SetID && old.Index == rec.Index:
@@ -366,10 +415,12 @@ func (r *run) readShare(exp *expectation, records map[int]*sharing.Record, seria
 		}
 		r.working(StepReadCard, "")
 		data, err := card.Read(r.ctx, pinpad.SlotShare)
-		if errors.Is(err, pinpad.ErrEmpty) {
+		switch {
+		case errors.Is(err, pinpad.ErrEmpty):
 			return refuse(serial, "take it out and insert a card of the set", "this card holds no backup key share")
-		}
-		if err != nil {
+		case err != nil && !padCondition(err) && r.ctx.Err() == nil:
+			return refuse(serial, "take it out and insert another card of the set", "the card's share slot cannot be read: %w", err)
+		case err != nil:
 			return err
 		}
 		rec, err := sharing.Unmarshal(data)

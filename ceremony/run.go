@@ -512,6 +512,9 @@ func stallHint(err error) string {
 
 func (r *run) stall(cause error) error {
 	hint := stallHint(cause)
+	if r.j.Phase == PhaseReading && r.ev.CardsTotal > 0 && r.ev.CardsDone < r.ev.CardsTotal {
+		hint += fmt.Sprintf("; %d of the %d cards needed were read: %d more needed", r.ev.CardsDone, r.ev.CardsTotal, r.ev.CardsTotal-r.ev.CardsDone)
+	}
 	if err := r.commit(&auditSpec{event: AuditCeremonyStalled, message: cause.Error() + ": waiting for Retry"}, func(j *Journal) {
 		j.Status, j.LastError = StatusStalled, cause.Error()
 	}); err != nil {
@@ -573,8 +576,8 @@ func (r *run) withCard(text string, fn func(card pinpad.Card) error) error {
 		t := r.m.cfg.Timeouts.Card
 		r.prompt(StepInsertCard, WaitCard, text, t)
 		card, err := r.m.cfg.Pad.WaitForCard(r.ctx, text, t)
-		if errors.Is(err, pinpad.ErrNotTCOS) {
-			if err := r.refused(refuse("", "take it out and insert a card of this appliance", "%w", pinpad.ErrNotTCOS)); err != nil {
+		if err != nil && cardProblem(err) && r.ctx.Err() == nil {
+			if err := r.refused(refuse("", "take it out and insert a card of this appliance", "%w", err)); err != nil {
 				return err
 			}
 			continue
@@ -594,6 +597,10 @@ func (r *run) withCard(text string, fn func(card pinpad.Card) error) error {
 				ref.serial = card.Serial()
 			}
 			if err := r.refused(ref); err != nil {
+				return err
+			}
+		case cardProblem(err) && r.ctx.Err() == nil:
+			if err := r.refused(refuse(card.Serial(), "take it out and insert another card", "%w", err)); err != nil {
 				return err
 			}
 		case errors.Is(err, pinpad.ErrCardRemoved) && r.ctx.Err() == nil:
