@@ -80,8 +80,8 @@ func (c *Card) transmit(ctx context.Context, apdu []byte) ([]byte, uint16, error
 			resp, err = c.tr.Transmit(ctx, []byte{0x00, 0xC0, 0x00, 0x00, sw2})
 		case 0x6C:
 			again := append([]byte(nil), apdu...)
-			if caseOf(apdu) == 2 {
-				again[len(again)-1] = sw2
+			if k := caseOf(apdu); k == 2 || k == 4 {
+				again[len(again)-1] = sw2 // replace Le
 			} else {
 				again = append(again, sw2)
 			}
