@@ -363,7 +363,12 @@ func (r *run) readAndLoad(exp *expectation, confirm string) (*result, error) {
 					return nil, err
 				}
 			}
-			r.problem(err, fmt.Sprintf("insert another card of the set (%d more needed)", need-len(records)))
+			need = exp.k // the records left are good: k of them are enough
+			hint := "set the damaged card aside: the other cards read are enough"
+			if need > len(records) {
+				hint = fmt.Sprintf("set the damaged card aside and insert another card of the set (%d more needed)", need-len(records))
+			}
+			r.problem(err, hint)
 		default:
 			return nil, fmt.Errorf("combine shares: %w", err)
 		}

@@ -115,6 +115,7 @@ type operator struct {
 	actions []string
 	lastKey string
 	paused  bool
+	slot    pinpad.Slot // the slot a direct read or write verifies; 0 in ceremonies
 
 	wg     sync.WaitGroup
 	cancel context.CancelFunc
@@ -182,11 +183,24 @@ func (o *operator) did(format string, a ...any) {
 	o.actions = append(o.actions, fmt.Sprintf(format, a...))
 }
 
+// pinOf is the PIN of a card: pins[serial/slot] when the slot being verified is known (direct
+// reads and writes of the harness), else pins[serial], else the delivery PIN.
 func (o *operator) pinOf(serial string) string {
+	if o.slot != 0 {
+		if p, ok := o.pins[fmt.Sprintf("%s/%d", serial, o.slot)]; ok {
+			return p
+		}
+	}
 	if p, ok := o.pins[serial]; ok {
 		return p
 	}
 	return testPIN
+}
+
+func (o *operator) setSlot(s pinpad.Slot) {
+	o.mu.Lock()
+	o.slot = s
+	o.mu.Unlock()
 }
 
 // step acts on the pad's current state, once per wait (a wait is known by its deadline).
@@ -436,6 +450,11 @@ func (e *env) harvest() {
 // readSlot reads one slot of one card straight through the simulator (no ceremony).
 func (e *env) readSlot(ctx context.Context, serial string, slot pinpad.Slot) []byte {
 	e.t.Helper()
+	if e.pad.State().Inserted != "" {
+		e.pad.Remove()
+	}
+	e.op.setSlot(slot)
+	defer e.op.setSlot(0)
 	e.op.use(serial)
 	card, err := e.pad.WaitForCard(ctx, "harvest", 5*time.Second)
 	if err != nil {
@@ -568,4 +587,78 @@ func (l *eventLog) problems() []string {
 		}
 	}
 	return out
+}
+
+// writeSlot writes data to one slot of one card straight through the simulator (no ceremony):
+// how a test forges or copies card contents.
+func (e *env) writeSlot(serial string, slot pinpad.Slot, data []byte) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if e.pad.State().Inserted != "" {
+		e.pad.Remove()
+	}
+	e.op.setSlot(slot)
+	defer e.op.setSlot(0)
+	e.op.use(serial)
+	card, err := e.pad.WaitForCard(ctx, "forge", 5*time.Second)
+	if err != nil {
+		e.t.Fatalf("forge %s: %v", serial, err)
+	}
+	defer func() {
+		card.Close()
+		e.pad.Remove()
+	}()
+	if err := card.VerifyPIN(ctx, slot, 5*time.Second); err != nil {
+		e.t.Fatalf("forge %s: %v", serial, err)
+	}
+	if err := card.Write(ctx, slot, data); err != nil {
+		e.t.Fatalf("forge %s: %v", serial, err)
+	}
+}
+
+// recorder is a testing.TB that only records failures, to test the harness's own checks.
+type recorder struct {
+	testing.TB
+	failed []string
+}
+
+func (r *recorder) Helper() {}
+func (r *recorder) Errorf(format string, args ...any) {
+	r.failed = append(r.failed, fmt.Sprintf(format, args...))
+}
+
+// The secret search must find a secret however it was written down.
+func TestSecretSearchFindsPlantedSecrets(t *testing.T) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	for name, h := range map[string][]byte{
+		"raw":    append([]byte("x"), secret...),
+		"hex":    []byte("mbk=" + hex.EncodeToString(secret)),
+		"HEX":    []byte(strings.ToUpper(hex.EncodeToString(secret))),
+		"base64": []byte(`{"k":"` + base64.StdEncoding.EncodeToString(secret) + `"}`),
+	} {
+		r := &recorder{TB: t}
+		assertAbsent(r, [][]byte{secret}, map[string][]byte{name: h})
+		if len(r.failed) == 0 {
+			t.Errorf("%s: planted secret not found", name)
+		}
+	}
+	r := &recorder{TB: t}
+	assertAbsent(r, [][]byte{secret}, map[string][]byte{"clean": []byte("nothing here")})
+	if len(r.failed) != 0 {
+		t.Errorf("false alarm: %v", r.failed)
+	}
+}
+
+// The harvest finds the shares and the key of a generation, so the search has something to
+// look for.
+func TestHarvestFindsKeyAndShares(t *testing.T) {
+	e := newEnv(t)
+	e.generate(2, 3)
+	e.harvest()
+	// 3 records + 3 shares + 1 key
+	if len(e.secrets) != 7 {
+		t.Fatalf("harvested %d secrets, want 7", len(e.secrets))
+	}
+	e.secrets = nil
 }

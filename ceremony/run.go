@@ -695,6 +695,8 @@ func (r *run) verifyPIN(card pinpad.Card, slot pinpad.Slot) error {
 			r.problem(fmt.Errorf("card %s: %w", serial, err), "enter the PIN again on the pad")
 		case errors.Is(err, pinpad.ErrPINBlocked):
 			return r.pinBlocked(serial)
+		case errors.Is(err, pinpad.ErrPINLength):
+			r.problem(fmt.Errorf("card %s: %w", serial, err), "enter the PIN again on the pad")
 		default:
 			return err
 		}
