@@ -25,7 +25,7 @@ func runReader(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	slot := fs.String("slot", "share", "slot whose PIN to check: share or user")
 	timeout := fs.Duration("timeout", 90*time.Second, "PIN entry timeout on the pad")
 	if err := fs.Parse(args[1:]); err != nil {
-		return err
+		return errUsage // the flag package printed what was wrong
 	}
 	if fs.NArg() != 0 {
 		fmt.Fprintf(stderr, "reader diagnose: unexpected argument %q\n", fs.Arg(0))
