@@ -394,7 +394,7 @@ func (r *run) readAndLoad(exp *expectation, confirm string) (*result, error) {
 		sers = append(sers, s)
 		idx = append(idx, i)
 	}
-	outcome := fmt.Sprintf("Key %s loaded into the HSM from %d cards of set %s.", keyID, len(records), setID.Short())
+	outcome := fmt.Sprintf("Key %s loaded into the HSM from %d cards (set %s).", keyID, len(records), setID.Short())
 	if j.Kind == KindGenerate {
 		outcome = fmt.Sprintf("Key generation finished: %d cards written, %d read back, key %s loaded into the HSM.", j.N, len(records), keyID)
 	}

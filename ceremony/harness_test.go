@@ -294,14 +294,19 @@ type envOption func(*env)
 
 func withTimeouts(t Timeouts) envOption { return func(e *env) { e.timeout = t } }
 
+// withRoot opens the env on an existing root (a data dir a crashed child process left).
+func withRoot(root string) envOption { return func(e *env) { e.root = root } }
+
 func newEnv(t testing.TB, opts ...envOption) *env {
 	t.Helper()
-	root := t.TempDir()
-	e := &env{t: t, root: root, dir: filepath.Join(root, "ceremony"), hsmDir: filepath.Join(root, "hsm"), padDir: filepath.Join(root, "cards"),
-		logs: &syncBuffer{}, timeout: testTimeouts}
+	e := &env{t: t, logs: &syncBuffer{}, timeout: testTimeouts}
 	for _, o := range opts {
 		o(e)
 	}
+	if e.root == "" {
+		e.root = t.TempDir()
+	}
+	e.dir, e.hsmDir, e.padDir = filepath.Join(e.root, "ceremony"), filepath.Join(e.root, "hsm"), filepath.Join(e.root, "cards")
 	pad, err := sim.Open(e.padDir)
 	if err != nil {
 		t.Fatal(err)

@@ -225,11 +225,15 @@ func (m *Manager) Start(ctx context.Context, operator string, req Request) (*Han
 	}
 
 	now := time.Now().UTC()
+	if req.Kind != KindGenerate {
+		req.K, req.N, req.Label = 0, 0, ""
+	}
 	j := &Journal{
 		Kind: req.Kind, Status: StatusRunning, Phase: PhaseStarted, Step: StepIdle,
-		Operator: operator, Request: req, K: req.K, N: req.N, Attempt: 1,
+		Operator: operator, Request: req, Attempt: 1,
 		Started: now, Updated: now,
 		Participants: []Participant{{Operator: operator, Action: "start", Time: now}},
+		K:            req.K, N: req.N,
 	}
 	err := m.st.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketCeremonies)

@@ -349,13 +349,21 @@ func classify(j *Journal, loadedKey string, cause error) ending {
 			e.outcome = fmt.Sprintf("Key generation %s after all %d cards were written. The key is on the cards: choose Resume and read any %d of them to load it into the HSM.%s",
 				what, j.N, j.K, moreNeeded(j, len(read)))
 		case len(written) > 0:
+			done := serialsOf(j, RoleShare, CardWritten)
+			var which []string
+			if len(done) > 0 {
+				which = append(which, "the cards written so far ("+strings.Join(done, ", ")+")")
+			}
+			if busy := serialsOf(j, RoleShare, CardWriting); len(busy) > 0 {
+				which = append(which, "the card that was being written ("+strings.Join(busy, ", ")+")")
+			}
 			if cause == nil {
 				e.next = NextReset
-				e.outcome = fmt.Sprintf("Key generation was interrupted while writing the cards (%d of %d written). The key existed only in memory and is lost: the cards written so far (%s) are unusable. A factory reset is required, then a new key generation.",
-					len(serialsOf(j, RoleShare, CardWritten)), j.N, strings.Join(written, ", "))
+				e.outcome = fmt.Sprintf("Key generation was interrupted while writing the cards (%d of %d written). The key existed only in memory and is lost: %s hold shares of it and are unusable. A factory reset is required, then a new key generation.",
+					len(done), j.N, strings.Join(which, " and "))
 			} else {
-				e.outcome = fmt.Sprintf("Key generation %s while writing the cards (%d of %d written). The key was discarded: the cards written (%s) are unusable until a new key generation overwrites them.",
-					what, len(serialsOf(j, RoleShare, CardWritten)), j.N, strings.Join(written, ", "))
+				e.outcome = fmt.Sprintf("Key generation %s while writing the cards (%d of %d written). The key was discarded: %s hold shares of it and are unusable until a new key generation overwrites them.",
+					what, len(done), j.N, strings.Join(which, " and "))
 			}
 			e.unusable = written
 		default:
@@ -410,8 +418,11 @@ func moreNeeded(j *Journal, read int) string {
 }
 
 func readCount(j *Journal, read int) string {
-	if j.K == 0 {
+	switch {
+	case j.K == 0:
 		return "no card was read"
+	case read >= j.K:
+		return fmt.Sprintf("all %d cards needed were read", j.K)
 	}
 	return fmt.Sprintf("%d of the %d cards needed were read: %d more needed", read, j.K, j.K-read)
 }
