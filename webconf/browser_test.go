@@ -135,20 +135,47 @@ func newBrowser(t *testing.T, chromium, home string) (context.Context, context.C
 type browserActor struct {
 	t   *testing.T
 	ctx context.Context
+	pad *sim.Pad // to see that a click on the card rack took effect
 }
 
+// click clicks an enabled element. The card rack is re-rendered when the cards change, so an
+// element found may be replaced before the click lands: then it is looked up again.
 func (a browserActor) click(sel string) {
 	a.t.Helper()
 	ctx, cancel := context.WithTimeout(a.ctx, 20*time.Second)
 	defer cancel()
-	if err := chromedp.Do(ctx, chromedp.WaitEnabled(chromedp.CSS(sel)), chromedp.Click(chromedp.CSS(sel))); err != nil {
-		a.t.Fatalf("click %s: %v", sel, err)
+	var err error
+	for ctx.Err() == nil {
+		if err = chromedp.Do(ctx, chromedp.WaitEnabled(chromedp.CSS(sel)), chromedp.Click(chromedp.CSS(sel))); err == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
+	a.t.Fatalf("click %s: %v", sel, err)
 }
 
-func (a browserActor) pressOK()             { a.click(`[data-testid="sim-key-ok"]`) }
-func (a browserActor) insert(serial string) { a.click(`[data-testid="sim-insert-` + serial + `"]`) }
-func (a browserActor) remove()              { a.click(`[data-testid="sim-remove"]`) }
+// clickUntil clicks a button of the card rack until the pad shows its effect: a click on a
+// button that the rack's refresh replaces at that moment is lost, as it would be for a person.
+func (a browserActor) clickUntil(sel string, done func(sim.State) bool) {
+	a.t.Helper()
+	for range 5 {
+		a.click(sel)
+		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if done(a.pad.State()) {
+				return
+			}
+		}
+	}
+	a.t.Fatalf("clicking %s had no effect: %+v", sel, a.pad.State())
+}
+
+func (a browserActor) pressOK() { a.click(`[data-testid="sim-key-ok"]`) }
+func (a browserActor) insert(serial string) {
+	a.clickUntil(`[data-testid="sim-insert-`+serial+`"]`, func(st sim.State) bool { return st.Inserted == serial })
+}
+func (a browserActor) remove() {
+	a.clickUntil(`[data-testid="sim-remove"]`, func(st sim.State) bool { return st.Inserted == "" })
+}
 func (a browserActor) typeDigits(d string) {
 	for _, c := range d {
 		a.click(`[data-testid="sim-key-` + string(c) + `"]`)
@@ -214,7 +241,7 @@ func TestBrowserGenerate(t *testing.T) {
 	textOf(t, ctx, `[data-testid="no-key"]`, func(s string) bool { return strings.Contains(s, "none loaded") })
 
 	// Three blank cards from the simulator panel; the rack updates by itself.
-	act := browserActor{t: t, ctx: ctx}
+	act := browserActor{t: t, ctx: ctx, pad: s.pad}
 	for range 3 {
 		act.click(`[data-testid="sim-new-card"]`)
 	}
