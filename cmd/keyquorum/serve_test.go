@@ -1,0 +1,189 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestServeFlags(t *testing.T) {
+	pinFile := filepath.Join(t.TempDir(), "pin")
+	os.WriteFile(pinFile, []byte("1234\n"), 0o600)
+	cases := []struct {
+		args []string
+		ok   bool
+		says string
+	}{
+		{nil, true, ""},
+		{[]string{"--data", "/tmp/x", "--listen", "0.0.0.0:9443", "--host", "kq.example,kq2.example"}, true, ""},
+		{[]string{"--pinpad", "pcsc", "--reader", "REINER"}, true, ""},
+		{[]string{"--pinpad", "pcsc", "--hsm", "pkcs11", "--pkcs11-module", "/lib/x.so", "--slot", "kq", "--pin-file", pinFile}, true, ""},
+		{[]string{"--reader", "REINER"}, false, "needs --pinpad pcsc"},
+		{[]string{"--pinpad", "usb"}, false, "--pinpad must be sim or pcsc"},
+		{[]string{"--hsm", "tpm"}, false, "--hsm must be soft or pkcs11"},
+		{[]string{"--slot", "kq"}, false, "--slot configures a PKCS#11 HSM"},
+		{[]string{"--pin-file", pinFile}, false, "--pin-file configures a PKCS#11 HSM"},
+		{[]string{"--pinpad", "pcsc", "--hsm", "pkcs11", "--slot", "kq"}, false, "needs --pkcs11-module, --slot and --pin-file"},
+		{[]string{"--hsm", "pkcs11", "--pkcs11-module", "/lib/x.so", "--slot", "kq", "--pin-file", pinFile}, false, "simulator PIN pad cannot be used with a real HSM"},
+		{[]string{"--listen", "8443"}, false, "--listen must be host:port"},
+		{[]string{"--max-upload", "0"}, false, "--max-upload must be"},
+		{[]string{"--pin", "123456"}, false, "flag provided but not defined"},
+		{[]string{"extra"}, false, "unexpected argument"},
+	}
+	for _, c := range cases {
+		var stderr bytes.Buffer
+		cfg, err := parseServe(c.args, &stderr)
+		if c.ok != (err == nil) {
+			t.Errorf("%v: err %v, stderr %s", c.args, err, stderr.String())
+			continue
+		}
+		if !c.ok && !strings.Contains(stderr.String(), c.says) {
+			t.Errorf("%v: stderr %q does not say %q", c.args, stderr.String(), c.says)
+		}
+		if c.ok && len(c.args) == 0 && (cfg.dataDir != "keyquorum-data" || cfg.listen != "127.0.0.1:8443" || cfg.pinpad != "sim" || cfg.hsm != "soft") {
+			t.Errorf("defaults: %+v", cfg)
+		}
+	}
+	var stderr bytes.Buffer
+	if _, err := parseServe([]string{"--help"}, &stderr); !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("--help: %v", err)
+	}
+	for _, f := range []string{"-data", "-listen", "-pinpad", "-reader", "-hsm", "-pkcs11-module", "-slot", "-pin-file", "-ca-bundle", "-host", "-max-upload"} {
+		if !strings.Contains(stderr.String(), "  "+f+" ") {
+			t.Errorf("--help does not explain %s", f)
+		}
+	}
+}
+
+func TestReadPINFile(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "pin")
+	os.WriteFile(good, []byte("87654321\r\n"), 0o600)
+	pin, err := readPINFile(good)
+	if err != nil || string(pin) != "87654321" {
+		t.Errorf("pin file: %q, %v", pin, err)
+	}
+	open := filepath.Join(dir, "open")
+	os.WriteFile(open, []byte("1"), 0o644)
+	if _, err := readPINFile(open); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Errorf("world-readable pin file: %v", err)
+	}
+	empty := filepath.Join(dir, "empty")
+	os.WriteFile(empty, nil, 0o600)
+	if _, err := readPINFile(empty); err == nil {
+		t.Error("empty pin file accepted")
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader in different goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestServeStartsAndStops runs serve with its defaults but a temporary data dir and a free
+// port: it prints where the certificates are, serves HTTPS with client certificates, and
+// returns cleanly when its context ends (what SIGINT/SIGTERM do).
+func TestServeStartsAndStops(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	cfg, err := parseServe([]string{"--data", dir, "--listen", "127.0.0.1:0"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, &out, slog.New(slog.DiscardHandler)) }()
+
+	var url string
+	re := regexp.MustCompile(`Keyquorum WebConf: (https://127\.0\.0\.1:\d+/)`)
+	for deadline := time.Now().Add(10 * time.Second); url == ""; time.Sleep(20 * time.Millisecond) {
+		if m := re.FindStringSubmatch(out.String()); m != nil {
+			url = m[1]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve printed no URL: %s", out.String())
+		}
+	}
+	for _, f := range []string{"admin.p12", "admin.p12.password", "ca.pem"} {
+		p := filepath.Join(dir, "webconf", f)
+		if !strings.Contains(out.String(), p) {
+			t.Errorf("serve does not say where %s is:\n%s", f, out.String())
+		}
+		if _, err := os.Stat(p); err != nil {
+			t.Error(err)
+		}
+	}
+	if !strings.Contains(out.String(), "SIMULATOR") || !strings.Contains(out.String(), "(created now)") {
+		t.Errorf("output: %s", out.String())
+	}
+
+	caPEM, err := os.ReadFile(filepath.Join(dir, "webconf", "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}, Timeout: 10 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("GET / without certificate: %d", resp.StatusCode)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("serve did not stop within 15 s of its context ending")
+	}
+	// A second start reuses the PKI and says the certificate was not created now.
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	var out2 syncBuffer
+	done2 := make(chan error, 1)
+	go func() { done2 <- serve(ctx2, cfg, &out2, slog.New(slog.DiscardHandler)) }()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(out2.String(), "Its password"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("second start printed: %s", out2.String())
+		}
+	}
+	if strings.Contains(out2.String(), "created now") {
+		t.Error("second start made a new administrator certificate")
+	}
+	cancel2()
+	if err := <-done2; err != nil {
+		t.Errorf("second serve: %v", err)
+	}
+}
