@@ -316,6 +316,15 @@ func LoadCABundle(path string) ([]*x509.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read ca bundle: %w", err)
 	}
+	certs, err := parseCABundle(data)
+	if err != nil {
+		return nil, fmt.Errorf("read ca bundle %s: %w", path, err)
+	}
+	return certs, nil
+}
+
+// parseCABundle decodes the CERTIFICATE blocks of a PEM bundle, skipping other blocks.
+func parseCABundle(data []byte) ([]*x509.Certificate, error) {
 	var certs []*x509.Certificate
 	for {
 		var block *pem.Block
@@ -328,12 +337,12 @@ func LoadCABundle(path string) ([]*x509.Certificate, error) {
 		}
 		c, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("read ca bundle %s: %w", path, err)
+			return nil, fmt.Errorf("certificate %d: %w", len(certs)+1, err)
 		}
 		certs = append(certs, c)
 	}
 	if len(certs) == 0 {
-		return nil, fmt.Errorf("read ca bundle %s: no PEM certificate in it", path)
+		return nil, errors.New("no PEM certificate in it")
 	}
 	return certs, nil
 }
