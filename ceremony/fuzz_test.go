@@ -13,6 +13,7 @@ import (
 func FuzzVerifyAuditExport(f *testing.F) {
 	f.Add([]byte(""))
 	f.Add([]byte("{}\n"))
+	f.Add([]byte("\r\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := VerifyAuditExport(bytes.NewReader(data))
 		if err != nil {
@@ -20,7 +21,7 @@ func FuzzVerifyAuditExport(f *testing.F) {
 		}
 		lines := 0
 		for _, l := range strings.Split(string(data), "\n") {
-			if l != "" {
+			if strings.TrimSuffix(l, "\r") != "" {
 				lines++
 			}
 		}
