@@ -49,6 +49,7 @@ const (
 	AuditKeyLoaded           = "key.loaded"
 	AuditCardWriting         = "card.writing"
 	AuditCardWritten         = "card.written"
+	AuditCardsWritten        = "cards.written" // all n cards of a generation written
 	AuditCardRead            = "card.read"
 	AuditCardRefused         = "card.refused"
 	AuditCardRemoved         = "card.removed"
@@ -57,7 +58,6 @@ const (
 	AuditPINChanged          = "pin.changed"
 	AuditSlotActivated       = "slot.activated"
 	AuditFactoryReset        = "factory.reset"
-	AuditJournalOpened       = "journal.opened"
 )
 
 const zeroHash = "0000000000000000000000000000000000000000000000000000000000000000"

@@ -18,8 +18,6 @@ var (
 	// ErrKeyLoaded refuses a key generation on an HSM that holds an MBK already: replacing it
 	// would make every backup unreadable.
 	ErrKeyLoaded = errors.New("the HSM already holds a master backup key: a new key can only be generated after a factory reset")
-	// ErrNotEnoughCards ends a read when no further distinct card can be had.
-	ErrNotEnoughCards = errors.New("not enough distinct cards of the set were read")
 )
 
 // BusyError refuses a second ceremony while one runs.

@@ -87,7 +87,7 @@ func (r *run) writeNewKey(k, n int, label string) error {
 			}
 		}
 	}
-	return r.commit(&auditSpec{event: "cards.written", message: fmt.Sprintf("all %d cards written: reading %d of them back", n, k)},
+	return r.commit(&auditSpec{event: AuditCardsWritten, message: fmt.Sprintf("all %d cards written: reading %d of them back", n, k)},
 		func(j *Journal) { j.Phase = PhaseReading })
 }
 

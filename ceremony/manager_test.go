@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyquorum/keyquorum/hsm"
+	"github.com/keyquorum/keyquorum/hsm/soft"
 	"github.com/keyquorum/keyquorum/pinpad"
+	"github.com/keyquorum/keyquorum/pinpad/sim"
 )
 
 // Closing the Manager (the service stopping) mid-ceremony is classified exactly like a crash.
@@ -204,4 +207,23 @@ func TestSubscribeThroughManager(t *testing.T) {
 		t.Fatalf("slow subscriber's last event is %s, want the outcome", last.Type)
 	}
 	slow.Close()
+}
+
+// The consumer-owned interfaces are satisfied by every terminal and HSM of the contracts.
+var (
+	_ Pad = pinpad.Terminal(nil)
+	_ Pad = (*sim.Pad)(nil)
+	_ HSM = hsm.HSM(nil)
+	_ HSM = (*soft.HSM)(nil)
+)
+
+func TestOpenRefusesASecondManagerOnTheSameDir(t *testing.T) {
+	e := newEnv(t)
+	_, err := Open(context.Background(), Config{Dir: e.dir, Pad: e.pad, HSM: e.hsm})
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("second Open: %v, want ErrLocked", err)
+	}
+	if _, err := Open(context.Background(), Config{Dir: e.dir}); err == nil {
+		t.Fatal("Open without pad and hsm succeeded")
+	}
 }

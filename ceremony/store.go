@@ -41,8 +41,8 @@ var migrations = []migration{
 	{"create the meta, state, ceremonies and audit buckets", migrateCreateBuckets},
 }
 
-// SchemaVersion is the schema this build writes.
-var SchemaVersion = uint32(len(migrations))
+// schemaVersion is the schema this build writes: one version per migration.
+var schemaVersion = uint32(len(migrations))
 
 func migrateCreateBuckets(tx *bolt.Tx) error {
 	for _, name := range [][]byte{bucketMeta, bucketState, bucketCeremonies, bucketAudit} {
@@ -100,10 +100,10 @@ func (s *store) migrate() error {
 	if err != nil {
 		return fmt.Errorf("read journal schema: %w", err)
 	}
-	if have > SchemaVersion {
-		return fmt.Errorf("open journal: %w (schema %d, this build knows %d)", ErrSchemaTooNew, have, SchemaVersion)
+	if have > schemaVersion {
+		return fmt.Errorf("open journal: %w (schema %d, this build knows %d)", ErrSchemaTooNew, have, schemaVersion)
 	}
-	for v := have; v < SchemaVersion; v++ {
+	for v := have; v < schemaVersion; v++ {
 		m := migrations[v]
 		err := s.update(func(tx *bolt.Tx) error {
 			if err := m.fn(tx); err != nil {

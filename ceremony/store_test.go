@@ -17,8 +17,8 @@ func TestOpenStoreCreatesSchema(t *testing.T) {
 	}
 	defer st.close()
 	err = st.view(func(tx *bolt.Tx) error {
-		if got := schemaOf(tx); got != SchemaVersion {
-			t.Errorf("schema = %d, want %d", got, SchemaVersion)
+		if got := schemaOf(tx); got != schemaVersion {
+			t.Errorf("schema = %d, want %d", got, schemaVersion)
 		}
 		for _, b := range [][]byte{bucketMeta, bucketState, bucketCeremonies, bucketAudit} {
 			if tx.Bucket(b) == nil {
@@ -83,7 +83,7 @@ func TestOpenStoreRefusesNewerSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMeta).Put(keySchema, binary.BigEndian.AppendUint32(nil, SchemaVersion+1))
+		return tx.Bucket(bucketMeta).Put(keySchema, binary.BigEndian.AppendUint32(nil, schemaVersion+1))
 	})
 	st.close()
 	_, err = openStore(dir)
