@@ -689,3 +689,37 @@ func TestEventStreamOverHTTP(t *testing.T) {
 		expect(w, `"status":"aborted"`)
 	}
 }
+
+// TestRetryAfterTimeout lets a wait on the pad time out: the ceremony stalls, the live view
+// says so with the problem and a Retry button, and Retry repeats the step.
+func TestRetryAfterTimeout(t *testing.T) {
+	s := startService(t, t.TempDir(), serviceOptions{timeouts: ceremony.Timeouts{OK: 300 * time.Millisecond}})
+	b := s.browser("Mallory Timeout")
+	b.post("/ceremonies", url.Values{"kind": {"generate"}, "quorum": {"2-3"}}, http.StatusSeeOther)
+	deadline := time.Now().Add(10 * time.Second)
+	var live string
+	for {
+		live = b.get("/ceremony", http.StatusOK)
+		if strings.Contains(live, `data-stalled="true"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ceremony did not stall after the pad timed out:\n%s", excerpt(live))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	retryForm := mustFind(t, `(<form[^>]*action="/ceremony/retry"[^>]*>)`, live)
+	if strings.Contains(retryForm, "hidden") {
+		t.Errorf("retry button hidden while stalled: %s", retryForm)
+	}
+	if !strings.Contains(live, "timed out") {
+		t.Errorf("the live view does not say the pad timed out:\n%s", excerpt(live))
+	}
+	b.post("/ceremony/retry", nil, http.StatusSeeOther)
+	st := waitPad(t, s.pad, sim.WaitOK)
+	if st.Display != "Write New Key press OK/Cancel" {
+		t.Errorf("after retry the pad shows %q", st.Display)
+	}
+	b.post("/ceremony/cancel", nil, http.StatusSeeOther)
+	waitEnded(t, s)
+}

@@ -27,7 +27,7 @@ import (
 // service is a whole Keyquorum service for tests, wired as `keyquorum serve` wires it: the
 // simulator pad, the soft HSM, the ceremony manager and WebConf over real TLS on 127.0.0.1.
 type service struct {
-	t    *testing.T
+	t    testing.TB
 	dir  string
 	addr string
 	pki  *PKI
@@ -47,7 +47,7 @@ type serviceOptions struct {
 	timeouts  ceremony.Timeouts
 }
 
-func startService(t *testing.T, dir string, o serviceOptions) *service {
+func startService(t testing.TB, dir string, o serviceOptions) *service {
 	t.Helper()
 	if o.listen == "" {
 		o.listen = "127.0.0.1:0"
@@ -113,7 +113,7 @@ func (s *service) stop() {
 
 func (s *service) url(path string) string { return "https://" + s.addr + path }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Logf("%s", strings.TrimRight(string(p), "\n"))
@@ -152,7 +152,7 @@ func tlsCert(cert *x509.Certificate, key *ecdsa.PrivateKey) tls.Certificate {
 
 // browser is an operator's session: a client with a certificate and the page's CSRF token.
 type browser struct {
-	t    *testing.T
+	t    testing.TB
 	s    *service
 	c    *http.Client
 	csrf string
