@@ -723,3 +723,34 @@ func TestRetryAfterTimeout(t *testing.T) {
 	b.post("/ceremony/cancel", nil, http.StatusSeeOther)
 	waitEnded(t, s)
 }
+
+// TestFactoryReset erases a loaded key through the typed confirmation.
+func TestFactoryReset(t *testing.T) {
+	s := startService(t, t.TempDir(), serviceOptions{})
+	ctx := context.Background()
+	if err := s.hsm.LoadBackupKey(ctx, bytes.Repeat([]byte{9}, 32)); err != nil {
+		t.Fatal(err)
+	}
+	b := s.browser("Oscar Reset")
+	page := b.get("/reset", http.StatusOK)
+	id, _ := s.hsm.BackupKeyID(ctx)
+	if !strings.Contains(page, id.String()) {
+		t.Error("the reset page does not name the key it erases")
+	}
+	b.post("/reset", url.Values{"confirm": {"FACTORY"}}, http.StatusBadRequest)
+	if _, err := s.hsm.BackupKeyID(ctx); err != nil {
+		t.Fatal("a wrong confirmation erased the key")
+	}
+	b.post("/reset", url.Values{"confirm": {ResetPhrase}}, http.StatusSeeOther)
+	j := waitEnded(t, s)
+	if j.Kind != ceremony.KindFactoryReset || j.Status != ceremony.StatusDone || j.Operator != "CN=Oscar Reset,O=Keyquorum test" {
+		t.Errorf("reset ceremony: %s %s by %s", j.Kind, j.Status, j.Operator)
+	}
+	if !strings.Contains(b.get("/", http.StatusOK), `data-testid="no-key"`) {
+		t.Error("status page still shows a key after the reset")
+	}
+	audit := b.get("/audit", http.StatusOK)
+	if !strings.Contains(audit, "factory.reset") || !strings.Contains(audit, `data-testid="audit-ok"`) {
+		t.Error("the audit log does not show the reset, or does not verify")
+	}
+}

@@ -24,7 +24,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /{$}", status.status)
 	mux.HandleFunc("GET /ca.pem", status.caCert)
 	static, _ := fs.Sub(staticFiles, "static")
-	mux.Handle("GET /static/", http.StripPrefix("/static/", staticHandler(static)))
+	mux.Handle("GET /static/", http.StripPrefix("/static/", staticHandler(static, rd)))
 
 	mux.HandleFunc("GET /setup", cer.setup)
 	mux.HandleFunc("GET /setup/confirm", cer.confirm)
@@ -62,11 +62,12 @@ func (s *Server) routes() http.Handler {
 
 // staticHandler serves the embedded script and style sheets. They change only with the binary,
 // so an hour of caching is safe; the Cache-Control of the security middleware is replaced.
-func staticHandler(fsys fs.FS) http.Handler {
+func staticHandler(fsys fs.FS, rd *renderer) http.Handler {
 	files := http.FileServerFS(fsys)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "" || r.URL.Path[len(r.URL.Path)-1] == '/' {
-			http.NotFound(w, r) // no directory listings
+		fi, err := fs.Stat(fsys, r.URL.Path)
+		if err != nil || fi.IsDir() { // no directory listings
+			rd.problem(w, r, problemNotFound())
 			return
 		}
 		w.Header().Set("Cache-Control", "private, max-age=3600")
