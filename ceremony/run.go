@@ -189,6 +189,7 @@ type auditSpec struct {
 // where the disk is.
 func (r *run) commit(a *auditSpec, mutate func(j *Journal)) error {
 	next := r.j.clone()
+	next.Step = r.ev.Step
 	if mutate != nil {
 		mutate(next)
 	}
