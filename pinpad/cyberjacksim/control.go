@@ -23,6 +23,7 @@ import (
 //	outputs           every text the host sent with OUTPUT, joined by newlines
 //	entry             the prompt of the PIN entry in progress, "" when none
 //	present           "yes" or "no"
+//	firmware KIND     "no-mkt-comp": OUTPUT answers 6D 00 from now on; "mkt-comp": it works
 
 // CardLoader opens the virtual card stored at path.
 type CardLoader func(path string) (Card, error)
@@ -106,6 +107,12 @@ func command(r *Reader, load CardLoader, f []string, lastEntry *int) (string, er
 	case "entry":
 		prompt, _ := r.Entry()
 		return prompt, nil
+	case "firmware":
+		if len(f) != 2 || (f[1] != "mkt-comp" && f[1] != "no-mkt-comp") {
+			return "", errors.New("usage: firmware mkt-comp|no-mkt-comp")
+		}
+		r.SetNoMKTComp(f[1] == "no-mkt-comp")
+		return "", nil
 	case "present":
 		if r.Present() {
 			return "yes", nil
@@ -185,7 +192,10 @@ func (c *Client) Remove() error { _, err := c.do("remove"); return err }
 
 // Keys waits for the pad's next PIN entry and presses keys: digit strings, "OK", "CANCEL",
 // "CLEAR".
-func (c *Client) Keys(keys ...string) error { _, err := c.do("keys " + strings.Join(keys, " ")); return err }
+func (c *Client) Keys(keys ...string) error {
+	_, err := c.do("keys " + strings.Join(keys, " "))
+	return err
+}
 
 // Display returns the text on the pad's display.
 func (c *Client) Display() (string, error) { return c.do("display") }
@@ -201,6 +211,17 @@ func (c *Client) Outputs() ([]string, error) {
 
 // Entry returns the prompt of the PIN entry in progress, "" when none.
 func (c *Client) Entry() (string, error) { return c.do("entry") }
+
+// SetFirmware makes the reader behave as firmware with (true) or without (false) the MKT_COMP
+// display module.
+func (c *Client) SetFirmware(mktComp bool) error {
+	kind := "mkt-comp"
+	if !mktComp {
+		kind = "no-mkt-comp"
+	}
+	_, err := c.do("firmware " + kind)
+	return err
+}
 
 // Present reports whether a card is in the slot.
 func (c *Client) Present() (bool, error) {

@@ -37,7 +37,7 @@ func (r *Reader) ctbcs(cmd []byte) ([]byte, error) {
 	}
 	switch cmd[1] {
 	case 0x17: // OUTPUT
-		if r.opts.NoMKTComp {
+		if r.noMKTComp() {
 			return swBadINS, nil
 		}
 		for tag := range tlv {
@@ -70,7 +70,7 @@ func (r *Reader) ctbcs(cmd []byte) ([]byte, error) {
 // requestICC waits (up to the 80 01 timeout) for a card, powers it and answers with the ATR or
 // its historical bytes as P2 asks. Cancel on the pad ends the wait.
 func (r *Reader) requestICC(p2 byte, tlv map[byte][]byte) []byte {
-	if text, ok := tlv[0x50]; ok && !r.opts.NoMKTComp {
+	if text, ok := tlv[0x50]; ok && !r.noMKTComp() {
 		r.setDisplay(string(text))
 	}
 	r.mu.Lock()

@@ -132,6 +132,19 @@ func (r *Reader) Remove() Card {
 	return c
 }
 
+// SetNoMKTComp switches between firmware with and without the MKT_COMP display module.
+func (r *Reader) SetNoMKTComp(without bool) {
+	r.mu.Lock()
+	r.opts.NoMKTComp = without
+	r.mu.Unlock()
+}
+
+func (r *Reader) noMKTComp() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.opts.NoMKTComp
+}
+
 // Present reports whether a card is in the slot.
 func (r *Reader) Present() bool {
 	r.mu.Lock()
