@@ -43,6 +43,7 @@ const (
 	AuditCeremonyInterrupted = "ceremony.interrupted"
 	AuditCeremonyStalled     = "ceremony.stalled"
 	AuditCeremonyRetried     = "ceremony.retried"
+	AuditCeremonyConfirmed   = "ceremony.confirmed" // a pad question answered on the screen
 	AuditCeremonyResumed     = "ceremony.resumed"
 	AuditKeyGenerated        = "key.generated"
 	AuditKeyLoading          = "key.loading"

@@ -11,6 +11,7 @@ var (
 	ErrNoCeremony      = errors.New("no such ceremony")
 	ErrNotRunning      = errors.New("no ceremony is running")
 	ErrNotStalled      = errors.New("the ceremony is not waiting for a retry")
+	ErrNotAsking       = errors.New("the ceremony is not waiting for a confirmation")
 	ErrNothingToResume = errors.New("there is no interrupted ceremony to resume")
 	ErrClosed          = errors.New("the ceremony manager is closed")
 	ErrBadOperator     = errors.New("operator identity must be 1 to 256 printable characters")

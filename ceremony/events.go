@@ -39,6 +39,9 @@ const (
 	WaitPIN     Wait = "pin"     // a PIN typed on the pad
 	WaitRemoval Wait = "removal" // the card taken out
 	WaitRetry   Wait = "retry"   // Retry or Cancel from the operator (WebConf, CLI)
+	// WaitConfirm is a question the pad cannot ask (its keys do not reach the host): the
+	// operator answers with Confirm on the WebConf screen or the CLI.
+	WaitConfirm Wait = "confirm"
 )
 
 // EventType says why an event was sent; every event carries the whole picture anyway.

@@ -288,11 +288,15 @@ type env struct {
 	events  *eventLog
 	secrets [][]byte // bytes that must appear nowhere but on the cards
 	timeout Timeouts
+	wrap    func(Pad) Pad // changes how the pad behaves (e.g. like a PC/SC pad)
 }
 
 type envOption func(*env)
 
 func withTimeouts(t Timeouts) envOption { return func(e *env) { e.timeout = t } }
+
+// withPad makes the Manager see the simulator pad through wrap.
+func withPad(wrap func(Pad) Pad) envOption { return func(e *env) { e.wrap = wrap } }
 
 // withRoot opens the env on an existing root (a data dir a crashed child process left).
 func withRoot(root string) envOption { return func(e *env) { e.root = root } }
@@ -333,7 +337,11 @@ func (e *env) open() {
 		e.t.Fatal(err)
 	}
 	e.hsm = h
-	m, err := Open(context.Background(), Config{Dir: e.dir, Pad: e.hook, HSM: h, Timeouts: e.timeout,
+	var pad Pad = e.hook
+	if e.wrap != nil {
+		pad = e.wrap(pad)
+	}
+	m, err := Open(context.Background(), Config{Dir: e.dir, Pad: pad, HSM: h, Timeouts: e.timeout,
 		Logger: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		e.t.Fatal(err)

@@ -386,6 +386,28 @@ func (m *Manager) Retry(operator string) error {
 	}
 }
 
+// Confirm answers the question the running ceremony asks on the screen because its pad cannot
+// report OK and Cancel (Event.Waiting is WaitConfirm): ok is OK on the pad, !ok is Cancel.
+func (m *Manager) Confirm(operator string, ok bool) error {
+	if err := validOperator(operator); err != nil {
+		return fmt.Errorf("confirm: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cur == nil {
+		return fmt.Errorf("confirm: %w", ErrNotRunning)
+	}
+	if !m.cur.confirming.Load() {
+		return fmt.Errorf("confirm: %w", ErrNotAsking)
+	}
+	select {
+	case m.cur.confirm <- confirmation{operator: operator, ok: ok}:
+		return nil
+	default:
+		return fmt.Errorf("confirm: %w", ErrNotAsking) // an answer is already on its way
+	}
+}
+
 // Cancel aborts the running ceremony on operator's behalf. The abort is journaled; what it
 // leaves to do (if anything) is in the outcome.
 func (m *Manager) Cancel(operator string) error {

@@ -29,6 +29,11 @@ type run struct {
 	retry   chan string
 	stalled atomic.Bool
 
+	// confirm carries an operator's answer to a question the pad cannot ask itself (a pad
+	// without OK key reporting); confirming is set while such a question is open.
+	confirm    chan confirmation
+	confirming atomic.Bool
+
 	done  chan struct{}
 	final *Journal
 	err   error
@@ -36,7 +41,7 @@ type run struct {
 
 func (m *Manager) launch(ctx context.Context, j *Journal, operator string) *run {
 	rctx, cancel := context.WithCancelCause(ctx)
-	r := &run{m: m, ctx: rctx, cancel: cancel, operator: operator, j: j, retry: make(chan string, 1), done: make(chan struct{})}
+	r := &run{m: m, ctx: rctx, cancel: cancel, operator: operator, j: j, retry: make(chan string, 1), confirm: make(chan confirmation, 1), done: make(chan struct{})}
 	r.ev = Event{Ceremony: j.ID, Kind: j.Kind, Operator: j.Operator, Status: j.Status, Phase: j.Phase, Step: StepIdle, PINTries: -1}
 	m.cur = r
 	r.emit(EventStarted, nil)
@@ -571,13 +576,55 @@ func refuse(serial string, hint string, format string, a ...any) *refusal {
 // card is not used, the ceremony goes on.
 var errDeclined = errors.New("declined on the PIN pad")
 
-// waitOK shows text and waits for OK.
+// waitOK shows text and waits for OK. A pad that cannot report its keys to the host (a real
+// cyberJack through PC/SC) has the question answered on the WebConf screen or the CLI instead,
+// with the same meaning: OK goes on, Cancel is Cancel on the pad.
 func (r *run) waitOK(step Step, text string) error {
 	t := r.m.cfg.Timeouts.OK
 	r.prompt(step, WaitOK, text, t)
 	err := r.m.cfg.Pad.WaitForOK(r.ctx, text, t)
+	if errors.Is(err, pinpad.ErrNoOKKey) {
+		err = r.waitConfirm(step, text, t)
+	}
 	r.working(r.ev.Step, "")
 	return err
+}
+
+// confirmation is an operator's answer on the screen.
+type confirmation struct {
+	operator string
+	ok       bool
+}
+
+// waitConfirm waits for [Manager.Confirm] on text, until timeout.
+func (r *run) waitConfirm(step Step, text string, timeout time.Duration) error {
+	for len(r.confirm) > 0 { // an answer to an earlier question does not count
+		<-r.confirm
+	}
+	r.confirming.Store(true)
+	defer r.confirming.Store(false)
+	r.prompt(step, WaitConfirm, text, timeout)
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case c := <-r.confirm:
+		action, err := "confirm", error(nil)
+		if !c.ok {
+			action, err = "decline", pinpad.ErrCancelled
+		}
+		now := time.Now().UTC()
+		msg := fmt.Sprintf("%q answered %s on the screen", text, map[bool]string{true: "OK", false: "Cancel"}[c.ok])
+		if cerr := r.commit(&auditSpec{event: AuditCeremonyConfirmed, operator: c.operator, message: msg}, func(j *Journal) {
+			j.Participants = append(j.Participants, Participant{Operator: c.operator, Action: action, Time: now})
+		}); cerr != nil {
+			return cerr
+		}
+		return err
+	case <-timer.C:
+		return fmt.Errorf("confirm on screen: %w", pinpad.ErrTimeout)
+	case <-r.ctx.Done():
+		return fmt.Errorf("confirm on screen: %w", context.Cause(r.ctx))
+	}
 }
 
 // withCard prompts for a card and runs fn on it until fn succeeds. A refused card is recorded,
