@@ -165,6 +165,7 @@ func (a browserActor) clickUntil(sel string, done func(sim.State) bool) {
 				return
 			}
 		}
+		a.t.Logf("click on %s had no effect yet: clicking again", sel)
 	}
 	a.t.Fatalf("clicking %s had no effect: %+v", sel, a.pad.State())
 }
@@ -242,8 +243,8 @@ func TestBrowserGenerate(t *testing.T) {
 
 	// Three blank cards from the simulator panel; the rack updates by itself.
 	act := browserActor{t: t, ctx: ctx, pad: s.pad}
-	for range 3 {
-		act.click(`[data-testid="sim-new-card"]`)
+	for i := range 3 {
+		act.clickUntil(`[data-testid="sim-new-card"]`, func(sim.State) bool { return len(s.pad.Cards()) == i+1 })
 	}
 	n := 0
 	for deadline := time.Now().Add(20 * time.Second); ; {

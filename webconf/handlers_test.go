@@ -67,7 +67,7 @@ func TestPKI(t *testing.T) {
 	if !p.AdminCreated {
 		t.Error("first start did not report the administrator certificate as created")
 	}
-	for name, want := range map[string]os.FileMode{caKeyFile: 0o600, serverKeyFile: 0o600, AdminP12File: 0o600, AdminPasswordFile: 0o600, CACertFile: 0o644} {
+	for name, want := range map[string]os.FileMode{caKeyFile: 0o600, serverKeyFile: 0o600, AdminP12File: 0o600, AdminPasswordFile: 0o600, csrfKeyFile: 0o600, CACertFile: 0o644} {
 		fi, err := os.Stat(filepath.Join(dir, name))
 		if err != nil {
 			t.Fatal(err)
@@ -295,6 +295,15 @@ func TestCSRF(t *testing.T) {
 			t.Errorf("%s: the refusal does not say what to do: %s", c.name, excerpt(body))
 		}
 	}
+	// The token survives a restart: a page left open in a browser still works.
+	cert := s.operatorCert("Carol")
+	tok := s.srv.csrf.token(cert.Leaf)
+	s.stop()
+	s = startService(t, s.dir, serviceOptions{})
+	if s.srv.csrf.token(cert.Leaf) != tok {
+		t.Error("CSRF token changed with a restart")
+	}
+	b = s.browser("Carol")
 	// A multipart upload carries its token in the URL; without it, refused before reading.
 	var buf bytes.Buffer
 	mw := multipart.NewWriter(&buf)

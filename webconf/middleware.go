@@ -84,8 +84,8 @@ func (s *Server) requireClientCert(next http.Handler) http.Handler {
 }
 
 // csrfGuard issues and checks the per-certificate CSRF token. The token is
-// HMAC-SHA256(key, SHA-256(client certificate)) under a key made at start: it needs no server
-// state, differs per operator, and a page loaded before a restart simply needs a reload.
+// HMAC-SHA256(key, SHA-256(client certificate)) under a key kept beside the management PKI: it
+// needs no session state, differs per operator and certificate, and survives a restart.
 type csrfGuard struct {
 	key []byte
 	cop *http.CrossOriginProtection
@@ -171,7 +171,7 @@ func (s *Server) protect(next http.Handler) http.Handler {
 			s.log.Warn("csrf check failed", "path", r.URL.Path, "operator", op.Name, "err", err)
 			s.rd.problem(w, r, problem{Status: http.StatusForbidden, Title: "Request refused (CSRF check)",
 				What: "The form you sent did not carry this page's security token, or it came from another site.",
-				Todo: "Go back, reload the page (the token changes when the service restarts) and send the form again. If you did not send a form yourself, close the other site's tab."})
+				Todo: "Go back, reload the page and send the form again. If you did not send a form yourself, close the other site's tab."})
 			return
 		}
 		next.ServeHTTP(w, r)

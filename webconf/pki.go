@@ -33,6 +33,7 @@ const (
 	AdminP12File      = "admin.p12"
 	AdminPasswordFile = "admin.p12.password"
 	adminCertFile     = "admin.pem"
+	csrfKeyFile       = "csrf.key"
 )
 
 // Lifetimes of the certificates the management CA makes.
@@ -60,6 +61,9 @@ type PKI struct {
 	Server tls.Certificate
 	// AdminCreated is true when this start created the administrator's PKCS#12 file.
 	AdminCreated bool
+	// csrfKey keys the CSRF tokens; kept in the directory so that pages open in a browser stay
+	// usable across a restart of the service.
+	csrfKey []byte
 
 	caKey *ecdsa.PrivateKey
 }
@@ -102,7 +106,33 @@ func LoadPKI(dir string, hosts []string, now time.Time) (*PKI, error) {
 	if err := p.ensureAdmin(now); err != nil {
 		return nil, err
 	}
+	if err := p.loadOrCreateCSRFKey(); err != nil {
+		return nil, err
+	}
 	return p, nil
+}
+
+func (p *PKI) loadOrCreateCSRFKey() error {
+	path := p.path(csrfKeyFile)
+	key, err := os.ReadFile(path)
+	switch {
+	case err == nil && len(key) == 32:
+		p.csrfKey = key
+		return nil
+	case err == nil:
+		return &PKIError{Path: path, Err: errors.New("not a 32-byte key")}
+	case !errors.Is(err, os.ErrNotExist):
+		return &PKIError{Path: path, Err: err}
+	}
+	key = make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return fmt.Errorf("create csrf key: %w", err)
+	}
+	if err := writeFileAtomic(path, key, 0o600); err != nil {
+		return err
+	}
+	p.csrfKey = key
+	return nil
 }
 
 func (p *PKI) path(name string) string { return filepath.Join(p.Dir, name) }

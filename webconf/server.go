@@ -105,9 +105,12 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		return nil, fmt.Errorf("new webconf: %w", err)
+	key := cfg.PKI.csrfKey
+	if len(key) == 0 { // a PKI not made by LoadPKI: tokens then last as long as the process
+		key = make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, fmt.Errorf("new webconf: %w", err)
+		}
 	}
 	s := &Server{cfg: cfg, log: log, csrf: newCSRFGuard(key), stopping: make(chan struct{}),
 		rd: &renderer{sim: cfg.Sim, pki: cfg.PKI, log: log}}

@@ -60,6 +60,16 @@
 		});
 	}
 
+	// Typing a custom quorum chooses the custom quorum.
+	document.querySelectorAll('input[name="k"], input[name="n"]').forEach(function (el) {
+		el.addEventListener('input', function () {
+			var custom = document.querySelector('input[name="quorum"][value="custom"]');
+			if (custom) {
+				custom.checked = true;
+			}
+		});
+	});
+
 	document.addEventListener('click', function (e) {
 		if (e.target instanceof Element && e.target.hasAttribute('data-print')) {
 			window.print();
