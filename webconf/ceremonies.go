@@ -205,6 +205,24 @@ func (h *ceremonyHandlers) retry(w http.ResponseWriter, r *http.Request) {
 	redirectBack(w, r, "/ceremony")
 }
 
+// answer answers, on the screen, a question the PIN pad cannot ask itself.
+func (h *ceremonyHandlers) answer(w http.ResponseWriter, r *http.Request) {
+	var ok bool
+	switch r.PostFormValue("answer") {
+	case "ok":
+		ok = true
+	case "cancel":
+	default:
+		h.rd.problem(w, r, problemFor(ceremony.ErrBadRequest, "/ceremony"))
+		return
+	}
+	if err := h.runner.Confirm(operatorName(r), ok); err != nil {
+		h.rd.problem(w, r, problemFor(err, "/ceremony"))
+		return
+	}
+	redirectBack(w, r, "/ceremony")
+}
+
 func (h *ceremonyHandlers) cancel(w http.ResponseWriter, r *http.Request) {
 	if err := h.runner.Cancel(operatorName(r)); err != nil {
 		h.rd.problem(w, r, problemFor(err, "/ceremony"))

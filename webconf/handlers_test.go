@@ -733,6 +733,45 @@ func TestRetryAfterTimeout(t *testing.T) {
 	waitEnded(t, s)
 }
 
+// TestAnswerOnScreen: with a pad that cannot report its OK key, the live view asks the question
+// with OK and Cancel buttons, and OK there moves the ceremony on as OK on the pad would.
+func TestAnswerOnScreen(t *testing.T) {
+	s := startService(t, t.TempDir(), serviceOptions{noOKKey: true})
+	b := s.browser("Olga Screen")
+	_, body := b.post("/ceremony/answer", url.Values{"answer": {"ok"}}, http.StatusConflict)
+	if !strings.Contains(body, "No ceremony is running") {
+		t.Errorf("answer with nothing running: %s", excerpt(body))
+	}
+	b.post("/ceremonies", url.Values{"kind": {"generate"}, "quorum": {"2-3"}}, http.StatusSeeOther)
+	deadline := time.Now().Add(10 * time.Second)
+	var form string
+	for {
+		live := b.get("/ceremony", http.StatusOK)
+		form = mustFind(t, `(<form[^>]*action="/ceremony/answer"[^>]*>)`, live)
+		if !strings.Contains(form, "hidden") && strings.Contains(live, "Write New Key press OK/Cancel") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the live view never asked on screen:\n%s", excerpt(live))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_, body = b.post("/ceremony/answer", url.Values{"answer": {"maybe"}}, http.StatusBadRequest)
+	if !strings.Contains(body, "Request not accepted") {
+		t.Errorf("bad answer: %s", excerpt(body))
+	}
+	b.post("/ceremony/answer", url.Values{"answer": {"ok"}}, http.StatusSeeOther)
+	if st := waitPad(t, s.pad, sim.WaitCard); !strings.HasPrefix(st.Display, "Insert 1. card") {
+		t.Errorf("after OK on screen the pad shows %q", st.Display)
+	}
+	_, body = b.post("/ceremony/answer", url.Values{"answer": {"ok"}}, http.StatusConflict)
+	if !strings.Contains(body, "not asking a question") {
+		t.Errorf("answer while the pad waits for a card: %s", excerpt(body))
+	}
+	b.post("/ceremony/cancel", nil, http.StatusSeeOther)
+	waitEnded(t, s)
+}
+
 // TestFactoryReset erases a loaded key through the typed confirmation.
 func TestFactoryReset(t *testing.T) {
 	s := startService(t, t.TempDir(), serviceOptions{})

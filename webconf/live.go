@@ -15,6 +15,9 @@ type liveView struct {
 	Seq      uint64 `json:"seq"`
 	Active   bool   `json:"active"` // running or stalled: the retry/cancel buttons apply
 	Stalled  bool   `json:"stalled"`
+	// Confirming is a question the pad cannot ask (a real PIN pad does not report its OK key
+	// through PC/SC): the OK / Cancel buttons of the live view answer it.
+	Confirming bool `json:"confirming"`
 	Ceremony uint64 `json:"ceremony"`
 	Kind     string `json:"kind"`
 	Operator string `json:"operator"`
@@ -45,6 +48,7 @@ func liveFromEvent(ev ceremony.Event, now time.Time) liveView {
 		Seq:        ev.Seq,
 		Active:     ev.Status == ceremony.StatusRunning || ev.Status == ceremony.StatusStalled,
 		Stalled:    ev.Status == ceremony.StatusStalled,
+		Confirming: ev.Waiting == ceremony.WaitConfirm,
 		Ceremony:   ev.Ceremony,
 		Kind:       ev.Kind.Title(),
 		Operator:   ev.Operator,
@@ -149,6 +153,8 @@ func waitText(w ceremony.Wait) string {
 		return "waiting for the card to be removed"
 	case ceremony.WaitRetry:
 		return "waiting for Retry or Cancel (below)"
+	case ceremony.WaitConfirm:
+		return "the PIN pad cannot report its keys: answer with OK or Cancel below"
 	}
 	return ""
 }

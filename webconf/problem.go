@@ -88,6 +88,9 @@ func problemFor(err error, back string) problem {
 	case errors.Is(err, ceremony.ErrNotStalled):
 		p.Status, p.Title, p.Back = http.StatusConflict, "The ceremony is not waiting for a retry", "/ceremony"
 		p.Todo = "Retry is only possible after a step timed out or the reader was disconnected. Follow the PIN pad's prompt."
+	case errors.Is(err, ceremony.ErrNotAsking):
+		p.Status, p.Title, p.Back = http.StatusConflict, "The ceremony is not asking a question", "/ceremony"
+		p.Todo = "OK and Cancel on this page answer only what the PIN pad cannot ask itself. Follow the live view."
 	case errors.Is(err, ceremony.ErrBadRequest), errors.Is(err, ceremony.ErrBadOperator):
 		p.Status, p.Title = http.StatusBadRequest, "Request not accepted"
 		p.Todo = "Go back, correct the values and try again."

@@ -31,6 +31,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /ceremonies", cer.start)
 	mux.HandleFunc("GET /ceremony", cer.live)
 	mux.HandleFunc("POST /ceremony/retry", cer.retry)
+	mux.HandleFunc("POST /ceremony/answer", cer.answer)
 	mux.HandleFunc("POST /ceremony/cancel", cer.cancel)
 	mux.HandleFunc("POST /ceremony/resume", cer.resume)
 	mux.HandleFunc("GET /cards", cer.cards)

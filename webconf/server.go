@@ -23,6 +23,7 @@ type CeremonyRunner interface {
 	Start(ctx context.Context, operator string, req ceremony.Request) (*ceremony.Handle, error)
 	Resume(ctx context.Context, operator string) (*ceremony.Handle, error)
 	Retry(operator string) error
+	Confirm(operator string, ok bool) error
 	Cancel(operator string) error
 	Subscribe() *ceremony.Subscription
 }

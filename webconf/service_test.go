@@ -21,6 +21,7 @@ import (
 
 	"github.com/keyquorum/keyquorum/ceremony"
 	"github.com/keyquorum/keyquorum/hsm/soft"
+	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/pinpad/sim"
 )
 
@@ -45,7 +46,13 @@ type serviceOptions struct {
 	maxUpload int64
 	bundle    []*x509.Certificate
 	timeouts  ceremony.Timeouts
+	noOKKey   bool // the pad cannot report OK/Cancel, like a cyberJack through PC/SC
 }
+
+// noOKKeyPad is the simulator pad behaving like a PC/SC pad: questions go to the screen.
+type noOKKeyPad struct{ *sim.Pad }
+
+func (noOKKeyPad) WaitForOK(context.Context, string, time.Duration) error { return pinpad.ErrNoOKKey }
 
 func startService(t testing.TB, dir string, o serviceOptions) *service {
 	t.Helper()
@@ -66,7 +73,11 @@ func startService(t testing.TB, dir string, o serviceOptions) *service {
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	if s.mgr, err = ceremony.Open(ctx, ceremony.Config{Dir: dir, Pad: s.pad, HSM: s.hsm, Logger: log, Timeouts: o.timeouts}); err != nil {
+	var pad ceremony.Pad = s.pad
+	if o.noOKKey {
+		pad = noOKKeyPad{s.pad}
+	}
+	if s.mgr, err = ceremony.Open(ctx, ceremony.Config{Dir: dir, Pad: pad, HSM: s.hsm, Logger: log, Timeouts: o.timeouts}); err != nil {
 		t.Fatal(err)
 	}
 	s.srv, err = New(Config{PKI: s.pki, CABundle: o.bundle, Runner: s.mgr, Records: s.mgr, Audit: s.mgr, HSM: s.hsm, Sim: s.pad,

@@ -119,6 +119,7 @@
 		error: function (v) { return !!v.error; },
 		outcome: function (v) { return !!v.outcome; },
 		stalled: function (v) { return v.stalled; },
+		confirming: function (v) { return v.confirming; },
 		active: function (v) { return v.active; }
 	};
 	function applyLive(v) {
