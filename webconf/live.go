@@ -12,18 +12,18 @@ import (
 // as JSON with every event. It is built from a ceremony.Event or a Journal, neither of which
 // holds a secret.
 type liveView struct {
-	Seq      uint64 `json:"seq"`
-	Active   bool   `json:"active"` // running or stalled: the retry/cancel buttons apply
-	Stalled  bool   `json:"stalled"`
+	Seq     uint64 `json:"seq"`
+	Active  bool   `json:"active"` // running or stalled: the retry/cancel buttons apply
+	Stalled bool   `json:"stalled"`
 	// Confirming is a question the pad cannot ask (a real PIN pad does not report its OK key
 	// through PC/SC): the OK / Cancel buttons of the live view answer it.
-	Confirming bool `json:"confirming"`
-	Ceremony uint64 `json:"ceremony"`
-	Kind     string `json:"kind"`
-	Operator string `json:"operator"`
-	Status   string `json:"status"`
-	Step     string `json:"step"`
-	StepText string `json:"step_text"`
+	Confirming bool   `json:"confirming"`
+	Ceremony   uint64 `json:"ceremony"`
+	Kind       string `json:"kind"`
+	Operator   string `json:"operator"`
+	Status     string `json:"status"`
+	Step       string `json:"step"`
+	StepText   string `json:"step_text"`
 	// Display is the PIN pad's display text.
 	Display  string `json:"display"`
 	WaitText string `json:"wait_text"`
