@@ -2,6 +2,7 @@ package cyberjacksim
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +20,8 @@ import (
 //	remove            take the card out
 //	keys TOKEN...     wait for the next PIN entry (up to 10 s), then press the keys: digit
 //	                  strings, OK, CANCEL, CLEAR
+//	press TOKEN...    press keys now, into the PIN entry in progress (no waiting)
+//	state             display, entry prompt and presence, as JSON
 //	display           the text on the display
 //	outputs           every text the host sent with OUTPUT, joined by newlines
 //	entry             the prompt of the PIN entry in progress, "" when none
@@ -100,6 +103,21 @@ func command(r *Reader, load CardLoader, f []string, lastEntry *int) (string, er
 			}
 		}
 		return "", nil
+	case "press":
+		keys, err := parseKeys(f[1:])
+		if err != nil {
+			return "", err
+		}
+		for _, k := range keys {
+			if err := r.Press(k); err != nil {
+				return "", err
+			}
+		}
+		return "", nil
+	case "state":
+		prompt, _ := r.Entry()
+		b, err := json.Marshal(ReaderState{Display: r.Display(), Entry: prompt, Present: r.Present()})
+		return string(b), err
 	case "display":
 		return r.Display(), nil
 	case "outputs":
@@ -195,6 +213,29 @@ func (c *Client) Remove() error { _, err := c.do("remove"); return err }
 func (c *Client) Keys(keys ...string) error {
 	_, err := c.do("keys " + strings.Join(keys, " "))
 	return err
+}
+
+// Press presses keys into the PIN entry in progress, without waiting for one.
+func (c *Client) Press(keys ...string) error {
+	_, err := c.do("press " + strings.Join(keys, " "))
+	return err
+}
+
+// ReaderState is what the virtual reader shows and holds.
+type ReaderState struct {
+	Display string `json:"display"`
+	Entry   string `json:"entry"` // the prompt of the entry in progress ("Enter PIN", "Insert card"), "" when none
+	Present bool   `json:"present"`
+}
+
+// State returns the reader's display, entry prompt and whether a card is in.
+func (c *Client) State() (ReaderState, error) {
+	var st ReaderState
+	s, err := c.do("state")
+	if err != nil {
+		return st, err
+	}
+	return st, json.Unmarshal([]byte(s), &st)
 }
 
 // Display returns the text on the pad's display.

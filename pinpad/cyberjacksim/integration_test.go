@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,6 +16,7 @@ import (
 	"github.com/keyquorum/keyquorum/pinpad/cyberjacksim"
 	"github.com/keyquorum/keyquorum/pinpad/internal/pcscdtest"
 	"github.com/keyquorum/keyquorum/pinpad/pcsc"
+	"github.com/keyquorum/keyquorum/pinpad/sim"
 	"github.com/keyquorum/keyquorum/pinpad/vcard"
 )
 
@@ -354,4 +356,87 @@ func TestCyberJackWithoutDisplayModule(t *testing.T) {
 	}
 	<-typed
 	r.remove(t, card)
+}
+
+// TestCyberJackPanel drives the real pcsc path the way the WebConf simulator panel does in
+// `keyquorum serve --pinpad pcsc --virtual-reader`: a card from the rack, digits and OK pressed
+// once the pad asks.
+func TestCyberJackPanel(t *testing.T) {
+	needStack(t)
+	panel, err := cyberjacksim.OpenPanel(t.TempDir(), stack.control, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer panel.Close()
+	term, err := pcsc.Open(t.Context(), pcsc.Options{Reader: readerName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer term.Close()
+
+	serial, err := panel.NewCard()
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, err := panel.NewForeignCard()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := panel.Insert("00"); !errors.Is(err, sim.ErrUnknownCard) {
+		t.Fatalf("insert unknown card: %v", err)
+	}
+	if err := panel.Insert(serial); err != nil {
+		t.Fatal(err)
+	}
+	card, err := term.WaitForCard(t.Context(), "Insert 1. card", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if card.Serial() != serial {
+		t.Fatalf("card serial %s through PC/SC, rack says %s", card.Serial(), serial)
+	}
+	if st := panel.State(); st.Inserted != serial {
+		t.Fatalf("state %+v", st)
+	}
+
+	watch := panel.Watch(t.Context())
+	typed := make(chan error, 1)
+	go func() {
+		for st := range watch {
+			if st.Waiting == sim.WaitPIN {
+				if err := panel.TypeDigits("000000"); err != nil {
+					typed <- err
+					return
+				}
+				panel.PressOK()
+				typed <- nil
+				return
+			}
+		}
+	}()
+	var wrong *pinpad.WrongPINError
+	if err := card.VerifyPIN(t.Context(), pinpad.SlotShare, 10*time.Second); !errors.As(err, &wrong) || wrong.Remaining != 2 {
+		t.Fatalf("wrong PIN typed on the panel: %v", err)
+	}
+	if err := <-typed; err != nil {
+		t.Fatal(err)
+	}
+	if err := panel.TypeDigits("1"); !errors.Is(err, sim.ErrNotPIN) {
+		t.Fatalf("digits with no PIN entry running: %v", err)
+	}
+	cards := panel.Cards()
+	i := slices.IndexFunc(cards, func(c sim.CardInfo) bool { return c.Serial == serial })
+	if len(cards) != 2 || i < 0 || cards[i].Tries[pinpad.SlotShare] != 2 || cards[i].Tries[pinpad.SlotUser] != 3 {
+		t.Fatalf("rack %+v", cards)
+	}
+	if !slices.ContainsFunc(cards, func(c sim.CardInfo) bool { return c.Serial == foreign && c.Foreign }) {
+		t.Fatalf("foreign card missing from the rack: %+v", cards)
+	}
+	card.Close()
+	if err := panel.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if err := term.WaitForRemoval(t.Context(), "Remove card", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
 }
