@@ -20,6 +20,7 @@ import (
 	"github.com/keyquorum/keyquorum/hsm/pkcs11"
 	"github.com/keyquorum/keyquorum/hsm/soft"
 	"github.com/keyquorum/keyquorum/pinpad"
+	"github.com/keyquorum/keyquorum/pinpad/cyberjacksim"
 	"github.com/keyquorum/keyquorum/pinpad/pcsc"
 	"github.com/keyquorum/keyquorum/pinpad/sim"
 	"github.com/keyquorum/keyquorum/webconf"
@@ -31,6 +32,7 @@ type serveConfig struct {
 	listen       string
 	pinpad       string // "sim" or "pcsc"
 	reader       string
+	virtual      string // control socket of the virtual cyberJack driver, "" for a real reader
 	hsm          string // "soft" or "pkcs11"
 	pkcs11Module string
 	slot         string // token label
@@ -67,6 +69,7 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:8443", "`address` (host:port) to serve HTTPS on; the server certificate covers 127.0.0.1, ::1, localhost, this host and every --host")
 	fs.StringVar(&c.pinpad, "pinpad", "sim", "PIN pad: `sim` (virtual pad and cards, operated in the browser; demos and tests only) or pcsc (a Reiner SCT cyberJack e-com through PC/SC)")
 	fs.StringVar(&c.reader, "reader", "", "with --pinpad pcsc: the reader's `name` or a prefix of it (default \""+pcsc.DefaultReader+"\"); see `keyquorum reader diagnose`")
+	fs.StringVar(&c.virtual, "virtual-reader", "", "with --pinpad pcsc: the control `socket` of the virtual cyberJack driver (cmd/ifd-cyberjacksim, started by scripts/virtual-cyberjack); the simulator panel then operates that reader's virtual cards and keys, so the real PC/SC path can be tried by hand")
 	fs.StringVar(&c.hsm, "hsm", "soft", "HSM: `soft` (embedded, keys sealed under a device key in the data dir) or pkcs11 (a real HSM through its PKCS#11 library)")
 	fs.StringVar(&c.pkcs11Module, "pkcs11-module", "", "with --hsm pkcs11: `path` of the PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so")
 	fs.StringVar(&c.slot, "slot", "", "with --hsm pkcs11: `label` of the token (the PKCS#11 slot) that holds Keyquorum's keys")
@@ -93,8 +96,10 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 
 	switch c.pinpad {
 	case "sim":
-		if set["reader"] {
-			return nil, usageErr(stderr, "--reader names a PC/SC reader: it needs --pinpad pcsc")
+		for _, f := range []string{"reader", "virtual-reader"} {
+			if set[f] {
+				return nil, usageErr(stderr, "--%s names a PC/SC reader: it needs --pinpad pcsc", f)
+			}
 		}
 	case "pcsc":
 	default:
@@ -111,7 +116,7 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 		if c.pkcs11Module == "" || c.slot == "" || c.pinFile == "" {
 			return nil, usageErr(stderr, "--hsm pkcs11 needs --pkcs11-module, --slot and --pin-file")
 		}
-		if c.pinpad == "sim" {
+		if c.pinpad == "sim" || c.virtual != "" {
 			return nil, usageErr(stderr, "the simulator PIN pad cannot be used with a real HSM: its virtual cards are files, and a real master backup key must only go onto real cards (use --pinpad pcsc)")
 		}
 	default:
@@ -184,6 +189,7 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 
 	var pad pinpad.Terminal
 	var simPad *sim.Pad
+	var virtualPanel *cyberjacksim.Panel
 	var padName string
 	switch c.pinpad {
 	case "sim":
@@ -198,6 +204,14 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 			return fmt.Errorf("open PIN pad: %w", err)
 		}
 		pad, padName = t, t.Name()
+		if c.virtual != "" {
+			panel, err := cyberjacksim.OpenPanel(filepath.Join(c.dataDir, "cyberjacksim"), c.virtual, log.With("room", "pinpad"))
+			if err != nil {
+				return fmt.Errorf("open virtual reader: %w", err)
+			}
+			defer panel.Close()
+			virtualPanel, padName = panel, "SIMULATOR: virtual cyberJack through PC/SC ("+t.Name()+")"
+		}
 	}
 	defer pad.Close()
 
@@ -237,6 +251,9 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 	}
 	if simPad != nil {
 		cfg.Sim = simPad
+	}
+	if virtualPanel != nil {
+		cfg.Sim = virtualPanel
 	}
 	srv, err := webconf.New(cfg)
 	if err != nil {
