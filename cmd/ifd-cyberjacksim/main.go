@@ -270,7 +270,7 @@ func IFDHICCPresence(lun C.DWORD) C.RESPONSECODE {
 	if r == nil {
 		return C.IFD_NO_SUCH_DEVICE
 	}
-	if r.Present() {
+	if r.Poll() {
 		return C.IFD_ICC_PRESENT
 	}
 	return C.IFD_ICC_NOT_PRESENT

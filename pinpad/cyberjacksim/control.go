@@ -22,6 +22,7 @@ import (
 //	                  strings, OK, CANCEL, CLEAR
 //	press TOKEN...    press keys now, into the PIN entry in progress (no waiting)
 //	state             display, entry prompt and presence, as JSON
+//	stats             APDUs and control calls so far, as JSON
 //	display           the text on the display
 //	outputs           every text the host sent with OUTPUT, joined by newlines
 //	entry             the prompt of the PIN entry in progress, "" when none
@@ -117,6 +118,9 @@ func command(r *Reader, load CardLoader, f []string, lastEntry *int) (string, er
 	case "state":
 		prompt, _ := r.Entry()
 		b, err := json.Marshal(ReaderState{Display: r.Display(), Entry: prompt, Present: r.Present()})
+		return string(b), err
+	case "stats":
+		b, err := json.Marshal(r.Stats())
 		return string(b), err
 	case "display":
 		return r.Display(), nil
@@ -232,6 +236,16 @@ type ReaderState struct {
 func (c *Client) State() (ReaderState, error) {
 	var st ReaderState
 	s, err := c.do("state")
+	if err != nil {
+		return st, err
+	}
+	return st, json.Unmarshal([]byte(s), &st)
+}
+
+// Stats returns the reader's APDU and control counters.
+func (c *Client) Stats() (Stats, error) {
+	var st Stats
+	s, err := c.do("stats")
 	if err != nil {
 		return st, err
 	}

@@ -56,7 +56,7 @@ func (r *Reader) verifyPIN(in []byte) ([]byte, error) {
 		return swRejected, nil
 	}
 	defer clear(apdu)
-	return statusOf(card.Transmit(apdu))
+	return statusOf(r.transmitTo(card, apdu))
 }
 
 // modifyPIN executes a PIN_MODIFY_STRUCTURE: 24 bytes of header, then the APDU template.
@@ -109,7 +109,7 @@ func (r *Reader) modifyPIN(in []byte) ([]byte, error) {
 		return swRejected, nil
 	}
 	defer clear(apdu)
-	return statusOf(card.Transmit(apdu))
+	return statusOf(r.transmitTo(card, apdu))
 }
 
 // statusOf reduces a card response to its status word: a PIN command returns exactly two bytes.

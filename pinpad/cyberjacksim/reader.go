@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -94,6 +95,30 @@ type Reader struct {
 	entrySeq int      // counts PIN entries, so a waiter can tell a new one from the last
 	keys     chan Key
 	events   uint64 // counts insertions and removals
+	// seenEmpty is whether the host has polled the slot empty since the last removal. A hand
+	// cannot swap cards faster than pcscd polls (~400 ms); a control socket can, and pcscd
+	// would then never notice that the card changed and must be powered again.
+	seenEmpty bool
+
+	apdus    atomic.Uint64 // APDUs the card answered, from the host or built by the pad
+	controls atomic.Uint64 // part 10 control calls
+}
+
+// Stats counts what the reader has done since it was made.
+type Stats struct {
+	APDUs    uint64 `json:"apdus"`
+	Controls uint64 `json:"controls"`
+}
+
+// Stats returns the reader's counters.
+func (r *Reader) Stats() Stats {
+	return Stats{APDUs: r.apdus.Load(), Controls: r.controls.Load()}
+}
+
+// transmitTo sends apdu to card, counting it.
+func (r *Reader) transmitTo(card Card, apdu []byte) ([]byte, error) {
+	r.apdus.Add(1)
+	return card.Transmit(apdu)
 }
 
 // NewReader returns a reader with an empty slot.
@@ -101,15 +126,30 @@ func NewReader(opts Options) *Reader {
 	if opts.DefaultTimeout <= 0 {
 		opts.DefaultTimeout = 30 * time.Second
 	}
-	r := &Reader{opts: opts, keys: make(chan Key, 64), display: "REINER SCT\rcyberJack e-com"}
+	r := &Reader{opts: opts, keys: make(chan Key, 64), display: "REINER SCT\rcyberJack e-com", seenEmpty: true}
 	r.changed = sync.NewCond(&r.mu)
 	return r
 }
 
-// Insert puts card in the slot (unpowered), replacing nothing: a card already there is an error.
+// insertWait bounds how long Insert waits for the host to notice the previous removal.
+const insertWait = 3 * time.Second
+
+// Insert puts card in the slot (unpowered); a card already there is an error. After a removal
+// it first waits (up to insertWait) until the host has polled the slot empty, as the time a
+// hand takes to swap cards guarantees with a real reader.
 func (r *Reader) Insert(card Card) error {
+	timer := time.AfterFunc(insertWait, func() {
+		r.mu.Lock()
+		r.changed.Broadcast()
+		r.mu.Unlock()
+	})
+	defer timer.Stop()
+	deadline := time.Now().Add(insertWait)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	for !r.seenEmpty && r.card == nil && time.Now().Before(deadline) {
+		r.changed.Wait()
+	}
 	if r.card != nil {
 		return errors.New("insert card: the slot is occupied")
 	}
@@ -125,7 +165,7 @@ func (r *Reader) Remove() Card {
 	defer r.mu.Unlock()
 	c := r.card
 	if c != nil {
-		r.card, r.powered = nil, false
+		r.card, r.powered, r.seenEmpty = nil, false, false
 		r.events++
 		r.changed.Broadcast()
 	}
@@ -143,6 +183,17 @@ func (r *Reader) noMKTComp() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.opts.NoMKTComp
+}
+
+// Poll is the host's presence poll (IFDHICCPresence): whether a card is in the slot.
+func (r *Reader) Poll() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.card == nil && !r.seenEmpty {
+		r.seenEmpty = true
+		r.changed.Broadcast()
+	}
+	return r.card != nil
 }
 
 // Present reports whether a card is in the slot.
@@ -189,7 +240,7 @@ func (r *Reader) Transmit(apdu []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return card.Transmit(apdu)
+	return r.transmitTo(card, apdu)
 }
 
 func (r *Reader) poweredCard() (Card, error) {
@@ -277,6 +328,7 @@ func (r *Reader) Entry() (string, int) {
 
 // Control executes a part 10 control code with input in. maxOut is the caller's output buffer.
 func (r *Reader) Control(code uint32, in []byte, maxOut int) ([]byte, error) {
+	r.controls.Add(1)
 	var out []byte
 	var err error
 	switch code {
