@@ -121,7 +121,13 @@ func generateOverPCSC(tb testing.TB, k, n int) (ceremony.Journal, time.Duration,
 	// Write all n, then read back k of them in another order, as the manual allows.
 	readBack := slices.Clone(cards[n-k:])
 	slices.Reverse(readBack)
-	op := &padOperator{t: tb, m: m, pad: pad, queue: append(slices.Clone(cards), readBack...), actErr: make(chan error, 1)}
+	// The operator has a control connection of its own: a Client serves one goroutine.
+	opPad, err := cyberjacksim.Dial(stack.control)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer opPad.Close()
+	op := &padOperator{t: tb, m: m, pad: opPad, queue: append(slices.Clone(cards), readBack...), actErr: make(chan error, 1)}
 	sub := m.Subscribe()
 	defer sub.Close()
 	opCtx, stopOp := context.WithCancel(ctx)
