@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/webauthn"
 	"github.com/chromedp/chromedp"
 
 	"github.com/keyquorum/keyquorum/ceremony"
@@ -183,6 +185,56 @@ func (a browserActor) typeDigits(d string) {
 	}
 }
 
+// virtualAuthenticator gives the browser tab a security key: Chromium's virtual CTAP2
+// authenticator (DevTools WebAuthn domain) with a PIN or fingerprint that verifies the user when
+// verified is true, and fails to when false.
+func virtualAuthenticator(t *testing.T, ctx context.Context, verified bool) webauthn.AuthenticatorID {
+	t.Helper()
+	id, err := chromedp.Run(ctx, func(ctx context.Context, tg *chromedp.Target) (webauthn.AuthenticatorID, error) {
+		if _, err := cdp.Call(ctx, tg, webauthn.Enable, webauthn.EnableParams{}); err != nil {
+			return "", err
+		}
+		res, err := cdp.Call(ctx, tg, webauthn.AddVirtualAuthenticator, webauthn.AddVirtualAuthenticatorParams{
+			Options: &webauthn.VirtualAuthenticatorOptions{
+				Protocol: webauthn.AuthenticatorProtocolCtap2, Ctap2version: webauthn.Ctap2versionCtap21,
+				Transport: webauthn.AuthenticatorTransportUsb, HasResidentKey: true,
+				HasUserVerification: true, IsUserVerified: verified, AutomaticPresenceSimulation: true,
+			}})
+		return res.AuthenticatorID, err
+	})
+	if err != nil {
+		t.Fatalf("add a virtual authenticator: %v", err)
+	}
+	return id
+}
+
+// setUserVerified makes the virtual authenticator's user verification succeed or fail.
+func setUserVerified(t *testing.T, ctx context.Context, id webauthn.AuthenticatorID, verified bool) {
+	t.Helper()
+	err := chromedp.Do(ctx, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, webauthn.SetUserVerified, webauthn.SetUserVerifiedParams{AuthenticatorID: id, IsUserVerified: verified})
+		return err
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// registerSecurityKey registers the tab's virtual authenticator on the account page.
+func registerSecurityKey(t *testing.T, ctx context.Context, origin, name string) {
+	t.Helper()
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(origin+"/account"),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid="register-key-form"]`)),
+		chromedp.SetValue(chromedp.CSS(`[data-testid="register-key-name"]`), name),
+		chromedp.Click(chromedp.CSS(`[data-testid="register-key"]`)),
+	); err != nil {
+		t.Fatal(err)
+	}
+	// The page reloads with the key listed.
+	textOf(t, ctx, `[data-testid="account-keys"]`, func(s string) bool { return strings.Contains(s, name) })
+}
+
 // textOf polls until the element's text satisfies ok, and returns it.
 func textOf(t *testing.T, ctx context.Context, sel string, ok func(string) bool) string {
 	t.Helper()
@@ -225,11 +277,12 @@ func TestBrowserGenerate(t *testing.T) {
 	ln.Close()
 	dir := t.TempDir()
 	s := startService(t, dir, serviceOptions{listen: addr})
-	origin := "https://" + addr
+	origin := s.origin() // https://localhost:port: security keys are bound to the name localhost
 	installCertPolicy(t, origin, s.pki)
 	home := nssHome(t, certutil, pk12util, s.pki, true)
 	ctx, cancel := newBrowser(t, chromium, home)
 	defer cancel()
+	virtualAuthenticator(t, ctx, true)
 
 	// Signed in by certificate.
 	if err := chromedp.Do(ctx, chromedp.Navigate(origin+"/")); err != nil {
@@ -240,6 +293,12 @@ func TestBrowserGenerate(t *testing.T) {
 		t.Fatalf("operator shown as %q", op)
 	}
 	textOf(t, ctx, `[data-testid="no-key"]`, func(s string) bool { return strings.Contains(s, "none loaded") })
+	// The first administrator is an administrator, and is told to register a security key.
+	textOf(t, ctx, `[data-testid="register-key-banner"]`, func(s string) bool { return strings.Contains(s, "Register your security key") })
+	registerSecurityKey(t, ctx, origin, "virtual key")
+	if err := chromedp.Do(ctx, chromedp.Navigate(origin+"/")); err != nil {
+		t.Fatal(err)
+	}
 
 	// Three blank cards from the simulator panel; the rack updates by itself.
 	act := browserActor{t: t, ctx: ctx, pad: s.pad}

@@ -231,6 +231,7 @@ func TestClientCertificates(t *testing.T) {
 	})
 
 	t.Run("CA bundle", func(t *testing.T) {
+		// Trusted, but no role yet: a page that says so, naming the operator.
 		c := s.client(&bundleCert)
 		resp, err := c.Get(s.url("/"))
 		if err != nil {
@@ -238,8 +239,13 @@ func TestClientCertificates(t *testing.T) {
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "CN=Alice Custodian,O=Corp") {
-			t.Errorf("bundle certificate: %d, operator not shown", resp.StatusCode)
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "No role yet") || !strings.Contains(string(body), "CN=Alice Custodian,O=Corp") {
+			t.Errorf("bundle certificate without a role: %d %s", resp.StatusCode, excerpt(string(body)))
+		}
+		// Given a role, it is an operator like any other.
+		b := s.browserWith(bundleCert, RoleAuditor, false)
+		if body := b.get("/", http.StatusOK); !strings.Contains(body, "CN=Alice Custodian,O=Corp") {
+			t.Errorf("bundle certificate with a role: operator not shown\n%s", excerpt(body))
 		}
 	})
 
@@ -330,7 +336,13 @@ func (b *browser) upload(content io.Reader, size int64) (*http.Response, string)
 		}
 		pw.CloseWithError(err)
 	}()
-	req, _ := http.NewRequest(http.MethodPost, b.s.url("/hsm/restore?csrf="+url.QueryEscape(b.csrf)), pr)
+	target := "/hsm/restore?csrf=" + url.QueryEscape(b.csrf)
+	if b.key != nil {
+		if tok := b.stepUp("/hsm/restore", nil); tok != "" {
+			target += "&" + stepUpField + "=" + url.QueryEscape(tok)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodPost, b.s.url(target), pr)
 	req.Header.Set("Content-Type", mw.FormDataContentType())
 	if size >= 0 {
 		req.ContentLength = size
@@ -568,6 +580,7 @@ func TestNoSimulatorWithRealPad(t *testing.T) {
 	s.srv.rd.sim = nil
 	h := s.srv.routes()
 	cert := s.operatorCert("Judy")
+	s.browserWith(cert, RoleAdmin, false)
 	for _, path := range []string{"/", "/ceremony"} {
 		rec := httptest.NewRecorder()
 		req := httptest.NewRequest("GET", path, nil)

@@ -41,8 +41,12 @@ const operatorKey ctxKey = iota
 
 // operator is the identity of a request's verified client certificate.
 type operator struct {
-	Name string // the certificate subject, as the journal records it
-	CSRF string // the CSRF token bound to this certificate
+	Name  string // the certificate subject (and UPN or e-mail), as the journal records it
+	CSRF  string // the CSRF token bound to this certificate
+	ID    string // the operator list's key (see Identity.ID)
+	Role  Role
+	Ident Identity
+	Rec   Operator // the operator list's entry as it was when the request came in
 }
 
 func operatorFrom(ctx context.Context) (operator, bool) {
@@ -53,12 +57,13 @@ func operatorFrom(ctx context.Context) (operator, bool) {
 // public paths are served without a client certificate: what a browser needs to show the page
 // that explains how to get one.
 func isPublic(path string) bool {
-	return path == "/ca.pem" || strings.HasPrefix(path, "/static/")
+	return path == "/ca.pem" || path == "/crl.pem" || strings.HasPrefix(path, "/static/")
 }
 
 // requireClientCert refuses every non-public request without a verified client certificate and
 // puts the operator's identity into the request context. The TLS layer has verified the chain
-// (against the management CA and the bundle) when one was sent.
+// (against the management CA and the bundle) when one was sent; [auth.admit] refuses a revoked
+// certificate and finds the operator's role.
 func (s *Server) requireClientCert(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if isPublic(r.URL.Path) {
@@ -71,15 +76,11 @@ func (s *Server) requireClientCert(next http.Handler) http.Handler {
 			return
 		}
 		leaf := r.TLS.VerifiedChains[0][0]
-		name := operatorOf(leaf)
-		if name == "" || len(name) > 256 {
-			s.rd.problem(w, r, problem{Status: http.StatusForbidden, Title: "Certificate subject not usable",
-				What: "The client certificate's subject is empty or longer than 256 characters, so it cannot name you in the audit log.",
-				Todo: "Use a client certificate with a subject that names you (issued by the management CA or your organisation's CA)."})
+		op, ok := s.auth.admit(w, r, s.rd, leaf, s.csrf.token(leaf))
+		if !ok {
 			return
 		}
-		ctx := context.WithValue(r.Context(), operatorKey, operator{Name: name, CSRF: s.csrf.token(leaf)})
-		next.ServeHTTP(w, r.WithContext(ctx))
+		next.ServeHTTP(w, r.WithContext(operatorContext(r.Context(), op)))
 	})
 }
 

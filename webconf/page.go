@@ -16,6 +16,9 @@ type page struct {
 	CSRF     string
 	Sim      bool // the simulator panel is shown
 	SimView  simView
+	Role     Role
+	NoKey    bool   // the operator has a role but no security key yet: say what to do
+	RPID     string // the host name security keys are bound to
 }
 
 // navItems is the menu, in order.
@@ -27,20 +30,39 @@ var navItems = []struct{ Key, Href, Label string }{
 	{"cards", "/cards", "Smart cards"},
 	{"audit", "/audit", "Audit log"},
 	{"reset", "/reset", "Factory reset"},
+	{"operators", "/operators", "Operators"},
+	{"account", "/account", "Account"},
+}
+
+// navShown: the Operators entry is for administrators only; an operator without a role has
+// only the account page.
+func navShown(key string, role Role) bool {
+	switch {
+	case role == RoleNone:
+		return key == "account"
+	case key == "operators":
+		return role == RoleAdmin
+	}
+	return true
 }
 
 // renderer frames pages and error pages; every handler group gets one.
 type renderer struct {
-	sim Simulator // nil without the simulator pad
-	pki *PKI
-	log *slog.Logger
+	sim  Simulator // nil without the simulator pad
+	pki  *PKI
+	log  *slog.Logger
+	auth *auth
 }
 
 func (rd *renderer) page(r *http.Request, title, nav string) page {
 	p := page{Title: title, Nav: nav}
 	if op, ok := operatorFrom(r.Context()); ok {
-		p.Operator, p.CSRF = op.Name, op.CSRF
-		if rd.sim != nil {
+		p.Operator, p.CSRF, p.Role = op.Name, op.CSRF, op.Role
+		p.NoKey = op.Role != RoleNone && len(op.Rec.Keys) == 0
+		if rd.auth != nil {
+			p.RPID = rd.auth.rpID
+		}
+		if rd.sim != nil && Allowed(op.Role, ActionSimulator) {
 			p.Sim = true
 			p.SimView = simViewOf(rd.sim)
 		}

@@ -11,7 +11,9 @@ var staticFiles embed.FS
 
 // routes wires the handler groups, each built with the interfaces it uses, behind the
 // middleware: security headers on everything, then panics turned into pages, the client
-// certificate, and the CSRF checks and body limits on every POST.
+// certificate (revocation, the operator's role), the CSRF checks and body limits on every
+// POST, and the role rules of roles.go (with the fresh WebAuthn assertion of a dangerous
+// action). Every route needs an entry in routeActions (roles.go).
 func (s *Server) routes() http.Handler {
 	rd := s.rd
 	status := newStatusHandlers(s.cfg.Records, s.cfg.Appliance, s.cfg.PKI, rd, s.log)
@@ -55,10 +57,11 @@ func (s *Server) routes() http.Handler {
 		mux.HandleFunc("POST /sim/cards", sim.newCard)
 		mux.HandleFunc("GET /sim/rack", sim.rack)
 	}
+	s.authRoutes(mux)
 	// Everything else, including a known path with the wrong method, is a page, not plain text.
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { rd.problem(w, r, problemNotFound()) })
 
-	return securityHeaders(s.recoverPanics(s.requireClientCert(s.protect(mux))))
+	return securityHeaders(s.recoverPanics(s.requireClientCert(s.protect(s.authorizeRoutes(mux)))))
 }
 
 // staticHandler serves the embedded script and style sheets. They change only with the binary,

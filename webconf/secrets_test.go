@@ -33,7 +33,7 @@ func (r *recorder) add(name string, b []byte) {
 // everyPage fetches every page WebConf has, as it stands now.
 func everyPage(t *testing.T, b *browser, rec *recorder, tag string) {
 	t.Helper()
-	paths := []string{"/", "/setup", "/setup/confirm?quorum=2-3", "/ceremony", "/hsm", "/cards", "/audit", "/audit/export", "/reset", "/sim/rack"}
+	paths := []string{"/", "/setup", "/setup/confirm?quorum=2-3", "/ceremony", "/hsm", "/cards", "/audit", "/audit/export", "/reset", "/sim/rack", "/account", "/operators"}
 	js, err := b.s.mgr.Ceremonies(0)
 	if err != nil {
 		t.Fatal(err)

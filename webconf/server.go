@@ -79,6 +79,19 @@ type Config struct {
 	MaxUpload int64
 	// Logger receives operational logs (never secrets); nil discards.
 	Logger *slog.Logger
+
+	// Operators is the operator list: roles, security keys, revocations (required; open it
+	// with OpenOperators, e.g. at filepath.Join(pki.Dir, OperatorsFile)).
+	Operators *Operators
+	// Recorder writes operator events to the audit log; nil means Audit, which must then
+	// implement AuditRecorder (*ceremony.Manager does).
+	Recorder AuditRecorder
+	// CRLFiles are CRLs of the CA bundle's CAs (PEM or DER); a certificate of a CA with a CRL
+	// is checked against it on every request, and refused while the CRL is unusable.
+	CRLFiles []string
+	// RPID is the WebAuthn relying party ID: the host name operators open WebConf at (the
+	// first --host). Empty means DefaultRPID ("localhost").
+	RPID string
 }
 
 // Server is WebConf.
@@ -88,6 +101,7 @@ type Server struct {
 	handler http.Handler
 	csrf    *csrfGuard
 	rd      *renderer
+	auth    *auth
 
 	mu       sync.Mutex
 	base     context.Context // lives as long as Serve: ceremonies started by requests run under it
@@ -115,6 +129,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: log, csrf: newCSRFGuard(key), stopping: make(chan struct{}),
 		rd: &renderer{sim: cfg.Sim, pki: cfg.PKI, log: log}}
+	a, err := newAuth(cfg, log, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	s.auth, s.rd.auth = a, a
 	s.handler = s.routes()
 	return s, nil
 }

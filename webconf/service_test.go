@@ -35,6 +35,7 @@ type service struct {
 	pad  *sim.Pad
 	hsm  *soft.HSM
 	mgr  *ceremony.Manager
+	ops  *Operators
 	srv  *Server
 
 	cancel context.CancelFunc
@@ -47,6 +48,7 @@ type serviceOptions struct {
 	bundle    []*x509.Certificate
 	timeouts  ceremony.Timeouts
 	noOKKey   bool // the pad cannot report OK/Cancel, like a cyberJack through PC/SC
+	crls      []string
 }
 
 // noOKKeyPad is the simulator pad behaving like a PC/SC pad: questions go to the screen.
@@ -80,8 +82,12 @@ func startService(t testing.TB, dir string, o serviceOptions) *service {
 	if s.mgr, err = ceremony.Open(ctx, ceremony.Config{Dir: dir, Pad: pad, HSM: s.hsm, Logger: log, Timeouts: o.timeouts}); err != nil {
 		t.Fatal(err)
 	}
+	if s.ops, err = OpenOperators(filepath.Join(s.pki.Dir, OperatorsFile)); err != nil {
+		t.Fatal(err)
+	}
 	s.srv, err = New(Config{PKI: s.pki, CABundle: o.bundle, Runner: s.mgr, Records: s.mgr, Audit: s.mgr, HSM: s.hsm, Sim: s.pad,
-		MaxUpload: o.maxUpload, Logger: log, Appliance: Appliance{PadName: "SIMULATOR", HSMName: "soft (test)", DataDir: dir}})
+		MaxUpload: o.maxUpload, Logger: log, Appliance: Appliance{PadName: "SIMULATOR", HSMName: "soft (test)", DataDir: dir},
+		Operators: s.ops, CRLFiles: o.crls, RPID: "localhost"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,11 +124,16 @@ func (s *service) stop() {
 		s.t.Error("serve did not return within 15 s of its context ending")
 	}
 	s.mgr.Close()
+	s.ops.Close()
 	s.hsm.Close()
 	s.pad.Close()
 }
 
-func (s *service) url(path string) string { return "https://" + s.addr + path }
+// url is a page of the service, at the name security keys are bound to (localhost).
+func (s *service) url(path string) string {
+	_, port, _ := net.SplitHostPort(s.addr)
+	return "https://localhost:" + port + path
+}
 
 type testWriter struct{ t testing.TB }
 
@@ -161,23 +172,55 @@ func tlsCert(cert *x509.Certificate, key *ecdsa.PrivateKey) tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}
 }
 
-// browser is an operator's session: a client with a certificate and the page's CSRF token.
+// browser is an operator's session: a client with a certificate, the page's CSRF token and,
+// when registered, a security key that confirms dangerous actions as the page script does.
 type browser struct {
 	t    testing.TB
 	s    *service
 	c    *http.Client
+	cert tls.Certificate
+	id   Identity
 	csrf string
+	key  *softKey
 }
 
+// browser is an administrator with a registered security key (what most tests need).
 func (s *service) browser(cn string) *browser {
-	cert := s.operatorCert(cn)
-	b := &browser{t: s.t, s: s, c: s.client(&cert)}
-	body := b.get("/", http.StatusOK)
+	return s.browserAs(cn, RoleAdmin, true)
+}
+
+// browserAs is an operator with a new certificate of the management CA, given role directly
+// in the operator list, with a registered security key if withKey.
+func (s *service) browserAs(cn string, role Role, withKey bool) *browser {
+	s.t.Helper()
+	return s.browserWith(s.operatorCert(cn), role, withKey)
+}
+
+func (s *service) browserWith(cert tls.Certificate, role Role, withKey bool) *browser {
+	s.t.Helper()
+	b := &browser{t: s.t, s: s, c: s.client(&cert), cert: cert, id: identityOf(cert.Leaf, s.pki.CA)}
+	if role != RoleNone {
+		if _, err := s.ops.Seen(b.id, time.Now()); err != nil {
+			s.t.Fatal(err)
+		}
+		if _, _, err := s.ops.SetRole(b.id.ID, role, "test", time.Now()); err != nil {
+			s.t.Fatal(err)
+		}
+	}
+	body := b.get("/account", http.StatusOK)
 	m := regexp.MustCompile(`<meta name="csrf-token" content="([^"]+)"`).FindStringSubmatch(body)
 	if m == nil {
-		s.t.Fatal("no csrf token in the status page")
+		s.t.Fatal("no csrf token in the account page")
 	}
 	b.csrf = m[1]
+	if withKey {
+		// A certificate of the same name again (a renewal) is the same operator: its old
+		// browser's keys are not in this one, so they go.
+		if _, err := s.ops.RemoveKey(b.id.ID, ""); err != nil {
+			s.t.Fatal(err)
+		}
+		b.registerKey(newSoftKey(s.t), "test key")
+	}
 	return b
 }
 
@@ -206,8 +249,23 @@ func (b *browser) get(path string, want int) string {
 	return body
 }
 
-// post sends a form with the CSRF token and checks the status.
+// post sends a form with the CSRF token, confirmed with the browser's security key when the
+// form needs it (as the page script does), and checks the status.
 func (b *browser) post(path string, form url.Values, want int) (*http.Response, string) {
+	b.t.Helper()
+	if form == nil {
+		form = url.Values{}
+	}
+	if b.key != nil && form.Get(stepUpField) == "" {
+		if tok := b.stepUp(path, form); tok != "" {
+			form.Set(stepUpField, tok)
+		}
+	}
+	return b.postRaw(path, form, want)
+}
+
+// postRaw sends a form as it is, with the CSRF token but without a security key confirmation.
+func (b *browser) postRaw(path string, form url.Values, want int) (*http.Response, string) {
 	b.t.Helper()
 	if form == nil {
 		form = url.Values{}

@@ -38,6 +38,7 @@ type serveConfig struct {
 	slot         string // token label
 	pinFile      string
 	caBundle     string
+	crls         []string
 	hosts        []string
 	maxUpload    int64
 	verbose      bool
@@ -75,7 +76,15 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.slot, "slot", "", "with --hsm pkcs11: `label` of the token (the PKCS#11 slot) that holds Keyquorum's keys")
 	fs.StringVar(&c.pinFile, "pin-file", "", "with --hsm pkcs11: `file` holding the token's user PIN (one line, readable by the owner only)")
 	fs.StringVar(&c.caBundle, "ca-bundle", "", "PEM `file` of further CAs whose client certificates may sign in (e.g. the CA of operators' PIV cards); the management CA is always accepted")
-	fs.Func("host", "a `name` the server certificate must also cover (DNS name or IP); repeat or separate with commas", func(v string) error {
+	fs.Func("crl", "a CRL `file` (PEM or DER) of a --ca-bundle CA: its certificates are checked against it on every request, and refused while it is out of date; replace the file to update it (repeat or separate with commas)", func(v string) error {
+		for _, f := range strings.Split(v, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				c.crls = append(c.crls, f)
+			}
+		}
+		return nil
+	})
+	fs.Func("host", "a `name` the server certificate must also cover (DNS name or IP); repeat or separate with commas. The first DNS name is also the name security keys (WebAuthn) are bound to: operators open WebConf at https://NAME:PORT/ (default localhost)", func(v string) error {
 		for _, h := range strings.Split(v, ",") {
 			if h = strings.TrimSpace(h); h != "" {
 				c.hosts = append(c.hosts, h)
@@ -121,6 +130,9 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 		}
 	default:
 		return nil, usageErr(stderr, "--hsm must be soft or pkcs11, not %q", c.hsm)
+	}
+	if len(c.crls) > 0 && c.caBundle == "" {
+		return nil, usageErr(stderr, "--crl lists revoked certificates of a --ca-bundle CA: it needs --ca-bundle (WebConf keeps the management CA's own revocations itself)")
 	}
 	if c.dataDir == "" {
 		return nil, usageErr(stderr, "--data must name a directory")
@@ -244,10 +256,18 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 	}
 	defer mgr.Close()
 
+	ops, err := webconf.OpenOperators(filepath.Join(pki.Dir, webconf.OperatorsFile))
+	if err != nil {
+		return err
+	}
+	defer ops.Close()
+	rpID := relyingPartyID(c.hosts)
+
 	cfg := webconf.Config{
 		PKI: pki, CABundle: bundle, Runner: mgr, Records: mgr, Audit: mgr, HSM: h, MaxUpload: c.maxUpload,
 		Appliance: webconf.Appliance{PadName: padName, HSMName: hsmName, DataDir: c.dataDir},
 		Logger:    log.With("room", "webconf"),
+		Operators: ops, CRLFiles: c.crls, RPID: rpID,
 	}
 	if simPad != nil {
 		cfg.Sim = simPad
@@ -274,11 +294,24 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 	}
 	fmt.Fprintf(stdout, "  Administrator certificate%s: %s\n", created, pki.AdminP12Path())
 	fmt.Fprintf(stdout, "  Its password:  %s\n", pki.AdminPasswordPath())
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	fmt.Fprintf(stdout, "  Security keys: work at https://%s/ only (WebAuthn relying party %s); register one on the Account page before any ceremony\n", net.JoinHostPort(rpID, port), rpID)
 	fmt.Fprintf(stdout, "Import the administrator certificate into the browser, trust the CA certificate, then open the URL.\n")
 
 	err = srv.Serve(ctx, ln)
 	log.Info("webconf stopped")
 	return err
+}
+
+// relyingPartyID is the host name security keys are bound to: the first --host that is a DNS
+// name (an IP address cannot be one), else localhost.
+func relyingPartyID(hosts []string) string {
+	for _, h := range hosts {
+		if net.ParseIP(h) == nil {
+			return strings.ToLower(h)
+		}
+	}
+	return webconf.DefaultRPID
 }
 
 // displayAddr is the address to print: the port actually bound (for ":0"), the configured host.

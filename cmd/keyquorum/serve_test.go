@@ -45,6 +45,14 @@ func TestServeFlags(t *testing.T) {
 		{[]string{"--max-upload", "0"}, false, "--max-upload must be"},
 		{[]string{"--pin", "123456"}, false, "flag provided but not defined"},
 		{[]string{"extra"}, false, "unexpected argument"},
+		{[]string{"--ca-bundle", "/etc/piv-ca.pem", "--crl", "/etc/piv.crl,/etc/piv2.crl"}, true, ""},
+		{[]string{"--crl", "/etc/piv.crl"}, false, "--crl lists revoked certificates of a --ca-bundle CA"},
+	}
+	if got := relyingPartyID([]string{"10.0.0.7", "KQ.example", "kq2.example"}); got != "kq.example" {
+		t.Errorf("relying party of hosts: %q", got)
+	}
+	if got := relyingPartyID([]string{"10.0.0.7"}); got != "localhost" {
+		t.Errorf("relying party without a DNS name: %q", got)
 	}
 	for _, c := range cases {
 		var stderr bytes.Buffer
@@ -64,7 +72,7 @@ func TestServeFlags(t *testing.T) {
 	if _, err := parseServe([]string{"--help"}, &stderr); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("--help: %v", err)
 	}
-	for _, f := range []string{"-data", "-listen", "-pinpad", "-reader", "-hsm", "-pkcs11-module", "-slot", "-pin-file", "-ca-bundle", "-host", "-max-upload"} {
+	for _, f := range []string{"-data", "-listen", "-pinpad", "-reader", "-hsm", "-pkcs11-module", "-slot", "-pin-file", "-ca-bundle", "-crl", "-host", "-max-upload"} {
 		if !strings.Contains(stderr.String(), "  "+f+" ") {
 			t.Errorf("--help does not explain %s", f)
 		}

@@ -60,6 +60,181 @@
 		});
 	}
 
+	// --- security keys (WebAuthn) ---
+	// Every POST form that is not sent in the background (data-fetch) asks WebConf first whether
+	// what it does needs a fresh confirmation with a security key; if so the browser asks for
+	// the key, and the form goes out with the token that confirmation earned.
+	function b64uToBuf(s) {
+		s = s.replace(/-/g, '+').replace(/_/g, '/');
+		while (s.length % 4) {
+			s += '=';
+		}
+		var bin = atob(s), out = new Uint8Array(bin.length);
+		for (var i = 0; i < bin.length; i++) {
+			out[i] = bin.charCodeAt(i);
+		}
+		return out.buffer;
+	}
+	function bufToB64u(buf) {
+		var b = new Uint8Array(buf), s = '';
+		for (var i = 0; i < b.length; i++) {
+			s += String.fromCharCode(b[i]);
+		}
+		return btoa(s).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+	}
+	function postTo(url, body, extra) {
+		var headers = { 'X-Keyquorum-Fetch': '1', 'X-CSRF-Token': csrf };
+		if (typeof body === 'string') {
+			headers['Content-Type'] = 'application/json';
+		}
+		Object.assign(headers, extra || {});
+		return fetch(url, { method: 'POST', body: body, credentials: 'same-origin', headers: headers }).then(function (resp) {
+			return resp.json().catch(function () { return {}; }).then(function (j) {
+				if (!resp.ok) {
+					throw { title: j.title || 'Action failed (' + resp.status + ')', what: j.what, todo: j.todo || 'Reload the page and try again.' };
+				}
+				return j;
+			});
+		}, function () {
+			throw { title: 'WebConf cannot be reached', todo: 'Check that the service runs, then reload the page.' };
+		});
+	}
+	function keyUnavailable() {
+		return { title: 'This browser offers no security key here',
+			what: 'Security keys (WebAuthn) work only on pages opened over HTTPS at the appliance\'s host name.',
+			todo: 'Open WebConf at the address your account page names, then try again.' };
+	}
+	function keyError(e) {
+		if (e && e.title) {
+			return e;
+		}
+		return { title: 'The security key was not used', what: (e && e.message) || String(e),
+			todo: 'Try again: touch your security key and enter its PIN (or use its fingerprint) when the browser asks.' };
+	}
+	// confirmWithKey asks for an assertion when the server says the action needs one; it
+	// resolves to the token ('' when none is needed).
+	function confirmWithKey(params) {
+		return postTo('/webauthn/assert/begin', params).then(function (j) {
+			if (!j.needed) {
+				return '';
+			}
+			if (!window.PublicKeyCredential || !navigator.credentials) {
+				throw keyUnavailable();
+			}
+			var o = j.publicKey;
+			o.challenge = b64uToBuf(o.challenge);
+			(o.allowCredentials || []).forEach(function (c) { c.id = b64uToBuf(c.id); });
+			return navigator.credentials.get({ publicKey: o }).then(function (cred) {
+				var r = cred.response;
+				return postTo('/webauthn/assert/finish?session=' + encodeURIComponent(j.session), JSON.stringify({
+					id: cred.id, rawId: bufToB64u(cred.rawId), type: cred.type,
+					response: {
+						clientDataJSON: bufToB64u(r.clientDataJSON),
+						authenticatorData: bufToB64u(r.authenticatorData),
+						signature: bufToB64u(r.signature),
+						userHandle: r.userHandle ? bufToB64u(r.userHandle) : null
+					}
+				}));
+			}).then(function (f) { return f.token; });
+		});
+	}
+	function formFields(form, submitter) {
+		var params = new URLSearchParams();
+		new FormData(form, submitter || null).forEach(function (v, k) {
+			if (typeof v === 'string' && k !== 'csrf' && k !== 'webauthn') {
+				params.append(k, v);
+			}
+		});
+		return params;
+	}
+	function registerKey(form) {
+		var params = new URLSearchParams();
+		params.set('_path', '/webauthn/register/begin');
+		return confirmWithKey(params).then(function (token) {
+			var extra = token ? { 'X-Keyquorum-Approval': token } : {};
+			return postTo('/webauthn/register/begin', formFields(form), extra);
+		}).then(function (j) {
+			if (!window.PublicKeyCredential || !navigator.credentials) {
+				throw keyUnavailable();
+			}
+			var o = j.publicKey;
+			o.challenge = b64uToBuf(o.challenge);
+			o.user.id = b64uToBuf(o.user.id);
+			(o.excludeCredentials || []).forEach(function (c) { c.id = b64uToBuf(c.id); });
+			return navigator.credentials.create({ publicKey: o }).then(function (cred) {
+				var r = cred.response;
+				return postTo('/webauthn/register/finish?session=' + encodeURIComponent(j.session), JSON.stringify({
+					id: cred.id, rawId: bufToB64u(cred.rawId), type: cred.type,
+					response: {
+						clientDataJSON: bufToB64u(r.clientDataJSON),
+						attestationObject: bufToB64u(r.attestationObject),
+						transports: r.getTransports ? r.getTransports() : []
+					}
+				}));
+			});
+		}).then(function () { window.location.reload(); });
+	}
+	function approveCLI(form) {
+		var params = formFields(form);
+		params.set('_purpose', 'cli');
+		return confirmWithKey(params).then(function (token) {
+			var out = document.querySelector('[data-testid="approval-token"]');
+			out.textContent = token;
+			out.parentElement.hidden = false;
+		});
+	}
+	document.addEventListener('submit', function (e) {
+		var form = e.target;
+		if (!(form instanceof HTMLFormElement) || form.hasAttribute('data-fetch')) {
+			return;
+		}
+		if (form.hasAttribute('data-webauthn-register')) {
+			e.preventDefault();
+			registerKey(form).catch(function (err) { showProblem(keyError(err)); });
+			return;
+		}
+		if (form.hasAttribute('data-webauthn-approve')) {
+			e.preventDefault();
+			approveCLI(form).catch(function (err) { showProblem(keyError(err)); });
+			return;
+		}
+		if (form.method.toLowerCase() !== 'post') {
+			return;
+		}
+		if (form.dataset.confirmed === '1') { // the second pass, with the token
+			delete form.dataset.confirmed;
+			return;
+		}
+		e.preventDefault();
+		var submitter = e.submitter || null;
+		var params = formFields(form, submitter);
+		var action = new URL(form.action, window.location.href);
+		params.set('_path', action.pathname);
+		confirmWithKey(params).then(function (token) {
+			if (token) {
+				if (form.enctype === 'multipart/form-data') {
+					action.searchParams.set('webauthn', token);
+					form.action = action.toString();
+				} else {
+					var input = form.querySelector('input[name="webauthn"]');
+					if (!input) {
+						input = document.createElement('input');
+						input.type = 'hidden';
+						input.name = 'webauthn';
+						form.appendChild(input);
+					}
+					input.value = token;
+				}
+			}
+			form.dataset.confirmed = '1';
+			if (submitter) {
+				form.requestSubmit(submitter);
+			} else {
+				form.requestSubmit();
+			}
+		}, function (err) { showProblem(keyError(err)); });
+	});
+
 	// Typing a custom quorum chooses the custom quorum.
 	document.querySelectorAll('input[name="k"], input[name="n"]').forEach(function (el) {
 		el.addEventListener('input', function () {
