@@ -11,8 +11,66 @@
 //   - Every page needs a TLS client certificate that chains to the management CA or to a
 //     configured CA bundle (e.g. the corporate CA of operators' PIV cards). A certificate of
 //     another CA fails the TLS handshake; a request without a certificate gets a page that says
-//     how to install one (only /ca.pem and the static files are served to it). The
-//     certificate's subject is the operator: the ceremony journal and the audit log record it.
+//     how to install one (only /ca.pem, /crl.pem and the static files are served to it). The
+//     certificate's subject, with its UPN or e-mail subject alternative name in brackets, is
+//     the operator's name: the ceremony journal and the audit log record it.
+//   - Revocation is checked on every request, not only at the handshake (connections live
+//     long): the management CA's revocations (made on the Operators page, kept in the operator
+//     list, published as /crl.pem) and, for a bundle CA, the CRL file configured for it
+//     (--crl), read again whenever it changes. A CA whose CRL is unusable or past its next
+//     update has its certificates refused until a current one is installed (fail closed).
+//
+// # Operators and roles
+//
+// [Operators] is the operator list, a bbolt file of its own beside the management PKI (its
+// schema is drawn on the type). An operator is keyed by a hash of the certificate's issuer and
+// subject ([Identity.ID]): a renewed certificate is the same operator, the same subject from
+// another CA is not. Roles: admin (ceremonies, restore, cluster join, factory reset, operator
+// management), custodian (the smart card tools — change PIN, copy — on their own card, which
+// they prove by its PIN on the pad; steering a running ceremony), auditor (read-only: status,
+// audit log, protocols). The first administrator's certificate, made at the first start, is
+// given the admin role; any other trusted certificate is recorded on first sight with no role
+// and sees only a page saying so and its account page until an administrator gives it one.
+// The last administrator cannot lose the role. Every route has an entry in the rule table of
+// roles.go (a route without one is refused to everybody); handlers of the JSON API that learn
+// their action from the body call [Server.authorize] themselves. Role changes, security key
+// registrations and removals, certificate issuance and revocation, and command-line approvals
+// are written to the ceremony audit log ([AuditRecorder]).
+//
+// # Security keys: the fresh assertion of a dangerous action
+//
+// Starting any ceremony (and resuming one), restoring a backup, joining a cluster, a factory
+// reset and operator management need, on top of the certificate, a fresh WebAuthn assertion
+// with user verification (github.com/go-webauthn/webauthn) — seed 000's certificate + FIDO2,
+// so that a stolen, unlocked laptop is not enough. The relying party ID is the configured host
+// name (the first --host DNS name, default localhost); a page opened at another name, or over
+// another port, gets a page saying where to open it instead.
+//
+//   - Registration: each operator registers one or more security keys on their account page.
+//     The first needs only the certificate (the bootstrap: the first administrator registers a
+//     key before any dangerous action is possible, and every page tells them to until they
+//     have); every further key needs an assertion with a registered one, so a stolen
+//     certificate cannot add its thief's key. An administrator can remove an operator's keys
+//     (a lost key); the operator then registers anew.
+//   - Pages: before a form that does a dangerous action is sent, the page script asks
+//     /webauthn/assert/begin (with the form's path and fields) whether it needs an assertion;
+//     if so the browser asks for the key, /webauthn/assert/finish checks the assertion and
+//     returns a token, and the form goes out with it (field or URL parameter "webauthn"). A
+//     token is random, kept only as a hash, bound to one operator and one action, valid once
+//     and for two minutes.
+//   - The command line cannot ask for a security key. An operator approves a command-line
+//     action on their account page (an assertion, as above); the page shows the token once,
+//     valid for five minutes and one action of that kind. The CLI sends it in the
+//     [ApprovalHeader] with a certificate of the same operator; the approval is audited when
+//     it is made, and the action when it runs. A command without one gets the refusal that
+//     says how to make one.
+//
+// # Operator certificates
+//
+// Administrators issue client certificates of the management CA from the Operators page: a new
+// P-256 key, a PKCS#12 file under a random one-time password that is shown once, downloadable
+// once by the issuing administrator within ten minutes, never written to disk. They revoke
+// certificates there too (not the one their own browser uses).
 //   - Every POST passes two CSRF checks: [net/http.CrossOriginProtection] (Sec-Fetch-Site /
 //     Origin, what current browsers send) and a token bound to the client certificate
 //     (HMAC under a key made at start), for browsers that send neither header.
@@ -43,6 +101,8 @@
 //
 // Hold or show a secret: it never sees the MBK or a share (the ceremony keeps them), never asks
 // for a PIN in a form (PINs are typed on the pad), never puts key material in a page, an event,
-// a log line or an error. It never sequences ceremony steps itself: it forwards the operator's
+// a log line or an error. It never lets a dangerous action through on a certificate alone, and
+// never stores a step-up token or an issued private key (a PKCS#12 file waits in memory for its
+// one download; its password is shown once and kept nowhere). It never sequences ceremony steps itself: it forwards the operator's
 // commands to the ceremony manager and renders its events.
 package webconf

@@ -257,7 +257,8 @@ func (b *browser) post(path string, form url.Values, want int) (*http.Response, 
 		form = url.Values{}
 	}
 	if b.key != nil && form.Get(stepUpField) == "" {
-		if tok := b.stepUp(path, form); tok != "" {
+		// A refusal here (a role that may not) is left to the request itself to show.
+		if tok, _ := b.tryStepUp(path, form, ""); tok != "" {
 			form.Set(stepUpField, tok)
 		}
 	}
