@@ -28,6 +28,10 @@ const (
 	AuditOperatorApproval   = "operator.approval"    // a command-line approval minted after an assertion
 	AuditCertIssued         = "operator.cert.issued" // an operator certificate issued
 	AuditCertRevoked        = "operator.cert.revoked"
+
+	AuditBackup         = "hsm.backup"          // a backup downloaded
+	AuditRestore        = "hsm.restore"         // a backup restored into the HSM
+	AuditRestoreRefused = "hsm.restore.refused" // a restore refused (nothing changed)
 )
 
 // ApprovalHeader carries an approval token: the proof of a fresh WebAuthn assertion that a

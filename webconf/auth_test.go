@@ -611,3 +611,86 @@ func TestOperatorsSchema(t *testing.T) {
 		t.Errorf("newer schema: %v", err)
 	}
 }
+
+// TestBackupRestoreAudited: downloads, restores and refused restores are in the audit log.
+func TestBackupRestoreAudited(t *testing.T) {
+	s := startService(t, t.TempDir(), serviceOptions{})
+	if err := s.hsm.LoadBackupKey(t.Context(), bytes.Repeat([]byte{5}, 32)); err != nil {
+		t.Fatal(err)
+	}
+	admin := s.browser("Alice Admin")
+	backup := admin.get("/hsm/backup", http.StatusOK)
+	if resp, body := admin.upload(strings.NewReader(backup), -1); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("restore: %d %s", resp.StatusCode, excerpt(body))
+	}
+	if resp, _ := admin.upload(strings.NewReader("not a backup"), -1); resp.StatusCode != http.StatusUnprocessableEntity {
+		t.Fatalf("restore of garbage: %d", resp.StatusCode)
+	}
+	for ev, want := range map[string]string{AuditBackup: "downloaded by CN=Alice Admin", AuditRestore: "restored into the HSM by CN=Alice Admin", AuditRestoreRefused: "nothing changed"} {
+		es := auditEvents(t, s, ev)
+		if len(es) != 1 || !strings.Contains(es[0].Message, want) || es[0].Operator != "CN=Alice Admin,O=Keyquorum test" {
+			t.Errorf("%s: %+v", ev, es)
+		}
+	}
+}
+
+// TestOperatorsAPI: the command line lists operators and changes a role through the JSON API,
+// with an approval made on the account page; the change is audited like one made on the page.
+func TestOperatorsAPI(t *testing.T) {
+	s := startService(t, t.TempDir(), serviceOptions{})
+	admin := s.browser("Alice Admin")
+	bob := s.browserAs("Bob Newcomer", RoleNone, false)
+	renewed := s.operatorCert("Alice Admin")
+	cli := s.client(&renewed)
+	call := func(method, path, body string, header map[string]string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, s.url(path), strings.NewReader(body))
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		for k, v := range header {
+			req.Header.Set(k, v)
+		}
+		resp, err := cli.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, body := call("GET", "/api/v1/operators", "", nil)
+	var list struct{ Operators []OperatorJSON }
+	if err := json.Unmarshal([]byte(body), &list); code != http.StatusOK || err != nil || len(list.Operators) != 3 {
+		t.Fatalf("list: %d %v %s", code, err, body)
+	}
+	setBob := `{"id":"` + bob.id.ID + `","role":"auditor"}`
+	code, body = call("POST", "/api/v1/operators/role", setBob, nil)
+	if code != http.StatusForbidden || !strings.Contains(body, `"title":"Security key confirmation required"`) {
+		t.Errorf("role change without an approval: %d %s", code, body)
+	}
+	code, _ = call("POST", "/api/v1/operators/role", setBob, map[string]string{"Origin": "https://evil.example"})
+	if code != http.StatusForbidden {
+		t.Errorf("cross-origin JSON: %d", code)
+	}
+	tok, refusal := admin.tryStepUp("", nil, ActionOperatorsManage)
+	if refusal != "" {
+		t.Fatal(refusal)
+	}
+	code, body = call("POST", "/api/v1/operators/role", setBob, map[string]string{ApprovalHeader: tok})
+	var got OperatorJSON
+	if err := json.Unmarshal([]byte(body), &got); code != http.StatusOK || err != nil || got.Role != "auditor" || got.ID != bob.id.ID {
+		t.Fatalf("role change with an approval: %d %s", code, body)
+	}
+	bob.get("/audit", http.StatusOK)
+	es := auditEvents(t, s, AuditOperatorRole)
+	if last := es[len(es)-1]; !strings.Contains(last.Message, "from none to auditor by CN=Alice Admin,O=Keyquorum test (command line)") {
+		t.Errorf("audit: %+v", last)
+	}
+	// A form-encoded POST to the API is a form like any other: it needs the CSRF token.
+	req, _ := http.NewRequest("POST", s.url("/api/v1/operators/role"), strings.NewReader("id=x&role=admin"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if resp, err := cli.Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Errorf("form POST to the API without a CSRF token: %v %v", resp.StatusCode, err)
+	}
+}

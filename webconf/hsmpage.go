@@ -17,13 +17,22 @@ import (
 type hsmHandlers struct {
 	hsm       BackupHSM
 	records   CeremonyRecords
+	audit     AuditRecorder // backups and restores are audited
 	maxUpload int64
 	rd        *renderer
 	log       *slog.Logger
 }
 
-func newHSMHandlers(h BackupHSM, records CeremonyRecords, maxUpload int64, rd *renderer, log *slog.Logger) *hsmHandlers {
-	return &hsmHandlers{hsm: h, records: records, maxUpload: maxUpload, rd: rd, log: log}
+func newHSMHandlers(h BackupHSM, records CeremonyRecords, audit AuditRecorder, maxUpload int64, rd *renderer, log *slog.Logger) *hsmHandlers {
+	return &hsmHandlers{hsm: h, records: records, audit: audit, maxUpload: maxUpload, rd: rd, log: log}
+}
+
+// record writes an audit entry of the HSM page; a failure is logged (the backup or restore
+// has happened, and the service log keeps it).
+func (h *hsmHandlers) record(op, event, message string) {
+	if err := h.audit.RecordAudit(op, event, message); err != nil {
+		h.log.Error("audit entry not recorded", "event", event, "err", err)
+	}
 }
 
 // hsmView is the HSM page.
@@ -61,6 +70,7 @@ func (h *hsmHandlers) backup(w http.ResponseWriter, r *http.Request) {
 		panic(http.ErrAbortHandler) // cut the download off rather than end it as if complete
 	}
 	h.log.Info("backup downloaded", "operator", op, "key_id", id.String())
+	h.record(op, AuditBackup, fmt.Sprintf("backup of the HSM's key database downloaded by %s, encrypted under the master backup key %s", op, id))
 }
 
 // limitFlag remembers that the upload hit its bound, whatever the HSM wraps the read error in.
@@ -108,15 +118,18 @@ func (h *hsmHandlers) restore(w http.ResponseWriter, r *http.Request) {
 		part.Close()
 		if body.hit {
 			h.log.Info("restore refused: upload too large", "operator", op)
+			h.record(op, AuditRestoreRefused, fmt.Sprintf("restore by %s refused: the upload is larger than %s", op, byteSize(h.maxUpload)))
 			h.rd.problem(w, r, problemTooLarge(h.maxUpload))
 			return
 		}
 		if err != nil {
 			h.log.Info("restore refused", "operator", op, "err", err)
+			h.record(op, AuditRestoreRefused, fmt.Sprintf("restore by %s refused, nothing changed: %v", op, err))
 			h.rd.problem(w, r, problemFor(err, "/hsm"))
 			return
 		}
 		h.log.Info("backup restored", "operator", op)
+		h.record(op, AuditRestore, fmt.Sprintf("backup restored into the HSM by %s", op))
 		http.Redirect(w, r, "/hsm?restored=1", http.StatusSeeOther)
 		return
 	}

@@ -27,7 +27,7 @@ func (rd *renderer) problem(w http.ResponseWriter, r *http.Request, p problem) {
 	if p.Status == 0 {
 		p.Status = http.StatusInternalServerError
 	}
-	if r.Header.Get(fetchHeader) != "" {
+	if r.Header.Get(fetchHeader) != "" || isAPI(r) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(p.Status)
 		json.NewEncoder(w).Encode(map[string]string{"title": p.Title, "what": p.What, "todo": p.Todo})

@@ -144,6 +144,8 @@ var routeActions = map[string]func(form url.Values) Action{
 	"GET /operators/issued/{id}":     fixed(ActionOperatorsView), // the one-time download of what was issued
 	"POST /operators/revoke":         fixed(ActionOperatorsManage),
 	"POST /operators/keys/remove":    fixed(ActionOperatorsManage),
+	"GET /api/v1/operators":          fixed(ActionOperatorsView),
+	"POST /api/v1/operators/role":    fixed(ActionOperatorsManage),
 }
 
 // actionInHandler marks a route whose handler calls [Server.authorize] with the action it reads

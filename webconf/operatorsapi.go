@@ -1,0 +1,89 @@
+package webconf
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// APIPrefix is where the JSON API for the command line lives. A POST there with a JSON body
+// needs no CSRF token (a browser cannot send one from another site without a CORS preflight,
+// which WebConf never grants; the Origin and Sec-Fetch-Site checks still apply), and its
+// problems are answered as JSON.
+const APIPrefix = "/api/"
+
+// isAPI reports whether a request goes to the JSON API.
+func isAPI(r *http.Request) bool { return strings.HasPrefix(r.URL.Path, APIPrefix) }
+
+// OperatorJSON is an operator as the API lists it.
+type OperatorJSON struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Subject   string    `json:"subject"`
+	Issuer    string    `json:"issuer"`
+	UPN       string    `json:"upn,omitempty"`
+	Email     string    `json:"email,omitempty"`
+	Role      string    `json:"role"`
+	Keys      int       `json:"security_keys"`
+	LastSeen  time.Time `json:"last_seen,omitzero"`
+	RoleBy    string    `json:"role_by,omitempty"`
+	RoleSince time.Time `json:"role_since,omitzero"`
+}
+
+func operatorJSON(o Operator) OperatorJSON {
+	return OperatorJSON{ID: o.ID, Name: o.Name(), Subject: o.Subject, Issuer: o.Issuer, UPN: o.UPN, Email: o.Email,
+		Role: o.Role.String(), Keys: len(o.Keys), LastSeen: o.LastSeen, RoleBy: o.RoleBy, RoleSince: o.RoleAt}
+}
+
+// apiOperators is GET /api/v1/operators: the operator list.
+func (h *operatorHandlers) apiOperators(w http.ResponseWriter, r *http.Request) {
+	ops, err := h.auth.ops.List()
+	if err != nil {
+		h.rd.problem(w, r, problemFor(err, ""))
+		return
+	}
+	out := make([]OperatorJSON, 0, len(ops))
+	for _, o := range ops {
+		out = append(out, operatorJSON(o))
+	}
+	writeJSON(w, map[string]any{"operators": out})
+}
+
+// RoleRequest is the body of POST /api/v1/operators/role.
+type RoleRequest struct {
+	ID   string `json:"id"`
+	Role string `json:"role"`
+}
+
+// apiSetRole is POST /api/v1/operators/role: an approval (ApprovalHeader) for "manage
+// operators" is required, as on the Operators page; the change is audited the same way.
+func (h *operatorHandlers) apiSetRole(w http.ResponseWriter, r *http.Request) {
+	op, _ := operatorFrom(r.Context())
+	var req RoleRequest
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		h.rd.problem(w, r, problemBadForm(fmt.Sprintf("The body must be JSON like {\"id\": \"…\", \"role\": \"auditor\"}: %v.", err)))
+		return
+	}
+	role, err := ParseRole(req.Role)
+	if err != nil {
+		h.rd.problem(w, r, problemBadForm(err.Error()))
+		return
+	}
+	target, old, err := h.auth.ops.SetRole(req.ID, role, op.Name, time.Now())
+	if err != nil {
+		h.rd.problem(w, r, problemForAuth(err, ""))
+		return
+	}
+	if old != role {
+		msg := fmt.Sprintf("%s: role changed from %s to %s by %s (command line)", target.Name(), old, role, op.Name)
+		if err := h.auth.record(op.Name, AuditOperatorRole, msg); err != nil {
+			h.rd.problem(w, r, problemForAuth(err, ""))
+			return
+		}
+	}
+	writeJSON(w, operatorJSON(target))
+}
