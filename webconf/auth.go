@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"mime"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -183,7 +184,7 @@ func (a *auth) admit(w http.ResponseWriter, r *http.Request, rd *renderer, leaf 
 }
 
 func problemRevoked(id Identity, by string) problem {
-	return problem{Status: http.StatusForbidden, Title: "Certificate revoked",
+	return problem{Status: http.StatusForbidden, Code: CodeRevoked, Title: "Certificate revoked",
 		What: fmt.Sprintf("The client certificate %s (serial %s) was revoked by %s; WebConf no longer accepts it.", id.Subject, id.Serial, by),
 		Todo: "Remove this certificate from your browser or card and ask a WebConf administrator for a new one."}
 }
@@ -277,16 +278,36 @@ func stepUpToken(r *http.Request) string {
 }
 
 func problemRegisterKey(op operator, a Action, rpID string) problem {
-	return problem{Status: http.StatusForbidden, Title: "Register a security key first",
+	return problem{Status: http.StatusForbidden, Code: CodeRegisterKey, Title: "Register a security key first",
 		What: fmt.Sprintf("To %s WebConf needs, besides your certificate, a confirmation with your security key (WebAuthn), and you have registered none yet.", ruleOf(a).what),
 		Todo: fmt.Sprintf("Open your account page, register your security key (a FIDO2 key with a PIN or fingerprint), then try again. The page must be opened at https://%s — the name WebConf's security keys are bound to.", rpID),
 		Back: "/account"}
 }
 
 func problemNeedAssertion(a Action, err error) problem {
-	return problem{Status: http.StatusForbidden, Title: "Security key confirmation required",
+	return problem{Status: http.StatusForbidden, Code: CodeApprovalRequired, Title: "Security key confirmation required",
 		What: fmt.Sprintf("To %s WebConf needs a fresh confirmation with your security key, made for this very action: %v.", ruleOf(a).what, err),
 		Todo: "Go back and press the button again: your browser then asks for your security key and its PIN or fingerprint. From the command line, pass an approval made on your account page (it is valid for 5 minutes, for one action)."}
+}
+
+// keyOrigin is the origin security keys work at: the relying party ID and the port this
+// request came in on.
+func (a *auth) keyOrigin(r *http.Request) string {
+	o := "https://" + a.rpID
+	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		if _, port, _ := net.SplitHostPort(la.String()); port != "" && port != "443" {
+			o += ":" + port
+		}
+	}
+	return o
+}
+
+// minutes says a duration in words for a page.
+func minutes(d time.Duration) string {
+	if m := int(d / time.Minute); m != 1 {
+		return fmt.Sprintf("%d minutes", m)
+	}
+	return "1 minute"
 }
 
 // operatorContext puts an admitted operator into a request's context.

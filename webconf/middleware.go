@@ -123,10 +123,11 @@ func (g *csrfGuard) check(r *http.Request, op operator) error {
 	got := r.Header.Get(csrfHeader)
 	if got == "" {
 		ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-		if ct == "application/json" && isAPI(r) {
-			// The command line's JSON: a browser cannot send it cross-site without a CORS
-			// preflight, which WebConf never grants; the origin checks above still ran.
-			return nil
+		if isAPI(r) {
+			// The command line's JSON or backup: a browser cannot send either cross-site
+			// without a CORS preflight, which WebConf never grants (api.go); the origin
+			// checks above still ran.
+			return apiCSRF(r)
 		}
 		if ct == "multipart/form-data" {
 			got = r.URL.Query().Get(csrfField)
@@ -157,6 +158,8 @@ func (s *Server) protect(next http.Handler) http.Handler {
 		limit := int64(maxForm)
 		if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == "multipart/form-data" {
 			limit = s.cfg.MaxUpload + maxForm // the file and the few fields around it
+		} else if apiUpload(r) {
+			limit = s.cfg.MaxUpload // the backup itself (api.go)
 		}
 		if r.ContentLength > limit {
 			s.rd.problem(w, r, problemTooLarge(limit))
@@ -175,7 +178,7 @@ func (s *Server) protect(next http.Handler) http.Handler {
 				return
 			}
 			s.log.Warn("csrf check failed", "path", r.URL.Path, "operator", op.Name, "err", err)
-			s.rd.problem(w, r, problem{Status: http.StatusForbidden, Title: "Request refused (CSRF check)",
+			s.rd.problem(w, r, problem{Status: http.StatusForbidden, Code: CodeCSRF, Title: "Request refused (CSRF check)",
 				What: "The form you sent did not carry this page's security token, or it came from another site.",
 				Todo: "Go back, reload the page and send the form again. If you did not send a form yourself, close the other site's tab."})
 			return

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"mime"
-	"net"
 	"net/http"
 	"net/mail"
 	"net/url"
@@ -84,12 +83,7 @@ func (h *operatorHandlers) account(w http.ResponseWriter, r *http.Request) {
 	if errors.Is(err, ErrNoSuchOperator) {
 		rec = op.Rec
 	}
-	v := accountView{Op: op, Rec: rec, Want: "https://" + h.auth.rpID}
-	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
-		if _, port, _ := net.SplitHostPort(la.String()); port != "" && port != "443" {
-			v.Want += ":" + port
-		}
-	}
+	v := accountView{Op: op, Rec: rec, Want: h.auth.keyOrigin(r)}
 	_, _, p := h.auth.relyingParty(r)
 	v.RightHost = p == nil
 	for _, a := range approvableActions() {

@@ -10,15 +10,15 @@ import (
 
 // page is what the layout needs to frame every page.
 type page struct {
-	Title    string
-	Nav      string // the menu entry to highlight
-	Operator string // "" on pages for requests without a certificate
-	CSRF     string
-	Sim      bool // the simulator panel is shown
-	SimView  simView
-	Role     Role
-	NoKey    bool   // the operator has a role but no security key yet: say what to do
-	RPID     string // the host name security keys are bound to
+	Title     string
+	Nav       string // the menu entry to highlight
+	Operator  string // "" on pages for requests without a certificate
+	CSRF      string
+	Sim       bool // the simulator panel is shown
+	SimView   simView
+	Role      Role
+	NoKey     bool   // the operator has a role but no security key yet: say what to do
+	KeyOrigin string // where security keys work: https://relying-party-ID:port
 }
 
 // navItems is the menu, in order.
@@ -60,7 +60,7 @@ func (rd *renderer) page(r *http.Request, title, nav string) page {
 		p.Operator, p.CSRF, p.Role = op.Name, op.CSRF, op.Role
 		p.NoKey = op.Role != RoleNone && len(op.Rec.Keys) == 0
 		if rd.auth != nil {
-			p.RPID = rd.auth.rpID
+			p.KeyOrigin = rd.auth.keyOrigin(r)
 		}
 		if rd.sim != nil && Allowed(op.Role, ActionSimulator) {
 			p.Sim = true

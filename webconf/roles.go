@@ -146,6 +146,24 @@ var routeActions = map[string]func(form url.Values) Action{
 	"POST /operators/keys/remove":    fixed(ActionOperatorsManage),
 	"GET /api/v1/operators":          fixed(ActionOperatorsView),
 	"POST /api/v1/operators/role":    fixed(ActionOperatorsManage),
+
+	// The command line's API (api.go, cluster.go).
+	"GET /api/v1/status":           fixed(ActionView),
+	"GET /api/v1/ceremony":         fixed(ActionView),
+	"POST /api/v1/ceremony/start":  fixed(actionInHandler), // the kind in the body
+	"POST /api/v1/ceremony/cancel": fixed(ActionSteer),
+	"POST /api/v1/ceremony/retry":  fixed(ActionSteer),
+	"POST /api/v1/ceremony/answer": fixed(ActionSteer),
+	"POST /api/v1/ceremony/resume": fixed(ActionResume),
+	"GET /api/v1/ceremony/events":  fixed(ActionView),
+	"GET /api/v1/backup":           fixed(ActionBackup),
+	"POST /api/v1/restore":         fixed(ActionRestore),
+	"GET /api/v1/audit/verify":     fixed(ActionAudit),
+	"GET /api/v1/audit/export":     fixed(ActionAudit),
+	"GET /api/v1/card":             fixed(ActionView),
+	"POST /api/v1/cluster/nodes":   fixed(ActionOperatorsManage),
+	"GET /api/v1/cluster/state":    fixed(actionInHandler), // node certificates only, checked there
+	"POST /api/v1/cluster/join":    fixed(ActionClusterJoin),
 }
 
 // actionInHandler marks a route whose handler calls [Server.authorize] with the action it reads
@@ -176,7 +194,7 @@ func problemNoRole(op operator) problem {
 	if op.Ident.Issuer != "" {
 		who += ", issued by " + op.Ident.Issuer
 	}
-	return problem{Status: http.StatusForbidden, Title: "No role yet",
+	return problem{Status: http.StatusForbidden, Code: CodeNoRole, Title: "No role yet",
 		What: fmt.Sprintf("Your certificate is trusted, but no WebConf administrator has given it a role, so WebConf shows you nothing but your account page. You are %s (operator ID %s).", who, op.ID),
 		Todo: "Ask a WebConf administrator to give you a role (admin, custodian or auditor) on the Operators page, where you are listed under this name. Meanwhile you can register your security key on your account page.",
 		Back: "/account"}

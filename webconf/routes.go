@@ -58,6 +58,7 @@ func (s *Server) routes() http.Handler {
 		mux.HandleFunc("GET /sim/rack", sim.rack)
 	}
 	s.authRoutes(mux)
+	s.apiRoutes(mux)
 	// Everything else, including a known path with the wrong method, is a page, not plain text.
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { rd.problem(w, r, problemNotFound()) })
 

@@ -1,0 +1,625 @@
+package webconf
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/keyquorum/keyquorum/ceremony"
+	"github.com/keyquorum/keyquorum/hsm"
+	"github.com/keyquorum/keyquorum/hsm/backup"
+	"github.com/keyquorum/keyquorum/pinpad"
+)
+
+// The JSON API of the command line (`keyquorum status`, `keyquorum ceremony …`, …) lives under
+// APIPrefix on the same mTLS listener as the pages, behind the same middleware: the client
+// certificate names the operator, the role table of roles.go decides, and a dangerous action
+// needs an approval in the [ApprovalHeader] (made on the operator's account page with a
+// security key). Every refusal is a JSON problem: {"code", "title", "what", "todo"}, where code
+// is one of the stable API codes below and the texts are safe to show an operator.
+//
+// CSRF: the certificate is an ambient credential — a browser presents it to any page that
+// makes it send a request here — so the API does not rely on it alone. A state-changing API
+// request must have the content type application/json or application/octet-stream: a page of
+// another site can send neither without a CORS preflight, which WebConf never grants, and
+// forms can send neither at all. The Origin / Sec-Fetch-Site checks of the pages still run
+// first. WebConf sets no cookies, so there is no session for a forged request to ride on.
+
+// API error codes: stable identifiers a script may test. The HTTP status goes with them.
+const (
+	CodeNoCertificate    = "no_certificate"    // 401: no client certificate
+	CodeRevoked          = "revoked"           // 403: the certificate was revoked
+	CodeNoRole           = "no_role"           // 403: trusted, but no role yet
+	CodeNotAllowed       = "not_allowed"       // 403: the role may not do this
+	CodeApprovalRequired = "approval_required" // 403: a dangerous action without a valid approval
+	CodeRegisterKey      = "register_key"      // 403: the operator has no security key yet
+	CodeCSRF             = "csrf"              // 403: the request failed a CSRF check
+	CodeNotNode          = "not_node"          // 403: the cluster state is for node certificates only
+	CodeBadRequest       = "bad_request"       // 400: the body or parameters are not acceptable
+	CodeNotFound         = "not_found"         // 404
+	CodeTooLarge         = "too_large"         // 413: the upload is over the limit
+	CodeBusy             = "busy"              // 409: a ceremony is running
+	CodePending          = "pending"           // 409: an interrupted ceremony needs resume or reset
+	CodeKeyLoaded        = "key_loaded"        // 409: the HSM holds a master backup key already
+	CodeNoBackupKey      = "no_backup_key"     // 409: no master backup key is loaded
+	CodeNotRunning       = "not_running"       // 409: no ceremony runs
+	CodeNotStalled       = "not_stalled"       // 409: the ceremony does not wait for a retry
+	CodeNotAsking        = "not_asking"        // 409: the ceremony asks no question
+	CodeNothingToResume  = "nothing_to_resume" // 409
+	CodeForeignKey       = "foreign_key"       // 422: a backup or peer of another master backup key
+	CodeBadBackup        = "bad_backup"        // 422: damaged, truncated or not a backup; nothing changed
+	CodeAuditBroken      = "audit_broken"      // 409: the audit chain does not verify
+	CodePeer             = "peer"              // 502: the cluster peer could not be reached or refused
+	CodeNotAvailable     = "not_available"     // 501: not possible with this appliance's pad
+	CodeStopping         = "stopping"          // 503: the service is shutting down
+	CodeInternal         = "internal"          // 500
+)
+
+// APIProblem is the body of every API error.
+type APIProblem struct {
+	Code  string `json:"code"`
+	Title string `json:"title"`
+	What  string `json:"what"`
+	Todo  string `json:"todo"`
+}
+
+func (p *APIProblem) Error() string {
+	if p.What != "" {
+		return p.Title + ": " + p.What
+	}
+	return p.Title
+}
+
+// codeOf is a problem's API code: the one it names, else one that follows from its status.
+func codeOf(p problem) string {
+	if p.Code != "" {
+		return p.Code
+	}
+	switch p.Status {
+	case http.StatusBadRequest:
+		return CodeBadRequest
+	case http.StatusUnauthorized:
+		return CodeNoCertificate
+	case http.StatusForbidden:
+		return CodeNotAllowed
+	case http.StatusNotFound, http.StatusMethodNotAllowed:
+		return CodeNotFound
+	case http.StatusRequestEntityTooLarge:
+		return CodeTooLarge
+	case http.StatusServiceUnavailable:
+		return CodeStopping
+	}
+	return CodeInternal
+}
+
+// apiCSRF is the CSRF rule of a state-changing API request (see above).
+func apiCSRF(r *http.Request) error {
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if ct == "application/json" || ct == "application/octet-stream" {
+		return nil
+	}
+	return fmt.Errorf("%w: an API request must be sent as application/json or application/octet-stream", errCSRF)
+}
+
+// apiUpload reports whether a request is an API upload, bounded by MaxUpload rather than the
+// form limit.
+func apiUpload(r *http.Request) bool {
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	return isAPI(r) && ct == "application/octet-stream"
+}
+
+// apiHandlers serve the JSON API.
+type apiHandlers struct {
+	s   *Server
+	cfg Config
+	rd  *renderer
+	log *slog.Logger
+}
+
+// apiRoutes adds the API's routes; their actions are in routeActions (roles.go).
+func (s *Server) apiRoutes(mux *http.ServeMux) {
+	a := &apiHandlers{s: s, cfg: s.cfg, rd: s.rd, log: s.log}
+	mux.HandleFunc("GET /api/v1/status", a.status)
+	mux.HandleFunc("GET /api/v1/ceremony", a.ceremonyState)
+	mux.HandleFunc("POST /api/v1/ceremony/start", a.start)
+	mux.HandleFunc("POST /api/v1/ceremony/cancel", a.cancel)
+	mux.HandleFunc("POST /api/v1/ceremony/retry", a.retry)
+	mux.HandleFunc("POST /api/v1/ceremony/answer", a.answer)
+	mux.HandleFunc("POST /api/v1/ceremony/resume", a.resume)
+	mux.HandleFunc("GET /api/v1/ceremony/events", a.events)
+	mux.HandleFunc("GET /api/v1/backup", a.backup)
+	mux.HandleFunc("POST /api/v1/restore", a.restore)
+	mux.HandleFunc("GET /api/v1/audit/verify", a.auditVerify)
+	mux.HandleFunc("GET /api/v1/audit/export", a.auditExport)
+	mux.HandleFunc("GET /api/v1/card", a.card)
+	mux.HandleFunc("POST /api/v1/cluster/nodes", a.issueNode)
+	mux.HandleFunc("GET /api/v1/cluster/state", a.clusterState)
+	mux.HandleFunc("POST /api/v1/cluster/join", a.clusterJoin)
+}
+
+// fail answers with the problem an error of the ceremony manager, the HSM or the audit log is.
+func (a *apiHandlers) fail(w http.ResponseWriter, r *http.Request, err error) {
+	a.rd.problem(w, r, problemFor(err, ""))
+}
+
+func (a *apiHandlers) badRequest(w http.ResponseWriter, r *http.Request, what string) {
+	a.rd.problem(w, r, problem{Status: http.StatusBadRequest, Code: CodeBadRequest, Title: "Request not accepted", What: what,
+		Todo: "Check the command's arguments (keyquorum help) and run it again."})
+}
+
+// decodeJSON reads a request body into v, strictly: unknown fields and trailing data are
+// refused, so a typo in a script is not silently ignored. An empty body is an empty object.
+func decodeJSON(r io.Reader, v any) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		b = []byte("{}")
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("decode request: %w", err)
+	}
+	if dec.More() {
+		return errors.New("decode request: data after the JSON object")
+	}
+	return nil
+}
+
+// writeJSONStatus answers with v and status.
+func writeJSONStatus(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// StatusJSON is GET /api/v1/status.
+type StatusJSON struct {
+	Operator    string            `json:"operator"`
+	Role        string            `json:"role"`
+	Pad         string            `json:"pad"`
+	HSM         string            `json:"hsm"`
+	Simulator   bool              `json:"simulator"`
+	BackupKeyID string            `json:"backup_key_id"` // "" when no MBK is loaded
+	HSMError    string            `json:"hsm_error,omitempty"`
+	KeySet      *ceremony.KeySet  `json:"key_set,omitempty"`
+	Running     *ceremony.Event   `json:"running,omitempty"`
+	Pending     *ceremony.Pending `json:"pending,omitempty"`
+	Last        *ceremony.Journal `json:"last,omitempty"`
+	// Keys are the HSM's application keys (the key database a backup carries), when the HSM
+	// can list them.
+	Keys []KeyJSON `json:"keys"`
+}
+
+// KeyJSON is one application key: never its material.
+type KeyJSON struct {
+	ID        string `json:"id"`
+	Label     string `json:"label"`
+	Algorithm string `json:"algorithm"`
+}
+
+func (a *apiHandlers) status(w http.ResponseWriter, r *http.Request) {
+	op, _ := operatorFrom(r.Context())
+	ov, err := a.cfg.Records.Overview(r.Context())
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	out := StatusJSON{Operator: op.Name, Role: op.Role.String(), Pad: a.cfg.Appliance.PadName, HSM: a.cfg.Appliance.HSMName,
+		Simulator: a.cfg.Sim != nil, BackupKeyID: ov.BackupKeyID, HSMError: ov.HSMError, KeySet: ov.KeySet,
+		Running: ov.Running, Pending: ov.Pending, Last: ov.Last, Keys: []KeyJSON{}}
+	if ks, ok := a.cfg.HSM.(hsm.KeyStore); ok {
+		keys, err := ks.Keys(r.Context())
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		for _, k := range keys {
+			out.Keys = append(out.Keys, KeyJSON{ID: k.ID, Label: k.Label, Algorithm: k.Algorithm})
+		}
+	}
+	writeJSON(w, out)
+}
+
+// CeremonyStateJSON is GET /api/v1/ceremony: the running ceremony's latest event, what an
+// interrupted one requires, and the last ceremony's journal.
+type CeremonyStateJSON struct {
+	Running *ceremony.Event   `json:"running,omitempty"`
+	Pending *ceremony.Pending `json:"pending,omitempty"`
+	Last    *ceremony.Journal `json:"last,omitempty"`
+}
+
+func (a *apiHandlers) ceremonyState(w http.ResponseWriter, r *http.Request) {
+	ov, err := a.cfg.Records.Overview(r.Context())
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, CeremonyStateJSON{Running: ov.Running, Pending: ov.Pending, Last: ov.Last})
+}
+
+// StartRequest is the body of POST /api/v1/ceremony/start.
+type StartRequest struct {
+	Kind  ceremony.Kind `json:"kind"`
+	K     int           `json:"k,omitempty"`
+	N     int           `json:"n,omitempty"`
+	Label string        `json:"label,omitempty"`
+	// Slot is the PIN a change-pin changes: "share" or "user".
+	Slot string `json:"slot,omitempty"`
+	// PKCS11Slot is the slot of a slot-user-card or activate-slot.
+	PKCS11Slot *uint `json:"pkcs11_slot,omitempty"`
+	Overwrite  bool  `json:"overwrite,omitempty"`
+	// Confirm must be ResetPhrase for a factory reset.
+	Confirm string `json:"confirm,omitempty"`
+}
+
+// StartedJSON answers a start or a resume.
+type StartedJSON struct {
+	Ceremony uint64        `json:"ceremony"`
+	Kind     ceremony.Kind `json:"kind"`
+}
+
+// ceremonyRequest checks a start request and turns it into the manager's request.
+func ceremonyRequest(sr StartRequest) (ceremony.Request, error) {
+	req := ceremony.Request{Kind: sr.Kind}
+	switch sr.Kind {
+	case ceremony.KindGenerate:
+		c, err := parseQuorum(func(f string) string {
+			switch f {
+			case "quorum":
+				return "custom"
+			case "k":
+				return fmt.Sprint(sr.K)
+			case "n":
+				return fmt.Sprint(sr.N)
+			case "label":
+				return sr.Label
+			}
+			return ""
+		})
+		if err != nil {
+			return req, err
+		}
+		req.K, req.N, req.Label = c.K, c.N, c.Label
+	case ceremony.KindLoad:
+	case ceremony.KindCopyCard:
+		req.Overwrite = sr.Overwrite
+	case ceremony.KindChangePIN:
+		switch sr.Slot {
+		case "share":
+			req.Slot = pinpad.SlotShare
+		case "user":
+			req.Slot = pinpad.SlotUser
+		default:
+			return req, errors.New(`a change-pin needs "slot": "share" (the backup key share PIN) or "user" (the slot user PIN)`)
+		}
+	case ceremony.KindSlotUserCard, ceremony.KindActivateSlot:
+		if sr.PKCS11Slot == nil {
+			return req, fmt.Errorf("a %s needs the PKCS#11 slot (pkcs11_slot)", sr.Kind)
+		}
+		req.PKCS11Slot = *sr.PKCS11Slot
+	case ceremony.KindFactoryReset:
+		if strings.TrimSpace(sr.Confirm) != ResetPhrase {
+			return req, fmt.Errorf("a factory reset erases the HSM's keys and the master backup key: confirm it with %q", ResetPhrase)
+		}
+	default:
+		return req, fmt.Errorf("unknown ceremony kind %q (one of %s)", sr.Kind, kindList())
+	}
+	return req, nil
+}
+
+func kindList() string {
+	var ks []string
+	for _, k := range ceremony.Kinds {
+		ks = append(ks, string(k))
+	}
+	return strings.Join(ks, ", ")
+}
+
+// start is POST /api/v1/ceremony/start. Its action depends on the kind in the body, so it
+// authorizes itself (roles and approval) before anything starts.
+func (a *apiHandlers) start(w http.ResponseWriter, r *http.Request) {
+	var sr StartRequest
+	if err := decodeJSON(r.Body, &sr); err != nil {
+		a.badRequest(w, r, err.Error())
+		return
+	}
+	if !a.s.authorize(w, r, ActionForKind(sr.Kind)) {
+		return
+	}
+	req, err := ceremonyRequest(sr)
+	if err != nil {
+		a.badRequest(w, r, err.Error())
+		return
+	}
+	ctx, err := a.s.ceremonyContext()
+	if err != nil {
+		a.rd.problem(w, r, problemFor(ceremony.ErrClosed, ""))
+		return
+	}
+	op := operatorName(r)
+	hd, err := a.cfg.Runner.Start(ctx, op, req)
+	if err != nil {
+		a.log.Info("ceremony refused", "kind", req.Kind, "operator", op, "err", err)
+		a.fail(w, r, err)
+		return
+	}
+	a.log.Info("ceremony started from the command line", "ceremony", hd.ID(), "kind", hd.Kind(), "operator", op)
+	writeJSONStatus(w, http.StatusAccepted, StartedJSON{Ceremony: hd.ID(), Kind: hd.Kind()})
+}
+
+func (a *apiHandlers) resume(w http.ResponseWriter, r *http.Request) {
+	if !a.emptyBody(w, r) {
+		return
+	}
+	ctx, err := a.s.ceremonyContext()
+	if err != nil {
+		a.rd.problem(w, r, problemFor(ceremony.ErrClosed, ""))
+		return
+	}
+	hd, err := a.cfg.Runner.Resume(ctx, operatorName(r))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSONStatus(w, http.StatusAccepted, StartedJSON{Ceremony: hd.ID(), Kind: hd.Kind()})
+}
+
+func (a *apiHandlers) cancel(w http.ResponseWriter, r *http.Request) {
+	if a.emptyBody(w, r) {
+		a.steer(w, r, func(op string) error { return a.cfg.Runner.Cancel(op) })
+	}
+}
+
+func (a *apiHandlers) retry(w http.ResponseWriter, r *http.Request) {
+	if a.emptyBody(w, r) {
+		a.steer(w, r, func(op string) error { return a.cfg.Runner.Retry(op) })
+	}
+}
+
+// emptyBody checks that a request without parameters has none ({} or nothing).
+func (a *apiHandlers) emptyBody(w http.ResponseWriter, r *http.Request) bool {
+	if err := decodeJSON(r.Body, &struct{}{}); err != nil {
+		a.badRequest(w, r, err.Error())
+		return false
+	}
+	return true
+}
+
+// AnswerRequest is the body of POST /api/v1/ceremony/answer: OK (true) or Cancel (false) to a
+// question the PIN pad cannot ask itself.
+type AnswerRequest struct {
+	OK *bool `json:"ok"`
+}
+
+func (a *apiHandlers) answer(w http.ResponseWriter, r *http.Request) {
+	var req AnswerRequest
+	if err := decodeJSON(r.Body, &req); err != nil || req.OK == nil {
+		a.badRequest(w, r, `the body must be {"ok": true} or {"ok": false}`)
+		return
+	}
+	a.steer(w, r, func(op string) error { return a.cfg.Runner.Confirm(op, *req.OK) })
+}
+
+func (a *apiHandlers) steer(w http.ResponseWriter, r *http.Request, f func(op string) error) {
+	if err := f(operatorName(r)); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, map[string]bool{"ok": true})
+}
+
+// events is GET /api/v1/ceremony/events: the ceremony's events as JSON lines
+// (application/x-ndjson), the latest first, each a full snapshot (a slow reader loses
+// intermediate ones, never the latest). With ?until=outcome the stream ends after the first
+// outcome event; otherwise when the client goes or the server stops.
+func (a *apiHandlers) events(w http.ResponseWriter, r *http.Request) {
+	untilOutcome := r.URL.Query().Get("until") == "outcome"
+	rc := http.NewResponseController(w)
+	sub := a.cfg.Runner.Subscribe()
+	defer sub.Close()
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	if rc.Flush() != nil {
+		return
+	}
+	enc := json.NewEncoder(w)
+	tick := time.NewTicker(keepAlive)
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-a.s.stopping:
+			return
+		case ev, ok := <-sub.C():
+			if !ok {
+				return
+			}
+			if enc.Encode(ev) != nil || rc.Flush() != nil {
+				return
+			}
+			if untilOutcome && ev.Type == ceremony.EventOutcome {
+				return
+			}
+		case <-tick.C:
+			// An empty line keeps proxies from closing an idle stream; readers skip it.
+			if _, err := io.WriteString(w, "\n"); err != nil || rc.Flush() != nil {
+				return
+			}
+		}
+	}
+}
+
+// backup is GET /api/v1/backup: the HSM's key database encrypted under the MBK, as the HSM
+// page's download. The key ID is in the X-Keyquorum-Key-ID header.
+func (a *apiHandlers) backup(w http.ResponseWriter, r *http.Request) {
+	id, err := a.cfg.HSM.BackupKeyID(r.Context())
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	op := operatorName(r)
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set(KeyIDHeader, id.String())
+	if err := a.cfg.HSM.Backup(r.Context(), w); err != nil {
+		a.log.Error("backup failed", "operator", op, "err", err)
+		panic(http.ErrAbortHandler) // cut the stream rather than end it as if complete
+	}
+	a.log.Info("backup downloaded", "operator", op, "key_id", id.String())
+	a.record(op, AuditBackup, fmt.Sprintf("backup of the HSM's key database downloaded by %s (command line), encrypted under the master backup key %s", op, id))
+}
+
+// KeyIDHeader carries a master backup key ID (hex) beside a backup or a cluster request.
+const KeyIDHeader = "X-Keyquorum-Key-ID"
+
+func (a *apiHandlers) record(op, event, msg string) {
+	if err := a.s.auth.audit.RecordAudit(op, event, msg); err != nil {
+		a.log.Error("audit entry not recorded", "event", event, "err", err)
+	}
+}
+
+// RestoredJSON answers a restore or a cluster join.
+type RestoredJSON struct {
+	BackupKeyID string    `json:"backup_key_id"`
+	Source      string    `json:"source"`
+	Created     time.Time `json:"created"`
+	Keys        int       `json:"keys"`
+	Peer        string    `json:"peer,omitempty"`
+}
+
+// checkedBackup reads a backup's header from r and checks it was made under the master backup
+// key this HSM holds, before anything is restored. It returns the header and a reader of the
+// whole backup (the header included) for the HSM.
+func checkedBackup(ctx context.Context, h BackupHSM, r io.Reader) (*backup.Header, io.Reader, error) {
+	want, err := h.BackupKeyID(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	var head bytes.Buffer
+	hdr, err := backup.ReadHeader(io.TeeReader(r, &head))
+	if err != nil {
+		return nil, nil, err
+	}
+	if hdr.KeyID != want {
+		return nil, nil, &hsm.ForeignKeyError{Got: hdr.KeyID, Want: want}
+	}
+	return hdr, io.MultiReader(&head, r), nil
+}
+
+// restore is POST /api/v1/restore: the body is a backup (application/octet-stream, at most
+// MaxUpload bytes). A backup of another master backup key is refused from its header, before
+// the HSM is asked; the HSM changes nothing unless the whole backup authenticated.
+func (a *apiHandlers) restore(w http.ResponseWriter, r *http.Request) {
+	op := operatorName(r)
+	body := &limitFlag{r: r.Body}
+	hdr, err := a.restoreFrom(r.Context(), body)
+	if body.hit {
+		a.record(op, AuditRestoreRefused, fmt.Sprintf("restore by %s (command line) refused: the upload is larger than %s", op, byteSize(a.cfg.MaxUpload)))
+		a.rd.problem(w, r, problemTooLarge(a.cfg.MaxUpload))
+		return
+	}
+	if err != nil {
+		a.log.Info("restore refused", "operator", op, "err", err)
+		a.record(op, AuditRestoreRefused, fmt.Sprintf("restore by %s (command line) refused, nothing changed: %v", op, err))
+		a.fail(w, r, err)
+		return
+	}
+	a.log.Info("backup restored", "operator", op, "key_id", hdr.KeyID.String())
+	a.record(op, AuditRestore, fmt.Sprintf("backup of %s made %s restored into the HSM by %s (command line)", hdr.Source, hdr.Created.UTC().Format(time.RFC3339), op))
+	writeJSON(w, a.restored(r.Context(), hdr, ""))
+}
+
+func (a *apiHandlers) restoreFrom(ctx context.Context, r io.Reader) (*backup.Header, error) {
+	hdr, all, err := checkedBackup(ctx, a.cfg.HSM, r)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.cfg.HSM.Restore(ctx, all); err != nil {
+		return nil, err
+	}
+	return hdr, nil
+}
+
+func (a *apiHandlers) restored(ctx context.Context, hdr *backup.Header, peer string) RestoredJSON {
+	out := RestoredJSON{BackupKeyID: hdr.KeyID.String(), Source: hdr.Source, Created: hdr.Created.UTC(), Keys: -1, Peer: peer}
+	if ks, ok := a.cfg.HSM.(hsm.KeyStore); ok {
+		if keys, err := ks.Keys(ctx); err == nil {
+			out.Keys = len(keys)
+		}
+	}
+	return out
+}
+
+func (a *apiHandlers) auditVerify(w http.ResponseWriter, r *http.Request) {
+	sum, err := a.cfg.Audit.VerifyAudit()
+	if err != nil {
+		var ae *ceremony.AuditError
+		if errors.As(err, &ae) {
+			a.rd.problem(w, r, problem{Status: http.StatusConflict, Code: CodeAuditBroken, Title: "The audit log does not verify",
+				What: err.Error(), Todo: "Keep the data directory as it is and tell the appliance's auditors: an entry was altered or removed."})
+			return
+		}
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, map[string]any{"entries": sum.Entries, "head": sum.Head})
+}
+
+func (a *apiHandlers) auditExport(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	if err := a.cfg.Audit.ExportAudit(w); err != nil {
+		a.log.Error("audit export failed", "err", err)
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// CardJSON is GET /api/v1/card with the simulator: the pad and the card in its slot. Reading a
+// real card needs its PIN on the pad (a card check ceremony), so a real pad answers
+// not_available.
+type CardJSON struct {
+	Display  string `json:"display"`
+	Waiting  string `json:"waiting"`
+	Deadline string `json:"deadline,omitempty"` // RFC 3339 with nanoseconds: it tells one wait from the next
+	Plugged  bool   `json:"plugged"`
+	// Inserted is the card in the reader, nil when the slot is empty.
+	Inserted *simCard `json:"inserted"`
+	// InKeySet says whether the inserted card is one the loaded key's set was written to.
+	InKeySet bool      `json:"in_key_set"`
+	Cards    []simCard `json:"cards"`
+}
+
+func (a *apiHandlers) card(w http.ResponseWriter, r *http.Request) {
+	if a.cfg.Sim == nil {
+		a.rd.problem(w, r, problem{Status: http.StatusNotImplemented, Code: CodeNotAvailable, Title: "No card information without a ceremony",
+			What: "With a real PIN pad a card is read only with its PIN typed on the pad, inside a ceremony.",
+			Todo: "Run a card check (or a copy or PIN change) ceremony; keyquorum status shows the loaded key's card set."})
+		return
+	}
+	st := a.cfg.Sim.State()
+	v := simViewFrom(st, a.cfg.Sim.Cards())
+	out := CardJSON{Display: v.Display, Waiting: v.Waiting, Plugged: v.Plugged, Cards: v.Cards}
+	if !st.Deadline.IsZero() {
+		out.Deadline = st.Deadline.UTC().Format(time.RFC3339Nano)
+	}
+	if i := slices.IndexFunc(v.Cards, func(c simCard) bool { return c.Inserted }); i >= 0 {
+		c := v.Cards[i]
+		out.Inserted = &c
+		if ov, err := a.cfg.Records.Overview(r.Context()); err == nil && ov.KeySet != nil {
+			out.InKeySet = slices.ContainsFunc(ov.KeySet.Cards, func(e ceremony.CardEntry) bool { return strings.EqualFold(e.Serial, c.Serial) })
+		}
+	}
+	writeJSON(w, out)
+}
