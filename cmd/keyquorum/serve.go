@@ -280,7 +280,7 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 		return err
 	}
 
-	fmt.Fprintf(stdout, "Keyquorum WebConf: https://%s/\n", displayAddr(ln.Addr(), c.listen))
+	fmt.Fprintf(stdout, "Keyquorum WebConf: https://%s/\n", displayAddr(ln.Addr(), c.listen, rpID))
 	if simPad != nil {
 		fmt.Fprintf(stdout, "  PIN pad:       SIMULATOR (virtual pad and cards in the browser; demos and tests only)\n")
 	} else {
@@ -314,12 +314,17 @@ func relyingPartyID(hosts []string) string {
 	return webconf.DefaultRPID
 }
 
-// displayAddr is the address to print: the port actually bound (for ":0"), the configured host.
-func displayAddr(a net.Addr, configured string) string {
+// displayAddr is the address to print: the port actually bound (for ":0") at the name security
+// keys are bound to (rpID) when that name reaches the listener, else the configured host.
+func displayAddr(a net.Addr, configured, rpID string) string {
 	host, _, _ := net.SplitHostPort(configured)
 	_, port, _ := net.SplitHostPort(a.String())
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = "127.0.0.1"
+	ip := net.ParseIP(host)
+	switch {
+	case rpID != webconf.DefaultRPID:
+		host = rpID // a configured host name: the server certificate covers it
+	case host == "" || host == "localhost" || (ip != nil && (ip.IsUnspecified() || ip.IsLoopback())):
+		host = webconf.DefaultRPID
 	}
 	return net.JoinHostPort(host, port)
 }

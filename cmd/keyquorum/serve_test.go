@@ -133,7 +133,7 @@ func TestServeStartsAndStops(t *testing.T) {
 	go func() { done <- serve(ctx, cfg, &out, slog.New(slog.DiscardHandler)) }()
 
 	var url string
-	re := regexp.MustCompile(`Keyquorum WebConf: (https://127\.0\.0\.1:\d+/)`)
+	re := regexp.MustCompile(`Keyquorum WebConf: (https://localhost:\d+/)`)
 	for deadline := time.Now().Add(10 * time.Second); url == ""; time.Sleep(20 * time.Millisecond) {
 		if m := re.FindStringSubmatch(out.String()); m != nil {
 			url = m[1]
