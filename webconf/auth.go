@@ -143,9 +143,10 @@ func (a *auth) refreshCRL(now time.Time) error {
 
 // admit identifies the operator of a verified client certificate: refused when revoked (by the
 // management CA or a configured CRL), recorded in the operator list on first sight.
-func (a *auth) admit(w http.ResponseWriter, r *http.Request, rd *renderer, leaf *x509.Certificate, csrf string) (operator, bool) {
+func (a *auth) admit(w http.ResponseWriter, r *http.Request, rd *renderer, chain []*x509.Certificate, csrf string) (operator, bool) {
 	now := time.Now()
-	id := identityOf(leaf, a.pki.CA)
+	leaf := chain[0]
+	id := identityOfChain(chain, a.pki.CA)
 	if id.Management && a.ops.Revoked(id.Serial) {
 		a.log.Warn("revoked certificate refused", "operator", id.Subject, "serial", id.Serial, "path", r.URL.Path)
 		rd.problem(w, r, problemRevoked(id, "the management CA"))

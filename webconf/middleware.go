@@ -76,7 +76,7 @@ func (s *Server) requireClientCert(next http.Handler) http.Handler {
 			return
 		}
 		leaf := r.TLS.VerifiedChains[0][0]
-		op, ok := s.auth.admit(w, r, s.rd, leaf, s.csrf.token(leaf))
+		op, ok := s.auth.admit(w, r, s.rd, r.TLS.VerifiedChains[0], s.csrf.token(leaf))
 		if !ok {
 			return
 		}

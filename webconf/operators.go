@@ -96,14 +96,26 @@ var (
 	oidSAN = asn1.ObjectIdentifier{2, 5, 29, 17}
 )
 
-// identityOf reads the identity of a verified leaf certificate; ca is the management CA.
+// identityOf reads the identity of a leaf certificate; ca is the management CA.
 func identityOf(cert *x509.Certificate, ca *x509.Certificate) Identity {
+	return identityOfChain([]*x509.Certificate{cert}, ca)
+}
+
+// identityOfChain reads the identity of the leaf of a chain the TLS layer verified: the chain
+// ends at the CA it was verified against, which says, without another signature check, whether
+// the certificate is the management CA's.
+func identityOfChain(chain []*x509.Certificate, ca *x509.Certificate) Identity {
+	cert := chain[0]
+	mgmt := len(chain) > 1 && chain[len(chain)-1].Equal(ca)
+	if len(chain) == 1 {
+		mgmt = bytes.Equal(cert.RawIssuer, ca.RawSubject) && cert.CheckSignatureFrom(ca) == nil
+	}
 	id := Identity{
 		ID:         operatorID(cert.RawIssuer, cert.RawSubject),
 		Subject:    cert.Subject.String(),
 		Issuer:     cert.Issuer.String(),
 		Serial:     serialHex(cert),
-		Management: bytes.Equal(cert.RawIssuer, ca.RawSubject) && cert.CheckSignatureFrom(ca) == nil,
+		Management: mgmt,
 	}
 	for _, e := range cert.EmailAddresses {
 		if printable(e, 256) {
