@@ -32,8 +32,12 @@
 // given the admin role; any other trusted certificate is recorded on first sight with no role
 // and sees only a page saying so and its account page until an administrator gives it one.
 // The last administrator cannot lose the role. Every route has an entry in the rule table of
-// roles.go (a route without one is refused to everybody); handlers of the JSON API that learn
-// their action from the body call [Server.authorize] themselves. Role changes, security key
+// roles.go (a route without one is refused to everybody); a handler of the JSON API that learns
+// its action only from the body maps to actionInHandler there and calls Server.authorize with
+// it (role check and, for a dangerous action, the approval) before doing anything. The JSON API
+// lives under [APIPrefix]: a POST there with a JSON body needs no CSRF token (the origin checks
+// still apply) and every problem is answered as JSON; GET /api/v1/operators and POST
+// /api/v1/operators/role manage the operator list from the command line. Role changes, security key
 // registrations and removals, certificate issuance and revocation, and command-line approvals
 // are written to the ceremony audit log ([AuditRecorder]).
 //
