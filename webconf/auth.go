@@ -27,6 +27,7 @@ const (
 	AuditOperatorKeyRemoved = "operator.key.removed" // security keys removed
 	AuditOperatorKeyClone   = "operator.key.clone"   // an assertion with a signature counter that went back
 	AuditOperatorApproval   = "operator.approval"    // a command-line approval minted after an assertion
+	AuditOperatorRecovery   = "operator.recovery"    // the first administrator recovered at a start
 	AuditCertIssued         = "operator.cert.issued" // an operator certificate issued
 	AuditCertRevoked        = "operator.cert.revoked"
 
@@ -85,6 +86,11 @@ func newAuth(cfg Config, log *slog.Logger, now time.Time) (*auth, error) {
 	if err := a.bootstrap(now); err != nil {
 		return nil, err
 	}
+	if cfg.RecoverAdmin {
+		if err := a.recoverAdmin(now); err != nil {
+			return nil, err
+		}
+	}
 	if err := a.refreshCRL(now); err != nil {
 		return nil, err
 	}
@@ -114,6 +120,37 @@ func (a *auth) bootstrap(now time.Time) error {
 		return a.record("keyquorum", AuditOperatorRole, fmt.Sprintf("%s given the role admin: the first administrator's certificate (%s)", op.Name(), AdminP12File))
 	}
 	return nil
+}
+
+// recoverAdmin gives the first administrator's certificate the admin role and removes its
+// security keys (see Config.RecoverAdmin).
+func (a *auth) recoverAdmin(now time.Time) error {
+	pemBytes, err := os.ReadFile(a.pki.path(adminCertFile))
+	if err != nil {
+		return &PKIError{Path: a.pki.path(adminCertFile), Err: err}
+	}
+	cert, err := parseCertPEM(pemBytes)
+	if err != nil {
+		return &PKIError{Path: a.pki.path(adminCertFile), Err: err}
+	}
+	if a.ops.Revoked(serialHex(cert)) {
+		return fmt.Errorf("recover administrator: the first administrator's certificate is revoked: move %s and %s aside, start once to make a new one, then recover", AdminP12File, adminCertFile)
+	}
+	id := identityOf(cert, a.pki.CA)
+	if _, err := a.ops.Seen(id, now); err != nil {
+		return fmt.Errorf("recover administrator: %w", err)
+	}
+	const by = "keyquorum (administrator recovery at start)"
+	op, _, err := a.ops.SetRole(id.ID, RoleAdmin, by, now)
+	if err != nil {
+		return fmt.Errorf("recover administrator: %w", err)
+	}
+	removed, err := a.ops.RemoveKey(id.ID, "")
+	if err != nil {
+		return fmt.Errorf("recover administrator: %w", err)
+	}
+	a.log.Warn("first administrator recovered: admin role, security keys removed", "operator", op.Name(), "keys_removed", len(removed))
+	return a.record("keyquorum", AuditOperatorRecovery, fmt.Sprintf("administrator recovery at start: %s given the role admin and its %d security keys removed; it registers a new one with its certificate (%s)", op.Name(), len(removed), AdminP12File))
 }
 
 // record writes an audit entry; a failure is the caller's failure (nothing unaudited happens).

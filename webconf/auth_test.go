@@ -694,3 +694,29 @@ func TestOperatorsAPI(t *testing.T) {
 		t.Errorf("form POST to the API without a CSRF token: %v %v", resp.StatusCode, err)
 	}
 }
+
+// TestRecoverAdmin: when every administrator has lost their security key, a start with
+// RecoverAdmin (serve --recover-admin) makes the first administrator's certificate an
+// administrator without keys again, audited.
+func TestRecoverAdmin(t *testing.T) {
+	s := startService(t, t.TempDir(), serviceOptions{})
+	first := identityOf(mustReadCert(t, filepath.Join(s.pki.Dir, adminCertFile)), s.pki.CA)
+	alice := s.browser("Alice Admin")
+	if _, _, err := s.ops.SetRole(first.ID, RoleNone, "test", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	s.stop()
+	s = startService(t, s.dir, serviceOptions{recover: true})
+	for _, id := range []string{first.ID, alice.id.ID} {
+		op, err := s.ops.Get(id)
+		if err != nil || op.Role != RoleAdmin {
+			t.Errorf("after recovery %s: %+v %v", id, op, err)
+		}
+	}
+	if op, _ := s.ops.Get(first.ID); len(op.Keys) != 0 {
+		t.Errorf("the recovered administrator kept %d keys", len(op.Keys))
+	}
+	if es := auditEvents(t, s, AuditOperatorRecovery); len(es) != 1 || !strings.Contains(es[0].Message, "CN=Keyquorum administrator") {
+		t.Errorf("recovery audit: %+v", es)
+	}
+}

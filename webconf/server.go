@@ -92,6 +92,11 @@ type Config struct {
 	// RPID is the WebAuthn relying party ID: the host name operators open WebConf at (the
 	// first --host). Empty means DefaultRPID ("localhost").
 	RPID string
+	// RecoverAdmin, set at a start by someone with access to the appliance's data directory,
+	// gives the first administrator's certificate (admin.p12) the admin role again and removes
+	// its security keys, so that it can register a new one: the way out when every
+	// administrator has lost their security key. It is audited.
+	RecoverAdmin bool
 }
 
 // Server is WebConf.

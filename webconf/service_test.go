@@ -49,6 +49,7 @@ type serviceOptions struct {
 	timeouts  ceremony.Timeouts
 	noOKKey   bool // the pad cannot report OK/Cancel, like a cyberJack through PC/SC
 	crls      []string
+	recover   bool // Config.RecoverAdmin
 }
 
 // noOKKeyPad is the simulator pad behaving like a PC/SC pad: questions go to the screen.
@@ -87,7 +88,7 @@ func startService(t testing.TB, dir string, o serviceOptions) *service {
 	}
 	s.srv, err = New(Config{PKI: s.pki, CABundle: o.bundle, Runner: s.mgr, Records: s.mgr, Audit: s.mgr, HSM: s.hsm, Sim: s.pad,
 		MaxUpload: o.maxUpload, Logger: log, Appliance: Appliance{PadName: "SIMULATOR", HSMName: "soft (test)", DataDir: dir},
-		Operators: s.ops, CRLFiles: o.crls, RPID: "localhost"})
+		Operators: s.ops, CRLFiles: o.crls, RPID: "localhost", RecoverAdmin: o.recover})
 	if err != nil {
 		t.Fatal(err)
 	}

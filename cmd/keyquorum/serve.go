@@ -40,6 +40,7 @@ type serveConfig struct {
 	caBundle     string
 	crls         []string
 	hosts        []string
+	recoverAdmin bool
 	maxUpload    int64
 	verbose      bool
 }
@@ -93,6 +94,7 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 		return nil
 	})
 	fs.Int64Var(&c.maxUpload, "max-upload", webconf.DefaultMaxUpload, "largest backup upload accepted, in `bytes`")
+	fs.BoolVar(&c.recoverAdmin, "recover-admin", false, "at this start, give the first administrator's certificate (DATA/webconf/admin.p12) the admin role again and remove its security keys, so it can register a new one: the way out when every administrator lost their security key (audited)")
 	fs.BoolVar(&c.verbose, "v", false, "log debug records too")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -267,7 +269,7 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 		PKI: pki, CABundle: bundle, Runner: mgr, Records: mgr, Audit: mgr, HSM: h, MaxUpload: c.maxUpload,
 		Appliance: webconf.Appliance{PadName: padName, HSMName: hsmName, DataDir: c.dataDir},
 		Logger:    log.With("room", "webconf"),
-		Operators: ops, CRLFiles: c.crls, RPID: rpID,
+		Operators: ops, CRLFiles: c.crls, RPID: rpID, RecoverAdmin: c.recoverAdmin,
 	}
 	if simPad != nil {
 		cfg.Sim = simPad
