@@ -55,7 +55,9 @@
 //     key before any dangerous action is possible, and every page tells them to until they
 //     have); every further key needs an assertion with a registered one, so a stolen
 //     certificate cannot add its thief's key. An administrator can remove an operator's keys
-//     (a lost key); the operator then registers anew.
+//     (a lost key); the operator then registers anew. When every administrator has lost their
+//     key, a start with [Config.RecoverAdmin] (serve --recover-admin, which needs access to the
+//     appliance) gives the first administrator's certificate the admin role again without keys.
 //   - Pages: before a form that does a dangerous action is sent, the page script asks
 //     /webauthn/assert/begin (with the form's path and fields) whether it needs an assertion;
 //     if so the browser asks for the key, /webauthn/assert/finish checks the assertion and
