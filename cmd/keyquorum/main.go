@@ -29,6 +29,15 @@ type command struct {
 var commands = map[string]command{
 	"reader": {summary: "examine PIN-pad readers (reader diagnose)", run: runReader},
 	"serve":  {summary: "run WebConf, the browser interface of the key ceremonies (HTTPS, client certificates)", run: runServe},
+
+	// Client subcommands: they call a running service's JSON API (cli.go, client.go).
+	"status":   {summary: "show the master backup key, the card set, the ceremonies and the HSM's keys", run: runStatus},
+	"ceremony": {summary: "start, watch and steer ceremonies (start, watch, state, cancel, retry, resume, answer)", run: runCeremony},
+	"backup":   {summary: "download a backup of the HSM, encrypted under the master backup key (backup -o FILE)", run: runBackup},
+	"restore":  {summary: "restore a backup into the HSM (restore FILE)", run: runRestore},
+	"audit":    {summary: "verify or export the hash-chained audit log (audit verify, audit export)", run: runAudit},
+	"card":     {summary: "show the card in the PIN pad (card info)", run: runCard},
+	"cluster":  {summary: "cluster node onboarding (cluster add-node on a node, cluster join on the new one)", run: runCluster},
 }
 
 // errUsage marks a usage error: the message was printed, exit status 2.
@@ -63,11 +72,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	fmt.Fprintf(stderr, "keyquorum %s: %v\n", args[0], err)
+	// An error that knows its exit status (the client subcommands: exitCodesHelp) says it.
+	var coded interface{ ExitCode() int }
+	if errors.As(err, &coded) {
+		return coded.ExitCode()
+	}
 	return 1
 }
 
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "usage: keyquorum <command> [arguments]\n\ncommands:\n")
+	defer fmt.Fprintf(w, "\n'keyquorum COMMAND --help' explains a command, its flags and its exit status.\n")
 	names := make([]string, 0, len(commands))
 	for n := range commands {
 		names = append(names, n)

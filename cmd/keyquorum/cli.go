@@ -1,0 +1,741 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/keyquorum/keyquorum/ceremony"
+	"github.com/keyquorum/keyquorum/webconf"
+)
+
+// The client subcommands talk to a running `keyquorum serve` through its JSON API
+// (webconf/api.go), with a client certificate, in the manner of `vault operator …`. Every
+// message says what happened and what to do; the exit status says which kind of outcome it
+// was (exitCodesHelp).
+
+// cliCommand is one client subcommand: its usage text and what it does once its flags are
+// parsed and the connection is set up. args are the positional arguments.
+type cliCommand struct {
+	usage string // "status [flags]" and what it does
+	flags func(fs *flag.FlagSet) any
+	nargs [2]int // least and most positional arguments
+	// offline runs before dialling; when it reports done, no connection is made.
+	offline func(ctx context.Context, v any, args []string, stdout io.Writer) (bool, error)
+	run     func(ctx context.Context, c *client, o *clientOptions, v any, args []string, stdout io.Writer) error
+}
+
+// runClient parses a subcommand's flags (anywhere among its arguments), connects and runs it.
+func runClient(ctx context.Context, name string, cmd cliCommand, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var v any
+	if cmd.flags != nil {
+		v = cmd.flags(fs)
+	}
+	o := addClientFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: keyquorum %s\n\nflags:\n", cmd.usage)
+		fs.PrintDefaults()
+		fmt.Fprintf(stderr, "\n%s\n%s", clientEnvHelp, exitCodesHelp)
+	}
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) < cmd.nargs[0] || len(pos) > cmd.nargs[1] {
+		fmt.Fprintf(stderr, "keyquorum %s: wrong number of arguments\nusage: keyquorum %s\n", name, firstLine(cmd.usage))
+		return errUsage
+	}
+	if cmd.offline != nil {
+		done, err := cmd.offline(ctx, v, pos, stdout)
+		if done || err != nil {
+			return err
+		}
+	}
+	c, err := o.dial()
+	if err != nil {
+		return err
+	}
+	err = cmd.run(ctx, c, o, v, pos, stdout)
+	var ae *apiError
+	if o.json && errors.As(err, &ae) {
+		printJSON(stdout, ae.problem)
+	}
+	return err
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// parseInterspersed parses flags that may come before, between or after the positional
+// arguments ("restore FILE --approval T").
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		if args[0] == "--" {
+			return append(pos, args[1:]...), nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// group dispatches the subcommands of a command with several (ceremony, audit, card, cluster).
+func group(name string, subs map[string]cliCommand) func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+		if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+			fmt.Fprintf(stderr, "usage: keyquorum %s <subcommand> [flags]\n\nsubcommands:\n", name)
+			var names []string
+			for n := range subs {
+				names = append(names, n)
+			}
+			sort.Strings(names)
+			for _, n := range names {
+				fmt.Fprintf(stderr, "  keyquorum %s\n", firstLine(subs[n].usage))
+			}
+			fmt.Fprintf(stderr, "\n'keyquorum %s SUBCOMMAND --help' shows a subcommand's flags.\n\n%s", name, exitCodesHelp)
+			if len(args) == 0 {
+				return errUsage
+			}
+			return nil
+		}
+		sub, ok := subs[args[0]]
+		if !ok {
+			fmt.Fprintf(stderr, "keyquorum %s: unknown subcommand %q ('keyquorum %s --help' lists them)\n", name, args[0], name)
+			return errUsage
+		}
+		return runClient(ctx, name+" "+args[0], sub, args[1:], stdout, stderr)
+	}
+}
+
+func single(name string, cmd cliCommand) func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return func(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+		return runClient(ctx, name, cmd, args, stdout, stderr)
+	}
+}
+
+var (
+	runStatus   = single("status", statusCmd)
+	runBackup   = single("backup", backupCmd)
+	runRestore  = single("restore", restoreCmd)
+	runCeremony = group("ceremony", map[string]cliCommand{
+		"start": ceremonyStartCmd, "cancel": steerCmd("cancel"), "retry": steerCmd("retry"),
+		"resume": resumeCmd, "answer": answerCmd, "state": ceremonyStateCmd, "watch": watchCmd,
+	})
+	runAudit   = group("audit", map[string]cliCommand{"verify": auditVerifyCmd, "export": auditExportCmd})
+	runCard    = group("card", map[string]cliCommand{"info": cardInfoCmd})
+	runCluster = group("cluster", map[string]cliCommand{"add-node": addNodeCmd, "join": joinCmd})
+)
+
+// ---- status
+
+var statusCmd = cliCommand{
+	usage: "status [flags]\n\nShows the HSM's master backup key, the card set, the running or last ceremony and the application keys.",
+	run: func(ctx context.Context, c *client, o *clientOptions, _ any, _ []string, w io.Writer) error {
+		var st webconf.StatusJSON
+		if err := c.call(ctx, http.MethodGet, "/api/v1/status", nil, &st, false); err != nil {
+			return err
+		}
+		if o.json {
+			return printJSON(w, st)
+		}
+		fmt.Fprintf(w, "Keyquorum at %s\n", c.base)
+		fmt.Fprintf(w, "  you:                %s (%s)\n", st.Operator, st.Role)
+		fmt.Fprintf(w, "  PIN pad:            %s\n", st.Pad)
+		fmt.Fprintf(w, "  HSM:                %s\n", st.HSM)
+		switch {
+		case st.BackupKeyID != "":
+			fmt.Fprintf(w, "  master backup key:  %s\n", st.BackupKeyID)
+		case st.HSMError != "":
+			fmt.Fprintf(w, "  master backup key:  unknown: %s\n", st.HSMError)
+		default:
+			fmt.Fprintf(w, "  master backup key:  none loaded (run the key setup, or load it from the cards)\n")
+		}
+		if ks := st.KeySet; ks != nil {
+			label := ""
+			if ks.Label != "" {
+				label = ", label " + ks.Label
+			}
+			fmt.Fprintf(w, "  card set:           %s, %d of %d%s, loaded %s by ceremony #%d\n", ks.SetID, ks.K, ks.N, label, ks.Loaded.UTC().Format(time.RFC3339), ks.Ceremony)
+		}
+		fmt.Fprintf(w, "  application keys:   %d\n", len(st.Keys))
+		for _, k := range st.Keys {
+			fmt.Fprintf(w, "    %s  %s  %s\n", k.ID, k.Algorithm, k.Label)
+		}
+		printCeremonyState(w, webconf.CeremonyStateJSON{Running: st.Running, Pending: st.Pending, Last: st.Last})
+		return nil
+	},
+}
+
+func printCeremonyState(w io.Writer, s webconf.CeremonyStateJSON) {
+	if ev := s.Running; ev != nil {
+		fmt.Fprintf(w, "  running ceremony:   %s #%d, %s, step %s", ev.Kind, ev.Ceremony, ev.Status, ev.Step)
+		if ev.Display != "" {
+			fmt.Fprintf(w, ", pad shows %q", oneLine(ev.Display))
+		}
+		fmt.Fprintln(w)
+	} else {
+		fmt.Fprintf(w, "  running ceremony:   none\n")
+	}
+	if p := s.Pending; p != nil {
+		fmt.Fprintf(w, "  needs attention:    %s #%d: %s (next: %s)\n", p.Kind, p.Ceremony, p.Message, p.Next)
+	}
+	if j := s.Last; j != nil {
+		fmt.Fprintf(w, "  last ceremony:      %s #%d %s, started %s by %s", j.Kind, j.ID, j.Status, j.Started.UTC().Format(time.RFC3339), j.Operator)
+		if j.Outcome != "" {
+			fmt.Fprintf(w, ": %s", j.Outcome)
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " / ") }
+
+// ---- ceremony
+
+type startFlags struct {
+	k, n       int
+	label      string
+	slot       string
+	pkcs11Slot int
+	overwrite  bool
+	confirm    string
+	watch      bool
+}
+
+var ceremonyStartCmd = cliCommand{
+	usage: "ceremony start KIND [flags]\n\nStarts a ceremony on the appliance's PIN pad. KIND is one of " + kindNames() + ".\n" +
+		"A start needs an approval (--approval, made on your account page with your security key).\n" +
+		"generate takes -k and -n (default 2 of 3) and -label; change-pin takes -slot share|user;\n" +
+		"slot-user-card and activate-slot take -pkcs11-slot; copy-card may take -overwrite;\n" +
+		"factory-reset needs -confirm \"" + webconf.ResetPhrase + "\". With -watch it follows the ceremony to its end.",
+	nargs: [2]int{1, 1},
+	flags: func(fs *flag.FlagSet) any {
+		f := &startFlags{}
+		fs.IntVar(&f.k, "k", 2, "generate: cards `needed` to load the key")
+		fs.IntVar(&f.n, "n", 3, "generate: cards `written`")
+		fs.StringVar(&f.label, "label", "", "generate: appliance or cluster `name` stored on the cards")
+		fs.StringVar(&f.slot, "slot", "", "change-pin: `share` (backup key share PIN) or user (slot user PIN)")
+		fs.IntVar(&f.pkcs11Slot, "pkcs11-slot", -1, "slot-user-card, activate-slot: the PKCS#11 `slot`")
+		fs.BoolVar(&f.overwrite, "overwrite", false, "copy-card: overwrite a target card holding a share of another set")
+		fs.StringVar(&f.confirm, "confirm", "", "factory-reset: the `phrase` \""+webconf.ResetPhrase+"\"")
+		fs.BoolVar(&f.watch, "watch", false, "follow the ceremony until it ends (exit status 6 if it fails)")
+		return f
+	},
+	run: func(ctx context.Context, c *client, o *clientOptions, v any, args []string, w io.Writer) error {
+		f := v.(*startFlags)
+		req := webconf.StartRequest{Kind: ceremony.Kind(args[0])}
+		switch req.Kind {
+		case ceremony.KindGenerate:
+			req.K, req.N, req.Label = f.k, f.n, f.label
+		case ceremony.KindChangePIN:
+			req.Slot = f.slot
+		case ceremony.KindSlotUserCard, ceremony.KindActivateSlot:
+			if f.pkcs11Slot >= 0 {
+				s := uint(f.pkcs11Slot)
+				req.PKCS11Slot = &s
+			}
+		case ceremony.KindCopyCard:
+			req.Overwrite = f.overwrite
+		case ceremony.KindFactoryReset:
+			req.Confirm = f.confirm
+		}
+		var out webconf.StartedJSON
+		if err := c.call(ctx, http.MethodPost, "/api/v1/ceremony/start", req, &out, true); err != nil {
+			return err
+		}
+		if o.json && !f.watch {
+			return printJSON(w, out)
+		}
+		fmt.Fprintf(w, "started %s ceremony #%d: follow the PIN pad\n", out.Kind, out.Ceremony)
+		if f.watch {
+			return watch(ctx, c, w)
+		}
+		return nil
+	},
+}
+
+func kindNames() string {
+	var ks []string
+	for _, k := range ceremony.Kinds {
+		ks = append(ks, string(k))
+	}
+	return strings.Join(ks, ", ")
+}
+
+func steerCmd(what string) cliCommand {
+	help := map[string]string{
+		"cancel": "Cancels the running ceremony (a clean abort, journaled).",
+		"retry":  "Repeats the step of a stalled ceremony (after a pad timeout or a disconnected reader).",
+	}
+	return cliCommand{
+		usage: "ceremony " + what + " [flags]\n\n" + help[what],
+		run: func(ctx context.Context, c *client, o *clientOptions, _ any, _ []string, w io.Writer) error {
+			if err := c.call(ctx, http.MethodPost, "/api/v1/ceremony/"+what, struct{}{}, nil, false); err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "%s sent\n", what)
+			return nil
+		},
+	}
+}
+
+var resumeCmd = cliCommand{
+	usage: "ceremony resume [flags]\n\nResumes an interrupted ceremony (reading the cards again). Needs an approval.",
+	run: func(ctx context.Context, c *client, o *clientOptions, _ any, _ []string, w io.Writer) error {
+		var out webconf.StartedJSON
+		if err := c.call(ctx, http.MethodPost, "/api/v1/ceremony/resume", struct{}{}, &out, true); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "resumed %s ceremony #%d: follow the PIN pad\n", out.Kind, out.Ceremony)
+		return nil
+	},
+}
+
+var answerCmd = cliCommand{
+	usage: "ceremony answer ok|cancel [flags]\n\nAnswers a question the PIN pad cannot ask itself (a PC/SC pad's OK and Cancel do not reach the host).",
+	nargs: [2]int{1, 1},
+	run: func(ctx context.Context, c *client, o *clientOptions, _ any, args []string, w io.Writer) error {
+		var ok bool
+		switch args[0] {
+		case "ok":
+			ok = true
+		case "cancel":
+		default:
+			return &exitError{exitUsage, fmt.Errorf("answer ok or cancel, not %q", args[0])}
+		}
+		if err := c.call(ctx, http.MethodPost, "/api/v1/ceremony/answer", webconf.AnswerRequest{OK: &ok}, nil, false); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "answered %s\n", args[0])
+		return nil
+	},
+}
+
+var ceremonyStateCmd = cliCommand{
+	usage: "ceremony state [flags]\n\nShows the running ceremony, what an interrupted one requires, and the last ceremony.",
+	run: func(ctx context.Context, c *client, o *clientOptions, _ any, _ []string, w io.Writer) error {
+		var st webconf.CeremonyStateJSON
+		if err := c.call(ctx, http.MethodGet, "/api/v1/ceremony", nil, &st, false); err != nil {
+			return err
+		}
+		if o.json {
+			return printJSON(w, st)
+		}
+		printCeremonyState(w, st)
+		return nil
+	},
+}
+
+var watchCmd = cliCommand{
+	usage: "ceremony watch [flags]\n\nFollows the running ceremony, one line per change, until it ends; exit status 0 when it\nsucceeded, 6 when it did not. With no ceremony running it reports the last one's outcome.",
+	run: func(ctx context.Context, c *client, o *clientOptions, _ any, _ []string, w io.Writer) error {
+		return watch(ctx, c, w)
+	},
+}
+
+// errCeremonyFailed is a watched ceremony that ended without success.
+func ceremonyFailed(kind ceremony.Kind, id uint64, status ceremony.Status, outcome string) error {
+	return &exitError{exitCeremony, fmt.Errorf("%s ceremony #%d %s: %s", kind, id, status, outcome)}
+}
+
+func watch(ctx context.Context, c *client, w io.Writer) error {
+	var st webconf.CeremonyStateJSON
+	if err := c.call(ctx, http.MethodGet, "/api/v1/ceremony", nil, &st, false); err != nil {
+		return err
+	}
+	if st.Running == nil {
+		j := st.Last
+		if j == nil {
+			fmt.Fprintln(w, "no ceremony has run yet")
+			return nil
+		}
+		if j.Status != ceremony.StatusDone {
+			return ceremonyFailed(j.Kind, j.ID, j.Status, j.Outcome)
+		}
+		fmt.Fprintf(w, "%s ceremony #%d done: %s\n", j.Kind, j.ID, j.Outcome)
+		return nil
+	}
+	resp, err := c.request(ctx, http.MethodGet, "/api/v1/ceremony/events?until=outcome", nil, false)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	var last string
+	for sc.Scan() {
+		line := bytes.TrimSpace(sc.Bytes())
+		if len(line) == 0 {
+			continue
+		}
+		var ev ceremony.Event
+		if err := json.Unmarshal(line, &ev); err != nil {
+			return fmt.Errorf("read the event stream: %w", err)
+		}
+		if ev.Type == ceremony.EventOutcome {
+			if ev.Status != ceremony.StatusDone {
+				return ceremonyFailed(ev.Kind, ev.Ceremony, ev.Status, ev.Outcome)
+			}
+			fmt.Fprintf(w, "%s ceremony #%d done: %s\n", ev.Kind, ev.Ceremony, ev.Outcome)
+			return nil
+		}
+		if s := eventLine(ev); s != last {
+			fmt.Fprintln(w, s)
+			last = s
+		}
+	}
+	if err := sc.Err(); err != nil && ctx.Err() == nil {
+		return &unreachableError{addr: c.base.Host, err: fmt.Errorf("event stream broken: %w", err)}
+	}
+	return &exitError{exitUnreachable, errors.New("the event stream ended before the ceremony did (the service stopped?): see keyquorum ceremony state")}
+}
+
+// eventLine is one line of `ceremony watch` for an event. It leaves out the deadline's
+// seconds, so a countdown does not print a line every second.
+func eventLine(ev ceremony.Event) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s #%d %s", ev.Kind, ev.Ceremony, ev.Step)
+	if ev.Display != "" {
+		fmt.Fprintf(&b, ": pad shows %q", oneLine(ev.Display))
+	}
+	if ev.CardsTotal > 0 {
+		fmt.Fprintf(&b, " [cards %d/%d]", ev.CardsDone, ev.CardsTotal)
+	}
+	if ev.Waiting != "" {
+		fmt.Fprintf(&b, " waiting for %s", ev.Waiting)
+		if !ev.Deadline.IsZero() {
+			fmt.Fprintf(&b, " until %s", ev.Deadline.UTC().Format(time.TimeOnly))
+		}
+	}
+	if ev.PINTries >= 0 && ev.Waiting == ceremony.WaitPIN {
+		fmt.Fprintf(&b, " (%d PIN tries left)", ev.PINTries)
+	}
+	if ev.Error != "" {
+		fmt.Fprintf(&b, "\n  problem: %s", ev.Error)
+		if ev.Hint != "" {
+			fmt.Fprintf(&b, "\n  what to do: %s", ev.Hint)
+		}
+	}
+	if ev.Status == ceremony.StatusStalled {
+		b.WriteString("\n  stalled: fix the cause, then keyquorum ceremony retry (or cancel)")
+	}
+	return b.String()
+}
+
+// ---- backup and restore
+
+type outFlag struct{ out string }
+
+var backupCmd = cliCommand{
+	usage: "backup -o FILE [flags]\n\nDownloads a backup of the HSM's key database, encrypted under the master backup key.\nFILE \"-\" writes to stdout; otherwise FILE is written whole or not at all (mode 0600).",
+	flags: func(fs *flag.FlagSet) any {
+		f := &outFlag{}
+		fs.StringVar(&f.out, "o", "", "`file` to write the backup to (\"-\": stdout)")
+		return f
+	},
+	offline: func(_ context.Context, v any, _ []string, _ io.Writer) (bool, error) {
+		if v.(*outFlag).out == "" {
+			return false, &exitError{exitUsage, errors.New("give the file to write with -o FILE")}
+		}
+		return false, nil
+	},
+	run: func(ctx context.Context, c *client, o *clientOptions, v any, _ []string, w io.Writer) error {
+		out := v.(*outFlag).out
+		resp, err := c.request(ctx, http.MethodGet, "/api/v1/backup", nil, false)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		keyID := resp.Header.Get(webconf.KeyIDHeader)
+		if out == "-" {
+			if _, err := io.Copy(w, resp.Body); err != nil {
+				return fmt.Errorf("download backup: %w (the backup is incomplete)", err)
+			}
+			return nil
+		}
+		n, err := writeFileWhole(out, resp.Body)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "backup under master backup key %s written to %s (%d bytes)\n", keyID, out, n)
+		return nil
+	},
+}
+
+// writeFileWhole writes r to path through a temporary file renamed at the end, so a broken
+// download leaves no file that looks like a backup.
+func writeFileWhole(path string, r io.Reader) (int64, error) {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.partial")
+	if err != nil {
+		return 0, fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	n, err := io.Copy(tmp, r)
+	if err != nil {
+		tmp.Close()
+		return n, fmt.Errorf("download to %s: %w (nothing was written)", path, err)
+	}
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return n, fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return n, fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return n, fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return n, fmt.Errorf("write %s: %w", path, err)
+	}
+	return n, nil
+}
+
+var restoreCmd = cliCommand{
+	usage: "restore FILE [flags]\n\nRestores a backup into the HSM. The HSM must hold the master backup key the backup was made\nunder (load it from the cards first); a backup of another key is refused before anything\nchanges. Needs an approval.",
+	nargs: [2]int{1, 1},
+	run: func(ctx context.Context, c *client, o *clientOptions, _ any, args []string, w io.Writer) error {
+		f, err := os.Open(args[0])
+		if err != nil {
+			return &exitError{exitUsage, fmt.Errorf("open backup: %w", err)}
+		}
+		defer f.Close()
+		var out webconf.RestoredJSON
+		if err := c.call(ctx, http.MethodPost, "/api/v1/restore", f, &out, true); err != nil {
+			return err
+		}
+		if o.json {
+			return printJSON(w, out)
+		}
+		fmt.Fprintf(w, "restored: backup of %s made %s under master backup key %s; the HSM holds %d application keys\n",
+			out.Source, out.Created.Format(time.RFC3339), out.BackupKeyID, out.Keys)
+		return nil
+	},
+}
+
+// ---- audit
+
+type auditVerifyFlags struct{ file string }
+
+var auditVerifyCmd = cliCommand{
+	usage: "audit verify [flags]\n\nVerifies the hash chain of the appliance's audit log; with -file, that of an export\n(keyquorum audit export) on this machine, without connecting. Exit status 1 when it does not verify.",
+	flags: func(fs *flag.FlagSet) any {
+		f := &auditVerifyFlags{}
+		fs.StringVar(&f.file, "file", "", "verify this audit export `file` offline instead")
+		return f
+	},
+	offline: func(_ context.Context, v any, _ []string, w io.Writer) (bool, error) {
+		path := v.(*auditVerifyFlags).file
+		if path == "" {
+			return false, nil
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return true, &exitError{exitUsage, fmt.Errorf("open audit export: %w", err)}
+		}
+		defer f.Close()
+		sum, err := ceremony.VerifyAuditExport(f)
+		if err != nil {
+			return true, &exitError{exitFailed, fmt.Errorf("audit export %s does not verify: %w", path, err)}
+		}
+		fmt.Fprintf(w, "audit export intact: %d entries, head %s\n", sum.Entries, sum.Head)
+		return true, nil
+	},
+	run: func(ctx context.Context, c *client, o *clientOptions, _ any, _ []string, w io.Writer) error {
+		var sum struct {
+			Entries uint64 `json:"entries"`
+			Head    string `json:"head"`
+		}
+		if err := c.call(ctx, http.MethodGet, "/api/v1/audit/verify", nil, &sum, false); err != nil {
+			var ae *apiError
+			if errors.As(err, &ae) && ae.problem.Code == webconf.CodeAuditBroken {
+				return &exitError{exitFailed, err}
+			}
+			return err
+		}
+		if o.json {
+			return printJSON(w, sum)
+		}
+		fmt.Fprintf(w, "audit log intact: %d entries, head %s\n", sum.Entries, sum.Head)
+		return nil
+	},
+}
+
+var auditExportCmd = cliCommand{
+	usage: "audit export [-o FILE] [flags]\n\nWrites the audit log as JSON lines (to stdout, or whole to FILE); audit verify -file checks it.",
+	flags: func(fs *flag.FlagSet) any {
+		f := &outFlag{}
+		fs.StringVar(&f.out, "o", "-", "`file` to write (\"-\": stdout)")
+		return f
+	},
+	run: func(ctx context.Context, c *client, o *clientOptions, v any, _ []string, w io.Writer) error {
+		resp, err := c.request(ctx, http.MethodGet, "/api/v1/audit/export", nil, false)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if out := v.(*outFlag).out; out != "-" {
+			n, err := writeFileWhole(out, resp.Body)
+			if err == nil {
+				fmt.Fprintf(w, "audit log written to %s (%d bytes)\n", out, n)
+			}
+			return err
+		}
+		_, err = io.Copy(w, resp.Body)
+		return err
+	},
+}
+
+// ---- card
+
+var cardInfoCmd = cliCommand{
+	usage: "card info [flags]\n\nShows the card in the PIN pad (simulator: the virtual pad's card, its PIN tries and\nwhether it belongs to the loaded key's set). A real pad reads a card only inside a ceremony.",
+	run: func(ctx context.Context, c *client, o *clientOptions, _ any, _ []string, w io.Writer) error {
+		var ci webconf.CardJSON
+		if err := c.call(ctx, http.MethodGet, "/api/v1/card", nil, &ci, false); err != nil {
+			return err
+		}
+		if o.json {
+			return printJSON(w, ci)
+		}
+		fmt.Fprintf(w, "pad shows %q", oneLine(ci.Display))
+		if ci.Waiting != "" {
+			fmt.Fprintf(w, ", waiting for %s", ci.Waiting)
+		}
+		fmt.Fprintln(w)
+		if ci.Inserted == nil {
+			fmt.Fprintln(w, "no card in the reader")
+			return nil
+		}
+		k := ci.Inserted
+		if k.Foreign {
+			fmt.Fprintf(w, "card %s: not a card of this appliance (not TCOS)\n", k.Serial)
+			return nil
+		}
+		fmt.Fprintf(w, "card %s: share PIN %s, slot user PIN %s", k.Serial, tries(k.ShareTries, k.ShareBlocked), tries(k.UserTries, k.UserBlocked))
+		if ci.InKeySet {
+			fmt.Fprintf(w, "; holds a share of the loaded key's set")
+		}
+		fmt.Fprintln(w)
+		return nil
+	},
+}
+
+func tries(n int, blocked bool) string {
+	if blocked {
+		return "blocked"
+	}
+	if n < 0 {
+		return "tries unknown"
+	}
+	return fmt.Sprintf("%d tries left", n)
+}
+
+// ---- cluster
+
+var addNodeCmd = cliCommand{
+	usage: "cluster add-node NAME -o FILE [flags]\n\nOn a node of the cluster: issues a node certificate for a new node NAME (a client certificate\nof this node's management CA, with this CA) as a PKCS#12 FILE and its one-time password in\nFILE.password (both mode 0600). Carry both to the new node's administrator, the password\napart; it can be revoked on the Operators page. Needs an approval for managing operators.",
+	nargs: [2]int{1, 1},
+	flags: func(fs *flag.FlagSet) any {
+		f := &outFlag{}
+		fs.StringVar(&f.out, "o", "", "`file` to write the node's PKCS#12 to")
+		return f
+	},
+	offline: func(_ context.Context, v any, _ []string, _ io.Writer) (bool, error) {
+		if v.(*outFlag).out == "" {
+			return false, &exitError{exitUsage, errors.New("give the file to write with -o FILE")}
+		}
+		return false, nil
+	},
+	run: func(ctx context.Context, c *client, o *clientOptions, v any, args []string, w io.Writer) error {
+		out := v.(*outFlag).out
+		var nb webconf.NodeBundleJSON
+		if err := c.call(ctx, http.MethodPost, "/api/v1/cluster/nodes", webconf.NodeRequest{Name: args[0]}, &nb, true); err != nil {
+			return err
+		}
+		defer clear(nb.P12)
+		if err := os.WriteFile(out+".password", []byte(nb.Password+"\n"), 0o600); err != nil {
+			return fmt.Errorf("write node password: %w", err)
+		}
+		if _, err := writeFileWhole(out, bytes.NewReader(nb.P12)); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "node certificate %s (serial %s, valid until %s) written to %s, its password to %s\n",
+			nb.Subject, nb.Serial, nb.NotAfter.Format(time.DateOnly), out, out+".password")
+		fmt.Fprintf(w, "this node's CA fingerprint (SHA-256): %s\n", nb.CAFingerprint)
+		fmt.Fprintf(w, "on the new node: load the key from the cards, then keyquorum cluster join %s --node %s\n", c.base, out)
+		return nil
+	},
+}
+
+type joinFlags struct{ node, password string }
+
+var joinCmd = cliCommand{
+	usage: "cluster join PEER --node FILE [flags]\n\nOn the new node (its master backup key loaded from k cards of the cluster's set): takes over\nthe state of PEER (https://host:port) over mutually authenticated TLS with the node file made\nby `cluster add-node` on PEER. The transfer is encrypted under the master backup key; a peer\nof another key, or one not authenticated by the node file's CA, is refused before anything\nchanges. --addr is this (the new) node. Needs an approval for a cluster join.",
+	nargs: [2]int{1, 1},
+	flags: func(fs *flag.FlagSet) any {
+		f := &joinFlags{}
+		fs.StringVar(&f.node, "node", "", "the node PKCS#12 `file` from cluster add-node")
+		fs.StringVar(&f.password, "node-password-file", "", "`file` holding its password (default FILE.password)")
+		return f
+	},
+	offline: func(_ context.Context, v any, _ []string, _ io.Writer) (bool, error) {
+		if v.(*joinFlags).node == "" {
+			return false, &exitError{exitUsage, errors.New("give the node file with --node FILE (made by keyquorum cluster add-node on the peer)")}
+		}
+		return false, nil
+	},
+	run: func(ctx context.Context, c *client, o *clientOptions, v any, args []string, w io.Writer) error {
+		f := v.(*joinFlags)
+		p12, err := os.ReadFile(f.node)
+		if err != nil {
+			return &exitError{exitUsage, fmt.Errorf("read node file: %w", err)}
+		}
+		defer clear(p12)
+		pwFile := f.password
+		if pwFile == "" {
+			pwFile = f.node + ".password"
+		}
+		pw, err := os.ReadFile(pwFile)
+		if err != nil {
+			return &exitError{exitUsage, fmt.Errorf("read node file password: %w (give --node-password-file)", err)}
+		}
+		defer clear(pw)
+		req := webconf.JoinRequest{Peer: args[0], NodeP12: p12, NodePassword: strings.TrimRight(string(pw), "\r\n")}
+		var out webconf.RestoredJSON
+		if err := c.call(ctx, http.MethodPost, "/api/v1/cluster/join", req, &out, true); err != nil {
+			return err
+		}
+		if o.json {
+			return printJSON(w, out)
+		}
+		fmt.Fprintf(w, "joined %s: its key database (made %s) is restored here under master backup key %s; %d application keys\n",
+			out.Peer, out.Created.Format(time.RFC3339), out.BackupKeyID, out.Keys)
+		return nil
+	},
+}
