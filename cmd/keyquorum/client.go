@@ -246,7 +246,12 @@ func (c *client) request(ctx context.Context, method, path string, body any, app
 		}
 		rd, ctype = bytes.NewReader(j), "application/json"
 	}
-	u := c.base.JoinPath(path)
+	ref, err := url.Parse(path)
+	if err != nil {
+		return nil, err
+	}
+	u := c.base.JoinPath(ref.Path)
+	u.RawQuery = ref.RawQuery
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
 	if err != nil {
 		return nil, err
