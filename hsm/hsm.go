@@ -15,6 +15,9 @@
 // slot user credentials to one smart card ([HSM.IssueSlotCredential], [HSM.ActivateSlot]). A
 // credential copied byte for byte onto another card is refused with a [*CardMismatchError].
 //
+// The optional [Authenticator] vouches for data (share records) with a key derived from the MBK,
+// so that one share card can be checked alone: no quorum, no reconstruction.
+//
 // # Backends and the backup format
 //
 //   - hsm/soft: the embedded default, a bbolt key store in the data dir whose secrets are

@@ -72,3 +72,20 @@ func TestErrorTexts(t *testing.T) {
 		}
 	}
 }
+
+// TestAuthenticatorOf pins the authenticator (the value was computed independently, with
+// Python's hmac): authenticators stored by the ceremony must stay checkable by every later build
+// and every backend.
+func TestAuthenticatorOf(t *testing.T) {
+	k := make([]byte, KeySize)
+	for i := range k {
+		k[i] = byte(i)
+	}
+	const want = "76c68dc1866c3b44575437c96319d1c923872f68108bb04f791c43a794484c0e"
+	if got := fmt.Sprintf("%x", AuthenticatorOf(k, []byte("keyquorum"))); got != want {
+		t.Errorf("AuthenticatorOf(00..1f, keyquorum) = %s, want %s", got, want)
+	}
+	if got := AuthenticatorUnder(AuthenticatorKeyOf(k), []byte("keyquorum")); fmt.Sprintf("%x", got) != want {
+		t.Errorf("AuthenticatorUnder(AuthenticatorKeyOf) = %x", got)
+	}
+}

@@ -11,19 +11,30 @@
 //	                                       CKA_ID holds its key ID, since its value cannot be read
 //	label "keyquorum slot credential key"  generic secret, sensitive, not extractable, sign only:
 //	                                       the HMAC-SHA256 key of slot user credentials
+//	label "keyquorum authenticator key"    generic secret, sensitive, not extractable, sign only:
+//	                                       the HMAC-SHA256 key of [hsm.Authenticator], derived
+//	                                       from the MBK; CKA_ID holds the MBK's key ID
 //	any other AES secret key               the key database: application keys, sensitive but
 //	                                       extractable, so that backups can wrap them
 //
 // A backup wraps each application key under the MBK with CKM_AES_KEY_WRAP_PAD (the token
 // does it; no key leaves it in clear) and carries the wrapped keys, with their labels and IDs,
 // inside the backup format of hsm/backup, whose own data key the token also wraps with the MBK.
+// The authenticator key is derived from the MBK by LoadBackupKey, the one call where the MBK
+// passes through the host anyway ([hsm.AuthenticatorKeyOf]), and made a sign-only object.
+// Deriving it on the token instead (C_DeriveKey) would need CKA_DERIVE on the MBK, which lets
+// anyone logged in derive keys of their own template from it: an extractable key whose value is
+// the MBK's encryption of chosen data. It is not in backups; loading the same MBK again (a key
+// load ceremony) re-creates it where it is missing, e.g. on a token whose MBK an older keyquorum
+// loaded.
+//
 // Restore unwraps every key into a session object first and copies them onto the token only
 // once the whole backup was read and authenticated; a crash before that leaves the token as it
 // was (session objects vanish with the session).
 //
 // # What this package must never do
 //
-// Make the MBK or the slot key extractable, read a key's value (only the backup's own data key,
+// Make the MBK, the authenticator key or the slot key extractable, read a key's value (only the backup's own data key,
 // which the host must hold to run AES-GCM, is unwrapped to a readable session object), or log
 // in with a PIN kept longer than Open needs it.
 //
@@ -35,6 +46,7 @@ package pkcs11
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
@@ -60,6 +72,7 @@ const ContentType = "keyquorum/pkcs11-keys/1"
 const (
 	labelMBK     = "keyquorum master backup key"
 	labelSlotKey = "keyquorum slot credential key"
+	labelAuthKey = "keyquorum authenticator key"
 	appKeyIDSize = 16
 )
 
@@ -138,6 +151,11 @@ func release(path string) {
 	}
 }
 
+// reserved reports whether label is one of the backend's own keys, never an application key.
+func reserved(label string) bool {
+	return label == labelMBK || label == labelSlotKey || label == labelAuthKey
+}
+
 func isCode(err error, code uint) bool {
 	var e p11.Error
 	return errors.As(err, &e) && uint(e) == code
@@ -156,8 +174,9 @@ type HSM struct {
 }
 
 var (
-	_ hsm.HSM      = (*HSM)(nil)
-	_ hsm.KeyStore = (*HSM)(nil)
+	_ hsm.HSM           = (*HSM)(nil)
+	_ hsm.KeyStore      = (*HSM)(nil)
+	_ hsm.Authenticator = (*HSM)(nil)
 )
 
 // Open opens a read-write session on the token labelled cfg.Token and logs in as its user.
@@ -276,10 +295,13 @@ func (h *HSM) LoadBackupKey(ctx context.Context, mbk []byte) error {
 		if err != nil {
 			return fmt.Errorf("load backup key: %w", err)
 		}
-		if oldID == id {
-			return nil
+		if oldID != id {
+			return fmt.Errorf("load backup key: %w", hsm.ErrBackupKeySet)
 		}
-		return fmt.Errorf("load backup key: %w", hsm.ErrBackupKeySet)
+		if err := h.ensureAuthKey(mbk, id); err != nil {
+			return fmt.Errorf("load backup key: %w", err)
+		}
+		return nil
 	}
 	value := p11.NewAttribute(p11.CKA_VALUE, bytes.Clone(mbk)) // NewAttribute keeps the slice: give it a copy to clear
 	defer hsm.Zero(value.Value)
@@ -302,6 +324,129 @@ func (h *HSM) LoadBackupKey(ctx context.Context, mbk []byte) error {
 	})
 	if err != nil {
 		return fmt.Errorf("load backup key: %w", err)
+	}
+	// Made after the MBK: a crash in between leaves a token that LoadBackupKey of the same key
+	// completes.
+	if err := h.ensureAuthKey(mbk, id); err != nil {
+		return fmt.Errorf("load backup key: %w", err)
+	}
+	return nil
+}
+
+// ensureAuthKey makes the authenticator key of the MBK mbk (key ID id) unless the token holds
+// it, and destroys any of another MBK.
+func (h *HSM) ensureAuthKey(mbk []byte, id hsm.KeyID) error {
+	objs, err := h.find(p11.NewAttribute(p11.CKA_LABEL, labelAuthKey))
+	if err != nil {
+		return err
+	}
+	have := false
+	for _, o := range objs {
+		oid, err := h.keyID(o)
+		if err == nil && oid == id && !have {
+			have = true
+			continue
+		}
+		if err := h.ctx.DestroyObject(h.sh, o); err != nil {
+			return fmt.Errorf("destroy stale authenticator key: %w", err)
+		}
+	}
+	if have {
+		return nil
+	}
+	value := p11.NewAttribute(p11.CKA_VALUE, hsm.AuthenticatorKeyOf(mbk))
+	defer hsm.Zero(value.Value)
+	_, err = h.ctx.CreateObject(h.sh, []*p11.Attribute{
+		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY),
+		p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_GENERIC_SECRET),
+		p11.NewAttribute(p11.CKA_TOKEN, true),
+		p11.NewAttribute(p11.CKA_PRIVATE, true),
+		p11.NewAttribute(p11.CKA_SENSITIVE, true),
+		p11.NewAttribute(p11.CKA_EXTRACTABLE, false),
+		p11.NewAttribute(p11.CKA_SIGN, true),
+		p11.NewAttribute(p11.CKA_VERIFY, true),
+		p11.NewAttribute(p11.CKA_ENCRYPT, false),
+		p11.NewAttribute(p11.CKA_DECRYPT, false),
+		p11.NewAttribute(p11.CKA_WRAP, false),
+		p11.NewAttribute(p11.CKA_UNWRAP, false),
+		p11.NewAttribute(p11.CKA_DERIVE, false),
+		p11.NewAttribute(p11.CKA_LABEL, labelAuthKey),
+		p11.NewAttribute(p11.CKA_ID, id[:]),
+		value,
+	})
+	if err != nil {
+		return fmt.Errorf("create authenticator key: %w", err)
+	}
+	return nil
+}
+
+// authKey returns the authenticator key of the loaded MBK.
+func (h *HSM) authKey() (p11.ObjectHandle, error) {
+	mbk, err := h.findOne(labelMBK)
+	if err != nil {
+		return 0, err
+	}
+	if mbk == 0 {
+		return 0, hsm.ErrNoBackupKey
+	}
+	id, err := h.keyID(mbk)
+	if err != nil {
+		return 0, err
+	}
+	objs, err := h.find(p11.NewAttribute(p11.CKA_LABEL, labelAuthKey), p11.NewAttribute(p11.CKA_ID, id[:]))
+	if err != nil {
+		return 0, err
+	}
+	if len(objs) == 0 {
+		return 0, hsm.ErrNoAuthenticatorKey
+	}
+	return objs[0], nil
+}
+
+// Authenticate implements [hsm.Authenticator]: CKM_SHA256_HMAC on the token.
+func (h *HSM) Authenticate(ctx context.Context, msg []byte) ([]byte, error) {
+	if err := hsm.ValidateAuthenticated(msg); err != nil {
+		return nil, fmt.Errorf("authenticate: %w", err)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.check(ctx); err != nil {
+		return nil, fmt.Errorf("authenticate: %w", err)
+	}
+	tag, err := h.authenticate(msg)
+	if err != nil {
+		return nil, fmt.Errorf("authenticate: %w", err)
+	}
+	return tag, nil
+}
+
+func (h *HSM) authenticate(msg []byte) ([]byte, error) {
+	key, err := h.authKey()
+	if err != nil {
+		return nil, err
+	}
+	if err := h.ctx.SignInit(h.sh, []*p11.Mechanism{p11.NewMechanism(p11.CKM_SHA256_HMAC, nil)}, key); err != nil {
+		return nil, err
+	}
+	return h.ctx.Sign(h.sh, msg)
+}
+
+// CheckAuthenticator implements [hsm.Authenticator].
+func (h *HSM) CheckAuthenticator(ctx context.Context, msg, tag []byte) error {
+	if err := hsm.ValidateAuthenticated(msg); err != nil {
+		return fmt.Errorf("check authenticator: %w", err)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.check(ctx); err != nil {
+		return fmt.Errorf("check authenticator: %w", err)
+	}
+	want, err := h.authenticate(msg)
+	if err != nil {
+		return fmt.Errorf("check authenticator: %w", err)
+	}
+	if !hmac.Equal(want, tag) {
+		return fmt.Errorf("check authenticator: %w", hsm.ErrAuthenticatorMismatch)
 	}
 	return nil
 }
@@ -457,7 +602,7 @@ func (h *HSM) appKeys() ([]appKey, error) {
 			return nil, err
 		}
 		label := string(attrs[0].Value)
-		if label == labelMBK || label == labelSlotKey {
+		if reserved(label) {
 			continue
 		}
 		k := appKey{obj: obj, id: attrs[1].Value, label: label}
@@ -507,7 +652,7 @@ func (h *HSM) CreateKey(ctx context.Context, label string) (hsm.KeyInfo, error) 
 	if err := hsm.ValidateLabel(label); err != nil {
 		return hsm.KeyInfo{}, fmt.Errorf("create key: %w", err)
 	}
-	if label == labelMBK || label == labelSlotKey {
+	if reserved(label) {
 		return hsm.KeyInfo{}, fmt.Errorf("create key: %w", ErrReservedLabel)
 	}
 	h.mu.Lock()
@@ -650,7 +795,7 @@ func (h *HSM) Restore(ctx context.Context, r io.Reader) error {
 		if err == io.EOF {
 			break
 		}
-		if err == nil && (seen[string(rec.ID)] || rec.Label == labelMBK || rec.Label == labelSlotKey) {
+		if err == nil && (seen[string(rec.ID)] || reserved(rec.Label)) {
 			err = fmt.Errorf("%w: key %x appears twice or has a reserved label", backup.ErrBadRecord, rec.ID)
 		}
 		if err != nil {
@@ -779,8 +924,8 @@ func (h *HSM) ActiveSlots() []uint {
 	return slots
 }
 
-// Reset implements [hsm.HSM]: the MBK, the slot credential key and every application key are
-// destroyed on the token.
+// Reset implements [hsm.HSM]: the MBK, the authenticator key, the slot credential key and every
+// application key are destroyed on the token.
 func (h *HSM) Reset(ctx context.Context) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -795,7 +940,7 @@ func (h *HSM) Reset(ctx context.Context) error {
 	for _, k := range keys {
 		objs = append(objs, k.obj)
 	}
-	for _, label := range []string{labelSlotKey, labelMBK} {
+	for _, label := range []string{labelSlotKey, labelAuthKey, labelMBK} {
 		found, err := h.find(p11.NewAttribute(p11.CKA_LABEL, label))
 		if err != nil {
 			return fmt.Errorf("reset hsm: %w", err)

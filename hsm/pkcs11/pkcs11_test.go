@@ -420,3 +420,87 @@ func TestPKCS11ActiveSlots(t *testing.T) {
 		t.Fatalf("active slots %v", got)
 	}
 }
+
+// TestPKCS11AuthenticatorKeyObject: the authenticator key is a sign-only token object that
+// cannot be read, is in no backup and no key list, and a token whose MBK was loaded without it
+// (by an older keyquorum) gets it from loading the same MBK again.
+func TestPKCS11AuthenticatorKeyObject(t *testing.T) {
+	ctx := t.Context()
+	h := freshHSM(t)
+	mbk := hsmtest.NewMBK(t)
+	if err := h.LoadBackupKey(ctx, mbk); err != nil {
+		t.Fatal(err)
+	}
+	msg := []byte("a share record")
+	want := hsm.AuthenticatorOf(mbk, msg)
+
+	h.mu.Lock()
+	obj, err := h.findOne(labelAuthKey)
+	if err != nil || obj == 0 {
+		h.mu.Unlock()
+		t.Fatalf("authenticator key object: %v", err)
+	}
+	attrs, err := h.ctx.GetAttributeValue(h.sh, obj, []*p11.Attribute{
+		p11.NewAttribute(p11.CKA_SENSITIVE, nil),
+		p11.NewAttribute(p11.CKA_EXTRACTABLE, nil),
+		p11.NewAttribute(p11.CKA_SIGN, nil),
+		p11.NewAttribute(p11.CKA_DERIVE, nil),
+		p11.NewAttribute(p11.CKA_ID, nil),
+	})
+	if err != nil {
+		h.mu.Unlock()
+		t.Fatal(err)
+	}
+	id := hsm.KeyIDOf(mbk)
+	if attrs[0].Value[0] != 1 || attrs[1].Value[0] != 0 || attrs[2].Value[0] != 1 || attrs[3].Value[0] != 0 || !bytes.Equal(attrs[4].Value, id[:]) {
+		h.mu.Unlock()
+		t.Fatalf("authenticator key sensitive=%v extractable=%v sign=%v derive=%v id=%x", attrs[0].Value, attrs[1].Value, attrs[2].Value, attrs[3].Value, attrs[4].Value)
+	}
+	if _, err := h.ctx.GetAttributeValue(h.sh, obj, []*p11.Attribute{p11.NewAttribute(p11.CKA_VALUE, nil)}); !isCode(err, p11.CKR_ATTRIBUTE_SENSITIVE) {
+		h.mu.Unlock()
+		t.Fatalf("reading the authenticator key: %v", err)
+	}
+	// An older keyquorum loaded the MBK alone.
+	if err := h.ctx.DestroyObject(h.sh, obj); err != nil {
+		h.mu.Unlock()
+		t.Fatal(err)
+	}
+	h.mu.Unlock()
+
+	if _, err := h.Authenticate(ctx, msg); !errors.Is(err, hsm.ErrNoAuthenticatorKey) {
+		t.Fatalf("authenticate without the key object: %v", err)
+	}
+	if err := h.LoadBackupKey(ctx, mbk); err != nil {
+		t.Fatalf("loading the same MBK again: %v", err)
+	}
+	if got, err := h.Authenticate(ctx, msg); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("after loading again: %x, %v", got, err)
+	}
+	if _, err := h.CreateKey(ctx, labelAuthKey); !errors.Is(err, ErrReservedLabel) {
+		t.Fatalf("application key with the authenticator key's label: %v", err)
+	}
+	if keys, err := h.Keys(ctx); err != nil || len(keys) != 0 {
+		t.Fatalf("key list %v, %v", keys, err)
+	}
+	var buf bytes.Buffer
+	if err := h.Backup(ctx, &buf); err != nil {
+		t.Fatal(err)
+	}
+	kw, _ := backup.NewKeyWrap(mbk)
+	br, err := backup.NewReader(ctx, bytes.NewReader(buf.Bytes()), kw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := backup.NewRecordReader(br).Next(); err != io.EOF {
+		t.Fatalf("the backup holds a record: %v", err)
+	}
+	if err := h.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.mu.Lock()
+	left, err := h.find(p11.NewAttribute(p11.CKA_LABEL, labelAuthKey))
+	h.mu.Unlock()
+	if err != nil || len(left) != 0 {
+		t.Fatalf("after reset: %d authenticator keys, %v", len(left), err)
+	}
+}

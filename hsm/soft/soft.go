@@ -1,5 +1,6 @@
-// Package soft is the embedded software HSM, Keyquorum's default: an [hsm.HSM] whose keys live
-// in a bbolt database in the data dir, every secret in it sealed under a device key.
+// Package soft is the embedded software HSM, Keyquorum's default: an [hsm.HSM] (with
+// [hsm.KeyStore] and [hsm.Authenticator]) whose keys live in a bbolt database in the data dir,
+// every secret in it sealed under a device key.
 //
 // # Files
 //
@@ -25,6 +26,9 @@
 //	keys.<generation>
 //	  <id>       16-byte key ID -> 1 version | 1 algorithm | 1 label length | label | sealed key
 //	             (additional data "keyquorum app key" and the key ID)
+//
+// The authenticator key ([hsm.Authenticator]) is not stored: it is derived from the unsealed MBK
+// for each call.
 //
 // Sealed means AES-256-GCM under the device key: a random 12-byte nonce, then the ciphertext.
 // A restore writes the new key database into the next generation's bucket in batches and
@@ -121,8 +125,9 @@ type HSM struct {
 }
 
 var (
-	_ hsm.HSM      = (*HSM)(nil)
-	_ hsm.KeyStore = (*HSM)(nil)
+	_ hsm.HSM           = (*HSM)(nil)
+	_ hsm.KeyStore      = (*HSM)(nil)
+	_ hsm.Authenticator = (*HSM)(nil)
 )
 
 // Open opens the soft HSM in dir, creating dir, the device key and the database if needed.
@@ -800,4 +805,39 @@ func (h *HSM) Close() error {
 		return nil
 	}
 	return h.db.Close()
+}
+
+// Authenticate implements [hsm.Authenticator]: the authentication key is derived from the MBK,
+// unsealed for the call and zeroed after; nothing of it is stored.
+func (h *HSM) Authenticate(ctx context.Context, msg []byte) ([]byte, error) {
+	if err := hsm.ValidateAuthenticated(msg); err != nil {
+		return nil, fmt.Errorf("authenticate: %w", err)
+	}
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if err := h.check(ctx); err != nil {
+		return nil, fmt.Errorf("authenticate: %w", err)
+	}
+	mbk, err := h.mbk()
+	if err != nil {
+		return nil, fmt.Errorf("authenticate: %w", err)
+	}
+	if mbk == nil {
+		return nil, fmt.Errorf("authenticate: %w", hsm.ErrNoBackupKey)
+	}
+	tag := hsm.AuthenticatorOf(mbk, msg)
+	hsm.Zero(mbk)
+	return tag, nil
+}
+
+// CheckAuthenticator implements [hsm.Authenticator].
+func (h *HSM) CheckAuthenticator(ctx context.Context, msg, tag []byte) error {
+	want, err := h.Authenticate(ctx, msg)
+	if err != nil {
+		return fmt.Errorf("check authenticator: %w", errors.Unwrap(err))
+	}
+	if !hmac.Equal(want, tag) {
+		return fmt.Errorf("check authenticator: %w", hsm.ErrAuthenticatorMismatch)
+	}
+	return nil
 }

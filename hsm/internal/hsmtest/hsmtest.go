@@ -55,6 +55,7 @@ func Run(t *testing.T, b Backend) {
 	t.Run("ForeignBackupKey", s.foreign)
 	t.Run("DamagedBackup", s.damaged)
 	t.Run("SlotCredential", s.slotCredential)
+	t.Run("Authenticator", s.authenticator)
 	t.Run("Reset", s.reset)
 	t.Run("Closed", s.closed)
 }
@@ -393,6 +394,88 @@ func (s *suite) slotCredential(t *testing.T) {
 		t.Fatal("slot beyond 32 bits accepted")
 	}
 	s.checkStore(t, h)
+}
+
+// authenticator: the authenticators of an HSM are those of its MBK, whichever HSM holds it and
+// however often it was reopened, reset and loaded again; any change to the data or the tag is
+// found; the authentication key is nowhere in the store in clear.
+func (s *suite) authenticator(t *testing.T) {
+	ctx := t.Context()
+	h := s.Fresh(t)
+	a, ok := h.(hsm.Authenticator)
+	if !ok {
+		t.Fatal("backend does not implement hsm.Authenticator")
+	}
+	msg := []byte("KQSR a share record stands here: the bytes a card holds")
+	if _, err := a.Authenticate(ctx, msg); !errors.Is(err, hsm.ErrNoBackupKey) {
+		t.Fatalf("authenticate without an MBK: %v", err)
+	}
+	if err := a.CheckAuthenticator(ctx, msg, make([]byte, hsm.AuthenticatorSize)); !errors.Is(err, hsm.ErrNoBackupKey) {
+		t.Fatalf("check without an MBK: %v", err)
+	}
+	mbk := NewMBK(t)
+	s.keep(mbk)
+	s.keep(hsm.AuthenticatorKeyOf(mbk))
+	mustLoad(t, h, mbk)
+	tag, err := a.Authenticate(ctx, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tag) != hsm.AuthenticatorSize || !bytes.Equal(tag, hsm.AuthenticatorOf(mbk, msg)) {
+		t.Fatalf("authenticator %x differs from AuthenticatorOf the MBK", tag)
+	}
+	if err := a.CheckAuthenticator(ctx, msg, tag); err != nil {
+		t.Fatalf("check a good authenticator: %v", err)
+	}
+	for i := range msg {
+		m := bytes.Clone(msg)
+		m[i] ^= 0x01
+		if err := a.CheckAuthenticator(ctx, m, tag); !errors.Is(err, hsm.ErrAuthenticatorMismatch) {
+			t.Fatalf("data with byte %d altered: %v", i, err)
+		}
+	}
+	for _, bad := range [][]byte{nil, tag[:len(tag)-1], append(bytes.Clone(tag), 0), func() []byte { c := bytes.Clone(tag); c[0] ^= 0x80; return c }()} {
+		if err := a.CheckAuthenticator(ctx, msg, bad); !errors.Is(err, hsm.ErrAuthenticatorMismatch) {
+			t.Fatalf("altered tag of %d bytes: %v", len(bad), err)
+		}
+	}
+	for _, m := range [][]byte{nil, make([]byte, hsm.MaxAuthenticated+1)} {
+		if _, err := a.Authenticate(ctx, m); !errors.Is(err, hsm.ErrAuthenticatedSize) {
+			t.Fatalf("authenticate %d bytes: %v", len(m), err)
+		}
+	}
+	// Re-created wherever the MBK is: after reopening, on another HSM, after a reset and a load.
+	h = s.Reopen(t, h)
+	if err := h.(hsm.Authenticator).CheckAuthenticator(ctx, msg, tag); err != nil {
+		t.Fatalf("after reopening: %v", err)
+	}
+	other := s.Fresh(t)
+	mustLoad(t, other, mbk)
+	if got, err := other.(hsm.Authenticator).Authenticate(ctx, msg); err != nil || !bytes.Equal(got, tag) {
+		t.Fatalf("another HSM with the same MBK: %x, %v", got, err)
+	}
+	if err := h.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.(hsm.Authenticator).CheckAuthenticator(ctx, msg, tag); !errors.Is(err, hsm.ErrNoBackupKey) {
+		t.Fatalf("after reset: %v", err)
+	}
+	foreign := NewMBK(t)
+	s.keep(foreign)
+	s.keep(hsm.AuthenticatorKeyOf(foreign))
+	mustLoad(t, h, foreign)
+	if err := h.(hsm.Authenticator).CheckAuthenticator(ctx, msg, tag); !errors.Is(err, hsm.ErrAuthenticatorMismatch) {
+		t.Fatalf("under another MBK: %v", err)
+	}
+	if err := h.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mustLoad(t, h, mbk)
+	if err := h.(hsm.Authenticator).CheckAuthenticator(ctx, msg, tag); err != nil {
+		t.Fatalf("after a reset and loading the same MBK again: %v", err)
+	}
+	s.checkStore(t, h)
+	s.checkStore(t, other)
 }
 
 func (s *suite) reset(t *testing.T) {
