@@ -3,7 +3,8 @@
 // and prints a table of throughput and peak memory. bench/backup.sh runs it on 1 GiB.
 //
 // Every measurement runs in a child process of its own so that its peak RSS (getrusage
-// ru_maxrss) is its own; each is run several times and the fastest run is reported. All
+// ru_maxrss) is its own. They run in rounds, every method once per round; each figure is the
+// median over the rounds, and each speed ratio the median of the ratios within a round. All
 // methods read their input from the same file and write to the same place (encryption to a
 // file in the work directory, decryption to /dev/null; every decryption is then checked
 // against the input, untimed), so they pay the same I/O. bench/backup.sh puts the work
@@ -19,6 +20,7 @@ import (
 	"crypto/cipher"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -28,6 +30,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -173,32 +176,44 @@ func generate(out, sizeMiB string) error {
 	return f.Close()
 }
 
+// result is one method's runs: the time of each and the highest peak RSS of any.
 type result struct {
-	name    string
-	best    time.Duration
+	times   []time.Duration
 	peakKiB int64
 }
 
-// measure runs argv runs times and keeps the fastest run and the highest peak RSS.
-func measure(name string, runs int, argv ...string) (result, error) {
-	r := result{name: name}
-	for i := 0; i < runs; i++ {
-		cmd := exec.Command(argv[0], argv[1:]...)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		start := time.Now()
-		if err := cmd.Run(); err != nil {
-			return r, fmt.Errorf("%s: %v: %s", name, err, stderr.String())
-		}
-		d := time.Since(start)
-		if r.best == 0 || d < r.best {
-			r.best = d
-		}
-		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok && ru.Maxrss > r.peakKiB {
-			r.peakKiB = ru.Maxrss // KiB on Linux
-		}
+func (r result) median() time.Duration {
+	t := slices.Clone(r.times)
+	slices.Sort(t)
+	if len(t)%2 == 1 {
+		return t[len(t)/2]
 	}
-	return r, nil
+	return (t[len(t)/2-1] + t[len(t)/2]) / 2
+}
+
+// measure runs argv once and adds its time and peak RSS to r.
+func measure(r *result, name string, argv ...string) error {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s: %v: %s", name, err, stderr.String())
+	}
+	r.times = append(r.times, time.Since(start))
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok && ru.Maxrss > r.peakKiB {
+		r.peakKiB = ru.Maxrss // KiB on Linux
+	}
+	return nil
+}
+
+func medianOf(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func sameFiles(a, b string) (bool, error) {
@@ -233,7 +248,8 @@ func compare(args []string) error {
 	fs := flag.NewFlagSet("compare", flag.ExitOnError)
 	sizeMiB := fs.Int("size", 1024, "size of the test file, MiB")
 	dir := fs.String("dir", "", "work directory (default: a new temp dir, removed after)")
-	runs := fs.Int("runs", 3, "runs of each method; the fastest counts")
+	runs := fs.Int("runs", 3, "rounds; each runs every method once, and the median counts")
+	jsonOut := fs.String("json", "", "also write the results as JSON to `file` (for bench/report)")
 	fs.Parse(args)
 	if *dir == "" {
 		d, err := os.MkdirTemp("", "kq-backup-bench-")
@@ -269,23 +285,26 @@ func compare(args []string) error {
 	}
 
 	steps := []struct {
-		name string
-		argv []string
+		key, name string
+		argv      []string
 	}{
-		{"raw AES-256-GCM seal", []string{self, "raw-seal", p("data"), p("data.raw")}},
-		{"backup (hsm/backup writer)", []string{self, "backup", p("data"), p("data.kqbk")}},
-		{"age encrypt (X25519)", []string{agePath, "-r", strings.TrimSpace(string(recipient)), "-o", p("data.age"), p("data")}},
-		{"raw AES-256-GCM open", []string{self, "raw-open", p("data.raw"), os.DevNull}},
-		{"restore (hsm/backup reader)", []string{self, "restore", p("data.kqbk"), os.DevNull}},
-		{"age decrypt (X25519)", []string{agePath, "-d", "-i", p("age.key"), "-o", os.DevNull, p("data.age")}},
+		{"raw-seal", "raw AES-256-GCM seal", []string{self, "raw-seal", p("data"), p("data.raw")}},
+		{"backup", "backup (hsm/backup writer)", []string{self, "backup", p("data"), p("data.kqbk")}},
+		{"age-encrypt", "age encrypt (X25519)", []string{agePath, "-r", strings.TrimSpace(string(recipient)), "-o", p("data.age"), p("data")}},
+		{"raw-open", "raw AES-256-GCM open", []string{self, "raw-open", p("data.raw"), os.DevNull}},
+		{"restore", "restore (hsm/backup reader)", []string{self, "restore", p("data.kqbk"), os.DevNull}},
+		{"age-decrypt", "age decrypt (X25519)", []string{agePath, "-d", "-i", p("age.key"), "-o", os.DevNull, p("data.age")}},
 	}
-	res := map[string]result{}
-	for _, s := range steps {
-		r, err := measure(s.name, *runs, s.argv...)
-		if err != nil {
-			return err
+	// Rounds, not method after method: every method runs once per round, so a comparison is
+	// between runs made moments apart, and a ratio is taken within each round.
+	res := make([]result, len(steps))
+	for round := range *runs {
+		for i, s := range steps {
+			if err := measure(&res[i], s.name, s.argv...); err != nil {
+				return err
+			}
 		}
-		res[s.name] = r
+		fmt.Printf("round %d of %d done\n", round+1, *runs)
 	}
 	// The timed decryptions wrote to /dev/null; decrypt once more, untimed, and compare.
 	for i, argv := range [][]string{
@@ -307,29 +326,69 @@ func compare(args []string) error {
 	}
 
 	bytesN := float64(*sizeMiB) * (1 << 20)
-	mbps := func(r result) float64 { return bytesN / 1e6 / r.best.Seconds() }
-	fmt.Printf("\n%d MiB, best of %d runs, %d CPUs (%s/%s), MB = 10^6 bytes\n\n", *sizeMiB, *runs, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH)
-	fmt.Printf("%-30s %10s %9s %13s %9s\n", "method", "MB/s", "time", "peak RSS", "vs raw")
-	for i, s := range steps {
-		r := res[s.name]
-		rawName := steps[0].name
-		if i >= 3 {
-			rawName = steps[3].name
+	mbps := func(d time.Duration) float64 { return bytesN / 1e6 / d.Seconds() }
+	// ratio is the median over the rounds of method a's speed over method b's.
+	ratio := func(a, b int) float64 {
+		var v []float64
+		for i := range res[a].times {
+			v = append(v, res[b].times[i].Seconds()/res[a].times[i].Seconds())
 		}
-		fmt.Printf("%-30s %10.0f %8.2fs %9.1f MiB %8.0f%%\n", s.name, mbps(r), r.best.Seconds(), float64(r.peakKiB)/1024, 100*mbps(r)/mbps(res[rawName]))
+		return medianOf(v)
 	}
+	fmt.Printf("\n%d MiB, median of %d rounds, %d CPUs (%s/%s), MB = 10^6 bytes; ratios are medians of the per-round ratios\n\n",
+		*sizeMiB, *runs, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH)
+	fmt.Printf("%-30s %10s %9s %13s %9s\n", "method", "MB/s", "time", "peak RSS", "vs raw")
+	out := jsonResult{SizeMiB: *sizeMiB, Runs: *runs}
+	for i, s := range steps {
+		raw := 0
+		if i >= 3 {
+			raw = 3
+		}
+		r := res[i]
+		fmt.Printf("%-30s %10.0f %8.2fs %9.1f MiB %8.0f%%\n", s.name, mbps(r.median()), r.median().Seconds(), float64(r.peakKiB)/1024, 100*ratio(i, raw))
+		out.Methods = append(out.Methods, jsonMethod{Key: s.key, Name: s.name, MedianSeconds: r.median().Seconds(),
+			MBps: mbps(r.median()), PeakMiB: float64(r.peakKiB) / 1024})
+	}
+	out.BackupVsRaw, out.BackupVsAge = ratio(1, 0), ratio(1, 2)
+	out.RestoreVsRaw, out.RestoreVsAge = ratio(4, 3), ratio(4, 5)
 	check := func(ok bool, what string) string {
 		if ok {
 			return "PASS  " + what
 		}
 		return "FAIL  " + what
 	}
-	b, rs := res[steps[1].name], res[steps[4].name]
 	fmt.Println()
-	fmt.Println(check(mbps(b) >= 0.9*mbps(res[steps[0].name]), "backup at >= 90% of raw AES-256-GCM seal"))
-	fmt.Println(check(mbps(rs) >= 0.9*mbps(res[steps[3].name]), "restore at >= 90% of raw AES-256-GCM open"))
-	fmt.Println(check(mbps(b) > mbps(res[steps[2].name]), "backup faster than age encrypt"))
-	fmt.Println(check(mbps(rs) > mbps(res[steps[5].name]), "restore faster than age decrypt"))
-	fmt.Println(check(b.peakKiB < 64<<10 && rs.peakKiB < 64<<10, "backup and restore peak RSS under 64 MiB"))
+	fmt.Println(check(out.BackupVsRaw >= 0.9, "backup at >= 90% of raw AES-256-GCM seal"))
+	fmt.Println(check(out.RestoreVsRaw >= 0.9, "restore at >= 90% of raw AES-256-GCM open"))
+	fmt.Println(check(out.BackupVsAge > 1, "backup faster than age encrypt"))
+	fmt.Println(check(out.RestoreVsAge > 1, "restore faster than age decrypt"))
+	fmt.Println(check(res[1].peakKiB < 64<<10 && res[4].peakKiB < 64<<10, "backup and restore peak RSS under 64 MiB"))
+	if *jsonOut != "" {
+		b, err := json.MarshalIndent(out, "", "  ")
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(*jsonOut, append(b, '\n'), 0o644)
+	}
 	return nil
+}
+
+// jsonResult is what -json writes: each method's median and peak RSS, and the speed ratios
+// (>1: the backup format is faster).
+type jsonResult struct {
+	SizeMiB      int          `json:"size_mib"`
+	Runs         int          `json:"runs"`
+	Methods      []jsonMethod `json:"methods"`
+	BackupVsRaw  float64      `json:"backup_vs_raw"`
+	BackupVsAge  float64      `json:"backup_vs_age"`
+	RestoreVsRaw float64      `json:"restore_vs_raw"`
+	RestoreVsAge float64      `json:"restore_vs_age"`
+}
+
+type jsonMethod struct {
+	Key           string  `json:"key"`
+	Name          string  `json:"name"`
+	MedianSeconds float64 `json:"median_s"`
+	MBps          float64 `json:"mbps"`
+	PeakMiB       float64 `json:"peak_mib"`
 }
