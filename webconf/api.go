@@ -328,19 +328,20 @@ func kindList() string {
 }
 
 // start is POST /api/v1/ceremony/start. Its action depends on the kind in the body, so it
-// authorizes itself (roles and approval) before anything starts.
+// authorizes itself (roles and approval) once the body is checked, before anything starts.
 func (a *apiHandlers) start(w http.ResponseWriter, r *http.Request) {
 	var sr StartRequest
 	if err := decodeJSON(r.Body, &sr); err != nil {
 		a.badRequest(w, r, err.Error())
 		return
 	}
-	if !a.s.authorize(w, r, ActionForKind(sr.Kind)) {
-		return
-	}
+	// The request is checked before the approval is spent on it: a typo costs no new one.
 	req, err := ceremonyRequest(sr)
 	if err != nil {
 		a.badRequest(w, r, err.Error())
+		return
+	}
+	if !a.s.authorize(w, r, ActionForKind(sr.Kind)) {
 		return
 	}
 	ctx, err := a.s.ceremonyContext()
