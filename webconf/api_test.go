@@ -1,0 +1,371 @@
+package webconf
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keyquorum/keyquorum/ceremony"
+	"github.com/keyquorum/keyquorum/hsm/soft"
+)
+
+// apiClient calls the JSON API as the command line does: a certificate, JSON or a backup as
+// the body, no CSRF token, no cookies.
+type apiClient struct {
+	t *testing.T
+	s *service
+	c *http.Client
+}
+
+func (s *service) api(t *testing.T, cert tls.Certificate) *apiClient {
+	return &apiClient{t: t, s: s, c: s.client(&cert)}
+}
+
+func (a *apiClient) call(method, path, ctype string, body io.Reader, header map[string]string) (int, []byte, http.Header) {
+	a.t.Helper()
+	req, _ := http.NewRequest(method, a.s.url(path), body)
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := a.c.Do(req)
+	if err != nil {
+		a.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, resp.Header
+}
+
+func (a *apiClient) json(method, path string, body any, header map[string]string) (int, []byte) {
+	a.t.Helper()
+	var rd io.Reader
+	ctype := ""
+	if body != nil {
+		j, _ := json.Marshal(body)
+		rd, ctype = bytes.NewReader(j), "application/json"
+	}
+	code, b, _ := a.call(method, path, ctype, rd, header)
+	return code, b
+}
+
+// problemCode is the code of an API problem body.
+func problemCode(t *testing.T, body []byte) string {
+	t.Helper()
+	var p APIProblem
+	if err := json.Unmarshal(body, &p); err != nil || p.Title == "" || p.What == "" {
+		t.Fatalf("not an API problem: %v %s", err, body)
+	}
+	return p.Code
+}
+
+func approval(t *testing.T, b *browser, a Action) map[string]string {
+	t.Helper()
+	tok, refusal := b.tryStepUp("", nil, a)
+	if refusal != "" {
+		t.Fatal(refusal)
+	}
+	return map[string]string{ApprovalHeader: tok}
+}
+
+// TestAPIRequestHygiene: the API's CSRF rule (JSON or a backup only, origin checks first),
+// its bounded upload, and a stable code on every refusal, including the middleware's.
+func TestAPIRequestHygiene(t *testing.T) {
+	s := startService(t, t.TempDir(), serviceOptions{maxUpload: 4 << 10})
+	admin := s.browser("Alice Admin")
+	cli := s.api(t, admin.cert)
+	anon := &apiClient{t: t, s: s, c: s.client(nil)}
+
+	cases := []struct {
+		name   string
+		client *apiClient
+		method string
+		path   string
+		ctype  string
+		body   string
+		header map[string]string
+		status int
+		code   string
+	}{
+		{"no certificate", anon, "GET", "/api/v1/status", "", "", nil, 401, CodeNoCertificate},
+		{"form post", cli, "POST", "/api/v1/ceremony/cancel", "application/x-www-form-urlencoded", "csrf=x", nil, 403, CodeCSRF},
+		{"text post", cli, "POST", "/api/v1/ceremony/cancel", "text/plain", "{}", nil, 403, CodeCSRF},
+		{"no content type", cli, "POST", "/api/v1/ceremony/cancel", "", "", nil, 403, CodeCSRF},
+		{"cross-site JSON", cli, "POST", "/api/v1/ceremony/cancel", "application/json", "{}", map[string]string{"Sec-Fetch-Site": "cross-site"}, 403, CodeCSRF},
+		{"JSON", cli, "POST", "/api/v1/ceremony/cancel", "application/json", "{}", nil, 409, CodeNotRunning},
+		{"unknown field", cli, "POST", "/api/v1/ceremony/start", "application/json", `{"kind":"load","pin":"123456"}`, nil, 400, CodeBadRequest},
+		{"trailing data", cli, "POST", "/api/v1/ceremony/retry", "application/json", `{} {}`, nil, 400, CodeBadRequest},
+		{"no approval", cli, "POST", "/api/v1/ceremony/start", "application/json", `{"kind":"load"}`, nil, 403, CodeApprovalRequired},
+		{"reset unconfirmed", cli, "POST", "/api/v1/ceremony/start", "application/json", `{"kind":"factory-reset"}`, nil, 400, CodeBadRequest},
+		{"no such route", cli, "GET", "/api/v1/nothing", "", "", nil, 404, CodeNotFound},
+		{"backup without key", cli, "GET", "/api/v1/backup", "", "", nil, 409, CodeNoBackupKey},
+		{"restore too large", cli, "POST", "/api/v1/restore", "application/octet-stream", strings.Repeat("x", 5<<10), nil, 413, CodeTooLarge},
+	}
+	for _, c := range cases {
+		code, body, header := c.client.call(c.method, c.path, c.ctype, strings.NewReader(c.body), c.header)
+		if code != c.status || problemCode(t, body) != c.code {
+			t.Errorf("%s: %d %s, want %d %s", c.name, code, body, c.status, c.code)
+		}
+		if ct := header.Get("Content-Type"); ct != "application/json" {
+			t.Errorf("%s: content type %q", c.name, ct)
+		}
+	}
+	// An auditor reads, but steers nothing.
+	auditor := s.browserAs("Ann Auditor", RoleAuditor, false)
+	acli := s.api(t, auditor.cert)
+	if code, body := acli.json("POST", "/api/v1/ceremony/cancel", struct{}{}, nil); code != 403 || problemCode(t, body) != CodeNotAllowed {
+		t.Errorf("auditor cancels: %d %s", code, body)
+	}
+	if code, body := acli.json("GET", "/api/v1/audit/verify", nil, nil); code != 200 || !strings.Contains(string(body), `"entries"`) {
+		t.Errorf("auditor verifies the audit log: %d %s", code, body)
+	}
+	// A certificate without a role gets the code that says so.
+	nobody := s.browserAs("Neil Newcomer", RoleNone, false)
+	if code, body := s.api(t, nobody.cert).json("GET", "/api/v1/status", nil, nil); code != 403 || problemCode(t, body) != CodeNoRole {
+		t.Errorf("no role: %d %s", code, body)
+	}
+}
+
+// TestAPICeremonyAndBackup: a generation started and followed through the API (event stream
+// until the outcome), status and card info, a backup, a refused foreign backup that changes
+// nothing, and a restore.
+func TestAPICeremonyAndBackup(t *testing.T) {
+	dir := t.TempDir()
+	s := startService(t, dir, serviceOptions{})
+	if _, err := s.hsm.CreateKey(context.Background(), "payments"); err != nil {
+		t.Fatal(err)
+	}
+	admin := s.browser("Alice Admin")
+	cli := s.api(t, admin.cert)
+	cards := newCards(t, s.pad, 3)
+
+	code, body := cli.json("POST", "/api/v1/ceremony/start", StartRequest{Kind: ceremony.KindGenerate, K: 2, N: 3, Label: "api"}, approval(t, admin, ActionForKind(ceremony.KindGenerate)))
+	var started StartedJSON
+	if code != http.StatusAccepted || json.Unmarshal(body, &started) != nil || started.Kind != ceremony.KindGenerate {
+		t.Fatalf("start: %d %s", code, body)
+	}
+	// Follow the events while the pad is driven.
+	req, _ := http.NewRequest("GET", s.url("/api/v1/ceremony/events?until=outcome"), nil)
+	resp, err := cli.c.Do(req)
+	if err != nil || resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/x-ndjson" {
+		t.Fatalf("events: %v %v", err, resp)
+	}
+	events := make(chan []ceremony.Event, 1)
+	go func() {
+		defer resp.Body.Close()
+		var got []ceremony.Event
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+				continue
+			}
+			var ev ceremony.Event
+			if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+				t.Errorf("event line %q: %v", sc.Text(), err)
+			}
+			got = append(got, ev)
+		}
+		events <- got
+	}()
+	j := driveCeremony(t, context.Background(), s, httpActor{admin}, []string{cards[0], cards[1], cards[2], cards[2], cards[0]}, nil)
+	if j.Status != ceremony.StatusDone {
+		t.Fatalf("generate: %+v", j)
+	}
+	var got []ceremony.Event
+	select {
+	case got = <-events:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the event stream did not end after the outcome")
+	}
+	if len(got) < 5 || got[len(got)-1].Type != ceremony.EventOutcome || got[len(got)-1].Status != ceremony.StatusDone {
+		t.Fatalf("events: %d, last %+v", len(got), got[len(got)-1])
+	}
+	for _, ev := range got {
+		b, _ := json.Marshal(ev)
+		if bytes.Contains(b, []byte("123456")) {
+			t.Fatalf("an event carries the PIN: %s", b)
+		}
+	}
+
+	var st StatusJSON
+	code, body = cli.json("GET", "/api/v1/status", nil, nil)
+	if code != 200 || json.Unmarshal(body, &st) != nil || st.BackupKeyID != j.KeyID || st.KeySet == nil || len(st.Keys) != 1 || st.Keys[0].Label != "payments" || !st.Simulator {
+		t.Fatalf("status: %d %s", code, body)
+	}
+	// Card info: the card in the pad, and that it belongs to the loaded set.
+	s.pad.Remove() // the last card read may still be in the slot
+	if err := s.pad.Insert(cards[1]); err != nil {
+		t.Fatal(err)
+	}
+	var ci CardJSON
+	code, body = cli.json("GET", "/api/v1/card", nil, nil)
+	if code != 200 || json.Unmarshal(body, &ci) != nil || ci.Inserted == nil || ci.Inserted.Serial != cards[1] || !ci.InKeySet || len(ci.Cards) != 3 {
+		t.Fatalf("card info: %d %s", code, body)
+	}
+	s.pad.Remove()
+
+	code, backupBytes, header := cli.call("GET", "/api/v1/backup", "", nil, nil)
+	if code != 200 || header.Get(KeyIDHeader) != j.KeyID || len(backupBytes) < 100 {
+		t.Fatalf("backup: %d %s", code, header)
+	}
+
+	// A backup of another key: refused from its header, nothing changed, audited.
+	other, err := soft.Open(filepath.Join(t.TempDir(), "other"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mbk := make([]byte, 32)
+	rand.Read(mbk)
+	other.LoadBackupKey(context.Background(), mbk)
+	clear(mbk)
+	other.CreateKey(context.Background(), "intruder")
+	var foreign bytes.Buffer
+	if err := other.Backup(context.Background(), &foreign); err != nil {
+		t.Fatal(err)
+	}
+	other.Close()
+	code, body, _ = cli.call("POST", "/api/v1/restore", "application/octet-stream", &foreign, approval(t, admin, ActionRestore))
+	if code != http.StatusUnprocessableEntity || problemCode(t, body) != CodeForeignKey {
+		t.Fatalf("foreign restore: %d %s", code, body)
+	}
+	if keys, _ := s.hsm.Keys(context.Background()); len(keys) != 1 || keys[0].Label != "payments" {
+		t.Fatalf("keys after the refused restore: %+v", keys)
+	}
+	if es := auditEvents(t, s, AuditRestoreRefused); len(es) != 1 || !strings.Contains(es[0].Message, "nothing changed") {
+		t.Errorf("refused restore audit: %+v", es)
+	}
+	// The real backup restores.
+	code, body, _ = cli.call("POST", "/api/v1/restore", "application/octet-stream", bytes.NewReader(backupBytes), approval(t, admin, ActionRestore))
+	var res RestoredJSON
+	if code != 200 || json.Unmarshal(body, &res) != nil || res.BackupKeyID != j.KeyID || res.Keys != 1 {
+		t.Fatalf("restore: %d %s", code, body)
+	}
+	// The audit export is JSON lines that verify.
+	code, export, _ := cli.call("GET", "/api/v1/audit/export", "", nil, nil)
+	if sum, err := ceremony.VerifyAuditExport(bytes.NewReader(export)); code != 200 || err != nil || sum.Entries == 0 {
+		t.Fatalf("audit export: %d %v", code, err)
+	}
+}
+
+// TestAPIClusterState: the cluster state goes only to a node certificate of this CA whose
+// node names this node's key; a join checks its request before connecting anywhere.
+func TestAPIClusterState(t *testing.T) {
+	s := startService(t, t.TempDir(), serviceOptions{})
+	admin := s.browser("Alice Admin")
+	cli := s.api(t, admin.cert)
+
+	code, body := cli.json("POST", "/api/v1/cluster/nodes", NodeRequest{Name: "node-b"}, nil)
+	if code != 403 || problemCode(t, body) != CodeApprovalRequired {
+		t.Fatalf("issue node without approval: %d %s", code, body)
+	}
+	code, body = cli.json("POST", "/api/v1/cluster/nodes", NodeRequest{Name: "node-b"}, approval(t, admin, ActionOperatorsManage))
+	var nb NodeBundleJSON
+	if code != 200 || json.Unmarshal(body, &nb) != nil || nb.Password == "" || len(nb.P12) == 0 || nb.CAFingerprint != s.pki.Fingerprint() {
+		t.Fatalf("issue node: %d %s", code, body)
+	}
+	if es := auditEvents(t, s, AuditNodeIssued); len(es) != 1 {
+		t.Errorf("node issuance audit: %+v", es)
+	}
+	_, node, err := parseJoin(JoinRequest{Peer: s.url(""), NodeP12: nb.P12, NodePassword: nb.Password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ncli := s.api(t, node.cert)
+
+	// No key here yet: nothing to send.
+	if code, body := ncli.json("GET", "/api/v1/cluster/state", nil, map[string]string{KeyIDHeader: "0011223344556677"}); code != 409 || problemCode(t, body) != CodeNoBackupKey {
+		t.Fatalf("state without a key: %d %s", code, body)
+	}
+	mbk := make([]byte, 32)
+	rand.Read(mbk)
+	if err := s.hsm.LoadBackupKey(context.Background(), mbk); err != nil {
+		t.Fatal(err)
+	}
+	clear(mbk)
+	id, _ := s.hsm.BackupKeyID(context.Background())
+
+	for _, c := range []struct {
+		name   string
+		client *apiClient
+		keyID  string
+		status int
+		code   string
+	}{
+		{"operator certificate", cli, id.String(), 403, CodeNotNode},
+		{"no key ID", ncli, "", 400, CodeBadRequest},
+		{"another key", ncli, "0011223344556677", 422, CodeForeignKey},
+	} {
+		code, body := c.client.json("GET", "/api/v1/cluster/state", nil, map[string]string{KeyIDHeader: c.keyID})
+		if code != c.status || problemCode(t, body) != c.code {
+			t.Errorf("%s: %d %s", c.name, code, body)
+		}
+	}
+	// A node certificate of another CA fails the handshake.
+	otherCA := newTestCA(t)
+	stranger := &apiClient{t: t, s: s, c: s.client(&otherCA)}
+	req, _ := http.NewRequest("GET", s.url("/api/v1/cluster/state"), nil)
+	if _, err := stranger.c.Do(req); err == nil {
+		t.Error("a certificate of another CA got an answer")
+	}
+	code, data, header := ncli.call("GET", "/api/v1/cluster/state", "", nil, map[string]string{KeyIDHeader: id.String()})
+	if code != 200 || header.Get(KeyIDHeader) != id.String() || len(data) < 100 {
+		t.Fatalf("state to the node: %d %s", code, header)
+	}
+	if es := auditEvents(t, s, AuditClusterStateSent); len(es) != 1 || !strings.Contains(es[0].Message, "CN=node-b,O=Keyquorum cluster nodes") {
+		t.Errorf("state sent audit: %+v", es)
+	}
+
+	// Join requests are checked before anything is contacted.
+	opP12, opPW := operatorP12(t, s)
+	for _, c := range []struct {
+		name string
+		req  JoinRequest
+		says string
+	}{
+		{"http peer", JoinRequest{Peer: "http://x:1", NodeP12: nb.P12, NodePassword: nb.Password}, "the peer must be"},
+		{"peer with path", JoinRequest{Peer: "https://x:1/hsm", NodeP12: nb.P12, NodePassword: nb.Password}, "the peer must be"},
+		{"no node file", JoinRequest{Peer: "https://x:1"}, "no node file"},
+		{"wrong password", JoinRequest{Peer: "https://x:1", NodeP12: nb.P12, NodePassword: "nope"}, "password is wrong"},
+		{"operator p12", JoinRequest{Peer: "https://x:1", NodeP12: opP12, NodePassword: opPW}, "not a node certificate"},
+	} {
+		if _, _, err := parseJoin(c.req); err == nil || !strings.Contains(err.Error(), c.says) {
+			t.Errorf("%s: %v", c.name, err)
+		}
+	}
+}
+
+// newTestCA is a client certificate of a CA that WebConf does not know.
+func newTestCA(t *testing.T) tls.Certificate {
+	t.Helper()
+	p, err := LoadPKI(t.TempDir(), nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key, err := p.IssueClient(pkix.Name{CommonName: "node-x", Organization: []string{NodeOrganization}}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tlsCert(cert, key)
+}
+
+// operatorP12 is an operator's (not a node's) PKCS#12 file of the service's CA and its password.
+func operatorP12(t *testing.T, s *service) ([]byte, string) {
+	t.Helper()
+	_, p12, pw, err := issueOperatorCert(s.pki, pkix.Name{CommonName: "Olga Operator", Organization: []string{"Keyquorum operators"}}, "", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p12, pw
+}
