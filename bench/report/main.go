@@ -77,15 +77,28 @@ func main() {
 
 // row is one line of the table.
 type row struct {
+	order                      int // the issue's order; rows are measured in another
 	what, figure, runs, source string
 	failed                     bool
 }
 
+// Row order in the table, as issue 7 lists the figures.
+const (
+	orderSharing = iota
+	orderAPDU
+	orderCeremony
+	orderBackup
+	orderWebConf
+	orderColdStart
+)
+
 type report struct {
+	order      int // of the rows being added
 	root, work string
 	p          plan
 	rows       []row
-	cpuBrand   string // the CPU as Go's benchmarks name it (CPUID brand string)
+	cpuBrand   string   // the CPU as Go's benchmarks name it (CPUID brand string)
+	notes      []string // sentences under the table
 	failures   int
 }
 
@@ -133,7 +146,7 @@ func run(ctx context.Context, p plan, out, note string) error {
 }
 
 func (r *report) add(what, figure, runs, source string) {
-	r.rows = append(r.rows, row{what: what, figure: figure, runs: runs, source: source})
+	r.rows = append(r.rows, row{order: r.order, what: what, figure: figure, runs: runs, source: source})
 }
 
 // fail records a row that could not be measured, with the reason (first line only).
@@ -146,7 +159,7 @@ func (r *report) fail(what, source string, err error) {
 		msg = msg[:160] + "…"
 	}
 	fmt.Fprintf(os.Stderr, "!! %s: %v\n", what, err)
-	r.rows = append(r.rows, row{what: what, figure: "not measured: " + strings.ReplaceAll(msg, "|", "/"), runs: "–", source: source, failed: true})
+	r.rows = append(r.rows, row{order: r.order, what: what, figure: "not measured: " + strings.ReplaceAll(msg, "|", "/"), runs: "–", source: source, failed: true})
 	r.failures++
 }
 
@@ -319,9 +332,15 @@ func sig(x float64) string {
 
 func ratio(x float64) string { return sig(x) + "×" }
 
-func runsText(n int) string { return fmt.Sprintf("median of %d", n) }
+func runsText(n int) string {
+	if n == 1 {
+		return "1 run"
+	}
+	return fmt.Sprintf("median of %d", n)
+}
 
 func (r *report) sharing(ctx context.Context) {
+	r.order = orderSharing
 	step("sharing: Split and Combine of a 32-byte key")
 	src := "`BenchmarkSplit`, `BenchmarkCombine` (sharing)"
 	lines, err := r.goBench(ctx, "sharing", "sharing", 5*time.Minute,
@@ -349,6 +368,7 @@ func (r *report) sharing(ctx context.Context) {
 }
 
 func (r *report) simCeremony(ctx context.Context) {
+	r.order = orderCeremony
 	step("ceremony: 3-of-5 Generate + read-back against the simulator")
 	what, src := "3-of-5 Generate + read-back, simulator pad + soft HSM", "`BenchmarkGenerate3of5` (ceremony)"
 	lines, err := r.goBench(ctx, "ceremony", "ceremony", 5*time.Minute,
@@ -370,6 +390,7 @@ func (r *report) simCeremony(ctx context.Context) {
 }
 
 func (r *report) webconfPages(ctx context.Context) {
+	r.order = orderWebConf
 	step("webconf: status page through the middleware, no TLS")
 	what, src := "WebConf status page rendered through the middleware (no TLS, one at a time)", "`BenchmarkPages` (webconf)"
 	lines, err := r.goBench(ctx, "webconf", "webconf-pages", 5*time.Minute,
@@ -387,6 +408,7 @@ func (r *report) webconfPages(ctx context.Context) {
 }
 
 func (r *report) sse(ctx context.Context) {
+	r.order = orderWebConf
 	step("webconf: PIN-pad event to SSE message")
 	what := "PIN-pad event → its SSE message at an mTLS client (card inserted/removed on the simulator pad)"
 	src := "`BenchmarkPadEventSSE` (webconf)"
@@ -427,6 +449,7 @@ func (r *report) webload(ctx context.Context, log string, v any, args ...string)
 }
 
 func (r *report) webLoad(ctx context.Context) {
+	r.order = orderWebConf
 	step("webconf: status page under 64 concurrent mTLS connections")
 	what := "WebConf status page (GET /) under 64 concurrent mTLS connections, keyquorum serve on loopback"
 	src := "`bench/webload status`"
@@ -454,6 +477,7 @@ func (r *report) webLoad(ctx context.Context) {
 }
 
 func (r *report) coldStart(ctx context.Context) {
+	r.order = orderColdStart
 	step("keyquorum serve: cold start to first accepted TLS connection")
 	src := "`bench/webload coldstart`"
 	var res struct {
@@ -479,6 +503,7 @@ func (r *report) coldStart(ctx context.Context) {
 }
 
 func (r *report) pcscAPDU(ctx context.Context) {
+	r.order = orderAPDU
 	step("pinpad/pcsc: APDU round trip through pcscd + vpcd")
 	what, src := "APDU round trip (SELECT MF) through pcscd + vpcd", "`BenchmarkPCSCAPDURoundTrip` (pinpad/pcsc; as bench/apdu.sh)"
 	// One process per run: each starts its own pcscd and inserts the card once.
@@ -550,12 +575,14 @@ func (r *report) cyberJack(ctx context.Context) {
 			}
 		}
 	}
+	r.order = orderAPDU
 	if apduErr != nil {
 		r.fail(apduWhat, apduSrc, apduErr)
 	} else {
 		r.add(apduWhat, fmt.Sprintf("median %s, p99 %s", dur(median(med)/1e6), dur(median(p99)/1e6)),
 			fmt.Sprintf("median of %d × %d APDUs", len(med), r.p.apdus), apduSrc)
 	}
+	r.order = orderCeremony
 	if genErr != nil {
 		r.fail(genWhat, genSrc, genErr)
 		return
@@ -566,10 +593,19 @@ func (r *report) cyberJack(ctx context.Context) {
 	} else {
 		fig += "; ratio to its APDU round trips not measured (the APDU benchmark failed)"
 	}
-	r.add(genWhat, fig, fmt.Sprintf("median of %d ceremonies", len(secs)), genSrc)
+	runs := fmt.Sprintf("median of %d ceremonies", len(secs))
+	if len(secs) == 1 {
+		runs = "1 ceremony"
+	}
+	r.add(genWhat, fig, runs, genSrc)
+	if len(ratios) == len(secs) {
+		r.notes = append(r.notes, fmt.Sprintf("A ceremony over PC/SC spends %s in its %.0f APDU round trips (%.0f × %s); the rest is mostly waiting, as pcscd sees a card inserted or removed only at its next presence poll (about every 400 ms, HARDWARE.md / DESIGN.md), and a 3-of-5 Generate with read-back inserts and removes a card eight times (five written, three read back).",
+			dur(median(apdus)*median(med)/1e6), median(apdus), median(apdus), dur(median(med)/1e6)))
+	}
 }
 
 func (r *report) backup(ctx context.Context) {
+	r.order = orderBackup
 	size := fmt.Sprintf("%d MiB", r.p.backupMiB)
 	if r.p.backupMiB%1024 == 0 {
 		size = fmt.Sprintf("%d GiB", r.p.backupMiB/1024)
@@ -605,11 +641,34 @@ func (r *report) backup(ctx context.Context) {
 	for _, x := range res.Methods {
 		m[x.Key] = struct{ mbps, peak float64 }{x.MBps, x.PeakMiB}
 	}
+	check := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "**not met**"
+	}
+	r.notes = append(r.notes, fmt.Sprintf("The backup format's targets (bench/backup.sh): backup at ≥ 0.9× raw AES-256-GCM seal %s, restore at ≥ 0.9× raw open %s, both faster than age %s, peak RSS under 64 MiB %s.",
+		check(res.BackupVsRaw >= 0.9), check(res.RestoreVsRaw >= 0.9), check(res.BackupVsAge > 1 && res.RestoreVsAge > 1),
+		check(m["backup"].peak < 64 && m["restore"].peak < 64)))
 	runs := fmt.Sprintf("median of %d rounds", r.p.slowRuns)
+	if r.p.slowRuns == 1 {
+		runs = "1 round"
+	}
 	r.add(bw, fmt.Sprintf("%.0f MB/s, peak RSS %.1f MiB; %s raw AES-256-GCM seal (%.0f MB/s), %s age encrypt (%.0f MB/s)",
 		m["backup"].mbps, m["backup"].peak, ratio(res.BackupVsRaw), m["raw-seal"].mbps, ratio(res.BackupVsAge), m["age-encrypt"].mbps), runs, src)
 	r.add(rw, fmt.Sprintf("%.0f MB/s, peak RSS %.1f MiB; %s raw AES-256-GCM open (%.0f MB/s), %s age decrypt (%.0f MB/s)",
 		m["restore"].mbps, m["restore"].peak, ratio(res.RestoreVsRaw), m["raw-open"].mbps, ratio(res.RestoreVsAge), m["age-decrypt"].mbps), runs, src)
+}
+
+// busy says whether a load average string shows other work: a 1-minute load of a quarter of
+// the cores or more.
+func busy(load string) bool {
+	f := strings.Fields(load)
+	if len(f) == 0 {
+		return false
+	}
+	v, err := strconv.ParseFloat(f[0], 64)
+	return err == nil && v >= 0.25*float64(runtime.NumCPU())
 }
 
 func loadAvg() string {
@@ -674,12 +733,24 @@ func (r *report) markdown(began time.Time, took time.Duration, loadBefore, loadA
 	if note != "" {
 		fmt.Fprintf(&b, "%s\n", note)
 	}
-	fmt.Fprintf(&b, "\nEvery figure is the median of several runs (column *runs*); every comparison is a ratio taken\n")
-	fmt.Fprintf(&b, "within this run (within one round where the benchmark has rounds). Latencies on loopback share\n")
-	fmt.Fprintf(&b, "the same cores with the server, the daemons and the load generator.\n\n")
+	if busy(loadBefore) {
+		fmt.Fprintf(&b, "Other work was running on this machine when the run began (1-minute load average %s on %d cores):\n", strings.Fields(loadBefore)[0], runtime.NumCPU())
+		fmt.Fprintf(&b, "the figures are noisy, the latency tails (p99) most, and may be slower than on an idle machine.\n")
+	}
+	fmt.Fprintf(&b, "\nEvery figure is the median of several runs (column *runs*; \"N × M\": N runs of M operations, the\n")
+	fmt.Fprintf(&b, "median of the N per-run figures). Every comparison is a ratio taken within this run of the report,\n")
+	fmt.Fprintf(&b, "and within one round where the benchmark has rounds. Loopback latencies include the client: the\n")
+	fmt.Fprintf(&b, "server, the daemons and the load generator share the same cores.\n\n")
 	fmt.Fprintf(&b, "| measure | result | runs | source |\n|---|---|---|---|\n")
+	slices.SortStableFunc(r.rows, func(a, b row) int { return a.order - b.order })
 	for _, x := range r.rows {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", x.what, x.figure, x.runs, x.source)
+	}
+	if len(r.notes) > 0 {
+		b.WriteString("\n")
+		for _, n := range r.notes {
+			fmt.Fprintf(&b, "- %s\n", n)
+		}
 	}
 	return b.String()
 }
