@@ -286,6 +286,11 @@ func (a *apiHandlers) join(ctx context.Context, peer *url.URL, node *nodeIdentit
 	req.Header.Set(KeyIDHeader, mine.String())
 	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {
+		var hne x509.HostnameError
+		if errors.As(err, &hne) {
+			return nil, peerProblem(fmt.Sprintf("the peer's server certificate does not cover the name %s", hne.Host),
+				"Give the peer's address by a name or IP address its server certificate covers: the ones its keyquorum serve was started with (--host, --listen), localhost or 127.0.0.1 on the same machine.")
+		}
 		var cve *tls.CertificateVerificationError
 		if errors.As(err, &cve) {
 			return nil, peerProblem(fmt.Sprintf("the peer %s is not authenticated: its server certificate is not from the CA in the node file (%v)", peer.Host, cve.Err),
