@@ -35,9 +35,13 @@
 // roles.go (a route without one is refused to everybody); a handler of the JSON API that learns
 // its action only from the body maps to actionInHandler there and calls Server.authorize with
 // it (role check and, for a dangerous action, the approval) before doing anything. The JSON API
-// lives under [APIPrefix]: a POST there with a JSON body needs no CSRF token (the origin checks
-// still apply) and every problem is answered as JSON; GET /api/v1/operators and POST
-// /api/v1/operators/role manage the operator list from the command line. Role changes, security key
+// lives under [APIPrefix]: a POST there must be JSON (or a backup, application/octet-stream,
+// bounded by [Config.MaxUpload]) and needs no CSRF token (a browser cannot send either
+// cross-site without a preflight; the origin checks still apply), and every problem is answered
+// as JSON with a stable code ([APIProblem]); GET /api/v1/operators and POST
+// /api/v1/operators/role manage the operator list from the command line, api.go serves the
+// status, ceremonies, events, backup, restore, audit and card info of `keyquorum` CLI, and
+// cluster.go the node certificates and the state transfer of cluster onboarding. Role changes, security key
 // registrations and removals, certificate issuance and revocation, and command-line approvals
 // are written to the ceremony audit log ([AuditRecorder]).
 //
