@@ -59,6 +59,9 @@ const (
 	AuditPINChanged          = "pin.changed"
 	AuditSlotActivated       = "slot.activated"
 	AuditFactoryReset        = "factory.reset"
+	AuditSetSplit            = "set.split"    // Re-issue: the key split again as a new set
+	AuditSetRetired          = "set.retired"  // Re-issue: the set replaced is retired
+	AuditCardChecked         = "card.checked" // Card check: the verdict on one card
 )
 
 const zeroHash = "0000000000000000000000000000000000000000000000000000000000000000"

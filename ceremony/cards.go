@@ -48,6 +48,11 @@ func (r *run) copyCard() (*result, error) {
 				sharing.Zero(b)
 				return refuse(serial, "take it out and insert another share card", "%w", err)
 			}
+			if err := r.refuseRetired(serial, got); err != nil {
+				got.Zero()
+				sharing.Zero(b)
+				return err
+			}
 			now := time.Now().UTC()
 			if err := r.commit(&auditSpec{event: AuditCardRead, message: fmt.Sprintf("copy source: card %s holds share %d of set %s", serial, got.Index, got.SetID.Short()),
 				serials: []string{serial}, indexes: []int{got.Index}},

@@ -32,6 +32,8 @@ const (
 	envChildRoot  = "KEYQUORUM_CEREMONY_CRASH_ROOT"
 	envChildCards = "KEYQUORUM_CEREMONY_CRASH_CARDS"
 	envChildKill  = "KEYQUORUM_CEREMONY_CRASH_KILL" // transition number, or "after-load"
+	envChildK     = "KEYQUORUM_CEREMONY_CRASH_K"    // the quorum the child asks for
+	envChildN     = "KEYQUORUM_CEREMONY_CRASH_N"
 )
 
 func TestMain(m *testing.M) {
@@ -104,7 +106,9 @@ func crashChild(kind Kind) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	hd, err := m.Start(context.Background(), "CN=child", Request{Kind: kind, K: 2, N: 3})
+	qk, _ := strconv.Atoi(os.Getenv(envChildK))
+	qn, _ := strconv.Atoi(os.Getenv(envChildN))
+	hd, err := m.Start(context.Background(), "CN=child", Request{Kind: kind, K: qk, N: qn})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -122,14 +126,22 @@ type childRun struct {
 	output  []byte   // everything it printed (searched for secrets)
 }
 
-// runChild runs the child on root until it reaches killAt (and is SIGKILLed) or finishes.
+// runChild runs a 2-of-3 ceremony in the child on root until it reaches killAt (and is
+// SIGKILLed) or finishes.
 func runChild(t *testing.T, kind Kind, root string, cards []string, killAt string) childRun {
+	t.Helper()
+	return runChildQuorum(t, kind, 2, 3, root, cards, killAt)
+}
+
+// runChildQuorum runs the child asking for a k-of-n ceremony.
+func runChildQuorum(t *testing.T, kind Kind, k, n int, root string, cards []string, killAt string) childRun {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), envChild+"="+string(kind), envChildRoot+"="+root,
-		envChildCards+"="+strings.Join(cards, ","), envChildKill+"="+killAt)
+		envChildCards+"="+strings.Join(cards, ","), envChildKill+"="+killAt,
+		envChildK+"="+strconv.Itoa(k), envChildN+"="+strconv.Itoa(n))
 	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
@@ -391,6 +403,127 @@ func crashLoadAt(t *testing.T, master string, cards []string, keyID string, kill
 		j := e.mustSucceed(h)
 		if e.backupKeyID() != keyID || j.Attempt != 2 {
 			t.Fatalf("resumed load: hsm %q attempt %d", e.backupKeyID(), j.Attempt)
+		}
+	}
+	e.verifyAudit()
+	return len(run.commits)
+}
+
+// TestCrashReissue kills a 2-of-3 → 3-of-5 re-issue at every journaled transition: until the
+// new set is complete the old set stays current and a key load from its cards still works on a
+// freshly reset HSM; once all five new cards were written and verified, the re-issue is finished
+// (at the latest by the recovery) and the old cards are refused.
+func TestCrashReissue(t *testing.T) {
+	if testing.Short() {
+		t.Skip("re-executes the test binary for every transition")
+	}
+	master := t.TempDir()
+	gen := newEnv(t, withRoot(master))
+	old, genJournal := gen.generate(2, 3)
+	if gen.pad.State().Inserted != "" {
+		gen.pad.Remove()
+	}
+	fresh := gen.newCards(5)
+	gen.close()
+
+	seen := 0
+	for n := 1; ; n++ {
+		killAt := strconv.Itoa(n)
+		t.Run("kill at "+killAt, func(t *testing.T) { seen = crashReissueAt(t, master, old, fresh, genJournal, killAt) })
+		if t.Failed() {
+			t.FailNow()
+		}
+		if seen < n {
+			break
+		}
+	}
+	if seen < 14 {
+		t.Fatalf("a whole re-issue committed only %d transitions", seen)
+	}
+}
+
+func crashReissueAt(t *testing.T, master string, old, fresh []string, gen Journal, killAt string) int {
+	root := t.TempDir()
+	for _, d := range []string{"cards", "hsm", "ceremony"} {
+		dst := filepath.Join(root, d)
+		if err := os.CopyFS(dst, os.DirFS(filepath.Join(master, d))); err != nil {
+			t.Fatal(err)
+		}
+		// CopyFS makes files 0644; the soft HSM refuses a device key others can read.
+		filepath.WalkDir(dst, func(p string, de os.DirEntry, err error) error {
+			if err == nil && !de.IsDir() {
+				err = os.Chmod(p, 0o600)
+			}
+			return err
+		})
+	}
+	run := runChildQuorum(t, KindReissue, 3, 5, root, append([]string{old[0], old[1]}, fresh...), killAt)
+
+	e := newEnv(t, withRoot(root))
+	e.logs.Write(run.output)
+	o, err := e.m.Overview(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := o.Last
+	if last == nil || last.Kind != KindReissue {
+		t.Fatalf("last ceremony %+v", last)
+	}
+	t.Logf("killed=%v after %d transitions (%s): %s", run.killed, len(run.commits), lastOf(run.commits), last.Outcome)
+	if e.backupKeyID() != gen.KeyID {
+		t.Fatalf("the HSM's key changed to %q", e.backupKeyID())
+	}
+	if o.Pending != nil || last.Next != NextNone {
+		t.Fatalf("a re-issue leaves nothing pending: %+v, next %q", o.Pending, last.Next)
+	}
+	cur := e.currentSet()
+	if e.pad.State().Inserted != "" {
+		e.pad.Remove()
+	}
+	switch {
+	case last.Status == StatusDone:
+		if cur == nil || cur.SetID != last.SetID || cur.K != 3 || cur.N != 5 || e.setStatus(gen.SetID) != SetRetired ||
+			o.KeySet == nil || o.KeySet.SetID != last.SetID {
+			t.Fatalf("finished re-issue: current %+v, key set %+v", cur, o.KeySet)
+		}
+		if run.killed && len(run.commits) > 0 && !strings.HasPrefix(lastOf(run.commits), "done") &&
+			!strings.Contains(last.Outcome, "just before the interruption") {
+			t.Fatalf("outcome %q", last.Outcome)
+		}
+		// The new set loads on a freshly reset HSM; an old card is refused.
+		e.reset()
+		e.pad.Remove()
+		e.op.use(old[2], fresh[4], fresh[1], fresh[3])
+		e.mustSucceed(e.start("CN=dr-team", Request{Kind: KindLoad}))
+		if !e.problemWith(old[2], "this card belongs to a retired set") {
+			t.Fatalf("problems %q", e.events.problems())
+		}
+	default:
+		if last.Status != StatusInterrupted || !strings.Contains(last.Outcome, "stays current") {
+			t.Fatalf("interrupted re-issue: %+v", last)
+		}
+		if cur == nil || cur.SetID != gen.SetID || o.KeySet == nil || o.KeySet.SetID != gen.SetID {
+			t.Fatalf("the old set is not current: %+v, key set %+v", cur, o.KeySet)
+		}
+		if last.SetID != "" && e.setStatus(last.SetID) != SetAbandoned {
+			t.Fatalf("new set %s is %q", last.SetID, e.setStatus(last.SetID))
+		}
+		touched := 0
+		for _, c := range last.Cards {
+			if c.Role == RoleShare {
+				touched++
+			}
+		}
+		if len(last.Unusable) > touched {
+			t.Fatalf("unusable %v of %d cards touched", last.Unusable, touched)
+		}
+		// A key load from the old cards still works, on a freshly reset HSM.
+		e.reset()
+		e.pad.Remove()
+		e.op.use(old[2], old[0])
+		l := e.mustSucceed(e.start("CN=dr-team", Request{Kind: KindLoad}))
+		if l.SetID != gen.SetID || e.backupKeyID() != gen.KeyID {
+			t.Fatalf("load from the old cards: %+v", l)
 		}
 	}
 	e.verifyAudit()

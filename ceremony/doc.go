@@ -18,6 +18,30 @@
 //   - [KindSlotUserCard]: write a PKCS#11 slot credential, issued by the HSM for this card's
 //     serial, to a card's slot user slot. [KindActivateSlot] reads it back and activates the slot.
 //   - [KindFactoryReset]: zeroize the HSM and clear the ceremony state; the audit log is kept.
+//   - [KindReissue]: replace the card set without changing the key. Read k cards of the current
+//     set, reconstruct the MBK, check it against the HSM's key ID, split it again with a new set
+//     ID and a new k-of-n, write and verify the n new cards. The new set becomes current and the
+//     old one retired in one transaction at the end; from then on its cards are refused by Load,
+//     Copy and Card check ([*RetiredSetError]: "this card belongs to a retired set"). The MBK does
+//     not change, so every backup stays restorable. Cards of the current set are refused as
+//     targets of the new shares, so an interrupted re-issue always leaves the old set whole.
+//   - [KindCardCheck]: one custodian checks one card, PIN on the pad, no quorum and no
+//     reconstruction: [CardCheck] says whether it holds an intact share of the current set (which
+//     index, written when), an altered one, one of a retired or foreign set, or no share.
+//
+// # Card sets and authenticators
+//
+// The appliance keeps a registry of the card sets it knows ([CardSet]): current, retired,
+// abandoned (its ceremony ended before the set was complete), former (current once, before
+// another key or set was generated or loaded). For every share it keeps the card it went to and
+// an authenticator: HMAC-SHA256 of the card's share record under a key the HSM derives from the
+// MBK ([hsm.Authenticator]). A card check asks the HSM whether the record a card holds matches
+// its authenticator. Authenticators reveal nothing of the shares and need no protection; they are
+// made when the cards are written (a Generate computes them with [hsm.AuthenticatorOf] while the
+// MBK still exists, before the HSM holds it; a Re-issue has the HSM compute them) and, for a set
+// first seen in a Load, for the cards that Load read. The authenticator key is re-created from
+// the MBK by every HSM that loads it, so a restored or rebuilt appliance checks the same cards;
+// the registry itself lives in this journal, not in HSM backups.
 //
 // The prompts on the pad follow the appliance's manual: "Write New Key press OK/Cancel",
 // "Insert 1. card press OK/Cancel", "Enter PIN", "Read New Key press OK/Cancel".
@@ -35,6 +59,9 @@
 //   - Generate interrupted after all n cards were written: the key is on the cards; [Manager.Resume]
 //     reads k of them and loads the HSM.
 //   - Load interrupted: [Manager.Resume] reads the cards again.
+//   - Re-issue interrupted: the old set stays current and whole; new cards written so far hold
+//     shares of an abandoned set and are refused. Interrupted once all n new cards were written
+//     and verified, it is finished instead: the new set is complete.
 //
 // A pad timeout or a disconnected reader stalls the ceremony instead of ending it: finished
 // cards stay done, and [Manager.Retry] repeats the step that failed.
@@ -50,6 +77,9 @@
 //	    current       uint64 big-endian: the ceremony that is running or was interrupted
 //	    pending       JSON Pending: what an interrupted ceremony requires (resume, reset)
 //	    keyset        JSON KeySet: the card set of the loaded MBK (IDs, quorum, serials)
+//	sets/             the card set registry (schema 2); kept by a factory reset, like the audit log
+//	    <set id>      16 bytes → JSON CardSet: quorum, status, per share the card and the
+//	                  authenticator; at most one set has status "current"
 //	ceremonies/       one entry per ceremony, never deleted
 //	    <id>          uint64 big-endian → JSON Journal, rewritten at every transition
 //	audit/            append-only, hash-chained
@@ -71,7 +101,7 @@
 //
 // # What this room must never do
 //
-// Write key material, a share or a PIN anywhere: not to the journal, the audit log, an event,
+// Write key material, a share or a PIN anywhere (an authenticator is neither: it is a MAC): not to the journal, the audit log, an event,
 // an error or a log line. PINs never reach the host at all (they are typed on the pad); the MBK
 // and shares are []byte, zeroed as soon as they are no longer needed. It never talks to the
 // browser (that is webconf) and knows nothing of APDUs (that is pinpad).

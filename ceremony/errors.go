@@ -19,6 +19,9 @@ var (
 	// ErrKeyLoaded refuses a key generation on an HSM that holds an MBK already: replacing it
 	// would make every backup unreadable.
 	ErrKeyLoaded = errors.New("the HSM already holds a master backup key: a new key can only be generated after a factory reset")
+	// ErrNoKey refuses a re-issue on an HSM that holds no MBK: the cards read are checked
+	// against the HSM's key, so load it first.
+	ErrNoKey = errors.New("the HSM holds no master backup key: load it with a key load ceremony before re-issuing its cards")
 )
 
 // BusyError refuses a second ceremony while one runs.

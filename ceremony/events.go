@@ -25,6 +25,8 @@ const (
 	StepResetHSM     Step = "reset-hsm"     // zeroizing the HSM
 	StepIssueCred    Step = "issue-credential"
 	StepActivate     Step = "activate-slot"
+	StepSplit        Step = "split"      // Re-issue: splitting the key again for the new set
+	StepCheckCard    Step = "check-card" // Card check: checking the card's share
 	StepWaitRetry    Step = "wait-retry" // stalled: waiting for Retry or Cancel from the operator
 	StepFinished     Step = "finished"
 )

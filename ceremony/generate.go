@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/keyquorum/keyquorum/hsm"
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/sharing"
@@ -49,8 +51,8 @@ func (r *run) writeNewKey(k, n int, label string) error {
 		return fmt.Errorf("generate key: %w", err)
 	}
 	records, err := sharing.Split(mbk, k, n)
-	sharing.Zero(mbk)
 	if err != nil {
+		sharing.Zero(mbk)
 		return fmt.Errorf("generate key: %w", err)
 	}
 	defer func() {
@@ -61,14 +63,69 @@ func (r *run) writeNewKey(k, n int, label string) error {
 	for _, rec := range records {
 		rec.Label = label
 	}
+	// The HSM gets the key only once the cards are read back, so the authenticators of the
+	// shares are computed here, as the HSM will compute them (hsm.AuthenticatorOf), while the
+	// MBK still exists.
+	tags, err := authenticators(records, func(data []byte) ([]byte, error) { return hsm.AuthenticatorOf(mbk, data), nil })
+	sharing.Zero(mbk)
+	if err != nil {
+		return fmt.Errorf("generate key: %w", err)
+	}
 	setID, keyID := records[0].SetID, records[0].KeyID
-	err = r.commit(&auditSpec{event: AuditKeyGenerated, message: fmt.Sprintf("key %s generated in memory and split %d of %d as set %s", keyID, k, n, setID)},
-		func(j *Journal) { j.Phase, j.SetID, j.KeyID = PhaseWriting, setID.String(), keyID.String() })
+	now := time.Now().UTC()
+	err = r.commitWith(&auditSpec{event: AuditKeyGenerated, message: fmt.Sprintf("key %s generated in memory and split %d of %d as set %s", keyID, k, n, setID)},
+		func(j *Journal) { j.Phase, j.SetID, j.KeyID = PhaseWriting, setID.String(), keyID.String() },
+		func(tx *bolt.Tx, j *Journal) error {
+			return putSet(tx, issuingSet(j, label, OriginGenerate, tags, now))
+		})
 	if err != nil {
 		return err
 	}
+	if err := r.writeCards(records, textWriteNewKey); err != nil {
+		return err
+	}
+	return r.commit(&auditSpec{event: AuditCardsWritten, message: fmt.Sprintf("all %d cards written: reading %d of them back", n, k)},
+		func(j *Journal) { j.Phase = PhaseReading })
+}
+
+// authenticators returns the hex authenticator of each record's encoding, by share index.
+func authenticators(records []*sharing.Record, auth func(data []byte) ([]byte, error)) (map[int]string, error) {
+	tags := make(map[int]string, len(records))
+	for _, rec := range records {
+		data, err := rec.Marshal()
+		if err != nil {
+			return nil, fmt.Errorf("encode share record: %w", err)
+		}
+		tag, err := auth(data)
+		sharing.Zero(data)
+		if err != nil {
+			return nil, fmt.Errorf("authenticate share %d: %w", rec.Index, err)
+		}
+		tags[rec.Index] = hex.EncodeToString(tag)
+	}
+	return tags, nil
+}
+
+// issuingSet is the registry entry of a set a ceremony is about to write.
+func issuingSet(j *Journal, label, origin string, tags map[int]string, now time.Time) *CardSet {
+	cs := &CardSet{SetID: j.SetID, KeyID: j.KeyID, K: j.K, N: j.N, Label: label, Status: SetIssuing, Origin: origin,
+		Created: now, Ceremony: j.ID}
+	for i := 1; i <= j.N; i++ {
+		if t := tags[i]; t != "" {
+			cs.setShare(ShareInfo{Index: i, Authenticator: t})
+		}
+	}
+	return cs
+}
+
+// writeCards asks for OK on confirm and writes the records, share 1 first, to the cards the
+// custodians insert, zeroing each record once its card is written and verified. The last card
+// stays in: a generation may read it back first, as the manual allows, and a re-issue is done
+// as soon as it is verified (no wait after it could leave a complete set uncommitted).
+func (r *run) writeCards(records []*sharing.Record, confirm string) error {
+	n := len(records)
 	r.progress(0, n)
-	if err := r.retryable(func() error { return r.waitOK(StepConfirm, textWriteNewKey) }); err != nil {
+	if err := r.retryable(func() error { return r.waitOK(StepConfirm, confirm) }); err != nil {
 		return err
 	}
 	written := make(map[int]string, n) // share index → card serial
@@ -79,16 +136,13 @@ func (r *run) writeNewKey(k, n int, label string) error {
 		}
 		rec.Zero()
 		r.progress(len(written), n)
-		// The last card may stay in: the manual lets the custodian use it as the first card
-		// of the read-back.
 		if i < n {
 			if err := r.retryable(r.removeCard); err != nil {
 				return err
 			}
 		}
 	}
-	return r.commit(&auditSpec{event: AuditCardsWritten, message: fmt.Sprintf("all %d cards written: reading %d of them back", n, k)},
-		func(j *Journal) { j.Phase = PhaseReading })
+	return nil
 }
 
 // writeShare writes rec to a card the custodian inserts and checks it, retrying with another
@@ -241,6 +295,9 @@ func (r *run) confirmOverwrite(card pinpad.Card, have []byte, rec *sharing.Recor
 			return nil
 		case old.SetID == rec.SetID:
 			return refuse(serial, "take it out and insert another card", "this card holds share %d of this ceremony", old.Index)
+		case r.j.Kind == KindReissue && old.SetID.String() == r.j.FromSetID:
+			return refuse(serial, "take it out and insert a blank card or a card of a retired set",
+				"this card holds share %d of the current set %s, which must stay whole while the new set is written (an interrupted re-issue falls back to it): write the new set to other cards", old.Index, old.SetID.Short())
 		default:
 			what = fmt.Sprintf("share %d of another key set (set %s, key %s)", old.Index, old.SetID.Short(), old.KeyID)
 		}
@@ -320,6 +377,75 @@ func (r *run) readAndLoad(exp *expectation, confirm string) (*result, error) {
 			rec.Zero()
 		}
 	}()
+	secret, err := r.readQuorum(exp, confirm, records, serials)
+	if err != nil {
+		return nil, err
+	}
+	defer sharing.Zero(secret)
+	setID, keyID := exp.setID, *exp.keyID
+	if err := r.commit(&auditSpec{event: AuditKeyLoading, message: fmt.Sprintf("key %s reconstructed from %d cards: loading it into the HSM", keyID, len(records))},
+		func(j *Journal) { j.Phase = PhaseLoading }); err != nil {
+		return nil, err
+	}
+	r.working(StepLoadKey, "")
+	if err := r.m.cfg.HSM.LoadBackupKey(r.ctx, secret); err != nil {
+		return nil, fmt.Errorf("load key into the hsm: %w", err)
+	}
+	sharing.Zero(secret)
+	j := r.j
+	var idx []int
+	var sers []string
+	for s, i := range serials {
+		sers = append(sers, s)
+		idx = append(idx, i)
+	}
+	outcome := fmt.Sprintf("Key %s loaded into the HSM from %d cards (set %s).", keyID, len(records), setID.Short())
+	if j.Kind == KindGenerate {
+		outcome = fmt.Sprintf("Key generation finished: %d cards written, %d read back, key %s loaded into the HSM.", j.N, len(records), keyID)
+	}
+	res := &result{
+		outcome: outcome,
+		keyset:  keySetOf(j),
+		audits: []AuditEntry{{Event: AuditKeyLoaded, Message: fmt.Sprintf("key %s loaded into the HSM", keyID),
+			Serials: sers, Indexes: idx}},
+	}
+	if j.Kind == KindLoad {
+		// The HSM now holds the key: it authenticates the shares read, so that the card set
+		// registry can vouch for these cards in a card check (a set made elsewhere, or an
+		// appliance whose journal was lost, learns them here).
+		for _, rec := range records {
+			res.setLabel = rec.Label
+			break
+		}
+		res.setTags = r.loadedAuthenticators(records)
+	}
+	return res, nil
+}
+
+// loadedAuthenticators has the HSM authenticate the records read; a record it cannot
+// authenticate is left without (the card check then says so), the load succeeds anyway.
+func (r *run) loadedAuthenticators(records map[int]*sharing.Record) map[int]string {
+	auth, ok := r.m.cfg.HSM.(hsm.Authenticator)
+	if !ok {
+		return nil
+	}
+	list := make([]*sharing.Record, 0, len(records))
+	for _, rec := range records {
+		list = append(list, rec)
+	}
+	tags, err := authenticators(list, func(data []byte) ([]byte, error) { return auth.Authenticate(r.ctx, data) })
+	if err != nil {
+		r.m.log.Warn("authenticate the shares read", "ceremony", r.j.ID, "err", err)
+		return nil
+	}
+	return tags
+}
+
+// readQuorum reads cards until k distinct shares of one set reconstruct the key and returns it
+// (the caller zeroes it); records and serials collect what was read (the caller zeroes the
+// records). With a damaged card among them it reads one more card to find it. The key's ID is
+// checked against exp.
+func (r *run) readQuorum(exp *expectation, confirm string, records map[int]*sharing.Record, serials map[string]int) ([]byte, error) {
 	if err := r.retryable(func() error { return r.waitOK(StepConfirm, confirm) }); err != nil {
 		return nil, err
 	}
@@ -373,37 +499,11 @@ func (r *run) readAndLoad(exp *expectation, confirm string) (*result, error) {
 			return nil, fmt.Errorf("combine shares: %w", err)
 		}
 	}
-	defer sharing.Zero(secret)
-	setID, keyID := exp.setID, *exp.keyID
-	if got := sharing.KeyIDOf(secret); got != keyID {
+	if got := sharing.KeyIDOf(secret); got != *exp.keyID {
+		sharing.Zero(secret)
 		return nil, fmt.Errorf("combine shares: %w", sharing.ErrKeyIDMismatch)
 	}
-	if err := r.commit(&auditSpec{event: AuditKeyLoading, message: fmt.Sprintf("key %s reconstructed from %d cards: loading it into the HSM", keyID, len(records))},
-		func(j *Journal) { j.Phase = PhaseLoading }); err != nil {
-		return nil, err
-	}
-	r.working(StepLoadKey, "")
-	if err := r.m.cfg.HSM.LoadBackupKey(r.ctx, secret); err != nil {
-		return nil, fmt.Errorf("load key into the hsm: %w", err)
-	}
-	sharing.Zero(secret)
-	j := r.j
-	var idx []int
-	var sers []string
-	for s, i := range serials {
-		sers = append(sers, s)
-		idx = append(idx, i)
-	}
-	outcome := fmt.Sprintf("Key %s loaded into the HSM from %d cards (set %s).", keyID, len(records), setID.Short())
-	if j.Kind == KindGenerate {
-		outcome = fmt.Sprintf("Key generation finished: %d cards written, %d read back, key %s loaded into the HSM.", j.N, len(records), keyID)
-	}
-	return &result{
-		outcome: outcome,
-		keyset:  keySetOf(j),
-		audits: []AuditEntry{{Event: AuditKeyLoaded, Message: fmt.Sprintf("key %s loaded into the HSM", keyID),
-			Serials: sers, Indexes: idx}},
-	}, nil
+	return secret, nil
 }
 
 // readShare reads one card of the set and adds its record, refusing (and naming why) a card
@@ -439,6 +539,9 @@ func (r *run) readShare(exp *expectation, records map[int]*sharing.Record, seria
 				rec.Zero()
 			}
 		}()
+		if err := r.refuseRetired(serial, rec); err != nil {
+			return err
+		}
 		switch {
 		case exp.setID != nil && rec.SetID != *exp.setID:
 			if exp.keyID != nil && rec.KeyID == *exp.keyID {
@@ -465,7 +568,10 @@ func (r *run) readShare(exp *expectation, records map[int]*sharing.Record, seria
 		first := exp.setID == nil
 		if err := r.commit(&auditSpec{event: AuditCardRead, message: fmt.Sprintf("share %d of set %s read from card %s", rec.Index, rec.SetID.Short(), serial), serials: []string{serial}, indexes: []int{rec.Index}},
 			func(j *Journal) {
-				if first {
+				switch {
+				case first && j.Kind == KindReissue:
+					j.FromSetID, j.KeyID, j.FromK, j.FromN = rec.SetID.String(), rec.KeyID.String(), rec.K, rec.N
+				case first:
 					j.SetID, j.KeyID, j.K, j.N = rec.SetID.String(), rec.KeyID.String(), rec.K, rec.N
 				}
 				j.setCard(CardEntry{Serial: serial, Index: rec.Index, Role: RoleRead, State: CardRead, Time: now})
@@ -482,6 +588,23 @@ func (r *run) readShare(exp *expectation, records map[int]*sharing.Record, seria
 		keep = true
 		return nil
 	})
+}
+
+// refuseRetired refuses a card whose set was retired by a re-issue or abandoned by a ceremony
+// that never completed it.
+func (r *run) refuseRetired(serial string, rec *sharing.Record) error {
+	cs, err := r.m.lookupSet(rec.SetID)
+	if err != nil {
+		return err
+	}
+	if cs != nil && cs.Status.Refused() {
+		hint := "take it out and insert a card of the current set"
+		if cur, _ := r.m.CurrentSet(); cur != nil {
+			hint = fmt.Sprintf("take it out and insert a card of the current set %s; overwrite or destroy the retired card: it still holds a share of the key", short(cur.SetID))
+		}
+		return &refusal{serial: serial, err: retiredError(cs, rec.Index), hint: hint}
+	}
+	return nil
 }
 
 // dropDamaged takes the record with share index idx out of the read and records its card as

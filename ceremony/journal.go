@@ -23,10 +23,12 @@ const (
 	KindSlotUserCard Kind = "slot-user-card"
 	KindActivateSlot Kind = "activate-slot"
 	KindFactoryReset Kind = "factory-reset"
+	KindReissue      Kind = "reissue"
+	KindCardCheck    Kind = "card-check"
 )
 
 // Kinds lists every kind, in the order a menu shows them.
-var Kinds = []Kind{KindGenerate, KindLoad, KindCopyCard, KindChangePIN, KindSlotUserCard, KindActivateSlot, KindFactoryReset}
+var Kinds = []Kind{KindGenerate, KindLoad, KindCopyCard, KindChangePIN, KindSlotUserCard, KindActivateSlot, KindFactoryReset, KindReissue, KindCardCheck}
 
 // Title is the kind's name for people.
 func (k Kind) Title() string {
@@ -45,6 +47,10 @@ func (k Kind) Title() string {
 		return "slot activation"
 	case KindFactoryReset:
 		return "factory reset"
+	case KindReissue:
+		return "card set re-issue"
+	case KindCardCheck:
+		return "card check"
 	}
 	return string(k)
 }
@@ -77,12 +83,12 @@ type Phase string
 
 const (
 	PhaseStarted   Phase = "started"   // journal created, nothing touched yet
-	PhaseWriting   Phase = "writing"   // Generate: writing the n cards
-	PhaseReading   Phase = "reading"   // Generate (all n written) and Load: reading k cards
+	PhaseWriting   Phase = "writing"   // Generate, Re-issue: writing the n cards
+	PhaseReading   Phase = "reading"   // Generate (all n written), Load, Re-issue: reading k cards
 	PhaseLoading   Phase = "loading"   // the key is about to be loaded into the HSM
 	PhaseSource    Phase = "source"    // Copy: reading the source card
 	PhaseTarget    Phase = "target"    // Copy: writing the target card
-	PhaseCard      Phase = "card"      // Change PIN, slot user card, activation: working on the card
+	PhaseCard      Phase = "card"      // Change PIN, slot user card, activation, card check: working on the card
 	PhaseResetting Phase = "resetting" // Factory reset: zeroizing the HSM
 	PhaseFinished  Phase = "finished"
 )
@@ -104,10 +110,12 @@ const (
 // Request is what a caller asks Start for. Only the fields of its Kind are used.
 type Request struct {
 	Kind Kind `json:"kind"`
-	// K and N are the quorum of a Generate: any K of the N cards reconstruct the key.
+	// K and N are the quorum of a Generate or of the new set of a Re-issue: any K of the N cards
+	// reconstruct the key.
 	K int `json:"k,omitempty"`
 	N int `json:"n,omitempty"`
-	// Label names the appliance or cluster on the cards of a Generate (printable, ≤ 64 bytes).
+	// Label names the appliance or cluster on the cards of a Generate or Re-issue (printable,
+	// ≤ 64 bytes). A Re-issue without one keeps the label of the set it replaces.
 	Label string `json:"label,omitempty"`
 	// Slot is the card slot of a ChangePIN (share or slot user).
 	Slot pinpad.Slot `json:"slot,omitempty"`
@@ -129,6 +137,7 @@ const (
 	RolePIN        CardRole = "pin"         // Change PIN
 	RoleSlotUser   CardRole = "slot-user"   // slot user card written or read
 	RoleRefused    CardRole = "refused"     // inserted and refused; Note says why
+	RoleChecked    CardRole = "checked"     // Card check: the card checked; Note says the verdict
 )
 
 // CardState is how far the work on one card got.
@@ -187,6 +196,13 @@ type Journal struct {
 	Next         NextAction    `json:"next,omitempty"`
 	Unusable     []string      `json:"unusable,omitempty"` // serials of cards that hold a useless share
 	AuditHead    string        `json:"audit_head,omitempty"`
+	// FromSetID, FromK and FromN are the set a Re-issue replaces (SetID, K and N are the new
+	// one's once it was split).
+	FromSetID string `json:"from_set_id,omitempty"`
+	FromK     int    `json:"from_k,omitempty"`
+	FromN     int    `json:"from_n,omitempty"`
+	// Check is what a Card check found.
+	Check *CardCheck `json:"check,omitempty"`
 }
 
 // clone returns a deep copy, so a run can prepare a transition without touching the committed
@@ -196,6 +212,10 @@ func (j *Journal) clone() *Journal {
 	c.Participants = slices.Clone(j.Participants)
 	c.Cards = slices.Clone(j.Cards)
 	c.Unusable = slices.Clone(j.Unusable)
+	if j.Check != nil {
+		ch := *j.Check
+		c.Check = &ch
+	}
 	return &c
 }
 

@@ -132,7 +132,7 @@ func validRequest(req Request) error {
 		return fmt.Errorf("%w: %s", ErrBadRequest, fmt.Sprintf(format, a...))
 	}
 	switch req.Kind {
-	case KindGenerate:
+	case KindGenerate, KindReissue:
 		if err := sharing.ValidateQuorum(req.K, req.N); err != nil {
 			return bad("%v", err)
 		}
@@ -148,7 +148,7 @@ func validRequest(req Request) error {
 		if req.Slot != pinpad.SlotShare && req.Slot != pinpad.SlotUser {
 			return bad("slot must be the backup key share slot or the slot user slot")
 		}
-	case KindLoad, KindCopyCard, KindSlotUserCard, KindActivateSlot, KindFactoryReset:
+	case KindLoad, KindCopyCard, KindSlotUserCard, KindActivateSlot, KindFactoryReset, KindCardCheck:
 	default:
 		return bad("unknown kind %q", req.Kind)
 	}
@@ -188,7 +188,8 @@ func (h *Handle) Wait(ctx context.Context) (Journal, error) {
 //
 // Start refuses with a [*BusyError] while another ceremony runs, with a [*PendingError] when an
 // interrupted ceremony must be resumed or a factory reset is due first, with [ErrKeyLoaded] for
-// a Generate on an HSM that holds a key.
+// a Generate on an HSM that holds a key, with [ErrNoKey] for a Re-issue on an HSM that holds
+// none.
 func (m *Manager) Start(ctx context.Context, operator string, req Request) (*Handle, error) {
 	if err := validOperator(operator); err != nil {
 		return nil, fmt.Errorf("start ceremony: %w", err)
@@ -208,7 +209,7 @@ func (m *Manager) Start(ctx context.Context, operator string, req Request) (*Han
 	}); err != nil {
 		return nil, fmt.Errorf("start ceremony: %w", err)
 	}
-	if pending != nil && (req.Kind == KindGenerate || req.Kind == KindLoad) {
+	if pending != nil && (req.Kind == KindGenerate || req.Kind == KindLoad || req.Kind == KindReissue) {
 		switch pending.Next {
 		case NextReset, NextResume:
 			return nil, &PendingError{Pending: *pending}
@@ -223,9 +224,18 @@ func (m *Manager) Start(ctx context.Context, operator string, req Request) (*Han
 			return nil, fmt.Errorf("start ceremony: ask the hsm for its key: %w", err)
 		}
 	}
+	if req.Kind == KindReissue {
+		_, err := m.cfg.HSM.BackupKeyID(ctx)
+		switch {
+		case errors.Is(err, hsm.ErrNoBackupKey):
+			return nil, fmt.Errorf("start ceremony: %w", ErrNoKey)
+		case err != nil:
+			return nil, fmt.Errorf("start ceremony: ask the hsm for its key: %w", err)
+		}
+	}
 
 	now := time.Now().UTC()
-	if req.Kind != KindGenerate {
+	if req.Kind != KindGenerate && req.Kind != KindReissue {
 		req.K, req.N, req.Label = 0, 0, ""
 	}
 	j := &Journal{
@@ -272,6 +282,8 @@ func startMessage(req Request) string {
 	switch req.Kind {
 	case KindGenerate:
 		return fmt.Sprintf("key generation started: %d of %d cards", req.K, req.N)
+	case KindReissue:
+		return fmt.Sprintf("card set re-issue started: the new set will be %d of %d cards", req.K, req.N)
 	case KindChangePIN:
 		return fmt.Sprintf("PIN change started (%s slot)", req.Slot)
 	case KindSlotUserCard, KindActivateSlot:

@@ -86,6 +86,12 @@ func (p *Protocol) WriteText(w io.Writer) error {
 	if j.KeyID != "" {
 		fmt.Fprintf(tw, "Key ID\t%s\n", j.KeyID)
 	}
+	if j.FromSetID != "" {
+		fmt.Fprintf(tw, "Replaces set\t%s (%d of %d)\n", j.FromSetID, j.FromK, j.FromN)
+	}
+	if j.Check != nil {
+		fmt.Fprintf(tw, "Verdict\t%s (card %s)\n", j.Check.Verdict, j.Check.Serial)
+	}
 	if j.Request.Label != "" {
 		fmt.Fprintf(tw, "Label\t%s\n", j.Request.Label)
 	}

@@ -48,7 +48,7 @@ var ceremonyEvents = map[string]bool{
 	AuditKeyLoading: true, AuditKeyLoaded: true, AuditCardWriting: true, AuditCardWritten: true,
 	AuditCardsWritten: true, AuditCardRead: true, AuditCardRefused: true, AuditCardRemoved: true,
 	AuditPINWrong: true, AuditPINBlocked: true, AuditPINChanged: true, AuditSlotActivated: true,
-	AuditFactoryReset: true,
+	AuditFactoryReset: true, AuditSetSplit: true, AuditSetRetired: true, AuditCardChecked: true,
 }
 
 func validEventKey(k string) bool {

@@ -68,6 +68,10 @@ type result struct {
 	keyset     *KeySet
 	clearState bool
 	audits     []AuditEntry
+	// setTags are hex authenticators of the shares a Load read (by index), setLabel the label
+	// their records carry: what the card set registry learns from a load.
+	setTags  map[int]string
+	setLabel string
 }
 
 func (r *run) body() (*result, error) {
@@ -86,6 +90,10 @@ func (r *run) body() (*result, error) {
 		return r.activateSlot()
 	case KindFactoryReset:
 		return r.factoryReset()
+	case KindReissue:
+		return r.reissue()
+	case KindCardCheck:
+		return r.cardCheck()
 	}
 	return nil, fmt.Errorf("run ceremony: unknown kind %q", r.j.Kind)
 }
@@ -96,7 +104,8 @@ func (r *run) finish(res *result, err error) {
 	j := r.snapshotJournal()
 	switch {
 	case err == nil:
-		e = ending{status: StatusDone, outcome: res.outcome, keyset: res.keyset, clearState: res.clearState, audits: res.audits}
+		e = ending{status: StatusDone, outcome: res.outcome, keyset: res.keyset, clearState: res.clearState, audits: res.audits,
+			setTags: res.setTags, setLabel: res.setLabel}
 	case r.stopped():
 		// The service is stopping: treat it exactly like a crash, so the same words and the
 		// same next action appear whichever way the process ended.
@@ -193,6 +202,12 @@ type auditSpec struct {
 // transaction. Only then does the in-memory journal change: a failed commit leaves the run
 // where the disk is.
 func (r *run) commit(a *auditSpec, mutate func(j *Journal)) error {
+	return r.commitWith(a, mutate, nil)
+}
+
+// commitWith is commit with more work in the same transaction (the card set registry), done
+// after the journal and audit entry are prepared; next is the journal being committed.
+func (r *run) commitWith(a *auditSpec, mutate func(j *Journal), also func(tx *bolt.Tx, next *Journal) error) error {
 	next := r.j.clone()
 	next.Step = r.ev.Step
 	if mutate != nil {
@@ -213,6 +228,11 @@ func (r *run) commit(a *auditSpec, mutate func(j *Journal)) error {
 			}
 			next.AuditHead = e.Hash
 			event = a.event
+		}
+		if also != nil {
+			if err := also(tx, next); err != nil {
+				return err
+			}
 		}
 		return putJSON(tx.Bucket(bucketCeremonies), u64key(next.ID), next)
 	})
@@ -237,10 +257,12 @@ type ending struct {
 	keyset     *KeySet
 	clearState bool
 	audits     []AuditEntry
+	setTags    map[int]string
+	setLabel   string
 }
 
 // commitEnd records the end of an attempt: the journal, the pending action, the key set, the
-// audit entries, and frees the current pointer, all in one transaction.
+// card set registry, the audit entries, and frees the current pointer, all in one transaction.
 func (m *Manager) commitEnd(j *Journal, e ending, operator string) error {
 	now := time.Now().UTC()
 	next := j.clone()
@@ -303,6 +325,9 @@ func (m *Manager) commitEnd(j *Journal, e ending, operator string) error {
 			if err := putJSON(st, keyKeySet, e.keyset); err != nil {
 				return err
 			}
+		}
+		if err := updateSets(tx, next, e, now); err != nil {
+			return err
 		}
 		if e.next != NextNone {
 			return putJSON(st, keyPending, Pending{Ceremony: next.ID, Kind: next.Kind, Next: e.next, Message: e.outcome, Unusable: e.unusable})
@@ -410,6 +435,10 @@ func classify(j *Journal, loadedKey string, cause error) ending {
 	case KindFactoryReset:
 		e.next = NextReset
 		e.outcome = fmt.Sprintf("The factory reset %s: run it again.", what)
+	case KindReissue:
+		e = classifyReissue(j, e, what)
+	case KindCardCheck:
+		e.outcome = fmt.Sprintf("The card check %s: nothing on the card was changed.", what)
 	default:
 		e.outcome = fmt.Sprintf("%s %s.", title, what)
 	}
@@ -452,7 +481,8 @@ func serialsOf(j *Journal, role CardRole, states ...CardState) []string {
 func keySetOf(j *Journal) *KeySet {
 	ks := &KeySet{SetID: j.SetID, KeyID: j.KeyID, K: j.K, N: j.N, Label: j.Request.Label, Ceremony: j.ID, Loaded: time.Now().UTC()}
 	for _, c := range j.Cards {
-		if c.State == CardWritten || (c.Role == RoleRead && c.State == CardRead) {
+		// The cards a re-issue read are of the set it replaced.
+		if c.State == CardWritten || (c.Role == RoleRead && c.State == CardRead && j.Kind != KindReissue) {
 			ks.Cards = append(ks.Cards, CardEntry{Serial: c.Serial, Index: c.Index, Role: c.Role, State: c.State, Time: c.Time})
 		}
 	}
@@ -767,7 +797,7 @@ func (r *run) pinBlocked(serial string) error {
 		return err
 	}
 	hint := "take it out and insert another card"
-	if r.j.Kind == KindGenerate && r.j.Phase == PhaseWriting {
+	if (r.j.Kind == KindGenerate || r.j.Kind == KindReissue) && r.j.Phase == PhaseWriting {
 		hint = "take it out and insert another blank card for this share"
 	}
 	return refuse(serial, hint, "%w", pinpad.ErrPINBlocked)

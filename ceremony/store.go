@@ -22,6 +22,7 @@ var (
 	bucketState      = []byte("state")
 	bucketCeremonies = []byte("ceremonies")
 	bucketAudit      = []byte("audit")
+	bucketSets       = []byte("sets")
 
 	keySchema    = []byte("schema")
 	keyAuditHead = []byte("audit-head")
@@ -39,6 +40,7 @@ type migration struct {
 
 var migrations = []migration{
 	{"create the meta, state, ceremonies and audit buckets", migrateCreateBuckets},
+	{"create the sets bucket and register the card set of the loaded key as current", migrateCardSets},
 }
 
 // schemaVersion is the schema this build writes: one version per migration.
@@ -51,6 +53,36 @@ func migrateCreateBuckets(tx *bolt.Tx) error {
 		}
 	}
 	return nil
+}
+
+// migrateCardSets creates the card set registry. A journal that knows the card set of the loaded
+// key (state/keyset) registers it as the current set, with the serials it knows and no
+// authenticators: its cards load and copy as before; a card check says it cannot vouch for
+// them until the set is re-issued.
+func migrateCardSets(tx *bolt.Tx) error {
+	sets, err := tx.CreateBucketIfNotExists(bucketSets)
+	if err != nil {
+		return fmt.Errorf("create bucket %s: %w", bucketSets, err)
+	}
+	ks, err := loadKeySet(tx)
+	if err != nil || ks == nil {
+		return err
+	}
+	k, err := setKey(ks.SetID)
+	if err != nil {
+		return err
+	}
+	if sets.Get(k) != nil {
+		return nil // the migration ran before, up to here
+	}
+	cs := &CardSet{SetID: ks.SetID, KeyID: ks.KeyID, K: ks.K, N: ks.N, Label: ks.Label, Status: SetCurrent,
+		Origin: OriginMigration, Created: ks.Loaded, Ceremony: ks.Ceremony}
+	for _, c := range ks.Cards {
+		if c.Index > 0 && c.Index <= ks.N {
+			cs.setShare(ShareInfo{Index: c.Index, Serial: c.Serial, Written: c.Time})
+		}
+	}
+	return putSet(tx, cs)
 }
 
 // Conditions of the journal database.

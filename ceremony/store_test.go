@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -20,7 +21,7 @@ func TestOpenStoreCreatesSchema(t *testing.T) {
 		if got := schemaOf(tx); got != schemaVersion {
 			t.Errorf("schema = %d, want %d", got, schemaVersion)
 		}
-		for _, b := range [][]byte{bucketMeta, bucketState, bucketCeremonies, bucketAudit} {
+		for _, b := range [][]byte{bucketMeta, bucketState, bucketCeremonies, bucketAudit, bucketSets} {
 			if tx.Bucket(b) == nil {
 				t.Errorf("bucket %s missing", b)
 			}
@@ -56,6 +57,114 @@ func TestMigration1(t *testing.T) {
 			}
 		}
 		return nil
+	})
+}
+
+// TestMigration2 runs the second migration on a schema-1 journal that knows the key set of its
+// loaded key, and on one that does not: the first gets that set registered as current, with the
+// serials it knew and no authenticators.
+func TestMigration2(t *testing.T) {
+	open1 := func(t *testing.T) *bolt.DB {
+		db, err := bolt.Open(filepath.Join(t.TempDir(), "x.db"), 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		if err := db.Update(migrations[0].fn); err != nil {
+			t.Fatal(err)
+		}
+		return db
+	}
+	t.Run("without a key set", func(t *testing.T) {
+		db := open1(t)
+		if err := db.Update(migrations[1].fn); err != nil {
+			t.Fatal(err)
+		}
+		db.View(func(tx *bolt.Tx) error {
+			if tx.Bucket(bucketSets) == nil {
+				t.Error("sets bucket missing")
+			}
+			if s, err := currentSet(tx); err != nil || s != nil {
+				t.Errorf("current set %+v, %v", s, err)
+			}
+			return nil
+		})
+	})
+	t.Run("with a key set", func(t *testing.T) {
+		db := open1(t)
+		loaded := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+		ks := KeySet{SetID: "00112233445566778899aabbccddeeff", KeyID: "0102030405060708", K: 2, N: 3, Label: "appliance-1",
+			Ceremony: 4, Loaded: loaded, Cards: []CardEntry{
+				{Serial: "A1", Index: 1, Role: RoleShare, State: CardWritten, Time: loaded},
+				{Serial: "B2", Index: 2, Role: RoleShare, State: CardWritten, Time: loaded},
+				{Serial: "C3", Index: 3, Role: RoleShare, State: CardWritten, Time: loaded},
+				{Serial: "A1", Index: 1, Role: RoleRead, State: CardRead, Time: loaded.Add(time.Minute)},
+			}}
+		if err := db.Update(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bucketState), keyKeySet, ks) }); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 { // idempotent: an interrupted migration runs again
+			if err := db.Update(migrations[1].fn); err != nil {
+				t.Fatal(err)
+			}
+		}
+		db.View(func(tx *bolt.Tx) error {
+			s, err := currentSet(tx)
+			if err != nil || s == nil {
+				t.Fatalf("current set %+v, %v", s, err)
+			}
+			if s.SetID != ks.SetID || s.KeyID != ks.KeyID || s.K != 2 || s.N != 3 || s.Label != "appliance-1" ||
+				s.Origin != OriginMigration || s.Ceremony != 4 || len(s.Shares) != 3 {
+				t.Fatalf("registered %+v", s)
+			}
+			for i, sh := range s.Shares {
+				if sh.Index != i+1 || sh.Serial != []string{"A1", "B2", "C3"}[i] || sh.Authenticator != "" {
+					t.Errorf("share %+v", sh)
+				}
+			}
+			sets, _ := allSets(tx)
+			if len(sets) != 1 {
+				t.Errorf("%d sets", len(sets))
+			}
+			return nil
+		})
+	})
+	t.Run("opening a schema-1 file upgrades it", func(t *testing.T) {
+		dir := t.TempDir()
+		db, err := bolt.Open(filepath.Join(dir, DBFile), 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = db.Update(func(tx *bolt.Tx) error {
+			if err := migrations[0].fn(tx); err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketMeta).Put(keySchema, binary.BigEndian.AppendUint32(nil, 1)); err != nil {
+				return err
+			}
+			return putJSON(tx.Bucket(bucketState), keyKeySet, KeySet{SetID: "00112233445566778899aabbccddeeff", KeyID: "0102030405060708", K: 2, N: 2})
+		})
+		db.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := openStore(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.close()
+		if got := st.commits.Load(); got != 1 {
+			t.Errorf("upgrade committed %d transactions, want 1", got)
+		}
+		st.view(func(tx *bolt.Tx) error {
+			if schemaOf(tx) != 2 {
+				t.Errorf("schema %d", schemaOf(tx))
+			}
+			if s, _ := currentSet(tx); s == nil || s.SetID != "00112233445566778899aabbccddeeff" {
+				t.Errorf("current set %+v", s)
+			}
+			return nil
+		})
 	})
 }
 
