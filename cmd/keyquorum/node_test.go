@@ -311,7 +311,7 @@ func (n *node) newCards(count int) ([]string, error) {
 // asked. It acts once per wait (a wait is known by its kind and deadline).
 func (n *node) drive(ctx context.Context, cards []string) error {
 	next := 0
-	var done string
+	var done, lastInserted string
 	for {
 		select {
 		case <-ctx.Done():
@@ -340,11 +340,19 @@ func (n *node) drive(ctx context.Context, cards []string) error {
 		case "ok":
 			key("ok")
 		case "card":
+			if st.Inserted != nil && st.Inserted.Serial != lastInserted {
+				// A card left in the slot by an earlier ceremony: not one this drive offers.
+				if _, err = n.form("/sim/remove", url.Values{}); err != nil {
+					return err
+				}
+				st.Inserted = nil
+			}
 			if st.Inserted == nil {
 				if next >= len(cards) {
 					return fmt.Errorf("the pad asks for card %d, the test has %d", next+1, len(cards))
 				}
 				_, err = n.form("/sim/insert", url.Values{"serial": {cards[next]}})
+				lastInserted = cards[next]
 				next++
 			}
 			key("ok")
