@@ -32,7 +32,10 @@ import (
 // request must have the content type application/json or application/octet-stream: a page of
 // another site can send neither without a CORS preflight, which WebConf never grants, and
 // forms can send neither at all. The Origin / Sec-Fetch-Site checks of the pages still run
-// first. WebConf sets no cookies, so there is no session for a forged request to ride on.
+// first. WebConf sets no cookies, so there is no session for a forged request to ride on, and a
+// state-changing API request that carries a cookie anyway (set by another service on the same
+// host name: cookies do not keep to a port) is refused: only a browser sends one, and no page
+// of WebConf calls the API.
 
 // API error codes: stable identifiers a script may test. The HTTP status goes with them.
 const (
@@ -103,6 +106,11 @@ func codeOf(p problem) string {
 
 // apiCSRF is the CSRF rule of a state-changing API request (see above).
 func apiCSRF(r *http.Request) error {
+	if r.Header.Get("Cookie") != "" {
+		// The command line sends none; a browser does when any site on this host set one
+		// (cookies do not keep to a port). No page of WebConf calls the API.
+		return fmt.Errorf("%w: an API request carries no cookies", errCSRF)
+	}
 	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if ct == "application/json" || ct == "application/octet-stream" {
 		return nil

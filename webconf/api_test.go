@@ -104,6 +104,7 @@ func TestAPIRequestHygiene(t *testing.T) {
 		{"text post", cli, "POST", "/api/v1/ceremony/cancel", "text/plain", "{}", nil, 403, CodeCSRF},
 		{"no content type", cli, "POST", "/api/v1/ceremony/cancel", "", "", nil, 403, CodeCSRF},
 		{"cross-site JSON", cli, "POST", "/api/v1/ceremony/cancel", "application/json", "{}", map[string]string{"Sec-Fetch-Site": "cross-site"}, 403, CodeCSRF},
+		{"JSON with a cookie", cli, "POST", "/api/v1/ceremony/cancel", "application/json", "{}", map[string]string{"Cookie": "session=1"}, 403, CodeCSRF},
 		{"JSON", cli, "POST", "/api/v1/ceremony/cancel", "application/json", "{}", nil, 409, CodeNotRunning},
 		{"unknown field", cli, "POST", "/api/v1/ceremony/start", "application/json", `{"kind":"load","pin":"123456"}`, nil, 400, CodeBadRequest},
 		{"trailing data", cli, "POST", "/api/v1/ceremony/retry", "application/json", `{} {}`, nil, 400, CodeBadRequest},
