@@ -79,42 +79,55 @@ func validNodeName(n string) bool {
 	return n != "" && printable(n, 64) && !strings.ContainsAny(n, `,+"\<>;=`)
 }
 
+// errNodeName is a node name that cannot be a certificate's common name.
+var errNodeName = errors.New(`the node name must be 1 to 64 printable characters without , + " \ < > ; =`)
+
+// issueNodeCert issues, records and audits a node certificate for name; the caller clears the
+// bundle's P12 once it is handed out.
+func (a *apiHandlers) issueNodeCert(op, name string) (NodeBundleJSON, error) {
+	name = strings.TrimSpace(name)
+	if !validNodeName(name) {
+		return NodeBundleJSON{}, errNodeName
+	}
+	now := time.Now()
+	cert, p12, password, err := issueOperatorCert(a.s.auth.pki, pkix.Name{CommonName: name, Organization: []string{NodeOrganization}}, "", now)
+	if err != nil {
+		return NodeBundleJSON{}, err
+	}
+	id := identityOf(cert, a.s.auth.pki.CA)
+	rec := IssuedCert{Serial: id.Serial, Subject: id.Subject, Issued: now.UTC(), NotAfter: cert.NotAfter.UTC(), By: op}
+	if err := a.s.auth.ops.RecordIssued(rec, id, RoleNone, op, now); err != nil {
+		clear(p12)
+		return NodeBundleJSON{}, err
+	}
+	if err := a.s.auth.record(op, AuditNodeIssued, fmt.Sprintf("node certificate %s (serial %s) issued by %s for a node to join this cluster", id.Subject, id.Serial, op)); err != nil {
+		clear(p12)
+		return NodeBundleJSON{}, err
+	}
+	a.log.Info("node certificate issued", "node", id.Subject, "serial", id.Serial, "by", op)
+	return NodeBundleJSON{Subject: id.Subject, Serial: id.Serial, NotAfter: cert.NotAfter.UTC(), P12: p12,
+		Password: password, CAFingerprint: a.s.auth.pki.Fingerprint()}, nil
+}
+
 // issueNode is POST /api/v1/cluster/nodes (an administrator, with an approval for managing
 // operators: a node certificate is a credential of this CA).
 func (a *apiHandlers) issueNode(w http.ResponseWriter, r *http.Request) {
-	op, _ := operatorFrom(r.Context())
 	var req NodeRequest
 	if err := decodeJSON(r.Body, &req); err != nil {
 		a.badRequest(w, r, err.Error())
 		return
 	}
-	req.Name = strings.TrimSpace(req.Name)
-	if !validNodeName(req.Name) {
-		a.badRequest(w, r, `the node name must be 1 to 64 printable characters without , + " \ < > ; =`)
+	nb, err := a.issueNodeCert(operatorName(r), req.Name)
+	switch {
+	case errors.Is(err, errNodeName):
+		a.badRequest(w, r, err.Error())
 		return
-	}
-	now := time.Now()
-	cert, p12, password, err := issueOperatorCert(a.s.auth.pki, pkix.Name{CommonName: req.Name, Organization: []string{NodeOrganization}}, "", now)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	id := identityOf(cert, a.s.auth.pki.CA)
-	rec := IssuedCert{Serial: id.Serial, Subject: id.Subject, Issued: now.UTC(), NotAfter: cert.NotAfter.UTC(), By: op.Name}
-	if err := a.s.auth.ops.RecordIssued(rec, id, RoleNone, op.Name, now); err != nil {
-		clear(p12)
+	case err != nil:
 		a.rd.problem(w, r, problemForAuth(err, ""))
 		return
 	}
-	if err := a.s.auth.record(op.Name, AuditNodeIssued, fmt.Sprintf("node certificate %s (serial %s) issued by %s for a node to join this cluster", id.Subject, id.Serial, op.Name)); err != nil {
-		clear(p12)
-		a.rd.problem(w, r, problemForAuth(err, ""))
-		return
-	}
-	a.log.Info("node certificate issued", "node", id.Subject, "serial", id.Serial, "by", op.Name)
-	writeJSON(w, NodeBundleJSON{Subject: id.Subject, Serial: id.Serial, NotAfter: cert.NotAfter.UTC(), P12: p12,
-		Password: password, CAFingerprint: a.s.auth.pki.Fingerprint()})
-	clear(p12)
+	writeJSON(w, nb)
+	clear(nb.P12)
 }
 
 // isNodeCert reports whether a verified client certificate is a node certificate of this
@@ -245,21 +258,36 @@ func (a *apiHandlers) clusterJoin(w http.ResponseWriter, r *http.Request) {
 		a.badRequest(w, r, err.Error())
 		return
 	}
-	res, err := a.join(r.Context(), peer, node)
+	res, err := a.joinAudited(r.Context(), op, peer, node)
+	if err != nil {
+		a.rd.problem(w, r, joinProblem(err, ""))
+		return
+	}
+	writeJSON(w, res)
+}
+
+// joinAudited is a join with its outcome logged and audited, for the API and the page.
+func (a *apiHandlers) joinAudited(ctx context.Context, op string, peer *url.URL, node *nodeIdentity) (*RestoredJSON, error) {
+	res, err := a.join(ctx, peer, node)
 	if err != nil {
 		a.log.Info("cluster join refused", "operator", op, "peer", peer.Host, "err", err)
 		a.record(op, AuditClusterJoinRefused, fmt.Sprintf("cluster join of peer %s by %s refused, nothing changed: %v", peer.Host, op, err))
-		var je *joinError
-		if errors.As(err, &je) {
-			a.rd.problem(w, r, je.p)
-			return
-		}
-		a.fail(w, r, err)
-		return
+		return nil, err
 	}
 	a.log.Info("cluster joined", "operator", op, "peer", peer.Host, "key_id", res.BackupKeyID)
 	a.record(op, AuditClusterJoin, fmt.Sprintf("key database of peer %s (%s) taken over by %s, master backup key %s", peer.Host, res.Source, op, res.BackupKeyID))
-	writeJSON(w, res)
+	return res, nil
+}
+
+// joinProblem explains a failed join.
+func joinProblem(err error, back string) problem {
+	var je *joinError
+	if errors.As(err, &je) {
+		p := je.p
+		p.Back = back
+		return p
+	}
+	return problemFor(err, back)
 }
 
 // peerTimeout bounds connecting to the peer and its first answer; the transfer itself is

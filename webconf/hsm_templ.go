@@ -120,7 +120,7 @@ func hsmPage(p page, v hsmView) templ.Component {
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 12, "\" enctype=\"multipart/form-data\" data-testid=\"restore-form\"><input type=\"file\" name=\"backup\" required> <button type=\"submit\" data-testid=\"restore-submit\">Restore</button></form></section><section class=\"card-box\"><h2>Load the key from its cards</h2><p>Disaster recovery or cluster join: read the quorum of cards of a set on the PIN pad and load the master backup key into this HSM. Then restore a backup or take over a peer's state.</p>")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 12, "\" enctype=\"multipart/form-data\" data-testid=\"restore-form\"><input type=\"file\" name=\"backup\" required> <button type=\"submit\" data-testid=\"restore-submit\">Restore</button></form></section><section class=\"card-box\"><h2>Load the key from its cards</h2><p>Disaster recovery or cluster join: read the quorum of cards of a set on the PIN pad and load the master backup key into this HSM. Then restore a backup or <a href=\"/cluster\" data-testid=\"cluster-link\">take over a cluster node's state</a>.</p>")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}

@@ -164,6 +164,9 @@ var routeActions = map[string]func(form url.Values) Action{
 	"POST /api/v1/cluster/nodes":   fixed(ActionOperatorsManage),
 	"GET /api/v1/cluster/state":    fixed(actionInHandler), // node certificates only, checked there
 	"POST /api/v1/cluster/join":    fixed(ActionClusterJoin),
+	"GET /cluster":                 fixed(ActionView),
+	"POST /cluster/nodes":          fixed(ActionOperatorsManage),
+	"POST /cluster/join":           fixed(ActionClusterJoin),
 }
 
 // actionInHandler marks a route whose handler calls [Server.authorize] with the action it reads

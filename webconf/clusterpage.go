@@ -1,0 +1,145 @@
+package webconf
+
+import (
+	"errors"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// The cluster page: the browser's way through cluster onboarding (cluster.go), the same steps
+// as `keyquorum cluster add-node` and `keyquorum cluster join`.
+
+// clusterView is the cluster page.
+type clusterView struct {
+	KeyID  string
+	Joined *RestoredJSON
+}
+
+// nodeIssuedView is the page after a node certificate was issued.
+type nodeIssuedView struct {
+	NodeBundleJSON
+	Download string
+}
+
+// clusterRoutes adds the cluster page; its actions are in routeActions (roles.go).
+func (s *Server) clusterRoutes(mux *http.ServeMux) {
+	a := &apiHandlers{s: s, cfg: s.cfg, rd: s.rd, log: s.log}
+	mux.HandleFunc("GET /cluster", a.clusterPageView)
+	mux.HandleFunc("POST /cluster/nodes", a.clusterPageIssue)
+	mux.HandleFunc("POST /cluster/join", a.clusterPageJoin)
+}
+
+func (a *apiHandlers) clusterPageView(w http.ResponseWriter, r *http.Request) {
+	a.renderCluster(w, r, nil)
+}
+
+func (a *apiHandlers) renderCluster(w http.ResponseWriter, r *http.Request, joined *RestoredJSON) {
+	ov, err := a.cfg.Records.Overview(r.Context())
+	if err != nil {
+		a.rd.problem(w, r, problemFor(err, "/"))
+		return
+	}
+	a.rd.html(w, r, http.StatusOK, clusterPage(a.rd.page(r, "Cluster", "hsm"), clusterView{KeyID: ov.BackupKeyID, Joined: joined}))
+}
+
+// clusterPageIssue issues a node certificate; its file waits in memory for one download by
+// this administrator (as an operator certificate from the Operators page does).
+func (a *apiHandlers) clusterPageIssue(w http.ResponseWriter, r *http.Request) {
+	op, _ := operatorFrom(r.Context())
+	nb, err := a.issueNodeCert(op.Name, r.PostFormValue("name"))
+	switch {
+	case errors.Is(err, errNodeName):
+		a.rd.problem(w, r, problem{Status: http.StatusBadRequest, Code: CodeBadRequest, Title: "Node name not accepted", What: err.Error(),
+			Todo: "Go back and give the new node a plain name, e.g. node-b.", Back: "/cluster"})
+		return
+	case err != nil:
+		a.rd.problem(w, r, problemForAuth(err, "/cluster"))
+		return
+	}
+	dl, err := a.s.auth.issued.put(op.ID, "node-"+nb.Subject, nb.P12, time.Now())
+	if err != nil {
+		clear(nb.P12)
+		a.rd.problem(w, r, problemForAuth(err, "/cluster"))
+		return
+	}
+	nb.P12 = nil // kept by the one-time download now
+	a.rd.html(w, r, http.StatusOK, nodeIssuedPage(a.rd.page(r, "Node certificate issued", "hsm"), nodeIssuedView{NodeBundleJSON: nb, Download: dl}))
+}
+
+// Bounds of the join form's parts.
+const (
+	maxNodeFile  = 64 << 10
+	maxJoinField = 1 << 10
+)
+
+// clusterPageJoin is the join form: the peer's address, the node file and its password, as a
+// multipart upload (CSRF token in the URL, as the restore form).
+func (a *apiHandlers) clusterPageJoin(w http.ResponseWriter, r *http.Request) {
+	bad := func(what string) {
+		a.rd.problem(w, r, problem{Status: http.StatusBadRequest, Code: CodeBadRequest, Title: "Join not started", What: what,
+			Todo: "Go back, give the node's address, choose the node file and type its password, then send the form again.", Back: "/cluster"})
+	}
+	mr, err := r.MultipartReader()
+	if err != nil {
+		bad("The join form must be sent as a file upload (multipart/form-data).")
+		return
+	}
+	var req JoinRequest
+	defer clear(req.NodeP12)
+	for {
+		part, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			bad("The form could not be read: " + err.Error())
+			return
+		}
+		v, err := readPart(part)
+		part.Close()
+		if err != nil {
+			bad(err.Error())
+			return
+		}
+		switch part.FormName() {
+		case "peer":
+			req.Peer = strings.TrimSpace(string(v))
+		case "password":
+			req.NodePassword = string(v)
+			clear(v)
+		case "node":
+			req.NodeP12 = v
+		}
+	}
+	peer, node, err := parseJoin(req)
+	if err != nil {
+		bad(err.Error())
+		return
+	}
+	res, err := a.joinAudited(r.Context(), operatorName(r), peer, node)
+	if err != nil {
+		a.rd.problem(w, r, joinProblem(err, "/cluster"))
+		return
+	}
+	a.renderCluster(w, r, res)
+}
+
+// readPart reads one part of the join form within its bound.
+func readPart(p *multipart.Part) ([]byte, error) {
+	limit := int64(maxJoinField)
+	if p.FormName() == "node" {
+		limit = maxNodeFile
+	}
+	b, err := io.ReadAll(io.LimitReader(p, limit+1))
+	if err != nil {
+		return nil, errors.New("the form could not be read: " + err.Error())
+	}
+	if int64(len(b)) > limit {
+		clear(b)
+		return nil, errors.New("the " + p.FormName() + " field is too large: a node file is a few KiB")
+	}
+	return b, nil
+}
