@@ -403,9 +403,12 @@ func watch(ctx context.Context, c *client, w io.Writer) error {
 			fmt.Fprintf(w, "%s ceremony #%d done: %s\n", ev.Kind, ev.Ceremony, ev.Outcome)
 			return nil
 		}
-		if s := eventLine(ev); s != last {
-			fmt.Fprintln(w, s)
-			last = s
+		// A line per change of what the operator sees; the end of a wait alone is no change.
+		quiet := ev
+		quiet.Waiting, quiet.Deadline, quiet.PINTries = "", time.Time{}, -1
+		if k := eventLine(quiet); k != last {
+			fmt.Fprintln(w, eventLine(ev))
+			last = k
 		}
 	}
 	if err := sc.Err(); err != nil && ctx.Err() == nil {
