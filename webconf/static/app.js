@@ -138,10 +138,18 @@
 			}).then(function (f) { return f.token; });
 		});
 	}
+	// formFields is what the server needs to tell which action a security key confirms: never a
+	// password field (e.g. a node file's password), which goes only with the form itself.
 	function formFields(form, submitter) {
 		var params = new URLSearchParams();
+		var secret = {};
+		Array.prototype.forEach.call(form.elements, function (el) {
+			if (el.name && el.type === 'password') {
+				secret[el.name] = true;
+			}
+		});
 		new FormData(form, submitter || null).forEach(function (v, k) {
-			if (typeof v === 'string' && k !== 'csrf' && k !== 'webauthn') {
+			if (typeof v === 'string' && k !== 'csrf' && k !== 'webauthn' && !secret[k]) {
 				params.append(k, v);
 			}
 		});
