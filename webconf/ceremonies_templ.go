@@ -835,7 +835,7 @@ func cardsPage(p page) templ.Component {
 				}()
 			}
 			ctx = templ.InitializeContext(ctx)
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 72, "<h1>Smart cards</h1><p class=\"lead\">Each tool runs as a short ceremony on the PIN pad: start it here, follow the pad's prompts, and watch it on the live view. PINs are typed on the pad only.</p><section class=\"card-box\"><h2>Copy a backup key share card</h2><p>Makes a one-to-one copy of one share card on another card, e.g. a second set for the disaster recovery site. Slot user cards cannot be copied (their credential is bound to the card).</p><form method=\"post\" action=\"/ceremonies\">")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 72, "<h1>Smart cards</h1><p class=\"lead\">Each tool runs as a short ceremony on the PIN pad: start it here, follow the pad's prompts, and watch it on the live view. PINs are typed on the pad only.</p><section class=\"card-box\"><h2>The card set</h2><p><a href=\"/cards/check\" data-testid=\"link-check\">Check a card</a>: one custodian checks one card alone, no quorum. <a href=\"/cards/reissue\" data-testid=\"link-reissue\">Re-issue the card set</a>: a new set with a new quorum for the same key, e.g. after a card was lost.</p></section><section class=\"card-box\"><h2>Copy a backup key share card</h2><p>Makes a one-to-one copy of one share card on another card, e.g. a second set for the disaster recovery site. Slot user cards cannot be copied (their credential is bound to the card).</p><form method=\"post\" action=\"/ceremonies\">")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
@@ -918,7 +918,7 @@ func resetPage(p page, v resetView) templ.Component {
 				var templ_7745c5c3_Var48 string
 				templ_7745c5c3_Var48, templ_7745c5c3_Err = templ.JoinStringErrs(v.KeyID)
 				if templ_7745c5c3_Err != nil {
-					return templ.Error{Err: templ_7745c5c3_Err, FileName: `webconf/ceremonies.templ`, Line: 206, Col: 58}
+					return templ.Error{Err: templ_7745c5c3_Err, FileName: `webconf/ceremonies.templ`, Line: 210, Col: 58}
 				}
 				_, templ_7745c5c3_Err = templ_7745c5c3_Buffer.WriteString(templ.EscapeString(templ_7745c5c3_Var48))
 				if templ_7745c5c3_Err != nil {
@@ -936,7 +936,7 @@ func resetPage(p page, v resetView) templ.Component {
 					var templ_7745c5c3_Var49 string
 					templ_7745c5c3_Var49, templ_7745c5c3_Err = templ.JoinStringErrs(strconv.Itoa(v.KeySet.K))
 					if templ_7745c5c3_Err != nil {
-						return templ.Error{Err: templ_7745c5c3_Err, FileName: `webconf/ceremonies.templ`, Line: 208, Col: 33}
+						return templ.Error{Err: templ_7745c5c3_Err, FileName: `webconf/ceremonies.templ`, Line: 212, Col: 33}
 					}
 					_, templ_7745c5c3_Err = templ_7745c5c3_Buffer.WriteString(templ.EscapeString(templ_7745c5c3_Var49))
 					if templ_7745c5c3_Err != nil {
@@ -949,7 +949,7 @@ func resetPage(p page, v resetView) templ.Component {
 					var templ_7745c5c3_Var50 string
 					templ_7745c5c3_Var50, templ_7745c5c3_Err = templ.JoinStringErrs(strconv.Itoa(v.KeySet.N))
 					if templ_7745c5c3_Err != nil {
-						return templ.Error{Err: templ_7745c5c3_Err, FileName: `webconf/ceremonies.templ`, Line: 208, Col: 69}
+						return templ.Error{Err: templ_7745c5c3_Err, FileName: `webconf/ceremonies.templ`, Line: 212, Col: 69}
 					}
 					_, templ_7745c5c3_Err = templ_7745c5c3_Buffer.WriteString(templ.EscapeString(templ_7745c5c3_Var50))
 					if templ_7745c5c3_Err != nil {
@@ -962,7 +962,7 @@ func resetPage(p page, v resetView) templ.Component {
 					var templ_7745c5c3_Var51 string
 					templ_7745c5c3_Var51, templ_7745c5c3_Err = templ.JoinStringErrs(v.KeySet.SetID)
 					if templ_7745c5c3_Err != nil {
-						return templ.Error{Err: templ_7745c5c3_Err, FileName: `webconf/ceremonies.templ`, Line: 208, Col: 107}
+						return templ.Error{Err: templ_7745c5c3_Err, FileName: `webconf/ceremonies.templ`, Line: 212, Col: 107}
 					}
 					_, templ_7745c5c3_Err = templ_7745c5c3_Buffer.WriteString(templ.EscapeString(templ_7745c5c3_Var51))
 					if templ_7745c5c3_Err != nil {
@@ -993,7 +993,7 @@ func resetPage(p page, v resetView) templ.Component {
 			var templ_7745c5c3_Var52 string
 			templ_7745c5c3_Var52, templ_7745c5c3_Err = templ.JoinStringErrs(ResetPhrase)
 			if templ_7745c5c3_Err != nil {
-				return templ.Error{Err: templ_7745c5c3_Err, FileName: `webconf/ceremonies.templ`, Line: 215, Col: 46}
+				return templ.Error{Err: templ_7745c5c3_Err, FileName: `webconf/ceremonies.templ`, Line: 219, Col: 46}
 			}
 			_, templ_7745c5c3_Err = templ_7745c5c3_Buffer.WriteString(templ.EscapeString(templ_7745c5c3_Var52))
 			if templ_7745c5c3_Err != nil {

@@ -133,6 +133,10 @@ func stepText(s ceremony.Step) string {
 		return "issuing the slot credential"
 	case ceremony.StepActivate:
 		return "activating the PKCS#11 slot"
+	case ceremony.StepSplit:
+		return "splitting the key again for the new card set"
+	case ceremony.StepCheckCard:
+		return "checking the card's share: leave it in the reader"
 	case ceremony.StepWaitRetry:
 		return "stopped: press Retry to repeat the step, or Cancel"
 	case ceremony.StepFinished:

@@ -109,7 +109,7 @@ func problemFor(err error, back string) problem {
 		p.Status, p.Title = http.StatusServiceUnavailable, "The service is stopping"
 		p.Code = CodeStopping
 		p.Todo = "Wait for the service to start again, then reload."
-	case errors.Is(err, hsm.ErrNoBackupKey):
+	case errors.Is(err, hsm.ErrNoBackupKey), errors.Is(err, ceremony.ErrNoKey):
 		p.Status, p.Title = http.StatusConflict, "No master backup key is loaded"
 		p.Code = CodeNoBackupKey
 		p.Todo = "Run the key generation (setup) or a key load with the cards first; backups are encrypted under that key."

@@ -72,6 +72,8 @@ var rules = map[Action]rule{
 	ActionForKind(ceremony.KindActivateSlot): {roles: adminOnly, fresh: true, what: "activate a PKCS#11 slot"},
 	ActionForKind(ceremony.KindCopyCard):     {roles: cardHolders, fresh: true, what: "copy a share card"},
 	ActionForKind(ceremony.KindChangePIN):    {roles: cardHolders, fresh: true, what: "change a card's PIN"},
+	ActionForKind(ceremony.KindReissue):      {roles: adminOnly, fresh: true, what: "re-issue the card set"},
+	ActionForKind(ceremony.KindCardCheck):    {roles: cardHolders, fresh: true, what: "check a card"},
 }
 
 // ruleOf is the rule of an action; an unknown ceremony kind or action is an administrator's,
@@ -116,6 +118,11 @@ var routeActions = map[string]func(form url.Values) Action{
 	"POST /ceremony/cancel":         fixed(ActionSteer),
 	"POST /ceremony/resume":         fixed(ActionResume),
 	"GET /cards":                    fixed(ActionView),
+	"GET /cards/reissue":            fixed(ActionView),
+	"GET /cards/reissue/confirm":    fixed(ActionView),
+	"POST /cards/reissue":           fixed(ActionForKind(ceremony.KindReissue)),
+	"GET /cards/check":              fixed(ActionView),
+	"POST /cards/check":             fixed(ActionForKind(ceremony.KindCardCheck)),
 	"GET /reset":                    fixed(ActionView),
 	"POST /reset":                   fixed(ActionForKind(ceremony.KindFactoryReset)),
 	"GET /events":                   fixed(ActionView),

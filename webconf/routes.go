@@ -59,6 +59,7 @@ func (s *Server) routes() http.Handler {
 	}
 	s.authRoutes(mux)
 	s.apiRoutes(mux)
+	s.cardSetRoutes(mux, cer)
 	s.clusterRoutes(mux)
 	// Everything else, including a known path with the wrong method, is a page, not plain text.
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { rd.problem(w, r, problemNotFound()) })
