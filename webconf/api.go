@@ -282,7 +282,7 @@ type StartedJSON struct {
 func ceremonyRequest(sr StartRequest) (ceremony.Request, error) {
 	req := ceremony.Request{Kind: sr.Kind}
 	switch sr.Kind {
-	case ceremony.KindGenerate:
+	case ceremony.KindGenerate, ceremony.KindReissue:
 		c, err := parseQuorum(func(f string) string {
 			switch f {
 			case "quorum":
@@ -300,7 +300,7 @@ func ceremonyRequest(sr StartRequest) (ceremony.Request, error) {
 			return req, err
 		}
 		req.K, req.N, req.Label = c.K, c.N, c.Label
-	case ceremony.KindLoad:
+	case ceremony.KindLoad, ceremony.KindCardCheck:
 	case ceremony.KindCopyCard:
 		req.Overwrite = sr.Overwrite
 	case ceremony.KindChangePIN:

@@ -146,7 +146,7 @@ var (
 		"resume": resumeCmd, "answer": answerCmd, "state": ceremonyStateCmd, "watch": watchCmd,
 	})
 	runAudit   = group("audit", map[string]cliCommand{"verify": auditVerifyCmd, "export": auditExportCmd})
-	runCard    = group("card", map[string]cliCommand{"info": cardInfoCmd})
+	runCard    = group("card", map[string]cliCommand{"info": cardInfoCmd, "check": cardCheckCmd})
 	runCluster = group("cluster", map[string]cliCommand{"add-node": addNodeCmd, "join": joinCmd})
 )
 
@@ -229,15 +229,16 @@ type startFlags struct {
 var ceremonyStartCmd = cliCommand{
 	usage: "ceremony start KIND [flags]\n\nStarts a ceremony on the appliance's PIN pad. KIND is one of " + kindNames() + ".\n" +
 		"A start needs an approval (--approval, made on your account page with your security key).\n" +
-		"generate takes -k and -n (default 2 of 3) and -label; change-pin takes -slot share|user;\n" +
+		"generate and reissue take -k and -n (default 2 of 3) and -label (reissue: the new set's; without\n" +
+		"-label it keeps the current set's); change-pin takes -slot share|user;\n" +
 		"slot-user-card and activate-slot take -pkcs11-slot; copy-card may take -overwrite;\n" +
 		"factory-reset needs -confirm \"" + webconf.ResetPhrase + "\". With -watch it follows the ceremony to its end.",
 	nargs: [2]int{1, 1},
 	flags: func(fs *flag.FlagSet) any {
 		f := &startFlags{}
-		fs.IntVar(&f.k, "k", 2, "generate: cards `needed` to load the key")
-		fs.IntVar(&f.n, "n", 3, "generate: cards `written`")
-		fs.StringVar(&f.label, "label", "", "generate: appliance or cluster `name` stored on the cards")
+		fs.IntVar(&f.k, "k", 2, "generate, reissue: cards `needed` to load the key")
+		fs.IntVar(&f.n, "n", 3, "generate, reissue: cards `written`")
+		fs.StringVar(&f.label, "label", "", "generate, reissue: appliance or cluster `name` stored on the cards")
 		fs.StringVar(&f.slot, "slot", "", "change-pin: `share` (backup key share PIN) or user (slot user PIN)")
 		fs.IntVar(&f.pkcs11Slot, "pkcs11-slot", -1, "slot-user-card, activate-slot: the PKCS#11 `slot`")
 		fs.BoolVar(&f.overwrite, "overwrite", false, "copy-card: overwrite a target card holding a share of another set")
@@ -249,7 +250,7 @@ var ceremonyStartCmd = cliCommand{
 		f := v.(*startFlags)
 		req := webconf.StartRequest{Kind: ceremony.Kind(args[0])}
 		switch req.Kind {
-		case ceremony.KindGenerate:
+		case ceremony.KindGenerate, ceremony.KindReissue:
 			req.K, req.N, req.Label = f.k, f.n, f.label
 		case ceremony.KindChangePIN:
 			req.Slot = f.slot
@@ -645,6 +646,48 @@ var cardInfoCmd = cliCommand{
 			fmt.Fprintf(w, "; holds a share of the loaded key's set")
 		}
 		fmt.Fprintln(w)
+		return nil
+	},
+}
+
+var cardCheckCmd = cliCommand{
+	usage: "card check [flags]\n\nChecks one card alone (a card-check ceremony: the card and its PIN on the PIN pad, no quorum):\n" +
+		"says whether it holds an intact share of the current set (which share, written when), an\n" +
+		"altered one, one of a retired or foreign set, or no share. Needs an approval. Exit status 0\n" +
+		"when the card is intact, 1 for any other verdict, 6 when the check ended without one.",
+	run: func(ctx context.Context, c *client, o *clientOptions, _ any, _ []string, w io.Writer) error {
+		var out webconf.StartedJSON
+		if err := c.call(ctx, http.MethodPost, "/api/v1/ceremony/start", webconf.StartRequest{Kind: ceremony.KindCardCheck}, &out, true); err != nil {
+			return err
+		}
+		if !o.json {
+			fmt.Fprintf(w, "started card check #%d: insert the card in the PIN pad and enter its PIN there\n", out.Ceremony)
+		}
+		progress := w
+		if o.json {
+			progress = io.Discard
+		}
+		if err := watch(ctx, c, progress); err != nil {
+			return err
+		}
+		var st webconf.CeremonyStateJSON
+		if err := c.call(ctx, http.MethodGet, "/api/v1/ceremony", nil, &st, false); err != nil {
+			return err
+		}
+		j := st.Last
+		if j == nil || j.ID != out.Ceremony || j.Check == nil {
+			return &exitError{exitCeremony, fmt.Errorf("card check #%d left no verdict: see keyquorum ceremony state", out.Ceremony)}
+		}
+		if o.json {
+			if err := printJSON(w, j.Check); err != nil {
+				return err
+			}
+		} else {
+			fmt.Fprintf(w, "verdict: %s\n", j.Check.Verdict)
+		}
+		if j.Check.Verdict != ceremony.VerdictIntact {
+			return &exitError{exitFailed, fmt.Errorf("card %s: %s", j.Check.Serial, j.Check.Verdict)}
+		}
 		return nil
 	},
 }
