@@ -18,6 +18,8 @@ type Pad interface {
 }
 
 // HSM is what a ceremony needs of the HSM. Every [hsm.HSM] (hsm/soft, hsm/pkcs11) satisfies it.
+// An HSM that also implements [hsm.Authenticator] (both backends do) lets card checks vouch for
+// cards; without it a card check can still name a card's set, but not say it is intact.
 type HSM interface {
 	LoadBackupKey(ctx context.Context, mbk []byte) error
 	BackupKeyID(ctx context.Context) (hsm.KeyID, error)

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyquorum/keyquorum/hsm"
 	"github.com/keyquorum/keyquorum/hsm/soft"
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/pinpad/sim"
@@ -454,7 +455,8 @@ func (e *env) harvest() {
 		}
 		if len(uniq) >= uniq[0].K {
 			if key, err := sharing.Combine(uniq); err == nil {
-				e.secrets = append(e.secrets, key)
+				// The authenticator key is derived from the MBK: it is as secret.
+				e.secrets = append(e.secrets, key, hsm.AuthenticatorKeyOf(key))
 			}
 		}
 	}
@@ -669,9 +671,9 @@ func TestHarvestFindsKeyAndShares(t *testing.T) {
 	e := newEnv(t)
 	e.generate(2, 3)
 	e.harvest()
-	// 3 records + 3 shares + 1 key
-	if len(e.secrets) != 7 {
-		t.Fatalf("harvested %d secrets, want 7", len(e.secrets))
+	// 3 records + 3 shares + 1 key + its authenticator key
+	if len(e.secrets) != 8 {
+		t.Fatalf("harvested %d secrets, want 8", len(e.secrets))
 	}
 	e.secrets = nil
 }

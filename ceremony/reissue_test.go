@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/keyquorum/keyquorum/pinpad"
 )
 
@@ -273,5 +275,33 @@ func TestReissueCancelWhileWriting(t *testing.T) {
 	j2 := e.mustSucceed(e.start("CN=alice", Request{Kind: KindReissue, K: 2, N: 3}))
 	if e.currentSet().SetID != j2.SetID || !e.problemWith(fresh[0], "another key set") {
 		t.Fatalf("second re-issue %+v; problems %q", j2, e.events.problems())
+	}
+}
+
+// A set the appliance has no record of (a journal from before the registry, without a key set)
+// is learnt from the cards a re-issue reads, and retired like any other: its cards are refused.
+func TestReissueOfAnUnrecordedSet(t *testing.T) {
+	e := newEnv(t)
+	old, gen := e.generate(2, 3)
+	if err := e.m.st.update(func(tx *bolt.Tx) error {
+		k, _ := setKey(gen.SetID)
+		return tx.Bucket(bucketSets).Delete(k)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if e.currentSet() != nil {
+		t.Fatal("set still recorded")
+	}
+	fresh, j := e.reissue(2, 2, old[0], old[1])
+	if j.FromSetID != gen.SetID || j.FromK != 2 || j.FromN != 3 {
+		t.Fatalf("journal %+v", j)
+	}
+	if e.setStatus(gen.SetID) != SetRetired || e.currentSet().SetID != j.SetID {
+		t.Fatalf("old set %q, current %+v", e.setStatus(gen.SetID), e.currentSet())
+	}
+	e.op.use(old[2], fresh[1], fresh[0])
+	e.mustSucceed(e.start("CN=dr-team", Request{Kind: KindLoad}))
+	if !e.problemWith(old[2], "this card belongs to a retired set") {
+		t.Fatalf("problems %q", e.events.problems())
 	}
 }

@@ -42,7 +42,7 @@ func (s SetStatus) Refused() bool { return s == SetRetired || s == SetAbandoned 
 const (
 	OriginGenerate  = "generate"  // written by a key generation
 	OriginReissue   = "reissue"   // written by a re-issue
-	OriginLoad      = "load"      // first seen in a key load (made elsewhere: another node, a lost journal)
+	OriginLoad      = "load"      // first seen in cards read (made elsewhere: another node, a lost journal)
 	OriginMigration = "migration" // the key set of a journal written before sets were kept
 )
 
@@ -202,6 +202,23 @@ func currentSet(tx *bolt.Tx) (*CardSet, error) {
 	return nil, nil
 }
 
+// retire records the set a re-issue replaced as retired, registering it first when the appliance
+// had no record of it (its cards were read, so it is known well enough to refuse them).
+func retire(tx *bolt.Tx, j *Journal, now time.Time) error {
+	if j.FromSetID == "" {
+		return nil
+	}
+	from, err := getSet(tx, j.FromSetID)
+	if err != nil {
+		return err
+	}
+	if from == nil {
+		from = &CardSet{SetID: j.FromSetID, KeyID: j.KeyID, K: j.FromK, N: j.FromN, Origin: OriginLoad, Created: now, Ceremony: j.ID}
+	}
+	from.Status, from.Changed, from.ChangedBy = SetRetired, now, j.ID
+	return putSet(tx, from)
+}
+
 // makeCurrent makes s the current set; the set current before becomes prev (retired by a
 // re-issue, former otherwise). Both are written.
 func makeCurrent(tx *bolt.Tx, s *CardSet, prev SetStatus, ceremony uint64, now time.Time) error {
@@ -330,12 +347,13 @@ func updateSets(tx *bolt.Tx, j *Journal, e ending, now time.Time) error {
 			}
 		}
 		switch {
-		case e.status == StatusDone:
-			prev := SetFormer
-			if j.Kind == KindReissue {
-				prev = SetRetired
+		case e.status == StatusDone && j.Kind == KindReissue:
+			if err := retire(tx, j, now); err != nil {
+				return err
 			}
-			return makeCurrent(tx, cs, prev, j.ID, now)
+			return makeCurrent(tx, cs, SetFormer, j.ID, now)
+		case e.status == StatusDone:
+			return makeCurrent(tx, cs, SetFormer, j.ID, now)
 		case e.next == NextResume:
 			return putSet(tx, cs) // all cards written: the set waits for Resume to read them back
 		case cs.Status == SetIssuing:
