@@ -459,11 +459,6 @@ func BenchmarkPCSCAPDURoundTrip(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	slot := vpcd.NewSlot(stack.addr)
-	if err := slot.Insert(ctx, vc); err != nil {
-		b.Fatal(err)
-	}
-	defer slot.Remove()
 	sc, err := scard.EstablishContext()
 	if err != nil {
 		b.Fatal(err)
@@ -473,7 +468,20 @@ func BenchmarkPCSCAPDURoundTrip(b *testing.B) {
 	if err != nil || len(readers) == 0 {
 		b.Fatalf("readers: %v %v", readers, err)
 	}
+	// A previous run (-count > 1) took its card out a moment ago: insert only once pcscd has
+	// seen the slot empty, or it never notices the card changed.
 	rs := []scard.ReaderState{{Reader: readers[0], CurrentState: scard.StateUnaware}}
+	for rs[0].EventState&scard.StateEmpty == 0 {
+		if err := sc.GetStatusChange(rs, 10*time.Second); err != nil {
+			b.Fatal(err)
+		}
+		rs[0].CurrentState = rs[0].EventState
+	}
+	slot := vpcd.NewSlot(stack.addr)
+	if err := slot.Insert(ctx, vc); err != nil {
+		b.Fatal(err)
+	}
+	defer slot.Remove()
 	for rs[0].EventState&scard.StatePresent == 0 {
 		if err := sc.GetStatusChange(rs, 10*time.Second); err != nil {
 			b.Fatal(err)
