@@ -187,24 +187,8 @@ func (r *run) changePIN() (*result, error) {
 func (r *run) changePINOn(card pinpad.Card, slot pinpad.Slot) error {
 	serial := card.Serial()
 	for {
-		tries, err := card.PINTries(r.ctx, slot)
-		if err != nil {
+		if err := r.checkTries(card, slot, "old PIN", "take it out"); err != nil {
 			return err
-		}
-		r.emit(EventPINTries, func(ev *Event) { ev.PINTries = tries })
-		if tries == 0 {
-			return r.pinBlocked(serial)
-		}
-		if tries == 1 {
-			r.problem(fmt.Errorf("card %s has 1 PIN try left: a wrong old PIN blocks the card", serial),
-				"press OK on the pad to enter the PINs, or Cancel on the pad to use another card")
-			err := r.waitOK(StepConfirmLast, "Last PIN try press OK/Cancel")
-			if errors.Is(err, pinpad.ErrCancelled) && r.ctx.Err() == nil {
-				return refuse(serial, "take it out", "the last PIN try was %w", errDeclined)
-			}
-			if err != nil {
-				return err
-			}
 		}
 		now := time.Now().UTC()
 		if err := r.commit(nil, func(j *Journal) {
@@ -214,7 +198,7 @@ func (r *run) changePINOn(card pinpad.Card, slot pinpad.Slot) error {
 		}
 		t := r.m.cfg.Timeouts.PIN
 		r.prompt(StepChangePIN, WaitPIN, "Old PIN, new PIN, new PIN again", t)
-		err = card.ChangePIN(r.ctx, slot, t)
+		err := card.ChangePIN(r.ctx, slot, t)
 		var wrong *pinpad.WrongPINError
 		switch {
 		case err == nil:

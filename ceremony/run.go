@@ -745,28 +745,12 @@ func (r *run) removeCard() error {
 func (r *run) verifyPIN(card pinpad.Card, slot pinpad.Slot) error {
 	serial := card.Serial()
 	for {
-		tries, err := card.PINTries(r.ctx, slot)
-		if err != nil {
+		if err := r.checkTries(card, slot, "PIN", "take it out and insert another card"); err != nil {
 			return err
-		}
-		r.emit(EventPINTries, func(ev *Event) { ev.PINTries = tries })
-		if tries == 0 {
-			return r.pinBlocked(serial)
-		}
-		if tries == 1 {
-			r.problem(fmt.Errorf("card %s has 1 PIN try left: a wrong PIN blocks the card", serial),
-				"press OK on the pad to enter the PIN, or Cancel on the pad to use another card")
-			err := r.waitOK(StepConfirmLast, "Last PIN try press OK/Cancel")
-			if errors.Is(err, pinpad.ErrCancelled) && r.ctx.Err() == nil {
-				return refuse(serial, "take it out and insert another card", "the last PIN try was %w", errDeclined)
-			}
-			if err != nil {
-				return err
-			}
 		}
 		t := r.m.cfg.Timeouts.PIN
 		r.prompt(StepEnterPIN, WaitPIN, "Enter PIN", t)
-		err = card.VerifyPIN(r.ctx, slot, t)
+		err := card.VerifyPIN(r.ctx, slot, t)
 		var wrong *pinpad.WrongPINError
 		switch {
 		case err == nil:
@@ -790,6 +774,31 @@ func (r *run) verifyPIN(card pinpad.Card, slot pinpad.Slot) error {
 			return err
 		}
 	}
+}
+
+// checkTries reads and shows the PIN tries the slot has left before a PIN entry. A blocked card
+// is refused; before the last try the custodian must confirm on the pad, and Cancel there
+// declines this card (refuseHint says what to do with it). pin names what will be typed.
+func (r *run) checkTries(card pinpad.Card, slot pinpad.Slot, pin, refuseHint string) error {
+	serial := card.Serial()
+	tries, err := card.PINTries(r.ctx, slot)
+	if err != nil {
+		return err
+	}
+	r.emit(EventPINTries, func(ev *Event) { ev.PINTries = tries })
+	switch tries {
+	case 0:
+		return r.pinBlocked(serial)
+	case 1:
+		r.problem(fmt.Errorf("card %s has 1 PIN try left: a wrong %s blocks the card", serial, pin),
+			"press OK on the pad to go on, or Cancel on the pad to use another card")
+		err := r.waitOK(StepConfirmLast, "Last PIN try press OK/Cancel")
+		if errors.Is(err, pinpad.ErrCancelled) && r.ctx.Err() == nil {
+			return refuse(serial, refuseHint, "the last PIN try was %w", errDeclined)
+		}
+		return err
+	}
+	return nil
 }
 
 func (r *run) pinBlocked(serial string) error {
