@@ -879,9 +879,6 @@ func (h *HSM) IssueSlotCredential(ctx context.Context, slot uint, cardSerial str
 	if err := h.check(ctx); err != nil {
 		return nil, fmt.Errorf("issue slot credential: %w", err)
 	}
-	if err := hsm.ValidateSerial(cardSerial); err != nil {
-		return nil, fmt.Errorf("issue slot credential: %w", err)
-	}
 	mac, err := h.slotMAC(true)
 	if err != nil {
 		return nil, fmt.Errorf("issue slot credential: %w", err)
@@ -897,16 +894,11 @@ func (h *HSM) ActivateSlot(ctx context.Context, slot uint, cardSerial string, cr
 		return fmt.Errorf("activate slot %d: %w", slot, err)
 	}
 	mac, err := h.slotMAC(false)
-	if err == nil {
-		err = slotcred.Check(slot, cardSerial, credential, mac)
-	}
-	var cm *hsm.CardMismatchError
-	var sm *hsm.SlotMismatchError
-	if errors.As(err, &cm) || errors.As(err, &sm) {
-		return err // their texts say "activate slot N: ..." already
-	}
 	if err != nil {
 		return fmt.Errorf("activate slot %d: %w", slot, err)
+	}
+	if err := slotcred.Check(slot, cardSerial, credential, mac); err != nil {
+		return err
 	}
 	h.active[slot] = cardSerial
 	return nil

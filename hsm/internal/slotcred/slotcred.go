@@ -106,19 +106,20 @@ func Decode(b []byte) (*Credential, error) {
 
 // Check verifies a credential presented for slot from the card with serial. The MAC is
 // checked first, so that the serial named in a [*hsm.CardMismatchError] is the one this HSM
-// really issued the credential to.
+// really issued the credential to. Its errors are ready for the operator: the mismatch errors
+// name the slot themselves, the others say "activate slot N: ...".
 func Check(slot uint, serial string, credential []byte, mac MAC) error {
 	c, err := Decode(credential)
 	if err != nil {
-		return err
+		return fmt.Errorf("activate slot %d: %w", slot, err)
 	}
 	want, err := mac(macInput(c.body))
 	if err != nil {
-		return err
+		return fmt.Errorf("activate slot %d: %w", slot, err)
 	}
 	defer hsm.Zero(want)
 	if subtle.ConstantTimeCompare(want, c.tag) != 1 {
-		return hsm.ErrCredentialInvalid
+		return fmt.Errorf("activate slot %d: %w", slot, hsm.ErrCredentialInvalid)
 	}
 	if c.Serial != serial {
 		return &hsm.CardMismatchError{Slot: slot, Issued: c.Serial, Presented: serial}
