@@ -88,26 +88,17 @@ func command(r *Reader, load CardLoader, f []string, lastEntry *int) (string, er
 			return "", errors.New("remove card: the slot is empty")
 		}
 		return "", nil
-	case "keys":
+	case "keys", "press":
 		keys, err := parseKeys(f[1:])
 		if err != nil {
 			return "", err
 		}
-		_, seq, err := r.WaitEntry(*lastEntry, keysWait)
-		if err != nil {
-			return "", err
-		}
-		*lastEntry = seq
-		for _, k := range keys {
-			if err := r.Press(k); err != nil {
+		if f[0] == "keys" { // wait for the next PIN entry first
+			_, seq, err := r.WaitEntry(*lastEntry, keysWait)
+			if err != nil {
 				return "", err
 			}
-		}
-		return "", nil
-	case "press":
-		keys, err := parseKeys(f[1:])
-		if err != nil {
-			return "", err
+			*lastEntry = seq
 		}
 		for _, k := range keys {
 			if err := r.Press(k); err != nil {
