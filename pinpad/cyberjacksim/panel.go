@@ -197,6 +197,8 @@ func (p *Panel) Cards() []sim.CardInfo {
 	for _, f := range files {
 		c, err := vcard.Load(f)
 		if err != nil {
+			// The rack shows the cards it can read; the operator finds why one is missing here.
+			p.log.Warn("virtual card left out of the rack", "file", filepath.Base(f), "err", err)
 			continue
 		}
 		info := sim.CardInfo{Serial: strings.TrimSuffix(filepath.Base(f), ".card"), Foreign: c.Foreign()}
