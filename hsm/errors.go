@@ -56,7 +56,7 @@ func (e *BackupError) Error() string {
 	var where string
 	switch {
 	case errors.Is(e.Err, ErrBackupVersion):
-		return fmt.Sprintf("read backup: version %d is not supported (this build reads version 1)", e.Version)
+		return fmt.Sprintf("read backup: version %d is not supported (this build reads versions 1 and 2)", e.Version)
 	case errors.Is(e.Err, ErrBackupReordered):
 		return fmt.Sprintf("read backup: %v: chunk %d found where chunk %d belongs (byte %d); chunks were moved, dropped or repeated", e.Err, e.Found, e.Chunk, e.Offset)
 	case e.Chunk < 0:

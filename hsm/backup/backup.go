@@ -11,26 +11,38 @@
 // any key. Both directions hold at most 16 chunks (about 2 MiB) in memory, whatever the size
 // of the backup, and move them to and from the stream in 1 MiB reads and writes.
 //
-// What a backend puts inside is its own business, named by the header's content type; the key
-// records of [WriteRecord] and [RecordReader] are what both backends use.
+// What a backend puts inside is its own business, named by the header's content type. Both
+// backends write object records ([WriteObjectRecord], [ObjectRecordReader]; content types
+// "keyquorum/pkcs11-objects/2" and "keyquorum/soft-objects/2"): one record per object, every
+// attribute that defines it and its key material wrapped under the MBK, as
+// [AppendObjectRecord] details. The key records of version 1 backups ([RecordReader]; content
+// types "keyquorum/pkcs11-keys/1" and "keyquorum/soft-keys/1", AES-256 keys only) are still read.
 //
-// # Format, version 1
+// # Format, version 2
 //
-// A header, then chunks. All integers are big-endian.
+// A header, then chunks. All integers are big-endian. Version 2 adds the backup's ID and the
+// list of objects it left out on request; this package still reads version 1 (the same header
+// without the three fields marked v2; its ID is then the first 16 bytes of SHA-256 over the
+// header up to and including the checksum).
 //
 //	header
 //	offset  size  field
 //	0       4     magic "KQBK"
-//	4       1     version (1)
+//	4       1     version (2; 1 is read too)
 //	5       8     key ID of the MBK
 //	13      8     creation time, Unix seconds
 //	21      1     source node length S (0..255)
 //	22      S     source node, UTF-8 without control characters
 //	22+S    1     content type length C (1..64)
-//	23+S    C     content type, printable ASCII, e.g. "keyquorum/soft-keys/1"
-//	23+S+C  1     data key wrapping: 1 = AES Key Wrap with Padding (RFC 5649) under the MBK
-//	24+S+C  1     wrapped data key length W (40)
-//	25+S+C  W     the 32-byte data key, wrapped
+//	23+S    C     content type, printable ASCII, e.g. "keyquorum/soft-objects/2"
+//	v2      16    backup ID, random
+//	v2      4     number of skipped objects (all of them, named or not)
+//	v2      2     length K of the skipped list (0..65535), then K bytes: per skipped object,
+//	              kind, label, ID and reason, each a length byte and up to 255 bytes (text is
+//	              UTF-8 without control characters); as many as fit
+//	..      1     data key wrapping: 1 = AES Key Wrap with Padding (RFC 5649) under the MBK
+//	..      1     wrapped data key length W (40)
+//	..      W     the 32-byte data key, wrapped
 //	..      8     checksum: the first 8 bytes of SHA-256 over the header so far
 //	..      16    header tag: AES-256-GCM under the data key, nonce(0, header), empty plaintext,
 //	              the header so far (checksum included) as additional data
@@ -74,6 +86,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -84,8 +97,8 @@ import (
 const (
 	// ChunkSize is the content carried by every chunk but the last.
 	ChunkSize = 64 << 10
-	// Version is the format version this package writes and reads.
-	Version = 1
+	// Version is the format version this package writes; it reads it and version 1.
+	Version = 2
 
 	magic          = "KQBK"
 	dataKeySize    = 32
@@ -107,7 +120,16 @@ type Header struct {
 	KeyID   hsm.KeyID // the MBK the backup was made under
 	Created time.Time // whole seconds
 	Source  string    // the node that made it
-	Content string    // what the content is, e.g. "keyquorum/soft-keys/1"
+	Content string    // what the content is, e.g. "keyquorum/soft-objects/2"
+	// ID names the backup: random in version 2, the first 16 bytes of SHA-256 over the
+	// header (checksum included) in version 1. A restore journal names the backup by it.
+	ID [16]byte
+	// Skipped lists the objects the backup left out on request (version 2), as many as fit
+	// in 65535 bytes; SkippedTotal counts them all.
+	Skipped      []hsm.SkippedObject
+	SkippedTotal int
+	// Version is the format version of a header read; NewWriter writes [Version].
+	Version int
 
 	wrapped []byte // the data key wrapped under the MBK
 	raw     []byte // the encoded header up to the tag, as read or written
@@ -133,20 +155,116 @@ func (h *Header) validate() error {
 	if h.Content == "" || !validText(h.Content, maxContentType, true) {
 		return errors.New("content type must be 1 to 64 printable ASCII characters")
 	}
+	if h.Version == 1 && (len(h.Skipped) > 0 || h.SkippedTotal > 0) {
+		return errors.New("a version 1 header lists no skipped objects")
+	}
+	for _, s := range h.Skipped {
+		if !validText(s.Kind, 255, false) || !validText(s.Label, 255, false) || !validText(s.Reason, 255, false) || len(s.ID) > 255 {
+			return errors.New("a skipped object's kind, label, ID and reason must be at most 255 bytes, text without control characters")
+		}
+	}
+	if h.SkippedTotal < len(h.Skipped) || h.SkippedTotal > 1<<31-1 {
+		return errors.New("skipped objects counted wrong")
+	}
+	if len(encodeSkipped(h.Skipped)) > maxSkipped {
+		return errors.New("skipped objects list too long")
+	}
 	return nil
+}
+
+// maxSkipped bounds the encoded list of skipped objects in a header.
+const maxSkipped = 65535
+
+func encodeSkipped(list []hsm.SkippedObject) []byte {
+	var b []byte
+	for _, s := range list {
+		b = append(b, byte(len(s.Kind)))
+		b = append(b, s.Kind...)
+		b = append(b, byte(len(s.Label)))
+		b = append(b, s.Label...)
+		b = append(b, byte(len(s.ID)))
+		b = append(b, s.ID...)
+		b = append(b, byte(len(s.Reason)))
+		b = append(b, s.Reason...)
+	}
+	return b
+}
+
+func decodeSkipped(b []byte) ([]hsm.SkippedObject, bool) {
+	var out []hsm.SkippedObject
+	field := func() ([]byte, bool) {
+		if len(b) < 1 || len(b) < 1+int(b[0]) {
+			return nil, false
+		}
+		f := b[1 : 1+int(b[0])]
+		b = b[1+int(b[0]):]
+		return f, true
+	}
+	for len(b) > 0 {
+		var fs [4][]byte
+		for i := range fs {
+			f, ok := field()
+			if !ok {
+				return nil, false
+			}
+			fs[i] = f
+		}
+		out = append(out, hsm.SkippedObject{Kind: string(fs[0]), Label: string(fs[1]), ID: bytes.Clone(fs[2]), Reason: string(fs[3])})
+	}
+	return out, true
+}
+
+// SkipEntries lists objects as a header's skipped list: text cut to 255 bytes (at a character
+// boundary) and control characters replaced, as many entries as fit in the header.
+func SkipEntries(objs []hsm.Object) []hsm.SkippedObject {
+	clean := func(s string) string {
+		s = strings.Map(func(r rune) rune {
+			if unicode.IsControl(r) {
+				return '?'
+			}
+			return r
+		}, strings.ToValidUTF8(s, "?"))
+		for len(s) > 255 {
+			_, size := utf8.DecodeLastRuneInString(s)
+			s = s[:len(s)-size]
+		}
+		return s
+	}
+	var out []hsm.SkippedObject
+	n := 0
+	for _, o := range objs {
+		s := hsm.SkippedObject{Kind: clean(o.Kind()), Label: clean(o.Label), ID: o.ID, Reason: clean(o.Why)}
+		if len(s.ID) > 255 {
+			s.ID = s.ID[:255]
+		}
+		size := 4 + len(s.Kind) + len(s.Label) + len(s.ID) + len(s.Reason)
+		if n+size > maxSkipped {
+			break
+		}
+		n += size
+		out = append(out, s)
+	}
+	return out
 }
 
 // marshal encodes the header up to and including the checksum.
 func (h *Header) marshal() []byte {
 	b := make([]byte, 0, 64+len(h.Source)+len(h.Content)+len(h.wrapped))
 	b = append(b, magic...)
-	b = append(b, Version)
+	b = append(b, byte(h.Version))
 	b = append(b, h.KeyID[:]...)
 	b = binary.BigEndian.AppendUint64(b, uint64(h.Created.Unix()))
 	b = append(b, byte(len(h.Source)))
 	b = append(b, h.Source...)
 	b = append(b, byte(len(h.Content)))
 	b = append(b, h.Content...)
+	if h.Version >= 2 {
+		b = append(b, h.ID[:]...)
+		b = binary.BigEndian.AppendUint32(b, uint32(h.SkippedTotal))
+		list := encodeSkipped(h.Skipped)
+		b = binary.BigEndian.AppendUint16(b, uint16(len(list)))
+		b = append(b, list...)
+	}
 	b = append(b, wrapKWP, byte(len(h.wrapped)))
 	b = append(b, h.wrapped...)
 	sum := sha256.Sum256(b)
@@ -191,6 +309,18 @@ type Writer struct {
 // h names the source and the content type; its KeyID and Created are set by NewWriter (the MBK
 // of kw, the current time unless h.Created is set).
 func NewWriter(ctx context.Context, w io.Writer, kw KeyWrapper, h Header) (*Writer, error) {
+	return newWriter(ctx, w, kw, h, Version)
+}
+
+// newWriter writes a header of the given version: tests write version 1 to check it is read.
+func newWriter(ctx context.Context, w io.Writer, kw KeyWrapper, h Header, version int) (*Writer, error) {
+	h.Version = version
+	if h.SkippedTotal < len(h.Skipped) {
+		h.SkippedTotal = len(h.Skipped)
+	}
+	if _, err := rand.Read(h.ID[:]); err != nil {
+		return nil, fmt.Errorf("write backup: %w", err)
+	}
 	if err := h.validate(); err != nil {
 		return nil, fmt.Errorf("write backup: %w", err)
 	}
@@ -379,7 +509,7 @@ func headerErr(err error, off int64, detail string) *hsm.BackupError {
 }
 
 // maxHeader bounds an encoded header, tag included.
-const maxHeader = 22 + maxSource + 1 + maxContentType + 2 + 255 + checksumSize + tagSize
+const maxHeader = 22 + maxSource + 1 + maxContentType + 16 + 4 + 2 + maxSkipped + 2 + 255 + checksumSize + tagSize
 
 // source buffers the backup stream: frames are parsed and decrypted where they were read,
 // and the offset of every byte is known for the errors.
@@ -459,10 +589,10 @@ func readHeader(src *source) (*Header, error) {
 	if !bytes.Equal(b[:4], []byte(magic)) {
 		return nil, headerErr(hsm.ErrNotBackup, 0, "")
 	}
-	if b[4] != Version {
+	if b[4] != 1 && b[4] != Version {
 		return nil, &hsm.BackupError{Err: hsm.ErrBackupVersion, Chunk: -1, Offset: 4, Version: int(b[4])}
 	}
-	h := &Header{}
+	h := &Header{Version: int(b[4])}
 	copy(h.KeyID[:], b[5:13])
 	h.Created = time.Unix(int64(binary.BigEndian.Uint64(b[13:21])), 0).UTC()
 	src1, err := need(int(b[21])+1, "header")
@@ -474,8 +604,31 @@ func readHeader(src *source) (*Header, error) {
 	if err != nil {
 		return nil, err
 	}
-	h.Content = string(ct[:len(ct)-2])
-	alg, wlen := ct[len(ct)-2], int(ct[len(ct)-1])
+	var alg byte
+	var wlen int
+	skippedOK := true
+	if h.Version == 1 {
+		h.Content = string(ct[:len(ct)-2])
+		alg, wlen = ct[len(ct)-2], int(ct[len(ct)-1])
+	} else {
+		// Version 2: the content type's length byte was the last of ct; ID, count and list
+		// length follow, then the list, then wrapping and wrapped key length.
+		h.Content = string(ct[:len(ct)-2])
+		rest := ct[len(ct)-2:] // the first two bytes of the ID
+		more, err := need(16-2+4+2, "header")
+		if err != nil {
+			return nil, err
+		}
+		copy(h.ID[:2], rest)
+		copy(h.ID[2:], more[:14])
+		h.SkippedTotal = int(binary.BigEndian.Uint32(more[14:18]))
+		list, err := need(int(binary.BigEndian.Uint16(more[18:20]))+2, "header")
+		if err != nil {
+			return nil, err
+		}
+		h.Skipped, skippedOK = decodeSkipped(list[:len(list)-2])
+		alg, wlen = list[len(list)-2], int(list[len(list)-1])
+	}
 	wrapped, err := need(wlen, "header")
 	if err != nil {
 		return nil, err
@@ -490,6 +643,13 @@ func readHeader(src *source) (*Header, error) {
 		return nil, headerErr(hsm.ErrBackupTampered, sumOff, "header checksum does not match")
 	}
 	// Fields are checked after the checksum: a damaged header is reported as damaged.
+	if !skippedOK {
+		return nil, headerErr(hsm.ErrBackupTampered, 0, "the list of skipped objects does not decode")
+	}
+	if h.Version == 1 {
+		id := sha256.Sum256(raw)
+		copy(h.ID[:], id[:16])
+	}
 	if err := h.validate(); err != nil {
 		return nil, headerErr(hsm.ErrBackupTampered, 0, err.Error())
 	}

@@ -377,12 +377,23 @@ func TestTrailingData(t *testing.T) {
 	wantBackupErr(t, "two backups", err, hsm.ErrBackupTrailingData)
 }
 
+// wrapOffset returns the offset of the data key wrapping byte in a header.
+func wrapOffset(b []byte) int {
+	src := int(b[21])
+	ct := int(b[22+src])
+	off := 22 + src + 1 + ct
+	if b[4] >= 2 {
+		off += 16 + 4
+		off += 2 + int(binary.BigEndian.Uint16(b[off:off+2]))
+	}
+	return off
+}
+
 // resum rewrites the header checksum after an edit, as a forger would.
 func resum(t *testing.T, b []byte) []byte {
 	t.Helper()
-	src := int(b[21])
-	ct := int(b[22+src])
-	end := 22 + src + 1 + ct + 2 + int(b[24+src+ct])
+	w := wrapOffset(b)
+	end := w + 2 + int(b[w+1])
 	sum := sha256.Sum256(b[:end])
 	copy(b[end:end+8], sum[:8])
 	if _, err := ReadHeader(bytes.NewReader(b)); err != nil {
@@ -404,8 +415,7 @@ func TestForgedHeader(t *testing.T) {
 	}
 	// A forged wrapped key: it does not unwrap.
 	c = bytes.Clone(b)
-	src, ct := int(b[21]), int(b[22+len("node-a")])
-	c[25+src+ct+3] ^= 0x80
+	c[wrapOffset(b)+2+3] ^= 0x80
 	_, err = open(kw, resum(t, c), 0)
 	wantBackupErr(t, "forged wrapped key", err, hsm.ErrBackupTampered)
 	// A forged key ID with a correct checksum looks like another MBK's backup.

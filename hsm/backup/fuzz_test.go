@@ -134,8 +134,32 @@ func seeds(t *testing.T) map[string][]byte {
 		"tampered-header":  flip(small, 25),
 		"trailing-data":    append(bytes.Clone(small), "tail"...),
 		"foreign-key":      makeBackup(t, testWrap(t, 2), []byte("other key"), 0),
-		"version-2":        func() []byte { c := bytes.Clone(small); c[4] = 2; return c }(),
-		"not-backup":       []byte("PK\x03\x04not a backup"),
+		"version-3":        func() []byte { c := bytes.Clone(small); c[4] = 3; return c }(),
+		"valid-v1-records": func() []byte {
+			var buf bytes.Buffer
+			w, err := newWriter(context.Background(), &buf, kw, Header{Source: "old", Content: "keyquorum/soft-keys/1"}, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := KeyRecord{ID: []byte{1, 2, 3}, Label: "old key", Algorithm: hsm.AlgorithmAES256, Material: bytes.Repeat([]byte{9}, 32)}
+			if err := WriteRecord(w, &rec); err != nil {
+				t.Fatal(err)
+			}
+			w.Close()
+			return buf.Bytes()
+		}(),
+		"valid-skipped": func() []byte {
+			var buf bytes.Buffer
+			w, err := NewWriter(context.Background(), &buf, kw, Header{Source: "seed", Content: "keyquorum/soft-objects/2",
+				Skipped: []hsm.SkippedObject{{Kind: "AES-256 secret key", Label: "hsm-only", ID: []byte{1}, Reason: "it is not extractable"},
+					{Kind: "data object", Label: "", Reason: "x"}}, SkippedTotal: 3})
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.Close()
+			return buf.Bytes()
+		}(),
+		"not-backup": []byte("PK\x03\x04not a backup"),
 	}
 }
 
@@ -180,6 +204,7 @@ func TestSeedCorpus(t *testing.T) {
 	if *updateCorpus {
 		writeCorpus(t, dir, seeds(t))
 		writeCorpus(t, filepath.Join("testdata", "fuzz", "FuzzRecordReader"), recordSeeds(t))
+		writeCorpus(t, filepath.Join("testdata", "fuzz", "FuzzObjectRecordReader"), objectRecordSeeds(t))
 	}
 	entries, err := os.ReadDir(dir)
 	if err != nil || len(entries) < 10 {
