@@ -506,3 +506,25 @@ func BitsOf(class, typ uint32, modulus, ecParams []byte, valueLen int) int {
 	}
 	return 8 * valueLen
 }
+
+// AttrClass is PKCS#11 CKA_CLASS.
+const AttrClass uint32 = 0x000
+
+// PendingRestoreError is a restore refused because another backup's restore stopped half-way:
+// finish that one first (run it again), so that no object is left twice.
+type PendingRestoreError struct {
+	Pending PendingRestore
+}
+
+func (e *PendingRestoreError) Error() string {
+	return "restore refused: " + e.Pending.String() + "; a restore of another backup would leave its objects half-replaced"
+}
+
+// AlgorithmOf names a key's algorithm as [KeyInfo] does: "AES-256", "RSA-3072", "EC-256".
+func AlgorithmOf(o Object) string {
+	k := KindName(o.Class, o.Type, o.Bits)
+	for _, suffix := range []string{" secret key", " private key", " public key"} {
+		k = strings.TrimSuffix(k, suffix)
+	}
+	return k
+}

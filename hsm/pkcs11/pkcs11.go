@@ -52,7 +52,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"slices"
 	"sync"
@@ -65,9 +64,10 @@ import (
 	"github.com/keyquorum/keyquorum/hsm/internal/slotcred"
 )
 
-// ContentType names the content of a PKCS#11 backup: key records whose material is the key
-// wrapped under the MBK with CKM_AES_KEY_WRAP_PAD.
-const ContentType = "keyquorum/pkcs11-keys/1"
+// ContentType names the content of a PKCS#11 backup: object records (hsm/backup) whose key
+// material is wrapped under the MBK by the token with CKM_AES_KEY_WRAP_PAD. Backups of content
+// "keyquorum/pkcs11-keys/1" (AES-256 keys only, from earlier versions) are restored too.
+const ContentType = "keyquorum/pkcs11-objects/2"
 
 const (
 	labelMBK     = "keyquorum master backup key"
@@ -91,16 +91,6 @@ var (
 	// ErrReservedLabel means an application key label is one the backend uses itself.
 	ErrReservedLabel = errors.New("key label is reserved for keyquorum's own keys")
 )
-
-// KeyError is an application key on the token that cannot be backed up.
-type KeyError struct {
-	Label, ID string
-	Reason    string
-}
-
-func (e *KeyError) Error() string {
-	return fmt.Sprintf("back up key %q (id %s): %s", e.Label, e.ID, e.Reason)
-}
 
 // modules counts the users of each loaded PKCS#11 library: C_Initialize and C_Finalize act on
 // the whole process, so the library is initialised by the first Open and finalised by the last
@@ -177,6 +167,7 @@ var (
 	_ hsm.HSM           = (*HSM)(nil)
 	_ hsm.KeyStore      = (*HSM)(nil)
 	_ hsm.Authenticator = (*HSM)(nil)
+	_ hsm.ObjectStore   = (*HSM)(nil)
 )
 
 // Open opens a read-write session on the token labelled cfg.Token and logs in as its user.
@@ -265,6 +256,14 @@ func (h *HSM) find(extra ...*p11.Attribute) ([]p11.ObjectHandle, error) {
 		}
 	}
 	return all, h.ctx.FindObjectsFinal(h.sh)
+}
+
+// refresh searches the token before a write. SoftHSM2 re-reads its token directory when another
+// process changed it, but only on a read: a write first would hide the other process's objects
+// from this one until the next change (SoftHSM2 2.6). Every write here follows a search.
+func (h *HSM) refresh() error {
+	_, err := h.findOne(labelMBK)
+	return err
 }
 
 // findOne returns the key of the reserved label, or 0.
@@ -571,70 +570,6 @@ func (w *tokenWrap) UnwrapKey(ctx context.Context, wrapped []byte) ([]byte, erro
 	return attrs[0].Value, nil
 }
 
-// appKey is an application key on the token.
-type appKey struct {
-	obj         p11.ObjectHandle
-	id          []byte
-	label       string
-	extractable bool
-	length      int // bytes
-}
-
-func (k appKey) info() hsm.KeyInfo {
-	return hsm.KeyInfo{ID: hex.EncodeToString(k.id), Label: k.label, Algorithm: fmt.Sprintf("AES-%d", 8*k.length)}
-}
-
-// appKeys lists the key database, ordered by ID.
-func (h *HSM) appKeys() ([]appKey, error) {
-	objs, err := h.find(p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_AES))
-	if err != nil {
-		return nil, err
-	}
-	var keys []appKey
-	for _, obj := range objs {
-		attrs, err := h.ctx.GetAttributeValue(h.sh, obj, []*p11.Attribute{
-			p11.NewAttribute(p11.CKA_LABEL, nil),
-			p11.NewAttribute(p11.CKA_ID, nil),
-			p11.NewAttribute(p11.CKA_EXTRACTABLE, nil),
-			p11.NewAttribute(p11.CKA_VALUE_LEN, nil),
-		})
-		if err != nil {
-			return nil, err
-		}
-		label := string(attrs[0].Value)
-		if reserved(label) {
-			continue
-		}
-		k := appKey{obj: obj, id: attrs[1].Value, label: label}
-		k.extractable = len(attrs[2].Value) == 1 && attrs[2].Value[0] != 0
-		k.length = int(ulong(attrs[3].Value))
-		if k.length == 0 && k.extractable {
-			// SoftHSM sets no CKA_VALUE_LEN on unwrapped keys (and refuses it in the unwrap
-			// template). The length of the key wrapped under the MBK tells it.
-			if k.length, err = h.wrappedLength(obj); err != nil {
-				return nil, err
-			}
-		}
-		keys = append(keys, k)
-	}
-	slices.SortFunc(keys, func(a, b appKey) int { return bytes.Compare(a.id, b.id) })
-	return keys, nil
-}
-
-// wrappedLength returns the length of an AES key, found by wrapping it under the MBK (RFC
-// 5649 pads to 8 bytes, which AES key lengths are), or 0 when no MBK is loaded.
-func (h *HSM) wrappedLength(obj p11.ObjectHandle) (int, error) {
-	mbk, err := h.findOne(labelMBK)
-	if err != nil || mbk == 0 {
-		return 0, err
-	}
-	wrapped, err := h.ctx.WrapKey(h.sh, kwp, mbk, obj)
-	if err != nil {
-		return 0, fmt.Errorf("read key length: %w", err)
-	}
-	return len(wrapped) - 8, nil
-}
-
 // ulong reads a CK_ULONG as the library returns it: native byte order, native size.
 func ulong(b []byte) uint64 {
 	switch len(b) {
@@ -664,10 +599,18 @@ func (h *HSM) CreateKey(ctx context.Context, label string) (hsm.KeyInfo, error) 
 	if _, err := rand.Read(id); err != nil {
 		return hsm.KeyInfo{}, fmt.Errorf("create key: %w", err)
 	}
+	if err := h.refresh(); err != nil {
+		return hsm.KeyInfo{}, fmt.Errorf("create key: %w", err)
+	}
 	_, err := h.ctx.GenerateKey(h.sh, []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_KEY_GEN, nil)},
 		appKeyTemplate(true, label, id, p11.NewAttribute(p11.CKA_VALUE_LEN, 32)))
 	if err != nil {
 		return hsm.KeyInfo{}, fmt.Errorf("create key: %w", err)
+	}
+	// Listed after it is made: a crash in between leaves a key that a factory reset keeps,
+	// never one it destroys without having made it.
+	if err := h.addManaged(string(id)); err != nil {
+		return hsm.KeyInfo{}, fmt.Errorf("create key: the key is made but not listed as keyquorum's: %w", err)
 	}
 	return hsm.KeyInfo{ID: hex.EncodeToString(id), Label: label, Algorithm: hsm.AlgorithmAES256}, nil
 }
@@ -687,154 +630,35 @@ func appKeyTemplate(token bool, label string, id []byte, extra ...*p11.Attribute
 	}, extra...)
 }
 
-// Keys implements [hsm.KeyStore].
+// Keys implements [hsm.KeyStore]: every secret and private key on the token but Keyquorum's
+// own, ordered by ID.
 func (h *HSM) Keys(ctx context.Context) ([]hsm.KeyInfo, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err := h.check(ctx); err != nil {
 		return nil, fmt.Errorf("list keys: %w", err)
 	}
-	keys, err := h.appKeys()
+	objs, err := h.scan()
 	if err != nil {
 		return nil, fmt.Errorf("list keys: %w", err)
 	}
-	infos := make([]hsm.KeyInfo, len(keys))
-	for i, k := range keys {
-		infos[i] = k.info()
+	if mbk, err := h.findOne(labelMBK); err == nil && mbk != 0 {
+		h.trialWrap(mbk, objs) // finds the length of AES keys that have no CKA_VALUE_LEN
 	}
-	return infos, nil
+	return keyInfos(objs), nil
 }
 
-// Backup implements [hsm.HSM]: every application key, wrapped on the token under the MBK.
-func (h *HSM) Backup(ctx context.Context, w io.Writer) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if err := h.check(ctx); err != nil {
-		return fmt.Errorf("back up: %w", err)
-	}
-	tw, err := h.tokenWrap()
-	if err != nil {
-		return fmt.Errorf("back up: %w", err)
-	}
-	keys, err := h.appKeys()
-	if err != nil {
-		return fmt.Errorf("back up: %w", err)
-	}
-	// Refuse before writing anything: a backup that silently lacks a key is worse than none.
-	for _, k := range keys {
-		switch {
-		case !k.extractable:
-			return &KeyError{Label: k.label, ID: hex.EncodeToString(k.id), Reason: "it is not extractable, so it cannot leave the token even wrapped"}
-		case k.length != 32:
-			return &KeyError{Label: k.label, ID: hex.EncodeToString(k.id), Reason: fmt.Sprintf("only AES-256 keys are backed up, this is AES-%d", 8*k.length)}
-		case len(k.id) == 0 || len(k.id) > 64 || hsm.ValidateLabel(k.label) != nil:
-			return &KeyError{Label: k.label, ID: hex.EncodeToString(k.id), Reason: "it needs an ID of 1 to 64 bytes and a printable label"}
+func keyInfos(objs []tokObj) []hsm.KeyInfo {
+	var infos []hsm.KeyInfo
+	for _, t := range objs {
+		o := t.obj
+		if o.Own || (o.Class != hsm.ClassSecretKey && o.Class != hsm.ClassPrivateKey) {
+			continue
 		}
+		infos = append(infos, hsm.KeyInfo{ID: hex.EncodeToString(o.ID), Label: o.Label, Algorithm: hsm.AlgorithmOf(o)})
 	}
-	bw, err := backup.NewWriter(ctx, w, tw, backup.Header{Source: h.source, Content: ContentType})
-	if err != nil {
-		return fmt.Errorf("back up: %w", err)
-	}
-	for _, k := range keys {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("back up: %w", err)
-		}
-		wrapped, err := h.ctx.WrapKey(h.sh, kwp, tw.mbk, k.obj)
-		if err != nil {
-			return fmt.Errorf("back up: wrap key %q: %w", k.label, err)
-		}
-		rec := backup.KeyRecord{ID: k.id, Label: k.label, Algorithm: hsm.AlgorithmAES256, Material: wrapped}
-		if err := backup.WriteRecord(bw, &rec); err != nil {
-			return fmt.Errorf("back up: %w", err)
-		}
-	}
-	if err := bw.Close(); err != nil {
-		return fmt.Errorf("back up: %w", err)
-	}
-	return nil
-}
-
-// Restore implements [hsm.HSM]. Keys are unwrapped into session objects while the backup is
-// read; only when it has been read and authenticated to its end are they copied onto the token
-// and the old key database destroyed.
-func (h *HSM) Restore(ctx context.Context, r io.Reader) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if err := h.check(ctx); err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	tw, err := h.tokenWrap()
-	if err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	br, err := backup.NewReader(ctx, r, tw)
-	if err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	if c := br.Header().Content; c != ContentType {
-		return &hsm.ContentError{Got: c, Want: ContentType}
-	}
-	old, err := h.appKeys()
-	if err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	var staged []p11.ObjectHandle
-	drop := func(objs []p11.ObjectHandle) {
-		for _, o := range objs {
-			h.ctx.DestroyObject(h.sh, o)
-		}
-	}
-	seen := map[string]bool{}
-	rr := backup.NewRecordReader(br)
-	for {
-		if err := ctx.Err(); err != nil {
-			drop(staged)
-			return fmt.Errorf("restore: %w", err)
-		}
-		rec, err := rr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err == nil && (seen[string(rec.ID)] || reserved(rec.Label)) {
-			err = fmt.Errorf("%w: key %x appears twice or has a reserved label", backup.ErrBadRecord, rec.ID)
-		}
-		if err != nil {
-			drop(staged)
-			return fmt.Errorf("restore: %w", err)
-		}
-		if len(rec.Material) != backup.WrappedLen(32) {
-			drop(staged)
-			return fmt.Errorf("restore: %w: key %x is not a wrapped AES-256 key", backup.ErrBadRecord, rec.ID)
-		}
-		seen[string(rec.ID)] = true
-		obj, err := h.ctx.UnwrapKey(h.sh, kwp, tw.mbk, rec.Material, appKeyTemplate(false, rec.Label, rec.ID))
-		if err != nil {
-			drop(staged)
-			if unwrapFailed(err) {
-				return fmt.Errorf("restore: key %q: %w", rec.Label, backup.ErrUnwrap)
-			}
-			return fmt.Errorf("restore: unwrap key %q: %w", rec.Label, err)
-		}
-		staged = append(staged, obj)
-	}
-	// The whole backup is authentic: make the staged keys permanent, then drop the old ones.
-	var copies []p11.ObjectHandle
-	for _, obj := range staged {
-		c, err := h.ctx.CopyObject(h.sh, obj, []*p11.Attribute{p11.NewAttribute(p11.CKA_TOKEN, true)})
-		if err != nil {
-			drop(copies)
-			drop(staged)
-			return fmt.Errorf("restore: store key on token: %w", err)
-		}
-		copies = append(copies, c)
-	}
-	drop(staged)
-	for _, k := range old {
-		if err := h.ctx.DestroyObject(h.sh, k.obj); err != nil {
-			return fmt.Errorf("restore: the restored keys are in place, but old key %q could not be removed: %w", k.label, err)
-		}
-	}
-	return nil
+	slices.SortStableFunc(infos, func(a, b hsm.KeyInfo) int { return compareStr(a.ID, b.ID) })
+	return infos
 }
 
 // slotMAC returns the HMAC of slot credentials under the token's slot key, generating the
@@ -916,32 +740,60 @@ func (h *HSM) ActiveSlots() []uint {
 	return slots
 }
 
-// Reset implements [hsm.HSM]: the MBK, the authenticator key, the slot credential key and every
-// application key are destroyed on the token.
+// Reset implements [hsm.HSM], the factory reset: Keyquorum's own objects (the MBK, the
+// authenticator and slot credential keys, the restore journal, its key list) and the application
+// keys it created are destroyed. Every other object on the token stays; [HSM.Wipe] destroys
+// those too.
 func (h *HSM) Reset(ctx context.Context) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err := h.check(ctx); err != nil {
 		return fmt.Errorf("reset hsm: %w", err)
 	}
-	keys, err := h.appKeys()
+	objs, err := h.scan()
 	if err != nil {
 		return fmt.Errorf("reset hsm: %w", err)
 	}
-	objs := make([]p11.ObjectHandle, 0, len(keys)+2)
-	for _, k := range keys {
-		objs = append(objs, k.obj)
-	}
-	for _, label := range []string{labelSlotKey, labelAuthKey, labelMBK} {
-		found, err := h.find(p11.NewAttribute(p11.CKA_LABEL, label))
-		if err != nil {
-			return fmt.Errorf("reset hsm: %w", err)
+	// Managed keys first, the key list last: a reset cut short is finished by running it again.
+	var own []tokObj
+	for _, t := range objs {
+		switch {
+		case t.obj.Managed:
+			if err := h.ctx.DestroyObject(h.sh, t.h); err != nil {
+				return fmt.Errorf("reset hsm: destroy %s: %w", t.obj, err)
+			}
+		case t.obj.Own:
+			own = append(own, t)
 		}
-		objs = append(objs, found...)
+	}
+	slices.SortStableFunc(own, func(a, b tokObj) int {
+		return compareU32(a.obj.Class, b.obj.Class) // secret keys (4) before the data objects (0)
+	})
+	slices.Reverse(own)
+	for _, t := range own {
+		if err := h.ctx.DestroyObject(h.sh, t.h); err != nil {
+			return fmt.Errorf("reset hsm: destroy %s: %w", t.obj.Label, err)
+		}
+	}
+	clear(h.active)
+	return nil
+}
+
+// Wipe implements [hsm.ObjectStore]: every object on the token that this session sees is
+// destroyed, other software's too.
+func (h *HSM) Wipe(ctx context.Context) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.check(ctx); err != nil {
+		return fmt.Errorf("wipe token: %w", err)
+	}
+	objs, err := h.findAll()
+	if err != nil {
+		return fmt.Errorf("wipe token: %w", err)
 	}
 	for _, o := range objs {
-		if err := h.ctx.DestroyObject(h.sh, o); err != nil {
-			return fmt.Errorf("reset hsm: destroy key: %w", err)
+		if err := h.ctx.DestroyObject(h.sh, o); err != nil && !isCode(err, p11.CKR_OBJECT_HANDLE_INVALID) {
+			return fmt.Errorf("wipe token: %w", err)
 		}
 	}
 	clear(h.active)

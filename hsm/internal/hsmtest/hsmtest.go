@@ -35,6 +35,16 @@ type Backend struct {
 	Secrets func(t *testing.T, h hsm.HSM) [][]byte
 	// ContentType is what the backend's backups hold.
 	ContentType string
+
+	// Populate puts one object of every kind the backend holds onto h, as other software
+	// would: key pairs, secret keys, a certificate, a data object. All can be carried.
+	Populate func(t *testing.T, h hsm.HSM)
+	// Locked puts an object onto h that no backup can carry (a key that is not extractable)
+	// and returns its label.
+	Locked func(t *testing.T, h hsm.HSM) string
+	// SameResults checks that key o computes in b what it computes in a (sign and verify,
+	// encrypt and decrypt).
+	SameResults func(t *testing.T, a, b hsm.HSM, o hsm.Object)
 }
 
 // NewMBK returns a random MBK.
@@ -213,11 +223,23 @@ func (s *suite) roundTrip(t *testing.T) {
 	if k := keys(t, dst); len(k) != 0 {
 		t.Fatalf("after restoring an empty backup: %v", k)
 	}
-	createKeys(t, dst, "replaced by the restore")
+	kept := createKeys(t, dst, "kept by the restore")
 	if err := dst.Restore(t.Context(), bytes.NewReader(b)); err != nil {
 		t.Fatalf("restore: %v", err)
 	}
 	got := keys(t, dst)
+	if len(got) != len(want)+1 || !slices.Contains(got, kept[0]) {
+		t.Fatalf("restored keys %v: want %v and the key made after the backup, %v", got, want, kept)
+	}
+	// Made equal to the backup, the HSM drops the key the backup does not hold.
+	plan, err := objectStore(t, dst).RestoreObjects(t.Context(), bytes.NewReader(b), hsm.RestoreOptions{MakeEqual: true})
+	if err != nil {
+		t.Fatalf("restore, made equal: %v", err)
+	}
+	if plan.Count(hsm.ActionRemove) != 1 || plan.Count(hsm.ActionUnchanged) != len(want) {
+		t.Fatalf("plan of the second restore: %+v", plan.Items)
+	}
+	got = keys(t, dst)
 	if !slices.Equal(got, want) {
 		t.Fatalf("restored keys %v, want %v", got, want)
 	}
