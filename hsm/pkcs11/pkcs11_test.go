@@ -47,6 +47,11 @@ var env struct {
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
 func run(m *testing.M) int {
+	if os.Getenv(crashChildEnv) != "" {
+		// A child of TestPKCS11RestoreCrash: the parent's SoftHSM2 configuration is inherited.
+		env.module = os.Getenv("KQ_CRASH_MODULE")
+		return m.Run()
+	}
 	dir, err := os.MkdirTemp("", "keyquorum-softhsm-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
