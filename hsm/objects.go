@@ -3,6 +3,7 @@ package hsm
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -441,6 +442,9 @@ type ObjectSpec struct {
 	Kind  string
 	Label string
 	ID    []byte // nil: a random 16-byte ID
+	// NotExtractable makes a key that never leaves the HSM, not even wrapped: no backup
+	// carries it.
+	NotExtractable bool
 }
 
 // CreatableKinds are the kinds [ObjectCreator.CreateObject] generates.
@@ -471,6 +475,18 @@ type ObjectCreator interface {
 
 // MaxIDLen bounds an object ID made through [ObjectCreator], in bytes.
 const MaxIDLen = 64
+
+// Conditions of objects made through [ObjectCreator].
+var (
+	// ErrInvalidID means an object ID is longer than MaxIDLen bytes.
+	ErrInvalidID = errors.New("object ID must be at most 64 bytes (128 hex digits)")
+	// ErrObjectExists means an object of the same identity (class, type, ID, label) exists.
+	ErrObjectExists = errors.New("an object of the same class, type, ID and label exists already")
+	// ErrUnknownKind means a kind of object that cannot be made or imported.
+	ErrUnknownKind = errors.New("unknown kind of object")
+	// ErrImport means the data to import is not what it was said to be.
+	ErrImport = errors.New("the data to import does not decode")
+)
 
 // Curve OIDs as DER in CKA_EC_PARAMS, and the key size they stand for.
 var curveBits = map[string]int{

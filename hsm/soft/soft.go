@@ -1,39 +1,55 @@
 // Package soft is the embedded software HSM, Keyquorum's default: an [hsm.HSM] (with
-// [hsm.KeyStore] and [hsm.Authenticator]) whose keys live in a bbolt database in the data dir,
-// every secret in it sealed under a device key.
+// [hsm.KeyStore], [hsm.ObjectStore], [hsm.ObjectCreator] and [hsm.Authenticator]) whose objects
+// live in a bbolt database in the data dir, every secret in it sealed under a store key.
+//
+// It holds the kinds of objects a PKCS#11 token holds, described by the same model (hsm.Object,
+// PKCS#11 attributes): RSA, EC (P-256, P-384) and Ed25519 key pairs, AES keys of every length,
+// generic secrets, X.509 certificates and data objects, made on the HSM page or the CLI
+// ([HSM.CreateObject]) or imported ([HSM.ImportObject]: PKCS#8, PEM certificates).
 //
 // # Files
 //
-//	<dir>/device.key  32 random bytes, mode 0600, made on first Open: the device key
-//	<dir>/hsm.db      the bbolt key store, mode 0600
+//	<dir>/device.key  32 random bytes, mode 0600, made on first Open: seals the objects an
+//	                  operator made or imported
+//	<dir>/own.key     32 random bytes, mode 0600: seals Keyquorum's own secrets (the MBK, the slot
+//	                  credential key) and the application keys it created ([HSM.CreateKey])
+//	<dir>/hsm.db      the bbolt store, mode 0600
 //
-// The device key stands in for an HSM's internal storage key: whoever reads the data dir owns
-// the soft HSM, which is why a real appliance uses hsm/pkcs11. What the device key protects
-// against is a copy of hsm.db alone, a backup of the data dir without the key file, and old
-// pages of the database after a factory reset: [HSM.Reset] overwrites and replaces the device
-// key, so nothing sealed under the old one can be opened again.
+// The store keys stand in for an HSM's internal storage key: whoever reads the data dir owns
+// the soft HSM, which is why a real appliance uses hsm/pkcs11. What they protect against is a
+// copy of hsm.db alone, a backup of the data dir without the key files, and old pages of the
+// database after a factory reset: [HSM.Reset] overwrites and replaces own.key, so nothing of
+// Keyquorum's sealed under the old one can be opened again, while the operator's objects stay;
+// [HSM.Wipe] replaces both keys and the database.
 //
-// # Bucket tree (schema 1)
+// # Bucket tree (schema 2)
 //
 //	meta
-//	  schema     uint32, big-endian: 1
-//	  keys       name of the bucket holding the key database, "keys.<generation>"
+//	  schema     uint32, big-endian: 2
+//	  ownkey     fingerprint of own.key (HMAC-SHA256(own key, "keyquorum own key id"), 8 bytes)
+//	  resetting  present while a factory reset runs; Open finishes it
+//	  restore    the journal of a restore in progress: backup ID, creation time, source, make
+//	             equal, records staged so far, start time
 //	mbk
-//	  sealed     the MBK, sealed (additional data "keyquorum mbk")
+//	  sealed     the MBK, sealed under the own key (additional data "keyquorum mbk")
 //	  id         its key ID, 8 bytes (not secret)
 //	slot
-//	  key        the slot credential key, sealed (additional data "keyquorum slot key")
-//	keys.<generation>
-//	  <id>       16-byte key ID -> 1 version | 1 algorithm | 1 label length | label | sealed key
-//	             (additional data "keyquorum app key" and the key ID)
+//	  key        the slot credential key, sealed under the own key ("keyquorum slot key")
+//	objects
+//	  <handle>   16 random bytes -> an object entry (see objects.go): version 2, the sealed key
+//	             material (additional data "keyquorum object" and the handle), the object record
+//	staging      a restore's objects while the backup is read
 //
-// The authenticator key ([hsm.Authenticator]) is not stored: it is derived from the unsealed MBK
-// for each call.
+// Schema 1 (AES-256 keys in keys.<generation>, everything under the device key) is migrated on
+// Open. The authenticator key ([hsm.Authenticator]) is not stored: it is derived from the
+// unsealed MBK for each call.
 //
-// Sealed means AES-256-GCM under the device key: a random 12-byte nonce, then the ciphertext.
-// A restore writes the new key database into the next generation's bucket in batches and
-// switches meta/keys to it in one last transaction, so a restore cut short (bad backup, crash)
-// leaves the old database in place; Open removes the leftover bucket.
+// Sealed means AES-256-GCM: a random 12-byte nonce, then the ciphertext. In backups, key material
+// is wrapped under the MBK with AES Key Wrap with Padding (RFC 5649, the same as PKCS#11
+// CKM_AES_KEY_WRAP_PAD): a secret key's value, a private key's PKCS#8 DER. A restore seals the
+// backup's objects into the staging bucket in batches and changes the objects in one last
+// transaction, so a restore cut short (bad backup, crash) leaves the store as it was; Open drops
+// the staging bucket and the journal names the restore until it is run again.
 //
 // # What this package must never do
 //
@@ -51,16 +67,12 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -71,31 +83,41 @@ import (
 	"github.com/keyquorum/keyquorum/hsm/internal/slotcred"
 )
 
-// ContentType names the content of a soft HSM backup.
-const ContentType = "keyquorum/soft-keys/1"
+// ContentType names the content of a soft HSM backup: object records (hsm/backup) whose key
+// material is wrapped under the MBK with RFC 5649. Backups of content "keyquorum/soft-keys/1"
+// (AES-256 keys only, from earlier versions) are restored too.
+const ContentType = "keyquorum/soft-objects/2"
 
 const (
+	contentTypeV1 = "keyquorum/soft-keys/1"
 	deviceKeyFile = "device.key"
+	ownKeyFile    = "own.key"
 	dbFile        = "hsm.db"
-	schemaVersion = 1
+	schemaVersion = 2
 	keyIDSize     = 16
 	batchSize     = 256
 
 	adMBK     = "keyquorum mbk"
 	adSlotKey = "keyquorum slot key"
-	adAppKey  = "keyquorum app key"
+	adAppKey  = "keyquorum app key" // schema 1
+	adObject  = "keyquorum object"
 )
 
 var (
-	bucketMeta = []byte("meta")
-	bucketMBK  = []byte("mbk")
-	bucketSlot = []byte("slot")
-	keySchema  = []byte("schema")
-	keyKeys    = []byte("keys")
-	keySealed  = []byte("sealed")
-	keyID      = []byte("id")
-	keySlotKey = []byte("key")
-	keysPrefix = "keys."
+	bucketMeta    = []byte("meta")
+	bucketMBK     = []byte("mbk")
+	bucketSlot    = []byte("slot")
+	bucketObjects = []byte("objects")
+	bucketStaging = []byte("staging")
+	keySchema     = []byte("schema")
+	keyKeys       = []byte("keys") // schema 1
+	keyOwnKey     = []byte("ownkey")
+	keyResetting  = []byte("resetting")
+	keyJournal    = []byte("restore")
+	keySealed     = []byte("sealed")
+	keyID         = []byte("id")
+	keySlotKey    = []byte("key")
+	keysPrefix    = "keys." // schema 1
 )
 
 // ErrNewerSchema means the data dir was written by a newer Keyquorum.
@@ -119,7 +141,9 @@ type HSM struct {
 	// everything that changes keys holds it exclusively.
 	mu     sync.RWMutex
 	db     *bolt.DB
-	seal   cipher.AEAD // under the device key
+	seal   cipher.AEAD // under the device key: other objects
+	own    cipher.AEAD // under the own key: the MBK, the slot key, the keys Keyquorum created
+	ownFP  []byte      // fingerprint of the own key
 	active map[uint]string
 	closed bool
 }
@@ -128,6 +152,8 @@ var (
 	_ hsm.HSM           = (*HSM)(nil)
 	_ hsm.KeyStore      = (*HSM)(nil)
 	_ hsm.Authenticator = (*HSM)(nil)
+	_ hsm.ObjectStore   = (*HSM)(nil)
+	_ hsm.ObjectCreator = (*HSM)(nil)
 )
 
 // Open opens the soft HSM in dir, creating dir, the device key and the database if needed.
@@ -153,12 +179,9 @@ func (h *HSM) open() error {
 	if err != nil {
 		return err
 	}
-	block, err := aes.NewCipher(key)
+	h.seal, err = newGCM(key)
 	hsm.Zero(key)
 	if err != nil {
-		return err
-	}
-	if h.seal, err = cipher.NewGCM(block); err != nil {
 		return err
 	}
 	db, err := bolt.Open(filepath.Join(h.dir, dbFile), 0o600, &bolt.Options{Timeout: time.Second})
@@ -168,63 +191,178 @@ func (h *HSM) open() error {
 	if err != nil {
 		return err
 	}
-	if err := db.Update(initSchema); err != nil {
+	h.db = db
+	if err := h.openOwnKey(); err != nil {
 		db.Close()
+		h.db = nil
 		return err
 	}
-	h.db = db
+	if err := db.Update(h.initSchema); err != nil {
+		db.Close()
+		h.db = nil
+		return err
+	}
 	return nil
 }
 
-// initSchema creates the buckets of a new database, checks the schema of an old one and drops
-// a key database generation left behind by an interrupted restore.
-func initSchema(tx *bolt.Tx) error {
+func newGCM(key []byte) (cipher.AEAD, error) {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}
+
+func ownFingerprint(key []byte) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("keyquorum own key id"))
+	return m.Sum(nil)[:8]
+}
+
+// openOwnKey loads the own key, finishing a factory reset that was cut short: a database marked
+// "resetting" that still names the current own key gets a new one.
+func (h *HSM) openOwnKey() error {
+	path := filepath.Join(h.dir, ownKeyFile)
+	var resetting, fp []byte
+	h.db.View(func(tx *bolt.Tx) error {
+		if m := tx.Bucket(bucketMeta); m != nil {
+			resetting, fp = bytes.Clone(m.Get(keyResetting)), bytes.Clone(m.Get(keyOwnKey))
+		}
+		return nil
+	})
+	_, statErr := os.Stat(path)
+	switch {
+	case resetting != nil && statErr == nil:
+		key, err := loadDeviceKey(path)
+		if err != nil {
+			return err
+		}
+		old := bytes.Equal(ownFingerprint(key), fp)
+		hsm.Zero(key)
+		if old {
+			if err := shred(path); err != nil {
+				return fmt.Errorf("finish factory reset: %w", err)
+			}
+		}
+	case statErr != nil && fp != nil && resetting == nil:
+		return fmt.Errorf("%w: %s is missing, and with it the keys sealed under it (only a factory reset makes a new one)", ErrDeviceKey, path)
+	}
+	key, err := loadDeviceKey(path)
+	if err != nil {
+		return err
+	}
+	h.ownFP = ownFingerprint(key)
+	h.own, err = newGCM(key)
+	hsm.Zero(key)
+	if err == nil && fp != nil && resetting == nil && !bytes.Equal(fp, h.ownFP) {
+		return fmt.Errorf("%w: %s does not belong to %s", ErrDeviceKey, path, dbFile)
+	}
+	return err
+}
+
+// initSchema creates the buckets of a new database, migrates an older one, finishes a factory
+// reset cut short, and drops the staging bucket of a restore cut short (its journal stays, so
+// that the restore is named as pending).
+func (h *HSM) initSchema(tx *bolt.Tx) error {
 	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 	if err != nil {
 		return err
+	}
+	for _, b := range [][]byte{bucketMBK, bucketSlot, bucketObjects} {
+		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+			return err
+		}
 	}
 	if v := meta.Get(keySchema); v != nil {
 		if len(v) != 4 {
 			return errors.New("hsm data has a damaged schema version")
 		}
-		if binary.BigEndian.Uint32(v) > schemaVersion {
+		switch n := binary.BigEndian.Uint32(v); {
+		case n > schemaVersion:
 			return ErrNewerSchema
+		case n == 1:
+			if err := h.migrate1(tx); err != nil {
+				return fmt.Errorf("migrate hsm data from schema 1: %w", err)
+			}
 		}
-		// Schema 1 is the first: no migrations yet. A later one adds them here, in order.
-	} else if err := meta.Put(keySchema, binary.BigEndian.AppendUint32(nil, schemaVersion)); err != nil {
+	}
+	if err := meta.Put(keySchema, binary.BigEndian.AppendUint32(nil, schemaVersion)); err != nil {
 		return err
 	}
-	for _, b := range [][]byte{bucketMBK, bucketSlot} {
-		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+	if meta.Get(keyResetting) != nil {
+		if err := clearOwn(tx); err != nil {
+			return err
+		}
+		if err := meta.Delete(keyResetting); err != nil {
 			return err
 		}
 	}
-	current := meta.Get(keyKeys)
-	if current == nil {
-		current = []byte(keysPrefix + "1")
-		if err := meta.Put(keyKeys, current); err != nil {
-			return err
-		}
-	}
-	if _, err := tx.CreateBucketIfNotExists(current); err != nil {
+	if err := meta.Put(keyOwnKey, h.ownFP); err != nil {
 		return err
 	}
-	var stale [][]byte
-	err = tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
-		if bytes.HasPrefix(name, []byte(keysPrefix)) && !bytes.Equal(name, current) {
-			stale = append(stale, bytes.Clone(name))
+	if tx.Bucket(bucketStaging) != nil {
+		return tx.DeleteBucket(bucketStaging)
+	}
+	return nil
+}
+
+// migrate1 turns a schema 1 database into schema 2: the MBK and the slot key are sealed again
+// under the own key, the application keys become objects Keyquorum manages.
+func (h *HSM) migrate1(tx *bolt.Tx) error {
+	reseal := func(b *bolt.Bucket, k []byte, ad string) error {
+		v := b.Get(k)
+		if v == nil {
+			return nil
+		}
+		secret, err := h.unsealValue(h.seal, v, []byte(ad))
+		if err != nil {
+			return err
+		}
+		defer hsm.Zero(secret)
+		sealed, err := h.sealValue(h.own, secret, []byte(ad))
+		if err != nil {
+			return err
+		}
+		return b.Put(k, sealed)
+	}
+	if err := reseal(tx.Bucket(bucketMBK), keySealed, adMBK); err != nil {
+		return err
+	}
+	if err := reseal(tx.Bucket(bucketSlot), keySlotKey, adSlotKey); err != nil {
+		return err
+	}
+	meta := tx.Bucket(bucketMeta)
+	var old [][]byte
+	tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+		if bytes.HasPrefix(name, []byte(keysPrefix)) {
+			old = append(old, bytes.Clone(name))
 		}
 		return nil
 	})
-	if err != nil {
-		return err
+	if cur := tx.Bucket(meta.Get(keyKeys)); cur != nil {
+		err := cur.ForEach(func(id, v []byte) error {
+			if len(v) < 3 || v[0] != 1 || v[1] != 1 || len(v) < 3+int(v[2]) {
+				return errors.New("hsm database holds a damaged key entry")
+			}
+			label := string(v[3 : 3+int(v[2])])
+			key, err := h.unsealValue(h.seal, v[3+int(v[2]):], []byte(adAppKey), id)
+			if err != nil {
+				return err
+			}
+			defer hsm.Zero(key)
+			_, err = h.putObject(tx.Bucket(bucketObjects), nil, appKeyRecord(label, id, len(key)), key)
+			return err
+		})
+		if err != nil {
+			return err
+		}
 	}
-	for _, name := range stale {
+	for _, name := range old {
 		if err := tx.DeleteBucket(name); err != nil {
 			return err
 		}
 	}
-	return nil
+	return meta.Delete(keyKeys)
 }
 
 // loadDeviceKey reads the device key, or makes it if the file does not exist.
@@ -269,24 +407,24 @@ func loadDeviceKey(path string) ([]byte, error) {
 	return key, nil
 }
 
-// sealValue encrypts a secret under the device key.
-func (h *HSM) sealValue(secret []byte, ad ...[]byte) ([]byte, error) {
+// sealValue encrypts a secret under a store key (the device key or the own key).
+func (h *HSM) sealValue(key cipher.AEAD, secret []byte, ad ...[]byte) ([]byte, error) {
 	out := make([]byte, 12, 12+len(secret)+16)
 	if _, err := rand.Read(out); err != nil {
 		return nil, err
 	}
-	return h.seal.Seal(out, out[:12], secret, bytes.Join(ad, nil)), nil
+	return key.Seal(out, out[:12], secret, bytes.Join(ad, nil)), nil
 }
 
 // ErrSealed means a sealed value in the database did not open under the device key: the
 // database and the device key file do not belong together, or the database is damaged.
 var ErrSealed = errors.New("a sealed key in the hsm database does not open under the device key: hsm.db and device.key do not belong together, or hsm.db is damaged")
 
-func (h *HSM) unsealValue(sealed []byte, ad ...[]byte) ([]byte, error) {
+func (h *HSM) unsealValue(key cipher.AEAD, sealed []byte, ad ...[]byte) ([]byte, error) {
 	if len(sealed) < 12+16 {
 		return nil, ErrSealed
 	}
-	out, err := h.seal.Open(nil, sealed[:12], sealed[12:], bytes.Join(ad, nil))
+	out, err := key.Open(nil, sealed[:12], sealed[12:], bytes.Join(ad, nil))
 	if err != nil {
 		return nil, ErrSealed
 	}
@@ -312,7 +450,7 @@ func (h *HSM) mbk() ([]byte, error) {
 	if sealed == nil {
 		return nil, nil
 	}
-	return h.unsealValue(sealed, []byte(adMBK))
+	return h.unsealValue(h.own, sealed, []byte(adMBK))
 }
 
 // LoadBackupKey implements [hsm.HSM].
@@ -337,7 +475,7 @@ func (h *HSM) LoadBackupKey(ctx context.Context, mbk []byte) error {
 		}
 		return fmt.Errorf("load backup key: %w", hsm.ErrBackupKeySet)
 	}
-	sealed, err := h.sealValue(mbk, []byte(adMBK))
+	sealed, err := h.sealValue(h.own, mbk, []byte(adMBK))
 	if err != nil {
 		return fmt.Errorf("load backup key: %w", err)
 	}
@@ -390,259 +528,6 @@ func (h *HSM) keyWrap() (*backup.KeyWrap, error) {
 	return backup.NewKeyWrap(mbk)
 }
 
-func (h *HSM) currentKeys(tx *bolt.Tx) *bolt.Bucket {
-	return tx.Bucket(tx.Bucket(bucketMeta).Get(keyKeys))
-}
-
-// entry is a key database value, decoded; material is still sealed.
-type entry struct {
-	label  string
-	sealed []byte
-}
-
-func encodeEntry(label string, sealed []byte) []byte {
-	b := []byte{1, 1, byte(len(label))}
-	b = append(b, label...)
-	return append(b, sealed...)
-}
-
-func decodeEntry(v []byte) (entry, error) {
-	if len(v) < 3 || v[0] != 1 || v[1] != 1 || len(v) < 3+int(v[2]) {
-		return entry{}, errors.New("hsm database holds a damaged key entry")
-	}
-	l := int(v[2])
-	return entry{label: string(v[3 : 3+l]), sealed: bytes.Clone(v[3+l:])}, nil
-}
-
-// CreateKey implements [hsm.KeyStore].
-func (h *HSM) CreateKey(ctx context.Context, label string) (hsm.KeyInfo, error) {
-	if err := hsm.ValidateLabel(label); err != nil {
-		return hsm.KeyInfo{}, fmt.Errorf("create key: %w", err)
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if err := h.check(ctx); err != nil {
-		return hsm.KeyInfo{}, fmt.Errorf("create key: %w", err)
-	}
-	id := make([]byte, keyIDSize)
-	key := make([]byte, 32)
-	defer hsm.Zero(key)
-	if _, err := rand.Read(id); err != nil {
-		return hsm.KeyInfo{}, fmt.Errorf("create key: %w", err)
-	}
-	if _, err := rand.Read(key); err != nil {
-		return hsm.KeyInfo{}, fmt.Errorf("create key: %w", err)
-	}
-	sealed, err := h.sealValue(key, []byte(adAppKey), id)
-	if err != nil {
-		return hsm.KeyInfo{}, fmt.Errorf("create key: %w", err)
-	}
-	err = h.db.Update(func(tx *bolt.Tx) error {
-		return h.currentKeys(tx).Put(id, encodeEntry(label, sealed))
-	})
-	if err != nil {
-		return hsm.KeyInfo{}, fmt.Errorf("create key: %w", err)
-	}
-	return hsm.KeyInfo{ID: hex.EncodeToString(id), Label: label, Algorithm: hsm.AlgorithmAES256}, nil
-}
-
-// Keys implements [hsm.KeyStore].
-func (h *HSM) Keys(ctx context.Context) ([]hsm.KeyInfo, error) {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	if err := h.check(ctx); err != nil {
-		return nil, fmt.Errorf("list keys: %w", err)
-	}
-	var keys []hsm.KeyInfo
-	err := h.db.View(func(tx *bolt.Tx) error {
-		return h.currentKeys(tx).ForEach(func(k, v []byte) error {
-			e, err := decodeEntry(v)
-			if err != nil {
-				return err
-			}
-			keys = append(keys, hsm.KeyInfo{ID: hex.EncodeToString(k), Label: e.label, Algorithm: hsm.AlgorithmAES256})
-			return nil
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list keys: %w", err)
-	}
-	return keys, nil
-}
-
-// Backup implements [hsm.HSM]. The key database is read in batches (no I/O to w inside a
-// transaction); holding the lock shared keeps the batches one consistent database.
-func (h *HSM) Backup(ctx context.Context, w io.Writer) error {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	if err := h.check(ctx); err != nil {
-		return fmt.Errorf("back up: %w", err)
-	}
-	kw, err := h.keyWrap()
-	if err != nil {
-		return fmt.Errorf("back up: %w", err)
-	}
-	bw, err := backup.NewWriter(ctx, w, kw, backup.Header{Source: h.source, Content: ContentType})
-	if err != nil {
-		return fmt.Errorf("back up: %w", err)
-	}
-	var after []byte
-	for {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("back up: %w", err)
-		}
-		var batch []backup.KeyRecord
-		err := h.db.View(func(tx *bolt.Tx) error {
-			c := h.currentKeys(tx).Cursor()
-			k, v := c.First()
-			if after != nil {
-				k, v = c.Seek(after)
-				if bytes.Equal(k, after) {
-					k, v = c.Next()
-				}
-			}
-			for ; k != nil && len(batch) < batchSize; k, v = c.Next() {
-				e, err := decodeEntry(v)
-				if err != nil {
-					return err
-				}
-				material, err := h.unsealValue(e.sealed, []byte(adAppKey), k)
-				if err != nil {
-					return err
-				}
-				batch = append(batch, backup.KeyRecord{ID: bytes.Clone(k), Label: e.label, Algorithm: hsm.AlgorithmAES256, Material: material})
-			}
-			return nil
-		})
-		if err == nil {
-			for i := range batch {
-				if err = backup.WriteRecord(bw, &batch[i]); err != nil {
-					break
-				}
-			}
-		}
-		for i := range batch {
-			batch[i].Zero()
-		}
-		if err != nil {
-			return fmt.Errorf("back up: %w", err)
-		}
-		if len(batch) < batchSize {
-			break
-		}
-		after = batch[len(batch)-1].ID
-	}
-	if err := bw.Close(); err != nil {
-		return fmt.Errorf("back up: %w", err)
-	}
-	return nil
-}
-
-// Restore implements [hsm.HSM]: the key database is replaced only once the whole backup was
-// read and authenticated.
-func (h *HSM) Restore(ctx context.Context, r io.Reader) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if err := h.check(ctx); err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	kw, err := h.keyWrap()
-	if err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	br, err := backup.NewReader(ctx, r, kw)
-	if err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	if c := br.Header().Content; c != ContentType {
-		return &hsm.ContentError{Got: c, Want: ContentType}
-	}
-	var current, next []byte
-	err = h.db.Update(func(tx *bolt.Tx) error {
-		current = bytes.Clone(tx.Bucket(bucketMeta).Get(keyKeys))
-		gen, err := strconv.ParseUint(strings.TrimPrefix(string(current), keysPrefix), 10, 64)
-		if err != nil {
-			return fmt.Errorf("hsm database names a bad key bucket %q", current)
-		}
-		next = []byte(keysPrefix + strconv.FormatUint(gen+1, 10))
-		if tx.Bucket(next) != nil {
-			if err := tx.DeleteBucket(next); err != nil {
-				return err
-			}
-		}
-		_, err = tx.CreateBucket(next)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	if err := h.stage(ctx, br, next); err != nil {
-		if derr := h.db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket(next) }); derr != nil {
-			return fmt.Errorf("restore: %w (and the staged keys could not be dropped: %v; they are dropped at the next start)", err, derr)
-		}
-		return fmt.Errorf("restore: %w", err)
-	}
-	err = h.db.Update(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketMeta).Put(keyKeys, next); err != nil {
-			return err
-		}
-		return tx.DeleteBucket(current)
-	})
-	if err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	return nil
-}
-
-// stage reads key records and writes them, sealed, into bucket in batches.
-func (h *HSM) stage(ctx context.Context, br *backup.Reader, bucket []byte) error {
-	rr := backup.NewRecordReader(br)
-	done := false
-	for !done {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		type sealedRecord struct{ id, value []byte }
-		var batch []sealedRecord
-		for len(batch) < batchSize {
-			rec, err := rr.Next()
-			if err == io.EOF {
-				done = true
-				break
-			}
-			if err != nil {
-				return err
-			}
-			if len(rec.ID) != keyIDSize || len(rec.Material) != 32 {
-				rec.Zero()
-				return fmt.Errorf("%w: key %x is not a 16-byte ID with a 32-byte AES key", backup.ErrBadRecord, rec.ID)
-			}
-			sealed, err := h.sealValue(rec.Material, []byte(adAppKey), rec.ID)
-			rec.Zero()
-			if err != nil {
-				return err
-			}
-			batch = append(batch, sealedRecord{rec.ID, encodeEntry(rec.Label, sealed)})
-		}
-		err := h.db.Update(func(tx *bolt.Tx) error {
-			b := tx.Bucket(bucket)
-			for _, r := range batch {
-				if b.Get(r.id) != nil {
-					return fmt.Errorf("%w: key %x appears twice", backup.ErrBadRecord, r.id)
-				}
-				if err := b.Put(r.id, r.value); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // slotMAC returns the MAC of the slot credentials, making the slot key on first use when
 // create is set.
 func (h *HSM) slotMAC(create bool) (slotcred.MAC, error) {
@@ -657,7 +542,7 @@ func (h *HSM) slotMAC(create bool) (slotcred.MAC, error) {
 	var key []byte
 	switch {
 	case sealed != nil:
-		if key, err = h.unsealValue(sealed, []byte(adSlotKey)); err != nil {
+		if key, err = h.unsealValue(h.own, sealed, []byte(adSlotKey)); err != nil {
 			return nil, err
 		}
 	case !create:
@@ -667,7 +552,7 @@ func (h *HSM) slotMAC(create bool) (slotcred.MAC, error) {
 		if _, err := rand.Read(key); err != nil {
 			return nil, err
 		}
-		if sealed, err = h.sealValue(key, []byte(adSlotKey)); err != nil {
+		if sealed, err = h.sealValue(h.own, key, []byte(adSlotKey)); err != nil {
 			hsm.Zero(key)
 			return nil, err
 		}
@@ -731,30 +616,30 @@ func (h *HSM) ActiveSlots() []uint {
 	return slots
 }
 
-// Reset implements [hsm.HSM]: the device key and the database are overwritten and removed,
-// then made anew. Anything sealed under the old device key, in old database pages or in a copy
-// of hsm.db, cannot be opened again. (On flash storage or a copy-on-write file system the
-// overwrite may not reach the old blocks; destroying the device key is what counts.)
-func (h *HSM) Reset(ctx context.Context) error {
+// Wipe implements [hsm.ObjectStore]: the device key, the own key and the database are
+// overwritten and removed, then made anew. Anything sealed under the old keys, in old database
+// pages or in a copy of hsm.db, cannot be opened again. (On flash storage or a copy-on-write file
+// system the overwrite may not reach the old blocks; destroying the keys is what counts.)
+func (h *HSM) Wipe(ctx context.Context) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err := h.check(ctx); err != nil {
-		return fmt.Errorf("reset hsm: %w", err)
+		return fmt.Errorf("wipe hsm: %w", err)
 	}
 	if err := h.db.Close(); err != nil {
-		return fmt.Errorf("reset hsm: %w", err)
+		return fmt.Errorf("wipe hsm: %w", err)
 	}
-	h.db, h.seal = nil, nil
+	h.db, h.seal, h.own = nil, nil, nil
 	clear(h.active)
-	for _, name := range []string{deviceKeyFile, dbFile} {
+	for _, name := range []string{deviceKeyFile, ownKeyFile, dbFile} {
 		if err := shred(filepath.Join(h.dir, name)); err != nil {
 			h.closed = true
-			return fmt.Errorf("reset hsm: %w (the hsm is closed; open it again)", err)
+			return fmt.Errorf("wipe hsm: %w (the hsm is closed; open it again)", err)
 		}
 	}
 	if err := h.open(); err != nil {
 		h.closed = true
-		return fmt.Errorf("reset hsm: %w (the hsm is closed; open it again)", err)
+		return fmt.Errorf("wipe hsm: %w (the hsm is closed; open it again)", err)
 	}
 	return nil
 }
@@ -794,7 +679,7 @@ func (h *HSM) Close() error {
 		return nil
 	}
 	h.closed = true
-	h.seal = nil
+	h.seal, h.own = nil, nil
 	clear(h.active)
 	if h.db == nil {
 		return nil

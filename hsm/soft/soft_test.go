@@ -31,23 +31,29 @@ func openT(t *testing.T, dir string) *HSM {
 	return h
 }
 
-// material is for tests: the raw application key id.
-func (h *HSM) material(t *testing.T, id string) []byte {
+// entryOf is for tests: the entry of the key (secret or private) with CKA_ID id (hex).
+func (h *HSM) entryOf(t *testing.T, class uint32, id string) *entry {
 	t.Helper()
 	raw, _ := hex.DecodeString(id)
-	var m []byte
+	var found *entry
 	err := h.db.View(func(tx *bolt.Tx) error {
-		v := h.currentKeys(tx).Get(raw)
-		if v == nil {
-			return fmt.Errorf("no key %s", id)
-		}
-		e, err := decodeEntry(v)
-		if err != nil {
-			return err
-		}
-		m, err = h.unsealValue(e.sealed, []byte(adAppKey), raw)
-		return err
+		return forEachObject(tx, func(e *entry) error {
+			if e.rec.Class == class && bytes.Equal(e.rec.Attr(hsm.AttrID), raw) {
+				found = e
+			}
+			return nil
+		})
 	})
+	if err != nil || found == nil {
+		t.Fatalf("no key %s: %v", id, err)
+	}
+	return found
+}
+
+// material is for tests: the raw material of the secret key id.
+func (h *HSM) material(t *testing.T, id string) []byte {
+	t.Helper()
+	m, err := h.unsealObject(h.entryOf(t, hsm.ClassSecretKey, id))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,16 +64,21 @@ func (h *HSM) material(t *testing.T, id string) []byte {
 func (h *HSM) secrets(t *testing.T) [][]byte {
 	t.Helper()
 	var out [][]byte
-	for _, k := range mustKeys(t, h) {
-		out = append(out, h.material(t, k.ID))
-	}
+	h.db.View(func(tx *bolt.Tx) error {
+		return forEachObject(tx, func(e *entry) error {
+			if m, err := h.unsealObject(e); err == nil && m != nil {
+				out = append(out, m)
+			}
+			return nil
+		})
+	})
 	var sealed []byte
 	h.db.View(func(tx *bolt.Tx) error {
 		sealed = bytes.Clone(tx.Bucket(bucketSlot).Get(keySlotKey))
 		return nil
 	})
 	if sealed != nil {
-		k, err := h.unsealValue(sealed, []byte(adSlotKey))
+		k, err := h.unsealValue(h.own, sealed, []byte(adSlotKey))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -86,7 +97,10 @@ func mustKeys(t *testing.T, h *HSM) []hsm.KeyInfo {
 }
 
 func TestContract(t *testing.T) {
-	hsmtest.Run(t, hsmtest.Backend{
+	b := hsmtest.Backend{
+		Populate:    populate,
+		Locked:      locked,
+		SameResults: sameResults,
 		Fresh: func(t *testing.T) hsm.HSM { return openT(t, t.TempDir()) },
 		Reopen: func(t *testing.T, h hsm.HSM) hsm.HSM {
 			if err := h.Close(); err != nil {
@@ -107,7 +121,9 @@ func TestContract(t *testing.T) {
 		Dirs:        func(h hsm.HSM) []string { return []string{h.(*HSM).dir} },
 		Secrets:     func(t *testing.T, h hsm.HSM) [][]byte { return h.(*HSM).secrets(t) },
 		ContentType: ContentType,
-	})
+	}
+	hsmtest.Run(t, b)
+	hsmtest.RunObjects(t, b)
 }
 
 func TestDeviceKeyFile(t *testing.T) {
@@ -141,11 +157,15 @@ func TestDeviceKeyFile(t *testing.T) {
 	}
 }
 
-// TestWrongDeviceKey: a database opened with another data dir's device key refuses to unseal.
+// TestWrongDeviceKey: a database opened with another data dir's device key refuses to unseal
+// the operator's objects; with another own key it does not open.
 func TestWrongDeviceKey(t *testing.T) {
 	a, b := t.TempDir(), t.TempDir()
 	h := openT(t, a)
 	if err := h.LoadBackupKey(t.Context(), hsmtest.NewMBK(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.CreateObject(t.Context(), hsm.ObjectSpec{Kind: "AES-256", Label: "operator's"}); err != nil {
 		t.Fatal(err)
 	}
 	h.Close()
@@ -158,6 +178,12 @@ func TestWrongDeviceKey(t *testing.T) {
 	if err := h.Backup(t.Context(), &bytes.Buffer{}); !errors.Is(err, ErrSealed) {
 		t.Fatalf("backup with a foreign device key: %v", err)
 	}
+	h.Close()
+	key, _ = os.ReadFile(filepath.Join(b, ownKeyFile))
+	os.WriteFile(filepath.Join(a, ownKeyFile), key, 0o600)
+	if _, err := Open(a); !errors.Is(err, ErrDeviceKey) {
+		t.Fatalf("open with a foreign own key: %v", err)
+	}
 }
 
 func TestNewerSchema(t *testing.T) {
@@ -167,14 +193,15 @@ func TestNewerSchema(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, []byte{0, 0, 0, 2}) })
+	db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, []byte{0, 0, 0, 3}) })
 	db.Close()
 	if _, err := Open(dir); !errors.Is(err, ErrNewerSchema) {
-		t.Fatalf("schema 2: %v", err)
+		t.Fatalf("schema 3: %v", err)
 	}
 }
 
-// bigBackup writes a backup of n synthetic keys under mbk: several chunks, several batches.
+// bigBackup writes a backup of n synthetic keys under mbk: several chunks, several batches. Its
+// content is key records, as the backups of earlier versions hold, which restore still reads.
 func bigBackup(t *testing.T, mbk []byte, n int) ([]byte, []hsm.KeyInfo) {
 	t.Helper()
 	kw, err := backup.NewKeyWrap(mbk)
@@ -182,7 +209,7 @@ func bigBackup(t *testing.T, mbk []byte, n int) ([]byte, []hsm.KeyInfo) {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
-	w, err := backup.NewWriter(t.Context(), &buf, kw, backup.Header{Source: "synthetic", Content: ContentType})
+	w, err := backup.NewWriter(t.Context(), &buf, kw, backup.Header{Source: "synthetic", Content: contentTypeV1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,19 +251,26 @@ func TestRestoreIsAllOrNothing(t *testing.T) {
 			t.Fatalf("after a failed restore: %d keys", len(k))
 		}
 		h.db.View(func(tx *bolt.Tx) error {
-			return tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
-				if bytes.HasPrefix(name, []byte(keysPrefix)) && !bytes.Equal(name, tx.Bucket(bucketMeta).Get(keyKeys)) {
-					t.Errorf("staged bucket %s left behind", name)
-				}
-				return nil
-			})
+			if tx.Bucket(bucketStaging) != nil {
+				t.Error("staging bucket left behind")
+			}
+			if tx.Bucket(bucketMeta).Get(keyJournal) == nil {
+				t.Error("no journal of the restore that stopped")
+			}
+			return nil
 		})
+		if p, err := h.PendingRestore(t.Context()); err != nil || p == nil || p.Backup.Source != "synthetic" {
+			t.Errorf("pending restore: %v, %v", p, err)
+		}
 	}
 	if err := h.Restore(t.Context(), bytes.NewReader(b)); err != nil {
 		t.Fatal(err)
 	}
-	if got := mustKeys(t, h); !slices.Equal(got, want) {
-		t.Fatalf("restored %d keys, want %d", len(got), len(want))
+	if got := mustKeys(t, h); len(got) != len(want)+1 {
+		t.Fatalf("restored %d keys, want %d and the one made before", len(got), len(want))
+	}
+	if p, err := h.PendingRestore(t.Context()); err != nil || p != nil {
+		t.Fatalf("pending restore after it finished: %v, %v", p, err)
 	}
 	if m := h.material(t, want[7].ID); !bytes.Equal(m, bytes.Repeat([]byte{7}, 32)) {
 		t.Fatal("restored key material differs")
@@ -251,8 +285,8 @@ func TestRestoreIsAllOrNothing(t *testing.T) {
 	if err := other.Restore(t.Context(), &again); err != nil {
 		t.Fatal(err)
 	}
-	if got := mustKeys(t, other); !slices.Equal(got, want) {
-		t.Fatalf("second restore: %d keys, want %d", len(got), len(want))
+	if got := mustKeys(t, other); !slices.Equal(got, mustKeys(t, h)) {
+		t.Fatalf("second restore: %d keys, want %d", len(got), len(want)+1)
 	}
 }
 
@@ -264,12 +298,12 @@ func TestStaleStagingDropped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucket([]byte("keys.2")); return err })
+	db.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucket(bucketStaging); return err })
 	db.Close()
 	h := openT(t, dir)
 	h.db.View(func(tx *bolt.Tx) error {
-		if tx.Bucket([]byte("keys.2")) != nil {
-			t.Error("stale staged bucket kept")
+		if tx.Bucket(bucketStaging) != nil {
+			t.Error("stale staging bucket kept")
 		}
 		return nil
 	})
@@ -281,14 +315,10 @@ func TestRestoreRefusesBadRecords(t *testing.T) {
 	h := openT(t, t.TempDir())
 	h.LoadBackupKey(t.Context(), mbk)
 	for name, recs := range map[string][]backup.KeyRecord{
-		"duplicate id": {
-			{ID: bytes.Repeat([]byte{1}, 16), Label: "a", Algorithm: hsm.AlgorithmAES256, Material: make([]byte, 32)},
-			{ID: bytes.Repeat([]byte{1}, 16), Label: "b", Algorithm: hsm.AlgorithmAES256, Material: make([]byte, 32)},
-		},
 		"short key": {{ID: bytes.Repeat([]byte{1}, 16), Label: "a", Algorithm: hsm.AlgorithmAES256, Material: make([]byte, 16)}},
 	} {
 		var buf bytes.Buffer
-		w, _ := backup.NewWriter(t.Context(), &buf, kw, backup.Header{Content: ContentType})
+		w, _ := backup.NewWriter(t.Context(), &buf, kw, backup.Header{Content: contentTypeV1})
 		for i := range recs {
 			backup.WriteRecord(w, &recs[i])
 		}
@@ -298,7 +328,7 @@ func TestRestoreRefusesBadRecords(t *testing.T) {
 		}
 	}
 	var buf bytes.Buffer
-	w, _ := backup.NewWriter(t.Context(), &buf, kw, backup.Header{Content: ContentType})
+	w, _ := backup.NewWriter(t.Context(), &buf, kw, backup.Header{Content: contentTypeV1})
 	w.Write([]byte{'K', 1, 16})
 	w.Close()
 	if err := h.Restore(t.Context(), &buf); !errors.Is(err, backup.ErrBadRecord) {
@@ -309,32 +339,115 @@ func TestRestoreRefusesBadRecords(t *testing.T) {
 	}
 }
 
-// TestResetShredsFiles: the old device key and database bytes are gone from the data dir.
+// TestResetShredsFiles: a factory reset replaces own.key, and the old one is in no file; the
+// operator's objects stay. Wipe replaces the device key and the database too.
 func TestResetShredsFiles(t *testing.T) {
 	dir := t.TempDir()
 	h := openT(t, dir)
 	h.LoadBackupKey(t.Context(), hsmtest.NewMBK(t))
 	h.CreateKey(t.Context(), "k")
-	oldKey, _ := os.ReadFile(filepath.Join(dir, deviceKeyFile))
-	var sealedMBK []byte
-	h.db.View(func(tx *bolt.Tx) error { sealedMBK = bytes.Clone(tx.Bucket(bucketMBK).Get(keySealed)); return nil })
+	if _, err := h.CreateObject(t.Context(), hsm.ObjectSpec{Kind: "AES-128", Label: "operator's"}); err != nil {
+		t.Fatal(err)
+	}
+	oldOwn, _ := os.ReadFile(filepath.Join(dir, ownKeyFile))
+	oldDevice, _ := os.ReadFile(filepath.Join(dir, deviceKeyFile))
 	if err := h.Reset(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	newKey, _ := os.ReadFile(filepath.Join(dir, deviceKeyFile))
-	if bytes.Equal(oldKey, newKey) {
-		t.Fatal("device key not replaced")
+	newOwn, _ := os.ReadFile(filepath.Join(dir, ownKeyFile))
+	if bytes.Equal(oldOwn, newOwn) {
+		t.Fatal("own key not replaced")
 	}
-	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, _ := os.ReadFile(path)
-		if bytes.Contains(b, oldKey) || bytes.Contains(b, sealedMBK) {
-			t.Errorf("%s still holds the old device key or sealed MBK", path)
-		}
-		return nil
+	if k := mustKeys(t, h); len(k) != 1 || k[0].Label != "operator's" {
+		t.Fatalf("keys after reset: %v", k)
+	}
+	noneHolds := func(secrets ...[]byte) {
+		filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			b, _ := os.ReadFile(path)
+			for _, s := range secrets {
+				if bytes.Contains(b, s) {
+					t.Errorf("%s still holds an old store key", path)
+				}
+			}
+			return nil
+		})
+	}
+	noneHolds(oldOwn)
+	if err := h.Wipe(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if k := mustKeys(t, h); len(k) != 0 {
+		t.Fatalf("keys after wipe: %v", k)
+	}
+	noneHolds(oldOwn, oldDevice)
+}
+
+// TestResetCutShort: a reset killed after it marked the database finishes at the next Open.
+func TestResetCutShort(t *testing.T) {
+	dir := t.TempDir()
+	h := openT(t, dir)
+	h.LoadBackupKey(t.Context(), hsmtest.NewMBK(t))
+	h.CreateKey(t.Context(), "k")
+	h.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyResetting, []byte{1}) })
+	h.Close()
+	h = openT(t, dir)
+	if _, err := h.BackupKeyID(t.Context()); !errors.Is(err, hsm.ErrNoBackupKey) {
+		t.Fatalf("MBK after a reset cut short: %v", err)
+	}
+	if k := mustKeys(t, h); len(k) != 0 {
+		t.Fatalf("keys after a reset cut short: %v", k)
+	}
+}
+
+// TestMigrateSchema1: a data dir of schema 1 opens with its MBK, slot key and keys.
+func TestMigrateSchema1(t *testing.T) {
+	dir := t.TempDir()
+	h := openT(t, dir)
+	h.Close()
+	key, _ := os.ReadFile(filepath.Join(dir, deviceKeyFile))
+	dev, _ := newGCM(key)
+	os.Remove(filepath.Join(dir, ownKeyFile))
+	os.Remove(filepath.Join(dir, dbFile))
+	db, err := bolt.Open(filepath.Join(dir, dbFile), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mbk := hsmtest.NewMBK(t)
+	aes := bytes.Repeat([]byte{7}, 32)
+	id := bytes.Repeat([]byte{1}, 16)
+	v1 := &HSM{seal: dev}
+	sealedMBK, _ := v1.sealValue(dev, mbk, []byte(adMBK))
+	sealedKey, _ := v1.sealValue(dev, aes, []byte(adAppKey), id)
+	kid := hsm.KeyIDOf(mbk)
+	err = db.Update(func(tx *bolt.Tx) error {
+		m, _ := tx.CreateBucket(bucketMeta)
+		m.Put(keySchema, []byte{0, 0, 0, 1})
+		m.Put(keyKeys, []byte("keys.3"))
+		b, _ := tx.CreateBucket(bucketMBK)
+		b.Put(keySealed, sealedMBK)
+		b.Put(keyID, kid[:])
+		tx.CreateBucket(bucketSlot)
+		k, _ := tx.CreateBucket([]byte("keys.3"))
+		return k.Put(id, append([]byte{1, 1, 3, 'o', 'l', 'd'}, sealedKey...))
 	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h = openT(t, dir)
+	if err := h.LoadBackupKey(t.Context(), mbk); err != nil {
+		t.Fatalf("the migrated MBK: %v", err)
+	}
+	k := mustKeys(t, h)
+	if len(k) != 1 || k[0].Label != "old" || !bytes.Equal(h.material(t, k[0].ID), aes) {
+		t.Fatalf("migrated keys: %v", k)
+	}
+	if !h.entryOf(t, hsm.ClassSecretKey, k[0].ID).rec.Object().Managed {
+		t.Fatal("a migrated key is not Keyquorum's")
+	}
 }
 
 func TestConcurrentUse(t *testing.T) {
