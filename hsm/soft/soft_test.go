@@ -101,7 +101,7 @@ func TestContract(t *testing.T) {
 		Populate:    populate,
 		Locked:      locked,
 		SameResults: sameResults,
-		Fresh: func(t *testing.T) hsm.HSM { return openT(t, t.TempDir()) },
+		Fresh:       func(t *testing.T) hsm.HSM { return openT(t, t.TempDir()) },
 		Reopen: func(t *testing.T, h hsm.HSM) hsm.HSM {
 			if err := h.Close(); err != nil {
 				t.Fatal(err)
