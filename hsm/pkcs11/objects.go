@@ -525,6 +525,7 @@ func (h *HSM) RestoreObjects(ctx context.Context, r io.Reader, opts hsm.RestoreO
 	if err := h.writeJournal(&j); err != nil {
 		return nil, fmt.Errorf("restore: write journal: %w", err)
 	}
+	lastJournal := time.Now()
 	for i, s := range steps {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("restore: stopped after %d of %d steps (run it again to finish): %w", i, len(steps), err)
@@ -532,16 +533,21 @@ func (h *HSM) RestoreObjects(ctx context.Context, r io.Reader, opts hsm.RestoreO
 		if err := h.apply(s, st); err != nil {
 			return nil, fmt.Errorf("restore: stopped after %d of %d steps (run it again to finish): %w", i, len(steps), err)
 		}
-		j.done = i + 1
-		if err := h.writeJournal(&j); err != nil {
-			return nil, fmt.Errorf("restore: write journal: %w", err)
+		// The journal says how far, to the last 64 steps or the last second: a restore run
+		// again finds what is done by content, the count is for people.
+		if j.done = i + 1; j.done%64 == 0 || time.Since(lastJournal) > time.Second {
+			if err := h.writeJournal(&j); err != nil {
+				return nil, fmt.Errorf("restore: write journal: %w", err)
+			}
+			lastJournal = time.Now()
 		}
 		if restoreHook != nil {
 			restoreHook(i + 1)
 		}
 	}
-	// Keys Keyquorum created are listed as its own; a restore killed between copying such a key
-	// and listing it finds the key in place, and lists it here.
+	// Keys Keyquorum created are listed as its own once all are in place; a restore killed
+	// before that leaves them unlisted (a factory reset keeps them, never the other way round)
+	// until it is run again.
 	var managed []string
 	for _, s := range st {
 		if s.obj.Managed {
@@ -721,19 +727,10 @@ func (h *HSM) tokenHash(tw *tokenWrap, t tokObj) ([32]byte, error) {
 
 // apply runs one step.
 func (h *HSM) apply(s step, st []staged) error {
-	var created []string
 	for _, si := range s.create {
 		beforeWrite()
 		if _, err := h.ctx.CopyObject(h.sh, st[si].h, []*p11.Attribute{p11.NewAttribute(p11.CKA_TOKEN, true)}); err != nil {
 			return fmt.Errorf("store %s on the token: %w", st[si].obj, err)
-		}
-		if st[si].obj.Managed {
-			created = append(created, string(st[si].obj.ID))
-		}
-	}
-	if len(created) > 0 {
-		if err := h.addManaged(created...); err != nil {
-			return err
 		}
 	}
 	for _, o := range s.destroy {
