@@ -10,10 +10,18 @@
 // invalidate every backup); only [HSM.Reset], the factory reset, clears it. Loading the same key
 // again is a no-op so that a ceremony interrupted after the load can simply be retried.
 //
-// The second kind is the HSM's own: application keys (the key database that backups carry,
-// created and listed through the optional [KeyStore]) and a credential key that binds PKCS#11
-// slot user credentials to one smart card ([HSM.IssueSlotCredential], [HSM.ActivateSlot]). A
-// credential copied byte for byte onto another card is refused with a [*CardMismatchError].
+// The second kind is everything else the HSM holds: its object store. Application keys that
+// Keyquorum creates ([KeyStore]), and every object other software put there — private and public
+// keys (RSA, EC, EdDSA), secret keys of every type and length, certificates, data objects —
+// described by one model ([Object], PKCS#11 attributes) in both backends. [ObjectStore] lists
+// them (each saying whether a backup carries it, and why not), backs them up whole, restores
+// them (adding and replacing only what the backup brings, with a preview and a make-equal mode)
+// and wipes them; [ObjectCreator] makes and imports them. Nothing is left out of a backup without
+// a word: an object that cannot leave refuses the backup before a byte is written
+// ([*IncompleteBackupError]) unless the caller asks to skip it. Besides, a credential key binds
+// PKCS#11 slot user credentials to one smart card ([HSM.IssueSlotCredential],
+// [HSM.ActivateSlot]). A credential copied byte for byte onto another card is refused with a
+// [*CardMismatchError].
 //
 // The optional [Authenticator] vouches for data (share records) with a key derived from the MBK,
 // so that one share card can be checked alone: no quorum, no reconstruction.
@@ -71,12 +79,16 @@ type HSM interface {
 	LoadBackupKey(ctx context.Context, mbk []byte) error
 	// BackupKeyID reports the key ID of the MBK, or [ErrNoBackupKey] when none is set.
 	BackupKeyID(ctx context.Context) (KeyID, error)
-	// Backup writes the key database to w, encrypted under the MBK (format: hsm/backup).
+	// Backup writes the object store to w, encrypted under the MBK (format: hsm/backup). An
+	// object that cannot be carried refuses it before anything is written, with an
+	// [*IncompleteBackupError] ([ObjectStore.BackupObjects] can skip them instead).
 	Backup(ctx context.Context, w io.Writer) error
-	// Restore replaces the key database with the one in a backup read from r. Nothing changes
-	// unless the whole backup was read and authenticated. A backup made under another MBK is a
-	// [*ForeignKeyError]; damage is a [*BackupError]; a backup of another kind of HSM is a
-	// [*ContentError].
+	// Restore brings the objects of a backup read from r into the HSM: they are added, objects
+	// of the same identity ([Object.Identity]) replaced, every other object kept
+	// ([ObjectStore.RestoreObjects] can make the HSM equal to the backup instead). Nothing
+	// changes unless the whole backup was read and authenticated. A backup made under another
+	// MBK is a [*ForeignKeyError]; damage is a [*BackupError]; a backup of another kind of HSM is
+	// a [*ContentError].
 	Restore(ctx context.Context, r io.Reader) error
 	// IssueSlotCredential returns a credential for PKCS#11 slot slot, bound to the card with
 	// serial cardSerial by a key only this HSM holds. The credential is a secret: it belongs on
@@ -87,18 +99,21 @@ type HSM interface {
 	// [*SlotMismatchError] for one issued for another slot and [ErrCredentialInvalid] for
 	// anything this HSM did not issue.
 	ActivateSlot(ctx context.Context, slot uint, cardSerial string, credential []byte) error
-	// Reset zeroizes the MBK, the key database and the slot credential key: the factory reset.
+	// Reset is the factory reset: it zeroizes the MBK, the slot credential key and the
+	// application keys Keyquorum created. Other objects stay ([ObjectStore.Wipe] clears them).
 	Reset(ctx context.Context) error
 	// Close releases the HSM and clears the secrets it holds in memory.
 	Close() error
 }
 
-// KeyStore is the optional part of an HSM that creates and lists application keys: the key
-// database that backups carry. Both backends implement it.
+// KeyStore is the optional part of an HSM that creates and lists keys. Both backends implement
+// it.
 type KeyStore interface {
-	// CreateKey generates a new AES-256 key inside the HSM under label.
+	// CreateKey generates a new AES-256 application key inside the HSM under label: Keyquorum's
+	// own, cleared by a factory reset.
 	CreateKey(ctx context.Context, label string) (KeyInfo, error)
-	// Keys lists the application keys, ordered by ID.
+	// Keys lists every secret and private key but Keyquorum's own (MBK, slot and
+	// authenticator keys), ordered by ID.
 	Keys(ctx context.Context) ([]KeyInfo, error)
 }
 
@@ -106,10 +121,10 @@ type KeyStore interface {
 type KeyInfo struct {
 	ID        string // hex; unique within the HSM, kept across backup and restore
 	Label     string
-	Algorithm string // "AES-256"
+	Algorithm string // "AES-256", "RSA-3072", "EC-256", ... ([AlgorithmOf])
 }
 
-// AlgorithmAES256 is the only algorithm of application keys so far.
+// AlgorithmAES256 is the algorithm of the application keys Keyquorum creates.
 const AlgorithmAES256 = "AES-256"
 
 // MaxLabelLen bounds a key label, in bytes.

@@ -1,25 +1,39 @@
 //go:build cgo
 
 // Package pkcs11 is the [hsm.HSM] of a real hardware security module, spoken to through
-// PKCS#11 (github.com/miekg/pkcs11). Tests run it against SoftHSM2.
+// PKCS#11 (github.com/miekg/pkcs11). Tests run it against SoftHSM2, with objects put on the token
+// by another program (OpenSC's pkcs11-tool).
 //
 // # Objects on the token
 //
-// All are token objects, private, AES keys unless said otherwise:
+// Keyquorum's own objects, all private token objects:
 //
-//	label "keyquorum master backup key"    the MBK: sensitive, not extractable, wrap/unwrap only;
-//	                                       CKA_ID holds its key ID, since its value cannot be read
+//	label "keyquorum master backup key"    AES secret key, the MBK: sensitive, not extractable,
+//	                                       wrap/unwrap only; CKA_ID holds its key ID, since its
+//	                                       value cannot be read
 //	label "keyquorum slot credential key"  generic secret, sensitive, not extractable, sign only:
 //	                                       the HMAC-SHA256 key of slot user credentials
 //	label "keyquorum authenticator key"    generic secret, sensitive, not extractable, sign only:
 //	                                       the HMAC-SHA256 key of [hsm.Authenticator], derived
 //	                                       from the MBK; CKA_ID holds the MBK's key ID
-//	any other AES secret key               the key database: application keys, sensitive but
-//	                                       extractable, so that backups can wrap them
+//	data "keyquorum key database"          (CKA_APPLICATION "keyquorum") the CKA_IDs of the AES
+//	                                       keys Keyquorum created ([HSM.CreateKey]), each a length
+//	                                       byte and the ID: what a factory reset destroys
+//	data "keyquorum restore journal"       (CKA_APPLICATION "keyquorum") a restore in progress:
+//	                                       the backup's ID, source and time, steps in all and done
 //
-// A backup wraps each application key under the MBK with CKM_AES_KEY_WRAP_PAD (the token
-// does it; no key leaves it in clear) and carries the wrapped keys, with their labels and IDs,
-// inside the backup format of hsm/backup, whose own data key the token also wraps with the MBK.
+// Every other object is the token's object store, whoever made it: the backup carries all of
+// it. [HSM.Objects] lists each object with what a backup does with it. A backup carries every
+// private key (RSA, EC, EdDSA), public key, secret key (AES of every length, generic secret,
+// DES3), X.509 certificate and data object, with the attributes of [hsm.CarriedAttrs], as object
+// records (hsm/backup); secret and private keys are wrapped under the MBK on the token with
+// CKM_AES_KEY_WRAP_PAD (RFC 5649; a private key as PKCS#8), no key leaves it in clear. Before a
+// byte is written every key is wrapped once in a trial: an object that cannot leave (not
+// extractable, CKA_WRAP_WITH_TRUSTED, a key the token will not wrap, an unsupported kind, a
+// trusted certificate) refuses the backup with an [*hsm.IncompleteBackupError] naming each,
+// unless the caller asks to skip them (they are then listed in the backup's header). The backup
+// format's own data key the token wraps with the MBK too.
+//
 // The authenticator key is derived from the MBK by LoadBackupKey, the one call where the MBK
 // passes through the host anyway ([hsm.AuthenticatorKeyOf]), and made a sign-only object.
 // Deriving it on the token instead (C_DeriveKey) would need CKA_DERIVE on the MBK, which lets
@@ -28,19 +42,36 @@
 // load ceremony) re-creates it where it is missing, e.g. on a token whose MBK an older keyquorum
 // loaded.
 //
-// Restore unwraps every key into a session object first and copies them onto the token only
-// once the whole backup was read and authenticated; a crash before that leaves the token as it
-// was (session objects vanish with the session).
+// # Restore
+//
+// An object's identity is its class, type, CKA_ID and CKA_LABEL ([hsm.Object.Identity]). A
+// restore unwraps (keys) or creates (the others) every object of the backup as a session object
+// first; only once the whole backup was read and authenticated does the token change, identity
+// by identity: the backup's objects are copied onto the token, and only then the token's old
+// objects of that identity destroyed. Objects of other identities stay, unless the restore is
+// asked to make the token equal to the backup (then they are destroyed last). A dry run stops
+// before any change and returns the plan. The journal object names the backup and the progress;
+// after a crash at any point, [HSM.PendingRestore] names it, and the same restore run again
+// recognises the objects already copied by their content (attributes and key material wrapped
+// under the MBK, which AES key wrap makes deterministic) and finishes without duplicates. A
+// restore of another backup is refused while one is pending ([*hsm.PendingRestoreError]).
+//
+// [HSM.Reset], the factory reset, destroys Keyquorum's own objects and the keys it created;
+// [HSM.Wipe] destroys every object on the token.
 //
 // # What this package must never do
 //
-// Make the MBK, the authenticator key or the slot key extractable, read a key's value (only the backup's own data key,
-// which the host must hold to run AES-GCM, is unwrapped to a readable session object), or log
-// in with a PIN kept longer than Open needs it.
+// Make the MBK, the authenticator key or the slot key extractable, read a key's value (only the
+// backup's own data key, which the host must hold to run AES-GCM, is unwrapped to a readable
+// session object), or log in with a PIN kept longer than Open needs it.
 //
 // Limits: github.com/miekg/pkcs11 copies attribute values and PINs into C memory that it frees
-// without clearing; the MBK passes through it once, at LoadBackupKey. Only AES secret keys are
-// in the key database; other objects on the token are neither backed up nor touched by Reset.
+// without clearing; the MBK passes through it once, at LoadBackupKey. Attributes the token
+// computes (CKA_LOCAL, CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE, CKA_KEY_GEN_MECHANISM) and
+// CKA_VALUE_LEN are not carried: a restored key is a copy, not made on the token. SoftHSM2 2.6
+// does not wrap EdDSA private keys (CKR_KEY_NOT_WRAPPABLE): they are listed, and refuse a backup,
+// as objects that cannot leave. SoftHSM2 re-reads objects another process made only on a
+// search: every write here follows one.
 package pkcs11
 
 import (
