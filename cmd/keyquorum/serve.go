@@ -251,6 +251,7 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 		h, hsmName = p, "PKCS#11 token "+c.slot+" ("+c.pkcs11Module+")"
 	}
 	defer h.Close()
+	warnPendingRestore(ctx, h, log.With("room", "hsm"))
 
 	mgr, err := ceremony.Open(ctx, ceremony.Config{Dir: c.dataDir, Pad: pad, HSM: h, Logger: log.With("room", "ceremony")})
 	if err != nil {
