@@ -798,6 +798,9 @@ func decodeJournal(b []byte) (*journal, error) {
 	}
 	j.backup.Source = string(b[26 : 26+sl])
 	r := b[26+sl:]
+	if r[0] > 1 {
+		return nil, bad
+	}
 	j.makeEqual = r[0] == 1
 	j.total = int(binary.BigEndian.Uint32(r[1:5]))
 	j.done = int(binary.BigEndian.Uint32(r[5:9]))

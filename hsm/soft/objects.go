@@ -467,6 +467,9 @@ func decodeJournal(b []byte) (*hsm.PendingRestore, error) {
 	sl := int(b[24])
 	p.Backup.Source = string(b[25 : 25+sl])
 	r := b[25+sl:]
+	if r[0] > 1 {
+		return nil, errors.New("the restore journal in the hsm database is damaged")
+	}
 	p.MakeEqual = r[0] == 1
 	p.Done = int(binary.BigEndian.Uint32(r[1:5]))
 	p.Started = time.Unix(int64(binary.BigEndian.Uint64(r[5:13])), 0).UTC()
