@@ -67,6 +67,46 @@
 // another MBK before any key is used, a damaged chunk length from a truncated file. They are no
 // protection against forgery; the header tag and the chunk tags are.
 //
+// # Content: object records
+//
+// The content of a version 2 backup (content types "keyquorum/pkcs11-objects/2" and
+// "keyquorum/soft-objects/2") is a sequence of object records, one per object of the HSM, and
+// nothing else:
+//
+//	1  type 'O'
+//	1  record version (1)
+//	1  flags: bit 0 = an application key Keyquorum created (its key database), others 0
+//	4  class, a PKCS#11 CKO_* value: 0 data, 1 certificate, 2 public key, 3 private key,
+//	   4 secret key
+//	4  type: the key type (CKK_*: 0 RSA, 3 EC, 0x10 generic secret, 0x15 DES3, 0x1f AES,
+//	   0x40 EdDSA), the certificate type (CKC_*: 0 X.509), 0xffffffff for a data object
+//	1  attribute count N (0..64), then N attributes in ascending order of type:
+//	   4  the attribute type (PKCS#11 CKA_*), 4  the value's length (0..1 MiB), the value:
+//	      CK_BBOOL as 1 byte (0 or 1), CK_ULONG as 8 bytes big-endian, others as the token
+//	      holds them (CKA_LABEL, CKA_ID, CKA_VALUE, CKA_MODULUS, CKA_EC_PARAMS, ...)
+//	4  material length, then the material: for secret and private keys the key wrapped under the
+//	   MBK with AES Key Wrap with Padding (RFC 5649, PKCS#11 CKM_AES_KEY_WRAP_PAD; 16..16384
+//	   bytes, a multiple of 8): a secret key's value, a private key's PKCS#8 PrivateKeyInfo
+//	   (DER); 0 for other classes
+//
+// Which attributes a record carries for each class and type is [hsm.CarriedAttrs]: for every
+// object CKA_LABEL, CKA_PRIVATE, CKA_MODIFIABLE; for keys CKA_ID, CKA_DERIVE and the usage flags
+// of the class (secret keys: CKA_SENSITIVE, CKA_EXTRACTABLE, CKA_ENCRYPT, CKA_DECRYPT, CKA_WRAP,
+// CKA_UNWRAP, CKA_SIGN, CKA_VERIFY; private keys: CKA_SENSITIVE, CKA_EXTRACTABLE, CKA_DECRYPT,
+// CKA_SIGN, CKA_SIGN_RECOVER, CKA_UNWRAP, CKA_SUBJECT, CKA_ALWAYS_AUTHENTICATE and, derived from
+// the key and only compared after a restore, CKA_MODULUS and CKA_PUBLIC_EXPONENT (RSA) or
+// CKA_EC_PARAMS (EC, EdDSA); public keys: CKA_ENCRYPT, CKA_VERIFY, CKA_VERIFY_RECOVER, CKA_WRAP,
+// CKA_SUBJECT, CKA_MODULUS and CKA_PUBLIC_EXPONENT or CKA_EC_PARAMS and CKA_EC_POINT);
+// certificates CKA_ID, CKA_VALUE, CKA_SUBJECT, CKA_ISSUER, CKA_SERIAL_NUMBER,
+// CKA_CERTIFICATE_CATEGORY; data objects CKA_APPLICATION, CKA_OBJECT_ID, CKA_VALUE. An attribute
+// the object does not have is left out. Not carried: what a token computes itself (CKA_LOCAL,
+// CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE, CKA_KEY_GEN_MECHANISM) and CKA_VALUE_LEN (the
+// wrapped key's length tells it).
+//
+// Version 1 backups (content types "keyquorum/pkcs11-keys/1", "keyquorum/soft-keys/1") hold key
+// records ([KeyRecord]: 'K', algorithm 1 = AES-256, ID, label, material: the key wrapped under
+// the MBK for pkcs11, raw for soft); they are still restored, as AES-256 keys Keyquorum created.
+//
 // # What this package must never do
 //
 // Release content bytes that have not been authenticated, hold memory that grows with the
