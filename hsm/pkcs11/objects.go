@@ -548,13 +548,7 @@ func (h *HSM) RestoreObjects(ctx context.Context, r io.Reader, opts hsm.RestoreO
 	// Keys Keyquorum created are listed as its own once all are in place; a restore killed
 	// before that leaves them unlisted (a factory reset keeps them, never the other way round)
 	// until it is run again.
-	var managed []string
-	for _, s := range st {
-		if s.obj.Managed {
-			managed = append(managed, string(s.obj.ID))
-		}
-	}
-	if err := h.addManaged(managed...); err != nil {
+	if err := h.relistManaged(st); err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
 	if err := h.dropJournal(); err != nil {
@@ -954,6 +948,56 @@ func (h *HSM) addManaged(ids ...string) error {
 	if !changed {
 		return nil
 	}
+	return h.writeManaged(have)
+}
+
+// relistManaged brings Keyquorum's key list in line with a restore's end: the AES keys the
+// backup marks as Keyquorum's are on it, the IDs of AES keys the backup brings as other
+// software's are not, nor IDs of which no AES key is left on the token. A key of another program
+// that takes the ID of one Keyquorum created is thus never destroyed by a factory reset.
+func (h *HSM) relistManaged(st []staged) error {
+	have, err := h.managedIDs()
+	if err != nil {
+		return err
+	}
+	want := map[string]bool{}
+	for id := range have {
+		want[id] = true
+	}
+	for _, s := range st {
+		if s.obj.Class == hsm.ClassSecretKey && s.obj.Type == hsm.KeyAES && len(s.obj.ID) <= 255 {
+			want[string(s.obj.ID)] = s.obj.Managed
+		}
+	}
+	aes, err := h.findAll(p11.NewAttribute(p11.CKA_CLASS, p11.CKO_SECRET_KEY), p11.NewAttribute(p11.CKA_KEY_TYPE, p11.CKK_AES))
+	if err != nil {
+		return err
+	}
+	onToken := map[string]bool{}
+	for _, o := range aes {
+		if v, _, err := h.attrs(o, hsm.AttrID); err == nil {
+			onToken[string(v[0])] = true
+		}
+	}
+	next := map[string]bool{}
+	for id, ok := range want {
+		if ok && onToken[id] {
+			next[id] = true
+		}
+	}
+	if len(next) == len(have) {
+		same := true
+		for id := range next {
+			same = same && have[id]
+		}
+		if same {
+			return nil
+		}
+	}
+	return h.writeManaged(next)
+}
+
+func (h *HSM) writeManaged(have map[string]bool) error {
 	keys := make([]string, 0, len(have))
 	for id := range have {
 		keys = append(keys, id)

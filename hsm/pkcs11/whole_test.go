@@ -265,3 +265,38 @@ func TestPKCS11WholeTokenEdDSA(t *testing.T) {
 		t.Fatalf("backup: %v, %d bytes", err, out.Len())
 	}
 }
+
+// TestPKCS11ResetKeepsReplacedKey: a key of Keyquorum's replaced by a restore with another
+// program's key of the same identity is no longer Keyquorum's: a factory reset keeps it.
+func TestPKCS11ResetKeepsReplacedKey(t *testing.T) {
+	ctx := t.Context()
+	mbk := hsmtest.NewMBK(t)
+	h := freshHSM(t)
+	if err := h.LoadBackupKey(ctx, mbk); err != nil {
+		t.Fatal(err)
+	}
+	mine, err := h.CreateKey(ctx, "shared label")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := freshHSM(t)
+	if err := src.LoadBackupKey(ctx, mbk); err != nil {
+		t.Fatal(err)
+	}
+	pkcs11Tool(t, src, "--keygen", "--key-type", "AES:32", "--id", mine.ID, "--label", "shared label", "--extractable", "--sensitive", "--private")
+	var buf bytes.Buffer
+	if err := src.Backup(ctx, &buf); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := h.RestoreObjects(ctx, &buf, hsm.RestoreOptions{})
+	if err != nil || plan.Count(hsm.ActionReplace) != 1 {
+		t.Fatalf("restore: %+v, %v", plan, err)
+	}
+	if err := h.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	left := hsmtest.Objects(t, h)
+	if len(left) != 1 || left[0].Label != "shared label" || left[0].Managed {
+		t.Fatalf("after the reset: %v", left)
+	}
+}
