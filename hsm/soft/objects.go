@@ -58,8 +58,9 @@ func decodeObject(handle, v []byte) (*entry, error) {
 	if len(v) < 5+n {
 		return nil, bad
 	}
-	rec, err := backup.NewObjectRecordReader(bytes.NewReader(v[5+n:])).Next()
-	if err != nil {
+	r := bytes.NewReader(v[5+n:])
+	rec, err := backup.NewObjectRecordReader(r).Next()
+	if err != nil || r.Len() != 0 {
 		return nil, bad
 	}
 	return &entry{handle: bytes.Clone(handle), rec: rec, sealed: bytes.Clone(v[5 : 5+n])}, nil
