@@ -30,7 +30,7 @@ import (
 // tests skip.
 
 const (
-	tokenPool = 32
+	tokenPool = 40
 	userPIN   = "1234"
 	soPIN     = "12345678"
 )
