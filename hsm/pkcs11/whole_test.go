@@ -62,7 +62,7 @@ func testCertificate(t *testing.T) []byte {
 }
 
 // populate puts the objects of issue 14 onto the token with pkcs11-tool: RSA-3072 and EC P-256
-// key pairs, AES-128, AES-256, a generic secret, a certificate and a data object.
+// key pairs, AES-128, AES-192 (without CKA_ID) and AES-256 keys, a generic secret, a certificate and a data object.
 func populate(t *testing.T, h hsm.HSM) {
 	dir := t.TempDir()
 	cert := filepath.Join(dir, "ca.der")
@@ -75,6 +75,7 @@ func populate(t *testing.T, h hsm.HSM) {
 	pkcs11Tool(t, h, append([]string{"--keygen", "--key-type", "AES:16", "--id", "b1", "--label", "aes 128"}, x...)...)
 	pkcs11Tool(t, h, append([]string{"--keygen", "--key-type", "AES:32", "--id", "b2", "--label", "aes 256"}, x...)...)
 	pkcs11Tool(t, h, append([]string{"--keygen", "--key-type", "GENERIC:32", "--id", "b3", "--label", "hmac secret"}, x...)...)
+	pkcs11Tool(t, h, append([]string{"--keygen", "--key-type", "AES:24", "--label", "aes 192 without an id"}, x...)...)
 	pkcs11Tool(t, h, "--write-object", cert, "--type", "cert", "--id", "a1", "--label", "CA certificate")
 	pkcs11Tool(t, h, "--write-object", data, "--type", "data", "--label", "app config", "--application-label", "other program")
 }
