@@ -27,6 +27,8 @@ import (
 //	node NAME                 start keyquorum serve with data in $WORK/NAME and use it
 //	use NAME                  point KEYQUORUM_ADDR, KEYQUORUM_P12 and KEYQUORUM_CA at node NAME
 //	hsmkeys NAME LABEL...     put application keys into NAME's soft HSM (before `node NAME`)
+//	hsmobject NAME KIND LABEL [locked]  put an object of KIND into NAME's soft HSM ("_" in LABEL
+//	                          is a space; locked: not extractable)
 //	approve NAME ACTION       make an approval with the administrator's security key: KEYQUORUM_APPROVAL
 //	cards NAME N              make N blank virtual cards on NAME: $NAME_CARD1 … $NAME_CARDN
 //	insert NAME SERIAL        put a virtual card into NAME's pad
@@ -44,16 +46,17 @@ func TestCLI(t *testing.T) {
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"node":     cmdNode,
-			"use":      cmdUse,
-			"hsmkeys":  cmdHSMKeys,
-			"approve":  cmdApprove,
-			"cards":    cmdCards,
-			"insert":   cmdInsert,
-			"drive":    cmdDrive,
-			"carry":    cmdCarry,
-			"stopnode": cmdStopNode,
-			"kq":       cmdKQ,
+			"node":      cmdNode,
+			"use":       cmdUse,
+			"hsmkeys":   cmdHSMKeys,
+			"hsmobject": cmdHSMObject,
+			"approve":   cmdApprove,
+			"cards":     cmdCards,
+			"insert":    cmdInsert,
+			"drive":     cmdDrive,
+			"carry":     cmdCarry,
+			"stopnode":  cmdStopNode,
+			"kq":        cmdKQ,
 		},
 	})
 }
