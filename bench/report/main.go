@@ -47,12 +47,13 @@ type plan struct {
 	sseEvents  int // pad events per SSE run
 	benchtime  string
 	ceremonies int // simulator ceremonies per run
+	objects    int // objects in the HSM object-store backup benchmarks
 }
 
-var full = plan{backupMiB: 1024, runs: 5, slowRuns: 3, backupRuns: 5, apdus: 2000, requests: 20000, sseEvents: 500, benchtime: "0.2s", ceremonies: 10}
+var full = plan{backupMiB: 1024, runs: 5, slowRuns: 3, backupRuns: 5, apdus: 2000, requests: 20000, sseEvents: 500, benchtime: "0.2s", ceremonies: 10, objects: 10000}
 
 // quick checks the report itself in a minute; its figures are not the table's.
-var quick = plan{backupMiB: 64, runs: 2, slowRuns: 1, backupRuns: 1, apdus: 200, requests: 2000, sseEvents: 50, benchtime: "0.05s", ceremonies: 2}
+var quick = plan{backupMiB: 64, runs: 2, slowRuns: 1, backupRuns: 1, apdus: 200, requests: 2000, sseEvents: 50, benchtime: "0.05s", ceremonies: 2, objects: 300}
 
 func main() {
 	out := flag.String("out", "bench/RESULTS.md", "write the table to `file` (\"\" = print only)")
@@ -129,6 +130,7 @@ func run(ctx context.Context, p plan, out, note string) error {
 	r.pcscAPDU(ctx)
 	r.cyberJack(ctx)
 	r.backup(ctx)
+	r.objectStore(ctx)
 
 	md := r.markdown(began, time.Since(began), loadBefore, loadAvg(), note)
 	fmt.Println()
@@ -170,7 +172,7 @@ func (r *report) fail(what, source string, err error) {
 func step(name string) { fmt.Printf("== %s (%s)\n", name, time.Now().Format("15:04:05")) }
 
 // testBinaries are the packages whose benchmarks the table uses, compiled once.
-var testBinaries = []string{"sharing", "ceremony", "webconf", "pinpad/pcsc", "pinpad/cyberjacksim"}
+var testBinaries = []string{"sharing", "ceremony", "webconf", "pinpad/pcsc", "pinpad/cyberjacksim", "hsm/soft", "hsm/pkcs11"}
 
 func (r *report) build(ctx context.Context) {
 	step("build test binaries, keyquorum and bench tools")
@@ -762,4 +764,41 @@ same cores.
 		}
 	}
 	return b.String()
+}
+
+// objectStore measures backup and restore of an HSM object store of mixed objects (key pairs,
+// secret keys, certificates, data objects) on the soft HSM and on SoftHSM2 through PKCS#11.
+func (r *report) objectStore(ctx context.Context) {
+	r.order = orderBackup
+	os.Setenv("KQ_BENCH_OBJECTS", strconv.Itoa(r.p.objects))
+	for _, b := range []struct{ pkg, name, what string }{
+		{"hsm/soft", "BenchmarkSoftBackupRestore10k", "soft HSM"},
+		{"hsm/pkcs11", "BenchmarkPKCS11BackupRestore10k", "SoftHSM2 token through PKCS#11"},
+	} {
+		step(fmt.Sprintf("%s: backup and restore of %d mixed objects", b.pkg, r.p.objects))
+		what := fmt.Sprintf("Backup / restore of %d mixed objects, %s", r.p.objects, b.what)
+		src := fmt.Sprintf("`%s` (%s)", b.name, b.pkg)
+		runs := 1
+		if b.pkg == "hsm/soft" {
+			runs = r.p.runs
+		}
+		lines, err := r.goBench(ctx, b.pkg, binName(b.pkg)+"-objects", 30*time.Minute,
+			"-test.bench", "^"+b.name+"$", "-test.benchtime", "1x", "-test.count", strconv.Itoa(runs), "-test.timeout", "40m")
+		if err != nil {
+			r.fail(what, src, err)
+			continue
+		}
+		var v [4][]float64
+		for i, unit := range []string{"backup-ms", "restore-ms", "backup-peak-RSS-MiB", "restore-peak-RSS-MiB"} {
+			if v[i], err = metric(lines, b.name, unit); err != nil {
+				break
+			}
+		}
+		if err != nil {
+			r.fail(what, src, err)
+			continue
+		}
+		r.add(what, fmt.Sprintf("backup %s (peak RSS %.0f MiB) / restore %s (peak RSS %.0f MiB)",
+			dur(median(v[0])/1e3), median(v[2]), dur(median(v[1])/1e3), median(v[3])), fmt.Sprintf("median of %d", runs), src)
+	}
 }

@@ -10,6 +10,8 @@ import (
 	"crypto/x509/pkix"
 	"fmt"
 	"math/big"
+	"os"
+	"strconv"
 	"runtime"
 	"testing"
 	"time"
@@ -94,9 +96,12 @@ func relabel(attrs []hsm.Attr, label string) []hsm.Attr {
 }
 
 // BenchmarkSoftBackupRestore10k: backup, then restore onto an empty soft HSM, of a store of
-// 10 000 mixed objects; reports the time of each and the process's peak RSS during each.
+// 10 000 mixed objects (KQ_BENCH_OBJECTS sets another number); reports the time of each and the process's peak RSS during each.
 func BenchmarkSoftBackupRestore10k(b *testing.B) {
-	const n = 10000
+	n := 10000
+	if v, err := strconv.Atoi(os.Getenv("KQ_BENCH_OBJECTS")); err == nil {
+		n = v
+	}
 	mbk := hsmtest.NewMBK(b)
 	src, err := Open(b.TempDir(), WithSource("bench"))
 	if err != nil {
