@@ -18,6 +18,7 @@ import (
 	"github.com/keyquorum/keyquorum/hsm"
 	"github.com/keyquorum/keyquorum/hsm/backup"
 	"github.com/keyquorum/keyquorum/pinpad"
+	"github.com/keyquorum/keyquorum/webconf/operator"
 )
 
 // The JSON API of the command line (`keyquorum status`, `keyquorum ceremony …`, …) lives under
@@ -218,7 +219,7 @@ type KeyJSON struct {
 }
 
 func (a *apiHandlers) status(w http.ResponseWriter, r *http.Request) {
-	op, _ := operatorFrom(r.Context())
+	op, _ := operator.FromContext(r.Context())
 	ov, err := a.cfg.Records.Overview(r.Context())
 	if err != nil {
 		a.fail(w, r, err)
@@ -349,7 +350,7 @@ func (a *apiHandlers) start(w http.ResponseWriter, r *http.Request) {
 		a.badRequest(w, r, err.Error())
 		return
 	}
-	if !a.s.authorize(w, r, ActionForKind(sr.Kind)) {
+	if !a.s.authorize(w, r, operator.ActionForKind(sr.Kind)) {
 		return
 	}
 	ctx, err := a.s.ceremonyContext()
@@ -357,7 +358,7 @@ func (a *apiHandlers) start(w http.ResponseWriter, r *http.Request) {
 		a.rd.problem(w, r, problemFor(ceremony.ErrClosed, ""))
 		return
 	}
-	op := operatorName(r)
+	op := operator.NameOf(r)
 	hd, err := a.cfg.Runner.Start(ctx, op, req)
 	if err != nil {
 		a.log.Info("ceremony refused", "kind", req.Kind, "operator", op, "err", err)
@@ -377,7 +378,7 @@ func (a *apiHandlers) resume(w http.ResponseWriter, r *http.Request) {
 		a.rd.problem(w, r, problemFor(ceremony.ErrClosed, ""))
 		return
 	}
-	hd, err := a.cfg.Runner.Resume(ctx, operatorName(r))
+	hd, err := a.cfg.Runner.Resume(ctx, operator.NameOf(r))
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -422,7 +423,7 @@ func (a *apiHandlers) answer(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *apiHandlers) steer(w http.ResponseWriter, r *http.Request, f func(op string) error) {
-	if err := f(operatorName(r)); err != nil {
+	if err := f(operator.NameOf(r)); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -480,7 +481,7 @@ func (a *apiHandlers) backup(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	op := operatorName(r)
+	op := operator.NameOf(r)
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set(KeyIDHeader, id.String())
 	if err := a.cfg.HSM.Backup(r.Context(), w); err != nil {
@@ -495,7 +496,7 @@ func (a *apiHandlers) backup(w http.ResponseWriter, r *http.Request) {
 const KeyIDHeader = "X-Keyquorum-Key-ID"
 
 func (a *apiHandlers) record(op, event, msg string) {
-	if err := a.s.auth.audit.RecordAudit(op, event, msg); err != nil {
+	if err := a.s.audit.RecordAudit(op, event, msg); err != nil {
 		a.log.Error("audit entry not recorded", "event", event, "err", err)
 	}
 }
@@ -532,7 +533,7 @@ func checkedBackup(ctx context.Context, h BackupHSM, r io.Reader) (*backup.Heade
 // MaxUpload bytes). A backup of another master backup key is refused from its header, before
 // the HSM is asked; the HSM changes nothing unless the whole backup authenticated.
 func (a *apiHandlers) restore(w http.ResponseWriter, r *http.Request) {
-	op := operatorName(r)
+	op := operator.NameOf(r)
 	body := &limitFlag{r: r.Body}
 	hdr, err := a.restoreFrom(r.Context(), body)
 	if body.hit {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/keyquorum/keyquorum/ceremony"
 	"github.com/keyquorum/keyquorum/hsm/soft"
+	"github.com/keyquorum/keyquorum/webconf/operator"
 )
 
 // apiClient calls the JSON API as the command line does: a certificate, JSON or a backup as
@@ -71,13 +72,13 @@ func problemCode(t *testing.T, body []byte) string {
 	return p.Code
 }
 
-func approval(t *testing.T, b *browser, a Action) map[string]string {
+func approval(t *testing.T, b *browser, a operator.Action) map[string]string {
 	t.Helper()
 	tok, refusal := b.tryStepUp("", nil, a)
 	if refusal != "" {
 		t.Fatal(refusal)
 	}
-	return map[string]string{ApprovalHeader: tok}
+	return map[string]string{operator.ApprovalHeader: tok}
 }
 
 // TestAPIRequestHygiene: the API's CSRF rule (JSON or a backup only, origin checks first),
@@ -124,7 +125,7 @@ func TestAPIRequestHygiene(t *testing.T) {
 		}
 	}
 	// An auditor reads, but steers nothing.
-	auditor := s.browserAs("Ann Auditor", RoleAuditor, false)
+	auditor := s.browserAs("Ann Auditor", operator.RoleAuditor, false)
 	acli := s.api(t, auditor.cert)
 	if code, body := acli.json("POST", "/api/v1/ceremony/cancel", struct{}{}, nil); code != 403 || problemCode(t, body) != CodeNotAllowed {
 		t.Errorf("auditor cancels: %d %s", code, body)
@@ -133,7 +134,7 @@ func TestAPIRequestHygiene(t *testing.T) {
 		t.Errorf("auditor verifies the audit log: %d %s", code, body)
 	}
 	// A certificate without a role gets the code that says so.
-	nobody := s.browserAs("Neil Newcomer", RoleNone, false)
+	nobody := s.browserAs("Neil Newcomer", operator.RoleNone, false)
 	if code, body := s.api(t, nobody.cert).json("GET", "/api/v1/status", nil, nil); code != 403 || problemCode(t, body) != CodeNoRole {
 		t.Errorf("no role: %d %s", code, body)
 	}
@@ -152,7 +153,7 @@ func TestAPICeremonyAndBackup(t *testing.T) {
 	cli := s.api(t, admin.cert)
 	cards := newCards(t, s.pad, 3)
 
-	code, body := cli.json("POST", "/api/v1/ceremony/start", StartRequest{Kind: ceremony.KindGenerate, K: 2, N: 3, Label: "api"}, approval(t, admin, ActionForKind(ceremony.KindGenerate)))
+	code, body := cli.json("POST", "/api/v1/ceremony/start", StartRequest{Kind: ceremony.KindGenerate, K: 2, N: 3, Label: "api"}, approval(t, admin, operator.ActionForKind(ceremony.KindGenerate)))
 	var started StartedJSON
 	if code != http.StatusAccepted || json.Unmarshal(body, &started) != nil || started.Kind != ceremony.KindGenerate {
 		t.Fatalf("start: %d %s", code, body)
@@ -237,7 +238,7 @@ func TestAPICeremonyAndBackup(t *testing.T) {
 		t.Fatal(err)
 	}
 	other.Close()
-	code, body, _ = cli.call("POST", "/api/v1/restore", "application/octet-stream", &foreign, approval(t, admin, ActionRestore))
+	code, body, _ = cli.call("POST", "/api/v1/restore", "application/octet-stream", &foreign, approval(t, admin, operator.ActionRestore))
 	if code != http.StatusUnprocessableEntity || problemCode(t, body) != CodeForeignKey {
 		t.Fatalf("foreign restore: %d %s", code, body)
 	}
@@ -248,7 +249,7 @@ func TestAPICeremonyAndBackup(t *testing.T) {
 		t.Errorf("refused restore audit: %+v", es)
 	}
 	// The real backup restores.
-	code, body, _ = cli.call("POST", "/api/v1/restore", "application/octet-stream", bytes.NewReader(backupBytes), approval(t, admin, ActionRestore))
+	code, body, _ = cli.call("POST", "/api/v1/restore", "application/octet-stream", bytes.NewReader(backupBytes), approval(t, admin, operator.ActionRestore))
 	var res RestoredJSON
 	if code != 200 || json.Unmarshal(body, &res) != nil || res.BackupKeyID != j.KeyID || res.Keys != 1 {
 		t.Fatalf("restore: %d %s", code, body)
@@ -271,7 +272,7 @@ func TestAPIClusterState(t *testing.T) {
 	if code != 403 || problemCode(t, body) != CodeApprovalRequired {
 		t.Fatalf("issue node without approval: %d %s", code, body)
 	}
-	code, body = cli.json("POST", "/api/v1/cluster/nodes", NodeRequest{Name: "node-b"}, approval(t, admin, ActionOperatorsManage))
+	code, body = cli.json("POST", "/api/v1/cluster/nodes", NodeRequest{Name: "node-b"}, approval(t, admin, operator.ActionOperatorsManage))
 	var nb NodeBundleJSON
 	if code != 200 || json.Unmarshal(body, &nb) != nil || nb.Password == "" || len(nb.P12) == 0 || nb.CAFingerprint != s.pki.Fingerprint() {
 		t.Fatalf("issue node: %d %s", code, body)
@@ -350,7 +351,7 @@ func TestAPIClusterState(t *testing.T) {
 // newTestCA is a client certificate of a CA that WebConf does not know.
 func newTestCA(t *testing.T) tls.Certificate {
 	t.Helper()
-	p, err := LoadPKI(t.TempDir(), nil, time.Now())
+	p, err := operator.LoadPKI(t.TempDir(), nil, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,7 +365,7 @@ func newTestCA(t *testing.T) tls.Certificate {
 // operatorP12 is an operator's (not a node's) PKCS#12 file of the service's CA and its password.
 func operatorP12(t *testing.T, s *service) ([]byte, string) {
 	t.Helper()
-	_, p12, pw, err := issueOperatorCert(s.pki, pkix.Name{CommonName: "Olga Operator", Organization: []string{"Keyquorum operators"}}, "", time.Now())
+	_, p12, pw, err := operator.IssuePKCS12(s.pki, pkix.Name{CommonName: "Olga Operator", Organization: []string{"Keyquorum operators"}}, "", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/keyquorum/keyquorum/webconf/operator"
 )
 
 // BenchmarkStepUp is one fresh assertion as a dangerous action needs it, through the handlers
@@ -42,7 +44,7 @@ func BenchmarkStepUp(b *testing.B) {
 		if code != 200 || json.Unmarshal([]byte(body), &f) != nil {
 			b.Fatalf("finish: %d %s", code, body)
 		}
-		if err := s.srv.auth.steps.consume(f.Token, admin.id.ID, ActionForKind("load"), time.Now()); err != nil {
+		if err := s.srv.auth.Steps().Consume(f.Token, admin.id.ID, operator.ActionForKind("load"), time.Now()); err != nil {
 			b.Fatal(err)
 		}
 	}

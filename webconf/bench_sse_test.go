@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/keyquorum/keyquorum/webconf/operator"
 )
 
 // BenchmarkPadEventSSE measures the delay from a PIN-pad event to its server-sent event at a
@@ -19,9 +21,9 @@ import (
 func BenchmarkPadEventSSE(b *testing.B) {
 	s := startService(b, b.TempDir(), serviceOptions{})
 	cert := s.operatorCert("Bench")
-	id := identityOf(cert.Leaf, s.pki.CA)
+	id := operator.IdentityOf(cert.Leaf, s.pki.CA)
 	s.ops.Seen(id, time.Now())
-	if _, _, err := s.ops.SetRole(id.ID, RoleAdmin, "bench", time.Now()); err != nil {
+	if _, _, err := s.ops.SetRole(id.ID, operator.RoleAdmin, "bench", time.Now()); err != nil {
 		b.Fatal(err)
 	}
 	serial, err := s.pad.NewCard()

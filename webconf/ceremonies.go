@@ -14,6 +14,7 @@ import (
 	"github.com/keyquorum/keyquorum/ceremony"
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/sharing"
+	"github.com/keyquorum/keyquorum/webconf/operator"
 )
 
 // ceremonyHandlers serve the setup wizard, the live view, the smart card tools and the factory
@@ -128,7 +129,7 @@ func (h *ceremonyHandlers) startRequest(w http.ResponseWriter, r *http.Request, 
 			Todo: "Wait for the service to start again, then reload."})
 		return
 	}
-	op := operatorName(r)
+	op := operator.NameOf(r)
 	hd, err := h.runner.Start(ctx, op, req)
 	if err != nil {
 		h.log.Info("ceremony refused", "kind", req.Kind, "operator", op, "err", err)
@@ -198,7 +199,7 @@ func (h *ceremonyHandlers) live(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *ceremonyHandlers) retry(w http.ResponseWriter, r *http.Request) {
-	if err := h.runner.Retry(operatorName(r)); err != nil {
+	if err := h.runner.Retry(operator.NameOf(r)); err != nil {
 		h.rd.problem(w, r, problemFor(err, "/ceremony"))
 		return
 	}
@@ -216,7 +217,7 @@ func (h *ceremonyHandlers) answer(w http.ResponseWriter, r *http.Request) {
 		h.rd.problem(w, r, problemFor(ceremony.ErrBadRequest, "/ceremony"))
 		return
 	}
-	if err := h.runner.Confirm(operatorName(r), ok); err != nil {
+	if err := h.runner.Confirm(operator.NameOf(r), ok); err != nil {
 		h.rd.problem(w, r, problemFor(err, "/ceremony"))
 		return
 	}
@@ -224,7 +225,7 @@ func (h *ceremonyHandlers) answer(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *ceremonyHandlers) cancel(w http.ResponseWriter, r *http.Request) {
-	if err := h.runner.Cancel(operatorName(r)); err != nil {
+	if err := h.runner.Cancel(operator.NameOf(r)); err != nil {
 		h.rd.problem(w, r, problemFor(err, "/ceremony"))
 		return
 	}
@@ -238,7 +239,7 @@ func (h *ceremonyHandlers) resume(w http.ResponseWriter, r *http.Request) {
 			Todo: "Wait for the service to start again, then reload."})
 		return
 	}
-	if _, err := h.runner.Resume(ctx, operatorName(r)); err != nil {
+	if _, err := h.runner.Resume(ctx, operator.NameOf(r)); err != nil {
 		h.rd.problem(w, r, problemFor(err, "/"))
 		return
 	}

@@ -20,6 +20,7 @@ import (
 	"software.sslmate.com/src/go-pkcs12"
 
 	"github.com/keyquorum/keyquorum/hsm"
+	"github.com/keyquorum/keyquorum/webconf/operator"
 )
 
 // Cluster node onboarding.
@@ -76,7 +77,7 @@ type NodeBundleJSON struct {
 }
 
 func validNodeName(n string) bool {
-	return n != "" && printable(n, 64) && !strings.ContainsAny(n, `,+"\<>;=`)
+	return n != "" && operator.Printable(n, 64) && !strings.ContainsAny(n, `,+"\<>;=`)
 }
 
 // errNodeName is a node name that cannot be a certificate's common name.
@@ -90,23 +91,23 @@ func (a *apiHandlers) issueNodeCert(op, name string) (NodeBundleJSON, error) {
 		return NodeBundleJSON{}, errNodeName
 	}
 	now := time.Now()
-	cert, p12, password, err := issueOperatorCert(a.s.auth.pki, pkix.Name{CommonName: name, Organization: []string{NodeOrganization}}, "", now)
+	cert, p12, password, err := operator.IssuePKCS12(a.s.auth.PKI(), pkix.Name{CommonName: name, Organization: []string{NodeOrganization}}, "", now)
 	if err != nil {
 		return NodeBundleJSON{}, err
 	}
-	id := identityOf(cert, a.s.auth.pki.CA)
-	rec := IssuedCert{Serial: id.Serial, Subject: id.Subject, Issued: now.UTC(), NotAfter: cert.NotAfter.UTC(), By: op}
-	if err := a.s.auth.ops.RecordIssued(rec, id, RoleNone, op, now); err != nil {
+	id := operator.IdentityOf(cert, a.s.auth.PKI().CA)
+	rec := operator.IssuedCert{Serial: id.Serial, Subject: id.Subject, Issued: now.UTC(), NotAfter: cert.NotAfter.UTC(), By: op}
+	if err := a.s.auth.Operators().RecordIssued(rec, id, operator.RoleNone, op, now); err != nil {
 		clear(p12)
 		return NodeBundleJSON{}, err
 	}
-	if err := a.s.auth.record(op, AuditNodeIssued, fmt.Sprintf("node certificate %s (serial %s) issued by %s for a node to join this cluster", id.Subject, id.Serial, op)); err != nil {
+	if err := a.s.auth.Record(op, AuditNodeIssued, fmt.Sprintf("node certificate %s (serial %s) issued by %s for a node to join this cluster", id.Subject, id.Serial, op)); err != nil {
 		clear(p12)
 		return NodeBundleJSON{}, err
 	}
 	a.log.Info("node certificate issued", "node", id.Subject, "serial", id.Serial, "by", op)
 	return NodeBundleJSON{Subject: id.Subject, Serial: id.Serial, NotAfter: cert.NotAfter.UTC(), P12: p12,
-		Password: password, CAFingerprint: a.s.auth.pki.Fingerprint()}, nil
+		Password: password, CAFingerprint: a.s.auth.PKI().Fingerprint()}, nil
 }
 
 // issueNode is POST /api/v1/cluster/nodes (an administrator, with an approval for managing
@@ -117,7 +118,7 @@ func (a *apiHandlers) issueNode(w http.ResponseWriter, r *http.Request) {
 		a.badRequest(w, r, err.Error())
 		return
 	}
-	nb, err := a.issueNodeCert(operatorName(r), req.Name)
+	nb, err := a.issueNodeCert(operator.NameOf(r), req.Name)
 	switch {
 	case errors.Is(err, errNodeName):
 		a.badRequest(w, r, err.Error())
@@ -133,7 +134,7 @@ func (a *apiHandlers) issueNode(w http.ResponseWriter, r *http.Request) {
 // isNodeCert reports whether a verified client certificate is a node certificate of this
 // appliance's management CA.
 func isNodeCert(leaf *x509.Certificate, ca *x509.Certificate) bool {
-	return identityOf(leaf, ca).Management && slices.Equal(leaf.Subject.Organization, []string{NodeOrganization})
+	return operator.IdentityOf(leaf, ca).Management && slices.Equal(leaf.Subject.Organization, []string{NodeOrganization})
 }
 
 func parseKeyID(s string) (hsm.KeyID, bool) {
@@ -150,9 +151,9 @@ func parseKeyID(s string) (hsm.KeyID, bool) {
 // MBK, for a joining node. Only a node certificate of this management CA gets it, and only
 // when the node names (KeyIDHeader) the MBK this node holds.
 func (a *apiHandlers) clusterState(w http.ResponseWriter, r *http.Request) {
-	op, _ := operatorFrom(r.Context())
+	op, _ := operator.FromContext(r.Context())
 	leaf := r.TLS.VerifiedChains[0][0]
-	if !isNodeCert(leaf, a.s.auth.pki.CA) {
+	if !isNodeCert(leaf, a.s.auth.PKI().CA) {
 		a.log.Warn("cluster state refused to a certificate that is not a node certificate", "operator", op.Name)
 		a.rd.problem(w, r, problem{Status: http.StatusForbidden, Code: CodeNotNode, Title: "Not a node certificate",
 			What: "This node sends its state only to a node certificate issued by its own management CA.",
@@ -247,7 +248,7 @@ func peerProblem(what, todo string) *joinError {
 // authenticated by the node file's CA, holds this node's MBK, and its whole backup
 // authenticates under that key.
 func (a *apiHandlers) clusterJoin(w http.ResponseWriter, r *http.Request) {
-	op := operatorName(r)
+	op := operator.NameOf(r)
 	var req JoinRequest
 	if err := decodeJSON(r.Body, &req); err != nil {
 		a.badRequest(w, r, err.Error())

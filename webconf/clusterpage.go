@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/keyquorum/keyquorum/webconf/operator"
 )
 
 // The cluster page: the browser's way through cluster onboarding (cluster.go), the same steps
@@ -48,7 +50,7 @@ func (a *apiHandlers) renderCluster(w http.ResponseWriter, r *http.Request, join
 // clusterPageIssue issues a node certificate; its file waits in memory for one download by
 // this administrator (as an operator certificate from the Operators page does).
 func (a *apiHandlers) clusterPageIssue(w http.ResponseWriter, r *http.Request) {
-	op, _ := operatorFrom(r.Context())
+	op, _ := operator.FromContext(r.Context())
 	nb, err := a.issueNodeCert(op.Name, r.PostFormValue("name"))
 	switch {
 	case errors.Is(err, errNodeName):
@@ -59,7 +61,7 @@ func (a *apiHandlers) clusterPageIssue(w http.ResponseWriter, r *http.Request) {
 		a.rd.problem(w, r, problemForAuth(err, "/cluster"))
 		return
 	}
-	dl, err := a.s.auth.issued.put(op.ID, "node-"+nb.Subject, nb.P12, time.Now())
+	dl, err := a.s.auth.Issued().Put(op.ID, "node-"+nb.Subject, nb.P12, time.Now())
 	if err != nil {
 		clear(nb.P12)
 		a.rd.problem(w, r, problemForAuth(err, "/cluster"))
@@ -119,7 +121,7 @@ func (a *apiHandlers) clusterPageJoin(w http.ResponseWriter, r *http.Request) {
 		bad(err.Error())
 		return
 	}
-	res, err := a.joinAudited(r.Context(), operatorName(r), peer, node)
+	res, err := a.joinAudited(r.Context(), operator.NameOf(r), peer, node)
 	if err != nil {
 		a.rd.problem(w, r, joinProblem(err, "/cluster"))
 		return

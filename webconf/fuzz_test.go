@@ -30,18 +30,6 @@ func FuzzParseQuorum(f *testing.F) {
 	})
 }
 
-// FuzzParseCABundle feeds the --ca-bundle decoder.
-func FuzzParseCABundle(f *testing.F) {
-	f.Add([]byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"))
-	f.Add([]byte("not pem"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		certs, err := parseCABundle(data)
-		if err == nil && len(certs) == 0 {
-			t.Fatal("no error and no certificate")
-		}
-	})
-}
-
 // FuzzLocalPath checks that a redirect target from a form never leaves this server.
 func FuzzLocalPath(f *testing.F) {
 	for _, s := range []string{"/", "/ceremony", "//evil.example", "/\\evil.example", "https://evil.example", ""} {

@@ -10,6 +10,14 @@ import (
 	"time"
 
 	"github.com/keyquorum/keyquorum/ceremony"
+	"github.com/keyquorum/keyquorum/webconf/operator"
+)
+
+// Audit event keys of the HSM page and the API's backup and restore.
+const (
+	AuditBackup         = "hsm.backup"          // a backup downloaded
+	AuditRestore        = "hsm.restore"         // a backup restored into the HSM
+	AuditRestoreRefused = "hsm.restore.refused" // a restore refused (nothing changed)
 )
 
 // hsmHandlers serve the HSM page: the key, backup download, restore upload and the key load
@@ -17,13 +25,13 @@ import (
 type hsmHandlers struct {
 	hsm       BackupHSM
 	records   CeremonyRecords
-	audit     AuditRecorder // backups and restores are audited
+	audit     operator.AuditRecorder // backups and restores are audited
 	maxUpload int64
 	rd        *renderer
 	log       *slog.Logger
 }
 
-func newHSMHandlers(h BackupHSM, records CeremonyRecords, audit AuditRecorder, maxUpload int64, rd *renderer, log *slog.Logger) *hsmHandlers {
+func newHSMHandlers(h BackupHSM, records CeremonyRecords, audit operator.AuditRecorder, maxUpload int64, rd *renderer, log *slog.Logger) *hsmHandlers {
 	return &hsmHandlers{hsm: h, records: records, audit: audit, maxUpload: maxUpload, rd: rd, log: log}
 }
 
@@ -64,7 +72,7 @@ func (h *hsmHandlers) backup(w http.ResponseWriter, r *http.Request) {
 	name := fmt.Sprintf("keyquorum-backup-%s-%s.kqb", id, time.Now().UTC().Format("20060102-150405"))
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": name}))
-	op := operatorName(r)
+	op := operator.NameOf(r)
 	if err := h.hsm.Backup(r.Context(), w); err != nil {
 		h.log.Error("backup failed", "operator", op, "err", err)
 		panic(http.ErrAbortHandler) // cut the download off rather than end it as if complete
@@ -113,7 +121,7 @@ func (h *hsmHandlers) restore(w http.ResponseWriter, r *http.Request) {
 		}
 		// The backup itself may be at most maxUpload bytes.
 		body := &limitFlag{r: http.MaxBytesReader(nil, part, h.maxUpload)}
-		op := operatorName(r)
+		op := operator.NameOf(r)
 		err = h.hsm.Restore(r.Context(), body)
 		part.Close()
 		if body.hit {

@@ -1,7 +1,6 @@
 package webconf
 
 import (
-	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -12,6 +11,9 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"time"
+
+	"github.com/keyquorum/keyquorum/webconf/operator"
 )
 
 // contentSecurityPolicy allows this origin's script, style and event stream and nothing else:
@@ -33,25 +35,6 @@ func securityHeaders(next http.Handler) http.Handler {
 		h.Set("Cache-Control", "no-store")
 		next.ServeHTTP(w, r)
 	})
-}
-
-type ctxKey int
-
-const operatorKey ctxKey = iota
-
-// operator is the identity of a request's verified client certificate.
-type operator struct {
-	Name  string // the certificate subject (and UPN or e-mail), as the journal records it
-	CSRF  string // the CSRF token bound to this certificate
-	ID    string // the operator list's key (see Identity.ID)
-	Role  Role
-	Ident Identity
-	Rec   Operator // the operator list's entry as it was when the request came in
-}
-
-func operatorFrom(ctx context.Context) (operator, bool) {
-	op, ok := ctx.Value(operatorKey).(operator)
-	return op, ok
 }
 
 // public paths are served without a client certificate: what a browser needs to show the page
@@ -76,11 +59,13 @@ func (s *Server) requireClientCert(next http.Handler) http.Handler {
 			return
 		}
 		leaf := r.TLS.VerifiedChains[0][0]
-		op, ok := s.auth.admit(w, r, s.rd, r.TLS.VerifiedChains[0], s.csrf.token(leaf))
-		if !ok {
+		op, err := s.auth.Admit(r.TLS.VerifiedChains[0], r.URL.Path, time.Now())
+		if err != nil {
+			s.rd.problem(w, r, admitProblem(op.Ident, err))
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(operatorContext(r.Context(), op)))
+		op.CSRF = s.csrf.token(leaf)
+		next.ServeHTTP(w, r.WithContext(operator.NewContext(r.Context(), op)))
 	})
 }
 
@@ -116,7 +101,7 @@ var errCSRF = errors.New("csrf check failed")
 // check runs both CSRF checks on a state-changing request. The body is bounded before it is
 // parsed; a multipart upload carries its token in the header or the URL so that checking it
 // does not mean reading the upload.
-func (g *csrfGuard) check(r *http.Request, op operator) error {
+func (g *csrfGuard) check(r *http.Request, op operator.Caller) error {
 	if err := g.cop.Check(r); err != nil {
 		return fmt.Errorf("%w: %v", errCSRF, err)
 	}
@@ -166,7 +151,7 @@ func (s *Server) protect(next http.Handler) http.Handler {
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
-		op, ok := operatorFrom(r.Context())
+		op, ok := operator.FromContext(r.Context())
 		if !ok {
 			s.rd.problem(w, r, problemNoCertificate(s.cfg.PKI))
 			return

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/keyquorum/keyquorum/webconf/operator"
 )
 
 // APIPrefix is where the JSON API for the command line lives. A POST there with a JSON body
@@ -32,14 +34,14 @@ type OperatorJSON struct {
 	RoleSince time.Time `json:"role_since,omitzero"`
 }
 
-func operatorJSON(o Operator) OperatorJSON {
+func operatorJSON(o operator.Operator) OperatorJSON {
 	return OperatorJSON{ID: o.ID, Name: o.Name(), Subject: o.Subject, Issuer: o.Issuer, UPN: o.UPN, Email: o.Email,
 		Role: o.Role.String(), Keys: len(o.Keys), LastSeen: o.LastSeen, RoleBy: o.RoleBy, RoleSince: o.RoleAt}
 }
 
 // apiOperators is GET /api/v1/operators: the operator list.
 func (h *operatorHandlers) apiOperators(w http.ResponseWriter, r *http.Request) {
-	ops, err := h.auth.ops.List()
+	ops, err := h.auth.Operators().List()
 	if err != nil {
 		h.rd.problem(w, r, problemFor(err, ""))
 		return
@@ -60,7 +62,7 @@ type RoleRequest struct {
 // apiSetRole is POST /api/v1/operators/role: an approval (ApprovalHeader) for "manage
 // operators" is required, as on the Operators page; the change is audited the same way.
 func (h *operatorHandlers) apiSetRole(w http.ResponseWriter, r *http.Request) {
-	op, _ := operatorFrom(r.Context())
+	op, _ := operator.FromContext(r.Context())
 	var req RoleRequest
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
@@ -68,19 +70,19 @@ func (h *operatorHandlers) apiSetRole(w http.ResponseWriter, r *http.Request) {
 		h.rd.problem(w, r, problemBadForm(fmt.Sprintf("The body must be JSON like {\"id\": \"…\", \"role\": \"auditor\"}: %v.", err)))
 		return
 	}
-	role, err := ParseRole(req.Role)
+	role, err := operator.ParseRole(req.Role)
 	if err != nil {
 		h.rd.problem(w, r, problemBadForm(err.Error()))
 		return
 	}
-	target, old, err := h.auth.ops.SetRole(req.ID, role, op.Name, time.Now())
+	target, old, err := h.auth.Operators().SetRole(req.ID, role, op.Name, time.Now())
 	if err != nil {
 		h.rd.problem(w, r, problemForAuth(err, ""))
 		return
 	}
 	if old != role {
 		msg := fmt.Sprintf("%s: role changed from %s to %s by %s (command line)", target.Name(), old, role, op.Name)
-		if err := h.auth.record(op.Name, AuditOperatorRole, msg); err != nil {
+		if err := h.auth.Record(op.Name, operator.AuditOperatorRole, msg); err != nil {
 			h.rd.problem(w, r, problemForAuth(err, ""))
 			return
 		}

@@ -1,11 +1,13 @@
 package webconf
 
 import (
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
 
 	"github.com/a-h/templ"
+	"github.com/keyquorum/keyquorum/webconf/operator"
 )
 
 // page is what the layout needs to frame every page.
@@ -16,7 +18,7 @@ type page struct {
 	CSRF      string
 	Sim       bool // the simulator panel is shown
 	SimView   simView
-	Role      Role
+	Role      operator.Role
 	NoKey     bool   // the operator has a role but no security key yet: say what to do
 	KeyOrigin string // where security keys work: https://relying-party-ID:port
 }
@@ -36,12 +38,12 @@ var navItems = []struct{ Key, Href, Label string }{
 
 // navShown: the Operators entry is for administrators only; an operator without a role has
 // only the account page.
-func navShown(key string, role Role) bool {
+func navShown(key string, role operator.Role) bool {
 	switch {
-	case role == RoleNone:
+	case role == operator.RoleNone:
 		return key == "account"
 	case key == "operators":
-		return role == RoleAdmin
+		return role == operator.RoleAdmin
 	}
 	return true
 }
@@ -49,20 +51,20 @@ func navShown(key string, role Role) bool {
 // renderer frames pages and error pages; every handler group gets one.
 type renderer struct {
 	sim  Simulator // nil without the simulator pad
-	pki  *PKI
+	pki  *operator.PKI
 	log  *slog.Logger
-	auth *auth
+	auth *operator.Auth
 }
 
 func (rd *renderer) page(r *http.Request, title, nav string) page {
 	p := page{Title: title, Nav: nav}
-	if op, ok := operatorFrom(r.Context()); ok {
+	if op, ok := operator.FromContext(r.Context()); ok {
 		p.Operator, p.CSRF, p.Role = op.Name, op.CSRF, op.Role
-		p.NoKey = op.Role != RoleNone && len(op.Rec.Keys) == 0
+		p.NoKey = op.Role != operator.RoleNone && len(op.Rec.Keys) == 0
 		if rd.auth != nil {
-			p.KeyOrigin = rd.auth.keyOrigin(r)
+			p.KeyOrigin = rd.auth.KeyOrigin(r)
 		}
-		if rd.sim != nil && Allowed(op.Role, ActionSimulator) {
+		if rd.sim != nil && operator.Allowed(op.Role, operator.ActionSimulator) {
 			p.Sim = true
 			p.SimView = simViewOf(rd.sim)
 		}
@@ -79,13 +81,6 @@ func (rd *renderer) html(w http.ResponseWriter, r *http.Request, status int, c t
 	}
 }
 
-// operatorName is the identity of the request's certificate; the middleware guarantees one on
-// every route that calls this.
-func operatorName(r *http.Request) string {
-	op, _ := operatorFrom(r.Context())
-	return op.Name
-}
-
 func formatTime(t time.Time) string {
 	if t.IsZero() {
 		return "–"
@@ -98,4 +93,12 @@ func formatRFC3339(t time.Time) string {
 		return ""
 	}
 	return t.UTC().Format(time.RFC3339Nano)
+}
+
+// minutes says a duration in words for a page.
+func minutes(d time.Duration) string {
+	if m := int(d / time.Minute); m != 1 {
+		return fmt.Sprintf("%d minutes", m)
+	}
+	return "1 minute"
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/keyquorum/keyquorum/ceremony"
 	"github.com/keyquorum/keyquorum/hsm"
+	"github.com/keyquorum/keyquorum/webconf/operator"
 )
 
 // problem is an error page: what happened and what to do about it, in words for an operator.
@@ -39,7 +40,7 @@ func (rd *renderer) problem(w http.ResponseWriter, r *http.Request, p problem) {
 	rd.html(w, r, p.Status, problemPage(rd.page(r, p.Title, ""), p))
 }
 
-func problemNoCertificate(p *PKI) problem {
+func problemNoCertificate(p *operator.PKI) problem {
 	return problem{Status: http.StatusUnauthorized, Code: CodeNoCertificate, Title: "Client certificate required",
 		What: "WebConf only serves operators who present a client certificate of this appliance's management CA (or of a CA configured with --ca-bundle). Your browser sent none.",
 		Todo: fmt.Sprintf("Import the administrator certificate %s into your browser (its password is in %s on the appliance), or a certificate your administrator issued to you, then reload this page. The CA certificate is at /ca.pem; its SHA-256 fingerprint is %s.",

@@ -19,7 +19,7 @@ func (s *Server) routes() http.Handler {
 	status := newStatusHandlers(s.cfg.Records, s.cfg.Appliance, s.cfg.PKI, rd, s.log)
 	cer := newCeremonyHandlers(s.cfg.Runner, s.cfg.Records, s.ceremonyContext, rd, s.log)
 	events := newEventHandlers(s.cfg.Runner, s.cfg.Sim, s.stopping, s.log)
-	hsmPage := newHSMHandlers(s.cfg.HSM, s.cfg.Records, s.auth.audit, s.cfg.MaxUpload, rd, s.log)
+	hsmPage := newHSMHandlers(s.cfg.HSM, s.cfg.Records, s.audit, s.cfg.MaxUpload, rd, s.log)
 	audit := newAuditHandlers(s.cfg.Audit, s.cfg.Records, rd, s.log)
 
 	mux := http.NewServeMux()

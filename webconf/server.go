@@ -16,6 +16,7 @@ import (
 
 	"github.com/keyquorum/keyquorum/ceremony"
 	"github.com/keyquorum/keyquorum/hsm"
+	"github.com/keyquorum/keyquorum/webconf/operator"
 )
 
 // CeremonyRunner starts ceremonies and follows them; *ceremony.Manager implements it.
@@ -65,7 +66,7 @@ const maxForm = 64 << 10
 
 // Config is what a Server is built from. PKI, Runner, Records, Audit and HSM are required.
 type Config struct {
-	PKI *PKI
+	PKI *operator.PKI
 	// CABundle are further CAs whose client certificates are accepted (optional).
 	CABundle []*x509.Certificate
 	Runner   CeremonyRunner
@@ -82,10 +83,10 @@ type Config struct {
 
 	// Operators is the operator list: roles, security keys, revocations (required; open it
 	// with OpenOperators, e.g. at filepath.Join(pki.Dir, OperatorsFile)).
-	Operators *Operators
+	Operators *operator.Operators
 	// Recorder writes operator events to the audit log; nil means Audit, which must then
 	// implement AuditRecorder (*ceremony.Manager does).
-	Recorder AuditRecorder
+	Recorder operator.AuditRecorder
 	// CRLFiles are CRLs of the CA bundle's CAs (PEM or DER); a certificate of a CA with a CRL
 	// is checked against it on every request, and refused while the CRL is unusable.
 	CRLFiles []string
@@ -106,7 +107,8 @@ type Server struct {
 	handler http.Handler
 	csrf    *csrfGuard
 	rd      *renderer
-	auth    *auth
+	auth    *operator.Auth
+	audit   operator.AuditRecorder
 
 	mu       sync.Mutex
 	base     context.Context // lives as long as Serve: ceremonies started by requests run under it
@@ -125,7 +127,7 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	key := cfg.PKI.csrfKey
+	key := cfg.PKI.CSRFKey()
 	if len(key) == 0 { // a PKI not made by LoadPKI: tokens then last as long as the process
 		key = make([]byte, 32)
 		if _, err := rand.Read(key); err != nil {
@@ -134,11 +136,22 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: log, csrf: newCSRFGuard(key), stopping: make(chan struct{}),
 		rd: &renderer{sim: cfg.Sim, pki: cfg.PKI, log: log}}
-	a, err := newAuth(cfg, log, time.Now())
+	if cfg.Operators == nil {
+		return nil, errors.New("new webconf: the operator list is required (OpenOperators)")
+	}
+	rec := cfg.Recorder
+	if rec == nil {
+		rec, _ = cfg.Audit.(operator.AuditRecorder)
+	}
+	if rec == nil {
+		return nil, errors.New("new webconf: an audit recorder is required (the ceremony manager)")
+	}
+	a, err := operator.NewAuth(operator.AuthConfig{PKI: cfg.PKI, Operators: cfg.Operators, CABundle: cfg.CABundle, CRLFiles: cfg.CRLFiles,
+		Recorder: rec, RPID: cfg.RPID, RecoverAdmin: cfg.RecoverAdmin, Logger: log}, time.Now())
 	if err != nil {
 		return nil, err
 	}
-	s.auth, s.rd.auth = a, a
+	s.auth, s.rd.auth, s.audit = a, a, rec
 	s.handler = s.routes()
 	return s, nil
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/keyquorum/keyquorum/hsm/soft"
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/pinpad/sim"
+	"github.com/keyquorum/keyquorum/webconf/operator"
 )
 
 // service is a whole Keyquorum service for tests, wired as `keyquorum serve` wires it: the
@@ -31,11 +32,11 @@ type service struct {
 	t    testing.TB
 	dir  string
 	addr string
-	pki  *PKI
+	pki  *operator.PKI
 	pad  *sim.Pad
 	hsm  *soft.HSM
 	mgr  *ceremony.Manager
-	ops  *Operators
+	ops  *operator.Operators
 	srv  *Server
 
 	cancel context.CancelFunc
@@ -64,7 +65,7 @@ func startService(t testing.TB, dir string, o serviceOptions) *service {
 	}
 	s := &service{t: t, dir: dir}
 	var err error
-	if s.pki, err = LoadPKI(filepath.Join(dir, "webconf"), nil, time.Now()); err != nil {
+	if s.pki, err = operator.LoadPKI(filepath.Join(dir, "webconf"), nil, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if s.pad, err = sim.Open(filepath.Join(dir, "sim")); err != nil {
@@ -83,7 +84,7 @@ func startService(t testing.TB, dir string, o serviceOptions) *service {
 	if s.mgr, err = ceremony.Open(ctx, ceremony.Config{Dir: dir, Pad: pad, HSM: s.hsm, Logger: log, Timeouts: o.timeouts}); err != nil {
 		t.Fatal(err)
 	}
-	if s.ops, err = OpenOperators(filepath.Join(s.pki.Dir, OperatorsFile)); err != nil {
+	if s.ops, err = operator.OpenOperators(filepath.Join(s.pki.Dir, operator.OperatorsFile)); err != nil {
 		t.Fatal(err)
 	}
 	s.srv, err = New(Config{PKI: s.pki, CABundle: o.bundle, Runner: s.mgr, Records: s.mgr, Audit: s.mgr, HSM: s.hsm, Sim: s.pad,
@@ -180,27 +181,27 @@ type browser struct {
 	s    *service
 	c    *http.Client
 	cert tls.Certificate
-	id   Identity
+	id   operator.Identity
 	csrf string
 	key  *softKey
 }
 
 // browser is an administrator with a registered security key (what most tests need).
 func (s *service) browser(cn string) *browser {
-	return s.browserAs(cn, RoleAdmin, true)
+	return s.browserAs(cn, operator.RoleAdmin, true)
 }
 
 // browserAs is an operator with a new certificate of the management CA, given role directly
 // in the operator list, with a registered security key if withKey.
-func (s *service) browserAs(cn string, role Role, withKey bool) *browser {
+func (s *service) browserAs(cn string, role operator.Role, withKey bool) *browser {
 	s.t.Helper()
 	return s.browserWith(s.operatorCert(cn), role, withKey)
 }
 
-func (s *service) browserWith(cert tls.Certificate, role Role, withKey bool) *browser {
+func (s *service) browserWith(cert tls.Certificate, role operator.Role, withKey bool) *browser {
 	s.t.Helper()
-	b := &browser{t: s.t, s: s, c: s.client(&cert), cert: cert, id: identityOf(cert.Leaf, s.pki.CA)}
-	if role != RoleNone {
+	b := &browser{t: s.t, s: s, c: s.client(&cert), cert: cert, id: operator.IdentityOf(cert.Leaf, s.pki.CA)}
+	if role != operator.RoleNone {
 		if _, err := s.ops.Seen(b.id, time.Now()); err != nil {
 			s.t.Fatal(err)
 		}

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/fxamacker/cbor/v2"
+	"github.com/keyquorum/keyquorum/webconf/operator"
 )
 
 // softKey is a FIDO2 authenticator in software for the handler tests: it answers WebAuthn
@@ -139,7 +140,7 @@ func (b *browser) registerKey(k *softKey, name string) {
 	b.t.Helper()
 	var header map[string]string
 	if tok := b.stepUp("/webauthn/register/begin", url.Values{}); tok != "" {
-		header = map[string]string{ApprovalHeader: tok}
+		header = map[string]string{operator.ApprovalHeader: tok}
 	}
 	resp, body := b.script("/webauthn/register/begin", "application/x-www-form-urlencoded", url.Values{"name": {name}}.Encode(), header)
 	if resp.StatusCode != http.StatusOK {
@@ -171,7 +172,7 @@ func (b *browser) stepUp(path string, form url.Values) string {
 
 // tryStepUp is stepUp that reports a refusal instead of failing; cliAction set asks for a
 // command-line approval of that action instead.
-func (b *browser) tryStepUp(path string, form url.Values, cliAction Action) (string, string) {
+func (b *browser) tryStepUp(path string, form url.Values, cliAction operator.Action) (string, string) {
 	b.t.Helper()
 	params := url.Values{}
 	for k, v := range form {

@@ -6,18 +6,19 @@ import (
 	"time"
 
 	"github.com/keyquorum/keyquorum/ceremony"
+	"github.com/keyquorum/keyquorum/webconf/operator"
 )
 
 // statusHandlers serve the status page and the CA certificate.
 type statusHandlers struct {
 	records   CeremonyRecords
 	appliance Appliance
-	pki       *PKI
+	pki       *operator.PKI
 	rd        *renderer
 	log       *slog.Logger
 }
 
-func newStatusHandlers(records CeremonyRecords, appliance Appliance, pki *PKI, rd *renderer, log *slog.Logger) *statusHandlers {
+func newStatusHandlers(records CeremonyRecords, appliance Appliance, pki *operator.PKI, rd *renderer, log *slog.Logger) *statusHandlers {
 	return &statusHandlers{records: records, appliance: appliance, pki: pki, rd: rd, log: log}
 }
 

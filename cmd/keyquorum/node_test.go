@@ -34,6 +34,7 @@ import (
 
 	"github.com/keyquorum/keyquorum/hsm/soft"
 	"github.com/keyquorum/keyquorum/webconf"
+	"github.com/keyquorum/keyquorum/webconf/operator"
 )
 
 // The end-to-end tests run `keyquorum serve` as separate processes on loopback (random ports,
@@ -142,18 +143,18 @@ func (n *node) webconfDir() string { return filepath.Join(n.dir, "webconf") }
 func (n *node) env() []string {
 	return []string{
 		"KEYQUORUM_ADDR=" + n.url(""),
-		"KEYQUORUM_P12=" + filepath.Join(n.webconfDir(), webconf.AdminP12File),
-		"KEYQUORUM_CA=" + filepath.Join(n.webconfDir(), webconf.CACertFile),
+		"KEYQUORUM_P12=" + filepath.Join(n.webconfDir(), operator.AdminP12File),
+		"KEYQUORUM_CA=" + filepath.Join(n.webconfDir(), operator.CACertFile),
 	}
 }
 
 // connect makes the administrator's HTTP client and reads the page's CSRF token.
 func (n *node) connect() error {
-	pw, err := os.ReadFile(filepath.Join(n.webconfDir(), webconf.AdminPasswordFile))
+	pw, err := os.ReadFile(filepath.Join(n.webconfDir(), operator.AdminPasswordFile))
 	if err != nil {
 		return err
 	}
-	der, err := os.ReadFile(filepath.Join(n.webconfDir(), webconf.AdminP12File))
+	der, err := os.ReadFile(filepath.Join(n.webconfDir(), operator.AdminP12File))
 	if err != nil {
 		return err
 	}
@@ -161,7 +162,7 @@ func (n *node) connect() error {
 	if err != nil {
 		return err
 	}
-	caPEM, err := os.ReadFile(filepath.Join(n.webconfDir(), webconf.CACertFile))
+	caPEM, err := os.ReadFile(filepath.Join(n.webconfDir(), operator.CACertFile))
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package webconf
+package operator
 
 import (
 	"crypto/ecdsa"
@@ -32,7 +32,7 @@ const (
 	serverKeyFile     = "server-key.pem"
 	AdminP12File      = "admin.p12"
 	AdminPasswordFile = "admin.p12.password"
-	adminCertFile     = "admin.pem"
+	AdminCertFile     = "admin.pem"
 	csrfKeyFile       = "csrf.key"
 )
 
@@ -135,6 +135,10 @@ func (p *PKI) loadOrCreateCSRFKey() error {
 	return nil
 }
 
+// CSRFKey is the key of WebConf's CSRF tokens, kept beside the PKI so that pages open in a
+// browser stay usable across a restart; nil for a PKI not made by LoadPKI.
+func (p *PKI) CSRFKey() []byte { return p.csrfKey }
+
 func (p *PKI) path(name string) string { return filepath.Join(p.Dir, name) }
 
 func (p *PKI) loadOrCreateCA(now time.Time) error {
@@ -142,7 +146,7 @@ func (p *PKI) loadOrCreateCA(now time.Time) error {
 	keyPEM, keyErr := os.ReadFile(p.path(caKeyFile))
 	switch {
 	case certErr == nil && keyErr == nil:
-		cert, err := parseCertPEM(certPEM)
+		cert, err := ParseCertPEM(certPEM)
 		if err != nil {
 			return &PKIError{Path: p.path(CACertFile), Err: err}
 		}
@@ -289,7 +293,7 @@ func (p *PKI) ensureAdmin(now time.Time) error {
 	if err := writeFileAtomic(p.path(AdminP12File), pfx, 0o600); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(p.path(adminCertFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o644); err != nil {
+	if err := writeFileAtomic(p.path(AdminCertFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o644); err != nil {
 		return err
 	}
 	p.AdminCreated = true
@@ -377,7 +381,7 @@ func parseCABundle(data []byte) ([]*x509.Certificate, error) {
 	return certs, nil
 }
 
-func parseCertPEM(b []byte) (*x509.Certificate, error) {
+func ParseCertPEM(b []byte) (*x509.Certificate, error) {
 	block, _ := pem.Decode(b)
 	if block == nil || block.Type != "CERTIFICATE" {
 		return nil, errors.New("not a PEM certificate")
@@ -473,4 +477,38 @@ func shortHost(h string) string {
 // form, as the ceremony journal and the audit log record it.
 func operatorOf(cert *x509.Certificate) string {
 	return cert.Subject.String()
+}
+
+// issueOperatorCert makes a client certificate of the management CA for subject (and e-mail
+// address, if any) with a new P-256 key, and its PKCS#12 file under a new password.
+func IssuePKCS12(p *PKI, subject pkix.Name, email string, now time.Time) (*x509.Certificate, []byte, string, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("issue operator certificate: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: randomSerial(),
+		Subject:      subject,
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(clientLifetime),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if email != "" {
+		tmpl.EmailAddresses = []string{email}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.CA, &key.PublicKey, p.caKey)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("issue operator certificate: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("issue operator certificate: %w", err)
+	}
+	password := newPassword()
+	pfx, err := pkcs12.Modern2023.Encode(key, cert, []*x509.Certificate{p.CA}, password)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("encode operator pkcs#12: %w", err)
+	}
+	return cert, pfx, password, nil
 }

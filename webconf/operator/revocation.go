@@ -1,4 +1,4 @@
-package webconf
+package operator
 
 import (
 	"bytes"
@@ -68,13 +68,13 @@ func (p *PKI) writeCRL(certs []IssuedCert, now time.Time) ([]byte, error) {
 // changes (checked at most every crlRecheck), so an administrator can drop in a fresh CRL
 // without a restart. It fails closed: while a CA's CRL is unusable, that CA's certificates are
 // refused.
-type crlSet struct {
+type CRLSet struct {
 	cas   []*x509.Certificate // the CAs a CRL may be signed by
 	mu    sync.Mutex
 	files []*crlFile
 }
 
-const crlRecheck = 5 * time.Second
+const CRLRecheck = 5 * time.Second
 
 type crlFile struct {
 	path     string
@@ -90,8 +90,8 @@ type crlFile struct {
 
 // loadCRLs reads the configured CRL files. A file that cannot be used at start is an error:
 // the service would refuse every certificate of that CA.
-func loadCRLs(paths []string, cas []*x509.Certificate, now time.Time) (*crlSet, error) {
-	s := &crlSet{cas: cas}
+func LoadCRLs(paths []string, cas []*x509.Certificate, now time.Time) (*CRLSet, error) {
+	s := &CRLSet{cas: cas}
 	for _, p := range paths {
 		f := &crlFile{path: p}
 		f.load(cas, now)
@@ -123,7 +123,7 @@ func (f *crlFile) load(cas []*x509.Certificate, now time.Time) {
 		f.err = &CRLError{Path: f.path, Problem: "cannot be read: " + err.Error()}
 		return
 	}
-	list, err := parseCRL(data)
+	list, err := ParseCRL(data)
 	if err != nil {
 		f.err = &CRLError{Path: f.path, Problem: err.Error()}
 		return
@@ -147,7 +147,7 @@ func (f *crlFile) load(cas []*x509.Certificate, now time.Time) {
 }
 
 // parseCRL decodes a CRL in PEM ("X509 CRL") or DER.
-func parseCRL(data []byte) (*x509.RevocationList, error) {
+func ParseCRL(data []byte) (*x509.RevocationList, error) {
 	if block, _ := pem.Decode(data); block != nil {
 		if block.Type != "X509 CRL" {
 			return nil, fmt.Errorf("parse crl: a PEM block %q, not an X509 CRL", block.Type)
@@ -163,7 +163,7 @@ func parseCRL(data []byte) (*x509.RevocationList, error) {
 
 // check refuses a certificate its CA's configured CRL lists, or any certificate of a CA whose
 // CRL is unusable or out of date. A CA without a configured CRL is not checked here.
-func (s *crlSet) check(cert *x509.Certificate, now time.Time) error {
+func (s *CRLSet) Check(cert *x509.Certificate, now time.Time) error {
 	if s == nil {
 		return nil
 	}
@@ -173,16 +173,16 @@ func (s *crlSet) check(cert *x509.Certificate, now time.Time) error {
 		if !bytes.Equal(f.issuer, cert.RawIssuer) {
 			continue
 		}
-		if now.Sub(f.checked) >= crlRecheck {
+		if now.Sub(f.checked) >= CRLRecheck {
 			f.load(s.cas, now)
 		}
 		if f.err != nil {
 			return f.err
 		}
 		if !f.next.IsZero() && now.After(f.next) {
-			return &CRLError{Path: f.path, Problem: fmt.Sprintf("out of date since %s (its next update): install a current CRL of %s", formatTime(f.next), f.issuerDN)}
+			return &CRLError{Path: f.path, Problem: fmt.Sprintf("out of date since %s (its next update): install a current CRL of %s", f.next.UTC().Format("2006-01-02 15:04:05 UTC"), f.issuerDN)}
 		}
-		if f.revoked[serialHex(cert)] {
+		if f.revoked[SerialHex(cert)] {
 			return ErrCertRevoked
 		}
 		return nil

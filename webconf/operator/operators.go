@@ -1,4 +1,4 @@
-package webconf
+package operator
 
 import (
 	"bytes"
@@ -97,7 +97,7 @@ var (
 )
 
 // identityOf reads the identity of a leaf certificate; ca is the management CA.
-func identityOf(cert *x509.Certificate, ca *x509.Certificate) Identity {
+func IdentityOf(cert *x509.Certificate, ca *x509.Certificate) Identity {
 	return identityOfChain([]*x509.Certificate{cert}, ca)
 }
 
@@ -114,11 +114,11 @@ func identityOfChain(chain []*x509.Certificate, ca *x509.Certificate) Identity {
 		ID:         operatorID(cert.RawIssuer, cert.RawSubject),
 		Subject:    cert.Subject.String(),
 		Issuer:     cert.Issuer.String(),
-		Serial:     serialHex(cert),
+		Serial:     SerialHex(cert),
 		Management: mgmt,
 	}
 	for _, e := range cert.EmailAddresses {
-		if printable(e, 256) {
+		if Printable(e, 256) {
 			id.Email = e
 			break
 		}
@@ -143,7 +143,7 @@ func operatorID(issuer, subject []byte) string {
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
-func serialHex(cert *x509.Certificate) string { return strings.ToUpper(cert.SerialNumber.Text(16)) }
+func SerialHex(cert *x509.Certificate) string { return strings.ToUpper(cert.SerialNumber.Text(16)) }
 
 // errNoUPN: the subject alternative name holds no UPN.
 var errNoUPN = errors.New("no upn in the subject alternative name")
@@ -183,7 +183,7 @@ func parseUPN(der []byte) (string, error) {
 		if !val.ReadASN1(&s, cbasn1.UTF8String) || !val.Empty() {
 			return "", errors.New("parse upn: the upn is not a UTF8String")
 		}
-		if !printable(string(s), 256) {
+		if !Printable(string(s), 256) {
 			return "", errors.New("parse upn: the upn is not printable text of at most 256 bytes")
 		}
 		return string(s), nil
@@ -192,7 +192,7 @@ func parseUPN(der []byte) (string, error) {
 }
 
 // printable: valid UTF-8, 1 to max bytes, no control characters.
-func printable(s string, max int) bool {
+func Printable(s string, max int) bool {
 	if s == "" || len(s) > max || !utf8.ValidString(s) {
 		return false
 	}
@@ -239,22 +239,22 @@ type SecurityKey struct {
 func (k SecurityKey) KeyID() string { return hex.EncodeToString(k.Credential.ID) }
 
 // The webauthn.User of an operator.
-type webauthnUser struct{ op *Operator }
+type WebAuthnUser struct{ Op *Operator }
 
-func (u webauthnUser) WebAuthnID() []byte { return u.op.WebAuthnID }
-func (u webauthnUser) WebAuthnName() string {
-	if u.op.UPN != "" {
-		return u.op.UPN
+func (u WebAuthnUser) WebAuthnID() []byte { return u.Op.WebAuthnID }
+func (u WebAuthnUser) WebAuthnName() string {
+	if u.Op.UPN != "" {
+		return u.Op.UPN
 	}
-	if u.op.Email != "" {
-		return u.op.Email
+	if u.Op.Email != "" {
+		return u.Op.Email
 	}
-	return u.op.Subject
+	return u.Op.Subject
 }
-func (u webauthnUser) WebAuthnDisplayName() string { return u.op.Subject }
-func (u webauthnUser) WebAuthnCredentials() []webauthn.Credential {
-	out := make([]webauthn.Credential, len(u.op.Keys))
-	for i, k := range u.op.Keys {
+func (u WebAuthnUser) WebAuthnDisplayName() string { return u.Op.Subject }
+func (u WebAuthnUser) WebAuthnCredentials() []webauthn.Credential {
+	out := make([]webauthn.Credential, len(u.Op.Keys))
+	for i, k := range u.Op.Keys {
 		out[i] = k.Credential
 	}
 	return out
@@ -635,7 +635,7 @@ func (o *Operators) RemoveKey(id, keyID string) ([]string, error) {
 // the admin role (the first start, or an operator list that was lost). It reports whether it
 // gave the role.
 func (o *Operators) Bootstrap(admin *x509.Certificate, ca *x509.Certificate, now time.Time) (Operator, bool, error) {
-	id := identityOf(admin, ca)
+	id := IdentityOf(admin, ca)
 	var out Operator
 	made := false
 	err := o.db.Update(func(tx *bolt.Tx) error {
