@@ -2,7 +2,6 @@ package webconf
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,8 +14,8 @@ import (
 	"time"
 
 	"github.com/keyquorum/keyquorum/ceremony"
+	"github.com/keyquorum/keyquorum/cluster"
 	"github.com/keyquorum/keyquorum/hsm"
-	"github.com/keyquorum/keyquorum/hsm/backup"
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/webconf/operator"
 )
@@ -40,32 +39,32 @@ import (
 
 // API error codes: stable identifiers a script may test. The HTTP status goes with them.
 const (
-	CodeNoCertificate    = "no_certificate"    // 401: no client certificate
-	CodeRevoked          = "revoked"           // 403: the certificate was revoked
-	CodeNoRole           = "no_role"           // 403: trusted, but no role yet
-	CodeNotAllowed       = "not_allowed"       // 403: the role may not do this
-	CodeApprovalRequired = "approval_required" // 403: a dangerous action without a valid approval
-	CodeRegisterKey      = "register_key"      // 403: the operator has no security key yet
-	CodeCSRF             = "csrf"              // 403: the request failed a CSRF check
-	CodeNotNode          = "not_node"          // 403: the cluster state is for node certificates only
-	CodeBadRequest       = "bad_request"       // 400: the body or parameters are not acceptable
-	CodeNotFound         = "not_found"         // 404
-	CodeTooLarge         = "too_large"         // 413: the upload is over the limit
-	CodeBusy             = "busy"              // 409: a ceremony is running
-	CodePending          = "pending"           // 409: an interrupted ceremony needs resume or reset
-	CodeKeyLoaded        = "key_loaded"        // 409: the HSM holds a master backup key already
-	CodeNoBackupKey      = "no_backup_key"     // 409: no master backup key is loaded
-	CodeNotRunning       = "not_running"       // 409: no ceremony runs
-	CodeNotStalled       = "not_stalled"       // 409: the ceremony does not wait for a retry
-	CodeNotAsking        = "not_asking"        // 409: the ceremony asks no question
-	CodeNothingToResume  = "nothing_to_resume" // 409
-	CodeForeignKey       = "foreign_key"       // 422: a backup or peer of another master backup key
-	CodeBadBackup        = "bad_backup"        // 422: damaged, truncated or not a backup; nothing changed
-	CodeAuditBroken      = "audit_broken"      // 409: the audit chain does not verify
-	CodePeer             = "peer"              // 502: the cluster peer could not be reached or refused
-	CodeNotAvailable     = "not_available"     // 501: not possible with this appliance's pad
-	CodeStopping         = "stopping"          // 503: the service is shutting down
-	CodeInternal         = "internal"          // 500
+	CodeNoCertificate    = "no_certificate"          // 401: no client certificate
+	CodeRevoked          = "revoked"                 // 403: the certificate was revoked
+	CodeNoRole           = "no_role"                 // 403: trusted, but no role yet
+	CodeNotAllowed       = "not_allowed"             // 403: the role may not do this
+	CodeApprovalRequired = "approval_required"       // 403: a dangerous action without a valid approval
+	CodeRegisterKey      = "register_key"            // 403: the operator has no security key yet
+	CodeCSRF             = "csrf"                    // 403: the request failed a CSRF check
+	CodeNotNode          = "not_node"                // 403: the cluster state is for node certificates only
+	CodeBadRequest       = "bad_request"             // 400: the body or parameters are not acceptable
+	CodeNotFound         = "not_found"               // 404
+	CodeTooLarge         = "too_large"               // 413: the upload is over the limit
+	CodeBusy             = "busy"                    // 409: a ceremony is running
+	CodePending          = "pending"                 // 409: an interrupted ceremony needs resume or reset
+	CodeKeyLoaded        = "key_loaded"              // 409: the HSM holds a master backup key already
+	CodeNoBackupKey      = "no_backup_key"           // 409: no master backup key is loaded
+	CodeNotRunning       = "not_running"             // 409: no ceremony runs
+	CodeNotStalled       = "not_stalled"             // 409: the ceremony does not wait for a retry
+	CodeNotAsking        = "not_asking"              // 409: the ceremony asks no question
+	CodeNothingToResume  = "nothing_to_resume"       // 409
+	CodeForeignKey       = cluster.ProblemForeignKey // 422: a backup or peer of another master backup key
+	CodeBadBackup        = "bad_backup"              // 422: damaged, truncated or not a backup; nothing changed
+	CodeAuditBroken      = "audit_broken"            // 409: the audit chain does not verify
+	CodePeer             = "peer"                    // 502: the cluster peer could not be reached or refused
+	CodeNotAvailable     = "not_available"           // 501: not possible with this appliance's pad
+	CodeStopping         = "stopping"                // 503: the service is shutting down
+	CodeInternal         = "internal"                // 500
 )
 
 // APIProblem is the body of every API error.
@@ -151,7 +150,7 @@ func (s *Server) apiRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/audit/export", a.auditExport)
 	mux.HandleFunc("GET /api/v1/card", a.card)
 	mux.HandleFunc("POST /api/v1/cluster/nodes", a.issueNode)
-	mux.HandleFunc("GET /api/v1/cluster/state", a.clusterState)
+	mux.HandleFunc("GET "+cluster.StatePath, a.clusterState)
 	mux.HandleFunc("POST /api/v1/cluster/join", a.clusterJoin)
 }
 
@@ -483,17 +482,14 @@ func (a *apiHandlers) backup(w http.ResponseWriter, r *http.Request) {
 	}
 	op := operator.NameOf(r)
 	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set(KeyIDHeader, id.String())
+	w.Header().Set(cluster.KeyIDHeader, id.String())
 	if err := a.cfg.HSM.Backup(r.Context(), w); err != nil {
 		a.log.Error("backup failed", "operator", op, "err", err)
 		panic(http.ErrAbortHandler) // cut the stream rather than end it as if complete
 	}
 	a.log.Info("backup downloaded", "operator", op, "key_id", id.String())
-	a.record(op, AuditBackup, fmt.Sprintf("backup of the HSM's key database downloaded by %s (command line), encrypted under the master backup key %s", op, id))
+	a.record(op, cluster.AuditBackup, fmt.Sprintf("backup of the HSM's key database downloaded by %s (command line), encrypted under the master backup key %s", op, id))
 }
-
-// KeyIDHeader carries a master backup key ID (hex) beside a backup or a cluster request.
-const KeyIDHeader = "X-Keyquorum-Key-ID"
 
 func (a *apiHandlers) record(op, event, msg string) {
 	if err := a.s.audit.RecordAudit(op, event, msg); err != nil {
@@ -502,75 +498,28 @@ func (a *apiHandlers) record(op, event, msg string) {
 }
 
 // RestoredJSON answers a restore or a cluster join.
-type RestoredJSON struct {
-	BackupKeyID string    `json:"backup_key_id"`
-	Source      string    `json:"source"`
-	Created     time.Time `json:"created"`
-	Keys        int       `json:"keys"`
-	Peer        string    `json:"peer,omitempty"`
-}
-
-// checkedBackup reads a backup's header from r and checks it was made under the master backup
-// key this HSM holds, before anything is restored. It returns the header and a reader of the
-// whole backup (the header included) for the HSM.
-func checkedBackup(ctx context.Context, h BackupHSM, r io.Reader) (*backup.Header, io.Reader, error) {
-	want, err := h.BackupKeyID(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	var head bytes.Buffer
-	hdr, err := backup.ReadHeader(io.TeeReader(r, &head))
-	if err != nil {
-		return nil, nil, err
-	}
-	if hdr.KeyID != want {
-		return nil, nil, &hsm.ForeignKeyError{Got: hdr.KeyID, Want: want}
-	}
-	return hdr, io.MultiReader(&head, r), nil
-}
+type RestoredJSON = cluster.Restored
 
 // restore is POST /api/v1/restore: the body is a backup (application/octet-stream, at most
 // MaxUpload bytes). A backup of another master backup key is refused from its header, before
 // the HSM is asked; the HSM changes nothing unless the whole backup authenticated.
 func (a *apiHandlers) restore(w http.ResponseWriter, r *http.Request) {
 	op := operator.NameOf(r)
-	body := &limitFlag{r: r.Body}
-	hdr, err := a.restoreFrom(r.Context(), body)
-	if body.hit {
-		a.record(op, AuditRestoreRefused, fmt.Sprintf("restore by %s (command line) refused: the upload is larger than %s", op, byteSize(a.cfg.MaxUpload)))
+	hdr, err := cluster.Restore(r.Context(), a.cfg.HSM, r.Body)
+	if errors.Is(err, cluster.ErrTooLarge) {
+		a.record(op, cluster.AuditRestoreRefused, fmt.Sprintf("restore by %s (command line) refused: the upload is larger than %s", op, byteSize(a.cfg.MaxUpload)))
 		a.rd.problem(w, r, problemTooLarge(a.cfg.MaxUpload))
 		return
 	}
 	if err != nil {
 		a.log.Info("restore refused", "operator", op, "err", err)
-		a.record(op, AuditRestoreRefused, fmt.Sprintf("restore by %s (command line) refused, nothing changed: %v", op, err))
+		a.record(op, cluster.AuditRestoreRefused, fmt.Sprintf("restore by %s (command line) refused, nothing changed: %v", op, err))
 		a.fail(w, r, err)
 		return
 	}
 	a.log.Info("backup restored", "operator", op, "key_id", hdr.KeyID.String())
-	a.record(op, AuditRestore, fmt.Sprintf("backup of %s made %s restored into the HSM by %s (command line)", hdr.Source, hdr.Created.UTC().Format(time.RFC3339), op))
-	writeJSON(w, a.restored(r.Context(), hdr, ""))
-}
-
-func (a *apiHandlers) restoreFrom(ctx context.Context, r io.Reader) (*backup.Header, error) {
-	hdr, all, err := checkedBackup(ctx, a.cfg.HSM, r)
-	if err != nil {
-		return nil, err
-	}
-	if err := a.cfg.HSM.Restore(ctx, all); err != nil {
-		return nil, err
-	}
-	return hdr, nil
-}
-
-func (a *apiHandlers) restored(ctx context.Context, hdr *backup.Header, peer string) RestoredJSON {
-	out := RestoredJSON{BackupKeyID: hdr.KeyID.String(), Source: hdr.Source, Created: hdr.Created.UTC(), Keys: -1, Peer: peer}
-	if ks, ok := a.cfg.HSM.(hsm.KeyStore); ok {
-		if keys, err := ks.Keys(ctx); err == nil {
-			out.Keys = len(keys)
-		}
-	}
-	return out
+	a.record(op, cluster.AuditRestore, fmt.Sprintf("backup of %s made %s restored into the HSM by %s (command line)", hdr.Source, hdr.Created.UTC().Format(time.RFC3339), op))
+	writeJSON(w, cluster.Result(r.Context(), a.cfg.HSM, hdr, ""))
 }
 
 func (a *apiHandlers) auditVerify(w http.ResponseWriter, r *http.Request) {

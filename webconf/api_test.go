@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/keyquorum/keyquorum/ceremony"
+	"github.com/keyquorum/keyquorum/cluster"
 	"github.com/keyquorum/keyquorum/hsm/soft"
 	"github.com/keyquorum/keyquorum/webconf/operator"
 )
@@ -219,7 +220,7 @@ func TestAPICeremonyAndBackup(t *testing.T) {
 	s.pad.Remove()
 
 	code, backupBytes, header := cli.call("GET", "/api/v1/backup", "", nil, nil)
-	if code != 200 || header.Get(KeyIDHeader) != j.KeyID || len(backupBytes) < 100 {
+	if code != 200 || header.Get(cluster.KeyIDHeader) != j.KeyID || len(backupBytes) < 100 {
 		t.Fatalf("backup: %d %s", code, header)
 	}
 
@@ -245,7 +246,7 @@ func TestAPICeremonyAndBackup(t *testing.T) {
 	if keys, _ := s.hsm.Keys(context.Background()); len(keys) != 1 || keys[0].Label != "payments" {
 		t.Fatalf("keys after the refused restore: %+v", keys)
 	}
-	if es := auditEvents(t, s, AuditRestoreRefused); len(es) != 1 || !strings.Contains(es[0].Message, "nothing changed") {
+	if es := auditEvents(t, s, cluster.AuditRestoreRefused); len(es) != 1 || !strings.Contains(es[0].Message, "nothing changed") {
 		t.Errorf("refused restore audit: %+v", es)
 	}
 	// The real backup restores.
@@ -268,26 +269,26 @@ func TestAPIClusterState(t *testing.T) {
 	admin := s.browser("Alice Admin")
 	cli := s.api(t, admin.cert)
 
-	code, body := cli.json("POST", "/api/v1/cluster/nodes", NodeRequest{Name: "node-b"}, nil)
+	code, body := cli.json("POST", "/api/v1/cluster/nodes", cluster.NodeRequest{Name: "node-b"}, nil)
 	if code != 403 || problemCode(t, body) != CodeApprovalRequired {
 		t.Fatalf("issue node without approval: %d %s", code, body)
 	}
-	code, body = cli.json("POST", "/api/v1/cluster/nodes", NodeRequest{Name: "node-b"}, approval(t, admin, operator.ActionOperatorsManage))
-	var nb NodeBundleJSON
+	code, body = cli.json("POST", "/api/v1/cluster/nodes", cluster.NodeRequest{Name: "node-b"}, approval(t, admin, operator.ActionOperatorsManage))
+	var nb cluster.NodeBundle
 	if code != 200 || json.Unmarshal(body, &nb) != nil || nb.Password == "" || len(nb.P12) == 0 || nb.CAFingerprint != s.pki.Fingerprint() {
 		t.Fatalf("issue node: %d %s", code, body)
 	}
-	if es := auditEvents(t, s, AuditNodeIssued); len(es) != 1 {
+	if es := auditEvents(t, s, cluster.AuditNodeIssued); len(es) != 1 {
 		t.Errorf("node issuance audit: %+v", es)
 	}
-	_, node, err := parseJoin(JoinRequest{Peer: s.url(""), NodeP12: nb.P12, NodePassword: nb.Password})
+	_, node, err := cluster.ParseJoin(cluster.JoinRequest{Peer: s.url(""), NodeP12: nb.P12, NodePassword: nb.Password})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ncli := s.api(t, node.cert)
+	ncli := s.api(t, node.TLSCertificate())
 
 	// No key here yet: nothing to send.
-	if code, body := ncli.json("GET", "/api/v1/cluster/state", nil, map[string]string{KeyIDHeader: "0011223344556677"}); code != 409 || problemCode(t, body) != CodeNoBackupKey {
+	if code, body := ncli.json("GET", "/api/v1/cluster/state", nil, map[string]string{cluster.KeyIDHeader: "0011223344556677"}); code != 409 || problemCode(t, body) != CodeNoBackupKey {
 		t.Fatalf("state without a key: %d %s", code, body)
 	}
 	mbk := make([]byte, 32)
@@ -309,7 +310,7 @@ func TestAPIClusterState(t *testing.T) {
 		{"no key ID", ncli, "", 400, CodeBadRequest},
 		{"another key", ncli, "0011223344556677", 422, CodeForeignKey},
 	} {
-		code, body := c.client.json("GET", "/api/v1/cluster/state", nil, map[string]string{KeyIDHeader: c.keyID})
+		code, body := c.client.json("GET", "/api/v1/cluster/state", nil, map[string]string{cluster.KeyIDHeader: c.keyID})
 		if code != c.status || problemCode(t, body) != c.code {
 			t.Errorf("%s: %d %s", c.name, code, body)
 		}
@@ -321,11 +322,11 @@ func TestAPIClusterState(t *testing.T) {
 	if _, err := stranger.c.Do(req); err == nil {
 		t.Error("a certificate of another CA got an answer")
 	}
-	code, data, header := ncli.call("GET", "/api/v1/cluster/state", "", nil, map[string]string{KeyIDHeader: id.String()})
-	if code != 200 || header.Get(KeyIDHeader) != id.String() || len(data) < 100 {
+	code, data, header := ncli.call("GET", "/api/v1/cluster/state", "", nil, map[string]string{cluster.KeyIDHeader: id.String()})
+	if code != 200 || header.Get(cluster.KeyIDHeader) != id.String() || len(data) < 100 {
 		t.Fatalf("state to the node: %d %s", code, header)
 	}
-	if es := auditEvents(t, s, AuditClusterStateSent); len(es) != 1 || !strings.Contains(es[0].Message, "CN=node-b,O=Keyquorum cluster nodes") {
+	if es := auditEvents(t, s, cluster.AuditClusterStateSent); len(es) != 1 || !strings.Contains(es[0].Message, "CN=node-b,O=Keyquorum cluster nodes") {
 		t.Errorf("state sent audit: %+v", es)
 	}
 
@@ -333,16 +334,16 @@ func TestAPIClusterState(t *testing.T) {
 	opP12, opPW := operatorP12(t, s)
 	for _, c := range []struct {
 		name string
-		req  JoinRequest
+		req  cluster.JoinRequest
 		says string
 	}{
-		{"http peer", JoinRequest{Peer: "http://x:1", NodeP12: nb.P12, NodePassword: nb.Password}, "the peer must be"},
-		{"peer with path", JoinRequest{Peer: "https://x:1/hsm", NodeP12: nb.P12, NodePassword: nb.Password}, "the peer must be"},
-		{"no node file", JoinRequest{Peer: "https://x:1"}, "no node file"},
-		{"wrong password", JoinRequest{Peer: "https://x:1", NodeP12: nb.P12, NodePassword: "nope"}, "password is wrong"},
-		{"operator p12", JoinRequest{Peer: "https://x:1", NodeP12: opP12, NodePassword: opPW}, "not a node certificate"},
+		{"http peer", cluster.JoinRequest{Peer: "http://x:1", NodeP12: nb.P12, NodePassword: nb.Password}, "the peer must be"},
+		{"peer with path", cluster.JoinRequest{Peer: "https://x:1/hsm", NodeP12: nb.P12, NodePassword: nb.Password}, "the peer must be"},
+		{"no node file", cluster.JoinRequest{Peer: "https://x:1"}, "no node file"},
+		{"wrong password", cluster.JoinRequest{Peer: "https://x:1", NodeP12: nb.P12, NodePassword: "nope"}, "password is wrong"},
+		{"operator p12", cluster.JoinRequest{Peer: "https://x:1", NodeP12: opP12, NodePassword: opPW}, "not a node certificate"},
 	} {
-		if _, _, err := parseJoin(c.req); err == nil || !strings.Contains(err.Error(), c.says) {
+		if _, _, err := cluster.ParseJoin(c.req); err == nil || !strings.Contains(err.Error(), c.says) {
 			t.Errorf("%s: %v", c.name, err)
 		}
 	}
@@ -355,7 +356,7 @@ func newTestCA(t *testing.T) tls.Certificate {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, key, err := p.IssueClient(pkix.Name{CommonName: "node-x", Organization: []string{NodeOrganization}}, time.Now())
+	cert, key, err := p.IssueClient(pkix.Name{CommonName: "node-x", Organization: []string{cluster.NodeOrganization}}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,7 @@ import (
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
 
 	"github.com/keyquorum/keyquorum/ceremony"
+	"github.com/keyquorum/keyquorum/cluster"
 	"github.com/keyquorum/keyquorum/webconf/operator"
 )
 
@@ -582,7 +583,7 @@ func TestBackupRestoreAudited(t *testing.T) {
 	if resp, _ := admin.upload(strings.NewReader("not a backup"), -1); resp.StatusCode != http.StatusUnprocessableEntity {
 		t.Fatalf("restore of garbage: %d", resp.StatusCode)
 	}
-	for ev, want := range map[string]string{AuditBackup: "downloaded by CN=Alice Admin", AuditRestore: "restored into the HSM by CN=Alice Admin", AuditRestoreRefused: "nothing changed"} {
+	for ev, want := range map[string]string{cluster.AuditBackup: "downloaded by CN=Alice Admin", cluster.AuditRestore: "restored into the HSM by CN=Alice Admin", cluster.AuditRestoreRefused: "nothing changed"} {
 		es := auditEvents(t, s, ev)
 		if len(es) != 1 || !strings.Contains(es[0].Message, want) || es[0].Operator != "CN=Alice Admin,O=Keyquorum test" {
 			t.Errorf("%s: %+v", ev, es)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyquorum/keyquorum/cluster"
 	"github.com/keyquorum/keyquorum/webconf/operator"
 )
 
@@ -22,13 +23,14 @@ type clusterView struct {
 
 // nodeIssuedView is the page after a node certificate was issued.
 type nodeIssuedView struct {
-	NodeBundleJSON
+	cluster.NodeBundle
 	Download string
 }
 
 // clusterRoutes adds the cluster page; its actions are in routeActions (roles.go).
 func (s *Server) clusterRoutes(mux *http.ServeMux) {
 	a := &apiHandlers{s: s, cfg: s.cfg, rd: s.rd, log: s.log}
+
 	mux.HandleFunc("GET /cluster", a.clusterPageView)
 	mux.HandleFunc("POST /cluster/nodes", a.clusterPageIssue)
 	mux.HandleFunc("POST /cluster/join", a.clusterPageJoin)
@@ -51,9 +53,9 @@ func (a *apiHandlers) renderCluster(w http.ResponseWriter, r *http.Request, join
 // this administrator (as an operator certificate from the Operators page does).
 func (a *apiHandlers) clusterPageIssue(w http.ResponseWriter, r *http.Request) {
 	op, _ := operator.FromContext(r.Context())
-	nb, err := a.issueNodeCert(op.Name, r.PostFormValue("name"))
+	nb, err := a.s.cluster.IssueNodeCert(op.Name, r.PostFormValue("name"))
 	switch {
-	case errors.Is(err, errNodeName):
+	case errors.Is(err, cluster.ErrNodeName):
 		a.rd.problem(w, r, problem{Status: http.StatusBadRequest, Code: CodeBadRequest, Title: "Node name not accepted", What: err.Error(),
 			Todo: "Go back and give the new node a plain name, e.g. node-b.", Back: "/cluster"})
 		return
@@ -68,7 +70,7 @@ func (a *apiHandlers) clusterPageIssue(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	nb.P12 = nil // kept by the one-time download now
-	a.rd.html(w, r, http.StatusOK, nodeIssuedPage(a.rd.page(r, "Node certificate issued", "hsm"), nodeIssuedView{NodeBundleJSON: nb, Download: dl}))
+	a.rd.html(w, r, http.StatusOK, nodeIssuedPage(a.rd.page(r, "Node certificate issued", "hsm"), nodeIssuedView{NodeBundle: nb, Download: dl}))
 }
 
 // Bounds of the join form's parts.
@@ -89,7 +91,7 @@ func (a *apiHandlers) clusterPageJoin(w http.ResponseWriter, r *http.Request) {
 		bad("The join form must be sent as a file upload (multipart/form-data).")
 		return
 	}
-	var req JoinRequest
+	var req cluster.JoinRequest
 	defer clear(req.NodeP12)
 	for {
 		part, err := mr.NextPart()
@@ -116,12 +118,12 @@ func (a *apiHandlers) clusterPageJoin(w http.ResponseWriter, r *http.Request) {
 			req.NodeP12 = v
 		}
 	}
-	peer, node, err := parseJoin(req)
+	peer, node, err := cluster.ParseJoin(req)
 	if err != nil {
 		bad(err.Error())
 		return
 	}
-	res, err := a.joinAudited(r.Context(), operator.NameOf(r), peer, node)
+	res, err := a.s.cluster.Join(r.Context(), operator.NameOf(r), peer, node)
 	if err != nil {
 		a.rd.problem(w, r, joinProblem(err, "/cluster"))
 		return

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/keyquorum/keyquorum/ceremony"
+	"github.com/keyquorum/keyquorum/cluster"
 	"github.com/keyquorum/keyquorum/sharing"
 )
 
@@ -46,30 +47,19 @@ func FuzzAPIStartRequest(f *testing.F) {
 func FuzzJoinRequest(f *testing.F) {
 	f.Add([]byte(`{"peer":"https://127.0.0.1:8443","node_p12":"AAAA","node_password":"x"}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		var req JoinRequest
+		var req cluster.JoinRequest
 		if err := decodeJSON(bytes.NewReader(body), &req); err != nil {
 			return
 		}
-		peer, node, err := parseJoin(req)
+		peer, node, err := cluster.ParseJoin(req)
 		if err != nil {
 			return
 		}
 		if peer.Scheme != "https" || peer.Host == "" {
 			t.Fatalf("accepted peer %q", req.Peer)
 		}
-		if leaf := node.cert.Leaf; !slices.Equal(leaf.Subject.Organization, []string{NodeOrganization}) {
+		if leaf := node.TLSCertificate().Leaf; !slices.Equal(leaf.Subject.Organization, []string{cluster.NodeOrganization}) {
 			t.Fatalf("accepted a node file of %s", leaf.Subject)
-		}
-	})
-}
-
-// FuzzParseKeyID: a key ID header is 16 hex digits or refused; accepted ones round-trip.
-func FuzzParseKeyID(f *testing.F) {
-	f.Add("0011223344556677")
-	f.Fuzz(func(t *testing.T, s string) {
-		id, ok := parseKeyID(s)
-		if ok && !strings.EqualFold(id.String(), strings.TrimSpace(s)) {
-			t.Fatalf("%q parsed as %s", s, id)
 		}
 	})
 }

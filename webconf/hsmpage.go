@@ -10,14 +10,8 @@ import (
 	"time"
 
 	"github.com/keyquorum/keyquorum/ceremony"
+	"github.com/keyquorum/keyquorum/cluster"
 	"github.com/keyquorum/keyquorum/webconf/operator"
-)
-
-// Audit event keys of the HSM page and the API's backup and restore.
-const (
-	AuditBackup         = "hsm.backup"          // a backup downloaded
-	AuditRestore        = "hsm.restore"         // a backup restored into the HSM
-	AuditRestoreRefused = "hsm.restore.refused" // a restore refused (nothing changed)
 )
 
 // hsmHandlers serve the HSM page: the key, backup download, restore upload and the key load
@@ -78,7 +72,7 @@ func (h *hsmHandlers) backup(w http.ResponseWriter, r *http.Request) {
 		panic(http.ErrAbortHandler) // cut the download off rather than end it as if complete
 	}
 	h.log.Info("backup downloaded", "operator", op, "key_id", id.String())
-	h.record(op, AuditBackup, fmt.Sprintf("backup of the HSM's key database downloaded by %s, encrypted under the master backup key %s", op, id))
+	h.record(op, cluster.AuditBackup, fmt.Sprintf("backup of the HSM's key database downloaded by %s, encrypted under the master backup key %s", op, id))
 }
 
 // limitFlag remembers that the upload hit its bound, whatever the HSM wraps the read error in.
@@ -126,18 +120,18 @@ func (h *hsmHandlers) restore(w http.ResponseWriter, r *http.Request) {
 		part.Close()
 		if body.hit {
 			h.log.Info("restore refused: upload too large", "operator", op)
-			h.record(op, AuditRestoreRefused, fmt.Sprintf("restore by %s refused: the upload is larger than %s", op, byteSize(h.maxUpload)))
+			h.record(op, cluster.AuditRestoreRefused, fmt.Sprintf("restore by %s refused: the upload is larger than %s", op, byteSize(h.maxUpload)))
 			h.rd.problem(w, r, problemTooLarge(h.maxUpload))
 			return
 		}
 		if err != nil {
 			h.log.Info("restore refused", "operator", op, "err", err)
-			h.record(op, AuditRestoreRefused, fmt.Sprintf("restore by %s refused, nothing changed: %v", op, err))
+			h.record(op, cluster.AuditRestoreRefused, fmt.Sprintf("restore by %s refused, nothing changed: %v", op, err))
 			h.rd.problem(w, r, problemFor(err, "/hsm"))
 			return
 		}
 		h.log.Info("backup restored", "operator", op)
-		h.record(op, AuditRestore, fmt.Sprintf("backup restored into the HSM by %s", op))
+		h.record(op, cluster.AuditRestore, fmt.Sprintf("backup restored into the HSM by %s", op))
 		http.Redirect(w, r, "/hsm?restored=1", http.StatusSeeOther)
 		return
 	}

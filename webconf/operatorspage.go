@@ -204,15 +204,8 @@ func (h *operatorHandlers) issue(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	now := time.Now()
-	cert, p12, password, err := operator.IssuePKCS12(h.auth.PKI(), pkix.Name{CommonName: cn, Organization: []string{"Keyquorum operators"}}, email, now)
+	cert, id, p12, password, err := h.auth.IssueRecorded(pkix.Name{CommonName: cn, Organization: []string{"Keyquorum operators"}}, email, role, op.Name, now)
 	if err != nil {
-		h.rd.problem(w, r, problemForAuth(err, "/operators"))
-		return
-	}
-	id := operator.IdentityOf(cert, h.auth.PKI().CA)
-	rec := operator.IssuedCert{Serial: id.Serial, Subject: id.Subject, Issued: now.UTC(), NotAfter: cert.NotAfter.UTC(), By: op.Name}
-	if err := h.auth.Operators().RecordIssued(rec, id, role, op.Name, now); err != nil {
-		clear(p12)
 		h.rd.problem(w, r, problemForAuth(err, "/operators"))
 		return
 	}

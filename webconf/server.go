@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/keyquorum/keyquorum/ceremony"
+	"github.com/keyquorum/keyquorum/cluster"
 	"github.com/keyquorum/keyquorum/hsm"
 	"github.com/keyquorum/keyquorum/webconf/operator"
 )
@@ -109,6 +110,7 @@ type Server struct {
 	rd      *renderer
 	auth    *operator.Auth
 	audit   operator.AuditRecorder
+	cluster *cluster.Node
 
 	mu       sync.Mutex
 	base     context.Context // lives as long as Serve: ceremonies started by requests run under it
@@ -152,6 +154,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.auth, s.rd.auth, s.audit = a, a, rec
+	s.cluster = &cluster.Node{HSM: cfg.HSM, Issuer: a, CA: cfg.PKI.CA, Audit: a, MaxUpload: cfg.MaxUpload, Log: log}
 	s.handler = s.routes()
 	return s, nil
 }

@@ -5,10 +5,12 @@ package webconf
 
 //lint:file-ignore SA4006 This context is only used if a nested component is present.
 
-import "github.com/a-h/templ"
-import templruntime "github.com/a-h/templ/runtime"
+import (
+	"strconv"
 
-import "strconv"
+	"github.com/a-h/templ"
+	templruntime "github.com/a-h/templ/runtime"
+)
 
 // simPanel is the simulator: the virtual PIN pad and a rack of virtual cards. It is shown only
 // when WebConf runs with the simulator pad, and says so.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/keyquorum/keyquorum/ceremony"
+	"github.com/keyquorum/keyquorum/cluster"
 	"github.com/keyquorum/keyquorum/webconf"
 )
 
@@ -474,7 +475,7 @@ var backupCmd = cliCommand{
 			return err
 		}
 		defer resp.Body.Close()
-		keyID := resp.Header.Get(webconf.KeyIDHeader)
+		keyID := resp.Header.Get(cluster.KeyIDHeader)
 		if out == "-" {
 			if _, err := io.Copy(w, resp.Body); err != nil {
 				return fmt.Errorf("download backup: %w (the backup is incomplete)", err)
@@ -720,8 +721,8 @@ var addNodeCmd = cliCommand{
 	},
 	run: func(ctx context.Context, c *client, o *clientOptions, v any, args []string, w io.Writer) error {
 		out := v.(*outFlag).out
-		var nb webconf.NodeBundleJSON
-		if err := c.call(ctx, http.MethodPost, "/api/v1/cluster/nodes", webconf.NodeRequest{Name: args[0]}, &nb, true); err != nil {
+		var nb cluster.NodeBundle
+		if err := c.call(ctx, http.MethodPost, "/api/v1/cluster/nodes", cluster.NodeRequest{Name: args[0]}, &nb, true); err != nil {
 			return err
 		}
 		defer clear(nb.P12)
@@ -772,7 +773,7 @@ var joinCmd = cliCommand{
 			return &exitError{exitUsage, fmt.Errorf("read node file password: %w (give --node-password-file)", err)}
 		}
 		defer clear(pw)
-		req := webconf.JoinRequest{Peer: args[0], NodeP12: p12, NodePassword: strings.TrimRight(string(pw), "\r\n")}
+		req := cluster.JoinRequest{Peer: args[0], NodeP12: p12, NodePassword: strings.TrimRight(string(pw), "\r\n")}
 		var out webconf.RestoredJSON
 		if err := c.call(ctx, http.MethodPost, "/api/v1/cluster/join", req, &out, true); err != nil {
 			return err

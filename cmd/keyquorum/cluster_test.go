@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyquorum/keyquorum/cluster"
 	"github.com/keyquorum/keyquorum/hsm/soft"
 	"github.com/keyquorum/keyquorum/webconf"
 	"github.com/keyquorum/keyquorum/webconf/operator"
@@ -168,12 +169,12 @@ func TestClusterJoin(t *testing.T) {
 		t.Fatalf("B changed after a refused join: %+v", st)
 	}
 	// A sends its state to node certificates only: not to its administrator's certificate.
-	body, status, err := a.do(http.MethodGet, "/api/v1/cluster/state", "", nil, map[string]string{webconf.KeyIDHeader: stA.BackupKeyID})
+	body, status, err := a.do(http.MethodGet, "/api/v1/cluster/state", "", nil, map[string]string{cluster.KeyIDHeader: stA.BackupKeyID})
 	if err != nil || status != http.StatusForbidden || !strings.Contains(string(body), `"code":"not_node"`) {
 		t.Fatalf("cluster state to an operator: %d %v %s", status, err, body)
 	}
 	// The audit logs record the transfer on both sides.
-	for n, want := range map[*node]string{a: webconf.AuditClusterStateSent, b: webconf.AuditClusterJoin} {
+	for n, want := range map[*node]string{a: cluster.AuditClusterStateSent, b: cluster.AuditClusterJoin} {
 		out, _, code := cli(ctx, n.env(), "audit", "export")
 		if code != 0 || !strings.Contains(out, `"`+want+`"`) {
 			t.Fatalf("audit of %s lacks %s: %d", n.name, want, code)

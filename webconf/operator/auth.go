@@ -3,6 +3,7 @@ package operator
 import (
 	"context"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -297,3 +298,31 @@ func NameOf(r *http.Request) string {
 	op, _ := FromContext(r.Context())
 	return op.Name
 }
+
+// IssueRecorded issues a client certificate of the management CA for subject (and e-mail
+// address, if any) with a new P-256 key, records it in the operator list as issued by by (and
+// its operator, with role, when that operator is new), and returns it with the identity it
+// names and its PKCS#12 file under a new one-time password. Nothing of it is written to disk.
+func (a *Auth) IssueRecorded(subject pkix.Name, email string, role Role, by string, now time.Time) (*x509.Certificate, Identity, []byte, string, error) {
+	cert, p12, password, err := IssuePKCS12(a.pki, subject, email, now)
+	if err != nil {
+		return nil, Identity{}, nil, "", err
+	}
+	id := IdentityOf(cert, a.pki.CA)
+	rec := IssuedCert{Serial: id.Serial, Subject: id.Subject, Issued: now.UTC(), NotAfter: cert.NotAfter.UTC(), By: by}
+	if err := a.ops.RecordIssued(rec, id, role, by, now); err != nil {
+		clear(p12)
+		return nil, Identity{}, nil, "", err
+	}
+	return cert, id, p12, password, nil
+}
+
+// IssueNode issues and records a node certificate for cluster onboarding (cluster.Issuer): a
+// certificate without a role, listed and revocable like every certificate issued here.
+func (a *Auth) IssueNode(subject pkix.Name, by string, now time.Time) (*x509.Certificate, []byte, string, error) {
+	cert, _, p12, password, err := a.IssueRecorded(subject, "", RoleNone, by, now)
+	return cert, p12, password, err
+}
+
+// Fingerprint is the SHA-256 of the management CA certificate (see [PKI.Fingerprint]).
+func (a *Auth) Fingerprint() string { return a.pki.Fingerprint() }

@@ -479,7 +479,7 @@ func operatorOf(cert *x509.Certificate) string {
 	return cert.Subject.String()
 }
 
-// issueOperatorCert makes a client certificate of the management CA for subject (and e-mail
+// IssuePKCS12 makes a client certificate of the management CA for subject (and e-mail
 // address, if any) with a new P-256 key, and its PKCS#12 file under a new password.
 func IssuePKCS12(p *PKI, subject pkix.Name, email string, now time.Time) (*x509.Certificate, []byte, string, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
