@@ -18,6 +18,7 @@ import (
 	"github.com/keyquorum/keyquorum/hsm"
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // The JSON API of the command line (`keyquorum status`, `keyquorum ceremony …`, …) lives under
@@ -37,73 +38,6 @@ import (
 // host name: cookies do not keep to a port) is refused: only a browser sends one, and no page
 // of WebConf calls the API.
 
-// API error codes: stable identifiers a script may test. The HTTP status goes with them.
-const (
-	CodeNoCertificate    = "no_certificate"          // 401: no client certificate
-	CodeRevoked          = "revoked"                 // 403: the certificate was revoked
-	CodeNoRole           = "no_role"                 // 403: trusted, but no role yet
-	CodeNotAllowed       = "not_allowed"             // 403: the role may not do this
-	CodeApprovalRequired = "approval_required"       // 403: a dangerous action without a valid approval
-	CodeRegisterKey      = "register_key"            // 403: the operator has no security key yet
-	CodeCSRF             = "csrf"                    // 403: the request failed a CSRF check
-	CodeNotNode          = "not_node"                // 403: the cluster state is for node certificates only
-	CodeBadRequest       = "bad_request"             // 400: the body or parameters are not acceptable
-	CodeNotFound         = "not_found"               // 404
-	CodeTooLarge         = "too_large"               // 413: the upload is over the limit
-	CodeBusy             = "busy"                    // 409: a ceremony is running
-	CodePending          = "pending"                 // 409: an interrupted ceremony needs resume or reset
-	CodeKeyLoaded        = "key_loaded"              // 409: the HSM holds a master backup key already
-	CodeNoBackupKey      = "no_backup_key"           // 409: no master backup key is loaded
-	CodeNotRunning       = "not_running"             // 409: no ceremony runs
-	CodeNotStalled       = "not_stalled"             // 409: the ceremony does not wait for a retry
-	CodeNotAsking        = "not_asking"              // 409: the ceremony asks no question
-	CodeNothingToResume  = "nothing_to_resume"       // 409
-	CodeForeignKey       = cluster.ProblemForeignKey // 422: a backup or peer of another master backup key
-	CodeBadBackup        = "bad_backup"              // 422: damaged, truncated or not a backup; nothing changed
-	CodeAuditBroken      = "audit_broken"            // 409: the audit chain does not verify
-	CodePeer             = "peer"                    // 502: the cluster peer could not be reached or refused
-	CodeNotAvailable     = "not_available"           // 501: not possible with this appliance's pad
-	CodeStopping         = "stopping"                // 503: the service is shutting down
-	CodeInternal         = "internal"                // 500
-)
-
-// APIProblem is the body of every API error.
-type APIProblem struct {
-	Code  string `json:"code"`
-	Title string `json:"title"`
-	What  string `json:"what"`
-	Todo  string `json:"todo"`
-}
-
-func (p *APIProblem) Error() string {
-	if p.What != "" {
-		return p.Title + ": " + p.What
-	}
-	return p.Title
-}
-
-// codeOf is a problem's API code: the one it names, else one that follows from its status.
-func codeOf(p problem) string {
-	if p.Code != "" {
-		return p.Code
-	}
-	switch p.Status {
-	case http.StatusBadRequest:
-		return CodeBadRequest
-	case http.StatusUnauthorized:
-		return CodeNoCertificate
-	case http.StatusForbidden:
-		return CodeNotAllowed
-	case http.StatusNotFound, http.StatusMethodNotAllowed:
-		return CodeNotFound
-	case http.StatusRequestEntityTooLarge:
-		return CodeTooLarge
-	case http.StatusServiceUnavailable:
-		return CodeStopping
-	}
-	return CodeInternal
-}
-
 // apiCSRF is the CSRF rule of a state-changing API request (see above).
 func apiCSRF(r *http.Request) error {
 	if r.Header.Get("Cookie") != "" {
@@ -122,7 +56,7 @@ func apiCSRF(r *http.Request) error {
 // form limit.
 func apiUpload(r *http.Request) bool {
 	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	return isAPI(r) && ct == "application/octet-stream"
+	return web.IsAPI(r) && ct == "application/octet-stream"
 }
 
 // apiHandlers serve the JSON API.
@@ -156,11 +90,11 @@ func (s *Server) apiRoutes(mux *http.ServeMux) {
 
 // fail answers with the problem an error of the ceremony manager, the HSM or the audit log is.
 func (a *apiHandlers) fail(w http.ResponseWriter, r *http.Request, err error) {
-	a.rd.problem(w, r, problemFor(err, ""))
+	a.rd.problem(w, r, web.For(err, ""))
 }
 
 func (a *apiHandlers) badRequest(w http.ResponseWriter, r *http.Request, what string) {
-	a.rd.problem(w, r, problem{Status: http.StatusBadRequest, Code: CodeBadRequest, Title: "Request not accepted", What: what,
+	a.rd.problem(w, r, web.Problem{Status: http.StatusBadRequest, Code: web.CodeBadRequest, Title: "Request not accepted", What: what,
 		Todo: "Check the command's arguments (keyquorum help) and run it again."})
 }
 
@@ -237,7 +171,7 @@ func (a *apiHandlers) status(w http.ResponseWriter, r *http.Request) {
 			out.Keys = append(out.Keys, KeyJSON{ID: k.ID, Label: k.Label, Algorithm: k.Algorithm})
 		}
 	}
-	writeJSON(w, out)
+	web.WriteJSON(w, out)
 }
 
 // CeremonyStateJSON is GET /api/v1/ceremony: the running ceremony's latest event, what an
@@ -254,7 +188,7 @@ func (a *apiHandlers) ceremonyState(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, CeremonyStateJSON{Running: ov.Running, Pending: ov.Pending, Last: ov.Last})
+	web.WriteJSON(w, CeremonyStateJSON{Running: ov.Running, Pending: ov.Pending, Last: ov.Last})
 }
 
 // StartRequest is the body of POST /api/v1/ceremony/start.
@@ -283,7 +217,7 @@ func ceremonyRequest(sr StartRequest) (ceremony.Request, error) {
 	req := ceremony.Request{Kind: sr.Kind}
 	switch sr.Kind {
 	case ceremony.KindGenerate, ceremony.KindReissue:
-		c, err := parseQuorum(func(f string) string {
+		c, err := web.ParseQuorum(func(f string) string {
 			switch f {
 			case "quorum":
 				return "custom"
@@ -318,8 +252,8 @@ func ceremonyRequest(sr StartRequest) (ceremony.Request, error) {
 		}
 		req.PKCS11Slot = *sr.PKCS11Slot
 	case ceremony.KindFactoryReset:
-		if strings.TrimSpace(sr.Confirm) != ResetPhrase {
-			return req, fmt.Errorf("a factory reset erases the HSM's keys and the master backup key: confirm it with %q", ResetPhrase)
+		if strings.TrimSpace(sr.Confirm) != web.ResetPhrase {
+			return req, fmt.Errorf("a factory reset erases the HSM's keys and the master backup key: confirm it with %q", web.ResetPhrase)
 		}
 	default:
 		return req, fmt.Errorf("unknown ceremony kind %q (one of %s)", sr.Kind, kindList())
@@ -354,7 +288,7 @@ func (a *apiHandlers) start(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, err := a.s.ceremonyContext()
 	if err != nil {
-		a.rd.problem(w, r, problemFor(ceremony.ErrClosed, ""))
+		a.rd.problem(w, r, web.For(ceremony.ErrClosed, ""))
 		return
 	}
 	op := operator.NameOf(r)
@@ -374,7 +308,7 @@ func (a *apiHandlers) resume(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, err := a.s.ceremonyContext()
 	if err != nil {
-		a.rd.problem(w, r, problemFor(ceremony.ErrClosed, ""))
+		a.rd.problem(w, r, web.For(ceremony.ErrClosed, ""))
 		return
 	}
 	hd, err := a.cfg.Runner.Resume(ctx, operator.NameOf(r))
@@ -426,7 +360,7 @@ func (a *apiHandlers) steer(w http.ResponseWriter, r *http.Request, f func(op st
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, map[string]bool{"ok": true})
+	web.WriteJSON(w, map[string]bool{"ok": true})
 }
 
 // events is GET /api/v1/ceremony/events: the ceremony's events as JSON lines
@@ -507,8 +441,8 @@ func (a *apiHandlers) restore(w http.ResponseWriter, r *http.Request) {
 	op := operator.NameOf(r)
 	hdr, err := cluster.Restore(r.Context(), a.cfg.HSM, r.Body)
 	if errors.Is(err, cluster.ErrTooLarge) {
-		a.record(op, cluster.AuditRestoreRefused, fmt.Sprintf("restore by %s (command line) refused: the upload is larger than %s", op, byteSize(a.cfg.MaxUpload)))
-		a.rd.problem(w, r, problemTooLarge(a.cfg.MaxUpload))
+		a.record(op, cluster.AuditRestoreRefused, fmt.Sprintf("restore by %s (command line) refused: the upload is larger than %s", op, web.ByteSize(a.cfg.MaxUpload)))
+		a.rd.problem(w, r, web.TooLarge(a.cfg.MaxUpload))
 		return
 	}
 	if err != nil {
@@ -519,7 +453,7 @@ func (a *apiHandlers) restore(w http.ResponseWriter, r *http.Request) {
 	}
 	a.log.Info("backup restored", "operator", op, "key_id", hdr.KeyID.String())
 	a.record(op, cluster.AuditRestore, fmt.Sprintf("backup of %s made %s restored into the HSM by %s (command line)", hdr.Source, hdr.Created.UTC().Format(time.RFC3339), op))
-	writeJSON(w, cluster.Result(r.Context(), a.cfg.HSM, hdr, ""))
+	web.WriteJSON(w, cluster.Result(r.Context(), a.cfg.HSM, hdr, ""))
 }
 
 func (a *apiHandlers) auditVerify(w http.ResponseWriter, r *http.Request) {
@@ -527,14 +461,14 @@ func (a *apiHandlers) auditVerify(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var ae *ceremony.AuditError
 		if errors.As(err, &ae) {
-			a.rd.problem(w, r, problem{Status: http.StatusConflict, Code: CodeAuditBroken, Title: "The audit log does not verify",
+			a.rd.problem(w, r, web.Problem{Status: http.StatusConflict, Code: web.CodeAuditBroken, Title: "The audit log does not verify",
 				What: err.Error(), Todo: "Keep the data directory as it is and tell the appliance's auditors: an entry was altered or removed."})
 			return
 		}
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, map[string]any{"entries": sum.Entries, "head": sum.Head})
+	web.WriteJSON(w, map[string]any{"entries": sum.Entries, "head": sum.Head})
 }
 
 func (a *apiHandlers) auditExport(w http.ResponseWriter, r *http.Request) {
@@ -562,7 +496,7 @@ type CardJSON struct {
 
 func (a *apiHandlers) card(w http.ResponseWriter, r *http.Request) {
 	if a.cfg.Sim == nil {
-		a.rd.problem(w, r, problem{Status: http.StatusNotImplemented, Code: CodeNotAvailable, Title: "No card information without a ceremony",
+		a.rd.problem(w, r, web.Problem{Status: http.StatusNotImplemented, Code: web.CodeNotAvailable, Title: "No card information without a ceremony",
 			What: "With a real PIN pad a card is read only with its PIN typed on the pad, inside a ceremony.",
 			Todo: "Run a card check (or a copy or PIN change) ceremony; keyquorum status shows the loaded key's card set."})
 		return
@@ -580,5 +514,5 @@ func (a *apiHandlers) card(w http.ResponseWriter, r *http.Request) {
 			out.InKeySet = slices.ContainsFunc(ov.KeySet.Cards, func(e ceremony.CardEntry) bool { return strings.EqualFold(e.Serial, c.Serial) })
 		}
 	}
-	writeJSON(w, out)
+	web.WriteJSON(w, out)
 }

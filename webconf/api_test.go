@@ -19,6 +19,7 @@ import (
 	"github.com/keyquorum/keyquorum/cluster"
 	"github.com/keyquorum/keyquorum/hsm/soft"
 	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // apiClient calls the JSON API as the command line does: a certificate, JSON or a backup as
@@ -66,7 +67,7 @@ func (a *apiClient) json(method, path string, body any, header map[string]string
 // problemCode is the code of an API problem body.
 func problemCode(t *testing.T, body []byte) string {
 	t.Helper()
-	var p APIProblem
+	var p web.APIProblem
 	if err := json.Unmarshal(body, &p); err != nil || p.Title == "" || p.What == "" {
 		t.Fatalf("not an API problem: %v %s", err, body)
 	}
@@ -101,20 +102,20 @@ func TestAPIRequestHygiene(t *testing.T) {
 		status int
 		code   string
 	}{
-		{"no certificate", anon, "GET", "/api/v1/status", "", "", nil, 401, CodeNoCertificate},
-		{"form post", cli, "POST", "/api/v1/ceremony/cancel", "application/x-www-form-urlencoded", "csrf=x", nil, 403, CodeCSRF},
-		{"text post", cli, "POST", "/api/v1/ceremony/cancel", "text/plain", "{}", nil, 403, CodeCSRF},
-		{"no content type", cli, "POST", "/api/v1/ceremony/cancel", "", "", nil, 403, CodeCSRF},
-		{"cross-site JSON", cli, "POST", "/api/v1/ceremony/cancel", "application/json", "{}", map[string]string{"Sec-Fetch-Site": "cross-site"}, 403, CodeCSRF},
-		{"JSON with a cookie", cli, "POST", "/api/v1/ceremony/cancel", "application/json", "{}", map[string]string{"Cookie": "session=1"}, 403, CodeCSRF},
-		{"JSON", cli, "POST", "/api/v1/ceremony/cancel", "application/json", "{}", nil, 409, CodeNotRunning},
-		{"unknown field", cli, "POST", "/api/v1/ceremony/start", "application/json", `{"kind":"load","pin":"123456"}`, nil, 400, CodeBadRequest},
-		{"trailing data", cli, "POST", "/api/v1/ceremony/retry", "application/json", `{} {}`, nil, 400, CodeBadRequest},
-		{"no approval", cli, "POST", "/api/v1/ceremony/start", "application/json", `{"kind":"load"}`, nil, 403, CodeApprovalRequired},
-		{"reset unconfirmed", cli, "POST", "/api/v1/ceremony/start", "application/json", `{"kind":"factory-reset"}`, nil, 400, CodeBadRequest},
-		{"no such route", cli, "GET", "/api/v1/nothing", "", "", nil, 404, CodeNotFound},
-		{"backup without key", cli, "GET", "/api/v1/backup", "", "", nil, 409, CodeNoBackupKey},
-		{"restore too large", cli, "POST", "/api/v1/restore", "application/octet-stream", strings.Repeat("x", 5<<10), nil, 413, CodeTooLarge},
+		{"no certificate", anon, "GET", "/api/v1/status", "", "", nil, 401, web.CodeNoCertificate},
+		{"form post", cli, "POST", "/api/v1/ceremony/cancel", "application/x-www-form-urlencoded", "csrf=x", nil, 403, web.CodeCSRF},
+		{"text post", cli, "POST", "/api/v1/ceremony/cancel", "text/plain", "{}", nil, 403, web.CodeCSRF},
+		{"no content type", cli, "POST", "/api/v1/ceremony/cancel", "", "", nil, 403, web.CodeCSRF},
+		{"cross-site JSON", cli, "POST", "/api/v1/ceremony/cancel", "application/json", "{}", map[string]string{"Sec-Fetch-Site": "cross-site"}, 403, web.CodeCSRF},
+		{"JSON with a cookie", cli, "POST", "/api/v1/ceremony/cancel", "application/json", "{}", map[string]string{"Cookie": "session=1"}, 403, web.CodeCSRF},
+		{"JSON", cli, "POST", "/api/v1/ceremony/cancel", "application/json", "{}", nil, 409, web.CodeNotRunning},
+		{"unknown field", cli, "POST", "/api/v1/ceremony/start", "application/json", `{"kind":"load","pin":"123456"}`, nil, 400, web.CodeBadRequest},
+		{"trailing data", cli, "POST", "/api/v1/ceremony/retry", "application/json", `{} {}`, nil, 400, web.CodeBadRequest},
+		{"no approval", cli, "POST", "/api/v1/ceremony/start", "application/json", `{"kind":"load"}`, nil, 403, web.CodeApprovalRequired},
+		{"reset unconfirmed", cli, "POST", "/api/v1/ceremony/start", "application/json", `{"kind":"factory-reset"}`, nil, 400, web.CodeBadRequest},
+		{"no such route", cli, "GET", "/api/v1/nothing", "", "", nil, 404, web.CodeNotFound},
+		{"backup without key", cli, "GET", "/api/v1/backup", "", "", nil, 409, web.CodeNoBackupKey},
+		{"restore too large", cli, "POST", "/api/v1/restore", "application/octet-stream", strings.Repeat("x", 5<<10), nil, 413, web.CodeTooLarge},
 	}
 	for _, c := range cases {
 		code, body, header := c.client.call(c.method, c.path, c.ctype, strings.NewReader(c.body), c.header)
@@ -128,7 +129,7 @@ func TestAPIRequestHygiene(t *testing.T) {
 	// An auditor reads, but steers nothing.
 	auditor := s.browserAs("Ann Auditor", operator.RoleAuditor, false)
 	acli := s.api(t, auditor.cert)
-	if code, body := acli.json("POST", "/api/v1/ceremony/cancel", struct{}{}, nil); code != 403 || problemCode(t, body) != CodeNotAllowed {
+	if code, body := acli.json("POST", "/api/v1/ceremony/cancel", struct{}{}, nil); code != 403 || problemCode(t, body) != web.CodeNotAllowed {
 		t.Errorf("auditor cancels: %d %s", code, body)
 	}
 	if code, body := acli.json("GET", "/api/v1/audit/verify", nil, nil); code != 200 || !strings.Contains(string(body), `"entries"`) {
@@ -136,7 +137,7 @@ func TestAPIRequestHygiene(t *testing.T) {
 	}
 	// A certificate without a role gets the code that says so.
 	nobody := s.browserAs("Neil Newcomer", operator.RoleNone, false)
-	if code, body := s.api(t, nobody.cert).json("GET", "/api/v1/status", nil, nil); code != 403 || problemCode(t, body) != CodeNoRole {
+	if code, body := s.api(t, nobody.cert).json("GET", "/api/v1/status", nil, nil); code != 403 || problemCode(t, body) != web.CodeNoRole {
 		t.Errorf("no role: %d %s", code, body)
 	}
 }
@@ -240,7 +241,7 @@ func TestAPICeremonyAndBackup(t *testing.T) {
 	}
 	other.Close()
 	code, body, _ = cli.call("POST", "/api/v1/restore", "application/octet-stream", &foreign, approval(t, admin, operator.ActionRestore))
-	if code != http.StatusUnprocessableEntity || problemCode(t, body) != CodeForeignKey {
+	if code != http.StatusUnprocessableEntity || problemCode(t, body) != web.CodeForeignKey {
 		t.Fatalf("foreign restore: %d %s", code, body)
 	}
 	if keys, _ := s.hsm.Keys(context.Background()); len(keys) != 1 || keys[0].Label != "payments" {
@@ -270,7 +271,7 @@ func TestAPIClusterState(t *testing.T) {
 	cli := s.api(t, admin.cert)
 
 	code, body := cli.json("POST", "/api/v1/cluster/nodes", cluster.NodeRequest{Name: "node-b"}, nil)
-	if code != 403 || problemCode(t, body) != CodeApprovalRequired {
+	if code != 403 || problemCode(t, body) != web.CodeApprovalRequired {
 		t.Fatalf("issue node without approval: %d %s", code, body)
 	}
 	code, body = cli.json("POST", "/api/v1/cluster/nodes", cluster.NodeRequest{Name: "node-b"}, approval(t, admin, operator.ActionOperatorsManage))
@@ -288,7 +289,7 @@ func TestAPIClusterState(t *testing.T) {
 	ncli := s.api(t, node.TLSCertificate())
 
 	// No key here yet: nothing to send.
-	if code, body := ncli.json("GET", "/api/v1/cluster/state", nil, map[string]string{cluster.KeyIDHeader: "0011223344556677"}); code != 409 || problemCode(t, body) != CodeNoBackupKey {
+	if code, body := ncli.json("GET", "/api/v1/cluster/state", nil, map[string]string{cluster.KeyIDHeader: "0011223344556677"}); code != 409 || problemCode(t, body) != web.CodeNoBackupKey {
 		t.Fatalf("state without a key: %d %s", code, body)
 	}
 	mbk := make([]byte, 32)
@@ -306,9 +307,9 @@ func TestAPIClusterState(t *testing.T) {
 		status int
 		code   string
 	}{
-		{"operator certificate", cli, id.String(), 403, CodeNotNode},
-		{"no key ID", ncli, "", 400, CodeBadRequest},
-		{"another key", ncli, "0011223344556677", 422, CodeForeignKey},
+		{"operator certificate", cli, id.String(), 403, web.CodeNotNode},
+		{"no key ID", ncli, "", 400, web.CodeBadRequest},
+		{"another key", ncli, "0011223344556677", 422, web.CodeForeignKey},
 	} {
 		code, body := c.client.json("GET", "/api/v1/cluster/state", nil, map[string]string{cluster.KeyIDHeader: c.keyID})
 		if code != c.status || problemCode(t, body) != c.code {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/keyquorum/keyquorum/cluster"
 	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // The API's side of cluster onboarding (package cluster): issuing a node certificate, this
@@ -26,10 +27,10 @@ func (a *apiHandlers) issueNode(w http.ResponseWriter, r *http.Request) {
 		a.badRequest(w, r, err.Error())
 		return
 	case err != nil:
-		a.rd.problem(w, r, problemForAuth(err, ""))
+		a.rd.problem(w, r, web.ForAuth(err, ""))
 		return
 	}
-	writeJSON(w, nb)
+	web.WriteJSON(w, nb)
 	clear(nb.P12)
 }
 
@@ -43,7 +44,7 @@ func (a *apiHandlers) clusterState(w http.ResponseWriter, r *http.Request) {
 	var foreign *cluster.ForeignNodeError
 	switch {
 	case errors.Is(err, cluster.ErrNotNode):
-		a.rd.problem(w, r, problem{Status: http.StatusForbidden, Code: CodeNotNode, Title: "Not a node certificate",
+		a.rd.problem(w, r, web.Problem{Status: http.StatusForbidden, Code: web.CodeNotNode, Title: "Not a node certificate",
 			What: "This node sends its state only to a node certificate issued by its own management CA.",
 			Todo: "On this node, issue a node certificate (keyquorum cluster add-node) and join with it from the new node (keyquorum cluster join)."})
 		return
@@ -51,7 +52,7 @@ func (a *apiHandlers) clusterState(w http.ResponseWriter, r *http.Request) {
 		a.badRequest(w, r, err.Error())
 		return
 	case errors.As(err, &foreign):
-		a.rd.problem(w, r, problem{Status: http.StatusUnprocessableEntity, Code: CodeForeignKey, Title: "The joining node holds another master backup key",
+		a.rd.problem(w, r, web.Problem{Status: http.StatusUnprocessableEntity, Code: web.CodeForeignKey, Title: "The joining node holds another master backup key",
 			What: fmt.Sprintf("This node holds the master backup key %s; the joining node holds %s. Nodes of one cluster share one key.", foreign.Mine, foreign.Theirs),
 			Todo: "On the joining node: factory reset, then load the key from the cards of this cluster's set, then join again."})
 		return
@@ -82,21 +83,8 @@ func (a *apiHandlers) clusterJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := a.s.cluster.Join(r.Context(), op, peer, node)
 	if err != nil {
-		a.rd.problem(w, r, joinProblem(err, ""))
+		a.rd.problem(w, r, web.ForJoin(err, ""))
 		return
 	}
-	writeJSON(w, res)
-}
-
-// joinProblem explains a failed join.
-func joinProblem(err error, back string) problem {
-	var pe *cluster.PeerError
-	if errors.As(err, &pe) {
-		p := problem{Status: http.StatusBadGateway, Code: CodePeer, Title: pe.Title, What: pe.What, Todo: pe.Todo, Back: back}
-		if pe.ForeignKey {
-			p.Status, p.Code = http.StatusUnprocessableEntity, CodeForeignKey
-		}
-		return p
-	}
-	return problemFor(err, back)
+	web.WriteJSON(w, res)
 }

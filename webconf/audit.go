@@ -7,17 +7,18 @@ import (
 	"time"
 
 	"github.com/keyquorum/keyquorum/ceremony"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // auditHandlers serve the audit log, its export and the printable ceremony protocol.
 type auditHandlers struct {
-	audit   AuditReader
-	records CeremonyRecords
+	audit   web.AuditReader
+	records web.CeremonyRecords
 	rd      *renderer
 	log     *slog.Logger
 }
 
-func newAuditHandlers(a AuditReader, records CeremonyRecords, rd *renderer, log *slog.Logger) *auditHandlers {
+func newAuditHandlers(a web.AuditReader, records web.CeremonyRecords, rd *renderer, log *slog.Logger) *auditHandlers {
 	return &auditHandlers{audit: a, records: records, rd: rd, log: log}
 }
 
@@ -43,7 +44,7 @@ func (h *auditHandlers) page(w http.ResponseWriter, r *http.Request) {
 	}
 	entries, err := h.audit.AuditLog(0)
 	if err != nil {
-		h.rd.problem(w, r, problemFor(err, "/"))
+		h.rd.problem(w, r, web.For(err, "/"))
 		return
 	}
 	v.Total = len(entries)
@@ -51,7 +52,7 @@ func (h *auditHandlers) page(w http.ResponseWriter, r *http.Request) {
 		v.Entries = append(v.Entries, entries[i])
 	}
 	if v.Ceremonies, err = h.records.Ceremonies(0); err != nil {
-		h.rd.problem(w, r, problemFor(err, "/"))
+		h.rd.problem(w, r, web.For(err, "/"))
 		return
 	}
 	h.rd.html(w, r, http.StatusOK, auditPage(h.rd.page(r, "Audit log", "audit"), v))
@@ -70,12 +71,12 @@ func (h *auditHandlers) export(w http.ResponseWriter, r *http.Request) {
 func (h *auditHandlers) protocol(w http.ResponseWriter, r *http.Request) {
 	id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
 	if err != nil || id == 0 {
-		h.rd.problem(w, r, problemNotFound())
+		h.rd.problem(w, r, web.NotFound())
 		return
 	}
 	p, err := h.records.Protocol(id)
 	if err != nil {
-		h.rd.problem(w, r, problem{Status: http.StatusNotFound, Title: "No such ceremony",
+		h.rd.problem(w, r, web.Problem{Status: http.StatusNotFound, Title: "No such ceremony",
 			What: err.Error(), Todo: "Choose a ceremony from the list on the status page or the audit log."})
 		return
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/keyquorum/keyquorum/ceremony"
 	"github.com/keyquorum/keyquorum/cluster"
 	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // auditEvents are the audit entries with event key ev.
@@ -75,7 +76,7 @@ func TestRoles(t *testing.T) {
 				t.Errorf("auditor start %v: %s", form, excerpt(body))
 			}
 		}
-		auditor.post("/reset", url.Values{"confirm": {ResetPhrase}}, http.StatusForbidden)
+		auditor.post("/reset", url.Values{"confirm": {web.ResetPhrase}}, http.StatusForbidden)
 		auditor.post("/ceremony/resume", nil, http.StatusForbidden)
 		auditor.get("/hsm/backup", http.StatusForbidden)
 		auditor.get("/operators", http.StatusForbidden)
@@ -220,7 +221,7 @@ func TestCommandLineApproval(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodPost, s.url("/ceremonies"), strings.NewReader(url.Values{"kind": {"load"}}.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		req.Header.Set(csrfHeader, s.srv.csrf.token(renewed.Leaf))
-		req.Header.Set(fetchHeader, "1")
+		req.Header.Set(web.FetchHeader, "1")
 		if tok != "" {
 			req.Header.Set(operator.ApprovalHeader, tok)
 		}
@@ -427,7 +428,7 @@ func TestWebAuthnWrongHost(t *testing.T) {
 	req, _ = http.NewRequest(http.MethodPost, "https://127.0.0.1:"+port+"/webauthn/assert/begin", strings.NewReader("_path=%2Fceremonies&kind=load"))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set(csrfHeader, admin.csrf)
-	req.Header.Set(fetchHeader, "1")
+	req.Header.Set(web.FetchHeader, "1")
 	resp, body = admin.do(req)
 	var p map[string]string
 	json.Unmarshal([]byte(body), &p)

@@ -9,33 +9,28 @@ import (
 	"time"
 
 	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // admitProblem explains why [auth.admit] refused a certificate of identity id.
-func admitProblem(id operator.Identity, err error) problem {
+func admitProblem(id operator.Identity, err error) web.Problem {
 	var re *operator.RevokedError
 	var ce *operator.CRLError
 	switch {
 	case errors.As(err, &re):
-		return problemRevoked(re.ID, re.By)
+		return web.Revoked(re.ID, re.By)
 	case errors.As(err, &ce):
-		return problem{Status: http.StatusForbidden, Title: "Revocation list unusable",
+		return web.Problem{Status: http.StatusForbidden, Title: "Revocation list unusable",
 			What: fmt.Sprintf("Certificates of %s are checked against the revocation list %s, which cannot be used: %s.", id.Issuer, ce.Path, ce.Problem),
 			Todo: "Ask the appliance's administrator to install a current CRL of your CA at that path (replace the file; WebConf reads it again by itself). Until then certificates of your CA are refused."}
 	case errors.Is(err, operator.ErrSubjectUnusable):
-		return problem{Status: http.StatusForbidden, Title: "Certificate subject not usable",
+		return web.Problem{Status: http.StatusForbidden, Title: "Certificate subject not usable",
 			What: "The client certificate's subject is empty, not printable, or longer than 256 characters, so it cannot name you in the audit log.",
 			Todo: "Use a client certificate with a subject that names you (issued by the management CA or your organisation's CA)."}
 	}
-	return problem{Status: http.StatusInternalServerError, Title: "Operator list unavailable",
+	return web.Problem{Status: http.StatusInternalServerError, Title: "Operator list unavailable",
 		What: "WebConf could not read its operator list: " + err.Error(),
 		Todo: "Check the service log and the data directory's disk, then reload."}
-}
-
-func problemRevoked(id operator.Identity, by string) problem {
-	return problem{Status: http.StatusForbidden, Code: CodeRevoked, Title: "Certificate revoked",
-		What: fmt.Sprintf("The client certificate %s (serial %s) was revoked by %s; WebConf no longer accepts it.", id.Subject, id.Serial, by),
-		Todo: "Remove this certificate from your browser or card and ask a WebConf administrator for a new one."}
 }
 
 // authorizeRoutes is the middleware between the CSRF checks and the routes: it finds the
@@ -51,7 +46,7 @@ func (s *Server) authorizeRoutes(mux *http.ServeMux) http.Handler {
 		a, ok := actionOf(pattern, formOf(r))
 		if !ok {
 			s.log.Error("route without an access rule refused: add it to routeActions in roles.go", "pattern", pattern, "path", r.URL.Path)
-			s.rd.problem(w, r, problem{Status: http.StatusForbidden, Title: "No access rule for this page",
+			s.rd.problem(w, r, web.Problem{Status: http.StatusForbidden, Title: "No access rule for this page",
 				What: "This page has no rule that says which roles may use it, so nobody may.",
 				Todo: "This is a defect of this WebConf build: note the address and report it."})
 			return
@@ -85,15 +80,15 @@ func formOf(r *http.Request) url.Values {
 func (s *Server) authorize(w http.ResponseWriter, r *http.Request, a operator.Action) bool {
 	op, ok := operator.FromContext(r.Context())
 	if !ok {
-		s.rd.problem(w, r, problemNoCertificate(s.cfg.PKI))
+		s.rd.problem(w, r, web.NoCertificate(s.cfg.PKI))
 		return false
 	}
 	if !operator.Allowed(op.Role, a) {
 		s.log.Info("action refused for the operator's role", "operator", op.Name, "role", op.Role.String(), "action", a)
 		if op.Role == operator.RoleNone {
-			s.rd.problem(w, r, problemNoRole(op))
+			s.rd.problem(w, r, web.NoRole(op))
 		} else {
-			s.rd.problem(w, r, problemNotAllowed(op, a))
+			s.rd.problem(w, r, web.NotAllowed(op, a))
 		}
 		return false
 	}
@@ -101,12 +96,12 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, a operator.Ac
 		return true
 	}
 	if len(op.Rec.Keys) == 0 {
-		s.rd.problem(w, r, problemRegisterKey(op, a, s.auth.RPID()))
+		s.rd.problem(w, r, web.RegisterKey(op, a, s.auth.RPID()))
 		return false
 	}
 	if err := s.auth.Steps().Consume(stepUpToken(r), op.ID, a, time.Now()); err != nil {
 		s.log.Info("dangerous action refused without a fresh assertion", "operator", op.Name, "action", a, "err", err)
-		s.rd.problem(w, r, problemNeedAssertion(a, err))
+		s.rd.problem(w, r, web.NeedAssertion(a, err))
 		return false
 	}
 	s.log.Info("fresh assertion accepted", "operator", op.Name, "action", a)
@@ -127,37 +122,4 @@ func stepUpToken(r *http.Request) string {
 		return f.Get(stepUpField)
 	}
 	return ""
-}
-
-func problemRegisterKey(op operator.Caller, a operator.Action, rpID string) problem {
-	return problem{Status: http.StatusForbidden, Code: CodeRegisterKey, Title: "Register a security key first",
-		What: fmt.Sprintf("To %s WebConf needs, besides your certificate, a confirmation with your security key (WebAuthn), and you have registered none yet.", operator.RuleOf(a).What),
-		Todo: fmt.Sprintf("Open your account page, register your security key (a FIDO2 key with a PIN or fingerprint), then try again. The page must be opened at https://%s — the name WebConf's security keys are bound to.", rpID),
-		Back: "/account"}
-}
-
-func problemNeedAssertion(a operator.Action, err error) problem {
-	return problem{Status: http.StatusForbidden, Code: CodeApprovalRequired, Title: "Security key confirmation required",
-		What: fmt.Sprintf("To %s WebConf needs a fresh confirmation with your security key, made for this very action: %v.", operator.RuleOf(a).What, err),
-		Todo: "Go back and press the button again: your browser then asks for your security key and its PIN or fingerprint. From the command line, pass an approval made on your account page (it is valid for 5 minutes, for one action)."}
-}
-
-// problemForAuth explains an error of the operator list, or any other as problemFor does.
-func problemForAuth(err error, back string) problem {
-	p := problem{Status: http.StatusConflict, What: err.Error(), Back: back}
-	switch {
-	case errors.Is(err, operator.ErrLastAdmin):
-		p.Title, p.Todo = "The last administrator keeps the admin role", "Give another operator the admin role first; then this one can lose it."
-	case errors.Is(err, operator.ErrNoSuchOperator):
-		p.Status, p.Title, p.Todo = http.StatusNotFound, "No such operator", "Reload the Operators page: an operator appears there once their certificate has opened WebConf."
-	case errors.Is(err, operator.ErrNoSuchKey):
-		p.Status, p.Title, p.Todo = http.StatusNotFound, "No such security key", "Reload the page and choose a key from the list."
-	case errors.Is(err, operator.ErrKeyRegistered):
-		p.Title, p.Todo = "Security key registered already", "This key is registered already (for you or another operator). Use another key, or remove it there first."
-	case errors.Is(err, operator.ErrNoSuchCert):
-		p.Status, p.Title, p.Todo = http.StatusBadRequest, "No such certificate", "Give the serial number in hexadecimal, as the Operators page lists it."
-	default:
-		return problemFor(err, back)
-	}
-	return p
 }

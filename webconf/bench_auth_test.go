@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // BenchmarkStepUp is one fresh assertion as a dangerous action needs it, through the handlers
@@ -26,7 +27,7 @@ func BenchmarkStepUp(b *testing.B) {
 		req.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{admin.cert.Leaf, s.pki.CA}}}
 		req.Header.Set("Content-Type", ct)
 		req.Header.Set(csrfHeader, admin.csrf)
-		req.Header.Set(fetchHeader, "1")
+		req.Header.Set(web.FetchHeader, "1")
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 		return rec.Code, rec.Body.String()

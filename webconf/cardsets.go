@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/keyquorum/keyquorum/ceremony"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // The card set tools of the smart card page: "Re-issue card set" (choose a new k-of-n, review,
@@ -77,41 +78,41 @@ func (h *cardSetHandlers) view(r *http.Request) (cardSetsView, error) {
 // reissueView is the re-issue page: the current set and the choice of the new quorum.
 type reissueView struct {
 	cardSetsView
-	Choice quorumChoice
+	Choice web.Quorum
 }
 
 func (h *cardSetHandlers) reissueForm(w http.ResponseWriter, r *http.Request) {
 	v, err := h.view(r)
 	if err != nil {
-		h.rd.problem(w, r, problemFor(err, "/cards"))
+		h.rd.problem(w, r, web.For(err, "/cards"))
 		return
 	}
-	rv := reissueView{cardSetsView: v, Choice: quorumChoice{Preset: "3-5", K: 3, N: 5}}
+	rv := reissueView{cardSetsView: v, Choice: web.Quorum{Preset: "3-5", K: 3, N: 5}}
 	if v.Current != nil {
 		rv.Choice.Label = v.Current.Label
 		if v.Current.K == 3 && v.Current.N == 5 {
-			rv.Choice = quorumChoice{Preset: "2-3", K: 2, N: 3, Label: v.Current.Label}
+			rv.Choice = web.Quorum{Preset: "2-3", K: 2, N: 3, Label: v.Current.Label}
 		}
 	}
 	h.rd.html(w, r, http.StatusOK, reissuePage(h.rd.page(r, "Re-issue the card set", "cards"), rv))
 }
 
 func (h *cardSetHandlers) reissueConfirm(w http.ResponseWriter, r *http.Request) {
-	c, err := parseQuorum(r.URL.Query().Get)
+	c, err := web.ParseQuorum(r.URL.Query().Get)
 	if err != nil {
 		h.rd.problem(w, r, problemQuorum(err))
 		return
 	}
 	v, err := h.view(r)
 	if err != nil {
-		h.rd.problem(w, r, problemFor(err, "/cards/reissue"))
+		h.rd.problem(w, r, web.For(err, "/cards/reissue"))
 		return
 	}
 	h.rd.html(w, r, http.StatusOK, reissueConfirmPage(h.rd.page(r, "Confirm the re-issue", "cards"), reissueView{cardSetsView: v, Choice: c}))
 }
 
 func (h *cardSetHandlers) reissueStart(w http.ResponseWriter, r *http.Request) {
-	c, err := parseQuorum(r.PostFormValue)
+	c, err := web.ParseQuorum(r.PostFormValue)
 	if err != nil {
 		h.rd.problem(w, r, problemQuorum(err))
 		return
@@ -119,8 +120,8 @@ func (h *cardSetHandlers) reissueStart(w http.ResponseWriter, r *http.Request) {
 	h.cer.startRequest(w, r, ceremony.Request{Kind: ceremony.KindReissue, K: c.K, N: c.N, Label: c.Label}, "/cards/reissue")
 }
 
-func problemQuorum(err error) problem {
-	return problem{Status: http.StatusBadRequest, Title: "Quorum not accepted", What: err.Error(),
+func problemQuorum(err error) web.Problem {
+	return web.Problem{Status: http.StatusBadRequest, Title: "Quorum not accepted", What: err.Error(),
 		Todo: "Go back and choose 2 of 3, 3 of 5, or a custom k of n with 2 ≤ k ≤ n ≤ 255.", Back: "/cards/reissue"}
 }
 
@@ -144,13 +145,13 @@ const recentChecks = 10
 func (h *cardSetHandlers) checkForm(w http.ResponseWriter, r *http.Request) {
 	v, err := h.view(r)
 	if err != nil {
-		h.rd.problem(w, r, problemFor(err, "/cards"))
+		h.rd.problem(w, r, web.For(err, "/cards"))
 		return
 	}
 	cv := checkView{cardSetsView: v}
 	js, err := h.cer.records.Ceremonies(0)
 	if err != nil {
-		h.rd.problem(w, r, problemFor(err, "/cards"))
+		h.rd.problem(w, r, web.For(err, "/cards"))
 		return
 	}
 	for _, j := range js {

@@ -8,35 +8,26 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/keyquorum/keyquorum/ceremony"
 	"github.com/keyquorum/keyquorum/pinpad"
-	"github.com/keyquorum/keyquorum/sharing"
 	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // ceremonyHandlers serve the setup wizard, the live view, the smart card tools and the factory
 // reset: every page that starts or steers a ceremony.
 type ceremonyHandlers struct {
-	runner  CeremonyRunner
-	records CeremonyRecords
+	runner  web.CeremonyRunner
+	records web.CeremonyRecords
 	// ceremonyCtx is the context ceremonies run under (the server's lifetime, not a request's).
 	ceremonyCtx func() (context.Context, error)
 	rd          *renderer
 	log         *slog.Logger
 }
 
-func newCeremonyHandlers(runner CeremonyRunner, records CeremonyRecords, ceremonyCtx func() (context.Context, error), rd *renderer, log *slog.Logger) *ceremonyHandlers {
+func newCeremonyHandlers(runner web.CeremonyRunner, records web.CeremonyRecords, ceremonyCtx func() (context.Context, error), rd *renderer, log *slog.Logger) *ceremonyHandlers {
 	return &ceremonyHandlers{runner: runner, records: records, ceremonyCtx: ceremonyCtx, rd: rd, log: log}
-}
-
-// quorumChoice is the wizard's form: a preset or a custom k-of-n, and the label on the cards.
-type quorumChoice struct {
-	Preset string // "2-3", "3-5" or "custom"
-	K, N   int
-	Label  string
 }
 
 // setupView is the wizard's first page.
@@ -44,16 +35,16 @@ type setupView struct {
 	KeyID   string            // the loaded key's ID; the wizard then explains instead of offering
 	Pending *ceremony.Pending // an interrupted ceremony that must be dealt with first
 	Running *liveView
-	Choice  quorumChoice
+	Choice  web.Quorum
 }
 
 func (h *ceremonyHandlers) setup(w http.ResponseWriter, r *http.Request) {
 	ov, err := h.records.Overview(r.Context())
 	if err != nil {
-		h.rd.problem(w, r, problemFor(err, "/"))
+		h.rd.problem(w, r, web.For(err, "/"))
 		return
 	}
-	v := setupView{KeyID: ov.BackupKeyID, Pending: ov.Pending, Choice: quorumChoice{Preset: "2-3", K: 2, N: 3}}
+	v := setupView{KeyID: ov.BackupKeyID, Pending: ov.Pending, Choice: web.Quorum{Preset: "2-3", K: 2, N: 3}}
 	if ov.Running != nil {
 		lv := liveFromEvent(*ov.Running, time.Now())
 		v.Running = &lv
@@ -61,49 +52,10 @@ func (h *ceremonyHandlers) setup(w http.ResponseWriter, r *http.Request) {
 	h.rd.html(w, r, http.StatusOK, setupPage(h.rd.page(r, "Key setup", "setup"), v))
 }
 
-// parseQuorum reads the wizard's choice from a form or query.
-func parseQuorum(get func(string) string) (quorumChoice, error) {
-	c := quorumChoice{Preset: get("quorum"), Label: strings.TrimSpace(get("label"))}
-	switch c.Preset {
-	case "2-3":
-		c.K, c.N = 2, 3
-	case "3-5":
-		c.K, c.N = 3, 5
-	case "custom":
-		var err1, err2 error
-		c.K, err1 = strconv.Atoi(strings.TrimSpace(get("k")))
-		c.N, err2 = strconv.Atoi(strings.TrimSpace(get("n")))
-		if err1 != nil || err2 != nil {
-			return c, fmt.Errorf("a custom quorum needs two whole numbers: k cards needed out of n cards written")
-		}
-	default:
-		return c, fmt.Errorf("choose 2 of 3, 3 of 5 or a custom quorum")
-	}
-	if err := sharing.ValidateQuorum(c.K, c.N); err != nil {
-		return c, fmt.Errorf("%d of %d is not a possible quorum: %v (at least 2 cards needed, at most 255 written, and no more needed than written)", c.K, c.N, err)
-	}
-	if err := validLabel(c.Label); err != nil {
-		return c, err
-	}
-	return c, nil
-}
-
-func validLabel(l string) error {
-	if len(l) > sharing.MaxLabelSize || !utf8.ValidString(l) {
-		return fmt.Errorf("the label may have at most %d characters", sharing.MaxLabelSize)
-	}
-	for _, c := range l {
-		if unicode.IsControl(c) {
-			return fmt.Errorf("the label may not contain control characters")
-		}
-	}
-	return nil
-}
-
 func (h *ceremonyHandlers) confirm(w http.ResponseWriter, r *http.Request) {
-	c, err := parseQuorum(r.URL.Query().Get)
+	c, err := web.ParseQuorum(r.URL.Query().Get)
 	if err != nil {
-		h.rd.problem(w, r, problem{Status: http.StatusBadRequest, Title: "Quorum not accepted", What: err.Error(),
+		h.rd.problem(w, r, web.Problem{Status: http.StatusBadRequest, Title: "Quorum not accepted", What: err.Error(),
 			Todo: "Go back to the key setup and choose 2 of 3, 3 of 5, or a custom k of n with 2 ≤ k ≤ n ≤ 255.", Back: "/setup"})
 		return
 	}
@@ -115,7 +67,7 @@ func (h *ceremonyHandlers) confirm(w http.ResponseWriter, r *http.Request) {
 func (h *ceremonyHandlers) start(w http.ResponseWriter, r *http.Request) {
 	req, back, err := requestFromForm(r)
 	if err != nil {
-		h.rd.problem(w, r, problem{Status: http.StatusBadRequest, Title: "Ceremony not started", What: err.Error(),
+		h.rd.problem(w, r, web.Problem{Status: http.StatusBadRequest, Title: "Ceremony not started", What: err.Error(),
 			Todo: "Go back, correct the form and start again.", Back: back})
 		return
 	}
@@ -125,7 +77,7 @@ func (h *ceremonyHandlers) start(w http.ResponseWriter, r *http.Request) {
 func (h *ceremonyHandlers) startRequest(w http.ResponseWriter, r *http.Request, req ceremony.Request, back string) {
 	ctx, err := h.ceremonyCtx()
 	if err != nil {
-		h.rd.problem(w, r, problem{Status: http.StatusServiceUnavailable, Title: "The service is stopping", What: err.Error(),
+		h.rd.problem(w, r, web.Problem{Status: http.StatusServiceUnavailable, Title: "The service is stopping", What: err.Error(),
 			Todo: "Wait for the service to start again, then reload."})
 		return
 	}
@@ -133,7 +85,7 @@ func (h *ceremonyHandlers) startRequest(w http.ResponseWriter, r *http.Request, 
 	hd, err := h.runner.Start(ctx, op, req)
 	if err != nil {
 		h.log.Info("ceremony refused", "kind", req.Kind, "operator", op, "err", err)
-		h.rd.problem(w, r, problemFor(err, back))
+		h.rd.problem(w, r, web.For(err, back))
 		return
 	}
 	h.log.Info("ceremony started from webconf", "ceremony", hd.ID(), "kind", hd.Kind(), "operator", op)
@@ -145,7 +97,7 @@ func requestFromForm(r *http.Request) (ceremony.Request, string, error) {
 	kind := ceremony.Kind(r.PostFormValue("kind"))
 	switch kind {
 	case ceremony.KindGenerate:
-		c, err := parseQuorum(r.PostFormValue)
+		c, err := web.ParseQuorum(r.PostFormValue)
 		if err != nil {
 			return ceremony.Request{}, "/setup", err
 		}
@@ -184,7 +136,7 @@ type liveViewPage struct {
 func (h *ceremonyHandlers) live(w http.ResponseWriter, r *http.Request) {
 	ov, err := h.records.Overview(r.Context())
 	if err != nil {
-		h.rd.problem(w, r, problemFor(err, "/"))
+		h.rd.problem(w, r, web.For(err, "/"))
 		return
 	}
 	now := time.Now()
@@ -200,10 +152,10 @@ func (h *ceremonyHandlers) live(w http.ResponseWriter, r *http.Request) {
 
 func (h *ceremonyHandlers) retry(w http.ResponseWriter, r *http.Request) {
 	if err := h.runner.Retry(operator.NameOf(r)); err != nil {
-		h.rd.problem(w, r, problemFor(err, "/ceremony"))
+		h.rd.problem(w, r, web.For(err, "/ceremony"))
 		return
 	}
-	redirectBack(w, r, "/ceremony")
+	web.RedirectBack(w, r, "/ceremony")
 }
 
 // answer answers, on the screen, a question the PIN pad cannot ask itself.
@@ -214,33 +166,33 @@ func (h *ceremonyHandlers) answer(w http.ResponseWriter, r *http.Request) {
 		ok = true
 	case "cancel":
 	default:
-		h.rd.problem(w, r, problemFor(ceremony.ErrBadRequest, "/ceremony"))
+		h.rd.problem(w, r, web.For(ceremony.ErrBadRequest, "/ceremony"))
 		return
 	}
 	if err := h.runner.Confirm(operator.NameOf(r), ok); err != nil {
-		h.rd.problem(w, r, problemFor(err, "/ceremony"))
+		h.rd.problem(w, r, web.For(err, "/ceremony"))
 		return
 	}
-	redirectBack(w, r, "/ceremony")
+	web.RedirectBack(w, r, "/ceremony")
 }
 
 func (h *ceremonyHandlers) cancel(w http.ResponseWriter, r *http.Request) {
 	if err := h.runner.Cancel(operator.NameOf(r)); err != nil {
-		h.rd.problem(w, r, problemFor(err, "/ceremony"))
+		h.rd.problem(w, r, web.For(err, "/ceremony"))
 		return
 	}
-	redirectBack(w, r, "/ceremony")
+	web.RedirectBack(w, r, "/ceremony")
 }
 
 func (h *ceremonyHandlers) resume(w http.ResponseWriter, r *http.Request) {
 	ctx, err := h.ceremonyCtx()
 	if err != nil {
-		h.rd.problem(w, r, problem{Status: http.StatusServiceUnavailable, Title: "The service is stopping", What: err.Error(),
+		h.rd.problem(w, r, web.Problem{Status: http.StatusServiceUnavailable, Title: "The service is stopping", What: err.Error(),
 			Todo: "Wait for the service to start again, then reload."})
 		return
 	}
 	if _, err := h.runner.Resume(ctx, operator.NameOf(r)); err != nil {
-		h.rd.problem(w, r, problemFor(err, "/"))
+		h.rd.problem(w, r, web.For(err, "/"))
 		return
 	}
 	http.Redirect(w, r, "/ceremony", http.StatusSeeOther)
@@ -249,9 +201,6 @@ func (h *ceremonyHandlers) resume(w http.ResponseWriter, r *http.Request) {
 func (h *ceremonyHandlers) cards(w http.ResponseWriter, r *http.Request) {
 	h.rd.html(w, r, http.StatusOK, cardsPage(h.rd.page(r, "Smart cards", "cards")))
 }
-
-// ResetPhrase is what an operator types to confirm a factory reset.
-const ResetPhrase = "FACTORY RESET"
 
 // resetView is the factory reset page.
 type resetView struct {
@@ -262,17 +211,17 @@ type resetView struct {
 func (h *ceremonyHandlers) resetForm(w http.ResponseWriter, r *http.Request) {
 	ov, err := h.records.Overview(r.Context())
 	if err != nil {
-		h.rd.problem(w, r, problemFor(err, "/"))
+		h.rd.problem(w, r, web.For(err, "/"))
 		return
 	}
 	h.rd.html(w, r, http.StatusOK, resetPage(h.rd.page(r, "Factory reset", "reset"), resetView{KeyID: ov.BackupKeyID, KeySet: ov.KeySet}))
 }
 
 func (h *ceremonyHandlers) reset(w http.ResponseWriter, r *http.Request) {
-	if strings.TrimSpace(r.PostFormValue("confirm")) != ResetPhrase {
-		h.rd.problem(w, r, problem{Status: http.StatusBadRequest, Title: "Factory reset not confirmed",
-			What: fmt.Sprintf("The confirmation did not read %q, so nothing was erased.", ResetPhrase),
-			Todo: fmt.Sprintf("If you mean to erase the HSM's keys and the master backup key, go back and type %s exactly.", ResetPhrase), Back: "/reset"})
+	if strings.TrimSpace(r.PostFormValue("confirm")) != web.ResetPhrase {
+		h.rd.problem(w, r, web.Problem{Status: http.StatusBadRequest, Title: "Factory reset not confirmed",
+			What: fmt.Sprintf("The confirmation did not read %q, so nothing was erased.", web.ResetPhrase),
+			Todo: fmt.Sprintf("If you mean to erase the HSM's keys and the master backup key, go back and type %s exactly.", web.ResetPhrase), Back: "/reset"})
 		return
 	}
 	h.startRequest(w, r, ceremony.Request{Kind: ceremony.KindFactoryReset}, "/reset")

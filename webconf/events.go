@@ -9,17 +9,18 @@ import (
 	"time"
 
 	"github.com/keyquorum/keyquorum/pinpad/sim"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // eventHandlers serve the live view's event stream.
 type eventHandlers struct {
-	runner   CeremonyRunner
+	runner   web.CeremonyRunner
 	sim      Simulator // nil without the simulator
 	stopping <-chan struct{}
 	log      *slog.Logger
 }
 
-func newEventHandlers(runner CeremonyRunner, s Simulator, stopping <-chan struct{}, log *slog.Logger) *eventHandlers {
+func newEventHandlers(runner web.CeremonyRunner, s Simulator, stopping <-chan struct{}, log *slog.Logger) *eventHandlers {
 	return &eventHandlers{runner: runner, sim: s, stopping: stopping, log: log}
 }
 
@@ -58,7 +59,7 @@ func (h *eventHandlers) stream(w http.ResponseWriter, r *http.Request) {
 		return rc.Flush()
 	}
 	// The first message tells the page the stream is up, even before any ceremony ran.
-	if err := send("hello", map[string]string{"now": formatRFC3339(time.Now())}); err != nil {
+	if err := send("hello", map[string]string{"now": web.FormatRFC3339(time.Now())}); err != nil {
 		return
 	}
 	tick := time.NewTicker(keepAlive)

@@ -9,6 +9,7 @@ import (
 	"github.com/keyquorum/keyquorum/ceremony"
 	"github.com/keyquorum/keyquorum/cluster"
 	"github.com/keyquorum/keyquorum/sharing"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // FuzzAPIStartRequest feeds the body of POST /api/v1/ceremony/start to the strict JSON decoder
@@ -30,11 +31,11 @@ func FuzzAPIStartRequest(f *testing.F) {
 		}
 		switch req.Kind {
 		case ceremony.KindGenerate:
-			if sharing.ValidateQuorum(req.K, req.N) != nil || validLabel(req.Label) != nil {
+			if sharing.ValidateQuorum(req.K, req.N) != nil || web.ValidLabel(req.Label) != nil {
 				t.Fatalf("accepted generate %d of %d label %q", req.K, req.N, req.Label)
 			}
 		case ceremony.KindFactoryReset:
-			if strings.TrimSpace(sr.Confirm) != ResetPhrase {
+			if strings.TrimSpace(sr.Confirm) != web.ResetPhrase {
 				t.Fatalf("accepted an unconfirmed factory reset: %q", sr.Confirm)
 			}
 		}

@@ -24,6 +24,7 @@ import (
 	"github.com/keyquorum/keyquorum/ceremony"
 	"github.com/keyquorum/keyquorum/pinpad/sim"
 	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 func pkixName(cn string) pkix.Name {
@@ -304,7 +305,7 @@ func TestCeremonyAlreadyRunning(t *testing.T) {
 		t.Errorf("second start: %s", excerpt(body))
 	}
 	other := s.browser("Grace")
-	_, body = other.post("/reset", url.Values{"confirm": {ResetPhrase}}, http.StatusConflict)
+	_, body = other.post("/reset", url.Values{"confirm": {web.ResetPhrase}}, http.StatusConflict)
 	if !strings.Contains(body, "already running") {
 		t.Errorf("reset while running: %s", excerpt(body))
 	}
@@ -404,7 +405,7 @@ func TestFormErrors(t *testing.T) {
 	// A problem reported to the page script is JSON.
 	req, _ := http.NewRequest(http.MethodPost, s.url("/sim/remove"), strings.NewReader("csrf="+url.QueryEscape(b.csrf)))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set(fetchHeader, "1")
+	req.Header.Set(web.FetchHeader, "1")
 	resp, body := b.do(req)
 	if resp.StatusCode != http.StatusConflict || resp.Header.Get("Content-Type") != "application/json" || !strings.Contains(body, `"todo"`) {
 		t.Errorf("fetch problem: %d %s %s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
@@ -423,7 +424,7 @@ func TestPagesRender(t *testing.T) {
 		"/hsm":      {`data-testid="hsm-no-key"`, `data-testid="restore-form"`, `data-testid="start-load"`},
 		"/cards":    {`data-testid="start-copy"`, `data-testid="start-change-pin"`, `data-testid="start-slot-user"`, `data-testid="start-activate"`},
 		"/audit":    {`data-testid="audit-ok"`, `data-testid="audit-export"`},
-		"/reset":    {`data-testid="reset-form"`, ResetPhrase},
+		"/reset":    {`data-testid="reset-form"`, web.ResetPhrase},
 		"/sim/rack": {"Card rack"},
 	}
 	for path, wants := range pages {
@@ -691,7 +692,7 @@ func TestFactoryReset(t *testing.T) {
 	if _, err := s.hsm.BackupKeyID(ctx); err != nil {
 		t.Fatal("a wrong confirmation erased the key")
 	}
-	b.post("/reset", url.Values{"confirm": {ResetPhrase}}, http.StatusSeeOther)
+	b.post("/reset", url.Values{"confirm": {web.ResetPhrase}}, http.StatusSeeOther)
 	j := waitEnded(t, s)
 	if j.Kind != ceremony.KindFactoryReset || j.Status != ceremony.StatusDone || j.Operator != "CN=Oscar Reset,O=Keyquorum test" {
 		t.Errorf("reset ceremony: %s %s by %s", j.Kind, j.Status, j.Operator)

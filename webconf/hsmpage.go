@@ -12,20 +12,21 @@ import (
 	"github.com/keyquorum/keyquorum/ceremony"
 	"github.com/keyquorum/keyquorum/cluster"
 	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // hsmHandlers serve the HSM page: the key, backup download, restore upload and the key load
 // ceremony (disaster recovery, cluster join).
 type hsmHandlers struct {
-	hsm       BackupHSM
-	records   CeremonyRecords
+	hsm       web.BackupHSM
+	records   web.CeremonyRecords
 	audit     operator.AuditRecorder // backups and restores are audited
 	maxUpload int64
 	rd        *renderer
 	log       *slog.Logger
 }
 
-func newHSMHandlers(h BackupHSM, records CeremonyRecords, audit operator.AuditRecorder, maxUpload int64, rd *renderer, log *slog.Logger) *hsmHandlers {
+func newHSMHandlers(h web.BackupHSM, records web.CeremonyRecords, audit operator.AuditRecorder, maxUpload int64, rd *renderer, log *slog.Logger) *hsmHandlers {
 	return &hsmHandlers{hsm: h, records: records, audit: audit, maxUpload: maxUpload, rd: rd, log: log}
 }
 
@@ -47,10 +48,10 @@ type hsmView struct {
 func (h *hsmHandlers) page(w http.ResponseWriter, r *http.Request) {
 	ov, err := h.records.Overview(r.Context())
 	if err != nil {
-		h.rd.problem(w, r, problemFor(err, "/"))
+		h.rd.problem(w, r, web.For(err, "/"))
 		return
 	}
-	v := hsmView{Overview: ov, MaxUpload: byteSize(h.maxUpload), Restored: r.URL.Query().Get("restored") == "1"}
+	v := hsmView{Overview: ov, MaxUpload: web.ByteSize(h.maxUpload), Restored: r.URL.Query().Get("restored") == "1"}
 	h.rd.html(w, r, http.StatusOK, hsmPage(h.rd.page(r, "HSM", "hsm"), v))
 }
 
@@ -60,7 +61,7 @@ func (h *hsmHandlers) page(w http.ResponseWriter, r *http.Request) {
 func (h *hsmHandlers) backup(w http.ResponseWriter, r *http.Request) {
 	id, err := h.hsm.BackupKeyID(r.Context())
 	if err != nil {
-		h.rd.problem(w, r, problemFor(err, "/hsm"))
+		h.rd.problem(w, r, web.For(err, "/hsm"))
 		return
 	}
 	name := fmt.Sprintf("keyquorum-backup-%s-%s.kqb", id, time.Now().UTC().Format("20060102-150405"))
@@ -95,7 +96,7 @@ func (l *limitFlag) Read(p []byte) (int, error) {
 func (h *hsmHandlers) restore(w http.ResponseWriter, r *http.Request) {
 	mr, err := r.MultipartReader()
 	if err != nil {
-		h.rd.problem(w, r, problemBadForm("The restore form must be sent as a file upload (multipart/form-data)."))
+		h.rd.problem(w, r, web.BadForm("The restore form must be sent as a file upload (multipart/form-data)."))
 		return
 	}
 	for {
@@ -103,10 +104,10 @@ func (h *hsmHandlers) restore(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {
-				h.rd.problem(w, r, problemTooLarge(h.maxUpload))
+				h.rd.problem(w, r, web.TooLarge(h.maxUpload))
 				return
 			}
-			h.rd.problem(w, r, problemBadForm("The upload holds no backup file: choose the backup file and send the form again."))
+			h.rd.problem(w, r, web.BadForm("The upload holds no backup file: choose the backup file and send the form again."))
 			return
 		}
 		if part.FormName() != "backup" {
@@ -120,14 +121,14 @@ func (h *hsmHandlers) restore(w http.ResponseWriter, r *http.Request) {
 		part.Close()
 		if body.hit {
 			h.log.Info("restore refused: upload too large", "operator", op)
-			h.record(op, cluster.AuditRestoreRefused, fmt.Sprintf("restore by %s refused: the upload is larger than %s", op, byteSize(h.maxUpload)))
-			h.rd.problem(w, r, problemTooLarge(h.maxUpload))
+			h.record(op, cluster.AuditRestoreRefused, fmt.Sprintf("restore by %s refused: the upload is larger than %s", op, web.ByteSize(h.maxUpload)))
+			h.rd.problem(w, r, web.TooLarge(h.maxUpload))
 			return
 		}
 		if err != nil {
 			h.log.Info("restore refused", "operator", op, "err", err)
 			h.record(op, cluster.AuditRestoreRefused, fmt.Sprintf("restore by %s refused, nothing changed: %v", op, err))
-			h.rd.problem(w, r, problemFor(err, "/hsm"))
+			h.rd.problem(w, r, web.For(err, "/hsm"))
 			return
 		}
 		h.log.Info("backup restored", "operator", op)

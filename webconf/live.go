@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/keyquorum/keyquorum/ceremony"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // liveView is what the live ceremony view shows, rendered into the page at first and then sent
@@ -57,8 +58,8 @@ func liveFromEvent(ev ceremony.Event, now time.Time) liveView {
 		StepText:   stepText(ev.Step),
 		Display:    ev.Display,
 		WaitText:   waitText(ev.Waiting),
-		Deadline:   formatRFC3339(ev.Deadline),
-		Now:        formatRFC3339(now),
+		Deadline:   web.FormatRFC3339(ev.Deadline),
+		Now:        web.FormatRFC3339(now),
 		CardsDone:  ev.CardsDone,
 		CardsTotal: ev.CardsTotal,
 		Cards:      cardsText(ev.Phase, ev.CardsDone, ev.CardsTotal),
@@ -86,7 +87,7 @@ func liveFromJournal(j ceremony.Journal, now time.Time) liveView {
 		Status:     string(j.Status),
 		Step:       string(j.Step),
 		StepText:   stepText(j.Step),
-		Now:        formatRFC3339(now),
+		Now:        web.FormatRFC3339(now),
 		Error:      j.LastError,
 		Outcome:    j.Outcome,
 		Next:       nextText(j.Next),

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // contentSecurityPolicy allows this origin's script, style and event stream and nothing else:
@@ -55,7 +56,7 @@ func (s *Server) requireClientCert(next http.Handler) http.Handler {
 		}
 		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
 			s.log.Info("request without client certificate refused", "path", r.URL.Path, "remote", r.RemoteAddr)
-			s.rd.problem(w, r, problemNoCertificate(s.cfg.PKI))
+			s.rd.problem(w, r, web.NoCertificate(s.cfg.PKI))
 			return
 		}
 		leaf := r.TLS.VerifiedChains[0][0]
@@ -108,7 +109,7 @@ func (g *csrfGuard) check(r *http.Request, op operator.Caller) error {
 	got := r.Header.Get(csrfHeader)
 	if got == "" {
 		ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-		if isAPI(r) {
+		if web.IsAPI(r) {
 			// The command line's JSON or backup: a browser cannot send either cross-site
 			// without a CORS preflight, which WebConf never grants (api.go); the origin
 			// checks above still ran.
@@ -147,23 +148,23 @@ func (s *Server) protect(next http.Handler) http.Handler {
 			limit = s.cfg.MaxUpload // the backup itself (api.go)
 		}
 		if r.ContentLength > limit {
-			s.rd.problem(w, r, problemTooLarge(limit))
+			s.rd.problem(w, r, web.TooLarge(limit))
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		op, ok := operator.FromContext(r.Context())
 		if !ok {
-			s.rd.problem(w, r, problemNoCertificate(s.cfg.PKI))
+			s.rd.problem(w, r, web.NoCertificate(s.cfg.PKI))
 			return
 		}
 		if err := s.csrf.check(r, op); err != nil {
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {
-				s.rd.problem(w, r, problemTooLarge(limit))
+				s.rd.problem(w, r, web.TooLarge(limit))
 				return
 			}
 			s.log.Warn("csrf check failed", "path", r.URL.Path, "operator", op.Name, "err", err)
-			s.rd.problem(w, r, problem{Status: http.StatusForbidden, Code: CodeCSRF, Title: "Request refused (CSRF check)",
+			s.rd.problem(w, r, web.Problem{Status: http.StatusForbidden, Code: web.CodeCSRF, Title: "Request refused (CSRF check)",
 				What: "The form you sent did not carry this page's security token, or it came from another site.",
 				Todo: "Go back, reload the page and send the form again. If you did not send a form yourself, close the other site's tab."})
 			return
@@ -181,7 +182,7 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 					panic(v)
 				}
 				s.log.Error("handler panic", "path", r.URL.Path, "panic", fmt.Sprint(v))
-				s.rd.problem(w, r, problem{Status: http.StatusInternalServerError, Title: "Internal error",
+				s.rd.problem(w, r, web.Problem{Status: http.StatusInternalServerError, Title: "Internal error",
 					What: "WebConf hit an unexpected condition handling this request.",
 					Todo: "Reload the page. If it happens again, note the time and check the service log."})
 			}

@@ -4,20 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
-
-// APIPrefix is where the JSON API for the command line lives. A POST there with a JSON body
-// needs no CSRF token (a browser cannot send one from another site without a CORS preflight,
-// which WebConf never grants; the Origin and Sec-Fetch-Site checks still apply), and its
-// problems are answered as JSON.
-const APIPrefix = "/api/"
-
-// isAPI reports whether a request goes to the JSON API.
-func isAPI(r *http.Request) bool { return strings.HasPrefix(r.URL.Path, APIPrefix) }
 
 // OperatorJSON is an operator as the API lists it.
 type OperatorJSON struct {
@@ -43,14 +34,14 @@ func operatorJSON(o operator.Operator) OperatorJSON {
 func (h *operatorHandlers) apiOperators(w http.ResponseWriter, r *http.Request) {
 	ops, err := h.auth.Operators().List()
 	if err != nil {
-		h.rd.problem(w, r, problemFor(err, ""))
+		h.rd.problem(w, r, web.For(err, ""))
 		return
 	}
 	out := make([]OperatorJSON, 0, len(ops))
 	for _, o := range ops {
 		out = append(out, operatorJSON(o))
 	}
-	writeJSON(w, map[string]any{"operators": out})
+	web.WriteJSON(w, map[string]any{"operators": out})
 }
 
 // RoleRequest is the body of POST /api/v1/operators/role.
@@ -67,25 +58,25 @@ func (h *operatorHandlers) apiSetRole(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		h.rd.problem(w, r, problemBadForm(fmt.Sprintf("The body must be JSON like {\"id\": \"…\", \"role\": \"auditor\"}: %v.", err)))
+		h.rd.problem(w, r, web.BadForm(fmt.Sprintf("The body must be JSON like {\"id\": \"…\", \"role\": \"auditor\"}: %v.", err)))
 		return
 	}
 	role, err := operator.ParseRole(req.Role)
 	if err != nil {
-		h.rd.problem(w, r, problemBadForm(err.Error()))
+		h.rd.problem(w, r, web.BadForm(err.Error()))
 		return
 	}
 	target, old, err := h.auth.Operators().SetRole(req.ID, role, op.Name, time.Now())
 	if err != nil {
-		h.rd.problem(w, r, problemForAuth(err, ""))
+		h.rd.problem(w, r, web.ForAuth(err, ""))
 		return
 	}
 	if old != role {
 		msg := fmt.Sprintf("%s: role changed from %s to %s by %s (command line)", target.Name(), old, role, op.Name)
 		if err := h.auth.Record(op.Name, operator.AuditOperatorRole, msg); err != nil {
-			h.rd.problem(w, r, problemForAuth(err, ""))
+			h.rd.problem(w, r, web.ForAuth(err, ""))
 			return
 		}
 	}
-	writeJSON(w, operatorJSON(target))
+	web.WriteJSON(w, operatorJSON(target))
 }

@@ -1,6 +1,7 @@
 package webconf
 
 import (
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/a-h/templ"
 	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // page is what the layout needs to frame every page.
@@ -81,24 +83,24 @@ func (rd *renderer) html(w http.ResponseWriter, r *http.Request, status int, c t
 	}
 }
 
-func formatTime(t time.Time) string {
-	if t.IsZero() {
-		return "–"
-	}
-	return t.UTC().Format("2006-01-02 15:04:05 UTC")
-}
-
-func formatRFC3339(t time.Time) string {
-	if t.IsZero() {
-		return ""
-	}
-	return t.UTC().Format(time.RFC3339Nano)
-}
-
 // minutes says a duration in words for a page.
 func minutes(d time.Duration) string {
 	if m := int(d / time.Minute); m != 1 {
 		return fmt.Sprintf("%d minutes", m)
 	}
 	return "1 minute"
+}
+
+// problem answers with an error page, or with the JSON problem for the page script and the API.
+func (rd *renderer) problem(w http.ResponseWriter, r *http.Request, p web.Problem) {
+	if p.Status == 0 {
+		p.Status = http.StatusInternalServerError
+	}
+	if r.Header.Get(web.FetchHeader) != "" || web.IsAPI(r) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(p.Status)
+		json.NewEncoder(w).Encode(map[string]string{"code": web.CodeOf(p), "title": p.Title, "what": p.What, "todo": p.Todo})
+		return
+	}
+	rd.html(w, r, p.Status, problemPage(rd.page(r, p.Title, ""), p))
 }

@@ -1,10 +1,7 @@
 package webconf
 
 import (
-	"fmt"
-	"net/http"
 	"net/url"
-	"strings"
 
 	"github.com/keyquorum/keyquorum/ceremony"
 	"github.com/keyquorum/keyquorum/webconf/operator"
@@ -105,28 +102,4 @@ func actionOf(pattern string, form url.Values) (operator.Action, bool) {
 		return "", false
 	}
 	return f(form), true
-}
-
-// problemNoRole is the page of a trusted certificate no administrator has given a role yet.
-func problemNoRole(op operator.Caller) problem {
-	who := op.Name
-	if op.Ident.Issuer != "" {
-		who += ", issued by " + op.Ident.Issuer
-	}
-	return problem{Status: http.StatusForbidden, Code: CodeNoRole, Title: "No role yet",
-		What: fmt.Sprintf("Your certificate is trusted, but no WebConf administrator has given it a role, so WebConf shows you nothing but your account page. You are %s (operator ID %s).", who, op.ID),
-		Todo: "Ask a WebConf administrator to give you a role (admin, custodian or auditor) on the Operators page, where you are listed under this name. Meanwhile you can register your security key on your account page.",
-		Back: "/account"}
-}
-
-// problemNotAllowed is the page of an operator whose role does not allow an action.
-func problemNotAllowed(op operator.Caller, a operator.Action) problem {
-	r := operator.RuleOf(a)
-	var who []string
-	for _, role := range r.Roles {
-		who = append(who, role.String())
-	}
-	return problem{Status: http.StatusForbidden, Title: "Not allowed for your role",
-		What: fmt.Sprintf("Your role is %s; only the role %s may %s.", op.Role, strings.Join(who, " or "), r.What),
-		Todo: "Ask a WebConf administrator if your role should change. Administrators run the ceremonies, restores, cluster joins and factory resets; custodians use the smart card tools on their own cards; auditors read the audit log and the protocols."}
 }

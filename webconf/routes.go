@@ -4,6 +4,8 @@ import (
 	"embed"
 	"io/fs"
 	"net/http"
+
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 //go:embed static
@@ -62,7 +64,7 @@ func (s *Server) routes() http.Handler {
 	s.cardSetRoutes(mux, cer)
 	s.clusterRoutes(mux)
 	// Everything else, including a known path with the wrong method, is a page, not plain text.
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { rd.problem(w, r, problemNotFound()) })
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { rd.problem(w, r, web.NotFound()) })
 
 	return securityHeaders(s.recoverPanics(s.requireClientCert(s.protect(s.authorizeRoutes(mux)))))
 }
@@ -74,28 +76,10 @@ func staticHandler(fsys fs.FS, rd *renderer) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fi, err := fs.Stat(fsys, r.URL.Path)
 		if err != nil || fi.IsDir() { // no directory listings
-			rd.problem(w, r, problemNotFound())
+			rd.problem(w, r, web.NotFound())
 			return
 		}
 		w.Header().Set("Cache-Control", "private, max-age=3600")
 		files.ServeHTTP(w, r)
 	})
-}
-
-// redirectBack answers a form POST: 204 for the page script (it updates the page itself), a 303
-// to back for a plain form.
-func redirectBack(w http.ResponseWriter, r *http.Request, back string) {
-	if r.Header.Get(fetchHeader) != "" {
-		w.WriteHeader(http.StatusNoContent)
-		return
-	}
-	http.Redirect(w, r, back, http.StatusSeeOther)
-}
-
-// localPath accepts only a path on this server as a redirect target.
-func localPath(p, fallback string) string {
-	if len(p) > 0 && p[0] == '/' && (len(p) == 1 || (p[1] != '/' && p[1] != '\\')) {
-		return p
-	}
-	return fallback
 }

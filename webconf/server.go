@@ -7,56 +7,16 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"sync"
 	"time"
 
-	"github.com/keyquorum/keyquorum/ceremony"
 	"github.com/keyquorum/keyquorum/cluster"
-	"github.com/keyquorum/keyquorum/hsm"
 	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
-
-// CeremonyRunner starts ceremonies and follows them; *ceremony.Manager implements it.
-type CeremonyRunner interface {
-	Start(ctx context.Context, operator string, req ceremony.Request) (*ceremony.Handle, error)
-	Resume(ctx context.Context, operator string) (*ceremony.Handle, error)
-	Retry(operator string) error
-	Confirm(operator string, ok bool) error
-	Cancel(operator string) error
-	Subscribe() *ceremony.Subscription
-}
-
-// CeremonyRecords reads what ceremonies left behind; *ceremony.Manager implements it.
-type CeremonyRecords interface {
-	Overview(ctx context.Context) (ceremony.Overview, error)
-	Ceremonies(limit int) ([]ceremony.Journal, error)
-	Protocol(id uint64) (*ceremony.Protocol, error)
-}
-
-// AuditReader reads and verifies the audit log; *ceremony.Manager implements it.
-type AuditReader interface {
-	VerifyAudit() (ceremony.AuditSummary, error)
-	ExportAudit(w io.Writer) error
-	AuditLog(ceremony uint64) ([]ceremony.AuditEntry, error)
-}
-
-// BackupHSM is what the HSM page needs of the HSM; every hsm.HSM implements it.
-type BackupHSM interface {
-	BackupKeyID(ctx context.Context) (hsm.KeyID, error)
-	Backup(ctx context.Context, w io.Writer) error
-	Restore(ctx context.Context, r io.Reader) error
-}
-
-// Appliance describes the service for the status page.
-type Appliance struct {
-	PadName string // "simulator" or the reader's name
-	HSMName string // "soft (embedded)" or the PKCS#11 module and slot
-	DataDir string
-}
 
 // DefaultMaxUpload bounds a backup upload: far above the key database of an appliance, far
 // below what would fill its disk or memory.
@@ -70,13 +30,13 @@ type Config struct {
 	PKI *operator.PKI
 	// CABundle are further CAs whose client certificates are accepted (optional).
 	CABundle []*x509.Certificate
-	Runner   CeremonyRunner
-	Records  CeremonyRecords
-	Audit    AuditReader
-	HSM      BackupHSM
+	Runner   web.CeremonyRunner
+	Records  web.CeremonyRecords
+	Audit    web.AuditReader
+	HSM      web.BackupHSM
 	// Sim is the simulator PIN pad; nil with a real pad (then there is no simulator panel).
 	Sim       Simulator
-	Appliance Appliance
+	Appliance web.Appliance
 	// MaxUpload bounds a backup upload, in bytes; 0 means DefaultMaxUpload.
 	MaxUpload int64
 	// Logger receives operational logs (never secrets); nil discards.

@@ -24,6 +24,7 @@ import (
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/pinpad/sim"
 	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // service is a whole Keyquorum service for tests, wired as `keyquorum serve` wires it: the
@@ -88,7 +89,7 @@ func startService(t testing.TB, dir string, o serviceOptions) *service {
 		t.Fatal(err)
 	}
 	s.srv, err = New(Config{PKI: s.pki, CABundle: o.bundle, Runner: s.mgr, Records: s.mgr, Audit: s.mgr, HSM: s.hsm, Sim: s.pad,
-		MaxUpload: o.maxUpload, Logger: log, Appliance: Appliance{PadName: "SIMULATOR", HSMName: "soft (test)", DataDir: dir},
+		MaxUpload: o.maxUpload, Logger: log, Appliance: web.Appliance{PadName: "SIMULATOR", HSMName: "soft (test)", DataDir: dir},
 		Operators: s.ops, CRLFiles: o.crls, RPID: "localhost", RecoverAdmin: o.recover})
 	if err != nil {
 		t.Fatal(err)
@@ -314,7 +315,7 @@ func (a httpActor) send(path string, form url.Values) {
 	form.Set(csrfField, a.b.csrf)
 	req, _ := http.NewRequest(http.MethodPost, a.b.s.url(path), strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set(fetchHeader, "1")
+	req.Header.Set(web.FetchHeader, "1")
 	resp, body := a.b.do(req)
 	if resp.StatusCode != http.StatusNoContent {
 		a.b.t.Fatalf("POST %s %v: status %d: %s", path, form, resp.StatusCode, body)

@@ -5,12 +5,10 @@ package webconf
 
 //lint:file-ignore SA4006 This context is only used if a nested component is present.
 
-import (
-	"strconv"
+import "github.com/a-h/templ"
+import templruntime "github.com/a-h/templ/runtime"
 
-	"github.com/a-h/templ"
-	templruntime "github.com/a-h/templ/runtime"
-)
+import "strconv"
 
 // simPanel is the simulator: the virtual PIN pad and a rack of virtual cards. It is shown only
 // when WebConf runs with the simulator pad, and says so.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/pinpad/sim"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // Simulator is the operator side of the simulator PIN pad; *sim.Pad implements it.
@@ -51,7 +52,7 @@ type simCard struct {
 func simViewOf(s Simulator) simView { return simViewFrom(s.State(), s.Cards()) }
 
 func simViewFrom(st sim.State, cards []sim.CardInfo) simView {
-	v := simView{Display: st.Display, Waiting: simWait(st.Waiting), Deadline: formatRFC3339(st.Deadline),
+	v := simView{Display: st.Display, Waiting: simWait(st.Waiting), Deadline: web.FormatRFC3339(st.Deadline),
 		Inserted: st.Inserted, Plugged: st.Plugged, Cards: make([]simCard, 0, len(cards))}
 	v.WaitText = simWaitingText(v.Waiting)
 	if !st.Plugged {
@@ -96,10 +97,12 @@ func newSimHandlers(s Simulator, rd *renderer, log *slog.Logger) *simHandlers {
 	return &simHandlers{sim: s, rd: rd, log: log}
 }
 
-func (h *simHandlers) back(r *http.Request) string { return localPath(r.PostFormValue("back"), "/") }
+func (h *simHandlers) back(r *http.Request) string {
+	return web.LocalPath(r.PostFormValue("back"), "/")
+}
 
 func (h *simHandlers) fail(w http.ResponseWriter, r *http.Request, err error) {
-	p := problem{Status: http.StatusConflict, Title: "Simulator action not possible", What: err.Error(), Back: h.back(r),
+	p := web.Problem{Status: http.StatusConflict, Title: "Simulator action not possible", What: err.Error(), Back: h.back(r),
 		Todo: "Look at the simulator panel: the pad's display and the card rack say what it expects now."}
 	switch {
 	case errors.Is(err, sim.ErrNotPIN):
@@ -142,7 +145,7 @@ func (h *simHandlers) key(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.log.Debug("simulator key", "key", k)
-	redirectBack(w, r, h.back(r))
+	web.RedirectBack(w, r, h.back(r))
 }
 
 func (h *simHandlers) insert(w http.ResponseWriter, r *http.Request) {
@@ -150,7 +153,7 @@ func (h *simHandlers) insert(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	redirectBack(w, r, h.back(r))
+	web.RedirectBack(w, r, h.back(r))
 }
 
 func (h *simHandlers) remove(w http.ResponseWriter, r *http.Request) {
@@ -158,7 +161,7 @@ func (h *simHandlers) remove(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	redirectBack(w, r, h.back(r))
+	web.RedirectBack(w, r, h.back(r))
 }
 
 func (h *simHandlers) newCard(w http.ResponseWriter, r *http.Request) {
@@ -174,7 +177,7 @@ func (h *simHandlers) newCard(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.log.Info("simulator card made", "serial", serial)
-	redirectBack(w, r, h.back(r))
+	web.RedirectBack(w, r, h.back(r))
 }
 
 // rack renders the card rack alone, for the script to swap in when the cards change.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // softKey is a FIDO2 authenticator in software for the handler tests: it answers WebAuthn
@@ -128,7 +129,7 @@ func (b *browser) script(path, contentType string, body string, header map[strin
 	req, _ := http.NewRequest(http.MethodPost, b.s.url(path), strings.NewReader(body))
 	req.Header.Set("Content-Type", contentType)
 	req.Header.Set(csrfHeader, b.csrf)
-	req.Header.Set(fetchHeader, "1")
+	req.Header.Set(web.FetchHeader, "1")
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}

@@ -7,24 +7,25 @@ import (
 
 	"github.com/keyquorum/keyquorum/ceremony"
 	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // statusHandlers serve the status page and the CA certificate.
 type statusHandlers struct {
-	records   CeremonyRecords
-	appliance Appliance
+	records   web.CeremonyRecords
+	appliance web.Appliance
 	pki       *operator.PKI
 	rd        *renderer
 	log       *slog.Logger
 }
 
-func newStatusHandlers(records CeremonyRecords, appliance Appliance, pki *operator.PKI, rd *renderer, log *slog.Logger) *statusHandlers {
+func newStatusHandlers(records web.CeremonyRecords, appliance web.Appliance, pki *operator.PKI, rd *renderer, log *slog.Logger) *statusHandlers {
 	return &statusHandlers{records: records, appliance: appliance, pki: pki, rd: rd, log: log}
 }
 
 // statusView is the status page: the HSM's key, the card set, what runs, what is pending.
 type statusView struct {
-	Appliance     Appliance
+	Appliance     web.Appliance
 	Overview      ceremony.Overview
 	Running       *liveView
 	Recent        []ceremony.Journal
@@ -35,7 +36,7 @@ func (h *statusHandlers) status(w http.ResponseWriter, r *http.Request) {
 	ov, err := h.records.Overview(r.Context())
 	if err != nil {
 		h.log.Error("read overview", "err", err)
-		h.rd.problem(w, r, problemFor(err, "/"))
+		h.rd.problem(w, r, web.For(err, "/"))
 		return
 	}
 	v := statusView{Appliance: h.appliance, Overview: ov, CAFingerprint: h.pki.Fingerprint()}
@@ -45,7 +46,7 @@ func (h *statusHandlers) status(w http.ResponseWriter, r *http.Request) {
 	}
 	if v.Recent, err = h.records.Ceremonies(10); err != nil {
 		h.log.Error("list ceremonies", "err", err)
-		h.rd.problem(w, r, problemFor(err, "/"))
+		h.rd.problem(w, r, web.For(err, "/"))
 		return
 	}
 	h.rd.html(w, r, http.StatusOK, statusPage(h.rd.page(r, "Status", "status"), v))

@@ -1,7 +1,6 @@
 package webconf
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +12,7 @@ import (
 	"github.com/go-webauthn/webauthn/protocol"
 	"github.com/go-webauthn/webauthn/webauthn"
 	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // webauthnHandlers register security keys and make the assertions that dangerous actions need.
@@ -24,17 +24,11 @@ type webauthnHandlers struct {
 	log       *slog.Logger
 }
 
-// writeJSON answers a script request.
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(v)
-}
-
 // relyingPartyProblem explains why security keys cannot be used at this page.
-func relyingPartyProblem(err error) problem {
+func relyingPartyProblem(err error) web.Problem {
 	var oe *operator.OriginError
 	if errors.As(err, &oe) {
-		return problem{Status: http.StatusMisdirectedRequest, Title: "Security keys work only at " + oe.Want,
+		return web.Problem{Status: http.StatusMisdirectedRequest, Title: "Security keys work only at " + oe.Want,
 			What: fmt.Sprintf("Security keys (WebAuthn) are bound to the host name %s, and a browser offers them only to a page opened over HTTPS at that name. This page was opened at https://%s.", oe.RPID, oe.Host),
 			Todo: fmt.Sprintf("Open %s/ in this browser (the server certificate covers that name) and try again. If that name does not reach the appliance, the appliance must be started with --host set to the name operators use.", oe.Want),
 			Back: "/account"}
@@ -44,13 +38,13 @@ func relyingPartyProblem(err error) problem {
 	if errors.As(err, &ce) {
 		what = ce.Err.Error()
 	}
-	return problem{Status: http.StatusInternalServerError, Title: "Security keys unavailable",
+	return web.Problem{Status: http.StatusInternalServerError, Title: "Security keys unavailable",
 		What: "WebConf's WebAuthn configuration is not valid: " + what,
 		Todo: "Start the service with --host set to a DNS name (not an IP address) that operators open WebConf at."}
 }
 
 // webauthnProblem explains a failed WebAuthn step without the library's internals.
-func webauthnProblem(title string, err error) problem {
+func webauthnProblem(title string, err error) web.Problem {
 	what := err.Error()
 	var perr *protocol.Error
 	if errors.As(err, &perr) {
@@ -59,7 +53,7 @@ func webauthnProblem(title string, err error) problem {
 			what += ": " + perr.DevInfo
 		}
 	}
-	return problem{Status: http.StatusBadRequest, Title: title, What: what,
+	return web.Problem{Status: http.StatusBadRequest, Title: title, What: what,
 		Todo: "Try again with your security key. If it keeps failing, check that the page is opened at the appliance's host name and that the key has a PIN or fingerprint set.",
 		Back: "/account"}
 }
@@ -69,7 +63,7 @@ func (h *webauthnHandlers) current(w http.ResponseWriter, r *http.Request) (oper
 	op, _ := operator.FromContext(r.Context())
 	rec, err := h.auth.Operators().Get(op.ID)
 	if err != nil {
-		h.rd.problem(w, r, problem{Status: http.StatusConflict, Title: "Not in the operator list",
+		h.rd.problem(w, r, web.Problem{Status: http.StatusConflict, Title: "Not in the operator list",
 			What: "Your certificate is not in WebConf's operator list (the list may be full): " + err.Error(),
 			Todo: "Ask a WebConf administrator to give you a role; that records you."})
 		return op, nil, false
@@ -92,7 +86,7 @@ func (h *webauthnHandlers) registerBegin(w http.ResponseWriter, r *http.Request)
 		name = fmt.Sprintf("security key %d", len(rec.Keys)+1)
 	}
 	if !operator.Printable(name, 64) {
-		h.rd.problem(w, r, problemBadForm("The name of the security key may have at most 64 printable characters."))
+		h.rd.problem(w, r, web.BadForm("The name of the security key may have at most 64 printable characters."))
 		return
 	}
 	user := operator.WebAuthnUser{Op: rec}
@@ -111,10 +105,10 @@ func (h *webauthnHandlers) registerBegin(w http.ResponseWriter, r *http.Request)
 	now := time.Now()
 	id, err := h.auth.Steps().Begin(&operator.PendingWebAuthn{Op: op.ID, Register: true, KeyName: name, Session: *session}, now)
 	if err != nil {
-		h.rd.problem(w, r, problem{Status: http.StatusServiceUnavailable, Title: "Try again shortly", What: err.Error(), Todo: "Wait two minutes, then try again."})
+		h.rd.problem(w, r, web.Problem{Status: http.StatusServiceUnavailable, Title: "Try again shortly", What: err.Error(), Todo: "Wait two minutes, then try again."})
 		return
 	}
-	writeJSON(w, map[string]any{"session": id, "publicKey": creation.Response})
+	web.WriteJSON(w, map[string]any{"session": id, "publicKey": creation.Response})
 }
 
 func (h *webauthnHandlers) registerFinish(w http.ResponseWriter, r *http.Request) {
@@ -144,15 +138,15 @@ func (h *webauthnHandlers) registerFinish(w http.ResponseWriter, r *http.Request
 		return
 	}
 	if err := h.auth.Operators().AddKey(op.ID, operator.SecurityKey{Name: pend.KeyName, Added: now.UTC(), Credential: *cred}); err != nil {
-		h.rd.problem(w, r, problemForAuth(err, "/account"))
+		h.rd.problem(w, r, web.ForAuth(err, "/account"))
 		return
 	}
 	if err := h.auth.Record(op.Name, operator.AuditOperatorKeyAdded, fmt.Sprintf("security key %q registered for %s", pend.KeyName, op.Name)); err != nil {
-		h.rd.problem(w, r, problemForAuth(err, "/account"))
+		h.rd.problem(w, r, web.ForAuth(err, "/account"))
 		return
 	}
 	h.log.Info("security key registered", "operator", op.Name, "key", pend.KeyName)
-	writeJSON(w, map[string]any{"ok": true})
+	web.WriteJSON(w, map[string]any{"ok": true})
 }
 
 // assertBegin starts the assertion a dangerous action needs. The page script sends the form it
@@ -174,37 +168,37 @@ func (h *webauthnHandlers) assertBegin(w http.ResponseWriter, r *http.Request) {
 			listed = kind != "" && len(kind) <= 32 && strings.Trim(kind, "abcdefghijklmnopqrstuvwxyz-") == ""
 		}
 		if !listed || !operator.RuleOf(a).Fresh || a == operator.ActionKeyAdd || a == operator.ActionKeyRemove {
-			h.rd.problem(w, r, problemBadForm(fmt.Sprintf("%q is not an action that needs an approval.", a)))
+			h.rd.problem(w, r, web.BadForm(fmt.Sprintf("%q is not an action that needs an approval.", a)))
 			return
 		}
 	} else {
 		path := form.Get("_path")
 		if u, err := url.Parse(path); err != nil || !strings.HasPrefix(path, "/") {
-			h.rd.problem(w, r, problemBadForm("The form to confirm has no path on this server."))
+			h.rd.problem(w, r, web.BadForm("The form to confirm has no path on this server."))
 			return
 		} else {
 			path = u.Path
 		}
 		var known bool
 		if a, known = h.actionFor(path, form); !known {
-			h.rd.problem(w, r, problemNotFound())
+			h.rd.problem(w, r, web.NotFound())
 			return
 		}
 	}
 	if !operator.Allowed(op.Role, a) {
 		if op.Role == operator.RoleNone {
-			h.rd.problem(w, r, problemNoRole(op))
+			h.rd.problem(w, r, web.NoRole(op))
 		} else {
-			h.rd.problem(w, r, problemNotAllowed(op, a))
+			h.rd.problem(w, r, web.NotAllowed(op, a))
 		}
 		return
 	}
 	if !cli && !operator.NeedsFresh(a, rec) {
-		writeJSON(w, map[string]any{"needed": false})
+		web.WriteJSON(w, map[string]any{"needed": false})
 		return
 	}
 	if len(rec.Keys) == 0 {
-		h.rd.problem(w, r, problemRegisterKey(op, a, h.auth.RPID()))
+		h.rd.problem(w, r, web.RegisterKey(op, a, h.auth.RPID()))
 		return
 	}
 	wa, origin, err := h.auth.RelyingParty(r)
@@ -221,10 +215,10 @@ func (h *webauthnHandlers) assertBegin(w http.ResponseWriter, r *http.Request) {
 	}
 	id, err := h.auth.Steps().Begin(&operator.PendingWebAuthn{Op: op.ID, Action: a, CLI: cli, Session: *session}, time.Now())
 	if err != nil {
-		h.rd.problem(w, r, problem{Status: http.StatusServiceUnavailable, Title: "Try again shortly", What: err.Error(), Todo: "Wait two minutes, then try again."})
+		h.rd.problem(w, r, web.Problem{Status: http.StatusServiceUnavailable, Title: "Try again shortly", What: err.Error(), Todo: "Wait two minutes, then try again."})
 		return
 	}
-	writeJSON(w, map[string]any{"needed": true, "session": id, "action": a, "what": operator.RuleOf(a).What, "publicKey": assertion.Response})
+	web.WriteJSON(w, map[string]any{"needed": true, "session": id, "action": a, "what": operator.RuleOf(a).What, "publicKey": assertion.Response})
 }
 
 // assertFinish checks the assertion and answers with the token it earned.
@@ -260,7 +254,7 @@ func (h *webauthnHandlers) assertFinish(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	if err := h.auth.Operators().KeyUsed(op.ID, *cred, now); err != nil {
-		h.rd.problem(w, r, problemForAuth(err, "/account"))
+		h.rd.problem(w, r, web.ForAuth(err, "/account"))
 		return
 	}
 	ttl := operator.PageGrantTTL
@@ -269,14 +263,14 @@ func (h *webauthnHandlers) assertFinish(w http.ResponseWriter, r *http.Request) 
 	}
 	tok, err := h.auth.Steps().Grant(op.ID, pend.Action, ttl, now)
 	if err != nil {
-		h.rd.problem(w, r, problem{Status: http.StatusServiceUnavailable, Title: "Try again shortly", What: err.Error(), Todo: "Wait two minutes, then try again."})
+		h.rd.problem(w, r, web.Problem{Status: http.StatusServiceUnavailable, Title: "Try again shortly", What: err.Error(), Todo: "Wait two minutes, then try again."})
 		return
 	}
 	if pend.CLI {
 		if err := h.auth.Record(op.Name, operator.AuditOperatorApproval, fmt.Sprintf("%s approved a command-line action with a security key: %s (valid %s, once)", op.Name, operator.RuleOf(pend.Action).What, minutes(operator.CLIGrantTTL))); err != nil {
-			h.rd.problem(w, r, problemForAuth(err, "/account"))
+			h.rd.problem(w, r, web.ForAuth(err, "/account"))
 			return
 		}
 	}
-	writeJSON(w, map[string]any{"token": tok, "action": pend.Action, "expires": now.Add(ttl).UTC().Format(time.RFC3339)})
+	web.WriteJSON(w, map[string]any{"token": tok, "action": pend.Action, "expires": now.Add(ttl).UTC().Format(time.RFC3339)})
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/keyquorum/keyquorum/ceremony"
 	"github.com/keyquorum/keyquorum/cluster"
 	"github.com/keyquorum/keyquorum/webconf"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // The client subcommands talk to a running `keyquorum serve` through its JSON API
@@ -233,7 +234,7 @@ var ceremonyStartCmd = cliCommand{
 		"generate and reissue take -k and -n (default 2 of 3) and -label (reissue: the new set's; without\n" +
 		"-label it keeps the current set's); change-pin takes -slot share|user;\n" +
 		"slot-user-card and activate-slot take -pkcs11-slot; copy-card may take -overwrite;\n" +
-		"factory-reset needs -confirm \"" + webconf.ResetPhrase + "\". With -watch it follows the ceremony to its end.",
+		"factory-reset needs -confirm \"" + web.ResetPhrase + "\". With -watch it follows the ceremony to its end.",
 	nargs: [2]int{1, 1},
 	flags: func(fs *flag.FlagSet) any {
 		f := &startFlags{}
@@ -243,7 +244,7 @@ var ceremonyStartCmd = cliCommand{
 		fs.StringVar(&f.slot, "slot", "", "change-pin: `share` (backup key share PIN) or user (slot user PIN)")
 		fs.IntVar(&f.pkcs11Slot, "pkcs11-slot", -1, "slot-user-card, activate-slot: the PKCS#11 `slot`")
 		fs.BoolVar(&f.overwrite, "overwrite", false, "copy-card: overwrite a target card holding a share of another set")
-		fs.StringVar(&f.confirm, "confirm", "", "factory-reset: the `phrase` \""+webconf.ResetPhrase+"\"")
+		fs.StringVar(&f.confirm, "confirm", "", "factory-reset: the `phrase` \""+web.ResetPhrase+"\"")
 		fs.BoolVar(&f.watch, "watch", false, "follow the ceremony until it ends (exit status 6 if it fails)")
 		return f
 	},
@@ -578,7 +579,7 @@ var auditVerifyCmd = cliCommand{
 		}
 		if err := c.call(ctx, http.MethodGet, "/api/v1/audit/verify", nil, &sum, false); err != nil {
 			var ae *apiError
-			if errors.As(err, &ae) && ae.problem.Code == webconf.CodeAuditBroken {
+			if errors.As(err, &ae) && ae.problem.Code == web.CodeAuditBroken {
 				return &exitError{exitFailed, err}
 			}
 			return err

@@ -20,8 +20,8 @@ import (
 
 	"software.sslmate.com/src/go-pkcs12"
 
-	"github.com/keyquorum/keyquorum/webconf"
 	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // Exit statuses of the CLI subcommands: what a script can rely on.
@@ -76,7 +76,7 @@ func (e *exitError) ExitCode() int { return e.code }
 // apiError is a problem answered by the service.
 type apiError struct {
 	status  int
-	problem webconf.APIProblem
+	problem web.APIProblem
 }
 
 func (e *apiError) Error() string {
@@ -277,7 +277,7 @@ func (c *client) request(ctx context.Context, method, path string, body any, app
 		e := &apiError{status: resp.StatusCode}
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		if json.Unmarshal(b, &e.problem) != nil || e.problem.Title == "" {
-			e.problem = webconf.APIProblem{Code: "http", Title: resp.Status, What: strings.TrimSpace(string(b))}
+			e.problem = web.APIProblem{Code: "http", Title: resp.Status, What: strings.TrimSpace(string(b))}
 		}
 		return nil, e
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/keyquorum/keyquorum/hsm/soft"
 	"github.com/keyquorum/keyquorum/webconf"
 	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 func keyIDs(st webconf.StatusJSON) []string {
@@ -213,7 +214,7 @@ func TestDisasterRecovery(t *testing.T) {
 	}
 
 	// Factory reset: the HSM's keys and its master backup key are gone.
-	mustCeremony(t, ctx, d, nil, "factory-reset", "-confirm", webconf.ResetPhrase)
+	mustCeremony(t, ctx, d, nil, "factory-reset", "-confirm", web.ResetPhrase)
 	if st := mustStatus(t, d); st.BackupKeyID != "" || len(st.Keys) != 0 {
 		t.Fatalf("after reset: %+v", st)
 	}

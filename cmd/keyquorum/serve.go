@@ -25,6 +25,7 @@ import (
 	"github.com/keyquorum/keyquorum/pinpad/sim"
 	"github.com/keyquorum/keyquorum/webconf"
 	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // serveConfig is what `keyquorum serve` runs with, after its flags are checked.
@@ -268,7 +269,7 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 
 	cfg := webconf.Config{
 		PKI: pki, CABundle: bundle, Runner: mgr, Records: mgr, Audit: mgr, HSM: h, MaxUpload: c.maxUpload,
-		Appliance: webconf.Appliance{PadName: padName, HSMName: hsmName, DataDir: c.dataDir},
+		Appliance: web.Appliance{PadName: padName, HSMName: hsmName, DataDir: c.dataDir},
 		Logger:    log.With("room", "webconf"),
 		Operators: ops, CRLFiles: c.crls, RPID: rpID, RecoverAdmin: c.recoverAdmin,
 	}

@@ -1,7 +1,6 @@
-package webconf
+package web
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -12,7 +11,7 @@ import (
 )
 
 // problem is an error page: what happened and what to do about it, in words for an operator.
-type problem struct {
+type Problem struct {
 	Status int
 	Title  string
 	What   string
@@ -25,47 +24,34 @@ type problem struct {
 }
 
 // fetchHeader marks a request sent by the page script; problems are answered as JSON then.
-const fetchHeader = "X-Keyquorum-Fetch"
+const FetchHeader = "X-Keyquorum-Fetch"
 
-func (rd *renderer) problem(w http.ResponseWriter, r *http.Request, p problem) {
-	if p.Status == 0 {
-		p.Status = http.StatusInternalServerError
-	}
-	if r.Header.Get(fetchHeader) != "" || isAPI(r) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(p.Status)
-		json.NewEncoder(w).Encode(map[string]string{"code": codeOf(p), "title": p.Title, "what": p.What, "todo": p.Todo})
-		return
-	}
-	rd.html(w, r, p.Status, problemPage(rd.page(r, p.Title, ""), p))
-}
-
-func problemNoCertificate(p *operator.PKI) problem {
-	return problem{Status: http.StatusUnauthorized, Code: CodeNoCertificate, Title: "Client certificate required",
+func NoCertificate(p *operator.PKI) Problem {
+	return Problem{Status: http.StatusUnauthorized, Code: CodeNoCertificate, Title: "Client certificate required",
 		What: "WebConf only serves operators who present a client certificate of this appliance's management CA (or of a CA configured with --ca-bundle). Your browser sent none.",
 		Todo: fmt.Sprintf("Import the administrator certificate %s into your browser (its password is in %s on the appliance), or a certificate your administrator issued to you, then reload this page. The CA certificate is at /ca.pem; its SHA-256 fingerprint is %s.",
 			p.AdminP12Path(), p.AdminPasswordPath(), p.Fingerprint())}
 }
 
-func problemTooLarge(limit int64) problem {
-	return problem{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge, Title: "Upload too large",
-		What: fmt.Sprintf("The request is larger than the %s WebConf accepts.", byteSize(limit)),
+func TooLarge(limit int64) Problem {
+	return Problem{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge, Title: "Upload too large",
+		What: fmt.Sprintf("The request is larger than the %s WebConf accepts.", ByteSize(limit)),
 		Todo: "Check that you chose the right file (a Keyquorum backup). A backup larger than this limit can be restored with a larger --max-upload."}
 }
 
-func problemNotFound() problem {
-	return problem{Status: http.StatusNotFound, Title: "Page not found",
+func NotFound() Problem {
+	return Problem{Status: http.StatusNotFound, Title: "Page not found",
 		What: "There is no page at this address.", Todo: "Use the menu at the top to find what you were looking for."}
 }
 
-func problemBadForm(what string) problem {
-	return problem{Status: http.StatusBadRequest, Title: "Form not accepted", What: what,
+func BadForm(what string) Problem {
+	return Problem{Status: http.StatusBadRequest, Title: "Form not accepted", What: what,
 		Todo: "Go back, correct the form and send it again."}
 }
 
 // problemFor explains an error of the ceremony manager or the HSM.
-func problemFor(err error, back string) problem {
-	p := problem{Status: http.StatusInternalServerError, Title: "Operation failed", What: err.Error(), Back: back,
+func For(err error, back string) Problem {
+	p := Problem{Status: http.StatusInternalServerError, Title: "Operation failed", What: err.Error(), Back: back,
 		Todo: "Check the service log for details, then try again."}
 	var busy *ceremony.BusyError
 	var pending *ceremony.PendingError
@@ -123,12 +109,12 @@ func problemFor(err error, back string) problem {
 		p.Code = CodeBadBackup
 		p.Todo = "Nothing was changed. Check that the file is a complete, unaltered Keyquorum backup of this kind of HSM and upload it again."
 	case errors.As(err, &mbe):
-		return problemTooLarge(mbe.Limit)
+		return TooLarge(mbe.Limit)
 	}
 	return p
 }
 
-func byteSize(n int64) string {
+func ByteSize(n int64) string {
 	switch {
 	case n >= 1<<20 && n%(1<<20) == 0:
 		return fmt.Sprintf("%d MiB", n>>20)

@@ -1,4 +1,4 @@
-package webconf
+package web
 
 import (
 	"net/url"
@@ -20,11 +20,11 @@ func FuzzParseQuorum(f *testing.F) {
 		if err != nil {
 			return
 		}
-		c, err := parseQuorum(v.Get)
+		c, err := ParseQuorum(v.Get)
 		if err != nil {
 			return
 		}
-		if sharing.ValidateQuorum(c.K, c.N) != nil || validLabel(c.Label) != nil {
+		if sharing.ValidateQuorum(c.K, c.N) != nil || ValidLabel(c.Label) != nil {
 			t.Fatalf("accepted %+v from %q", c, query)
 		}
 	})
@@ -36,7 +36,7 @@ func FuzzLocalPath(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, p string) {
-		got := localPath(p, "/")
+		got := LocalPath(p, "/")
 		if !strings.HasPrefix(got, "/") || strings.HasPrefix(got, "//") || strings.HasPrefix(got, "/\\\\") {
 			t.Fatalf("localPath(%q) = %q", p, got)
 		}
