@@ -18,6 +18,7 @@ import (
 	"github.com/keyquorum/keyquorum/hsm"
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/simpanel"
 	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
@@ -90,11 +91,11 @@ func (s *Server) apiRoutes(mux *http.ServeMux) {
 
 // fail answers with the problem an error of the ceremony manager, the HSM or the audit log is.
 func (a *apiHandlers) fail(w http.ResponseWriter, r *http.Request, err error) {
-	a.rd.problem(w, r, web.For(err, ""))
+	a.rd.Problem(w, r, web.For(err, ""))
 }
 
 func (a *apiHandlers) badRequest(w http.ResponseWriter, r *http.Request, what string) {
-	a.rd.problem(w, r, web.Problem{Status: http.StatusBadRequest, Code: web.CodeBadRequest, Title: "Request not accepted", What: what,
+	a.rd.Problem(w, r, web.Problem{Status: http.StatusBadRequest, Code: web.CodeBadRequest, Title: "Request not accepted", What: what,
 		Todo: "Check the command's arguments (keyquorum help) and run it again."})
 }
 
@@ -288,7 +289,7 @@ func (a *apiHandlers) start(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, err := a.s.ceremonyContext()
 	if err != nil {
-		a.rd.problem(w, r, web.For(ceremony.ErrClosed, ""))
+		a.rd.Problem(w, r, web.For(ceremony.ErrClosed, ""))
 		return
 	}
 	op := operator.NameOf(r)
@@ -308,7 +309,7 @@ func (a *apiHandlers) resume(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, err := a.s.ceremonyContext()
 	if err != nil {
-		a.rd.problem(w, r, web.For(ceremony.ErrClosed, ""))
+		a.rd.Problem(w, r, web.For(ceremony.ErrClosed, ""))
 		return
 	}
 	hd, err := a.cfg.Runner.Resume(ctx, operator.NameOf(r))
@@ -442,7 +443,7 @@ func (a *apiHandlers) restore(w http.ResponseWriter, r *http.Request) {
 	hdr, err := cluster.Restore(r.Context(), a.cfg.HSM, r.Body)
 	if errors.Is(err, cluster.ErrTooLarge) {
 		a.record(op, cluster.AuditRestoreRefused, fmt.Sprintf("restore by %s (command line) refused: the upload is larger than %s", op, web.ByteSize(a.cfg.MaxUpload)))
-		a.rd.problem(w, r, web.TooLarge(a.cfg.MaxUpload))
+		a.rd.Problem(w, r, web.TooLarge(a.cfg.MaxUpload))
 		return
 	}
 	if err != nil {
@@ -461,7 +462,7 @@ func (a *apiHandlers) auditVerify(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var ae *ceremony.AuditError
 		if errors.As(err, &ae) {
-			a.rd.problem(w, r, web.Problem{Status: http.StatusConflict, Code: web.CodeAuditBroken, Title: "The audit log does not verify",
+			a.rd.Problem(w, r, web.Problem{Status: http.StatusConflict, Code: web.CodeAuditBroken, Title: "The audit log does not verify",
 				What: err.Error(), Todo: "Keep the data directory as it is and tell the appliance's auditors: an entry was altered or removed."})
 			return
 		}
@@ -488,26 +489,26 @@ type CardJSON struct {
 	Deadline string `json:"deadline,omitempty"` // RFC 3339 with nanoseconds: it tells one wait from the next
 	Plugged  bool   `json:"plugged"`
 	// Inserted is the card in the reader, nil when the slot is empty.
-	Inserted *simCard `json:"inserted"`
+	Inserted *simpanel.Card `json:"inserted"`
 	// InKeySet says whether the inserted card is one the loaded key's set was written to.
-	InKeySet bool      `json:"in_key_set"`
-	Cards    []simCard `json:"cards"`
+	InKeySet bool            `json:"in_key_set"`
+	Cards    []simpanel.Card `json:"cards"`
 }
 
 func (a *apiHandlers) card(w http.ResponseWriter, r *http.Request) {
 	if a.cfg.Sim == nil {
-		a.rd.problem(w, r, web.Problem{Status: http.StatusNotImplemented, Code: web.CodeNotAvailable, Title: "No card information without a ceremony",
+		a.rd.Problem(w, r, web.Problem{Status: http.StatusNotImplemented, Code: web.CodeNotAvailable, Title: "No card information without a ceremony",
 			What: "With a real PIN pad a card is read only with its PIN typed on the pad, inside a ceremony.",
 			Todo: "Run a card check (or a copy or PIN change) ceremony; keyquorum status shows the loaded key's card set."})
 		return
 	}
 	st := a.cfg.Sim.State()
-	v := simViewFrom(st, a.cfg.Sim.Cards())
+	v := simpanel.ViewFrom(st, a.cfg.Sim.Cards())
 	out := CardJSON{Display: v.Display, Waiting: v.Waiting, Plugged: v.Plugged, Cards: v.Cards}
 	if !st.Deadline.IsZero() {
 		out.Deadline = st.Deadline.UTC().Format(time.RFC3339Nano)
 	}
-	if i := slices.IndexFunc(v.Cards, func(c simCard) bool { return c.Inserted }); i >= 0 {
+	if i := slices.IndexFunc(v.Cards, func(c simpanel.Card) bool { return c.Inserted }); i >= 0 {
 		c := v.Cards[i]
 		out.Inserted = &c
 		if ov, err := a.cfg.Records.Overview(r.Context()); err == nil && ov.KeySet != nil {

@@ -27,7 +27,7 @@ func (a *apiHandlers) issueNode(w http.ResponseWriter, r *http.Request) {
 		a.badRequest(w, r, err.Error())
 		return
 	case err != nil:
-		a.rd.problem(w, r, web.ForAuth(err, ""))
+		a.rd.Problem(w, r, web.ForAuth(err, ""))
 		return
 	}
 	web.WriteJSON(w, nb)
@@ -44,7 +44,7 @@ func (a *apiHandlers) clusterState(w http.ResponseWriter, r *http.Request) {
 	var foreign *cluster.ForeignNodeError
 	switch {
 	case errors.Is(err, cluster.ErrNotNode):
-		a.rd.problem(w, r, web.Problem{Status: http.StatusForbidden, Code: web.CodeNotNode, Title: "Not a node certificate",
+		a.rd.Problem(w, r, web.Problem{Status: http.StatusForbidden, Code: web.CodeNotNode, Title: "Not a node certificate",
 			What: "This node sends its state only to a node certificate issued by its own management CA.",
 			Todo: "On this node, issue a node certificate (keyquorum cluster add-node) and join with it from the new node (keyquorum cluster join)."})
 		return
@@ -52,7 +52,7 @@ func (a *apiHandlers) clusterState(w http.ResponseWriter, r *http.Request) {
 		a.badRequest(w, r, err.Error())
 		return
 	case errors.As(err, &foreign):
-		a.rd.problem(w, r, web.Problem{Status: http.StatusUnprocessableEntity, Code: web.CodeForeignKey, Title: "The joining node holds another master backup key",
+		a.rd.Problem(w, r, web.Problem{Status: http.StatusUnprocessableEntity, Code: web.CodeForeignKey, Title: "The joining node holds another master backup key",
 			What: fmt.Sprintf("This node holds the master backup key %s; the joining node holds %s. Nodes of one cluster share one key.", foreign.Mine, foreign.Theirs),
 			Todo: "On the joining node: factory reset, then load the key from the cards of this cluster's set, then join again."})
 		return
@@ -83,7 +83,7 @@ func (a *apiHandlers) clusterJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := a.s.cluster.Join(r.Context(), op, peer, node)
 	if err != nil {
-		a.rd.problem(w, r, web.ForJoin(err, ""))
+		a.rd.Problem(w, r, web.ForJoin(err, ""))
 		return
 	}
 	web.WriteJSON(w, res)

@@ -44,7 +44,7 @@ func (h *auditHandlers) page(w http.ResponseWriter, r *http.Request) {
 	}
 	entries, err := h.audit.AuditLog(0)
 	if err != nil {
-		h.rd.problem(w, r, web.For(err, "/"))
+		h.rd.Problem(w, r, web.For(err, "/"))
 		return
 	}
 	v.Total = len(entries)
@@ -52,10 +52,10 @@ func (h *auditHandlers) page(w http.ResponseWriter, r *http.Request) {
 		v.Entries = append(v.Entries, entries[i])
 	}
 	if v.Ceremonies, err = h.records.Ceremonies(0); err != nil {
-		h.rd.problem(w, r, web.For(err, "/"))
+		h.rd.Problem(w, r, web.For(err, "/"))
 		return
 	}
-	h.rd.html(w, r, http.StatusOK, auditPage(h.rd.page(r, "Audit log", "audit"), v))
+	h.rd.HTML(w, r, http.StatusOK, auditPage(h.rd.page(r, "Audit log", "audit"), v))
 }
 
 // export downloads the whole log as JSON lines; `keyquorum audit verify` checks such a file.
@@ -71,14 +71,14 @@ func (h *auditHandlers) export(w http.ResponseWriter, r *http.Request) {
 func (h *auditHandlers) protocol(w http.ResponseWriter, r *http.Request) {
 	id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
 	if err != nil || id == 0 {
-		h.rd.problem(w, r, web.NotFound())
+		h.rd.Problem(w, r, web.NotFound())
 		return
 	}
 	p, err := h.records.Protocol(id)
 	if err != nil {
-		h.rd.problem(w, r, web.Problem{Status: http.StatusNotFound, Title: "No such ceremony",
+		h.rd.Problem(w, r, web.Problem{Status: http.StatusNotFound, Title: "No such ceremony",
 			What: err.Error(), Todo: "Choose a ceremony from the list on the status page or the audit log."})
 		return
 	}
-	h.rd.html(w, r, http.StatusOK, protocolPage(h.rd.page(r, "Protocol of ceremony "+strconv.FormatUint(id, 10), "audit"), p))
+	h.rd.HTML(w, r, http.StatusOK, protocolPage(h.rd.page(r, "Protocol of ceremony "+strconv.FormatUint(id, 10), "audit"), p))
 }

@@ -46,7 +46,7 @@ func (s *Server) authorizeRoutes(mux *http.ServeMux) http.Handler {
 		a, ok := actionOf(pattern, formOf(r))
 		if !ok {
 			s.log.Error("route without an access rule refused: add it to routeActions in roles.go", "pattern", pattern, "path", r.URL.Path)
-			s.rd.problem(w, r, web.Problem{Status: http.StatusForbidden, Title: "No access rule for this page",
+			s.rd.Problem(w, r, web.Problem{Status: http.StatusForbidden, Title: "No access rule for this page",
 				What: "This page has no rule that says which roles may use it, so nobody may.",
 				Todo: "This is a defect of this WebConf build: note the address and report it."})
 			return
@@ -80,15 +80,15 @@ func formOf(r *http.Request) url.Values {
 func (s *Server) authorize(w http.ResponseWriter, r *http.Request, a operator.Action) bool {
 	op, ok := operator.FromContext(r.Context())
 	if !ok {
-		s.rd.problem(w, r, web.NoCertificate(s.cfg.PKI))
+		s.rd.Problem(w, r, web.NoCertificate(s.cfg.PKI))
 		return false
 	}
 	if !operator.Allowed(op.Role, a) {
 		s.log.Info("action refused for the operator's role", "operator", op.Name, "role", op.Role.String(), "action", a)
 		if op.Role == operator.RoleNone {
-			s.rd.problem(w, r, web.NoRole(op))
+			s.rd.Problem(w, r, web.NoRole(op))
 		} else {
-			s.rd.problem(w, r, web.NotAllowed(op, a))
+			s.rd.Problem(w, r, web.NotAllowed(op, a))
 		}
 		return false
 	}
@@ -96,12 +96,12 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, a operator.Ac
 		return true
 	}
 	if len(op.Rec.Keys) == 0 {
-		s.rd.problem(w, r, web.RegisterKey(op, a, s.auth.RPID()))
+		s.rd.Problem(w, r, web.RegisterKey(op, a, s.auth.RPID()))
 		return false
 	}
 	if err := s.auth.Steps().Consume(stepUpToken(r), op.ID, a, time.Now()); err != nil {
 		s.log.Info("dangerous action refused without a fresh assertion", "operator", op.Name, "action", a, "err", err)
-		s.rd.problem(w, r, web.NeedAssertion(a, err))
+		s.rd.Problem(w, r, web.NeedAssertion(a, err))
 		return false
 	}
 	s.log.Info("fresh assertion accepted", "operator", op.Name, "action", a)

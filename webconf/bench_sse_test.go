@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/simpanel"
 )
 
 // BenchmarkPadEventSSE measures the delay from a PIN-pad event to its server-sent event at a
@@ -62,7 +63,7 @@ func BenchmarkPadEventSSE(b *testing.B) {
 			case strings.HasPrefix(line, "event: "):
 				event = strings.TrimPrefix(line, "event: ")
 			case strings.HasPrefix(line, "data: ") && event == "pad":
-				var v simView
+				var v simpanel.View
 				if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &v); err != nil {
 					b.Fatalf("pad message: %v", err)
 				}

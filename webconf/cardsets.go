@@ -84,7 +84,7 @@ type reissueView struct {
 func (h *cardSetHandlers) reissueForm(w http.ResponseWriter, r *http.Request) {
 	v, err := h.view(r)
 	if err != nil {
-		h.rd.problem(w, r, web.For(err, "/cards"))
+		h.rd.Problem(w, r, web.For(err, "/cards"))
 		return
 	}
 	rv := reissueView{cardSetsView: v, Choice: web.Quorum{Preset: "3-5", K: 3, N: 5}}
@@ -94,27 +94,27 @@ func (h *cardSetHandlers) reissueForm(w http.ResponseWriter, r *http.Request) {
 			rv.Choice = web.Quorum{Preset: "2-3", K: 2, N: 3, Label: v.Current.Label}
 		}
 	}
-	h.rd.html(w, r, http.StatusOK, reissuePage(h.rd.page(r, "Re-issue the card set", "cards"), rv))
+	h.rd.HTML(w, r, http.StatusOK, reissuePage(h.rd.page(r, "Re-issue the card set", "cards"), rv))
 }
 
 func (h *cardSetHandlers) reissueConfirm(w http.ResponseWriter, r *http.Request) {
 	c, err := web.ParseQuorum(r.URL.Query().Get)
 	if err != nil {
-		h.rd.problem(w, r, problemQuorum(err))
+		h.rd.Problem(w, r, problemQuorum(err))
 		return
 	}
 	v, err := h.view(r)
 	if err != nil {
-		h.rd.problem(w, r, web.For(err, "/cards/reissue"))
+		h.rd.Problem(w, r, web.For(err, "/cards/reissue"))
 		return
 	}
-	h.rd.html(w, r, http.StatusOK, reissueConfirmPage(h.rd.page(r, "Confirm the re-issue", "cards"), reissueView{cardSetsView: v, Choice: c}))
+	h.rd.HTML(w, r, http.StatusOK, reissueConfirmPage(h.rd.page(r, "Confirm the re-issue", "cards"), reissueView{cardSetsView: v, Choice: c}))
 }
 
 func (h *cardSetHandlers) reissueStart(w http.ResponseWriter, r *http.Request) {
 	c, err := web.ParseQuorum(r.PostFormValue)
 	if err != nil {
-		h.rd.problem(w, r, problemQuorum(err))
+		h.rd.Problem(w, r, problemQuorum(err))
 		return
 	}
 	h.cer.startRequest(w, r, ceremony.Request{Kind: ceremony.KindReissue, K: c.K, N: c.N, Label: c.Label}, "/cards/reissue")
@@ -145,13 +145,13 @@ const recentChecks = 10
 func (h *cardSetHandlers) checkForm(w http.ResponseWriter, r *http.Request) {
 	v, err := h.view(r)
 	if err != nil {
-		h.rd.problem(w, r, web.For(err, "/cards"))
+		h.rd.Problem(w, r, web.For(err, "/cards"))
 		return
 	}
 	cv := checkView{cardSetsView: v}
 	js, err := h.cer.records.Ceremonies(0)
 	if err != nil {
-		h.rd.problem(w, r, web.For(err, "/cards"))
+		h.rd.Problem(w, r, web.For(err, "/cards"))
 		return
 	}
 	for _, j := range js {
@@ -163,7 +163,7 @@ func (h *cardSetHandlers) checkForm(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 	}
-	h.rd.html(w, r, http.StatusOK, checkPage(h.rd.page(r, "Check a card", "cards"), cv))
+	h.rd.HTML(w, r, http.StatusOK, checkPage(h.rd.page(r, "Check a card", "cards"), cv))
 }
 
 func (h *cardSetHandlers) checkStart(w http.ResponseWriter, r *http.Request) {

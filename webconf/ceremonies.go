@@ -41,7 +41,7 @@ type setupView struct {
 func (h *ceremonyHandlers) setup(w http.ResponseWriter, r *http.Request) {
 	ov, err := h.records.Overview(r.Context())
 	if err != nil {
-		h.rd.problem(w, r, web.For(err, "/"))
+		h.rd.Problem(w, r, web.For(err, "/"))
 		return
 	}
 	v := setupView{KeyID: ov.BackupKeyID, Pending: ov.Pending, Choice: web.Quorum{Preset: "2-3", K: 2, N: 3}}
@@ -49,17 +49,17 @@ func (h *ceremonyHandlers) setup(w http.ResponseWriter, r *http.Request) {
 		lv := liveFromEvent(*ov.Running, time.Now())
 		v.Running = &lv
 	}
-	h.rd.html(w, r, http.StatusOK, setupPage(h.rd.page(r, "Key setup", "setup"), v))
+	h.rd.HTML(w, r, http.StatusOK, setupPage(h.rd.page(r, "Key setup", "setup"), v))
 }
 
 func (h *ceremonyHandlers) confirm(w http.ResponseWriter, r *http.Request) {
 	c, err := web.ParseQuorum(r.URL.Query().Get)
 	if err != nil {
-		h.rd.problem(w, r, web.Problem{Status: http.StatusBadRequest, Title: "Quorum not accepted", What: err.Error(),
+		h.rd.Problem(w, r, web.Problem{Status: http.StatusBadRequest, Title: "Quorum not accepted", What: err.Error(),
 			Todo: "Go back to the key setup and choose 2 of 3, 3 of 5, or a custom k of n with 2 ≤ k ≤ n ≤ 255.", Back: "/setup"})
 		return
 	}
-	h.rd.html(w, r, http.StatusOK, confirmPage(h.rd.page(r, "Confirm key generation", "setup"), c))
+	h.rd.HTML(w, r, http.StatusOK, confirmPage(h.rd.page(r, "Confirm key generation", "setup"), c))
 }
 
 // start begins the ceremony a form asks for. The factory reset has its own form (typed
@@ -67,7 +67,7 @@ func (h *ceremonyHandlers) confirm(w http.ResponseWriter, r *http.Request) {
 func (h *ceremonyHandlers) start(w http.ResponseWriter, r *http.Request) {
 	req, back, err := requestFromForm(r)
 	if err != nil {
-		h.rd.problem(w, r, web.Problem{Status: http.StatusBadRequest, Title: "Ceremony not started", What: err.Error(),
+		h.rd.Problem(w, r, web.Problem{Status: http.StatusBadRequest, Title: "Ceremony not started", What: err.Error(),
 			Todo: "Go back, correct the form and start again.", Back: back})
 		return
 	}
@@ -77,7 +77,7 @@ func (h *ceremonyHandlers) start(w http.ResponseWriter, r *http.Request) {
 func (h *ceremonyHandlers) startRequest(w http.ResponseWriter, r *http.Request, req ceremony.Request, back string) {
 	ctx, err := h.ceremonyCtx()
 	if err != nil {
-		h.rd.problem(w, r, web.Problem{Status: http.StatusServiceUnavailable, Title: "The service is stopping", What: err.Error(),
+		h.rd.Problem(w, r, web.Problem{Status: http.StatusServiceUnavailable, Title: "The service is stopping", What: err.Error(),
 			Todo: "Wait for the service to start again, then reload."})
 		return
 	}
@@ -85,7 +85,7 @@ func (h *ceremonyHandlers) startRequest(w http.ResponseWriter, r *http.Request, 
 	hd, err := h.runner.Start(ctx, op, req)
 	if err != nil {
 		h.log.Info("ceremony refused", "kind", req.Kind, "operator", op, "err", err)
-		h.rd.problem(w, r, web.For(err, back))
+		h.rd.Problem(w, r, web.For(err, back))
 		return
 	}
 	h.log.Info("ceremony started from webconf", "ceremony", hd.ID(), "kind", hd.Kind(), "operator", op)
@@ -136,7 +136,7 @@ type liveViewPage struct {
 func (h *ceremonyHandlers) live(w http.ResponseWriter, r *http.Request) {
 	ov, err := h.records.Overview(r.Context())
 	if err != nil {
-		h.rd.problem(w, r, web.For(err, "/"))
+		h.rd.Problem(w, r, web.For(err, "/"))
 		return
 	}
 	now := time.Now()
@@ -147,12 +147,12 @@ func (h *ceremonyHandlers) live(w http.ResponseWriter, r *http.Request) {
 	case ov.Last != nil:
 		v.Live, v.Any = liveFromJournal(*ov.Last, now), true
 	}
-	h.rd.html(w, r, http.StatusOK, livePage(h.rd.page(r, "Live ceremony", "ceremony"), v))
+	h.rd.HTML(w, r, http.StatusOK, livePage(h.rd.page(r, "Live ceremony", "ceremony"), v))
 }
 
 func (h *ceremonyHandlers) retry(w http.ResponseWriter, r *http.Request) {
 	if err := h.runner.Retry(operator.NameOf(r)); err != nil {
-		h.rd.problem(w, r, web.For(err, "/ceremony"))
+		h.rd.Problem(w, r, web.For(err, "/ceremony"))
 		return
 	}
 	web.RedirectBack(w, r, "/ceremony")
@@ -166,11 +166,11 @@ func (h *ceremonyHandlers) answer(w http.ResponseWriter, r *http.Request) {
 		ok = true
 	case "cancel":
 	default:
-		h.rd.problem(w, r, web.For(ceremony.ErrBadRequest, "/ceremony"))
+		h.rd.Problem(w, r, web.For(ceremony.ErrBadRequest, "/ceremony"))
 		return
 	}
 	if err := h.runner.Confirm(operator.NameOf(r), ok); err != nil {
-		h.rd.problem(w, r, web.For(err, "/ceremony"))
+		h.rd.Problem(w, r, web.For(err, "/ceremony"))
 		return
 	}
 	web.RedirectBack(w, r, "/ceremony")
@@ -178,7 +178,7 @@ func (h *ceremonyHandlers) answer(w http.ResponseWriter, r *http.Request) {
 
 func (h *ceremonyHandlers) cancel(w http.ResponseWriter, r *http.Request) {
 	if err := h.runner.Cancel(operator.NameOf(r)); err != nil {
-		h.rd.problem(w, r, web.For(err, "/ceremony"))
+		h.rd.Problem(w, r, web.For(err, "/ceremony"))
 		return
 	}
 	web.RedirectBack(w, r, "/ceremony")
@@ -187,19 +187,19 @@ func (h *ceremonyHandlers) cancel(w http.ResponseWriter, r *http.Request) {
 func (h *ceremonyHandlers) resume(w http.ResponseWriter, r *http.Request) {
 	ctx, err := h.ceremonyCtx()
 	if err != nil {
-		h.rd.problem(w, r, web.Problem{Status: http.StatusServiceUnavailable, Title: "The service is stopping", What: err.Error(),
+		h.rd.Problem(w, r, web.Problem{Status: http.StatusServiceUnavailable, Title: "The service is stopping", What: err.Error(),
 			Todo: "Wait for the service to start again, then reload."})
 		return
 	}
 	if _, err := h.runner.Resume(ctx, operator.NameOf(r)); err != nil {
-		h.rd.problem(w, r, web.For(err, "/"))
+		h.rd.Problem(w, r, web.For(err, "/"))
 		return
 	}
 	http.Redirect(w, r, "/ceremony", http.StatusSeeOther)
 }
 
 func (h *ceremonyHandlers) cards(w http.ResponseWriter, r *http.Request) {
-	h.rd.html(w, r, http.StatusOK, cardsPage(h.rd.page(r, "Smart cards", "cards")))
+	h.rd.HTML(w, r, http.StatusOK, cardsPage(h.rd.page(r, "Smart cards", "cards")))
 }
 
 // resetView is the factory reset page.
@@ -211,15 +211,15 @@ type resetView struct {
 func (h *ceremonyHandlers) resetForm(w http.ResponseWriter, r *http.Request) {
 	ov, err := h.records.Overview(r.Context())
 	if err != nil {
-		h.rd.problem(w, r, web.For(err, "/"))
+		h.rd.Problem(w, r, web.For(err, "/"))
 		return
 	}
-	h.rd.html(w, r, http.StatusOK, resetPage(h.rd.page(r, "Factory reset", "reset"), resetView{KeyID: ov.BackupKeyID, KeySet: ov.KeySet}))
+	h.rd.HTML(w, r, http.StatusOK, resetPage(h.rd.page(r, "Factory reset", "reset"), resetView{KeyID: ov.BackupKeyID, KeySet: ov.KeySet}))
 }
 
 func (h *ceremonyHandlers) reset(w http.ResponseWriter, r *http.Request) {
 	if strings.TrimSpace(r.PostFormValue("confirm")) != web.ResetPhrase {
-		h.rd.problem(w, r, web.Problem{Status: http.StatusBadRequest, Title: "Factory reset not confirmed",
+		h.rd.Problem(w, r, web.Problem{Status: http.StatusBadRequest, Title: "Factory reset not confirmed",
 			What: fmt.Sprintf("The confirmation did not read %q, so nothing was erased.", web.ResetPhrase),
 			Todo: fmt.Sprintf("If you mean to erase the HSM's keys and the master backup key, go back and type %s exactly.", web.ResetPhrase), Back: "/reset"})
 		return

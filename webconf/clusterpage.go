@@ -44,10 +44,10 @@ func (a *apiHandlers) clusterPageView(w http.ResponseWriter, r *http.Request) {
 func (a *apiHandlers) renderCluster(w http.ResponseWriter, r *http.Request, joined *RestoredJSON) {
 	ov, err := a.cfg.Records.Overview(r.Context())
 	if err != nil {
-		a.rd.problem(w, r, web.For(err, "/"))
+		a.rd.Problem(w, r, web.For(err, "/"))
 		return
 	}
-	a.rd.html(w, r, http.StatusOK, clusterPage(a.rd.page(r, "Cluster", "hsm"), clusterView{KeyID: ov.BackupKeyID, Joined: joined}))
+	a.rd.HTML(w, r, http.StatusOK, clusterPage(a.rd.page(r, "Cluster", "hsm"), clusterView{KeyID: ov.BackupKeyID, Joined: joined}))
 }
 
 // clusterPageIssue issues a node certificate; its file waits in memory for one download by
@@ -57,21 +57,21 @@ func (a *apiHandlers) clusterPageIssue(w http.ResponseWriter, r *http.Request) {
 	nb, err := a.s.cluster.IssueNodeCert(op.Name, r.PostFormValue("name"))
 	switch {
 	case errors.Is(err, cluster.ErrNodeName):
-		a.rd.problem(w, r, web.Problem{Status: http.StatusBadRequest, Code: web.CodeBadRequest, Title: "Node name not accepted", What: err.Error(),
+		a.rd.Problem(w, r, web.Problem{Status: http.StatusBadRequest, Code: web.CodeBadRequest, Title: "Node name not accepted", What: err.Error(),
 			Todo: "Go back and give the new node a plain name, e.g. node-b.", Back: "/cluster"})
 		return
 	case err != nil:
-		a.rd.problem(w, r, web.ForAuth(err, "/cluster"))
+		a.rd.Problem(w, r, web.ForAuth(err, "/cluster"))
 		return
 	}
 	dl, err := a.s.auth.Issued().Put(op.ID, "node-"+nb.Subject, nb.P12, time.Now())
 	if err != nil {
 		clear(nb.P12)
-		a.rd.problem(w, r, web.ForAuth(err, "/cluster"))
+		a.rd.Problem(w, r, web.ForAuth(err, "/cluster"))
 		return
 	}
 	nb.P12 = nil // kept by the one-time download now
-	a.rd.html(w, r, http.StatusOK, nodeIssuedPage(a.rd.page(r, "Node certificate issued", "hsm"), nodeIssuedView{NodeBundle: nb, Download: dl}))
+	a.rd.HTML(w, r, http.StatusOK, nodeIssuedPage(a.rd.page(r, "Node certificate issued", "hsm"), nodeIssuedView{NodeBundle: nb, Download: dl}))
 }
 
 // Bounds of the join form's parts.
@@ -84,7 +84,7 @@ const (
 // multipart upload (CSRF token in the URL, as the restore form).
 func (a *apiHandlers) clusterPageJoin(w http.ResponseWriter, r *http.Request) {
 	bad := func(what string) {
-		a.rd.problem(w, r, web.Problem{Status: http.StatusBadRequest, Code: web.CodeBadRequest, Title: "Join not started", What: what,
+		a.rd.Problem(w, r, web.Problem{Status: http.StatusBadRequest, Code: web.CodeBadRequest, Title: "Join not started", What: what,
 			Todo: "Go back, give the node's address, choose the node file and type its password, then send the form again.", Back: "/cluster"})
 	}
 	mr, err := r.MultipartReader()
@@ -126,7 +126,7 @@ func (a *apiHandlers) clusterPageJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := a.s.cluster.Join(r.Context(), operator.NameOf(r), peer, node)
 	if err != nil {
-		a.rd.problem(w, r, web.ForJoin(err, "/cluster"))
+		a.rd.Problem(w, r, web.ForJoin(err, "/cluster"))
 		return
 	}
 	a.renderCluster(w, r, res)

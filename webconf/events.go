@@ -9,18 +9,19 @@ import (
 	"time"
 
 	"github.com/keyquorum/keyquorum/pinpad/sim"
+	"github.com/keyquorum/keyquorum/webconf/simpanel"
 	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // eventHandlers serve the live view's event stream.
 type eventHandlers struct {
 	runner   web.CeremonyRunner
-	sim      Simulator // nil without the simulator
+	sim      simpanel.Simulator // nil without the simulator
 	stopping <-chan struct{}
 	log      *slog.Logger
 }
 
-func newEventHandlers(runner web.CeremonyRunner, s Simulator, stopping <-chan struct{}, log *slog.Logger) *eventHandlers {
+func newEventHandlers(runner web.CeremonyRunner, s simpanel.Simulator, stopping <-chan struct{}, log *slog.Logger) *eventHandlers {
 	return &eventHandlers{runner: runner, sim: s, stopping: stopping, log: log}
 }
 
@@ -81,7 +82,7 @@ func (h *eventHandlers) stream(w http.ResponseWriter, r *http.Request) {
 				pad = nil
 				continue
 			}
-			err = send("pad", simViewFrom(st, h.sim.Cards()))
+			err = send("pad", simpanel.ViewFrom(st, h.sim.Cards()))
 		case <-tick.C:
 			_, err = fmt.Fprint(w, ": keep-alive\n\n")
 			if err == nil {

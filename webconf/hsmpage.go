@@ -48,11 +48,11 @@ type hsmView struct {
 func (h *hsmHandlers) page(w http.ResponseWriter, r *http.Request) {
 	ov, err := h.records.Overview(r.Context())
 	if err != nil {
-		h.rd.problem(w, r, web.For(err, "/"))
+		h.rd.Problem(w, r, web.For(err, "/"))
 		return
 	}
 	v := hsmView{Overview: ov, MaxUpload: web.ByteSize(h.maxUpload), Restored: r.URL.Query().Get("restored") == "1"}
-	h.rd.html(w, r, http.StatusOK, hsmPage(h.rd.page(r, "HSM", "hsm"), v))
+	h.rd.HTML(w, r, http.StatusOK, hsmPage(h.rd.page(r, "HSM", "hsm"), v))
 }
 
 // backup streams a backup of the HSM's key database, encrypted under the MBK. A missing MBK is
@@ -61,7 +61,7 @@ func (h *hsmHandlers) page(w http.ResponseWriter, r *http.Request) {
 func (h *hsmHandlers) backup(w http.ResponseWriter, r *http.Request) {
 	id, err := h.hsm.BackupKeyID(r.Context())
 	if err != nil {
-		h.rd.problem(w, r, web.For(err, "/hsm"))
+		h.rd.Problem(w, r, web.For(err, "/hsm"))
 		return
 	}
 	name := fmt.Sprintf("keyquorum-backup-%s-%s.kqb", id, time.Now().UTC().Format("20060102-150405"))
@@ -96,7 +96,7 @@ func (l *limitFlag) Read(p []byte) (int, error) {
 func (h *hsmHandlers) restore(w http.ResponseWriter, r *http.Request) {
 	mr, err := r.MultipartReader()
 	if err != nil {
-		h.rd.problem(w, r, web.BadForm("The restore form must be sent as a file upload (multipart/form-data)."))
+		h.rd.Problem(w, r, web.BadForm("The restore form must be sent as a file upload (multipart/form-data)."))
 		return
 	}
 	for {
@@ -104,10 +104,10 @@ func (h *hsmHandlers) restore(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {
-				h.rd.problem(w, r, web.TooLarge(h.maxUpload))
+				h.rd.Problem(w, r, web.TooLarge(h.maxUpload))
 				return
 			}
-			h.rd.problem(w, r, web.BadForm("The upload holds no backup file: choose the backup file and send the form again."))
+			h.rd.Problem(w, r, web.BadForm("The upload holds no backup file: choose the backup file and send the form again."))
 			return
 		}
 		if part.FormName() != "backup" {
@@ -122,13 +122,13 @@ func (h *hsmHandlers) restore(w http.ResponseWriter, r *http.Request) {
 		if body.hit {
 			h.log.Info("restore refused: upload too large", "operator", op)
 			h.record(op, cluster.AuditRestoreRefused, fmt.Sprintf("restore by %s refused: the upload is larger than %s", op, web.ByteSize(h.maxUpload)))
-			h.rd.problem(w, r, web.TooLarge(h.maxUpload))
+			h.rd.Problem(w, r, web.TooLarge(h.maxUpload))
 			return
 		}
 		if err != nil {
 			h.log.Info("restore refused", "operator", op, "err", err)
 			h.record(op, cluster.AuditRestoreRefused, fmt.Sprintf("restore by %s refused, nothing changed: %v", op, err))
-			h.rd.problem(w, r, web.For(err, "/hsm"))
+			h.rd.Problem(w, r, web.For(err, "/hsm"))
 			return
 		}
 		h.log.Info("backup restored", "operator", op)

@@ -56,13 +56,13 @@ func (s *Server) requireClientCert(next http.Handler) http.Handler {
 		}
 		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
 			s.log.Info("request without client certificate refused", "path", r.URL.Path, "remote", r.RemoteAddr)
-			s.rd.problem(w, r, web.NoCertificate(s.cfg.PKI))
+			s.rd.Problem(w, r, web.NoCertificate(s.cfg.PKI))
 			return
 		}
 		leaf := r.TLS.VerifiedChains[0][0]
 		op, err := s.auth.Admit(r.TLS.VerifiedChains[0], r.URL.Path, time.Now())
 		if err != nil {
-			s.rd.problem(w, r, admitProblem(op.Ident, err))
+			s.rd.Problem(w, r, admitProblem(op.Ident, err))
 			return
 		}
 		op.CSRF = s.csrf.token(leaf)
@@ -148,23 +148,23 @@ func (s *Server) protect(next http.Handler) http.Handler {
 			limit = s.cfg.MaxUpload // the backup itself (api.go)
 		}
 		if r.ContentLength > limit {
-			s.rd.problem(w, r, web.TooLarge(limit))
+			s.rd.Problem(w, r, web.TooLarge(limit))
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		op, ok := operator.FromContext(r.Context())
 		if !ok {
-			s.rd.problem(w, r, web.NoCertificate(s.cfg.PKI))
+			s.rd.Problem(w, r, web.NoCertificate(s.cfg.PKI))
 			return
 		}
 		if err := s.csrf.check(r, op); err != nil {
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {
-				s.rd.problem(w, r, web.TooLarge(limit))
+				s.rd.Problem(w, r, web.TooLarge(limit))
 				return
 			}
 			s.log.Warn("csrf check failed", "path", r.URL.Path, "operator", op.Name, "err", err)
-			s.rd.problem(w, r, web.Problem{Status: http.StatusForbidden, Code: web.CodeCSRF, Title: "Request refused (CSRF check)",
+			s.rd.Problem(w, r, web.Problem{Status: http.StatusForbidden, Code: web.CodeCSRF, Title: "Request refused (CSRF check)",
 				What: "The form you sent did not carry this page's security token, or it came from another site.",
 				Todo: "Go back, reload the page and send the form again. If you did not send a form yourself, close the other site's tab."})
 			return
@@ -182,7 +182,7 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 					panic(v)
 				}
 				s.log.Error("handler panic", "path", r.URL.Path, "panic", fmt.Sprint(v))
-				s.rd.problem(w, r, web.Problem{Status: http.StatusInternalServerError, Title: "Internal error",
+				s.rd.Problem(w, r, web.Problem{Status: http.StatusInternalServerError, Title: "Internal error",
 					What: "WebConf hit an unexpected condition handling this request.",
 					Todo: "Reload the page. If it happens again, note the time and check the service log."})
 			}

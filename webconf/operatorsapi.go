@@ -34,7 +34,7 @@ func operatorJSON(o operator.Operator) OperatorJSON {
 func (h *operatorHandlers) apiOperators(w http.ResponseWriter, r *http.Request) {
 	ops, err := h.auth.Operators().List()
 	if err != nil {
-		h.rd.problem(w, r, web.For(err, ""))
+		h.rd.Problem(w, r, web.For(err, ""))
 		return
 	}
 	out := make([]OperatorJSON, 0, len(ops))
@@ -58,23 +58,23 @@ func (h *operatorHandlers) apiSetRole(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		h.rd.problem(w, r, web.BadForm(fmt.Sprintf("The body must be JSON like {\"id\": \"…\", \"role\": \"auditor\"}: %v.", err)))
+		h.rd.Problem(w, r, web.BadForm(fmt.Sprintf("The body must be JSON like {\"id\": \"…\", \"role\": \"auditor\"}: %v.", err)))
 		return
 	}
 	role, err := operator.ParseRole(req.Role)
 	if err != nil {
-		h.rd.problem(w, r, web.BadForm(err.Error()))
+		h.rd.Problem(w, r, web.BadForm(err.Error()))
 		return
 	}
 	target, old, err := h.auth.Operators().SetRole(req.ID, role, op.Name, time.Now())
 	if err != nil {
-		h.rd.problem(w, r, web.ForAuth(err, ""))
+		h.rd.Problem(w, r, web.ForAuth(err, ""))
 		return
 	}
 	if old != role {
 		msg := fmt.Sprintf("%s: role changed from %s to %s by %s (command line)", target.Name(), old, role, op.Name)
 		if err := h.auth.Record(op.Name, operator.AuditOperatorRole, msg); err != nil {
-			h.rd.problem(w, r, web.ForAuth(err, ""))
+			h.rd.Problem(w, r, web.ForAuth(err, ""))
 			return
 		}
 	}

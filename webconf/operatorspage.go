@@ -71,7 +71,7 @@ func (h *operatorHandlers) account(w http.ResponseWriter, r *http.Request) {
 	op, _ := operator.FromContext(r.Context())
 	rec, err := h.auth.Operators().Get(op.ID)
 	if err != nil && !errors.Is(err, operator.ErrNoSuchOperator) {
-		h.rd.problem(w, r, web.For(err, "/"))
+		h.rd.Problem(w, r, web.For(err, "/"))
 		return
 	}
 	if errors.Is(err, operator.ErrNoSuchOperator) {
@@ -85,18 +85,18 @@ func (h *operatorHandlers) account(w http.ResponseWriter, r *http.Request) {
 			v.Approvable = append(v.Approvable, a)
 		}
 	}
-	h.rd.html(w, r, http.StatusOK, accountPage(h.rd.page(r, "Your account", "account"), v))
+	h.rd.HTML(w, r, http.StatusOK, accountPage(h.rd.page(r, "Your account", "account"), v))
 }
 
 func (h *operatorHandlers) removeOwnKey(w http.ResponseWriter, r *http.Request) {
 	op, _ := operator.FromContext(r.Context())
 	names, err := h.auth.Operators().RemoveKey(op.ID, r.PostFormValue("key"))
 	if err != nil {
-		h.rd.problem(w, r, web.ForAuth(err, "/account"))
+		h.rd.Problem(w, r, web.ForAuth(err, "/account"))
 		return
 	}
 	if err := h.auth.Record(op.Name, operator.AuditOperatorKeyRemoved, fmt.Sprintf("%s removed their security key %q", op.Name, strings.Join(names, ", "))); err != nil {
-		h.rd.problem(w, r, web.ForAuth(err, "/account"))
+		h.rd.Problem(w, r, web.ForAuth(err, "/account"))
 		return
 	}
 	http.Redirect(w, r, "/account", http.StatusSeeOther)
@@ -114,37 +114,37 @@ func (h *operatorHandlers) list(w http.ResponseWriter, r *http.Request) {
 	op, _ := operator.FromContext(r.Context())
 	ops, err := h.auth.Operators().List()
 	if err != nil {
-		h.rd.problem(w, r, web.For(err, "/"))
+		h.rd.Problem(w, r, web.For(err, "/"))
 		return
 	}
 	certs, err := h.auth.Operators().Certs()
 	if err != nil {
-		h.rd.problem(w, r, web.For(err, "/"))
+		h.rd.Problem(w, r, web.For(err, "/"))
 		return
 	}
 	v := operatorsView{Operators: ops, Certs: certs, Me: op.ID}
 	if op.Ident.Management {
 		v.MySerial = op.Ident.Serial
 	}
-	h.rd.html(w, r, http.StatusOK, operatorsPage(h.rd.page(r, "Operators", "operators"), v))
+	h.rd.HTML(w, r, http.StatusOK, operatorsPage(h.rd.page(r, "Operators", "operators"), v))
 }
 
 func (h *operatorHandlers) setRole(w http.ResponseWriter, r *http.Request) {
 	op, _ := operator.FromContext(r.Context())
 	role, err := operator.ParseRole(r.PostFormValue("role"))
 	if err != nil {
-		h.rd.problem(w, r, web.BadForm(err.Error()))
+		h.rd.Problem(w, r, web.BadForm(err.Error()))
 		return
 	}
 	target, old, err := h.auth.Operators().SetRole(r.PostFormValue("id"), role, op.Name, time.Now())
 	if err != nil {
-		h.rd.problem(w, r, web.ForAuth(err, "/operators"))
+		h.rd.Problem(w, r, web.ForAuth(err, "/operators"))
 		return
 	}
 	if old != role {
 		msg := fmt.Sprintf("%s: role changed from %s to %s by %s", target.Name(), old, role, op.Name)
 		if err := h.auth.Record(op.Name, operator.AuditOperatorRole, msg); err != nil {
-			h.rd.problem(w, r, web.ForAuth(err, "/operators"))
+			h.rd.Problem(w, r, web.ForAuth(err, "/operators"))
 			return
 		}
 		h.log.Info("operator role changed", "operator", target.Name(), "from", old.String(), "to", role.String(), "by", op.Name)
@@ -157,17 +157,17 @@ func (h *operatorHandlers) removeKeys(w http.ResponseWriter, r *http.Request) {
 	id := r.PostFormValue("id")
 	target, err := h.auth.Operators().Get(id)
 	if err != nil {
-		h.rd.problem(w, r, web.ForAuth(err, "/operators"))
+		h.rd.Problem(w, r, web.ForAuth(err, "/operators"))
 		return
 	}
 	names, err := h.auth.Operators().RemoveKey(id, "")
 	if err != nil {
-		h.rd.problem(w, r, web.ForAuth(err, "/operators"))
+		h.rd.Problem(w, r, web.ForAuth(err, "/operators"))
 		return
 	}
 	msg := fmt.Sprintf("every security key of %s removed by %s (%s): they register a new one with their certificate", target.Name(), op.Name, strings.Join(names, ", "))
 	if err := h.auth.Record(op.Name, operator.AuditOperatorKeyRemoved, msg); err != nil {
-		h.rd.problem(w, r, web.ForAuth(err, "/operators"))
+		h.rd.Problem(w, r, web.ForAuth(err, "/operators"))
 		return
 	}
 	http.Redirect(w, r, "/operators", http.StatusSeeOther)
@@ -192,28 +192,28 @@ func (h *operatorHandlers) issue(w http.ResponseWriter, r *http.Request) {
 	role, err := operator.ParseRole(r.PostFormValue("role"))
 	switch {
 	case err != nil:
-		h.rd.problem(w, r, web.BadForm(err.Error()))
+		h.rd.Problem(w, r, web.BadForm(err.Error()))
 		return
 	case !operator.Printable(cn, 64) || strings.ContainsAny(cn, `,+"\<>;=`):
-		h.rd.problem(w, r, web.BadForm("The name (CN) must be 1 to 64 printable characters without , + \" \\ < > ; ="))
+		h.rd.Problem(w, r, web.BadForm("The name (CN) must be 1 to 64 printable characters without , + \" \\ < > ; ="))
 		return
 	}
 	if email != "" {
 		if a, err := mail.ParseAddress(email); err != nil || a.Address != email || len(email) > 254 {
-			h.rd.problem(w, r, web.BadForm("The e-mail address is not a plain address like name@example.org."))
+			h.rd.Problem(w, r, web.BadForm("The e-mail address is not a plain address like name@example.org."))
 			return
 		}
 	}
 	now := time.Now()
 	cert, id, p12, password, err := h.auth.IssueRecorded(pkix.Name{CommonName: cn, Organization: []string{"Keyquorum operators"}}, email, role, op.Name, now)
 	if err != nil {
-		h.rd.problem(w, r, web.ForAuth(err, "/operators"))
+		h.rd.Problem(w, r, web.ForAuth(err, "/operators"))
 		return
 	}
 	msg := fmt.Sprintf("certificate %s (serial %s) issued by %s with the role %s", id.Name(), id.Serial, op.Name, role)
 	if err := h.auth.Record(op.Name, operator.AuditCertIssued, msg); err != nil {
 		clear(p12)
-		h.rd.problem(w, r, web.ForAuth(err, "/operators"))
+		h.rd.Problem(w, r, web.ForAuth(err, "/operators"))
 		return
 	}
 	if role != operator.RoleNone {
@@ -222,11 +222,11 @@ func (h *operatorHandlers) issue(w http.ResponseWriter, r *http.Request) {
 	dl, err := h.auth.Issued().Put(op.ID, cn, p12, now)
 	if err != nil {
 		clear(p12)
-		h.rd.problem(w, r, web.ForAuth(err, "/operators"))
+		h.rd.Problem(w, r, web.ForAuth(err, "/operators"))
 		return
 	}
 	h.log.Info("operator certificate issued", "operator", id.Subject, "serial", id.Serial, "by", op.Name)
-	h.rd.html(w, r, http.StatusOK, issuedPage(h.rd.page(r, "Certificate issued", "operators"),
+	h.rd.HTML(w, r, http.StatusOK, issuedPage(h.rd.page(r, "Certificate issued", "operators"),
 		issuedView{Subject: id.Name(), Serial: id.Serial, Role: role, NotAfter: cert.NotAfter, Password: password, Download: dl}))
 }
 
@@ -235,7 +235,7 @@ func (h *operatorHandlers) download(w http.ResponseWriter, r *http.Request) {
 	op, _ := operator.FromContext(r.Context())
 	d, ok := h.auth.Issued().Take(r.PathValue("id"), op.ID, time.Now())
 	if !ok {
-		h.rd.problem(w, r, web.Problem{Status: http.StatusGone, Title: "Download no longer available",
+		h.rd.Problem(w, r, web.Problem{Status: http.StatusGone, Title: "Download no longer available",
 			What: "An issued certificate file can be downloaded once, by the administrator who issued it, within ten minutes.",
 			Todo: "Revoke the certificate on the Operators page if its file may have gone astray, and issue a new one.", Back: "/operators"})
 		return
@@ -256,7 +256,7 @@ func (h *operatorHandlers) revoke(w http.ResponseWriter, r *http.Request) {
 	op, _ := operator.FromContext(r.Context())
 	serial := strings.ToUpper(strings.TrimSpace(r.PostFormValue("serial")))
 	if op.Ident.Management && serial == op.Ident.Serial {
-		h.rd.problem(w, r, web.Problem{Status: http.StatusConflict, Title: "That is the certificate you use now",
+		h.rd.Problem(w, r, web.Problem{Status: http.StatusConflict, Title: "That is the certificate you use now",
 			What: "Revoking the certificate of this browser session would lock you out at once.",
 			Todo: "Sign in with another administrator's certificate to revoke this one.", Back: "/operators"})
 		return
@@ -264,7 +264,7 @@ func (h *operatorHandlers) revoke(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	c, was, err := h.auth.Operators().Revoke(serial, op.Name, now)
 	if err != nil {
-		h.rd.problem(w, r, web.ForAuth(err, "/operators"))
+		h.rd.Problem(w, r, web.ForAuth(err, "/operators"))
 		return
 	}
 	if !was {
@@ -276,7 +276,7 @@ func (h *operatorHandlers) revoke(w http.ResponseWriter, r *http.Request) {
 			subject = "a certificate WebConf did not issue"
 		}
 		if err := h.auth.Record(op.Name, operator.AuditCertRevoked, fmt.Sprintf("certificate serial %s (%s) revoked by %s", c.Serial, subject, op.Name)); err != nil {
-			h.rd.problem(w, r, web.ForAuth(err, "/operators"))
+			h.rd.Problem(w, r, web.ForAuth(err, "/operators"))
 			return
 		}
 		h.log.Info("certificate revoked", "serial", c.Serial, "by", op.Name)

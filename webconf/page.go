@@ -9,6 +9,7 @@ import (
 
 	"github.com/a-h/templ"
 	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/simpanel"
 	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
@@ -19,7 +20,7 @@ type page struct {
 	Operator  string // "" on pages for requests without a certificate
 	CSRF      string
 	Sim       bool // the simulator panel is shown
-	SimView   simView
+	SimView   simpanel.View
 	Role      operator.Role
 	NoKey     bool   // the operator has a role but no security key yet: say what to do
 	KeyOrigin string // where security keys work: https://relying-party-ID:port
@@ -52,7 +53,7 @@ func navShown(key string, role operator.Role) bool {
 
 // renderer frames pages and error pages; every handler group gets one.
 type renderer struct {
-	sim  Simulator // nil without the simulator pad
+	sim  simpanel.Simulator // nil without the simulator pad
 	pki  *operator.PKI
 	log  *slog.Logger
 	auth *operator.Auth
@@ -68,14 +69,14 @@ func (rd *renderer) page(r *http.Request, title, nav string) page {
 		}
 		if rd.sim != nil && operator.Allowed(op.Role, operator.ActionSimulator) {
 			p.Sim = true
-			p.SimView = simViewOf(rd.sim)
+			p.SimView = simpanel.ViewOf(rd.sim)
 		}
 	}
 	return p
 }
 
 // html renders a component as a page with the given status.
-func (rd *renderer) html(w http.ResponseWriter, r *http.Request, status int, c templ.Component) {
+func (rd *renderer) HTML(w http.ResponseWriter, r *http.Request, status int, c templ.Component) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
 	if err := c.Render(r.Context(), w); err != nil {
@@ -92,7 +93,7 @@ func minutes(d time.Duration) string {
 }
 
 // problem answers with an error page, or with the JSON problem for the page script and the API.
-func (rd *renderer) problem(w http.ResponseWriter, r *http.Request, p web.Problem) {
+func (rd *renderer) Problem(w http.ResponseWriter, r *http.Request, p web.Problem) {
 	if p.Status == 0 {
 		p.Status = http.StatusInternalServerError
 	}
@@ -102,5 +103,5 @@ func (rd *renderer) problem(w http.ResponseWriter, r *http.Request, p web.Proble
 		json.NewEncoder(w).Encode(map[string]string{"code": web.CodeOf(p), "title": p.Title, "what": p.What, "todo": p.Todo})
 		return
 	}
-	rd.html(w, r, p.Status, problemPage(rd.page(r, p.Title, ""), p))
+	rd.HTML(w, r, p.Status, problemPage(rd.page(r, p.Title, ""), p))
 }

@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"net/http"
 
+	"github.com/keyquorum/keyquorum/webconf/simpanel"
 	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
@@ -52,19 +53,19 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /ceremonies/{id}/protocol", audit.protocol)
 
 	if s.cfg.Sim != nil {
-		sim := newSimHandlers(s.cfg.Sim, rd, s.log)
-		mux.HandleFunc("POST /sim/key", sim.key)
-		mux.HandleFunc("POST /sim/insert", sim.insert)
-		mux.HandleFunc("POST /sim/remove", sim.remove)
-		mux.HandleFunc("POST /sim/cards", sim.newCard)
-		mux.HandleFunc("GET /sim/rack", sim.rack)
+		sim := simpanel.NewHandlers(s.cfg.Sim, rd, s.log)
+		mux.HandleFunc("POST /sim/key", sim.Key)
+		mux.HandleFunc("POST /sim/insert", sim.Insert)
+		mux.HandleFunc("POST /sim/remove", sim.Remove)
+		mux.HandleFunc("POST /sim/cards", sim.NewCard)
+		mux.HandleFunc("GET /sim/rack", sim.Rack)
 	}
 	s.authRoutes(mux)
 	s.apiRoutes(mux)
 	s.cardSetRoutes(mux, cer)
 	s.clusterRoutes(mux)
 	// Everything else, including a known path with the wrong method, is a page, not plain text.
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { rd.problem(w, r, web.NotFound()) })
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { rd.Problem(w, r, web.NotFound()) })
 
 	return securityHeaders(s.recoverPanics(s.requireClientCert(s.protect(s.authorizeRoutes(mux)))))
 }
@@ -76,7 +77,7 @@ func staticHandler(fsys fs.FS, rd *renderer) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fi, err := fs.Stat(fsys, r.URL.Path)
 		if err != nil || fi.IsDir() { // no directory listings
-			rd.problem(w, r, web.NotFound())
+			rd.Problem(w, r, web.NotFound())
 			return
 		}
 		w.Header().Set("Cache-Control", "private, max-age=3600")

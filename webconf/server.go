@@ -15,6 +15,7 @@ import (
 
 	"github.com/keyquorum/keyquorum/cluster"
 	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/simpanel"
 	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
@@ -35,7 +36,7 @@ type Config struct {
 	Audit    web.AuditReader
 	HSM      web.BackupHSM
 	// Sim is the simulator PIN pad; nil with a real pad (then there is no simulator panel).
-	Sim       Simulator
+	Sim       simpanel.Simulator
 	Appliance web.Appliance
 	// MaxUpload bounds a backup upload, in bytes; 0 means DefaultMaxUpload.
 	MaxUpload int64

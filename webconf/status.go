@@ -36,7 +36,7 @@ func (h *statusHandlers) status(w http.ResponseWriter, r *http.Request) {
 	ov, err := h.records.Overview(r.Context())
 	if err != nil {
 		h.log.Error("read overview", "err", err)
-		h.rd.problem(w, r, web.For(err, "/"))
+		h.rd.Problem(w, r, web.For(err, "/"))
 		return
 	}
 	v := statusView{Appliance: h.appliance, Overview: ov, CAFingerprint: h.pki.Fingerprint()}
@@ -46,10 +46,10 @@ func (h *statusHandlers) status(w http.ResponseWriter, r *http.Request) {
 	}
 	if v.Recent, err = h.records.Ceremonies(10); err != nil {
 		h.log.Error("list ceremonies", "err", err)
-		h.rd.problem(w, r, web.For(err, "/"))
+		h.rd.Problem(w, r, web.For(err, "/"))
 		return
 	}
-	h.rd.html(w, r, http.StatusOK, statusPage(h.rd.page(r, "Status", "status"), v))
+	h.rd.HTML(w, r, http.StatusOK, statusPage(h.rd.page(r, "Status", "status"), v))
 }
 
 // caCert serves the management CA certificate, to every client: an operator needs it before

@@ -63,7 +63,7 @@ func (h *webauthnHandlers) current(w http.ResponseWriter, r *http.Request) (oper
 	op, _ := operator.FromContext(r.Context())
 	rec, err := h.auth.Operators().Get(op.ID)
 	if err != nil {
-		h.rd.problem(w, r, web.Problem{Status: http.StatusConflict, Title: "Not in the operator list",
+		h.rd.Problem(w, r, web.Problem{Status: http.StatusConflict, Title: "Not in the operator list",
 			What: "Your certificate is not in WebConf's operator list (the list may be full): " + err.Error(),
 			Todo: "Ask a WebConf administrator to give you a role; that records you."})
 		return op, nil, false
@@ -78,7 +78,7 @@ func (h *webauthnHandlers) registerBegin(w http.ResponseWriter, r *http.Request)
 	}
 	wa, origin, err := h.auth.RelyingParty(r)
 	if err != nil {
-		h.rd.problem(w, r, relyingPartyProblem(err))
+		h.rd.Problem(w, r, relyingPartyProblem(err))
 		return
 	}
 	name := strings.TrimSpace(r.PostFormValue("name"))
@@ -86,7 +86,7 @@ func (h *webauthnHandlers) registerBegin(w http.ResponseWriter, r *http.Request)
 		name = fmt.Sprintf("security key %d", len(rec.Keys)+1)
 	}
 	if !operator.Printable(name, 64) {
-		h.rd.problem(w, r, web.BadForm("The name of the security key may have at most 64 printable characters."))
+		h.rd.Problem(w, r, web.BadForm("The name of the security key may have at most 64 printable characters."))
 		return
 	}
 	user := operator.WebAuthnUser{Op: rec}
@@ -99,13 +99,13 @@ func (h *webauthnHandlers) registerBegin(w http.ResponseWriter, r *http.Request)
 		webauthn.WithConveyancePreference(protocol.PreferNoAttestation),
 		webauthn.WithRegistrationOrigin(origin))
 	if err != nil {
-		h.rd.problem(w, r, webauthnProblem("Security key registration could not start", err))
+		h.rd.Problem(w, r, webauthnProblem("Security key registration could not start", err))
 		return
 	}
 	now := time.Now()
 	id, err := h.auth.Steps().Begin(&operator.PendingWebAuthn{Op: op.ID, Register: true, KeyName: name, Session: *session}, now)
 	if err != nil {
-		h.rd.problem(w, r, web.Problem{Status: http.StatusServiceUnavailable, Title: "Try again shortly", What: err.Error(), Todo: "Wait two minutes, then try again."})
+		h.rd.Problem(w, r, web.Problem{Status: http.StatusServiceUnavailable, Title: "Try again shortly", What: err.Error(), Todo: "Wait two minutes, then try again."})
 		return
 	}
 	web.WriteJSON(w, map[string]any{"session": id, "publicKey": creation.Response})
@@ -119,30 +119,30 @@ func (h *webauthnHandlers) registerFinish(w http.ResponseWriter, r *http.Request
 	now := time.Now()
 	pend, err := h.auth.Steps().Take(r.URL.Query().Get("session"), op.ID, true, now)
 	if err != nil {
-		h.rd.problem(w, r, webauthnProblem("Security key not registered", err))
+		h.rd.Problem(w, r, webauthnProblem("Security key not registered", err))
 		return
 	}
 	wa, _, err := h.auth.RelyingParty(r)
 	if err != nil {
-		h.rd.problem(w, r, relyingPartyProblem(err))
+		h.rd.Problem(w, r, relyingPartyProblem(err))
 		return
 	}
 	cred, err := wa.FinishRegistration(operator.WebAuthnUser{Op: rec}, pend.Session, r)
 	if err != nil {
 		h.log.Info("security key registration refused", "operator", op.Name, "err", err)
-		h.rd.problem(w, r, webauthnProblem("Security key not registered", err))
+		h.rd.Problem(w, r, webauthnProblem("Security key not registered", err))
 		return
 	}
 	if !cred.Flags.UserVerified {
-		h.rd.problem(w, r, webauthnProblem("Security key not registered", operator.ErrNotVerified))
+		h.rd.Problem(w, r, webauthnProblem("Security key not registered", operator.ErrNotVerified))
 		return
 	}
 	if err := h.auth.Operators().AddKey(op.ID, operator.SecurityKey{Name: pend.KeyName, Added: now.UTC(), Credential: *cred}); err != nil {
-		h.rd.problem(w, r, web.ForAuth(err, "/account"))
+		h.rd.Problem(w, r, web.ForAuth(err, "/account"))
 		return
 	}
 	if err := h.auth.Record(op.Name, operator.AuditOperatorKeyAdded, fmt.Sprintf("security key %q registered for %s", pend.KeyName, op.Name)); err != nil {
-		h.rd.problem(w, r, web.ForAuth(err, "/account"))
+		h.rd.Problem(w, r, web.ForAuth(err, "/account"))
 		return
 	}
 	h.log.Info("security key registered", "operator", op.Name, "key", pend.KeyName)
@@ -168,28 +168,28 @@ func (h *webauthnHandlers) assertBegin(w http.ResponseWriter, r *http.Request) {
 			listed = kind != "" && len(kind) <= 32 && strings.Trim(kind, "abcdefghijklmnopqrstuvwxyz-") == ""
 		}
 		if !listed || !operator.RuleOf(a).Fresh || a == operator.ActionKeyAdd || a == operator.ActionKeyRemove {
-			h.rd.problem(w, r, web.BadForm(fmt.Sprintf("%q is not an action that needs an approval.", a)))
+			h.rd.Problem(w, r, web.BadForm(fmt.Sprintf("%q is not an action that needs an approval.", a)))
 			return
 		}
 	} else {
 		path := form.Get("_path")
 		if u, err := url.Parse(path); err != nil || !strings.HasPrefix(path, "/") {
-			h.rd.problem(w, r, web.BadForm("The form to confirm has no path on this server."))
+			h.rd.Problem(w, r, web.BadForm("The form to confirm has no path on this server."))
 			return
 		} else {
 			path = u.Path
 		}
 		var known bool
 		if a, known = h.actionFor(path, form); !known {
-			h.rd.problem(w, r, web.NotFound())
+			h.rd.Problem(w, r, web.NotFound())
 			return
 		}
 	}
 	if !operator.Allowed(op.Role, a) {
 		if op.Role == operator.RoleNone {
-			h.rd.problem(w, r, web.NoRole(op))
+			h.rd.Problem(w, r, web.NoRole(op))
 		} else {
-			h.rd.problem(w, r, web.NotAllowed(op, a))
+			h.rd.Problem(w, r, web.NotAllowed(op, a))
 		}
 		return
 	}
@@ -198,24 +198,24 @@ func (h *webauthnHandlers) assertBegin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(rec.Keys) == 0 {
-		h.rd.problem(w, r, web.RegisterKey(op, a, h.auth.RPID()))
+		h.rd.Problem(w, r, web.RegisterKey(op, a, h.auth.RPID()))
 		return
 	}
 	wa, origin, err := h.auth.RelyingParty(r)
 	if err != nil {
-		h.rd.problem(w, r, relyingPartyProblem(err))
+		h.rd.Problem(w, r, relyingPartyProblem(err))
 		return
 	}
 	assertion, session, err := wa.BeginLogin(operator.WebAuthnUser{Op: rec},
 		webauthn.WithUserVerification(protocol.VerificationRequired),
 		webauthn.WithLoginOrigin(origin))
 	if err != nil {
-		h.rd.problem(w, r, webauthnProblem("Security key confirmation could not start", err))
+		h.rd.Problem(w, r, webauthnProblem("Security key confirmation could not start", err))
 		return
 	}
 	id, err := h.auth.Steps().Begin(&operator.PendingWebAuthn{Op: op.ID, Action: a, CLI: cli, Session: *session}, time.Now())
 	if err != nil {
-		h.rd.problem(w, r, web.Problem{Status: http.StatusServiceUnavailable, Title: "Try again shortly", What: err.Error(), Todo: "Wait two minutes, then try again."})
+		h.rd.Problem(w, r, web.Problem{Status: http.StatusServiceUnavailable, Title: "Try again shortly", What: err.Error(), Todo: "Wait two minutes, then try again."})
 		return
 	}
 	web.WriteJSON(w, map[string]any{"needed": true, "session": id, "action": a, "what": operator.RuleOf(a).What, "publicKey": assertion.Response})
@@ -230,31 +230,31 @@ func (h *webauthnHandlers) assertFinish(w http.ResponseWriter, r *http.Request) 
 	now := time.Now()
 	pend, err := h.auth.Steps().Take(r.URL.Query().Get("session"), op.ID, false, now)
 	if err != nil {
-		h.rd.problem(w, r, webauthnProblem("Security key not accepted", err))
+		h.rd.Problem(w, r, webauthnProblem("Security key not accepted", err))
 		return
 	}
 	wa, _, err := h.auth.RelyingParty(r)
 	if err != nil {
-		h.rd.problem(w, r, relyingPartyProblem(err))
+		h.rd.Problem(w, r, relyingPartyProblem(err))
 		return
 	}
 	cred, err := wa.FinishLogin(operator.WebAuthnUser{Op: rec}, pend.Session, r)
 	if err != nil {
 		h.log.Info("assertion refused", "operator", op.Name, "err", err)
-		h.rd.problem(w, r, webauthnProblem("Security key not accepted", err))
+		h.rd.Problem(w, r, webauthnProblem("Security key not accepted", err))
 		return
 	}
 	if !cred.Flags.UserVerified {
-		h.rd.problem(w, r, webauthnProblem("Security key not accepted", operator.ErrNotVerified))
+		h.rd.Problem(w, r, webauthnProblem("Security key not accepted", operator.ErrNotVerified))
 		return
 	}
 	if cred.Authenticator.CloneWarning {
 		h.auth.Record(op.Name, operator.AuditOperatorKeyClone, fmt.Sprintf("assertion of %s refused: the security key's signature counter went back (a cloned key?)", op.Name))
-		h.rd.problem(w, r, webauthnProblem("Security key not accepted", operator.ErrCloneWarning))
+		h.rd.Problem(w, r, webauthnProblem("Security key not accepted", operator.ErrCloneWarning))
 		return
 	}
 	if err := h.auth.Operators().KeyUsed(op.ID, *cred, now); err != nil {
-		h.rd.problem(w, r, web.ForAuth(err, "/account"))
+		h.rd.Problem(w, r, web.ForAuth(err, "/account"))
 		return
 	}
 	ttl := operator.PageGrantTTL
@@ -263,12 +263,12 @@ func (h *webauthnHandlers) assertFinish(w http.ResponseWriter, r *http.Request) 
 	}
 	tok, err := h.auth.Steps().Grant(op.ID, pend.Action, ttl, now)
 	if err != nil {
-		h.rd.problem(w, r, web.Problem{Status: http.StatusServiceUnavailable, Title: "Try again shortly", What: err.Error(), Todo: "Wait two minutes, then try again."})
+		h.rd.Problem(w, r, web.Problem{Status: http.StatusServiceUnavailable, Title: "Try again shortly", What: err.Error(), Todo: "Wait two minutes, then try again."})
 		return
 	}
 	if pend.CLI {
 		if err := h.auth.Record(op.Name, operator.AuditOperatorApproval, fmt.Sprintf("%s approved a command-line action with a security key: %s (valid %s, once)", op.Name, operator.RuleOf(pend.Action).What, minutes(operator.CLIGrantTTL))); err != nil {
-			h.rd.problem(w, r, web.ForAuth(err, "/account"))
+			h.rd.Problem(w, r, web.ForAuth(err, "/account"))
 			return
 		}
 	}

@@ -1,4 +1,4 @@
-package webconf
+package simpanel
 
 import (
 	"context"
@@ -6,8 +6,10 @@ import (
 	"log/slog"
 	"net/http"
 
+	"github.com/a-h/templ"
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/pinpad/sim"
+	"github.com/keyquorum/keyquorum/webconf/operator"
 	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
@@ -29,17 +31,17 @@ type Simulator interface {
 }
 
 // simView is the simulator panel's picture of the virtual pad and cards.
-type simView struct {
-	Display  string    `json:"display"`
-	Waiting  string    `json:"waiting"`
-	WaitText string    `json:"waiting_text"`
-	Deadline string    `json:"deadline"`
-	Inserted string    `json:"inserted"`
-	Plugged  bool      `json:"plugged"`
-	Cards    []simCard `json:"cards"`
+type View struct {
+	Display  string `json:"display"`
+	Waiting  string `json:"waiting"`
+	WaitText string `json:"waiting_text"`
+	Deadline string `json:"deadline"`
+	Inserted string `json:"inserted"`
+	Plugged  bool   `json:"plugged"`
+	Cards    []Card `json:"cards"`
 }
 
-type simCard struct {
+type Card struct {
 	Serial       string `json:"serial"`
 	Foreign      bool   `json:"foreign"`
 	ShareTries   int    `json:"share_tries"`
@@ -49,17 +51,17 @@ type simCard struct {
 	Inserted     bool   `json:"inserted"`
 }
 
-func simViewOf(s Simulator) simView { return simViewFrom(s.State(), s.Cards()) }
+func ViewOf(s Simulator) View { return ViewFrom(s.State(), s.Cards()) }
 
-func simViewFrom(st sim.State, cards []sim.CardInfo) simView {
-	v := simView{Display: st.Display, Waiting: simWait(st.Waiting), Deadline: web.FormatRFC3339(st.Deadline),
-		Inserted: st.Inserted, Plugged: st.Plugged, Cards: make([]simCard, 0, len(cards))}
+func ViewFrom(st sim.State, cards []sim.CardInfo) View {
+	v := View{Display: st.Display, Waiting: simWait(st.Waiting), Deadline: web.FormatRFC3339(st.Deadline),
+		Inserted: st.Inserted, Plugged: st.Plugged, Cards: make([]Card, 0, len(cards))}
 	v.WaitText = simWaitingText(v.Waiting)
 	if !st.Plugged {
 		v.WaitText = "the reader is unplugged"
 	}
 	for _, c := range cards {
-		sc := simCard{Serial: c.Serial, Foreign: c.Foreign, ShareTries: -1, UserTries: -1, Inserted: c.Serial == st.Inserted}
+		sc := Card{Serial: c.Serial, Foreign: c.Foreign, ShareTries: -1, UserTries: -1, Inserted: c.Serial == st.Inserted}
 		if n, ok := c.Tries[pinpad.SlotShare]; ok {
 			sc.ShareTries = n
 		}
@@ -86,22 +88,28 @@ func simWait(w sim.Wait) string {
 	return ""
 }
 
+// panelRenderer answers with pages and problems; the pages' renderer implements it.
+type Renderer interface {
+	Problem(w http.ResponseWriter, r *http.Request, p web.Problem)
+	HTML(w http.ResponseWriter, r *http.Request, status int, c templ.Component)
+}
+
 // simHandlers are the simulator panel's actions: the virtual pad's keys and the card rack.
-type simHandlers struct {
+type Handlers struct {
 	sim Simulator
-	rd  *renderer
+	rd  Renderer
 	log *slog.Logger
 }
 
-func newSimHandlers(s Simulator, rd *renderer, log *slog.Logger) *simHandlers {
-	return &simHandlers{sim: s, rd: rd, log: log}
+func NewHandlers(s Simulator, rd Renderer, log *slog.Logger) *Handlers {
+	return &Handlers{sim: s, rd: rd, log: log}
 }
 
-func (h *simHandlers) back(r *http.Request) string {
+func (h *Handlers) back(r *http.Request) string {
 	return web.LocalPath(r.PostFormValue("back"), "/")
 }
 
-func (h *simHandlers) fail(w http.ResponseWriter, r *http.Request, err error) {
+func (h *Handlers) fail(w http.ResponseWriter, r *http.Request, err error) {
 	p := web.Problem{Status: http.StatusConflict, Title: "Simulator action not possible", What: err.Error(), Back: h.back(r),
 		Todo: "Look at the simulator panel: the pad's display and the card rack say what it expects now."}
 	switch {
@@ -116,12 +124,12 @@ func (h *simHandlers) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, sim.ErrNotDigits):
 		p.Status = http.StatusBadRequest
 	}
-	h.rd.problem(w, r, p)
+	h.rd.Problem(w, r, p)
 }
 
 // key presses one key of the virtual pad: a digit, ok, cancel or clear. The digit is logged
 // as "digit", never its value: it is part of a PIN.
-func (h *simHandlers) key(w http.ResponseWriter, r *http.Request) {
+func (h *Handlers) Key(w http.ResponseWriter, r *http.Request) {
 	k := r.PostFormValue("key")
 	switch k {
 	case "ok":
@@ -148,7 +156,7 @@ func (h *simHandlers) key(w http.ResponseWriter, r *http.Request) {
 	web.RedirectBack(w, r, h.back(r))
 }
 
-func (h *simHandlers) insert(w http.ResponseWriter, r *http.Request) {
+func (h *Handlers) Insert(w http.ResponseWriter, r *http.Request) {
 	if err := h.sim.Insert(r.PostFormValue("serial")); err != nil {
 		h.fail(w, r, err)
 		return
@@ -156,7 +164,7 @@ func (h *simHandlers) insert(w http.ResponseWriter, r *http.Request) {
 	web.RedirectBack(w, r, h.back(r))
 }
 
-func (h *simHandlers) remove(w http.ResponseWriter, r *http.Request) {
+func (h *Handlers) Remove(w http.ResponseWriter, r *http.Request) {
 	if err := h.sim.Remove(); err != nil {
 		h.fail(w, r, err)
 		return
@@ -164,7 +172,7 @@ func (h *simHandlers) remove(w http.ResponseWriter, r *http.Request) {
 	web.RedirectBack(w, r, h.back(r))
 }
 
-func (h *simHandlers) newCard(w http.ResponseWriter, r *http.Request) {
+func (h *Handlers) NewCard(w http.ResponseWriter, r *http.Request) {
 	var err error
 	var serial string
 	if r.PostFormValue("kind") == "foreign" {
@@ -181,6 +189,11 @@ func (h *simHandlers) newCard(w http.ResponseWriter, r *http.Request) {
 }
 
 // rack renders the card rack alone, for the script to swap in when the cards change.
-func (h *simHandlers) rack(w http.ResponseWriter, r *http.Request) {
-	h.rd.html(w, r, http.StatusOK, simRack(h.rd.page(r, "", "")))
+func (h *Handlers) Rack(w http.ResponseWriter, r *http.Request) {
+	op, _ := operator.FromContext(r.Context())
+	var v View // the panel's picture only for those who may operate it, as every page's
+	if operator.Allowed(op.Role, operator.ActionSimulator) {
+		v = ViewOf(h.sim)
+	}
+	h.rd.HTML(w, r, http.StatusOK, Rack(v, op.CSRF))
 }
