@@ -18,6 +18,7 @@ import (
 	"github.com/keyquorum/keyquorum/ceremony"
 	"github.com/keyquorum/keyquorum/cluster"
 	"github.com/keyquorum/keyquorum/hsm/soft"
+	"github.com/keyquorum/keyquorum/webconf/api"
 	"github.com/keyquorum/keyquorum/webconf/operator"
 	"github.com/keyquorum/keyquorum/webconf/web"
 )
@@ -155,8 +156,8 @@ func TestAPICeremonyAndBackup(t *testing.T) {
 	cli := s.api(t, admin.cert)
 	cards := newCards(t, s.pad, 3)
 
-	code, body := cli.json("POST", "/api/v1/ceremony/start", StartRequest{Kind: ceremony.KindGenerate, K: 2, N: 3, Label: "api"}, approval(t, admin, operator.ActionForKind(ceremony.KindGenerate)))
-	var started StartedJSON
+	code, body := cli.json("POST", "/api/v1/ceremony/start", api.StartRequest{Kind: ceremony.KindGenerate, K: 2, N: 3, Label: "api"}, approval(t, admin, operator.ActionForKind(ceremony.KindGenerate)))
+	var started api.StartedJSON
 	if code != http.StatusAccepted || json.Unmarshal(body, &started) != nil || started.Kind != ceremony.KindGenerate {
 		t.Fatalf("start: %d %s", code, body)
 	}
@@ -203,7 +204,7 @@ func TestAPICeremonyAndBackup(t *testing.T) {
 		}
 	}
 
-	var st StatusJSON
+	var st api.StatusJSON
 	code, body = cli.json("GET", "/api/v1/status", nil, nil)
 	if code != 200 || json.Unmarshal(body, &st) != nil || st.BackupKeyID != j.KeyID || st.KeySet == nil || len(st.Keys) != 1 || st.Keys[0].Label != "payments" || !st.Simulator {
 		t.Fatalf("status: %d %s", code, body)
@@ -213,7 +214,7 @@ func TestAPICeremonyAndBackup(t *testing.T) {
 	if err := s.pad.Insert(cards[1]); err != nil {
 		t.Fatal(err)
 	}
-	var ci CardJSON
+	var ci api.CardJSON
 	code, body = cli.json("GET", "/api/v1/card", nil, nil)
 	if code != 200 || json.Unmarshal(body, &ci) != nil || ci.Inserted == nil || ci.Inserted.Serial != cards[1] || !ci.InKeySet || len(ci.Cards) != 3 {
 		t.Fatalf("card info: %d %s", code, body)
@@ -252,7 +253,7 @@ func TestAPICeremonyAndBackup(t *testing.T) {
 	}
 	// The real backup restores.
 	code, body, _ = cli.call("POST", "/api/v1/restore", "application/octet-stream", bytes.NewReader(backupBytes), approval(t, admin, operator.ActionRestore))
-	var res RestoredJSON
+	var res api.RestoredJSON
 	if code != 200 || json.Unmarshal(body, &res) != nil || res.BackupKeyID != j.KeyID || res.Keys != 1 {
 		t.Fatalf("restore: %d %s", code, body)
 	}

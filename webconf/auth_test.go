@@ -29,6 +29,7 @@ import (
 
 	"github.com/keyquorum/keyquorum/ceremony"
 	"github.com/keyquorum/keyquorum/cluster"
+	"github.com/keyquorum/keyquorum/webconf/api"
 	"github.com/keyquorum/keyquorum/webconf/operator"
 	"github.com/keyquorum/keyquorum/webconf/web"
 )
@@ -618,7 +619,7 @@ func TestOperatorsAPI(t *testing.T) {
 		return resp.StatusCode, string(b)
 	}
 	code, body := call("GET", "/api/v1/operators", "", nil)
-	var list struct{ Operators []OperatorJSON }
+	var list struct{ Operators []api.OperatorJSON }
 	if err := json.Unmarshal([]byte(body), &list); code != http.StatusOK || err != nil || len(list.Operators) != 3 {
 		t.Fatalf("list: %d %v %s", code, err, body)
 	}
@@ -636,7 +637,7 @@ func TestOperatorsAPI(t *testing.T) {
 		t.Fatal(refusal)
 	}
 	code, body = call("POST", "/api/v1/operators/role", setBob, map[string]string{operator.ApprovalHeader: tok})
-	var got OperatorJSON
+	var got api.OperatorJSON
 	if err := json.Unmarshal([]byte(body), &got); code != http.StatusOK || err != nil || got.Role != "auditor" || got.ID != bob.id.ID {
 		t.Fatalf("role change with an approval: %d %s", code, body)
 	}

@@ -3,12 +3,14 @@ package webconf
 import (
 	"errors"
 	"io"
+	"log/slog"
 	"mime/multipart"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/keyquorum/keyquorum/cluster"
+	"github.com/keyquorum/keyquorum/webconf/api"
 	"github.com/keyquorum/keyquorum/webconf/operator"
 	"github.com/keyquorum/keyquorum/webconf/web"
 )
@@ -19,7 +21,7 @@ import (
 // clusterView is the cluster page.
 type clusterView struct {
 	KeyID  string
-	Joined *RestoredJSON
+	Joined *api.RestoredJSON
 }
 
 // nodeIssuedView is the page after a node certificate was issued.
@@ -28,21 +30,30 @@ type nodeIssuedView struct {
 	Download string
 }
 
+// clusterPageHandlers serve the cluster page.
+type clusterPageHandlers struct {
+	records web.CeremonyRecords
+	node    *cluster.Node
+	auth    *operator.Auth
+	rd      *renderer
+	log     *slog.Logger
+}
+
 // clusterRoutes adds the cluster page; its actions are in routeActions (roles.go).
 func (s *Server) clusterRoutes(mux *http.ServeMux) {
-	a := &apiHandlers{s: s, cfg: s.cfg, rd: s.rd, log: s.log}
+	a := &clusterPageHandlers{records: s.cfg.Records, node: s.cluster, auth: s.auth, rd: s.rd, log: s.log}
 
 	mux.HandleFunc("GET /cluster", a.clusterPageView)
 	mux.HandleFunc("POST /cluster/nodes", a.clusterPageIssue)
 	mux.HandleFunc("POST /cluster/join", a.clusterPageJoin)
 }
 
-func (a *apiHandlers) clusterPageView(w http.ResponseWriter, r *http.Request) {
+func (a *clusterPageHandlers) clusterPageView(w http.ResponseWriter, r *http.Request) {
 	a.renderCluster(w, r, nil)
 }
 
-func (a *apiHandlers) renderCluster(w http.ResponseWriter, r *http.Request, joined *RestoredJSON) {
-	ov, err := a.cfg.Records.Overview(r.Context())
+func (a *clusterPageHandlers) renderCluster(w http.ResponseWriter, r *http.Request, joined *api.RestoredJSON) {
+	ov, err := a.records.Overview(r.Context())
 	if err != nil {
 		a.rd.Problem(w, r, web.For(err, "/"))
 		return
@@ -52,9 +63,9 @@ func (a *apiHandlers) renderCluster(w http.ResponseWriter, r *http.Request, join
 
 // clusterPageIssue issues a node certificate; its file waits in memory for one download by
 // this administrator (as an operator certificate from the Operators page does).
-func (a *apiHandlers) clusterPageIssue(w http.ResponseWriter, r *http.Request) {
+func (a *clusterPageHandlers) clusterPageIssue(w http.ResponseWriter, r *http.Request) {
 	op, _ := operator.FromContext(r.Context())
-	nb, err := a.s.cluster.IssueNodeCert(op.Name, r.PostFormValue("name"))
+	nb, err := a.node.IssueNodeCert(op.Name, r.PostFormValue("name"))
 	switch {
 	case errors.Is(err, cluster.ErrNodeName):
 		a.rd.Problem(w, r, web.Problem{Status: http.StatusBadRequest, Code: web.CodeBadRequest, Title: "Node name not accepted", What: err.Error(),
@@ -64,7 +75,7 @@ func (a *apiHandlers) clusterPageIssue(w http.ResponseWriter, r *http.Request) {
 		a.rd.Problem(w, r, web.ForAuth(err, "/cluster"))
 		return
 	}
-	dl, err := a.s.auth.Issued().Put(op.ID, "node-"+nb.Subject, nb.P12, time.Now())
+	dl, err := a.auth.Issued().Put(op.ID, "node-"+nb.Subject, nb.P12, time.Now())
 	if err != nil {
 		clear(nb.P12)
 		a.rd.Problem(w, r, web.ForAuth(err, "/cluster"))
@@ -82,7 +93,7 @@ const (
 
 // clusterPageJoin is the join form: the peer's address, the node file and its password, as a
 // multipart upload (CSRF token in the URL, as the restore form).
-func (a *apiHandlers) clusterPageJoin(w http.ResponseWriter, r *http.Request) {
+func (a *clusterPageHandlers) clusterPageJoin(w http.ResponseWriter, r *http.Request) {
 	bad := func(what string) {
 		a.rd.Problem(w, r, web.Problem{Status: http.StatusBadRequest, Code: web.CodeBadRequest, Title: "Join not started", What: what,
 			Todo: "Go back, give the node's address, choose the node file and type its password, then send the form again.", Back: "/cluster"})
@@ -124,7 +135,7 @@ func (a *apiHandlers) clusterPageJoin(w http.ResponseWriter, r *http.Request) {
 		bad(err.Error())
 		return
 	}
-	res, err := a.s.cluster.Join(r.Context(), operator.NameOf(r), peer, node)
+	res, err := a.node.Join(r.Context(), operator.NameOf(r), peer, node)
 	if err != nil {
 		a.rd.Problem(w, r, web.ForJoin(err, "/cluster"))
 		return

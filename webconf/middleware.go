@@ -190,3 +190,34 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// apiCSRF is the CSRF rule of a state-changing API request.
+//
+// CSRF: the certificate is an ambient credential — a browser presents it to any page that
+// makes it send a request here — so the API does not rely on it alone. A state-changing API
+// request must have the content type application/json or application/octet-stream: a page of
+// another site can send neither without a CORS preflight, which WebConf never grants, and
+// forms can send neither at all. The Origin / Sec-Fetch-Site checks of the pages still run
+// first. WebConf sets no cookies, so there is no session for a forged request to ride on, and a
+// state-changing API request that carries a cookie anyway (set by another service on the same
+// host name: cookies do not keep to a port) is refused: only a browser sends one, and no page
+// of WebConf calls the API.
+func apiCSRF(r *http.Request) error {
+	if r.Header.Get("Cookie") != "" {
+		// The command line sends none; a browser does when any site on this host set one
+		// (cookies do not keep to a port). No page of WebConf calls the API.
+		return fmt.Errorf("%w: an API request carries no cookies", errCSRF)
+	}
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if ct == "application/json" || ct == "application/octet-stream" {
+		return nil
+	}
+	return fmt.Errorf("%w: an API request must be sent as application/json or application/octet-stream", errCSRF)
+}
+
+// apiUpload reports whether a request is an API upload, bounded by MaxUpload rather than the
+// form limit.
+func apiUpload(r *http.Request) bool {
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	return web.IsAPI(r) && ct == "application/octet-stream"
+}

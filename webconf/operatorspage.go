@@ -39,8 +39,6 @@ func (s *Server) authRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /operators/issued/{id}", op.download)
 	mux.HandleFunc("POST /operators/revoke", op.revoke)
 	mux.HandleFunc("POST /operators/keys/remove", op.removeKeys)
-	mux.HandleFunc("GET /api/v1/operators", op.apiOperators)
-	mux.HandleFunc("POST /api/v1/operators/role", op.apiSetRole)
 }
 
 // operatorHandlers serve the account page and the administrators' operator management.

@@ -1,7 +1,6 @@
 package webconf
 
 import (
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -98,9 +97,7 @@ func (rd *renderer) Problem(w http.ResponseWriter, r *http.Request, p web.Proble
 		p.Status = http.StatusInternalServerError
 	}
 	if r.Header.Get(web.FetchHeader) != "" || web.IsAPI(r) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(p.Status)
-		json.NewEncoder(w).Encode(map[string]string{"code": web.CodeOf(p), "title": p.Title, "what": p.What, "todo": p.Todo})
+		web.WriteProblem(w, p)
 		return
 	}
 	rd.HTML(w, r, p.Status, problemPage(rd.page(r, p.Title, ""), p))

@@ -5,6 +5,8 @@ import (
 	"io/fs"
 	"net/http"
 
+	"github.com/keyquorum/keyquorum/cluster"
+	"github.com/keyquorum/keyquorum/webconf/api"
 	"github.com/keyquorum/keyquorum/webconf/simpanel"
 	"github.com/keyquorum/keyquorum/webconf/web"
 )
@@ -83,4 +85,29 @@ func staticHandler(fsys fs.FS, rd *renderer) http.Handler {
 		w.Header().Set("Cache-Control", "private, max-age=3600")
 		files.ServeHTTP(w, r)
 	})
+}
+
+// apiRoutes adds the API's routes; their actions are in routeActions (routeactions.go).
+func (s *Server) apiRoutes(mux *http.ServeMux) {
+	a := api.New(api.Config{Runner: s.cfg.Runner, Records: s.cfg.Records, Audit: s.cfg.Audit, HSM: s.cfg.HSM, Sim: s.cfg.Sim,
+		Appliance: s.cfg.Appliance, MaxUpload: s.cfg.MaxUpload, Auth: s.auth, Recorder: s.audit, Cluster: s.cluster,
+		Authorize: s.authorize, CeremonyContext: s.ceremonyContext, Stopping: s.stopping, Log: s.log})
+	mux.HandleFunc("GET /api/v1/status", a.Status)
+	mux.HandleFunc("GET /api/v1/ceremony", a.CeremonyState)
+	mux.HandleFunc("POST /api/v1/ceremony/start", a.Start)
+	mux.HandleFunc("POST /api/v1/ceremony/cancel", a.Cancel)
+	mux.HandleFunc("POST /api/v1/ceremony/retry", a.Retry)
+	mux.HandleFunc("POST /api/v1/ceremony/answer", a.Answer)
+	mux.HandleFunc("POST /api/v1/ceremony/resume", a.Resume)
+	mux.HandleFunc("GET /api/v1/ceremony/events", a.Events)
+	mux.HandleFunc("GET /api/v1/backup", a.Backup)
+	mux.HandleFunc("POST /api/v1/restore", a.Restore)
+	mux.HandleFunc("GET /api/v1/audit/verify", a.AuditVerify)
+	mux.HandleFunc("GET /api/v1/audit/export", a.AuditExport)
+	mux.HandleFunc("GET /api/v1/card", a.Card)
+	mux.HandleFunc("POST /api/v1/cluster/nodes", a.IssueNode)
+	mux.HandleFunc("GET "+cluster.StatePath, a.ClusterState)
+	mux.HandleFunc("POST /api/v1/cluster/join", a.ClusterJoin)
+	mux.HandleFunc("GET /api/v1/operators", a.Operators)
+	mux.HandleFunc("POST /api/v1/operators/role", a.SetRole)
 }

@@ -18,7 +18,7 @@ import (
 
 	"github.com/keyquorum/keyquorum/ceremony"
 	"github.com/keyquorum/keyquorum/cluster"
-	"github.com/keyquorum/keyquorum/webconf"
+	"github.com/keyquorum/keyquorum/webconf/api"
 	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
@@ -157,7 +157,7 @@ var (
 var statusCmd = cliCommand{
 	usage: "status [flags]\n\nShows the HSM's master backup key, the card set, the running or last ceremony and the application keys.",
 	run: func(ctx context.Context, c *client, o *clientOptions, _ any, _ []string, w io.Writer) error {
-		var st webconf.StatusJSON
+		var st api.StatusJSON
 		if err := c.call(ctx, http.MethodGet, "/api/v1/status", nil, &st, false); err != nil {
 			return err
 		}
@@ -187,12 +187,12 @@ var statusCmd = cliCommand{
 		for _, k := range st.Keys {
 			fmt.Fprintf(w, "    %s  %s  %s\n", k.ID, k.Algorithm, k.Label)
 		}
-		printCeremonyState(w, webconf.CeremonyStateJSON{Running: st.Running, Pending: st.Pending, Last: st.Last})
+		printCeremonyState(w, api.CeremonyStateJSON{Running: st.Running, Pending: st.Pending, Last: st.Last})
 		return nil
 	},
 }
 
-func printCeremonyState(w io.Writer, s webconf.CeremonyStateJSON) {
+func printCeremonyState(w io.Writer, s api.CeremonyStateJSON) {
 	if ev := s.Running; ev != nil {
 		fmt.Fprintf(w, "  running ceremony:   %s #%d, %s, step %s", ev.Kind, ev.Ceremony, ev.Status, ev.Step)
 		if ev.Display != "" {
@@ -250,7 +250,7 @@ var ceremonyStartCmd = cliCommand{
 	},
 	run: func(ctx context.Context, c *client, o *clientOptions, v any, args []string, w io.Writer) error {
 		f := v.(*startFlags)
-		req := webconf.StartRequest{Kind: ceremony.Kind(args[0])}
+		req := api.StartRequest{Kind: ceremony.Kind(args[0])}
 		switch req.Kind {
 		case ceremony.KindGenerate, ceremony.KindReissue:
 			req.K, req.N, req.Label = f.k, f.n, f.label
@@ -266,7 +266,7 @@ var ceremonyStartCmd = cliCommand{
 		case ceremony.KindFactoryReset:
 			req.Confirm = f.confirm
 		}
-		var out webconf.StartedJSON
+		var out api.StartedJSON
 		if err := c.call(ctx, http.MethodPost, "/api/v1/ceremony/start", req, &out, true); err != nil {
 			return err
 		}
@@ -309,7 +309,7 @@ func steerCmd(what string) cliCommand {
 var resumeCmd = cliCommand{
 	usage: "ceremony resume [flags]\n\nResumes an interrupted ceremony (reading the cards again). Needs an approval.",
 	run: func(ctx context.Context, c *client, o *clientOptions, _ any, _ []string, w io.Writer) error {
-		var out webconf.StartedJSON
+		var out api.StartedJSON
 		if err := c.call(ctx, http.MethodPost, "/api/v1/ceremony/resume", struct{}{}, &out, true); err != nil {
 			return err
 		}
@@ -330,7 +330,7 @@ var answerCmd = cliCommand{
 		default:
 			return &exitError{exitUsage, fmt.Errorf("answer ok or cancel, not %q", args[0])}
 		}
-		if err := c.call(ctx, http.MethodPost, "/api/v1/ceremony/answer", webconf.AnswerRequest{OK: &ok}, nil, false); err != nil {
+		if err := c.call(ctx, http.MethodPost, "/api/v1/ceremony/answer", api.AnswerRequest{OK: &ok}, nil, false); err != nil {
 			return err
 		}
 		fmt.Fprintf(w, "answered %s\n", args[0])
@@ -341,7 +341,7 @@ var answerCmd = cliCommand{
 var ceremonyStateCmd = cliCommand{
 	usage: "ceremony state [flags]\n\nShows the running ceremony, what an interrupted one requires, and the last ceremony.",
 	run: func(ctx context.Context, c *client, o *clientOptions, _ any, _ []string, w io.Writer) error {
-		var st webconf.CeremonyStateJSON
+		var st api.CeremonyStateJSON
 		if err := c.call(ctx, http.MethodGet, "/api/v1/ceremony", nil, &st, false); err != nil {
 			return err
 		}
@@ -366,7 +366,7 @@ func ceremonyFailed(kind ceremony.Kind, id uint64, status ceremony.Status, outco
 }
 
 func watch(ctx context.Context, c *client, w io.Writer) error {
-	var st webconf.CeremonyStateJSON
+	var st api.CeremonyStateJSON
 	if err := c.call(ctx, http.MethodGet, "/api/v1/ceremony", nil, &st, false); err != nil {
 		return err
 	}
@@ -531,7 +531,7 @@ var restoreCmd = cliCommand{
 			return &exitError{exitUsage, fmt.Errorf("open backup: %w", err)}
 		}
 		defer f.Close()
-		var out webconf.RestoredJSON
+		var out api.RestoredJSON
 		if err := c.call(ctx, http.MethodPost, "/api/v1/restore", f, &out, true); err != nil {
 			return err
 		}
@@ -622,7 +622,7 @@ var auditExportCmd = cliCommand{
 var cardInfoCmd = cliCommand{
 	usage: "card info [flags]\n\nShows the card in the PIN pad (simulator: the virtual pad's card, its PIN tries and\nwhether it belongs to the loaded key's set). A real pad reads a card only inside a ceremony.",
 	run: func(ctx context.Context, c *client, o *clientOptions, _ any, _ []string, w io.Writer) error {
-		var ci webconf.CardJSON
+		var ci api.CardJSON
 		if err := c.call(ctx, http.MethodGet, "/api/v1/card", nil, &ci, false); err != nil {
 			return err
 		}
@@ -658,8 +658,8 @@ var cardCheckCmd = cliCommand{
 		"altered one, one of a retired or foreign set, or no share. Needs an approval. Exit status 0\n" +
 		"when the card is intact, 1 for any other verdict, 6 when the check ended without one.",
 	run: func(ctx context.Context, c *client, o *clientOptions, _ any, _ []string, w io.Writer) error {
-		var out webconf.StartedJSON
-		if err := c.call(ctx, http.MethodPost, "/api/v1/ceremony/start", webconf.StartRequest{Kind: ceremony.KindCardCheck}, &out, true); err != nil {
+		var out api.StartedJSON
+		if err := c.call(ctx, http.MethodPost, "/api/v1/ceremony/start", api.StartRequest{Kind: ceremony.KindCardCheck}, &out, true); err != nil {
 			return err
 		}
 		if !o.json {
@@ -672,7 +672,7 @@ var cardCheckCmd = cliCommand{
 		if err := watch(ctx, c, progress); err != nil {
 			return err
 		}
-		var st webconf.CeremonyStateJSON
+		var st api.CeremonyStateJSON
 		if err := c.call(ctx, http.MethodGet, "/api/v1/ceremony", nil, &st, false); err != nil {
 			return err
 		}
@@ -775,7 +775,7 @@ var joinCmd = cliCommand{
 		}
 		defer clear(pw)
 		req := cluster.JoinRequest{Peer: args[0], NodeP12: p12, NodePassword: strings.TrimRight(string(pw), "\r\n")}
-		var out webconf.RestoredJSON
+		var out api.RestoredJSON
 		if err := c.call(ctx, http.MethodPost, "/api/v1/cluster/join", req, &out, true); err != nil {
 			return err
 		}

@@ -13,12 +13,12 @@ import (
 
 	"github.com/keyquorum/keyquorum/cluster"
 	"github.com/keyquorum/keyquorum/hsm/soft"
-	"github.com/keyquorum/keyquorum/webconf"
+	"github.com/keyquorum/keyquorum/webconf/api"
 	"github.com/keyquorum/keyquorum/webconf/operator"
 	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
-func keyIDs(st webconf.StatusJSON) []string {
+func keyIDs(st api.StatusJSON) []string {
 	var ids []string
 	for _, k := range st.Keys {
 		ids = append(ids, k.ID+" "+k.Label)
@@ -27,7 +27,7 @@ func keyIDs(st webconf.StatusJSON) []string {
 	return ids
 }
 
-func mustStatus(t *testing.T, n *node) webconf.StatusJSON {
+func mustStatus(t *testing.T, n *node) api.StatusJSON {
 	t.Helper()
 	st, err := n.status()
 	if err != nil {

@@ -33,7 +33,7 @@ import (
 	"software.sslmate.com/src/go-pkcs12"
 
 	"github.com/keyquorum/keyquorum/hsm/soft"
-	"github.com/keyquorum/keyquorum/webconf"
+	"github.com/keyquorum/keyquorum/webconf/api"
 	"github.com/keyquorum/keyquorum/webconf/operator"
 )
 
@@ -278,7 +278,7 @@ func (n *node) approve(action string) (string, error) {
 
 // newCards makes n blank virtual cards through the simulator panel and returns their serials.
 func (n *node) newCards(count int) ([]string, error) {
-	var before webconf.CardJSON
+	var before api.CardJSON
 	if err := n.getJSON("/api/v1/card", &before); err != nil {
 		return nil, err
 	}
@@ -287,7 +287,7 @@ func (n *node) newCards(count int) ([]string, error) {
 			return nil, err
 		}
 	}
-	var after webconf.CardJSON
+	var after api.CardJSON
 	if err := n.getJSON("/api/v1/card", &after); err != nil {
 		return nil, err
 	}
@@ -319,7 +319,7 @@ func (n *node) drive(ctx context.Context, cards []string) error {
 			return nil
 		case <-time.After(25 * time.Millisecond):
 		}
-		var st webconf.CardJSON
+		var st api.CardJSON
 		if err := n.getJSON("/api/v1/card", &st); err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -450,8 +450,8 @@ func copyCards(fromDir, toDir string, serials ...string) error {
 	return nil
 }
 
-func (n *node) status() (webconf.StatusJSON, error) {
-	var st webconf.StatusJSON
+func (n *node) status() (api.StatusJSON, error) {
+	var st api.StatusJSON
 	err := n.getJSON("/api/v1/status", &st)
 	return st, err
 }

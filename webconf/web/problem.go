@@ -1,6 +1,7 @@
 package web
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -21,6 +22,16 @@ type Problem struct {
 	// Code is the stable API error code of the JSON form ("" = one that follows from Status;
 	// see api.go).
 	Code string
+}
+
+// WriteProblem answers with p as JSON: {"code", "title", "what", "todo"} (see [APIProblem]).
+func WriteProblem(w http.ResponseWriter, p Problem) {
+	if p.Status == 0 {
+		p.Status = http.StatusInternalServerError
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(p.Status)
+	json.NewEncoder(w).Encode(map[string]string{"code": CodeOf(p), "title": p.Title, "what": p.What, "todo": p.Todo})
 }
 
 // fetchHeader marks a request sent by the page script; problems are answered as JSON then.

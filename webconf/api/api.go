@@ -1,13 +1,13 @@
-package webconf
+package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"mime"
 	"net/http"
 	"slices"
 	"strings"
@@ -29,73 +29,57 @@ import (
 // security key). Every refusal is a JSON problem: {"code", "title", "what", "todo"}, where code
 // is one of the stable API codes below and the texts are safe to show an operator.
 //
-// CSRF: the certificate is an ambient credential — a browser presents it to any page that
-// makes it send a request here — so the API does not rely on it alone. A state-changing API
-// request must have the content type application/json or application/octet-stream: a page of
-// another site can send neither without a CORS preflight, which WebConf never grants, and
-// forms can send neither at all. The Origin / Sec-Fetch-Site checks of the pages still run
-// first. WebConf sets no cookies, so there is no session for a forged request to ride on, and a
-// state-changing API request that carries a cookie anyway (set by another service on the same
-// host name: cookies do not keep to a port) is refused: only a browser sends one, and no page
-// of WebConf calls the API.
-
-// apiCSRF is the CSRF rule of a state-changing API request (see above).
-func apiCSRF(r *http.Request) error {
-	if r.Header.Get("Cookie") != "" {
-		// The command line sends none; a browser does when any site on this host set one
-		// (cookies do not keep to a port). No page of WebConf calls the API.
-		return fmt.Errorf("%w: an API request carries no cookies", errCSRF)
-	}
-	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if ct == "application/json" || ct == "application/octet-stream" {
-		return nil
-	}
-	return fmt.Errorf("%w: an API request must be sent as application/json or application/octet-stream", errCSRF)
-}
-
-// apiUpload reports whether a request is an API upload, bounded by MaxUpload rather than the
-// form limit.
-func apiUpload(r *http.Request) bool {
-	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	return web.IsAPI(r) && ct == "application/octet-stream"
+// apiConfig is what the API's handlers are built from.
+type Config struct {
+	Runner    web.CeremonyRunner
+	Records   web.CeremonyRecords
+	Audit     web.AuditReader
+	HSM       web.BackupHSM
+	Sim       simpanel.Simulator // nil with a real pad
+	Appliance web.Appliance
+	MaxUpload int64
+	// Auth is the operator list and its audit (the operators API).
+	Auth *operator.Auth
+	// Recorder writes the audit entries of backups and restores; a failure is logged.
+	Recorder operator.AuditRecorder
+	Cluster  *cluster.Node
+	// Authorize checks the role and, for a dangerous action, the approval of an action the
+	// handler learns from the body; when it returns false it has answered the request.
+	Authorize func(w http.ResponseWriter, r *http.Request, a operator.Action) bool
+	// CeremonyContext is the context ceremonies run under (the server's, not a request's).
+	CeremonyContext func() (context.Context, error)
+	// Stopping is closed when the server shuts down: event streams end.
+	Stopping <-chan struct{}
+	Log      *slog.Logger
 }
 
 // apiHandlers serve the JSON API.
-type apiHandlers struct {
-	s   *Server
+type Handlers struct {
 	cfg Config
-	rd  *renderer
 	log *slog.Logger
 }
 
-// apiRoutes adds the API's routes; their actions are in routeActions (roles.go).
-func (s *Server) apiRoutes(mux *http.ServeMux) {
-	a := &apiHandlers{s: s, cfg: s.cfg, rd: s.rd, log: s.log}
-	mux.HandleFunc("GET /api/v1/status", a.status)
-	mux.HandleFunc("GET /api/v1/ceremony", a.ceremonyState)
-	mux.HandleFunc("POST /api/v1/ceremony/start", a.start)
-	mux.HandleFunc("POST /api/v1/ceremony/cancel", a.cancel)
-	mux.HandleFunc("POST /api/v1/ceremony/retry", a.retry)
-	mux.HandleFunc("POST /api/v1/ceremony/answer", a.answer)
-	mux.HandleFunc("POST /api/v1/ceremony/resume", a.resume)
-	mux.HandleFunc("GET /api/v1/ceremony/events", a.events)
-	mux.HandleFunc("GET /api/v1/backup", a.backup)
-	mux.HandleFunc("POST /api/v1/restore", a.restore)
-	mux.HandleFunc("GET /api/v1/audit/verify", a.auditVerify)
-	mux.HandleFunc("GET /api/v1/audit/export", a.auditExport)
-	mux.HandleFunc("GET /api/v1/card", a.card)
-	mux.HandleFunc("POST /api/v1/cluster/nodes", a.issueNode)
-	mux.HandleFunc("GET "+cluster.StatePath, a.clusterState)
-	mux.HandleFunc("POST /api/v1/cluster/join", a.clusterJoin)
+// newAPIHandlers builds the API's handlers.
+func New(cfg Config) *Handlers {
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Handlers{cfg: cfg, log: log}
+}
+
+// problem answers with a JSON problem (every route of the API is under web.APIPrefix).
+func (a *Handlers) problem(w http.ResponseWriter, r *http.Request, p web.Problem) {
+	web.WriteProblem(w, p)
 }
 
 // fail answers with the problem an error of the ceremony manager, the HSM or the audit log is.
-func (a *apiHandlers) fail(w http.ResponseWriter, r *http.Request, err error) {
-	a.rd.Problem(w, r, web.For(err, ""))
+func (a *Handlers) fail(w http.ResponseWriter, r *http.Request, err error) {
+	a.problem(w, r, web.For(err, ""))
 }
 
-func (a *apiHandlers) badRequest(w http.ResponseWriter, r *http.Request, what string) {
-	a.rd.Problem(w, r, web.Problem{Status: http.StatusBadRequest, Code: web.CodeBadRequest, Title: "Request not accepted", What: what,
+func (a *Handlers) badRequest(w http.ResponseWriter, r *http.Request, what string) {
+	a.problem(w, r, web.Problem{Status: http.StatusBadRequest, Code: web.CodeBadRequest, Title: "Request not accepted", What: what,
 		Todo: "Check the command's arguments (keyquorum help) and run it again."})
 }
 
@@ -127,6 +111,9 @@ func writeJSONStatus(w http.ResponseWriter, status int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
+// apiKeepAlive is how often an idle event stream gets an empty line.
+const apiKeepAlive = 15 * time.Second
+
 // StatusJSON is GET /api/v1/status.
 type StatusJSON struct {
 	Operator    string            `json:"operator"`
@@ -152,7 +139,7 @@ type KeyJSON struct {
 	Algorithm string `json:"algorithm"`
 }
 
-func (a *apiHandlers) status(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) Status(w http.ResponseWriter, r *http.Request) {
 	op, _ := operator.FromContext(r.Context())
 	ov, err := a.cfg.Records.Overview(r.Context())
 	if err != nil {
@@ -183,7 +170,7 @@ type CeremonyStateJSON struct {
 	Last    *ceremony.Journal `json:"last,omitempty"`
 }
 
-func (a *apiHandlers) ceremonyState(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) CeremonyState(w http.ResponseWriter, r *http.Request) {
 	ov, err := a.cfg.Records.Overview(r.Context())
 	if err != nil {
 		a.fail(w, r, err)
@@ -272,7 +259,7 @@ func kindList() string {
 
 // start is POST /api/v1/ceremony/start. Its action depends on the kind in the body, so it
 // authorizes itself (roles and approval) once the body is checked, before anything starts.
-func (a *apiHandlers) start(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) Start(w http.ResponseWriter, r *http.Request) {
 	var sr StartRequest
 	if err := decodeJSON(r.Body, &sr); err != nil {
 		a.badRequest(w, r, err.Error())
@@ -284,12 +271,12 @@ func (a *apiHandlers) start(w http.ResponseWriter, r *http.Request) {
 		a.badRequest(w, r, err.Error())
 		return
 	}
-	if !a.s.authorize(w, r, operator.ActionForKind(sr.Kind)) {
+	if !a.cfg.Authorize(w, r, operator.ActionForKind(sr.Kind)) {
 		return
 	}
-	ctx, err := a.s.ceremonyContext()
+	ctx, err := a.cfg.CeremonyContext()
 	if err != nil {
-		a.rd.Problem(w, r, web.For(ceremony.ErrClosed, ""))
+		a.problem(w, r, web.For(ceremony.ErrClosed, ""))
 		return
 	}
 	op := operator.NameOf(r)
@@ -303,13 +290,13 @@ func (a *apiHandlers) start(w http.ResponseWriter, r *http.Request) {
 	writeJSONStatus(w, http.StatusAccepted, StartedJSON{Ceremony: hd.ID(), Kind: hd.Kind()})
 }
 
-func (a *apiHandlers) resume(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) Resume(w http.ResponseWriter, r *http.Request) {
 	if !a.emptyBody(w, r) {
 		return
 	}
-	ctx, err := a.s.ceremonyContext()
+	ctx, err := a.cfg.CeremonyContext()
 	if err != nil {
-		a.rd.Problem(w, r, web.For(ceremony.ErrClosed, ""))
+		a.problem(w, r, web.For(ceremony.ErrClosed, ""))
 		return
 	}
 	hd, err := a.cfg.Runner.Resume(ctx, operator.NameOf(r))
@@ -320,20 +307,20 @@ func (a *apiHandlers) resume(w http.ResponseWriter, r *http.Request) {
 	writeJSONStatus(w, http.StatusAccepted, StartedJSON{Ceremony: hd.ID(), Kind: hd.Kind()})
 }
 
-func (a *apiHandlers) cancel(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) Cancel(w http.ResponseWriter, r *http.Request) {
 	if a.emptyBody(w, r) {
 		a.steer(w, r, func(op string) error { return a.cfg.Runner.Cancel(op) })
 	}
 }
 
-func (a *apiHandlers) retry(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) Retry(w http.ResponseWriter, r *http.Request) {
 	if a.emptyBody(w, r) {
 		a.steer(w, r, func(op string) error { return a.cfg.Runner.Retry(op) })
 	}
 }
 
 // emptyBody checks that a request without parameters has none ({} or nothing).
-func (a *apiHandlers) emptyBody(w http.ResponseWriter, r *http.Request) bool {
+func (a *Handlers) emptyBody(w http.ResponseWriter, r *http.Request) bool {
 	if err := decodeJSON(r.Body, &struct{}{}); err != nil {
 		a.badRequest(w, r, err.Error())
 		return false
@@ -347,7 +334,7 @@ type AnswerRequest struct {
 	OK *bool `json:"ok"`
 }
 
-func (a *apiHandlers) answer(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) Answer(w http.ResponseWriter, r *http.Request) {
 	var req AnswerRequest
 	if err := decodeJSON(r.Body, &req); err != nil || req.OK == nil {
 		a.badRequest(w, r, `the body must be {"ok": true} or {"ok": false}`)
@@ -356,7 +343,7 @@ func (a *apiHandlers) answer(w http.ResponseWriter, r *http.Request) {
 	a.steer(w, r, func(op string) error { return a.cfg.Runner.Confirm(op, *req.OK) })
 }
 
-func (a *apiHandlers) steer(w http.ResponseWriter, r *http.Request, f func(op string) error) {
+func (a *Handlers) steer(w http.ResponseWriter, r *http.Request, f func(op string) error) {
 	if err := f(operator.NameOf(r)); err != nil {
 		a.fail(w, r, err)
 		return
@@ -368,7 +355,7 @@ func (a *apiHandlers) steer(w http.ResponseWriter, r *http.Request, f func(op st
 // (application/x-ndjson), the latest first, each a full snapshot (a slow reader loses
 // intermediate ones, never the latest). With ?until=outcome the stream ends after the first
 // outcome event; otherwise when the client goes or the server stops.
-func (a *apiHandlers) events(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) Events(w http.ResponseWriter, r *http.Request) {
 	untilOutcome := r.URL.Query().Get("until") == "outcome"
 	rc := http.NewResponseController(w)
 	sub := a.cfg.Runner.Subscribe()
@@ -380,13 +367,13 @@ func (a *apiHandlers) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	enc := json.NewEncoder(w)
-	tick := time.NewTicker(keepAlive)
+	tick := time.NewTicker(apiKeepAlive)
 	defer tick.Stop()
 	for {
 		select {
 		case <-r.Context().Done():
 			return
-		case <-a.s.stopping:
+		case <-a.cfg.Stopping:
 			return
 		case ev, ok := <-sub.C():
 			if !ok {
@@ -409,7 +396,7 @@ func (a *apiHandlers) events(w http.ResponseWriter, r *http.Request) {
 
 // backup is GET /api/v1/backup: the HSM's key database encrypted under the MBK, as the HSM
 // page's download. The key ID is in the X-Keyquorum-Key-ID header.
-func (a *apiHandlers) backup(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) Backup(w http.ResponseWriter, r *http.Request) {
 	id, err := a.cfg.HSM.BackupKeyID(r.Context())
 	if err != nil {
 		a.fail(w, r, err)
@@ -426,8 +413,8 @@ func (a *apiHandlers) backup(w http.ResponseWriter, r *http.Request) {
 	a.record(op, cluster.AuditBackup, fmt.Sprintf("backup of the HSM's key database downloaded by %s (command line), encrypted under the master backup key %s", op, id))
 }
 
-func (a *apiHandlers) record(op, event, msg string) {
-	if err := a.s.audit.RecordAudit(op, event, msg); err != nil {
+func (a *Handlers) record(op, event, msg string) {
+	if err := a.cfg.Recorder.RecordAudit(op, event, msg); err != nil {
 		a.log.Error("audit entry not recorded", "event", event, "err", err)
 	}
 }
@@ -438,12 +425,12 @@ type RestoredJSON = cluster.Restored
 // restore is POST /api/v1/restore: the body is a backup (application/octet-stream, at most
 // MaxUpload bytes). A backup of another master backup key is refused from its header, before
 // the HSM is asked; the HSM changes nothing unless the whole backup authenticated.
-func (a *apiHandlers) restore(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) Restore(w http.ResponseWriter, r *http.Request) {
 	op := operator.NameOf(r)
 	hdr, err := cluster.Restore(r.Context(), a.cfg.HSM, r.Body)
 	if errors.Is(err, cluster.ErrTooLarge) {
 		a.record(op, cluster.AuditRestoreRefused, fmt.Sprintf("restore by %s (command line) refused: the upload is larger than %s", op, web.ByteSize(a.cfg.MaxUpload)))
-		a.rd.Problem(w, r, web.TooLarge(a.cfg.MaxUpload))
+		a.problem(w, r, web.TooLarge(a.cfg.MaxUpload))
 		return
 	}
 	if err != nil {
@@ -457,12 +444,12 @@ func (a *apiHandlers) restore(w http.ResponseWriter, r *http.Request) {
 	web.WriteJSON(w, cluster.Result(r.Context(), a.cfg.HSM, hdr, ""))
 }
 
-func (a *apiHandlers) auditVerify(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) AuditVerify(w http.ResponseWriter, r *http.Request) {
 	sum, err := a.cfg.Audit.VerifyAudit()
 	if err != nil {
 		var ae *ceremony.AuditError
 		if errors.As(err, &ae) {
-			a.rd.Problem(w, r, web.Problem{Status: http.StatusConflict, Code: web.CodeAuditBroken, Title: "The audit log does not verify",
+			a.problem(w, r, web.Problem{Status: http.StatusConflict, Code: web.CodeAuditBroken, Title: "The audit log does not verify",
 				What: err.Error(), Todo: "Keep the data directory as it is and tell the appliance's auditors: an entry was altered or removed."})
 			return
 		}
@@ -472,7 +459,7 @@ func (a *apiHandlers) auditVerify(w http.ResponseWriter, r *http.Request) {
 	web.WriteJSON(w, map[string]any{"entries": sum.Entries, "head": sum.Head})
 }
 
-func (a *apiHandlers) auditExport(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) AuditExport(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	if err := a.cfg.Audit.ExportAudit(w); err != nil {
 		a.log.Error("audit export failed", "err", err)
@@ -495,9 +482,9 @@ type CardJSON struct {
 	Cards    []simpanel.Card `json:"cards"`
 }
 
-func (a *apiHandlers) card(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) Card(w http.ResponseWriter, r *http.Request) {
 	if a.cfg.Sim == nil {
-		a.rd.Problem(w, r, web.Problem{Status: http.StatusNotImplemented, Code: web.CodeNotAvailable, Title: "No card information without a ceremony",
+		a.problem(w, r, web.Problem{Status: http.StatusNotImplemented, Code: web.CodeNotAvailable, Title: "No card information without a ceremony",
 			What: "With a real PIN pad a card is read only with its PIN typed on the pad, inside a ceremony.",
 			Todo: "Run a card check (or a copy or PIN change) ceremony; keyquorum status shows the loaded key's card set."})
 		return

@@ -1,4 +1,4 @@
-package webconf
+package api
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package webconf
+package api
 
 import (
 	"encoding/json"
@@ -31,10 +31,10 @@ func operatorJSON(o operator.Operator) OperatorJSON {
 }
 
 // apiOperators is GET /api/v1/operators: the operator list.
-func (h *operatorHandlers) apiOperators(w http.ResponseWriter, r *http.Request) {
-	ops, err := h.auth.Operators().List()
+func (a *Handlers) Operators(w http.ResponseWriter, r *http.Request) {
+	ops, err := a.cfg.Auth.Operators().List()
 	if err != nil {
-		h.rd.Problem(w, r, web.For(err, ""))
+		a.problem(w, r, web.For(err, ""))
 		return
 	}
 	out := make([]OperatorJSON, 0, len(ops))
@@ -52,29 +52,29 @@ type RoleRequest struct {
 
 // apiSetRole is POST /api/v1/operators/role: an approval (ApprovalHeader) for "manage
 // operators" is required, as on the Operators page; the change is audited the same way.
-func (h *operatorHandlers) apiSetRole(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) SetRole(w http.ResponseWriter, r *http.Request) {
 	op, _ := operator.FromContext(r.Context())
 	var req RoleRequest
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		h.rd.Problem(w, r, web.BadForm(fmt.Sprintf("The body must be JSON like {\"id\": \"…\", \"role\": \"auditor\"}: %v.", err)))
+		a.problem(w, r, web.BadForm(fmt.Sprintf("The body must be JSON like {\"id\": \"…\", \"role\": \"auditor\"}: %v.", err)))
 		return
 	}
 	role, err := operator.ParseRole(req.Role)
 	if err != nil {
-		h.rd.Problem(w, r, web.BadForm(err.Error()))
+		a.problem(w, r, web.BadForm(err.Error()))
 		return
 	}
-	target, old, err := h.auth.Operators().SetRole(req.ID, role, op.Name, time.Now())
+	target, old, err := a.cfg.Auth.Operators().SetRole(req.ID, role, op.Name, time.Now())
 	if err != nil {
-		h.rd.Problem(w, r, web.ForAuth(err, ""))
+		a.problem(w, r, web.ForAuth(err, ""))
 		return
 	}
 	if old != role {
 		msg := fmt.Sprintf("%s: role changed from %s to %s by %s (command line)", target.Name(), old, role, op.Name)
-		if err := h.auth.Record(op.Name, operator.AuditOperatorRole, msg); err != nil {
-			h.rd.Problem(w, r, web.ForAuth(err, ""))
+		if err := a.cfg.Auth.Record(op.Name, operator.AuditOperatorRole, msg); err != nil {
+			a.problem(w, r, web.ForAuth(err, ""))
 			return
 		}
 	}

@@ -1,4 +1,4 @@
-package webconf
+package api
 
 import (
 	"errors"
@@ -15,19 +15,19 @@ import (
 
 // issueNode is POST /api/v1/cluster/nodes (an administrator, with an approval for managing
 // operators: a node certificate is a credential of this CA).
-func (a *apiHandlers) issueNode(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) IssueNode(w http.ResponseWriter, r *http.Request) {
 	var req cluster.NodeRequest
 	if err := decodeJSON(r.Body, &req); err != nil {
 		a.badRequest(w, r, err.Error())
 		return
 	}
-	nb, err := a.s.cluster.IssueNodeCert(operator.NameOf(r), req.Name)
+	nb, err := a.cfg.Cluster.IssueNodeCert(operator.NameOf(r), req.Name)
 	switch {
 	case errors.Is(err, cluster.ErrNodeName):
 		a.badRequest(w, r, err.Error())
 		return
 	case err != nil:
-		a.rd.Problem(w, r, web.ForAuth(err, ""))
+		a.problem(w, r, web.ForAuth(err, ""))
 		return
 	}
 	web.WriteJSON(w, nb)
@@ -37,14 +37,14 @@ func (a *apiHandlers) issueNode(w http.ResponseWriter, r *http.Request) {
 // clusterState is GET /api/v1/cluster/state: this node's key database as a backup under the
 // MBK, for a joining node. Only a node certificate of this management CA gets it, and only
 // when the node names (cluster.KeyIDHeader) the MBK this node holds.
-func (a *apiHandlers) clusterState(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) ClusterState(w http.ResponseWriter, r *http.Request) {
 	op, _ := operator.FromContext(r.Context())
 	leaf := r.TLS.VerifiedChains[0][0]
-	mine, err := a.s.cluster.CheckJoiner(r.Context(), op.Name, leaf, r.Header.Get(cluster.KeyIDHeader))
+	mine, err := a.cfg.Cluster.CheckJoiner(r.Context(), op.Name, leaf, r.Header.Get(cluster.KeyIDHeader))
 	var foreign *cluster.ForeignNodeError
 	switch {
 	case errors.Is(err, cluster.ErrNotNode):
-		a.rd.Problem(w, r, web.Problem{Status: http.StatusForbidden, Code: web.CodeNotNode, Title: "Not a node certificate",
+		a.problem(w, r, web.Problem{Status: http.StatusForbidden, Code: web.CodeNotNode, Title: "Not a node certificate",
 			What: "This node sends its state only to a node certificate issued by its own management CA.",
 			Todo: "On this node, issue a node certificate (keyquorum cluster add-node) and join with it from the new node (keyquorum cluster join)."})
 		return
@@ -52,7 +52,7 @@ func (a *apiHandlers) clusterState(w http.ResponseWriter, r *http.Request) {
 		a.badRequest(w, r, err.Error())
 		return
 	case errors.As(err, &foreign):
-		a.rd.Problem(w, r, web.Problem{Status: http.StatusUnprocessableEntity, Code: web.CodeForeignKey, Title: "The joining node holds another master backup key",
+		a.problem(w, r, web.Problem{Status: http.StatusUnprocessableEntity, Code: web.CodeForeignKey, Title: "The joining node holds another master backup key",
 			What: fmt.Sprintf("This node holds the master backup key %s; the joining node holds %s. Nodes of one cluster share one key.", foreign.Mine, foreign.Theirs),
 			Todo: "On the joining node: factory reset, then load the key from the cards of this cluster's set, then join again."})
 		return
@@ -62,14 +62,14 @@ func (a *apiHandlers) clusterState(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set(cluster.KeyIDHeader, mine.String())
-	if err := a.s.cluster.SendState(r.Context(), w, op.Name, mine); err != nil {
+	if err := a.cfg.Cluster.SendState(r.Context(), w, op.Name, mine); err != nil {
 		panic(http.ErrAbortHandler)
 	}
 }
 
 // clusterJoin is POST /api/v1/cluster/join (an administrator with an approval for a cluster
 // join): take over the peer's key database.
-func (a *apiHandlers) clusterJoin(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) ClusterJoin(w http.ResponseWriter, r *http.Request) {
 	op := operator.NameOf(r)
 	var req cluster.JoinRequest
 	if err := decodeJSON(r.Body, &req); err != nil {
@@ -81,9 +81,9 @@ func (a *apiHandlers) clusterJoin(w http.ResponseWriter, r *http.Request) {
 		a.badRequest(w, r, err.Error())
 		return
 	}
-	res, err := a.s.cluster.Join(r.Context(), op, peer, node)
+	res, err := a.cfg.Cluster.Join(r.Context(), op, peer, node)
 	if err != nil {
-		a.rd.Problem(w, r, web.ForJoin(err, ""))
+		a.problem(w, r, web.ForJoin(err, ""))
 		return
 	}
 	web.WriteJSON(w, res)
