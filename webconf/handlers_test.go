@@ -24,6 +24,7 @@ import (
 	"github.com/keyquorum/keyquorum/ceremony"
 	"github.com/keyquorum/keyquorum/pinpad/sim"
 	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/pages"
 	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
@@ -467,7 +468,7 @@ func TestPagesRender(t *testing.T) {
 func TestNoSimulatorWithRealPad(t *testing.T) {
 	s := startService(t, t.TempDir(), serviceOptions{})
 	s.srv.cfg.Sim = nil
-	s.srv.rd.sim = nil
+	s.srv.rd = pages.NewRenderer(nil, s.srv.auth, s.srv.log)
 	h := s.srv.routes()
 	cert := s.operatorCert("Judy")
 	s.browserWith(cert, operator.RoleAdmin, false)
@@ -495,13 +496,13 @@ func TestNoSimulatorWithRealPad(t *testing.T) {
 func TestEventStreamEnds(t *testing.T) {
 	s := startService(t, t.TempDir(), serviceOptions{})
 	stopping := make(chan struct{})
-	h := newEventHandlers(s.mgr, s.pad, stopping, slog.New(slog.DiscardHandler))
+	h := pages.NewEventStream(s.mgr, s.pad, stopping, slog.New(slog.DiscardHandler))
 
 	run := func(ctx context.Context) (*httptest.ResponseRecorder, chan struct{}) {
 		rec := httptest.NewRecorder()
 		req := httptest.NewRequest("GET", "/events", nil).WithContext(ctx)
 		done := make(chan struct{})
-		go func() { h.stream(rec, req); close(done) }()
+		go func() { h.Stream(rec, req); close(done) }()
 		return rec, done
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -15,6 +15,7 @@ import (
 
 	"github.com/keyquorum/keyquorum/cluster"
 	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/pages"
 	"github.com/keyquorum/keyquorum/webconf/simpanel"
 	"github.com/keyquorum/keyquorum/webconf/web"
 )
@@ -68,7 +69,7 @@ type Server struct {
 	log     *slog.Logger
 	handler http.Handler
 	csrf    *csrfGuard
-	rd      *renderer
+	rd      *pages.Renderer
 	auth    *operator.Auth
 	audit   operator.AuditRecorder
 	cluster *cluster.Node
@@ -97,8 +98,7 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("new webconf: %w", err)
 		}
 	}
-	s := &Server{cfg: cfg, log: log, csrf: newCSRFGuard(key), stopping: make(chan struct{}),
-		rd: &renderer{sim: cfg.Sim, pki: cfg.PKI, log: log}}
+	s := &Server{cfg: cfg, log: log, csrf: newCSRFGuard(key), stopping: make(chan struct{})}
 	if cfg.Operators == nil {
 		return nil, errors.New("new webconf: the operator list is required (OpenOperators)")
 	}
@@ -114,7 +114,8 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.auth, s.rd.auth, s.audit = a, a, rec
+	s.auth, s.audit = a, rec
+	s.rd = pages.NewRenderer(cfg.Sim, a, log)
 	s.cluster = &cluster.Node{HSM: cfg.HSM, Issuer: a, CA: cfg.PKI.CA, Audit: a, MaxUpload: cfg.MaxUpload, Log: log}
 	s.handler = s.routes()
 	return s, nil

@@ -1,4 +1,4 @@
-package webconf
+package pages
 
 import (
 	"errors"
@@ -35,17 +35,8 @@ type clusterPageHandlers struct {
 	records web.CeremonyRecords
 	node    *cluster.Node
 	auth    *operator.Auth
-	rd      *renderer
+	rd      *Renderer
 	log     *slog.Logger
-}
-
-// clusterRoutes adds the cluster page; its actions are in routeActions (roles.go).
-func (s *Server) clusterRoutes(mux *http.ServeMux) {
-	a := &clusterPageHandlers{records: s.cfg.Records, node: s.cluster, auth: s.auth, rd: s.rd, log: s.log}
-
-	mux.HandleFunc("GET /cluster", a.clusterPageView)
-	mux.HandleFunc("POST /cluster/nodes", a.clusterPageIssue)
-	mux.HandleFunc("POST /cluster/join", a.clusterPageJoin)
 }
 
 func (a *clusterPageHandlers) clusterPageView(w http.ResponseWriter, r *http.Request) {

@@ -1,4 +1,4 @@
-package webconf
+package pages
 
 import (
 	"errors"
@@ -22,11 +22,11 @@ type hsmHandlers struct {
 	records   web.CeremonyRecords
 	audit     operator.AuditRecorder // backups and restores are audited
 	maxUpload int64
-	rd        *renderer
+	rd        *Renderer
 	log       *slog.Logger
 }
 
-func newHSMHandlers(h web.BackupHSM, records web.CeremonyRecords, audit operator.AuditRecorder, maxUpload int64, rd *renderer, log *slog.Logger) *hsmHandlers {
+func newHSMHandlers(h web.BackupHSM, records web.CeremonyRecords, audit operator.AuditRecorder, maxUpload int64, rd *Renderer, log *slog.Logger) *hsmHandlers {
 	return &hsmHandlers{hsm: h, records: records, audit: audit, maxUpload: maxUpload, rd: rd, log: log}
 }
 

@@ -1,4 +1,4 @@
-package webconf
+package pages
 
 import (
 	"fmt"
@@ -73,7 +73,7 @@ func liveFromEvent(ev ceremony.Event, now time.Time) liveView {
 		v.PINTries = triesText(ev.PINTries)
 	}
 	if ev.Ceremony != 0 {
-		v.Protocol = protocolURL(ev.Ceremony)
+		v.Protocol = ProtocolURL(ev.Ceremony)
 	}
 	return v
 }
@@ -91,7 +91,7 @@ func liveFromJournal(j ceremony.Journal, now time.Time) liveView {
 		Error:      j.LastError,
 		Outcome:    j.Outcome,
 		Next:       nextText(j.Next),
-		Protocol:   protocolURL(j.ID),
+		Protocol:   ProtocolURL(j.ID),
 		CardsTotal: j.N,
 	}
 	if j.Status == ceremony.StatusDone {
@@ -100,7 +100,7 @@ func liveFromJournal(j ceremony.Journal, now time.Time) liveView {
 	return v
 }
 
-func protocolURL(id uint64) string { return "/ceremonies/" + strconv.FormatUint(id, 10) + "/protocol" }
+func ProtocolURL(id uint64) string { return "/ceremonies/" + strconv.FormatUint(id, 10) + "/protocol" }
 
 func stepText(s ceremony.Step) string {
 	switch s {

@@ -1,4 +1,4 @@
-package webconf
+package pages
 
 import (
 	"log/slog"
@@ -14,11 +14,11 @@ import (
 type auditHandlers struct {
 	audit   web.AuditReader
 	records web.CeremonyRecords
-	rd      *renderer
+	rd      *Renderer
 	log     *slog.Logger
 }
 
-func newAuditHandlers(a web.AuditReader, records web.CeremonyRecords, rd *renderer, log *slog.Logger) *auditHandlers {
+func newAuditHandlers(a web.AuditReader, records web.CeremonyRecords, rd *Renderer, log *slog.Logger) *auditHandlers {
 	return &auditHandlers{audit: a, records: records, rd: rd, log: log}
 }
 

@@ -1,4 +1,4 @@
-package webconf
+package pages
 
 import (
 	"context"
@@ -14,15 +14,15 @@ import (
 )
 
 // eventHandlers serve the live view's event stream.
-type eventHandlers struct {
+type EventStream struct {
 	runner   web.CeremonyRunner
 	sim      simpanel.Simulator // nil without the simulator
 	stopping <-chan struct{}
 	log      *slog.Logger
 }
 
-func newEventHandlers(runner web.CeremonyRunner, s simpanel.Simulator, stopping <-chan struct{}, log *slog.Logger) *eventHandlers {
-	return &eventHandlers{runner: runner, sim: s, stopping: stopping, log: log}
+func NewEventStream(runner web.CeremonyRunner, s simpanel.Simulator, stopping <-chan struct{}, log *slog.Logger) *EventStream {
+	return &EventStream{runner: runner, sim: s, stopping: stopping, log: log}
 }
 
 // keepAlive is how often an idle stream sends a comment, so proxies and browsers keep it open.
@@ -32,7 +32,7 @@ const keepAlive = 15 * time.Second
 // "ceremony" with a liveView for every ceremony event (the latest one first), and "pad" with
 // a simView for every change of the simulator pad. Any number of browsers may watch; a slow
 // one loses intermediate ceremony events, never the latest (each is a full snapshot).
-func (h *eventHandlers) stream(w http.ResponseWriter, r *http.Request) {
+func (h *EventStream) Stream(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("X-Accel-Buffering", "no")

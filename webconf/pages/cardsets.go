@@ -1,4 +1,4 @@
-package webconf
+package pages
 
 import (
 	"log/slog"
@@ -25,19 +25,8 @@ type CardSetRecords interface {
 type cardSetHandlers struct {
 	cer  *ceremonyHandlers
 	sets CardSetRecords // nil when the records keep no set registry
-	rd   *renderer
+	rd   *Renderer
 	log  *slog.Logger
-}
-
-// cardSetRoutes registers the pages; every pattern has its entry in routeActions (roles.go).
-func (s *Server) cardSetRoutes(mux *http.ServeMux, cer *ceremonyHandlers) {
-	h := &cardSetHandlers{cer: cer, rd: s.rd, log: s.log}
-	h.sets, _ = s.cfg.Records.(CardSetRecords)
-	mux.HandleFunc("GET /cards/reissue", h.reissueForm)
-	mux.HandleFunc("GET /cards/reissue/confirm", h.reissueConfirm)
-	mux.HandleFunc("POST /cards/reissue", h.reissueStart)
-	mux.HandleFunc("GET /cards/check", h.checkForm)
-	mux.HandleFunc("POST /cards/check", h.checkStart)
 }
 
 // cardSetsView is what both pages show of the key and its sets.

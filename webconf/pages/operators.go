@@ -1,4 +1,4 @@
-package webconf
+package pages
 
 import (
 	"crypto/x509/pkix"
@@ -8,7 +8,6 @@ import (
 	"mime"
 	"net/http"
 	"net/mail"
-	"net/url"
 	"strings"
 	"time"
 
@@ -16,35 +15,10 @@ import (
 	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
-// authRoutes adds the account, security key and operator management routes.
-func (s *Server) authRoutes(mux *http.ServeMux) {
-	actionFor := func(path string, form url.Values) (operator.Action, bool) {
-		req := &http.Request{Method: http.MethodPost, URL: &url.URL{Path: path}, Host: "webconf"}
-		_, pattern := mux.Handler(req)
-		return actionOf(pattern, form)
-	}
-	wa := &webauthnHandlers{auth: s.auth, actionFor: actionFor, rd: s.rd, log: s.log}
-	op := &operatorHandlers{auth: s.auth, rd: s.rd, log: s.log}
-
-	mux.HandleFunc("GET /crl.pem", op.crl)
-	mux.HandleFunc("GET /account", op.account)
-	mux.HandleFunc("POST /account/keys/remove", op.removeOwnKey)
-	mux.HandleFunc("POST /webauthn/register/begin", wa.registerBegin)
-	mux.HandleFunc("POST /webauthn/register/finish", wa.registerFinish)
-	mux.HandleFunc("POST /webauthn/assert/begin", wa.assertBegin)
-	mux.HandleFunc("POST /webauthn/assert/finish", wa.assertFinish)
-	mux.HandleFunc("GET /operators", op.list)
-	mux.HandleFunc("POST /operators/role", op.setRole)
-	mux.HandleFunc("POST /operators/issue", op.issue)
-	mux.HandleFunc("GET /operators/issued/{id}", op.download)
-	mux.HandleFunc("POST /operators/revoke", op.revoke)
-	mux.HandleFunc("POST /operators/keys/remove", op.removeKeys)
-}
-
 // operatorHandlers serve the account page and the administrators' operator management.
 type operatorHandlers struct {
 	auth *operator.Auth
-	rd   *renderer
+	rd   *Renderer
 	log  *slog.Logger
 }
 

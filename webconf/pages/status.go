@@ -1,4 +1,4 @@
-package webconf
+package pages
 
 import (
 	"log/slog"
@@ -15,11 +15,11 @@ type statusHandlers struct {
 	records   web.CeremonyRecords
 	appliance web.Appliance
 	pki       *operator.PKI
-	rd        *renderer
+	rd        *Renderer
 	log       *slog.Logger
 }
 
-func newStatusHandlers(records web.CeremonyRecords, appliance web.Appliance, pki *operator.PKI, rd *renderer, log *slog.Logger) *statusHandlers {
+func newStatusHandlers(records web.CeremonyRecords, appliance web.Appliance, pki *operator.PKI, rd *Renderer, log *slog.Logger) *statusHandlers {
 	return &statusHandlers{records: records, appliance: appliance, pki: pki, rd: rd, log: log}
 }
 

@@ -1,4 +1,4 @@
-package webconf
+package pages
 
 import (
 	"fmt"
@@ -51,14 +51,18 @@ func navShown(key string, role operator.Role) bool {
 }
 
 // renderer frames pages and error pages; every handler group gets one.
-type renderer struct {
+type Renderer struct {
 	sim  simpanel.Simulator // nil without the simulator pad
-	pki  *operator.PKI
 	log  *slog.Logger
 	auth *operator.Auth
 }
 
-func (rd *renderer) page(r *http.Request, title, nav string) page {
+// newRenderer makes the renderer of every page; sim is nil without the simulator pad.
+func NewRenderer(sim simpanel.Simulator, auth *operator.Auth, log *slog.Logger) *Renderer {
+	return &Renderer{sim: sim, log: log, auth: auth}
+}
+
+func (rd *Renderer) page(r *http.Request, title, nav string) page {
 	p := page{Title: title, Nav: nav}
 	if op, ok := operator.FromContext(r.Context()); ok {
 		p.Operator, p.CSRF, p.Role = op.Name, op.CSRF, op.Role
@@ -75,7 +79,7 @@ func (rd *renderer) page(r *http.Request, title, nav string) page {
 }
 
 // html renders a component as a page with the given status.
-func (rd *renderer) HTML(w http.ResponseWriter, r *http.Request, status int, c templ.Component) {
+func (rd *Renderer) HTML(w http.ResponseWriter, r *http.Request, status int, c templ.Component) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
 	if err := c.Render(r.Context(), w); err != nil {
@@ -92,7 +96,7 @@ func minutes(d time.Duration) string {
 }
 
 // problem answers with an error page, or with the JSON problem for the page script and the API.
-func (rd *renderer) Problem(w http.ResponseWriter, r *http.Request, p web.Problem) {
+func (rd *Renderer) Problem(w http.ResponseWriter, r *http.Request, p web.Problem) {
 	if p.Status == 0 {
 		p.Status = http.StatusInternalServerError
 	}

@@ -1,4 +1,4 @@
-package webconf
+package pages
 
 import (
 	"context"
@@ -22,11 +22,11 @@ type ceremonyHandlers struct {
 	records web.CeremonyRecords
 	// ceremonyCtx is the context ceremonies run under (the server's lifetime, not a request's).
 	ceremonyCtx func() (context.Context, error)
-	rd          *renderer
+	rd          *Renderer
 	log         *slog.Logger
 }
 
-func newCeremonyHandlers(runner web.CeremonyRunner, records web.CeremonyRecords, ceremonyCtx func() (context.Context, error), rd *renderer, log *slog.Logger) *ceremonyHandlers {
+func newCeremonyHandlers(runner web.CeremonyRunner, records web.CeremonyRecords, ceremonyCtx func() (context.Context, error), rd *Renderer, log *slog.Logger) *ceremonyHandlers {
 	return &ceremonyHandlers{runner: runner, records: records, ceremonyCtx: ceremonyCtx, rd: rd, log: log}
 }
 

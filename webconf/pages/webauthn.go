@@ -1,4 +1,4 @@
-package webconf
+package pages
 
 import (
 	"errors"
@@ -20,7 +20,7 @@ type webauthnHandlers struct {
 	auth *operator.Auth
 	// actionFor is the action a form sent to path (POST) would be checked for.
 	actionFor func(path string, form url.Values) (operator.Action, bool)
-	rd        *renderer
+	rd        *Renderer
 	log       *slog.Logger
 }
 
