@@ -12,7 +12,7 @@ import (
 	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
-// admitProblem explains why [auth.admit] refused a certificate of identity id.
+// admitProblem explains why [operator.Auth.Admit] refused a certificate of identity id.
 func admitProblem(id operator.Identity, err error) web.Problem {
 	var re *operator.RevokedError
 	var ce *operator.CRLError
@@ -45,7 +45,7 @@ func (s *Server) authorizeRoutes(mux *http.ServeMux) http.Handler {
 		_, pattern := mux.Handler(r)
 		a, ok := actionOf(pattern, formOf(r))
 		if !ok {
-			s.log.Error("route without an access rule refused: add it to routeActions in roles.go", "pattern", pattern, "path", r.URL.Path)
+			s.log.Error("route without an access rule refused: add it to routeActions in routeactions.go", "pattern", pattern, "path", r.URL.Path)
 			s.rd.Problem(w, r, web.Problem{Status: http.StatusForbidden, Title: "No access rule for this page",
 				What: "This page has no rule that says which roles may use it, so nobody may.",
 				Todo: "This is a defect of this WebConf build: note the address and report it."})

@@ -46,7 +46,7 @@ func isPublic(path string) bool {
 
 // requireClientCert refuses every non-public request without a verified client certificate and
 // puts the operator's identity into the request context. The TLS layer has verified the chain
-// (against the management CA and the bundle) when one was sent; [auth.admit] refuses a revoked
+// (against the management CA and the bundle) when one was sent; [operator.Auth.Admit] refuses a revoked
 // certificate and finds the operator's role.
 func (s *Server) requireClientCert(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -111,7 +111,7 @@ func (g *csrfGuard) check(r *http.Request, op operator.Caller) error {
 		ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 		if web.IsAPI(r) {
 			// The command line's JSON or backup: a browser cannot send either cross-site
-			// without a CORS preflight, which WebConf never grants (api.go); the origin
+			// without a CORS preflight, which WebConf never grants (see apiCSRF); the origin
 			// checks above still ran.
 			return apiCSRF(r)
 		}
@@ -145,7 +145,7 @@ func (s *Server) protect(next http.Handler) http.Handler {
 		if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == "multipart/form-data" {
 			limit = s.cfg.MaxUpload + maxForm // the file and the few fields around it
 		} else if apiUpload(r) {
-			limit = s.cfg.MaxUpload // the backup itself (api.go)
+			limit = s.cfg.MaxUpload // the backup itself (POST /api/v1/restore)
 		}
 		if r.ContentLength > limit {
 			s.rd.Problem(w, r, web.TooLarge(limit))

@@ -58,7 +58,7 @@ var routeActions = map[string]func(form url.Values) operator.Action{
 	"GET /api/v1/operators":          fixed(operator.ActionOperatorsView),
 	"POST /api/v1/operators/role":    fixed(operator.ActionOperatorsManage),
 
-	// The command line's API (api.go, cluster.go).
+	// The command line's API (webconf/api).
 	"GET /api/v1/status":           fixed(operator.ActionView),
 	"GET /api/v1/ceremony":         fixed(operator.ActionView),
 	"POST /api/v1/ceremony/start":  fixed(actionInHandler), // the kind in the body

@@ -24,12 +24,12 @@ import (
 
 // The JSON API of the command line (`keyquorum status`, `keyquorum ceremony …`, …) lives under
 // APIPrefix on the same mTLS listener as the pages, behind the same middleware: the client
-// certificate names the operator, the role table of roles.go decides, and a dangerous action
+// certificate names the operator, the role table (webconf/operator) decides, and a dangerous action
 // needs an approval in the [ApprovalHeader] (made on the operator's account page with a
 // security key). Every refusal is a JSON problem: {"code", "title", "what", "todo"}, where code
 // is one of the stable API codes below and the texts are safe to show an operator.
 //
-// apiConfig is what the API's handlers are built from.
+// Config is what the API's handlers are built from.
 type Config struct {
 	Runner    web.CeremonyRunner
 	Records   web.CeremonyRecords
@@ -53,19 +53,41 @@ type Config struct {
 	Log      *slog.Logger
 }
 
-// apiHandlers serve the JSON API.
+// Handlers serve the JSON API.
 type Handlers struct {
 	cfg Config
 	log *slog.Logger
 }
 
-// newAPIHandlers builds the API's handlers.
+// New builds the API's handlers.
 func New(cfg Config) *Handlers {
 	log := cfg.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Handlers{cfg: cfg, log: log}
+}
+
+// Register adds the API's routes to mux; each has its entry in the server's route table.
+func (a *Handlers) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /api/v1/status", a.status)
+	mux.HandleFunc("GET /api/v1/ceremony", a.ceremonyState)
+	mux.HandleFunc("POST /api/v1/ceremony/start", a.start)
+	mux.HandleFunc("POST /api/v1/ceremony/cancel", a.cancel)
+	mux.HandleFunc("POST /api/v1/ceremony/retry", a.retry)
+	mux.HandleFunc("POST /api/v1/ceremony/answer", a.answer)
+	mux.HandleFunc("POST /api/v1/ceremony/resume", a.resume)
+	mux.HandleFunc("GET /api/v1/ceremony/events", a.events)
+	mux.HandleFunc("GET /api/v1/backup", a.backup)
+	mux.HandleFunc("POST /api/v1/restore", a.restore)
+	mux.HandleFunc("GET /api/v1/audit/verify", a.auditVerify)
+	mux.HandleFunc("GET /api/v1/audit/export", a.auditExport)
+	mux.HandleFunc("GET /api/v1/card", a.card)
+	mux.HandleFunc("POST /api/v1/cluster/nodes", a.issueNode)
+	mux.HandleFunc("GET "+cluster.StatePath, a.clusterState)
+	mux.HandleFunc("POST /api/v1/cluster/join", a.clusterJoin)
+	mux.HandleFunc("GET /api/v1/operators", a.operators)
+	mux.HandleFunc("POST /api/v1/operators/role", a.setRole)
 }
 
 // problem answers with a JSON problem (every route of the API is under web.APIPrefix).
@@ -139,7 +161,7 @@ type KeyJSON struct {
 	Algorithm string `json:"algorithm"`
 }
 
-func (a *Handlers) Status(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) status(w http.ResponseWriter, r *http.Request) {
 	op, _ := operator.FromContext(r.Context())
 	ov, err := a.cfg.Records.Overview(r.Context())
 	if err != nil {
@@ -170,7 +192,7 @@ type CeremonyStateJSON struct {
 	Last    *ceremony.Journal `json:"last,omitempty"`
 }
 
-func (a *Handlers) CeremonyState(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) ceremonyState(w http.ResponseWriter, r *http.Request) {
 	ov, err := a.cfg.Records.Overview(r.Context())
 	if err != nil {
 		a.fail(w, r, err)
@@ -259,7 +281,7 @@ func kindList() string {
 
 // start is POST /api/v1/ceremony/start. Its action depends on the kind in the body, so it
 // authorizes itself (roles and approval) once the body is checked, before anything starts.
-func (a *Handlers) Start(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) start(w http.ResponseWriter, r *http.Request) {
 	var sr StartRequest
 	if err := decodeJSON(r.Body, &sr); err != nil {
 		a.badRequest(w, r, err.Error())
@@ -290,7 +312,7 @@ func (a *Handlers) Start(w http.ResponseWriter, r *http.Request) {
 	writeJSONStatus(w, http.StatusAccepted, StartedJSON{Ceremony: hd.ID(), Kind: hd.Kind()})
 }
 
-func (a *Handlers) Resume(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) resume(w http.ResponseWriter, r *http.Request) {
 	if !a.emptyBody(w, r) {
 		return
 	}
@@ -307,13 +329,13 @@ func (a *Handlers) Resume(w http.ResponseWriter, r *http.Request) {
 	writeJSONStatus(w, http.StatusAccepted, StartedJSON{Ceremony: hd.ID(), Kind: hd.Kind()})
 }
 
-func (a *Handlers) Cancel(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) cancel(w http.ResponseWriter, r *http.Request) {
 	if a.emptyBody(w, r) {
 		a.steer(w, r, func(op string) error { return a.cfg.Runner.Cancel(op) })
 	}
 }
 
-func (a *Handlers) Retry(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) retry(w http.ResponseWriter, r *http.Request) {
 	if a.emptyBody(w, r) {
 		a.steer(w, r, func(op string) error { return a.cfg.Runner.Retry(op) })
 	}
@@ -334,7 +356,7 @@ type AnswerRequest struct {
 	OK *bool `json:"ok"`
 }
 
-func (a *Handlers) Answer(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) answer(w http.ResponseWriter, r *http.Request) {
 	var req AnswerRequest
 	if err := decodeJSON(r.Body, &req); err != nil || req.OK == nil {
 		a.badRequest(w, r, `the body must be {"ok": true} or {"ok": false}`)
@@ -355,7 +377,7 @@ func (a *Handlers) steer(w http.ResponseWriter, r *http.Request, f func(op strin
 // (application/x-ndjson), the latest first, each a full snapshot (a slow reader loses
 // intermediate ones, never the latest). With ?until=outcome the stream ends after the first
 // outcome event; otherwise when the client goes or the server stops.
-func (a *Handlers) Events(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) events(w http.ResponseWriter, r *http.Request) {
 	untilOutcome := r.URL.Query().Get("until") == "outcome"
 	rc := http.NewResponseController(w)
 	sub := a.cfg.Runner.Subscribe()
@@ -396,7 +418,7 @@ func (a *Handlers) Events(w http.ResponseWriter, r *http.Request) {
 
 // backup is GET /api/v1/backup: the HSM's key database encrypted under the MBK, as the HSM
 // page's download. The key ID is in the X-Keyquorum-Key-ID header.
-func (a *Handlers) Backup(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) backup(w http.ResponseWriter, r *http.Request) {
 	id, err := a.cfg.HSM.BackupKeyID(r.Context())
 	if err != nil {
 		a.fail(w, r, err)
@@ -425,7 +447,7 @@ type RestoredJSON = cluster.Restored
 // restore is POST /api/v1/restore: the body is a backup (application/octet-stream, at most
 // MaxUpload bytes). A backup of another master backup key is refused from its header, before
 // the HSM is asked; the HSM changes nothing unless the whole backup authenticated.
-func (a *Handlers) Restore(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) restore(w http.ResponseWriter, r *http.Request) {
 	op := operator.NameOf(r)
 	hdr, err := cluster.Restore(r.Context(), a.cfg.HSM, r.Body)
 	if errors.Is(err, cluster.ErrTooLarge) {
@@ -444,7 +466,7 @@ func (a *Handlers) Restore(w http.ResponseWriter, r *http.Request) {
 	web.WriteJSON(w, cluster.Result(r.Context(), a.cfg.HSM, hdr, ""))
 }
 
-func (a *Handlers) AuditVerify(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) auditVerify(w http.ResponseWriter, r *http.Request) {
 	sum, err := a.cfg.Audit.VerifyAudit()
 	if err != nil {
 		var ae *ceremony.AuditError
@@ -459,7 +481,7 @@ func (a *Handlers) AuditVerify(w http.ResponseWriter, r *http.Request) {
 	web.WriteJSON(w, map[string]any{"entries": sum.Entries, "head": sum.Head})
 }
 
-func (a *Handlers) AuditExport(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) auditExport(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	if err := a.cfg.Audit.ExportAudit(w); err != nil {
 		a.log.Error("audit export failed", "err", err)
@@ -482,7 +504,7 @@ type CardJSON struct {
 	Cards    []simpanel.Card `json:"cards"`
 }
 
-func (a *Handlers) Card(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) card(w http.ResponseWriter, r *http.Request) {
 	if a.cfg.Sim == nil {
 		a.problem(w, r, web.Problem{Status: http.StatusNotImplemented, Code: web.CodeNotAvailable, Title: "No card information without a ceremony",
 			What: "With a real PIN pad a card is read only with its PIN typed on the pad, inside a ceremony.",

@@ -15,7 +15,7 @@ import (
 
 // issueNode is POST /api/v1/cluster/nodes (an administrator, with an approval for managing
 // operators: a node certificate is a credential of this CA).
-func (a *Handlers) IssueNode(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) issueNode(w http.ResponseWriter, r *http.Request) {
 	var req cluster.NodeRequest
 	if err := decodeJSON(r.Body, &req); err != nil {
 		a.badRequest(w, r, err.Error())
@@ -37,7 +37,7 @@ func (a *Handlers) IssueNode(w http.ResponseWriter, r *http.Request) {
 // clusterState is GET /api/v1/cluster/state: this node's key database as a backup under the
 // MBK, for a joining node. Only a node certificate of this management CA gets it, and only
 // when the node names (cluster.KeyIDHeader) the MBK this node holds.
-func (a *Handlers) ClusterState(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) clusterState(w http.ResponseWriter, r *http.Request) {
 	op, _ := operator.FromContext(r.Context())
 	leaf := r.TLS.VerifiedChains[0][0]
 	mine, err := a.cfg.Cluster.CheckJoiner(r.Context(), op.Name, leaf, r.Header.Get(cluster.KeyIDHeader))
@@ -69,7 +69,7 @@ func (a *Handlers) ClusterState(w http.ResponseWriter, r *http.Request) {
 
 // clusterJoin is POST /api/v1/cluster/join (an administrator with an approval for a cluster
 // join): take over the peer's key database.
-func (a *Handlers) ClusterJoin(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) clusterJoin(w http.ResponseWriter, r *http.Request) {
 	op := operator.NameOf(r)
 	var req cluster.JoinRequest
 	if err := decodeJSON(r.Body, &req); err != nil {

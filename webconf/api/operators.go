@@ -30,8 +30,8 @@ func operatorJSON(o operator.Operator) OperatorJSON {
 		Role: o.Role.String(), Keys: len(o.Keys), LastSeen: o.LastSeen, RoleBy: o.RoleBy, RoleSince: o.RoleAt}
 }
 
-// apiOperators is GET /api/v1/operators: the operator list.
-func (a *Handlers) Operators(w http.ResponseWriter, r *http.Request) {
+// operators is GET /api/v1/operators: the operator list.
+func (a *Handlers) operators(w http.ResponseWriter, r *http.Request) {
 	ops, err := a.cfg.Auth.Operators().List()
 	if err != nil {
 		a.problem(w, r, web.For(err, ""))
@@ -50,9 +50,9 @@ type RoleRequest struct {
 	Role string `json:"role"`
 }
 
-// apiSetRole is POST /api/v1/operators/role: an approval (ApprovalHeader) for "manage
+// setRole is POST /api/v1/operators/role: an approval (ApprovalHeader) for "manage
 // operators" is required, as on the Operators page; the change is audited the same way.
-func (a *Handlers) SetRole(w http.ResponseWriter, r *http.Request) {
+func (a *Handlers) setRole(w http.ResponseWriter, r *http.Request) {
 	op, _ := operator.FromContext(r.Context())
 	var req RoleRequest
 	dec := json.NewDecoder(r.Body)

@@ -38,7 +38,7 @@ const ApprovalHeader = "X-Keyquorum-Approval"
 // DefaultRPID is the WebAuthn relying party ID without a configured host name.
 const DefaultRPID = "localhost"
 
-// auth is WebConf's authentication and authorization: who a certificate is, whether it is
+// Auth is WebConf's authentication and authorization: who a certificate is, whether it is
 // revoked, what its role allows, and the fresh WebAuthn assertions of dangerous actions.
 type Auth struct {
 	ops    *Operators
@@ -130,7 +130,7 @@ func (a *Auth) bootstrap(now time.Time) error {
 }
 
 // recoverAdmin gives the first administrator's certificate the admin role and removes its
-// security keys (see AuthConfig.RecoverAdmin).
+// security keys (see [AuthConfig].RecoverAdmin).
 func (a *Auth) recoverAdmin(now time.Time) error {
 	pemBytes, err := os.ReadFile(a.pki.path(AdminCertFile))
 	if err != nil {
@@ -160,7 +160,7 @@ func (a *Auth) recoverAdmin(now time.Time) error {
 	return a.Record("keyquorum", AuditOperatorRecovery, fmt.Sprintf("administrator recovery at start: %s given the role admin and its %d security keys removed; it registers a new one with its certificate (%s)", op.Name(), len(removed), AdminP12File))
 }
 
-// record writes an audit entry; a failure is the caller's failure (nothing unaudited happens).
+// Record writes an audit entry; a failure is the caller's failure (nothing unaudited happens).
 func (a *Auth) Record(operator, event, message string) error {
 	if err := a.audit.RecordAudit(operator, event, message); err != nil {
 		a.log.Error("audit entry not recorded", "event", event, "err", err)
@@ -169,7 +169,7 @@ func (a *Auth) Record(operator, event, message string) error {
 	return nil
 }
 
-// refreshCRL signs and stores the management CA's CRL with every revoked serial.
+// RefreshCRL signs and stores the management CA's CRL with every revoked serial.
 func (a *Auth) RefreshCRL(now time.Time) error {
 	certs, err := a.ops.Certs()
 	if err != nil {
@@ -221,7 +221,7 @@ func (e *RevokedError) Error() string {
 // ErrSubjectUnusable is a certificate whose subject cannot name an operator in the audit log.
 var ErrSubjectUnusable = errors.New("the client certificate's subject is empty, not printable, or longer than 256 characters")
 
-// admit identifies the operator of a verified client certificate chain: refused when revoked
+// Admit identifies the operator of a verified client certificate chain: refused when revoked
 // (by the management CA or a configured CRL), recorded in the operator list on first sight.
 // On a refusal the returned operator carries the certificate's identity, and the error is a
 // *RevokedError, a *CRLError (the certificate's CA has an unusable CRL), ErrSubjectUnusable, or
@@ -256,7 +256,7 @@ func (a *Auth) Admit(chain []*x509.Certificate, path string, now time.Time) (Cal
 	return Caller{Name: name, ID: id.ID, Role: rec.Role, Ident: id, Rec: rec}, nil
 }
 
-// keyOrigin is the origin security keys work at: the relying party ID and the port this
+// KeyOrigin is the origin security keys work at: the relying party ID and the port this
 // request came in on.
 func (a *Auth) KeyOrigin(r *http.Request) string {
 	o := "https://" + a.rpID
@@ -268,7 +268,7 @@ func (a *Auth) KeyOrigin(r *http.Request) string {
 	return o
 }
 
-// operatorContext puts an admitted operator into a request's context.
+// NewContext puts an admitted operator into a request's context.
 func NewContext(ctx context.Context, op Caller) context.Context {
 	return context.WithValue(ctx, operatorKey, op)
 }
@@ -277,7 +277,7 @@ type ctxKey int
 
 const operatorKey ctxKey = iota
 
-// operator is the identity of a request's verified client certificate.
+// Caller is the identity of a request's verified client certificate.
 type Caller struct {
 	Name  string // the certificate subject (and UPN or e-mail), as the journal records it
 	CSRF  string // the CSRF token bound to this certificate
@@ -292,7 +292,7 @@ func FromContext(ctx context.Context) (Caller, bool) {
 	return op, ok
 }
 
-// operatorName is the name of the request's operator; the middleware guarantees one on every
+// NameOf is the name of the request's operator; the middleware guarantees one on every
 // route that calls this.
 func NameOf(r *http.Request) string {
 	op, _ := FromContext(r.Context())

@@ -96,7 +96,7 @@ var (
 	oidSAN = asn1.ObjectIdentifier{2, 5, 29, 17}
 )
 
-// identityOf reads the identity of a leaf certificate; ca is the management CA.
+// IdentityOf reads the identity of a leaf certificate; ca is the management CA.
 func IdentityOf(cert *x509.Certificate, ca *x509.Certificate) Identity {
 	return identityOfChain([]*x509.Certificate{cert}, ca)
 }
@@ -191,7 +191,7 @@ func parseUPN(der []byte) (string, error) {
 	return "", errNoUPN
 }
 
-// printable: valid UTF-8, 1 to max bytes, no control characters.
+// Printable: valid UTF-8, 1 to max bytes, no control characters.
 func Printable(s string, max int) bool {
 	if s == "" || len(s) > max || !utf8.ValidString(s) {
 		return false

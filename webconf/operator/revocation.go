@@ -64,7 +64,7 @@ func (p *PKI) writeCRL(certs []IssuedCert, now time.Time) ([]byte, error) {
 	return out, nil
 }
 
-// crlSet holds the configured CRLs of the bundle's CAs (--crl). Each file is read again when it
+// CRLSet holds the configured CRLs of the bundle's CAs (--crl). Each file is read again when it
 // changes (checked at most every crlRecheck), so an administrator can drop in a fresh CRL
 // without a restart. It fails closed: while a CA's CRL is unusable, that CA's certificates are
 // refused.
@@ -88,7 +88,7 @@ type crlFile struct {
 	err      error
 }
 
-// loadCRLs reads the configured CRL files. A file that cannot be used at start is an error:
+// LoadCRLs reads the configured CRL files. A file that cannot be used at start is an error:
 // the service would refuse every certificate of that CA.
 func LoadCRLs(paths []string, cas []*x509.Certificate, now time.Time) (*CRLSet, error) {
 	s := &CRLSet{cas: cas}
@@ -146,7 +146,7 @@ func (f *crlFile) load(cas []*x509.Certificate, now time.Time) {
 	f.mod, f.size, f.issuer, f.issuerDN, f.revoked, f.next, f.err = fi.ModTime(), fi.Size(), signer.RawSubject, signer.Subject.String(), revoked, list.NextUpdate, nil
 }
 
-// parseCRL decodes a CRL in PEM ("X509 CRL") or DER.
+// ParseCRL decodes a CRL in PEM ("X509 CRL") or DER.
 func ParseCRL(data []byte) (*x509.RevocationList, error) {
 	if block, _ := pem.Decode(data); block != nil {
 		if block.Type != "X509 CRL" {
@@ -161,7 +161,7 @@ func ParseCRL(data []byte) (*x509.RevocationList, error) {
 	return list, nil
 }
 
-// check refuses a certificate its CA's configured CRL lists, or any certificate of a CA whose
+// Check refuses a certificate its CA's configured CRL lists, or any certificate of a CA whose
 // CRL is unusable or out of date. A CA without a configured CRL is not checked here.
 func (s *CRLSet) Check(cert *x509.Certificate, now time.Time) error {
 	if s == nil {

@@ -30,7 +30,7 @@ const (
 // ActionForKind is the action of starting a ceremony of kind k.
 func ActionForKind(k ceremony.Kind) Action { return Action("ceremony." + string(k)) }
 
-// rule says which roles may do an action, and whether it needs a fresh WebAuthn assertion.
+// Rule says which roles may do an action, and whether it needs a fresh WebAuthn assertion.
 type Rule struct {
 	Roles []Role
 	Fresh bool
@@ -73,7 +73,7 @@ var rules = map[Action]Rule{
 	ActionForKind(ceremony.KindCardCheck):    {Roles: cardHolders, Fresh: true, What: "check a card"},
 }
 
-// ruleOf is the rule of an action; an unknown ceremony kind or action is an administrator's,
+// RuleOf is the rule of an action; an unknown ceremony kind or action is an administrator's,
 // with a fresh assertion.
 func RuleOf(a Action) Rule {
 	if r, ok := rules[a]; ok {
@@ -89,7 +89,7 @@ func RuleOf(a Action) Rule {
 // Allowed reports whether role may do action.
 func Allowed(role Role, a Action) bool { return slices.Contains(RuleOf(a).Roles, role) }
 
-// needsFresh reports whether an action needs a fresh assertion from this operator. Registering
+// NeedsFresh reports whether an action needs a fresh assertion from this operator. Registering
 // the first security key needs none (there is nothing to assert with: that is the bootstrap);
 // every further key needs an assertion with one already registered, so a stolen certificate
 // cannot add its thief's key.
@@ -100,13 +100,13 @@ func NeedsFresh(a Action, op *Operator) bool {
 	return RuleOf(a).Fresh
 }
 
-// listed reports whether the role table names action a.
+// Listed reports whether the role table names action a.
 func Listed(a Action) bool {
 	_, ok := rules[a]
 	return ok
 }
 
-// approvableActions are the dangerous actions the command line can be approved for.
+// ApprovableActions are the dangerous actions the command line can be approved for.
 func ApprovableActions() []Action {
 	var out []Action
 	for a, rl := range rules {

@@ -37,7 +37,7 @@ var (
 	ErrCloneWarning = errors.New("the security key's signature counter went back: it may have been cloned")
 )
 
-// stepUps keeps the WebAuthn ceremonies under way and the tokens their assertions earned. A
+// StepUps keeps the WebAuthn ceremonies under way and the tokens their assertions earned. A
 // token is bound to one operator and one action, used once, and expires; only its hash is kept.
 type StepUps struct {
 	mu      sync.Mutex
@@ -108,7 +108,7 @@ func (s *StepUps) Begin(p *PendingWebAuthn, now time.Time) (string, error) {
 	return id, nil
 }
 
-// take removes and returns a begun ceremony of operator op.
+// Take removes and returns a begun ceremony of operator op.
 func (s *StepUps) Take(id, op string, register bool, now time.Time) (*PendingWebAuthn, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -120,7 +120,7 @@ func (s *StepUps) Take(id, op string, register bool, now time.Time) (*PendingWeb
 	return p, nil
 }
 
-// grant mints a token for op and action.
+// Grant mints a token for op and action.
 func (s *StepUps) Grant(op string, a Action, ttl time.Duration, now time.Time) (string, error) {
 	tok, err := randomToken()
 	if err != nil {
@@ -136,7 +136,7 @@ func (s *StepUps) Grant(op string, a Action, ttl time.Duration, now time.Time) (
 	return tok, nil
 }
 
-// consume uses up a token: it must be of operator op, for action a, and unexpired. A token
+// Consume uses up a token: it must be of operator op, for action a, and unexpired. A token
 // presented by another operator or for another action is burnt too.
 func (s *StepUps) Consume(tok, op string, a Action, now time.Time) error {
 	if tok == "" {
@@ -159,7 +159,7 @@ func (s *StepUps) Consume(tok, op string, a Action, now time.Time) error {
 	return nil
 }
 
-// downloads keeps a PKCS#12 file issued from the Operators page until its one download.
+// Downloads keeps a PKCS#12 file issued from the Operators page until its one download.
 type Downloads struct {
 	mu sync.Mutex
 	m  map[string]*Download
@@ -230,7 +230,7 @@ type RPConfigError struct{ Err error }
 func (e *RPConfigError) Error() string { return "webauthn configuration: " + e.Err.Error() }
 func (e *RPConfigError) Unwrap() error { return e.Err }
 
-// relyingParty is the WebAuthn relying party for a request, bound to the origin the page was
+// RelyingParty is the WebAuthn relying party for a request, bound to the origin the page was
 // opened at. WebAuthn works only over HTTPS at the configured host name (the relying party ID)
 // and the port WebConf listens on; anything else is an *OriginError that says where to go.
 func (a *Auth) RelyingParty(r *http.Request) (*webauthn.WebAuthn, string, error) {

@@ -55,7 +55,7 @@ func (h *auditHandlers) page(w http.ResponseWriter, r *http.Request) {
 		h.rd.Problem(w, r, web.For(err, "/"))
 		return
 	}
-	h.rd.HTML(w, r, http.StatusOK, auditPage(h.rd.page(r, "Audit log", "audit"), v))
+	h.rd.HTML(w, r, http.StatusOK, auditPage(h.rd.Page(r, "Audit log", "audit"), v))
 }
 
 // export downloads the whole log as JSON lines; `keyquorum audit verify` checks such a file.
@@ -80,5 +80,5 @@ func (h *auditHandlers) protocol(w http.ResponseWriter, r *http.Request) {
 			What: err.Error(), Todo: "Choose a ceremony from the list on the status page or the audit log."})
 		return
 	}
-	h.rd.HTML(w, r, http.StatusOK, protocolPage(h.rd.page(r, "Protocol of ceremony "+strconv.FormatUint(id, 10), "audit"), p))
+	h.rd.HTML(w, r, http.StatusOK, protocolPage(h.rd.Page(r, "Protocol of ceremony "+strconv.FormatUint(id, 10), "audit"), p))
 }

@@ -83,7 +83,7 @@ func (h *cardSetHandlers) reissueForm(w http.ResponseWriter, r *http.Request) {
 			rv.Choice = web.Quorum{Preset: "2-3", K: 2, N: 3, Label: v.Current.Label}
 		}
 	}
-	h.rd.HTML(w, r, http.StatusOK, reissuePage(h.rd.page(r, "Re-issue the card set", "cards"), rv))
+	h.rd.HTML(w, r, http.StatusOK, reissuePage(h.rd.Page(r, "Re-issue the card set", "cards"), rv))
 }
 
 func (h *cardSetHandlers) reissueConfirm(w http.ResponseWriter, r *http.Request) {
@@ -97,7 +97,7 @@ func (h *cardSetHandlers) reissueConfirm(w http.ResponseWriter, r *http.Request)
 		h.rd.Problem(w, r, web.For(err, "/cards/reissue"))
 		return
 	}
-	h.rd.HTML(w, r, http.StatusOK, reissueConfirmPage(h.rd.page(r, "Confirm the re-issue", "cards"), reissueView{cardSetsView: v, Choice: c}))
+	h.rd.HTML(w, r, http.StatusOK, reissueConfirmPage(h.rd.Page(r, "Confirm the re-issue", "cards"), reissueView{cardSetsView: v, Choice: c}))
 }
 
 func (h *cardSetHandlers) reissueStart(w http.ResponseWriter, r *http.Request) {
@@ -152,7 +152,7 @@ func (h *cardSetHandlers) checkForm(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 	}
-	h.rd.HTML(w, r, http.StatusOK, checkPage(h.rd.page(r, "Check a card", "cards"), cv))
+	h.rd.HTML(w, r, http.StatusOK, checkPage(h.rd.Page(r, "Check a card", "cards"), cv))
 }
 
 func (h *cardSetHandlers) checkStart(w http.ResponseWriter, r *http.Request) {

@@ -49,7 +49,7 @@ func (h *ceremonyHandlers) setup(w http.ResponseWriter, r *http.Request) {
 		lv := liveFromEvent(*ov.Running, time.Now())
 		v.Running = &lv
 	}
-	h.rd.HTML(w, r, http.StatusOK, setupPage(h.rd.page(r, "Key setup", "setup"), v))
+	h.rd.HTML(w, r, http.StatusOK, setupPage(h.rd.Page(r, "Key setup", "setup"), v))
 }
 
 func (h *ceremonyHandlers) confirm(w http.ResponseWriter, r *http.Request) {
@@ -59,7 +59,7 @@ func (h *ceremonyHandlers) confirm(w http.ResponseWriter, r *http.Request) {
 			Todo: "Go back to the key setup and choose 2 of 3, 3 of 5, or a custom k of n with 2 ≤ k ≤ n ≤ 255.", Back: "/setup"})
 		return
 	}
-	h.rd.HTML(w, r, http.StatusOK, confirmPage(h.rd.page(r, "Confirm key generation", "setup"), c))
+	h.rd.HTML(w, r, http.StatusOK, confirmPage(h.rd.Page(r, "Confirm key generation", "setup"), c))
 }
 
 // start begins the ceremony a form asks for. The factory reset has its own form (typed
@@ -147,7 +147,7 @@ func (h *ceremonyHandlers) live(w http.ResponseWriter, r *http.Request) {
 	case ov.Last != nil:
 		v.Live, v.Any = liveFromJournal(*ov.Last, now), true
 	}
-	h.rd.HTML(w, r, http.StatusOK, livePage(h.rd.page(r, "Live ceremony", "ceremony"), v))
+	h.rd.HTML(w, r, http.StatusOK, livePage(h.rd.Page(r, "Live ceremony", "ceremony"), v))
 }
 
 func (h *ceremonyHandlers) retry(w http.ResponseWriter, r *http.Request) {
@@ -199,7 +199,7 @@ func (h *ceremonyHandlers) resume(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *ceremonyHandlers) cards(w http.ResponseWriter, r *http.Request) {
-	h.rd.HTML(w, r, http.StatusOK, cardsPage(h.rd.page(r, "Smart cards", "cards")))
+	h.rd.HTML(w, r, http.StatusOK, cardsPage(h.rd.Page(r, "Smart cards", "cards")))
 }
 
 // resetView is the factory reset page.
@@ -214,7 +214,7 @@ func (h *ceremonyHandlers) resetForm(w http.ResponseWriter, r *http.Request) {
 		h.rd.Problem(w, r, web.For(err, "/"))
 		return
 	}
-	h.rd.HTML(w, r, http.StatusOK, resetPage(h.rd.page(r, "Factory reset", "reset"), resetView{KeyID: ov.BackupKeyID, KeySet: ov.KeySet}))
+	h.rd.HTML(w, r, http.StatusOK, resetPage(h.rd.Page(r, "Factory reset", "reset"), resetView{KeyID: ov.BackupKeyID, KeySet: ov.KeySet}))
 }
 
 func (h *ceremonyHandlers) reset(w http.ResponseWriter, r *http.Request) {

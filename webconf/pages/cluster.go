@@ -10,18 +10,17 @@ import (
 	"time"
 
 	"github.com/keyquorum/keyquorum/cluster"
-	"github.com/keyquorum/keyquorum/webconf/api"
 	"github.com/keyquorum/keyquorum/webconf/operator"
 	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
-// The cluster page: the browser's way through cluster onboarding (cluster.go), the same steps
+// The cluster page: the browser's way through cluster onboarding (package cluster), the same steps
 // as `keyquorum cluster add-node` and `keyquorum cluster join`.
 
 // clusterView is the cluster page.
 type clusterView struct {
 	KeyID  string
-	Joined *api.RestoredJSON
+	Joined *cluster.Restored
 }
 
 // nodeIssuedView is the page after a node certificate was issued.
@@ -43,13 +42,13 @@ func (a *clusterPageHandlers) clusterPageView(w http.ResponseWriter, r *http.Req
 	a.renderCluster(w, r, nil)
 }
 
-func (a *clusterPageHandlers) renderCluster(w http.ResponseWriter, r *http.Request, joined *api.RestoredJSON) {
+func (a *clusterPageHandlers) renderCluster(w http.ResponseWriter, r *http.Request, joined *cluster.Restored) {
 	ov, err := a.records.Overview(r.Context())
 	if err != nil {
 		a.rd.Problem(w, r, web.For(err, "/"))
 		return
 	}
-	a.rd.HTML(w, r, http.StatusOK, clusterPage(a.rd.page(r, "Cluster", "hsm"), clusterView{KeyID: ov.BackupKeyID, Joined: joined}))
+	a.rd.HTML(w, r, http.StatusOK, clusterPage(a.rd.Page(r, "Cluster", "hsm"), clusterView{KeyID: ov.BackupKeyID, Joined: joined}))
 }
 
 // clusterPageIssue issues a node certificate; its file waits in memory for one download by
@@ -73,7 +72,7 @@ func (a *clusterPageHandlers) clusterPageIssue(w http.ResponseWriter, r *http.Re
 		return
 	}
 	nb.P12 = nil // kept by the one-time download now
-	a.rd.HTML(w, r, http.StatusOK, nodeIssuedPage(a.rd.page(r, "Node certificate issued", "hsm"), nodeIssuedView{NodeBundle: nb, Download: dl}))
+	a.rd.HTML(w, r, http.StatusOK, nodeIssuedPage(a.rd.Page(r, "Node certificate issued", "hsm"), nodeIssuedView{NodeBundle: nb, Download: dl}))
 }
 
 // Bounds of the join form's parts.

@@ -13,7 +13,7 @@ import (
 	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
-// eventHandlers serve the live view's event stream.
+// EventStream serve the live view's event stream.
 type EventStream struct {
 	runner   web.CeremonyRunner
 	sim      simpanel.Simulator // nil without the simulator
@@ -28,9 +28,9 @@ func NewEventStream(runner web.CeremonyRunner, s simpanel.Simulator, stopping <-
 // keepAlive is how often an idle stream sends a comment, so proxies and browsers keep it open.
 const keepAlive = 15 * time.Second
 
-// stream sends server-sent events until the request's context ends or the server stops:
+// Stream sends server-sent events until the request's context ends or the server stops:
 // "ceremony" with a liveView for every ceremony event (the latest one first), and "pad" with
-// a simView for every change of the simulator pad. Any number of browsers may watch; a slow
+// a simpanel.View for every change of the simulator pad. Any number of browsers may watch; a slow
 // one loses intermediate ceremony events, never the latest (each is a full snapshot).
 func (h *EventStream) Stream(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)

@@ -52,7 +52,7 @@ func (h *hsmHandlers) page(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := hsmView{Overview: ov, MaxUpload: web.ByteSize(h.maxUpload), Restored: r.URL.Query().Get("restored") == "1"}
-	h.rd.HTML(w, r, http.StatusOK, hsmPage(h.rd.page(r, "HSM", "hsm"), v))
+	h.rd.HTML(w, r, http.StatusOK, hsmPage(h.rd.Page(r, "HSM", "hsm"), v))
 }
 
 // backup streams a backup of the HSM's key database, encrypted under the MBK. A missing MBK is

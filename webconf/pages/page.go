@@ -1,10 +1,8 @@
 package pages
 
 import (
-	"fmt"
 	"log/slog"
 	"net/http"
-	"time"
 
 	"github.com/a-h/templ"
 	"github.com/keyquorum/keyquorum/webconf/operator"
@@ -13,7 +11,7 @@ import (
 )
 
 // page is what the layout needs to frame every page.
-type page struct {
+type Page struct {
 	Title     string
 	Nav       string // the menu entry to highlight
 	Operator  string // "" on pages for requests without a certificate
@@ -50,20 +48,20 @@ func navShown(key string, role operator.Role) bool {
 	return true
 }
 
-// renderer frames pages and error pages; every handler group gets one.
+// Renderer frames pages and error pages; every handler group gets one.
 type Renderer struct {
 	sim  simpanel.Simulator // nil without the simulator pad
 	log  *slog.Logger
 	auth *operator.Auth
 }
 
-// newRenderer makes the renderer of every page; sim is nil without the simulator pad.
+// NewRenderer makes the renderer of every page; sim is nil without the simulator pad.
 func NewRenderer(sim simpanel.Simulator, auth *operator.Auth, log *slog.Logger) *Renderer {
 	return &Renderer{sim: sim, log: log, auth: auth}
 }
 
-func (rd *Renderer) page(r *http.Request, title, nav string) page {
-	p := page{Title: title, Nav: nav}
+func (rd *Renderer) Page(r *http.Request, title, nav string) Page {
+	p := Page{Title: title, Nav: nav}
 	if op, ok := operator.FromContext(r.Context()); ok {
 		p.Operator, p.CSRF, p.Role = op.Name, op.CSRF, op.Role
 		p.NoKey = op.Role != operator.RoleNone && len(op.Rec.Keys) == 0
@@ -78,7 +76,7 @@ func (rd *Renderer) page(r *http.Request, title, nav string) page {
 	return p
 }
 
-// html renders a component as a page with the given status.
+// HTML renders a component as a page with the given status.
 func (rd *Renderer) HTML(w http.ResponseWriter, r *http.Request, status int, c templ.Component) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
@@ -87,15 +85,7 @@ func (rd *Renderer) HTML(w http.ResponseWriter, r *http.Request, status int, c t
 	}
 }
 
-// minutes says a duration in words for a page.
-func minutes(d time.Duration) string {
-	if m := int(d / time.Minute); m != 1 {
-		return fmt.Sprintf("%d minutes", m)
-	}
-	return "1 minute"
-}
-
-// problem answers with an error page, or with the JSON problem for the page script and the API.
+// Problem answers with an error page, or with the JSON problem for the page script and the API.
 func (rd *Renderer) Problem(w http.ResponseWriter, r *http.Request, p web.Problem) {
 	if p.Status == 0 {
 		p.Status = http.StatusInternalServerError
@@ -104,5 +94,5 @@ func (rd *Renderer) Problem(w http.ResponseWriter, r *http.Request, p web.Proble
 		web.WriteProblem(w, p)
 		return
 	}
-	rd.HTML(w, r, p.Status, problemPage(rd.page(r, p.Title, ""), p))
+	rd.HTML(w, r, p.Status, problemPage(rd.Page(r, p.Title, ""), p))
 }

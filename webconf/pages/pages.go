@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
-	"net/url"
 
 	"github.com/keyquorum/keyquorum/cluster"
 	"github.com/keyquorum/keyquorum/webconf/operator"
@@ -17,7 +16,7 @@ import (
 //go:embed static
 var staticFiles embed.FS
 
-// pagesConfig is what the pages are built from.
+// Config is what the pages are built from.
 type Config struct {
 	Runner    web.CeremonyRunner
 	Records   web.CeremonyRecords
@@ -35,19 +34,17 @@ type Config struct {
 	CeremonyContext func() (context.Context, error)
 	// Stopping is closed when the server shuts down: the live view's streams end.
 	Stopping <-chan struct{}
-	// ActionFor is the action a form sent to path would be checked for (the route table's).
-	ActionFor func(path string, form url.Values) (operator.Action, bool)
-	Log       *slog.Logger
+	Log      *slog.Logger
 }
 
-// pagesSet are WebConf's pages.
+// Pages are WebConf's pages.
 type Pages struct {
 	cfg Config
 	rd  *Renderer
 	log *slog.Logger
 }
 
-// newPages builds the pages; rd frames them (and the middleware's problems).
+// New builds the pages; rd frames them (and the middleware's problems).
 func New(cfg Config, rd *Renderer) *Pages {
 	log := cfg.Log
 	if log == nil {
@@ -56,7 +53,7 @@ func New(cfg Config, rd *Renderer) *Pages {
 	return &Pages{cfg: cfg, rd: rd, log: log}
 }
 
-// register adds every page's route to mux; each has its entry in the server's route table.
+// Register adds every page's route to mux; each has its entry in the server's route table.
 func (p *Pages) Register(mux *http.ServeMux) {
 	cfg, rd, log := p.cfg, p.rd, p.log
 	status := newStatusHandlers(cfg.Records, cfg.Appliance, cfg.Auth.PKI(), rd, log)
@@ -100,23 +97,6 @@ func (p *Pages) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /cards/reissue", sets.reissueStart)
 	mux.HandleFunc("GET /cards/check", sets.checkForm)
 	mux.HandleFunc("POST /cards/check", sets.checkStart)
-
-	// The account, security keys and operator management.
-	wa := &webauthnHandlers{auth: cfg.Auth, actionFor: cfg.ActionFor, rd: rd, log: log}
-	op := &operatorHandlers{auth: cfg.Auth, rd: rd, log: log}
-	mux.HandleFunc("GET /crl.pem", op.crl)
-	mux.HandleFunc("GET /account", op.account)
-	mux.HandleFunc("POST /account/keys/remove", op.removeOwnKey)
-	mux.HandleFunc("POST /webauthn/register/begin", wa.registerBegin)
-	mux.HandleFunc("POST /webauthn/register/finish", wa.registerFinish)
-	mux.HandleFunc("POST /webauthn/assert/begin", wa.assertBegin)
-	mux.HandleFunc("POST /webauthn/assert/finish", wa.assertFinish)
-	mux.HandleFunc("GET /operators", op.list)
-	mux.HandleFunc("POST /operators/role", op.setRole)
-	mux.HandleFunc("POST /operators/issue", op.issue)
-	mux.HandleFunc("GET /operators/issued/{id}", op.download)
-	mux.HandleFunc("POST /operators/revoke", op.revoke)
-	mux.HandleFunc("POST /operators/keys/remove", op.removeKeys)
 
 	// Cluster onboarding in the browser (package cluster).
 	cl := &clusterPageHandlers{records: cfg.Records, node: cfg.Cluster, auth: cfg.Auth, rd: rd, log: log}

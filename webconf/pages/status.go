@@ -49,7 +49,7 @@ func (h *statusHandlers) status(w http.ResponseWriter, r *http.Request) {
 		h.rd.Problem(w, r, web.For(err, "/"))
 		return
 	}
-	h.rd.HTML(w, r, http.StatusOK, statusPage(h.rd.page(r, "Status", "status"), v))
+	h.rd.HTML(w, r, http.StatusOK, statusPage(h.rd.Page(r, "Status", "status"), v))
 }
 
 // caCert serves the management CA certificate, to every client: an operator needs it before

@@ -30,7 +30,7 @@ type Simulator interface {
 	Cards() []sim.CardInfo
 }
 
-// simView is the simulator panel's picture of the virtual pad and cards.
+// View is the simulator panel's picture of the virtual pad and cards.
 type View struct {
 	Display  string `json:"display"`
 	Waiting  string `json:"waiting"`
@@ -88,13 +88,13 @@ func simWait(w sim.Wait) string {
 	return ""
 }
 
-// panelRenderer answers with pages and problems; the pages' renderer implements it.
+// Renderer answers with pages and problems; the pages' renderer implements it.
 type Renderer interface {
 	Problem(w http.ResponseWriter, r *http.Request, p web.Problem)
 	HTML(w http.ResponseWriter, r *http.Request, status int, c templ.Component)
 }
 
-// simHandlers are the simulator panel's actions: the virtual pad's keys and the card rack.
+// Handlers are the simulator panel's actions: the virtual pad's keys and the card rack.
 type Handlers struct {
 	sim Simulator
 	rd  Renderer
@@ -103,6 +103,15 @@ type Handlers struct {
 
 func NewHandlers(s Simulator, rd Renderer, log *slog.Logger) *Handlers {
 	return &Handlers{sim: s, rd: rd, log: log}
+}
+
+// Register adds the panel's routes to mux; each has its entry in the server's route table.
+func (h *Handlers) Register(mux *http.ServeMux) {
+	mux.HandleFunc("POST /sim/key", h.key)
+	mux.HandleFunc("POST /sim/insert", h.insert)
+	mux.HandleFunc("POST /sim/remove", h.remove)
+	mux.HandleFunc("POST /sim/cards", h.newCard)
+	mux.HandleFunc("GET /sim/rack", h.rack)
 }
 
 func (h *Handlers) back(r *http.Request) string {
@@ -129,7 +138,7 @@ func (h *Handlers) fail(w http.ResponseWriter, r *http.Request, err error) {
 
 // key presses one key of the virtual pad: a digit, ok, cancel or clear. The digit is logged
 // as "digit", never its value: it is part of a PIN.
-func (h *Handlers) Key(w http.ResponseWriter, r *http.Request) {
+func (h *Handlers) key(w http.ResponseWriter, r *http.Request) {
 	k := r.PostFormValue("key")
 	switch k {
 	case "ok":
@@ -156,7 +165,7 @@ func (h *Handlers) Key(w http.ResponseWriter, r *http.Request) {
 	web.RedirectBack(w, r, h.back(r))
 }
 
-func (h *Handlers) Insert(w http.ResponseWriter, r *http.Request) {
+func (h *Handlers) insert(w http.ResponseWriter, r *http.Request) {
 	if err := h.sim.Insert(r.PostFormValue("serial")); err != nil {
 		h.fail(w, r, err)
 		return
@@ -164,7 +173,7 @@ func (h *Handlers) Insert(w http.ResponseWriter, r *http.Request) {
 	web.RedirectBack(w, r, h.back(r))
 }
 
-func (h *Handlers) Remove(w http.ResponseWriter, r *http.Request) {
+func (h *Handlers) remove(w http.ResponseWriter, r *http.Request) {
 	if err := h.sim.Remove(); err != nil {
 		h.fail(w, r, err)
 		return
@@ -172,7 +181,7 @@ func (h *Handlers) Remove(w http.ResponseWriter, r *http.Request) {
 	web.RedirectBack(w, r, h.back(r))
 }
 
-func (h *Handlers) NewCard(w http.ResponseWriter, r *http.Request) {
+func (h *Handlers) newCard(w http.ResponseWriter, r *http.Request) {
 	var err error
 	var serial string
 	if r.PostFormValue("kind") == "foreign" {
@@ -189,7 +198,7 @@ func (h *Handlers) NewCard(w http.ResponseWriter, r *http.Request) {
 }
 
 // rack renders the card rack alone, for the script to swap in when the cards change.
-func (h *Handlers) Rack(w http.ResponseWriter, r *http.Request) {
+func (h *Handlers) rack(w http.ResponseWriter, r *http.Request) {
 	op, _ := operator.FromContext(r.Context())
 	var v View // the panel's picture only for those who may operate it, as every page's
 	if operator.Allowed(op.Role, operator.ActionSimulator) {

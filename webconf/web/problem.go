@@ -11,7 +11,7 @@ import (
 	"github.com/keyquorum/keyquorum/webconf/operator"
 )
 
-// problem is an error page: what happened and what to do about it, in words for an operator.
+// Problem is an error page: what happened and what to do about it, in words for an operator.
 type Problem struct {
 	Status int
 	Title  string
@@ -20,7 +20,7 @@ type Problem struct {
 	// Back is where the page's button leads ("" = the status page).
 	Back string
 	// Code is the stable API error code of the JSON form ("" = one that follows from Status;
-	// see api.go).
+	// see [CodeOf]).
 	Code string
 }
 
@@ -34,7 +34,7 @@ func WriteProblem(w http.ResponseWriter, p Problem) {
 	json.NewEncoder(w).Encode(map[string]string{"code": CodeOf(p), "title": p.Title, "what": p.What, "todo": p.Todo})
 }
 
-// fetchHeader marks a request sent by the page script; problems are answered as JSON then.
+// FetchHeader marks a request sent by the page script; problems are answered as JSON then.
 const FetchHeader = "X-Keyquorum-Fetch"
 
 func NoCertificate(p *operator.PKI) Problem {
@@ -60,7 +60,7 @@ func BadForm(what string) Problem {
 		Todo: "Go back, correct the form and send it again."}
 }
 
-// problemFor explains an error of the ceremony manager or the HSM.
+// For explains an error of the ceremony manager or the HSM.
 func For(err error, back string) Problem {
 	p := Problem{Status: http.StatusInternalServerError, Title: "Operation failed", What: err.Error(), Back: back,
 		Todo: "Check the service log for details, then try again."}

@@ -65,7 +65,7 @@ func (p *APIProblem) Error() string {
 	return p.Title
 }
 
-// codeOf is a problem's API code: the one it names, else one that follows from its status.
+// CodeOf is a problem's API code: the one it names, else one that follows from its status.
 func CodeOf(p Problem) string {
 	if p.Code != "" {
 		return p.Code
@@ -93,16 +93,16 @@ func CodeOf(p Problem) string {
 // problems are answered as JSON.
 const APIPrefix = "/api/"
 
-// isAPI reports whether a request goes to the JSON API.
+// IsAPI reports whether a request goes to the JSON API.
 func IsAPI(r *http.Request) bool { return strings.HasPrefix(r.URL.Path, APIPrefix) }
 
-// writeJSON answers a script request.
+// WriteJSON answers a script request.
 func WriteJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(v)
 }
 
-// redirectBack answers a form POST: 204 for the page script (it updates the page itself), a 303
+// RedirectBack answers a form POST: 204 for the page script (it updates the page itself), a 303
 // to back for a plain form.
 func RedirectBack(w http.ResponseWriter, r *http.Request, back string) {
 	if r.Header.Get(FetchHeader) != "" {
@@ -112,7 +112,7 @@ func RedirectBack(w http.ResponseWriter, r *http.Request, back string) {
 	http.Redirect(w, r, back, http.StatusSeeOther)
 }
 
-// localPath accepts only a path on this server as a redirect target.
+// LocalPath accepts only a path on this server as a redirect target.
 func LocalPath(p, fallback string) string {
 	if len(p) > 0 && p[0] == '/' && (len(p) == 1 || (p[1] != '/' && p[1] != '\\')) {
 		return p
@@ -134,14 +134,14 @@ func FormatRFC3339(t time.Time) string {
 	return t.UTC().Format(time.RFC3339Nano)
 }
 
-// quorumChoice is the wizard's form: a preset or a custom k-of-n, and the label on the cards.
+// Quorum is the wizard's form: a preset or a custom k-of-n, and the label on the cards.
 type Quorum struct {
 	Preset string // "2-3", "3-5" or "custom"
 	K, N   int
 	Label  string
 }
 
-// parseQuorum reads the wizard's choice from a form or query.
+// ParseQuorum reads the wizard's choice from a form or query.
 func ParseQuorum(get func(string) string) (Quorum, error) {
 	c := Quorum{Preset: get("quorum"), Label: strings.TrimSpace(get("label"))}
 	switch c.Preset {
@@ -202,7 +202,7 @@ func NeedAssertion(a operator.Action, err error) Problem {
 		Todo: "Go back and press the button again: your browser then asks for your security key and its PIN or fingerprint. From the command line, pass an approval made on your account page (it is valid for 5 minutes, for one action)."}
 }
 
-// problemForAuth explains an error of the operator list, or any other as problemFor does.
+// ForAuth explains an error of the operator list, or any other as problemFor does.
 func ForAuth(err error, back string) Problem {
 	p := Problem{Status: http.StatusConflict, What: err.Error(), Back: back}
 	switch {
@@ -222,7 +222,7 @@ func ForAuth(err error, back string) Problem {
 	return p
 }
 
-// problemNoRole is the page of a trusted certificate no administrator has given a role yet.
+// NoRole is the page of a trusted certificate no administrator has given a role yet.
 func NoRole(op operator.Caller) Problem {
 	who := op.Name
 	if op.Ident.Issuer != "" {
@@ -234,7 +234,7 @@ func NoRole(op operator.Caller) Problem {
 		Back: "/account"}
 }
 
-// problemNotAllowed is the page of an operator whose role does not allow an action.
+// NotAllowed is the page of an operator whose role does not allow an action.
 func NotAllowed(op operator.Caller, a operator.Action) Problem {
 	r := operator.RuleOf(a)
 	var who []string
@@ -246,7 +246,7 @@ func NotAllowed(op operator.Caller, a operator.Action) Problem {
 		Todo: "Ask a WebConf administrator if your role should change. Administrators run the ceremonies, restores, cluster joins and factory resets; custodians use the smart card tools on their own cards; auditors read the audit log and the protocols."}
 }
 
-// joinProblem explains a failed join.
+// ForJoin explains a failed join.
 func ForJoin(err error, back string) Problem {
 	var pe *cluster.PeerError
 	if errors.As(err, &pe) {
@@ -295,4 +295,12 @@ type Appliance struct {
 	PadName string // "simulator" or the reader's name
 	HSMName string // "soft (embedded)" or the PKCS#11 module and slot
 	DataDir string
+}
+
+// Minutes says a duration in words for a page.
+func Minutes(d time.Duration) string {
+	if m := int(d / time.Minute); m != 1 {
+		return fmt.Sprintf("%d minutes", m)
+	}
+	return "1 minute"
 }

@@ -1,4 +1,4 @@
-package pages
+package account
 
 import (
 	"crypto/x509/pkix"
@@ -8,17 +8,65 @@ import (
 	"mime"
 	"net/http"
 	"net/mail"
+	"net/url"
 	"strings"
 	"time"
 
 	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/pages"
 	"github.com/keyquorum/keyquorum/webconf/web"
 )
+
+// accountConfig is what the account pages are built from.
+type Config struct {
+	// Auth is the operator security: identities, roles, security keys, certificates.
+	Auth *operator.Auth
+	// ActionFor is the action a form sent to path would be checked for (the route table's):
+	// what the page script asks before it sends a form that may need a security key.
+	ActionFor func(path string, form url.Values) (operator.Action, bool)
+	Log       *slog.Logger
+}
+
+// accountPages are the account page, the security key endpoints of the page script and the
+// administrators' operator management.
+type Account struct {
+	wa *webauthnHandlers
+	op *operatorHandlers
+}
+
+// newAccountPages builds the account pages; rd frames them.
+func New(cfg Config, rd *pages.Renderer) *Account {
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Account{wa: &webauthnHandlers{auth: cfg.Auth, actionFor: cfg.ActionFor, rd: rd, log: log},
+		op: &operatorHandlers{auth: cfg.Auth, rd: rd, log: log}}
+}
+
+// register adds the account pages' routes to mux; each has its entry in the server's route
+// table.
+func (a *Account) Register(mux *http.ServeMux) {
+	wa, op := a.wa, a.op
+	mux.HandleFunc("GET /crl.pem", op.crl)
+	mux.HandleFunc("GET /account", op.account)
+	mux.HandleFunc("POST /account/keys/remove", op.removeOwnKey)
+	mux.HandleFunc("POST /webauthn/register/begin", wa.registerBegin)
+	mux.HandleFunc("POST /webauthn/register/finish", wa.registerFinish)
+	mux.HandleFunc("POST /webauthn/assert/begin", wa.assertBegin)
+	mux.HandleFunc("POST /webauthn/assert/finish", wa.assertFinish)
+	mux.HandleFunc("GET /operators", op.list)
+	mux.HandleFunc("POST /operators/role", op.setRole)
+	mux.HandleFunc("POST /operators/issue", op.issue)
+	mux.HandleFunc("GET /operators/issued/{id}", op.download)
+	mux.HandleFunc("POST /operators/revoke", op.revoke)
+	mux.HandleFunc("POST /operators/keys/remove", op.removeKeys)
+}
 
 // operatorHandlers serve the account page and the administrators' operator management.
 type operatorHandlers struct {
 	auth *operator.Auth
-	rd   *Renderer
+	rd   *pages.Renderer
 	log  *slog.Logger
 }
 
@@ -57,7 +105,7 @@ func (h *operatorHandlers) account(w http.ResponseWriter, r *http.Request) {
 			v.Approvable = append(v.Approvable, a)
 		}
 	}
-	h.rd.HTML(w, r, http.StatusOK, accountPage(h.rd.page(r, "Your account", "account"), v))
+	h.rd.HTML(w, r, http.StatusOK, accountPage(h.rd.Page(r, "Your account", "account"), v))
 }
 
 func (h *operatorHandlers) removeOwnKey(w http.ResponseWriter, r *http.Request) {
@@ -98,7 +146,7 @@ func (h *operatorHandlers) list(w http.ResponseWriter, r *http.Request) {
 	if op.Ident.Management {
 		v.MySerial = op.Ident.Serial
 	}
-	h.rd.HTML(w, r, http.StatusOK, operatorsPage(h.rd.page(r, "Operators", "operators"), v))
+	h.rd.HTML(w, r, http.StatusOK, operatorsPage(h.rd.Page(r, "Operators", "operators"), v))
 }
 
 func (h *operatorHandlers) setRole(w http.ResponseWriter, r *http.Request) {
@@ -198,7 +246,7 @@ func (h *operatorHandlers) issue(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.log.Info("operator certificate issued", "operator", id.Subject, "serial", id.Serial, "by", op.Name)
-	h.rd.HTML(w, r, http.StatusOK, issuedPage(h.rd.page(r, "Certificate issued", "operators"),
+	h.rd.HTML(w, r, http.StatusOK, issuedPage(h.rd.Page(r, "Certificate issued", "operators"),
 		issuedView{Subject: id.Name(), Serial: id.Serial, Role: role, NotAfter: cert.NotAfter, Password: password, Download: dl}))
 }
 

@@ -1,4 +1,4 @@
-package pages
+package account
 
 import (
 	"errors"
@@ -12,6 +12,7 @@ import (
 	"github.com/go-webauthn/webauthn/protocol"
 	"github.com/go-webauthn/webauthn/webauthn"
 	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/pages"
 	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
@@ -20,7 +21,7 @@ type webauthnHandlers struct {
 	auth *operator.Auth
 	// actionFor is the action a form sent to path (POST) would be checked for.
 	actionFor func(path string, form url.Values) (operator.Action, bool)
-	rd        *Renderer
+	rd        *pages.Renderer
 	log       *slog.Logger
 }
 
@@ -267,7 +268,7 @@ func (h *webauthnHandlers) assertFinish(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	if pend.CLI {
-		if err := h.auth.Record(op.Name, operator.AuditOperatorApproval, fmt.Sprintf("%s approved a command-line action with a security key: %s (valid %s, once)", op.Name, operator.RuleOf(pend.Action).What, minutes(operator.CLIGrantTTL))); err != nil {
+		if err := h.auth.Record(op.Name, operator.AuditOperatorApproval, fmt.Sprintf("%s approved a command-line action with a security key: %s (valid %s, once)", op.Name, operator.RuleOf(pend.Action).What, web.Minutes(operator.CLIGrantTTL))); err != nil {
 			h.rd.Problem(w, r, web.ForAuth(err, "/account"))
 			return
 		}
