@@ -14,8 +14,9 @@
 //	webconf/pages/account   the account page, security key endpoints, operator management
 //	cluster (top level)     cluster onboarding: node certificates, the state transfer
 //
-// Imports run one way: operator ← web ← simpanel ← api, pages ← pages/account ← webconf, and
-// cluster beneath them all (it imports no package of webconf).
+// Imports run one way, downwards: webconf imports every room; pages/account imports pages; api
+// and pages import simpanel; simpanel imports web; web imports operator and cluster; operator
+// and cluster import no room (cluster no package of webconf at all). No room imports a sibling.
 //
 // # Authentication and request hygiene
 //
