@@ -16,7 +16,8 @@
 //
 // Imports run one way, downwards: webconf imports every room; pages/account imports pages; api
 // and pages import simpanel; simpanel imports web; web imports operator and cluster; operator
-// and cluster import no room (cluster no package of webconf at all). No room imports a sibling.
+// and cluster import no room (cluster no package of webconf at all). A room imports only rooms
+// below it, and only what they export.
 //
 // # Authentication and request hygiene
 //
