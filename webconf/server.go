@@ -45,16 +45,16 @@ type Config struct {
 	Logger *slog.Logger
 
 	// Operators is the operator list: roles, security keys, revocations (required; open it
-	// with OpenOperators, e.g. at filepath.Join(pki.Dir, OperatorsFile)).
+	// with operator.OpenOperators, e.g. at filepath.Join(pki.Dir, operator.OperatorsFile)).
 	Operators *operator.Operators
 	// Recorder writes operator events to the audit log; nil means Audit, which must then
-	// implement AuditRecorder (*ceremony.Manager does).
+	// implement operator.AuditRecorder (*ceremony.Manager does).
 	Recorder operator.AuditRecorder
 	// CRLFiles are CRLs of the CA bundle's CAs (PEM or DER); a certificate of a CA with a CRL
 	// is checked against it on every request, and refused while the CRL is unusable.
 	CRLFiles []string
 	// RPID is the WebAuthn relying party ID: the host name operators open WebConf at (the
-	// first --host). Empty means DefaultRPID ("localhost").
+	// first --host). Empty means operator.DefaultRPID ("localhost").
 	RPID string
 	// RecoverAdmin, set at a start by someone with access to the appliance's data directory,
 	// gives the first administrator's certificate (admin.p12) the admin role again and removes

@@ -22,13 +22,6 @@ import (
 	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
-// The JSON API of the command line (`keyquorum status`, `keyquorum ceremony …`, …) lives under
-// APIPrefix on the same mTLS listener as the pages, behind the same middleware: the client
-// certificate names the operator, the role table (webconf/operator) decides, and a dangerous action
-// needs an approval in the [ApprovalHeader] (made on the operator's account page with a
-// security key). Every refusal is a JSON problem: {"code", "title", "what", "todo"}, where code
-// is one of the stable API codes below and the texts are safe to show an operator.
-//
 // Config is what the API's handlers are built from.
 type Config struct {
 	Runner    web.CeremonyRunner

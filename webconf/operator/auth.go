@@ -72,6 +72,9 @@ type AuthConfig struct {
 	Logger *slog.Logger
 }
 
+// NewAuth builds the operator security from cfg: it loads the configured CRLs, makes the first
+// administrator an administrator while there is none, recovers it when asked, and writes the
+// management CA's CRL.
 func NewAuth(cfg AuthConfig, now time.Time) (*Auth, error) {
 	if cfg.PKI == nil || cfg.Operators == nil || cfg.Recorder == nil {
 		return nil, errors.New("new webconf: the management pki, the operator list and an audit recorder are required")
@@ -287,6 +290,7 @@ type Caller struct {
 	Rec   Operator // the operator list's entry as it was when the request came in
 }
 
+// FromContext is the operator the middleware admitted for a request.
 func FromContext(ctx context.Context) (Caller, bool) {
 	op, ok := ctx.Value(operatorKey).(Caller)
 	return op, ok

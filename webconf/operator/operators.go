@@ -143,6 +143,7 @@ func operatorID(issuer, subject []byte) string {
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
+// SerialHex is a certificate's serial number in upper-case hex, as the operator list keys it.
 func SerialHex(cert *x509.Certificate) string { return strings.ToUpper(cert.SerialNumber.Text(16)) }
 
 // errNoUPN: the subject alternative name holds no UPN.

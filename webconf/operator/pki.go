@@ -381,6 +381,7 @@ func parseCABundle(data []byte) ([]*x509.Certificate, error) {
 	return certs, nil
 }
 
+// ParseCertPEM decodes one PEM certificate.
 func ParseCertPEM(b []byte) (*x509.Certificate, error) {
 	block, _ := pem.Decode(b)
 	if block == nil || block.Type != "CERTIFICATE" {

@@ -74,6 +74,7 @@ type CRLSet struct {
 	files []*crlFile
 }
 
+// CRLRecheck is how often a configured CRL file is looked at for a change.
 const CRLRecheck = 5 * time.Second
 
 type crlFile struct {

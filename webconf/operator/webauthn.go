@@ -45,6 +45,7 @@ type StepUps struct {
 	grants  map[string]*grant
 }
 
+// PendingWebAuthn is a begun registration or assertion of an operator, until it is finished.
 type PendingWebAuthn struct {
 	Op       string
 	Register bool
@@ -92,6 +93,7 @@ func (s *StepUps) purge(now time.Time) {
 	}
 }
 
+// Begin keeps a begun registration or assertion and returns its session ID.
 func (s *StepUps) Begin(p *PendingWebAuthn, now time.Time) (string, error) {
 	id, err := randomToken()
 	if err != nil {
@@ -165,6 +167,7 @@ type Downloads struct {
 	m  map[string]*Download
 }
 
+// Download is an issued PKCS#12 file waiting for its one download.
 type Download struct {
 	op      string
 	Name    string
@@ -172,10 +175,12 @@ type Download struct {
 	expires time.Time
 }
 
+// DownloadTTL is how long an issued file waits for its download.
 const DownloadTTL = 10 * time.Minute
 
 func newDownloads() *Downloads { return &Downloads{m: map[string]*Download{}} }
 
+// Put keeps data for one download by operator op and returns the download's ID.
 func (d *Downloads) Put(op, name string, data []byte, now time.Time) (string, error) {
 	id, err := randomToken()
 	if err != nil {
@@ -196,6 +201,7 @@ func (d *Downloads) Put(op, name string, data []byte, now time.Time) (string, er
 	return id, nil
 }
 
+// Take hands out a file once, to the operator who issued it, within DownloadTTL.
 func (d *Downloads) Take(id, op string, now time.Time) (*Download, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -21,6 +21,8 @@ type EventStream struct {
 	log      *slog.Logger
 }
 
+// NewEventStream builds the live view's stream; s is nil without the simulator, stopping is
+// closed when the server shuts down.
 func NewEventStream(runner web.CeremonyRunner, s simpanel.Simulator, stopping <-chan struct{}, log *slog.Logger) *EventStream {
 	return &EventStream{runner: runner, sim: s, stopping: stopping, log: log}
 }

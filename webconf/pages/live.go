@@ -100,6 +100,7 @@ func liveFromJournal(j ceremony.Journal, now time.Time) liveView {
 	return v
 }
 
+// ProtocolURL is the printable protocol page of ceremony id.
 func ProtocolURL(id uint64) string { return "/ceremonies/" + strconv.FormatUint(id, 10) + "/protocol" }
 
 func stepText(s ceremony.Step) string {

@@ -60,6 +60,8 @@ func NewRenderer(sim simpanel.Simulator, auth *operator.Auth, log *slog.Logger) 
 	return &Renderer{sim: sim, log: log, auth: auth}
 }
 
+// Page is the frame of a page for the request's operator: title, the menu entry nav to
+// highlight, the CSRF token, and the simulator panel when the operator may use it.
 func (rd *Renderer) Page(r *http.Request, title, nav string) Page {
 	p := Page{Title: title, Nav: nav}
 	if op, ok := operator.FromContext(r.Context()); ok {

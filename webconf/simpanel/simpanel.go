@@ -41,6 +41,7 @@ type View struct {
 	Cards    []Card `json:"cards"`
 }
 
+// Card is one virtual card of the rack: its serial, its PINs' tries, whether it is in the reader.
 type Card struct {
 	Serial       string `json:"serial"`
 	Foreign      bool   `json:"foreign"`
@@ -51,8 +52,10 @@ type Card struct {
 	Inserted     bool   `json:"inserted"`
 }
 
+// ViewOf is the panel's picture of the simulator now.
 func ViewOf(s Simulator) View { return ViewFrom(s.State(), s.Cards()) }
 
+// ViewFrom is the panel's picture of a pad state and its cards.
 func ViewFrom(st sim.State, cards []sim.CardInfo) View {
 	v := View{Display: st.Display, Waiting: simWait(st.Waiting), Deadline: web.FormatRFC3339(st.Deadline),
 		Inserted: st.Inserted, Plugged: st.Plugged, Cards: make([]Card, 0, len(cards))}
@@ -101,6 +104,7 @@ type Handlers struct {
 	log *slog.Logger
 }
 
+// NewHandlers builds the panel's handlers; rd answers with pages and problems.
 func NewHandlers(s Simulator, rd Renderer, log *slog.Logger) *Handlers {
 	return &Handlers{sim: s, rd: rd, log: log}
 }

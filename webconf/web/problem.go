@@ -39,6 +39,7 @@ func WriteProblem(w http.ResponseWriter, p Problem) {
 // FetchHeader marks a request sent by the page script; problems are answered as JSON then.
 const FetchHeader = "X-Keyquorum-Fetch"
 
+// NoCertificate is the page of a request without a client certificate: how to install one.
 func NoCertificate(p *operator.PKI) Problem {
 	return Problem{Status: http.StatusUnauthorized, Code: CodeNoCertificate, Title: "Client certificate required",
 		What: "WebConf only serves operators who present a client certificate of this appliance's management CA (or of a CA configured with --ca-bundle). Your browser sent none.",
@@ -46,17 +47,20 @@ func NoCertificate(p *operator.PKI) Problem {
 			p.AdminP12Path(), p.AdminPasswordPath(), p.Fingerprint())}
 }
 
+// TooLarge is an upload over limit bytes.
 func TooLarge(limit int64) Problem {
 	return Problem{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge, Title: "Upload too large",
 		What: fmt.Sprintf("The request is larger than the %s WebConf accepts.", ByteSize(limit)),
 		Todo: "Check that you chose the right file (a Keyquorum backup). A backup larger than this limit can be restored with a larger --max-upload."}
 }
 
+// NotFound is a page that does not exist.
 func NotFound() Problem {
 	return Problem{Status: http.StatusNotFound, Title: "Page not found",
 		What: "There is no page at this address.", Todo: "Use the menu at the top to find what you were looking for."}
 }
 
+// BadForm is a form that cannot be accepted; what says why.
 func BadForm(what string) Problem {
 	return Problem{Status: http.StatusBadRequest, Title: "Form not accepted", What: what,
 		Todo: "Go back, correct the form and send it again."}
@@ -127,6 +131,7 @@ func For(err error, back string) Problem {
 	return p
 }
 
+// ByteSize says a size for an operator: 64 MiB, 12 KiB, 300 bytes.
 func ByteSize(n int64) string {
 	switch {
 	case n >= 1<<20 && n%(1<<20) == 0:
@@ -204,12 +209,14 @@ func CodeOf(p Problem) string {
 	return CodeInternal
 }
 
+// Revoked is the page of a revoked certificate; by names who revoked it.
 func Revoked(id operator.Identity, by string) Problem {
 	return Problem{Status: http.StatusForbidden, Code: CodeRevoked, Title: "Certificate revoked",
 		What: fmt.Sprintf("The client certificate %s (serial %s) was revoked by %s; WebConf no longer accepts it.", id.Subject, id.Serial, by),
 		Todo: "Remove this certificate from your browser or card and ask a WebConf administrator for a new one."}
 }
 
+// RegisterKey is the page of an operator without a security key who tries a dangerous action.
 func RegisterKey(op operator.Caller, a operator.Action, rpID string) Problem {
 	return Problem{Status: http.StatusForbidden, Code: CodeRegisterKey, Title: "Register a security key first",
 		What: fmt.Sprintf("To %s WebConf needs, besides your certificate, a confirmation with your security key (WebAuthn), and you have registered none yet.", operator.RuleOf(a).What),
@@ -217,6 +224,7 @@ func RegisterKey(op operator.Caller, a operator.Action, rpID string) Problem {
 		Back: "/account"}
 }
 
+// NeedAssertion is a dangerous action without a valid token of a fresh assertion made for it.
 func NeedAssertion(a operator.Action, err error) Problem {
 	return Problem{Status: http.StatusForbidden, Code: CodeApprovalRequired, Title: "Security key confirmation required",
 		What: fmt.Sprintf("To %s WebConf needs a fresh confirmation with your security key, made for this very action: %v.", operator.RuleOf(a).What, err),

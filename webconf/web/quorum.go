@@ -44,6 +44,8 @@ func ParseQuorum(get func(string) string) (Quorum, error) {
 	return c, nil
 }
 
+// ValidLabel checks a key set's label: at most sharing.MaxLabelSize bytes of text without
+// control characters.
 func ValidLabel(l string) error {
 	if len(l) > sharing.MaxLabelSize || !utf8.ValidString(l) {
 		return fmt.Errorf("the label may have at most %d characters", sharing.MaxLabelSize)

@@ -41,6 +41,7 @@ func LocalPath(p, fallback string) string {
 	return fallback
 }
 
+// FormatTime shows a time to an operator, in UTC; "–" for none.
 func FormatTime(t time.Time) string {
 	if t.IsZero() {
 		return "–"
@@ -48,6 +49,7 @@ func FormatTime(t time.Time) string {
 	return t.UTC().Format("2006-01-02 15:04:05 UTC")
 }
 
+// FormatRFC3339 is a time for the page script (RFC 3339 with nanoseconds); "" for none.
 func FormatRFC3339(t time.Time) string {
 	if t.IsZero() {
 		return ""
