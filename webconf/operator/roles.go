@@ -76,6 +76,12 @@ var rules = map[Action]Rule{
 // RuleOf is the rule of an action; an unknown ceremony kind or action is an administrator's,
 // with a fresh assertion.
 func RuleOf(a Action) Rule {
+	r := ruleOf(a)
+	r.Roles = slices.Clone(r.Roles) // the caller's copy: the role table cannot be changed through it
+	return r
+}
+
+func ruleOf(a Action) Rule {
 	if r, ok := rules[a]; ok {
 		return r
 	}
@@ -87,7 +93,7 @@ func RuleOf(a Action) Rule {
 }
 
 // Allowed reports whether role may do action.
-func Allowed(role Role, a Action) bool { return slices.Contains(RuleOf(a).Roles, role) }
+func Allowed(role Role, a Action) bool { return slices.Contains(ruleOf(a).Roles, role) }
 
 // NeedsFresh reports whether an action needs a fresh assertion from this operator. Registering
 // the first security key needs none (there is nothing to assert with: that is the bootstrap);
@@ -97,7 +103,7 @@ func NeedsFresh(a Action, op *Operator) bool {
 	if a == ActionKeyAdd {
 		return len(op.Keys) > 0
 	}
-	return RuleOf(a).Fresh
+	return ruleOf(a).Fresh
 }
 
 // Listed reports whether the role table names action a.
