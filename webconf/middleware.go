@@ -46,8 +46,8 @@ func isPublic(path string) bool {
 
 // requireClientCert refuses every non-public request without a verified client certificate and
 // puts the operator's identity into the request context. The TLS layer has verified the chain
-// (against the management CA and the bundle) when one was sent; [operator.Auth.Admit] refuses a revoked
-// certificate and finds the operator's role.
+// (against the management CA and the bundle) when one was sent; [operator.Auth.Admit] refuses a
+// revoked certificate and finds the operator's role.
 func (s *Server) requireClientCert(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if isPublic(r.URL.Path) {
