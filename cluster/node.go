@@ -35,6 +35,8 @@ const (
 	AuditBackup         = "hsm.backup"          // a backup downloaded
 	AuditRestore        = "hsm.restore"         // a backup restored into the HSM
 	AuditRestoreRefused = "hsm.restore.refused" // a restore refused (nothing changed)
+	AuditBackupRefused  = "hsm.backup.refused"  // a backup refused: objects cannot be carried
+	AuditObjectCreated  = "hsm.object.created"  // an object created or imported into the HSM
 )
 
 // HSM is what a node's state transfer and a checked restore need of the HSM; every hsm.HSM

@@ -59,14 +59,40 @@ func Restore(ctx context.Context, h HSM, r io.Reader) (*backup.Header, error) {
 }
 
 func restore(ctx context.Context, h HSM, r io.Reader) (*backup.Header, error) {
+	hdr, _, err := restoreWith(ctx, h, r, hsm.RestoreOptions{})
+	return hdr, err
+}
+
+// RestoreWith is Restore with options: make the HSM equal to the backup, or only preview what a
+// restore would do (DryRun). It returns the plan, which says what was (or would be) added,
+// replaced, kept and removed, and which objects the backup left out when it was made. An HSM
+// without an object store restores plainly, and returns no plan.
+func RestoreWith(ctx context.Context, h HSM, r io.Reader, opts hsm.RestoreOptions) (*backup.Header, *hsm.RestorePlan, error) {
+	body := &limitFlag{r: r}
+	hdr, plan, err := restoreWith(ctx, h, body, opts)
+	if body.hit {
+		return nil, nil, ErrTooLarge
+	}
+	return hdr, plan, err
+}
+
+func restoreWith(ctx context.Context, h HSM, r io.Reader, opts hsm.RestoreOptions) (*backup.Header, *hsm.RestorePlan, error) {
 	hdr, all, err := checkedBackup(ctx, h, r)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if err := h.Restore(ctx, all); err != nil {
-		return nil, err
+	store, ok := h.(hsm.ObjectStore)
+	if !ok {
+		if opts.DryRun || opts.MakeEqual {
+			return nil, nil, errors.New("this hsm restores only plainly: no preview, no make-equal")
+		}
+		return hdr, nil, h.Restore(ctx, all)
 	}
-	return hdr, nil
+	plan, err := store.RestoreObjects(ctx, all, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	return hdr, plan, nil
 }
 
 // Result is what a restore of the backup with header hdr left in h (peer: the node it came

@@ -454,13 +454,17 @@ func eventLine(ev ceremony.Event) string {
 
 // ---- backup and restore
 
-type outFlag struct{ out string }
+type outFlag struct {
+	out  string
+	skip bool
+}
 
 var backupCmd = cliCommand{
-	usage: "backup -o FILE [flags]\n\nDownloads a backup of the HSM's key database, encrypted under the master backup key.\nFILE \"-\" writes to stdout; otherwise FILE is written whole or not at all (mode 0600).",
+	usage: "backup -o FILE [flags]\n\nDownloads a backup of the HSM's whole object store (every key, certificate and data object),\nencrypted under the master backup key. An object that cannot leave the HSM (not extractable,\n...) refuses the backup before anything is written, naming it (exit status 1, code\nbackup_incomplete); --skip-uncarried leaves such objects out instead and lists them in the\nbackup's header (keyquorum hsm objects shows which). FILE \"-\" writes to stdout; otherwise FILE\nis written whole or not at all (mode 0600).",
 	flags: func(fs *flag.FlagSet) any {
 		f := &outFlag{}
 		fs.StringVar(&f.out, "o", "", "`file` to write the backup to (\"-\": stdout)")
+		fs.BoolVar(&f.skip, "skip-uncarried", false, "leave out the objects a backup cannot carry (listed in its header) instead of refusing")
 		return f
 	},
 	offline: func(_ context.Context, v any, _ []string, _ io.Writer) (bool, error) {
@@ -471,7 +475,11 @@ var backupCmd = cliCommand{
 	},
 	run: func(ctx context.Context, c *client, o *clientOptions, v any, _ []string, w io.Writer) error {
 		out := v.(*outFlag).out
-		resp, err := c.request(ctx, http.MethodGet, "/api/v1/backup", nil, false)
+		path := "/api/v1/backup"
+		if v.(*outFlag).skip {
+			path += "?skip_uncarried=true"
+		}
+		resp, err := c.request(ctx, http.MethodGet, path, nil, false)
 		if err != nil {
 			return err
 		}
@@ -522,24 +530,46 @@ func writeFileWhole(path string, r io.Reader) (int64, error) {
 	return n, nil
 }
 
+type restoreFlags struct{ dryRun, makeEqual bool }
+
 var restoreCmd = cliCommand{
-	usage: "restore FILE [flags]\n\nRestores a backup into the HSM. The HSM must hold the master backup key the backup was made\nunder (load it from the cards first); a backup of another key is refused before anything\nchanges. Needs an approval.",
+	usage: "restore FILE [flags]\n\nRestores a backup into the HSM: the backup's objects are added, objects of the same identity\n(class, type, ID, label) replaced, every other object kept; --make-equal removes those too.\n--dry-run only shows what a restore would add, replace, keep and remove (no approval needed).\nThe HSM must hold the master backup key the backup was made under (load it from the cards\nfirst); a backup of another key is refused before anything changes. Needs an approval.",
 	nargs: [2]int{1, 1},
-	run: func(ctx context.Context, c *client, o *clientOptions, _ any, args []string, w io.Writer) error {
+	flags: func(fs *flag.FlagSet) any {
+		f := &restoreFlags{}
+		fs.BoolVar(&f.dryRun, "dry-run", false, "show what the restore would do; change nothing")
+		fs.BoolVar(&f.makeEqual, "make-equal", false, "also remove the objects the backup does not hold (Keyquorum's own excepted)")
+		return f
+	},
+	run: func(ctx context.Context, c *client, o *clientOptions, v any, args []string, w io.Writer) error {
+		fl := v.(*restoreFlags)
 		f, err := os.Open(args[0])
 		if err != nil {
 			return &exitError{exitUsage, fmt.Errorf("open backup: %w", err)}
 		}
 		defer f.Close()
-		var out api.RestoredJSON
-		if err := c.call(ctx, http.MethodPost, "/api/v1/restore", f, &out, true); err != nil {
+		path := "/api/v1/restore"
+		if fl.dryRun {
+			path += "/preview"
+		}
+		if fl.makeEqual {
+			path += "?make_equal=true"
+		}
+		var out api.PlanJSON
+		if err := c.call(ctx, http.MethodPost, path, f, &out, !fl.dryRun); err != nil {
 			return err
 		}
 		if o.json {
 			return printJSON(w, out)
 		}
-		fmt.Fprintf(w, "restored: backup of %s made %s under master backup key %s; the HSM holds %d application keys\n",
-			out.Source, out.Created.Format(time.RFC3339), out.BackupKeyID, out.Keys)
+		if fl.dryRun {
+			fmt.Fprintf(w, "restore preview, nothing changed: backup of %s made %s under master backup key %s\n",
+				out.Source, out.Created.Format(time.RFC3339), out.BackupKeyID)
+		} else {
+			fmt.Fprintf(w, "restored: backup of %s made %s under master backup key %s; the HSM holds %d application keys\n",
+				out.Source, out.Created.Format(time.RFC3339), out.BackupKeyID, out.Keys)
+		}
+		printPlan(w, out)
 		return nil
 	},
 }

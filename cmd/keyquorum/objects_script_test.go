@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 	"strings"
+	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
 
@@ -29,4 +30,11 @@ func cmdHSMObject(ts *testscript.TestScript, neg bool, a []string) {
 	}
 	_, err = h.CreateObject(context.Background(), hsm.ObjectSpec{Kind: a[1], Label: strings.ReplaceAll(a[2], "_", " "), NotExtractable: locked})
 	ts.Check(err)
+}
+
+// TestCLIBackupRefused runs testdata/backup_refused: a backup refused for an object that cannot
+// leave the HSM exits 1 with the problem's code, names the object and writes nothing to -o;
+// skipping, previewing, restoring and making equal from the command line.
+func TestCLIBackupRefused(t *testing.T) {
+	testscript.Run(t, scriptParams(filepath.Join("testdata", "backup_refused")))
 }

@@ -37,8 +37,13 @@ import (
 //	kq STATUS ARG...          run keyquorum ARG... and check its exit status (stdout and stderr
 //	                          are then checked as after exec)
 func TestCLI(t *testing.T) {
-	testscript.Run(t, testscript.Params{
-		Dir: filepath.Join("testdata", "script"),
+	testscript.Run(t, scriptParams(filepath.Join("testdata", "script")))
+}
+
+// scriptParams runs the scripts of dir with the commands above.
+func scriptParams(dir string) testscript.Params {
+	return testscript.Params{
+		Dir: dir,
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("PATH", filepath.Dir(kqBin)+string(os.PathListSeparator)+env.Getenv("PATH"))
 			env.Values[nodesKey{}] = &scriptNodes{m: map[string]*node{}}
@@ -57,7 +62,7 @@ func TestCLI(t *testing.T) {
 			"stopnode":  cmdStopNode,
 			"kq":        cmdKQ,
 		},
-	})
+	}
 }
 
 type nodesKey struct{}

@@ -73,6 +73,10 @@ func (a *Handlers) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/ceremony/events", a.events)
 	mux.HandleFunc("GET /api/v1/backup", a.backup)
 	mux.HandleFunc("POST /api/v1/restore", a.restore)
+	mux.HandleFunc("POST /api/v1/restore/preview", a.restorePreview)
+	mux.HandleFunc("GET /api/v1/hsm/objects", a.objects)
+	mux.HandleFunc("POST /api/v1/hsm/objects", a.createObject)
+	mux.HandleFunc("POST /api/v1/hsm/objects/import", a.importObject)
 	mux.HandleFunc("GET /api/v1/audit/verify", a.auditVerify)
 	mux.HandleFunc("GET /api/v1/audit/export", a.auditExport)
 	mux.HandleFunc("GET /api/v1/card", a.card)
@@ -409,9 +413,16 @@ func (a *Handlers) events(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// backup is GET /api/v1/backup: the HSM's key database encrypted under the MBK, as the HSM
-// page's download. The key ID is in the X-Keyquorum-Key-ID header.
+// backup is GET /api/v1/backup (?skip_uncarried=true): the HSM's object store encrypted under
+// the MBK, as the HSM page's download. The key ID is in the X-Keyquorum-Key-ID header. Objects
+// that cannot be carried refuse the backup before its first byte, as a problem
+// (backup_incomplete) naming each, unless skip_uncarried asks to leave them out.
 func (a *Handlers) backup(w http.ResponseWriter, r *http.Request) {
+	skip, err := skipParam(r)
+	if err != nil {
+		a.badRequest(w, r, err.Error())
+		return
+	}
 	id, err := a.cfg.HSM.BackupKeyID(r.Context())
 	if err != nil {
 		a.fail(w, r, err)
@@ -420,12 +431,23 @@ func (a *Handlers) backup(w http.ResponseWriter, r *http.Request) {
 	op := operator.NameOf(r)
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set(cluster.KeyIDHeader, id.String())
-	if err := a.cfg.HSM.Backup(r.Context(), w); err != nil {
+	cw := &countingWriter{w: w}
+	if err := BackupTo(r.Context(), a.cfg.HSM, cw, skip); err != nil {
+		if cw.n == 0 {
+			w.Header().Del(cluster.KeyIDHeader)
+			a.log.Info("backup refused", "operator", op, "err", err)
+			var ie *hsm.IncompleteBackupError
+			if errors.As(err, &ie) {
+				a.record(op, cluster.AuditBackupRefused, fmt.Sprintf("backup by %s (command line) refused, nothing written: %v", op, err))
+			}
+			a.fail(w, r, err)
+			return
+		}
 		a.log.Error("backup failed", "operator", op, "err", err)
 		panic(http.ErrAbortHandler) // cut the stream rather than end it as if complete
 	}
 	a.log.Info("backup downloaded", "operator", op, "key_id", id.String())
-	a.record(op, cluster.AuditBackup, fmt.Sprintf("backup of the HSM's key database downloaded by %s (command line), encrypted under the master backup key %s", op, id))
+	a.record(op, cluster.AuditBackup, fmt.Sprintf("backup of the HSM's object store downloaded by %s (command line), encrypted under the master backup key %s", op, id))
 }
 
 func (a *Handlers) record(op, event, msg string) {
@@ -437,12 +459,23 @@ func (a *Handlers) record(op, event, msg string) {
 // RestoredJSON answers a restore or a cluster join.
 type RestoredJSON = cluster.Restored
 
-// restore is POST /api/v1/restore: the body is a backup (application/octet-stream, at most
-// MaxUpload bytes). A backup of another master backup key is refused from its header, before
-// the HSM is asked; the HSM changes nothing unless the whole backup authenticated.
+// restore is POST /api/v1/restore (?make_equal=true): the body is a backup
+// (application/octet-stream, at most MaxUpload bytes). A backup of another master backup key is
+// refused from its header, before the HSM is asked; the HSM changes nothing unless the whole
+// backup authenticated. The answer is the restore's plan: what was added, replaced, kept (or,
+// made equal, removed).
 func (a *Handlers) restore(w http.ResponseWriter, r *http.Request) {
 	op := operator.NameOf(r)
-	hdr, err := cluster.Restore(r.Context(), a.cfg.HSM, r.Body)
+	opts, err := restoreOptions(r)
+	if err != nil {
+		a.badRequest(w, r, err.Error())
+		return
+	}
+	if opts.DryRun {
+		a.badRequest(w, r, "a dry run is POST /api/v1/restore/preview")
+		return
+	}
+	hdr, plan, err := cluster.RestoreWith(r.Context(), a.cfg.HSM, r.Body, opts)
 	if errors.Is(err, cluster.ErrTooLarge) {
 		a.record(op, cluster.AuditRestoreRefused, fmt.Sprintf("restore by %s (command line) refused: the upload is larger than %s", op, web.ByteSize(a.cfg.MaxUpload)))
 		a.problem(w, r, web.TooLarge(a.cfg.MaxUpload))
@@ -455,8 +488,26 @@ func (a *Handlers) restore(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.log.Info("backup restored", "operator", op, "key_id", hdr.KeyID.String())
-	a.record(op, cluster.AuditRestore, fmt.Sprintf("backup of %s made %s restored into the HSM by %s (command line)", hdr.Source, hdr.Created.UTC().Format(time.RFC3339), op))
-	web.WriteJSON(w, cluster.Result(r.Context(), a.cfg.HSM, hdr, ""))
+	res := cluster.Result(r.Context(), a.cfg.HSM, hdr, "")
+	if plan == nil {
+		a.record(op, cluster.AuditRestore, fmt.Sprintf("backup of %s made %s restored into the HSM by %s (command line)", hdr.Source, hdr.Created.UTC().Format(time.RFC3339), op))
+		web.WriteJSON(w, PlanJSON{Restored: res, Items: []PlanItemJSON{}})
+		return
+	}
+	a.record(op, cluster.AuditRestore, fmt.Sprintf("backup %s of %s made %s restored into the HSM by %s (command line): %s", plan.Backup.ID, hdr.Source,
+		hdr.Created.UTC().Format(time.RFC3339), op, PlanSummary(plan)))
+	web.WriteJSON(w, PlanOf(res, plan))
+}
+
+// PlanSummary says in one line what a restore did: "3 added, 1 replaced, 0 unchanged, 2 kept,
+// 0 removed; the backup left out 1 object".
+func PlanSummary(p *hsm.RestorePlan) string {
+	s := fmt.Sprintf("%d added, %d replaced, %d unchanged, %d kept, %d removed", p.Count(hsm.ActionAdd), p.Count(hsm.ActionReplace),
+		p.Count(hsm.ActionUnchanged), p.Count(hsm.ActionKeep), p.Count(hsm.ActionRemove))
+	if n := len(p.Skipped) + p.SkippedMore; n > 0 {
+		s += fmt.Sprintf("; the backup left out %d object(s) when it was made", n)
+	}
+	return s
 }
 
 func (a *Handlers) auditVerify(w http.ResponseWriter, r *http.Request) {

@@ -20,6 +20,7 @@ const (
 	ActionResume          Action = "ceremony.resume"  // resume an interrupted ceremony
 	ActionBackup          Action = "backup"           // download a backup
 	ActionRestore         Action = "restore"          // upload a backup into the HSM
+	ActionHSMObjects      Action = "hsm.objects"      // create or import objects in the HSM
 	ActionClusterJoin     Action = "cluster.join"     // take over a peer's state
 	ActionOperatorsView   Action = "operators.view"   // the operator list
 	ActionOperatorsManage Action = "operators.manage" // roles, certificates, others' security keys
@@ -56,6 +57,7 @@ var rules = map[Action]Rule{
 	ActionResume:          {Roles: adminOnly, Fresh: true, What: "resume an interrupted ceremony"},
 	ActionBackup:          {Roles: adminOnly, What: "download a backup"},
 	ActionRestore:         {Roles: adminOnly, Fresh: true, What: "restore a backup"},
+	ActionHSMObjects:      {Roles: adminOnly, Fresh: true, What: "create or import objects in the HSM"},
 	ActionClusterJoin:     {Roles: adminOnly, Fresh: true, What: "join a cluster"},
 	ActionOperatorsView:   {Roles: adminOnly, What: "see the operator list"},
 	ActionOperatorsManage: {Roles: adminOnly, Fresh: true, What: "manage operators (roles, certificates, security keys)"},

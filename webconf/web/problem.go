@@ -76,7 +76,26 @@ func For(err error, back string) Problem {
 	var backupErr *hsm.BackupError
 	var content *hsm.ContentError
 	var mbe *http.MaxBytesError
+	var incomplete *hsm.IncompleteBackupError
+	var pendingRestore *hsm.PendingRestoreError
 	switch {
+	case errors.As(err, &incomplete):
+		p.Status, p.Title = http.StatusUnprocessableEntity, "Backup refused: objects in the HSM cannot be carried"
+		p.Code = CodeBackupIncomplete
+		p.Todo = "Nothing was written. A backup that silently lacked these objects would be worse than none. Make them extractable where their owner allows it, or ask explicitly for a backup that skips them (HSM page: tick \"skip the objects that cannot leave\"; command line: keyquorum backup --skip-uncarried): its header then lists them, and a restore shows them."
+	case errors.As(err, &pendingRestore):
+		p.Status, p.Title = http.StatusConflict, "A restore of another backup stopped half-way"
+		p.Code = CodeRestorePending
+		p.Todo = "Run the restore of that backup again to finish it first (the message names it by ID, node and time); then restore this one."
+	case errors.Is(err, hsm.ErrInvalidLabel), errors.Is(err, hsm.ErrInvalidID), errors.Is(err, hsm.ErrUnknownKind),
+		errors.Is(err, hsm.ErrImport):
+		p.Status, p.Title = http.StatusBadRequest, "Object not accepted"
+		p.Code = CodeBadObject
+		p.Todo = "Nothing was stored. Correct the kind, label (1 to 64 bytes of printable UTF-8), ID (at most 64 bytes, hex) or file, and try again."
+	case errors.Is(err, hsm.ErrObjectExists):
+		p.Status, p.Title = http.StatusConflict, "An object of that identity exists"
+		p.Code = CodeObjectExists
+		p.Todo = "Nothing was stored. Choose another label or ID: a restore matches objects by class, type, ID and label, so two of one identity would be ambiguous."
 	case errors.As(err, &busy):
 		p.Status, p.Title, p.Back = http.StatusConflict, "A ceremony is already running", "/ceremony"
 		p.Code = CodeBusy
@@ -170,7 +189,36 @@ const (
 	CodeNotAvailable     = "not_available"           // 501: not possible with this appliance's pad
 	CodeStopping         = "stopping"                // 503: the service is shutting down
 	CodeInternal         = "internal"                // 500
+	CodeBackupIncomplete = "backup_incomplete"       // 422: objects cannot be carried; nothing written
+	CodeRestorePending   = "restore_pending"         // 409: another backup's restore stopped half-way
+	CodeBadObject        = "bad_object"              // 400: an object to create or import is not acceptable
+	CodeObjectExists     = "object_exists"           // 409: an object of that identity exists
+	CodeNotSupported     = "not_supported"           // 501: this HSM cannot do it
 )
+
+// NotSupported is a request this appliance's HSM cannot serve.
+func NotSupported(what string) Problem {
+	return Problem{Status: http.StatusNotImplemented, Code: CodeNotSupported, Title: "Not possible with this HSM",
+		What: "This appliance's HSM cannot " + what + ".", Todo: "Use the tools of the HSM itself."}
+}
+
+// ClassName names an object class for the API: "private-key", "public-key", "secret-key",
+// "certificate", "data".
+func ClassName(class uint32) string {
+	switch class {
+	case hsm.ClassPrivateKey:
+		return "private-key"
+	case hsm.ClassPublicKey:
+		return "public-key"
+	case hsm.ClassSecretKey:
+		return "secret-key"
+	case hsm.ClassCertificate:
+		return "certificate"
+	case hsm.ClassData:
+		return "data"
+	}
+	return fmt.Sprintf("class-0x%x", class)
+}
 
 // APIProblem is the body of every API error.
 type APIProblem struct {
