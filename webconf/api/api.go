@@ -432,7 +432,7 @@ func (a *Handlers) backup(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set(cluster.KeyIDHeader, id.String())
 	cw := &countingWriter{w: w}
-	if err := BackupTo(r.Context(), a.cfg.HSM, cw, skip); err != nil {
+	if err := web.BackupTo(r.Context(), a.cfg.HSM, cw, skip); err != nil {
 		if cw.n == 0 {
 			w.Header().Del(cluster.KeyIDHeader)
 			a.log.Info("backup refused", "operator", op, "err", err)
@@ -495,20 +495,10 @@ func (a *Handlers) restore(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.record(op, cluster.AuditRestore, fmt.Sprintf("backup %s of %s made %s restored into the HSM by %s (command line): %s", plan.Backup.ID, hdr.Source,
-		hdr.Created.UTC().Format(time.RFC3339), op, PlanSummary(plan)))
+		hdr.Created.UTC().Format(time.RFC3339), op, web.PlanSummary(plan)))
 	web.WriteJSON(w, PlanOf(res, plan))
 }
 
-// PlanSummary says in one line what a restore did: "3 added, 1 replaced, 0 unchanged, 2 kept,
-// 0 removed; the backup left out 1 object".
-func PlanSummary(p *hsm.RestorePlan) string {
-	s := fmt.Sprintf("%d added, %d replaced, %d unchanged, %d kept, %d removed", p.Count(hsm.ActionAdd), p.Count(hsm.ActionReplace),
-		p.Count(hsm.ActionUnchanged), p.Count(hsm.ActionKeep), p.Count(hsm.ActionRemove))
-	if n := len(p.Skipped) + p.SkippedMore; n > 0 {
-		s += fmt.Sprintf("; the backup left out %d object(s) when it was made", n)
-	}
-	return s
-}
 
 func (a *Handlers) auditVerify(w http.ResponseWriter, r *http.Request) {
 	sum, err := a.cfg.Audit.VerifyAudit()

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -233,15 +232,6 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
-}
-
-// BackupTo writes a backup of h to w; skip leaves out the objects a backup cannot carry (listed
-// in its header) instead of refusing it. An HSM without an object store backs up plainly.
-func BackupTo(ctx context.Context, h web.BackupHSM, w io.Writer, skip bool) error {
-	if store, ok := h.(hsm.ObjectStore); ok {
-		return store.BackupObjects(ctx, w, hsm.BackupOptions{Skip: skip})
-	}
-	return h.Backup(ctx, w)
 }
 
 // skipParam reads ?skip_uncarried=.

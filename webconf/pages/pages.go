@@ -83,6 +83,9 @@ func (p *Pages) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /hsm", hsmPage.page)
 	mux.HandleFunc("GET /hsm/backup", hsmPage.backup)
 	mux.HandleFunc("POST /hsm/restore", hsmPage.restore)
+	mux.HandleFunc("POST /hsm/restore/preview", hsmPage.preview)
+	mux.HandleFunc("POST /hsm/objects", hsmPage.createObject)
+	mux.HandleFunc("POST /hsm/objects/import", hsmPage.importObject)
 
 	mux.HandleFunc("GET /audit", audit.page)
 	mux.HandleFunc("GET /audit/export", audit.export)
