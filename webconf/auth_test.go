@@ -579,7 +579,7 @@ func TestBackupRestoreAudited(t *testing.T) {
 	}
 	admin := s.browser("Alice Admin")
 	backup := admin.get("/hsm/backup", http.StatusOK)
-	if resp, body := admin.upload(strings.NewReader(backup), -1); resp.StatusCode != http.StatusSeeOther {
+	if resp, body := admin.upload(strings.NewReader(backup), -1); resp.StatusCode != http.StatusOK || !strings.Contains(body, "Backup restored") {
 		t.Fatalf("restore: %d %s", resp.StatusCode, excerpt(body))
 	}
 	if resp, _ := admin.upload(strings.NewReader("not a backup"), -1); resp.StatusCode != http.StatusUnprocessableEntity {

@@ -1,0 +1,94 @@
+package webconf
+
+import (
+	"bytes"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/keyquorum/keyquorum/hsm"
+	"github.com/keyquorum/keyquorum/hsm/backup"
+)
+
+// postBackupForm posts a backup to path (a multipart form: fields first, then the file).
+func (b *browser) postBackupForm(path string, fields map[string]string, content []byte) (*http.Response, string) {
+	b.t.Helper()
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	for k, v := range fields {
+		mw.WriteField(k, v)
+	}
+	fw, _ := mw.CreateFormFile("backup", "backup.kqb")
+	fw.Write(content)
+	mw.Close()
+	req, _ := http.NewRequest(http.MethodPost, b.s.url(path+"?csrf="+url.QueryEscape(b.csrf)), &body)
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	return b.do(req)
+}
+
+// TestHSMPageObjects: the HSM page lists every object with carried yes/no-because; a backup of
+// an HSM holding an object that cannot leave is a problem page naming it, not a download; the
+// explicit skip makes the backup, whose header names it; a preview shows the plan and changes
+// nothing.
+func TestHSMPageObjects(t *testing.T) {
+	s := startService(t, t.TempDir(), serviceOptions{})
+	ctx := t.Context()
+	if err := s.hsm.LoadBackupKey(ctx, bytes.Repeat([]byte{5}, 32)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.hsm.CreateObject(ctx, hsm.ObjectSpec{Kind: "AES-128", Label: "stays inside", NotExtractable: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.hsm.CreateObject(ctx, hsm.ObjectSpec{Kind: "EC-P256", Label: "signing pair"}); err != nil {
+		t.Fatal(err)
+	}
+	admin := s.browser("Alice Admin")
+	page := admin.get("/hsm", http.StatusOK)
+	for _, want := range []string{`data-testid="hsm-objects"`, "stays inside", "it is not extractable", "signing pair", "EC-256 private key",
+		"2 carried, 1 not", `data-testid="backup-skip"`, `data-testid="restore-preview"`, `data-testid="create-form"`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("HSM page lacks %q", want)
+		}
+	}
+
+	req, _ := http.NewRequest(http.MethodGet, s.url("/hsm/backup"), nil)
+	resp, body := admin.do(req)
+	if resp.StatusCode != http.StatusUnprocessableEntity || resp.Header.Get("Content-Disposition") != "" ||
+		!strings.Contains(resp.Header.Get("Content-Type"), "text/html") ||
+		!strings.Contains(body, "Backup refused") || !strings.Contains(body, "stays inside") {
+		t.Fatalf("refused backup: %d %q %q %s", resp.StatusCode, resp.Header.Get("Content-Disposition"), resp.Header.Get("Content-Type"), excerpt(body))
+	}
+	b := admin.get("/hsm/backup?skip=1", http.StatusOK)
+	hdr, err := backup.ReadHeader(strings.NewReader(b))
+	if err != nil || hdr.SkippedTotal != 1 || hdr.Skipped[0].Label != "stays inside" {
+		t.Fatalf("header of the backup that skipped: %+v %v", hdr, err)
+	}
+
+	resp, body = admin.postBackupForm("/hsm/restore/preview", map[string]string{"make_equal": "1"}, []byte(b))
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "Restore preview") || !strings.Contains(body, "Nothing was changed") ||
+		!strings.Contains(body, `data-testid="plan-skipped"`) {
+		t.Fatalf("preview: %d %s", resp.StatusCode, excerpt(body))
+	}
+	if !strings.Contains(body, "remove") || !strings.Contains(body, "stays inside") {
+		t.Errorf("made-equal preview does not show the removal: %s", excerpt(body))
+	}
+	objs, _ := s.hsm.Objects(ctx)
+	if !strings.Contains(func() string {
+		var l []string
+		for _, o := range objs {
+			l = append(l, o.Label)
+		}
+		return strings.Join(l, ",")
+	}(), "stays inside") {
+		t.Fatal("a preview changed the HSM")
+	}
+	// A restore answers with its plan; the object made before it stays.
+	resp, body = admin.upload(strings.NewReader(b), -1)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "Backup restored") || !strings.Contains(body, "kept") {
+		t.Fatalf("restore: %d %s", resp.StatusCode, excerpt(body))
+	}
+	_ = io.Discard
+}
