@@ -499,7 +499,6 @@ func (a *Handlers) restore(w http.ResponseWriter, r *http.Request) {
 	web.WriteJSON(w, PlanOf(res, plan))
 }
 
-
 func (a *Handlers) auditVerify(w http.ResponseWriter, r *http.Request) {
 	sum, err := a.cfg.Audit.VerifyAudit()
 	if err != nil {
