@@ -78,15 +78,17 @@ func (n *Node) CheckJoiner(ctx context.Context, node string, leaf *x509.Certific
 	return mine, nil
 }
 
-// SendState writes this node's key database to w as a backup under the MBK mine (what
-// CheckJoiner returned) and audits it. An error in the middle of the stream can only cut it
-// off: the joining node's restore detects the truncation.
+// SendState writes this node's object store to w as a backup under the MBK mine (what
+// CheckJoiner returned) and audits it: the whole store, as a backup carries it. Objects that
+// cannot leave refuse it before anything is written (an *hsm.IncompleteBackupError, which the
+// joining node is shown); an error in the middle of the stream can only cut it off: the joining
+// node's restore detects the truncation.
 func (n *Node) SendState(ctx context.Context, w io.Writer, node string, mine hsm.KeyID) error {
 	if err := n.HSM.Backup(ctx, w); err != nil {
 		n.log().Error("cluster state transfer failed", "node", node, "err", err)
 		return err
 	}
 	n.log().Info("cluster state sent", "node", node, "key_id", mine.String())
-	n.Audit.Record(node, AuditClusterStateSent, fmt.Sprintf("key database sent to node %s, encrypted under the master backup key %s", node, mine))
+	n.Audit.Record(node, AuditClusterStateSent, fmt.Sprintf("object store sent to node %s, encrypted under the master backup key %s", node, mine))
 	return nil
 }

@@ -62,7 +62,14 @@ func (a *Handlers) clusterState(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set(cluster.KeyIDHeader, mine.String())
-	if err := a.cfg.Cluster.SendState(r.Context(), w, op.Name, mine); err != nil {
+	cw := &countingWriter{w: w}
+	if err := a.cfg.Cluster.SendState(r.Context(), cw, op.Name, mine); err != nil {
+		if cw.n == 0 {
+			// Refused before a byte (objects that cannot leave): the joining node shows why.
+			w.Header().Del(cluster.KeyIDHeader)
+			a.fail(w, r, err)
+			return
+		}
 		panic(http.ErrAbortHandler)
 	}
 }
