@@ -16,7 +16,7 @@
 //  3. An administrator of B joins ([Node.Join]; POST /api/v1/cluster/join, `keyquorum cluster
 //     join`) with A's address and the node file: B connects to A over mutually authenticated
 //     TLS 1.3, trusting only the CA in the node file and presenting the node certificate, and
-//     asks for GET [StatePath] naming its MBK key ID in [KeyIDHeader]. A sends its key database
+//     asks for GET [StatePath] naming its MBK key ID in [KeyIDHeader]. A sends its object store
 //     as a backup (the hsm/backup format: encrypted under the MBK) only to a node certificate
 //     of its own CA whose node names the same MBK key ID ([Node.CheckJoiner], [Node.SendState]);
 //     B checks the backup's key ID against its own before restoring ([Restore]). Both then

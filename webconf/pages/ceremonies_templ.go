@@ -910,7 +910,7 @@ func resetPage(p Page, v resetView) templ.Component {
 				}()
 			}
 			ctx = templ.InitializeContext(ctx)
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 76, "<h1>Factory reset</h1><section class=\"card-box warn\"><p><strong>A factory reset erases the HSM's keys and the master backup key</strong>, and clears the ceremony state. The audit log is kept and records the reset.</p>")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 76, "<h1>Factory reset</h1><section class=\"card-box warn\"><p><strong>A factory reset erases the master backup key and the application keys Keyquorum created in the HSM</strong>, and clears the ceremony state. Other software's objects in the HSM (keys, certificates, data objects Keyquorum did not create) stay; the HSM page lists them. The audit log is kept and records the reset.</p>")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}

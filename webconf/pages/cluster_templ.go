@@ -52,7 +52,7 @@ func clusterPage(p Page, v clusterView) templ.Component {
 				return templ_7745c5c3_Err
 			}
 			if v.Joined != nil {
-				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 2, "<p class=\"notice\" data-testid=\"joined\">Joined: the key database of ")
+				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 2, "<p class=\"notice\" data-testid=\"joined\">Joined: the object store of ")
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
@@ -127,7 +127,7 @@ func clusterPage(p Page, v clusterView) templ.Component {
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
-				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 10, "</code>. Give the address of a node of the cluster, by a name its certificate covers, and the node file it issued. Nothing changes here unless that node is authenticated by the file's CA, holds this key, and its whole state reads back intact. This node's key database is replaced by the cluster's.</p><form method=\"post\" action=\"")
+				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 10, "</code>. Give the address of a node of the cluster, by a name its certificate covers, and the node file it issued. Nothing changes here unless that node is authenticated by the file's CA, holds this key, and its whole state reads back intact. The cluster node's objects are added to this node's, replacing those of the same identity; other objects here stay.</p><form method=\"post\" action=\"")
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
