@@ -92,3 +92,32 @@ func TestHSMPageObjects(t *testing.T) {
 	}
 	_ = io.Discard
 }
+
+// TestHSMPageCreate: the HSM page's form makes a key with a security key confirmation; label
+// rules and identity clashes are problem pages that store nothing.
+func TestHSMPageCreate(t *testing.T) {
+	s := startService(t, t.TempDir(), serviceOptions{})
+	admin := s.browser("Alice Admin")
+	resp, _ := admin.post("/hsm/objects", url.Values{"kind": {"Ed25519"}, "label": {"release signing"}, "id": {"e1"}}, http.StatusSeeOther)
+	if resp.Header.Get("Location") != "/hsm?created=1" {
+		t.Fatalf("create: redirected to %q", resp.Header.Get("Location"))
+	}
+	page := admin.get("/hsm?created=1", http.StatusOK)
+	if !strings.Contains(page, `data-testid="created"`) || !strings.Contains(page, "EdDSA-255 private key") || !strings.Contains(page, "release signing") {
+		t.Fatalf("HSM page after create: %s", excerpt(page))
+	}
+	_, body := admin.post("/hsm/objects", url.Values{"kind": {"Ed25519"}, "label": {"release signing"}, "id": {"e1"}}, http.StatusConflict)
+	if !strings.Contains(body, "An object of that identity exists") {
+		t.Errorf("second create: %s", excerpt(body))
+	}
+	_, body = admin.post("/hsm/objects", url.Values{"kind": {"AES-256"}, "label": {""}}, http.StatusBadRequest)
+	if !strings.Contains(body, "Object not accepted") {
+		t.Errorf("empty label: %s", excerpt(body))
+	}
+	auditor := s.browserAs("Ada Auditor", "auditor", true)
+	auditor.post("/hsm/objects", url.Values{"kind": {"AES-256"}, "label": {"x"}}, http.StatusForbidden)
+	objs, _ := s.hsm.Objects(t.Context())
+	if len(objs) != 2 {
+		t.Fatalf("objects after refusals: %v", objs)
+	}
+}
