@@ -11,8 +11,8 @@ import (
 	"fmt"
 	"math/big"
 	"os"
-	"strconv"
 	"runtime"
+	"strconv"
 	"testing"
 	"time"
 
