@@ -142,6 +142,38 @@ func appendAudit(tx *bolt.Tx, e *AuditEntry) error {
 	return putJSON(meta, keyAuditHead, auditHead{Seq: seq, Hash: e.Hash})
 }
 
+// auditHeadSeq is the seq of the last audit entry (0 for an empty log or a journal still
+// being created).
+func auditHeadSeq(tx *bolt.Tx) uint64 {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		return 0
+	}
+	var head auditHead
+	if _, err := getJSON(meta, keyAuditHead, &head); err != nil {
+		return 0
+	}
+	return head.Seq
+}
+
+// auditEntriesAfter returns the entries appended after seq, in order.
+func auditEntriesAfter(tx *bolt.Tx, seq uint64) ([]AuditEntry, error) {
+	b := tx.Bucket(bucketAudit)
+	if b == nil {
+		return nil, nil
+	}
+	var out []AuditEntry
+	c := b.Cursor()
+	for k, v := c.Seek(u64key(seq + 1)); k != nil; k, v = c.Next() {
+		var e AuditEntry
+		if err := json.Unmarshal(v, &e); err != nil {
+			return nil, fmt.Errorf("read audit entry: %w", ErrCorrupt)
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
 // AuditError is a break in the audit chain: an entry that was edited, removed or added.
 type AuditError struct {
 	Seq     uint64 // the entry where the chain breaks

@@ -24,10 +24,14 @@ type Config struct {
 	Dir string
 	Pad Pad
 	HSM HSM
-	// Logger receives operational logs (never secrets). Audit events go to the audit log, not
-	// here. Nil discards.
+	// Logger receives operational logs (never secrets), and every committed audit entry once
+	// more as a structured line (attribute audit_event), for log shippers; the hash-chained
+	// audit log stays the record. Nil discards.
 	Logger   *slog.Logger
 	Timeouts Timeouts
+	// OnAudit, when set, is called with every audit entry after it is committed (metrics). It
+	// must not block or call back into the Manager.
+	OnAudit func(AuditEntry)
 	// AfterCommit, when set, is called synchronously after each transition is durable, before
 	// the ceremony touches a card or the HSM again. For metrics and crash tests; it must not
 	// call back into the Manager.
@@ -76,6 +80,7 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{cfg: cfg, st: st, log: log, events: newBroker()}
+	st.onAudit = m.logAudit
 	if err := m.recover(ctx); err != nil {
 		st.close()
 		return nil, err
@@ -100,6 +105,33 @@ func (m *Manager) Close() error {
 	}
 	m.events.close()
 	return m.st.close()
+}
+
+// logAudit writes a committed audit entry as one structured log line, so that a log shipper sees
+// every audit-worthy event without reading the journal. Entries hold no secret (audit.go).
+func (m *Manager) logAudit(e AuditEntry) {
+	attrs := []any{
+		slog.String("audit_event", e.Event), slog.Uint64("audit_seq", e.Seq), slog.String("operator", e.Operator),
+	}
+	if e.Ceremony != 0 {
+		attrs = append(attrs, slog.Uint64("ceremony", e.Ceremony), slog.String("kind", string(e.Kind)))
+	}
+	if len(e.Serials) > 0 {
+		attrs = append(attrs, slog.Any("serials", e.Serials))
+	}
+	if len(e.Indexes) > 0 {
+		attrs = append(attrs, slog.Any("indexes", e.Indexes))
+	}
+	if e.SetID != "" {
+		attrs = append(attrs, slog.String("set_id", e.SetID))
+	}
+	if e.KeyID != "" {
+		attrs = append(attrs, slog.String("key_id", e.KeyID))
+	}
+	m.log.Info(e.Message, attrs...)
+	if m.cfg.OnAudit != nil {
+		m.cfg.OnAudit(e)
+	}
 }
 
 // Commits is the number of journal transactions committed since Open.

@@ -100,6 +100,9 @@ var (
 type store struct {
 	db      *bolt.DB
 	commits atomic.Uint64
+	// onAudit, when set (before the store is shared), sees every audit entry once the
+	// transaction that appended it has committed: the manager logs each as a structured line.
+	onAudit func(AuditEntry)
 }
 
 func openStore(dir string) (*store, error) {
@@ -168,10 +171,26 @@ func schemaOf(tx *bolt.Tx) uint32 {
 
 // update runs one logical transition in one read-write transaction.
 func (s *store) update(fn func(tx *bolt.Tx) error) error {
-	if err := s.db.Update(fn); err != nil {
+	var appended []AuditEntry
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if s.onAudit == nil {
+			return fn(tx)
+		}
+		before := auditHeadSeq(tx)
+		if err := fn(tx); err != nil {
+			return err
+		}
+		var err error
+		appended, err = auditEntriesAfter(tx, before)
+		return err
+	})
+	if err != nil {
 		return err
 	}
 	s.commits.Add(1)
+	for _, e := range appended {
+		s.onAudit(e)
+	}
 	return nil
 }
 
