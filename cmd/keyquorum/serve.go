@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/keyquorum/keyquorum/ceremony"
 	"github.com/keyquorum/keyquorum/hsm"
 	"github.com/keyquorum/keyquorum/hsm/pkcs11"
@@ -43,6 +44,8 @@ type serveConfig struct {
 	recoverAdmin bool
 	maxUpload    int64
 	verbose      bool
+	logFormat    string // "text" or "json"
+	configFile   string
 }
 
 const serveUsage = `usage: keyquorum serve [flags]
@@ -54,6 +57,13 @@ the first administrator's client certificate (PKCS#12, password in a file beside
 DATA/webconf, and prints where they are.
 
 PINs are never given on the command line: the PKCS#11 user PIN is read from --pin-file.
+
+--config FILE reads these flags from a file, one "name = value" per line ('#' starts a comment;
+a repeatable flag is repeated); a flag given on the command line wins over the file. The Debian
+package's service runs "keyquorum serve --config /etc/keyquorum/keyquorum.conf".
+
+Under systemd (Type=notify) the service reports ready once WebConf is listening. Core dumps are
+switched off at start, so a crash cannot write key material to disk.
 
 flags:
 `
@@ -96,6 +106,8 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.Int64Var(&c.maxUpload, "max-upload", webconf.DefaultMaxUpload, "largest backup upload accepted, in `bytes`")
 	fs.BoolVar(&c.recoverAdmin, "recover-admin", false, "at this start, give the first administrator's certificate (DATA/webconf/admin.p12) the admin role again and remove its security keys, so it can register a new one: the way out when every administrator lost their security key (audited)")
 	fs.BoolVar(&c.verbose, "v", false, "log debug records too")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log lines as `text` (key=value) or json (one JSON object a line, for log shippers)")
+	fs.StringVar(&c.configFile, "config", "", "read flags from this `file` (\"name = value\" lines); command-line flags win")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -104,6 +116,12 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if c.configFile != "" {
+		if err := applyConfigFile(fs, c.configFile, set); err != nil {
+			return nil, usageErr(stderr, "%v", err)
+		}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	}
 
 	switch c.pinpad {
 	case "sim":
@@ -145,6 +163,9 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	if c.maxUpload <= 0 {
 		return nil, usageErr(stderr, "--max-upload must be a positive number of bytes")
 	}
+	if c.logFormat != "text" && c.logFormat != "json" {
+		return nil, usageErr(stderr, "--log-format must be text or json, not %q", c.logFormat)
+	}
 	return c, nil
 }
 
@@ -165,7 +186,16 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if c.verbose {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	opts := &slog.HandlerOptions{Level: level}
+	var handler slog.Handler = slog.NewTextHandler(stderr, opts)
+	if c.logFormat == "json" {
+		handler = slog.NewJSONHandler(stderr, opts)
+	}
+	log := slog.New(handler)
+	if err := disableCoreDumps(); err != nil {
+		// Not fatal: systemd's LimitCORE=0 does the same; say it so an operator can act.
+		log.Warn("could not switch off core dumps", "err", err)
+	}
 	return serve(ctx, c, stdout, log)
 }
 
@@ -300,7 +330,13 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 	fmt.Fprintf(stdout, "  Security keys: work at https://%s/ only (WebAuthn relying party %s); register one on the Account page before any ceremony\n", net.JoinHostPort(rpID, port), rpID)
 	fmt.Fprintf(stdout, "Import the administrator certificate into the browser, trust the CA certificate, then open the URL.\n")
 
+	// The listener is bound and the server is about to accept: systemd may start what waits for
+	// us. Outside systemd (no NOTIFY_SOCKET) this does nothing.
+	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+		log.Warn("could not tell systemd the service is ready", "err", err)
+	}
 	err = srv.Serve(ctx, ln)
+	daemon.SdNotify(false, daemon.SdNotifyStopping)
 	log.Info("webconf stopped")
 	return err
 }
