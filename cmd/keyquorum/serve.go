@@ -46,6 +46,7 @@ type serveConfig struct {
 	verbose      bool
 	logFormat    string // "text" or "json"
 	configFile   string
+	check        bool // only check the flags and the configuration file, print them, exit
 }
 
 const serveUsage = `usage: keyquorum serve [flags]
@@ -108,6 +109,7 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.BoolVar(&c.verbose, "v", false, "log debug records too")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log lines as `text` (key=value) or json (one JSON object a line, for log shippers)")
 	fs.StringVar(&c.configFile, "config", "", "read flags from this `file` (\"name = value\" lines); command-line flags win")
+	fs.BoolVar(&c.check, "check", false, "check the flags and the configuration file, print the settings in effect and exit (nothing is opened or created)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -181,6 +183,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	c, err := parseServe(args, stderr)
 	if err != nil {
 		return err
+	}
+	if c.check {
+		return printServeSettings(stdout, c)
 	}
 	level := slog.LevelInfo
 	if c.verbose {

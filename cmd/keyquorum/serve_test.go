@@ -273,3 +273,25 @@ func TestVersion(t *testing.T) {
 		t.Errorf("version extra: exit %d", code)
 	}
 }
+
+func TestServeCheck(t *testing.T) {
+	conf := filepath.Join(t.TempDir(), "kq.conf")
+	os.WriteFile(conf, []byte("pinpad = pcsc\nhost = kq1.example\nhost = kq1\nlisten = 0.0.0.0:8443\n"), 0o644)
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"serve", "--config", conf, "--check", "--data", t.TempDir() + "/never"}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	for _, want := range []string{"configuration is valid", "  pinpad = pcsc\n", "  host = kq1.example,kq1\n", "  listen = 0.0.0.0:8443\n"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("--check output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(conf), "never")); !os.IsNotExist(err) {
+		t.Error("--check created the data directory")
+	}
+	os.WriteFile(conf, []byte("pinpad = usb\n"), 0o644)
+	out.Reset()
+	if code := run(context.Background(), []string{"serve", "--config", conf, "--check"}, &out, &errb); code != 2 || out.Len() != 0 {
+		t.Errorf("a bad file: exit %d, out %q", code, out.String())
+	}
+}

@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"io"
 	"os"
+	"strconv"
 	"strings"
 )
 
@@ -61,6 +63,27 @@ func applyConfigFile(fs *flag.FlagSet, path string, cmdline map[string]bool) err
 	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("read configuration file %s: %w", path, err)
+	}
+	return nil
+}
+
+// printServeSettings prints the settings in effect (from the command line, the configuration
+// file or the defaults), for `serve --check`. None is a secret (the PKCS#11 PIN stays in the
+// file --pin-file names), so all can be shown.
+func printServeSettings(w io.Writer, c *serveConfig) error {
+	fmt.Fprintln(w, "configuration is valid; settings in effect:")
+	rows := []struct{ name, value string }{
+		{"data", c.dataDir}, {"listen", c.listen}, {"host", strings.Join(c.hosts, ",")},
+		{"pinpad", c.pinpad}, {"reader", c.reader}, {"virtual-reader", c.virtual},
+		{"hsm", c.hsm}, {"pkcs11-module", c.pkcs11Module}, {"slot", c.slot}, {"pin-file", c.pinFile},
+		{"ca-bundle", c.caBundle}, {"crl", strings.Join(c.crls, ",")},
+		{"max-upload", strconv.FormatInt(c.maxUpload, 10)}, {"log-format", c.logFormat},
+		{"v", strconv.FormatBool(c.verbose)}, {"recover-admin", strconv.FormatBool(c.recoverAdmin)},
+	}
+	for _, r := range rows {
+		if r.value != "" {
+			fmt.Fprintf(w, "  %s = %s\n", r.name, r.value)
+		}
 	}
 	return nil
 }
