@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,6 +26,7 @@ import (
 	"github.com/keyquorum/keyquorum/pinpad/pcsc"
 	"github.com/keyquorum/keyquorum/pinpad/sim"
 	"github.com/keyquorum/keyquorum/webconf"
+	"github.com/keyquorum/keyquorum/webconf/monitor"
 )
 
 // serveConfig is what `keyquorum serve` runs with, after its flags are checked.
@@ -47,6 +49,7 @@ type serveConfig struct {
 	logFormat    string // "text" or "json"
 	configFile   string
 	check        bool // only check the flags and the configuration file, print them, exit
+	metricsAddr  string
 }
 
 const serveUsage = `usage: keyquorum serve [flags]
@@ -109,6 +112,7 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.BoolVar(&c.verbose, "v", false, "log debug records too")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log lines as `text` (key=value) or json (one JSON object a line, for log shippers)")
 	fs.StringVar(&c.configFile, "config", "", "read flags from this `file` (\"name = value\" lines); command-line flags win")
+	fs.StringVar(&c.metricsAddr, "metrics-listen", "", "serve Prometheus metrics over plain HTTP at /metrics on this `address` (host:port, e.g. 127.0.0.1:9643); off when empty. They carry no secret and no card serial, and need no client certificate: keep the address on a management network or loopback")
 	fs.BoolVar(&c.check, "check", false, "check the flags and the configuration file, print the settings in effect and exit (nothing is opened or created)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -164,6 +168,14 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	}
 	if c.maxUpload <= 0 {
 		return nil, usageErr(stderr, "--max-upload must be a positive number of bytes")
+	}
+	if c.metricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.metricsAddr); err != nil {
+			return nil, usageErr(stderr, "--metrics-listen must be host:port, e.g. 127.0.0.1:9643: %v", err)
+		}
+		if c.metricsAddr == c.listen && !strings.HasSuffix(c.listen, ":0") {
+			return nil, usageErr(stderr, "--metrics-listen must differ from --listen: metrics are served on a listener of their own")
+		}
 	}
 	if c.logFormat != "text" && c.logFormat != "json" {
 		return nil, usageErr(stderr, "--log-format must be text or json, not %q", c.logFormat)
@@ -287,7 +299,21 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 	}
 	defer h.Close()
 
-	mgr, err := ceremony.Open(ctx, ceremony.Config{Dir: c.dataDir, Pad: pad, HSM: h, Logger: log.With("room", "ceremony")})
+	var metricsURL string
+	metrics := monitor.New(monitor.Probes{DataDir: c.dataDir, HSM: h, Logger: log.With("room", "monitor")})
+	if c.metricsAddr != "" {
+		mln, err := net.Listen("tcp", c.metricsAddr)
+		if err != nil {
+			return fmt.Errorf("listen on %s for metrics: %w", c.metricsAddr, err)
+		}
+		msrv := &http.Server{Handler: metricsMux(metrics), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+			WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute}
+		go msrv.Serve(mln)
+		defer msrv.Close()
+		metricsURL = "http://" + mln.Addr().String() + "/metrics"
+	}
+
+	mgr, err := ceremony.Open(ctx, ceremony.Config{Dir: c.dataDir, Pad: pad, HSM: h, Logger: log.With("room", "ceremony"), OnAudit: metrics.ObserveAudit})
 	if err != nil {
 		return err
 	}
@@ -324,6 +350,9 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 		fmt.Fprintf(stdout, "  PIN pad:       %s\n", padName)
 	}
 	fmt.Fprintf(stdout, "  HSM:           %s\n", hsmName)
+	if metricsURL != "" {
+		fmt.Fprintf(stdout, "  Metrics:       %s (and /healthz there)\n", metricsURL)
+	}
 	fmt.Fprintf(stdout, "  CA certificate: %s (SHA-256 %s)\n", pki.CACertPath(), pki.Fingerprint())
 	created := ""
 	if pki.AdminCreated {
@@ -344,6 +373,14 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 	daemon.SdNotify(false, daemon.SdNotifyStopping)
 	log.Info("webconf stopped")
 	return err
+}
+
+// metricsMux serves /metrics, and /healthz for a scraper that watches both on one address.
+func metricsMux(m *monitor.Metrics) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.Handler())
+	mux.Handle("GET /healthz", m.Health())
+	return mux
 }
 
 // relyingPartyID is the host name security keys are bound to: the first --host that is a DNS
