@@ -567,7 +567,46 @@ func (m *Manager) VerifyAudit() (AuditSummary, error) {
 		s, err = verifyAudit(tx)
 		return err
 	})
-	return s, err
+	if err != nil {
+		return s, err
+	}
+	return s, m.saveAuditCheckpoint(s)
+}
+
+// VerifyAuditIncremental checks only what was appended since the last successful verification
+// (of either kind): the chain from that checkpoint on, that the checkpoint's entry is unchanged,
+// and the head. Its cost grows with what was appended, not with the log, which is what a page
+// view can afford; an edit of an entry older than the checkpoint is found by [Manager.VerifyAudit]
+// (audit verify), which checks every entry.
+func (m *Manager) VerifyAuditIncremental() (AuditSummary, error) {
+	var s AuditSummary
+	var cp auditHead
+	err := m.st.view(func(tx *bolt.Tx) (err error) {
+		if _, err := getJSON(tx.Bucket(bucketMeta), keyAuditVerified, &cp); err != nil {
+			cp = auditHead{} // an unreadable checkpoint: check everything
+		}
+		s, err = verifyAuditFrom(tx, cp)
+		return err
+	})
+	if err != nil {
+		return s, err
+	}
+	return s, m.saveAuditCheckpoint(s)
+}
+
+// saveAuditCheckpoint records the last entry a verification vouched for.
+func (m *Manager) saveAuditCheckpoint(s AuditSummary) error {
+	if s.Entries == 0 {
+		return nil
+	}
+	return m.st.update(func(tx *bolt.Tx) error {
+		var cp auditHead
+		getJSON(tx.Bucket(bucketMeta), keyAuditVerified, &cp)
+		if cp.Seq >= s.Entries {
+			return nil
+		}
+		return putJSON(tx.Bucket(bucketMeta), keyAuditVerified, auditHead{Seq: s.Entries, Hash: s.Head})
+	})
 }
 
 // ExportAudit writes the audit log as JSON lines, one [AuditEntry] per line, oldest first.
@@ -580,11 +619,16 @@ func (m *Manager) ExportAudit(w io.Writer) error {
 	return nil
 }
 
-// AuditLog returns the audit entries of one ceremony (ceremony 0: all entries).
+// AuditLog returns the audit entries of one ceremony, oldest first, found through the audit
+// index (ceremony 0: every entry, which reads the whole log — pages use [Manager.AuditPage]).
 func (m *Manager) AuditLog(ceremony uint64) ([]AuditEntry, error) {
 	var out []AuditEntry
 	err := m.st.view(func(tx *bolt.Tx) (err error) {
-		out, err = auditEntries(tx, func(e *AuditEntry) bool { return ceremony == 0 || e.Ceremony == ceremony })
+		if ceremony == 0 {
+			out, err = auditEntries(tx, func(*AuditEntry) bool { return true })
+			return err
+		}
+		out, err = ceremonyAudit(tx, ceremony)
 		return err
 	})
 	return out, err

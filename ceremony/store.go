@@ -23,12 +23,15 @@ var (
 	bucketCeremonies = []byte("ceremonies")
 	bucketAudit      = []byte("audit")
 	bucketSets       = []byte("sets")
+	bucketAuditIndex = []byte("audit-index")
 
 	keySchema    = []byte("schema")
 	keyAuditHead = []byte("audit-head")
-	keyCurrent   = []byte("current")
-	keyPending   = []byte("pending")
-	keyKeySet    = []byte("keyset")
+	// keyAuditVerified is the checkpoint of the last successful verification (JSON auditHead).
+	keyAuditVerified = []byte("audit-verified")
+	keyCurrent       = []byte("current")
+	keyPending       = []byte("pending")
+	keyKeySet        = []byte("keyset")
 )
 
 // migration brings the schema from version i to i+1, where i is its position in migrations.
@@ -41,6 +44,7 @@ type migration struct {
 var migrations = []migration{
 	{"create the meta, state, ceremonies and audit buckets", migrateCreateBuckets},
 	{"create the sets bucket and register the card set of the loaded key as current", migrateCardSets},
+	{"create the audit index and index the entries in the log", migrateAuditIndex},
 }
 
 // schemaVersion is the schema this build writes: one version per migration.
