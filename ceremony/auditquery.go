@@ -21,7 +21,10 @@ import (
 //	"s" | serial | 0x00           | seq (u64)
 //	"e" | event | 0x00            | seq (u64)
 //	"o" | SHA-256(operator)[:8]   | seq (u64)   (operators are long; a collision is re-checked)
+//	"k" | kind | 0x00             | ceremony (u64)   (from each ceremony.started entry: the
+//	                                                  ceremonies of one kind, for lists)
 const (
+	idxKind     = 'k'
 	idxCeremony = 'c'
 	idxSerial   = 's'
 	idxEvent    = 'e'
@@ -63,6 +66,9 @@ func indexAudit(tx *bolt.Tx, e *AuditEntry) error {
 		if err := idx.Put(binary.BigEndian.AppendUint64(p, e.Seq), nil); err != nil {
 			return err
 		}
+	}
+	if e.Event == AuditCeremonyStarted && e.Ceremony != 0 && e.Kind != "" {
+		return idx.Put(binary.BigEndian.AppendUint64(stringPrefix(idxKind, string(e.Kind)), e.Ceremony), nil)
 	}
 	return nil
 }
@@ -312,4 +318,88 @@ func ceremonyAudit(tx *bolt.Tx, id uint64) ([]AuditEntry, error) {
 		}
 	}
 	return out, nil
+}
+
+// CeremonyQuery selects ceremonies for a list, newest first.
+type CeremonyQuery struct {
+	Before uint64 // ceremonies with a smaller ID; 0 starts at the newest
+	Limit  int    // default [DefaultAuditPage], at most [MaxAuditPage]
+	Kind   Kind   // "" for every kind
+}
+
+// CeremoniesPage returns one page of ceremonies, newest first, and the Before of the next
+// (older) page, 0 when there is none. Its cost is the page's, whatever the journal holds: a
+// kind is found through the audit index.
+func (m *Manager) CeremoniesPage(q CeremonyQuery) ([]Journal, uint64, error) {
+	if q.Limit <= 0 {
+		q.Limit = DefaultAuditPage
+	}
+	if q.Limit > MaxAuditPage {
+		q.Limit = MaxAuditPage
+	}
+	var out []Journal
+	var next uint64
+	err := m.st.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketCeremonies)
+		add := func(v []byte) (bool, error) {
+			if len(out) == q.Limit {
+				next = out[len(out)-1].ID
+				return false, nil
+			}
+			j, err := decodeJournal(v)
+			if err != nil {
+				return false, err
+			}
+			out = append(out, *j)
+			return true, nil
+		}
+		if q.Kind == "" {
+			c := b.Cursor()
+			k, v := c.Last()
+			if q.Before != 0 {
+				k, v = c.Seek(u64key(q.Before))
+				if k == nil {
+					k, v = c.Last()
+				} else {
+					k, v = c.Prev()
+				}
+			}
+			for ; k != nil; k, v = c.Prev() {
+				if more, err := add(v); err != nil || !more {
+					return err
+				}
+			}
+			return nil
+		}
+		idx := tx.Bucket(bucketAuditIndex)
+		if idx == nil {
+			return fmt.Errorf("the audit index is missing: %w", ErrCorrupt)
+		}
+		prefix := stringPrefix(idxKind, string(q.Kind))
+		c := idx.Cursor()
+		before := q.Before
+		if before == 0 {
+			before = ^uint64(0)
+		}
+		k, _ := c.Seek(binary.BigEndian.AppendUint64(bytes.Clone(prefix), before))
+		if k == nil {
+			k, _ = c.Last()
+		} else {
+			k, _ = c.Prev()
+		}
+		for ; k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8; k, _ = c.Prev() {
+			v := b.Get(k[len(prefix):])
+			if v == nil {
+				continue
+			}
+			if more, err := add(v); err != nil || !more {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("list ceremonies: %w", err)
+	}
+	return out, next, nil
 }

@@ -185,3 +185,78 @@ func TestMigration3(t *testing.T) {
 		t.Errorf("after the migration: %d entries, %v", len(got.Entries), err)
 	}
 }
+
+// fillCeremonies journals n ended ceremonies (every 7th a card check, the rest loads) with
+// their ceremony.started audit entries, in batches.
+func fillCeremonies(tb testing.TB, st *store, n int) {
+	tb.Helper()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for done := 0; done < n; {
+		err := st.update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketCeremonies)
+			for i := 0; i < 2000 && done < n; i, done = i+1, done+1 {
+				id, err := b.NextSequence()
+				if err != nil {
+					return err
+				}
+				kind := KindLoad
+				if id%7 == 0 {
+					kind = KindCardCheck
+				}
+				now := t0.Add(time.Duration(id) * time.Minute)
+				j := &Journal{ID: id, Kind: kind, Status: StatusDone, Operator: "CN=bench", Started: now, Updated: now, Ended: now, Attempt: 1}
+				if err := appendAudit(tx, &AuditEntry{Time: now, Operator: "CN=bench", Ceremony: id, Kind: kind, Event: AuditCeremonyStarted, Message: "started"}); err != nil {
+					return err
+				}
+				if err := putJSON(b, u64key(id), j); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
+
+func TestCeremoniesPage(t *testing.T) {
+	e := newEnv(t)
+	fillCeremonies(t, e.m.st, 100)
+	ids := func(js []Journal) []uint64 {
+		var out []uint64
+		for _, j := range js {
+			out = append(out, j.ID)
+		}
+		return out
+	}
+	js, next, err := e.m.CeremoniesPage(CeremonyQuery{Limit: 3})
+	if err != nil || fmt.Sprint(ids(js)) != "[100 99 98]" || next != 98 {
+		t.Errorf("newest: %v next %d %v", ids(js), next, err)
+	}
+	js, next, _ = e.m.CeremoniesPage(CeremonyQuery{Limit: 3, Before: 98})
+	if fmt.Sprint(ids(js)) != "[97 96 95]" || next != 95 {
+		t.Errorf("next page: %v next %d", ids(js), next)
+	}
+	js, next, _ = e.m.CeremoniesPage(CeremonyQuery{Limit: 5, Before: 3})
+	if fmt.Sprint(ids(js)) != "[2 1]" || next != 0 {
+		t.Errorf("last page: %v next %d", ids(js), next)
+	}
+	js, next, _ = e.m.CeremoniesPage(CeremonyQuery{Kind: KindCardCheck, Limit: 3})
+	if fmt.Sprint(ids(js)) != "[98 91 84]" || next != 84 {
+		t.Errorf("card checks: %v next %d", ids(js), next)
+	}
+	js, next, _ = e.m.CeremoniesPage(CeremonyQuery{Kind: KindCardCheck, Before: 14})
+	if fmt.Sprint(ids(js)) != "[7]" || next != 0 {
+		t.Errorf("card checks before 14: %v next %d", ids(js), next)
+	}
+	js, _, _ = e.m.CeremoniesPage(CeremonyQuery{Kind: KindFactoryReset})
+	if len(js) != 0 {
+		t.Errorf("no reset was journaled: %v", ids(js))
+	}
+	// The last kind in the index (sorted by name) is found from its end too.
+	js, _, _ = e.m.CeremoniesPage(CeremonyQuery{Kind: KindLoad, Limit: 1})
+	if fmt.Sprint(ids(js)) != "[100]" {
+		t.Errorf("loads: %v", ids(js))
+	}
+}

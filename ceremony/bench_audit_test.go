@@ -1,6 +1,7 @@
 package ceremony
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -110,6 +111,47 @@ func BenchmarkAuditGrowth(b *testing.B) {
 		b.Run(fmt.Sprintf("export/entries=%d", n), func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				if err := m.ExportAudit(io.Discard); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkJournalGrowth measures, with 10, 1 000 and 100 000 ceremonies in the journal,
+// opening the manager (what service start costs the ceremony room), the overview the status
+// page shows, the newest page of the ceremonies list and the newest card checks (the Smart cards
+// page's list). None may grow with the journal.
+func BenchmarkJournalGrowth(b *testing.B) {
+	for _, n := range []int{10, 1_000, 100_000} {
+		e := newEnv(b)
+		fillCeremonies(b, e.m.st, n)
+		ctx := context.Background()
+		b.Run(fmt.Sprintf("open/ceremonies=%d", n), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				e.close()
+				b.StartTimer()
+				e.open()
+			}
+		})
+		b.Run(fmt.Sprintf("overview/ceremonies=%d", n), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if _, err := e.m.Overview(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("list-newest/ceremonies=%d", n), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if js, _, err := e.m.CeremoniesPage(CeremonyQuery{Limit: 10}); err != nil || len(js) != 10 {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("list-card-checks/ceremonies=%d", n), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if _, _, err := e.m.CeremoniesPage(CeremonyQuery{Kind: KindCardCheck, Limit: 10}); err != nil {
 					b.Fatal(err)
 				}
 			}
