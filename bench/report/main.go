@@ -47,12 +47,15 @@ type plan struct {
 	sseEvents  int // pad events per SSE run
 	benchtime  string
 	ceremonies int // simulator ceremonies per run
+	auditSizes string // audit log sizes of the growth curves (KQ_AUDIT_SIZES)
 }
 
-var full = plan{backupMiB: 1024, runs: 5, slowRuns: 3, backupRuns: 5, apdus: 2000, requests: 20000, sseEvents: 500, benchtime: "0.2s", ceremonies: 10}
+var full = plan{backupMiB: 1024, runs: 5, slowRuns: 3, backupRuns: 5, apdus: 2000, requests: 20000, sseEvents: 500, benchtime: "0.2s", ceremonies: 10,
+	auditSizes: "10000,1000000,10000000"}
 
 // quick checks the report itself in a minute; its figures are not the table's.
-var quick = plan{backupMiB: 64, runs: 2, slowRuns: 1, backupRuns: 1, apdus: 200, requests: 2000, sseEvents: 50, benchtime: "0.05s", ceremonies: 2}
+var quick = plan{backupMiB: 64, runs: 2, slowRuns: 1, backupRuns: 1, apdus: 200, requests: 2000, sseEvents: 50, benchtime: "0.05s", ceremonies: 2,
+	auditSizes: "1000,10000,100000"}
 
 func main() {
 	out := flag.String("out", "bench/RESULTS.md", "write the table to `file` (\"\" = print only)")
@@ -91,6 +94,7 @@ const (
 	orderBackup
 	orderWebConf
 	orderColdStart
+	orderGrowth
 )
 
 type report struct {
@@ -129,6 +133,7 @@ func run(ctx context.Context, p plan, out, note string) error {
 	r.pcscAPDU(ctx)
 	r.cyberJack(ctx)
 	r.backup(ctx)
+	r.growth(ctx)
 
 	md := r.markdown(began, time.Since(began), loadBefore, loadAvg(), note)
 	fmt.Println()
