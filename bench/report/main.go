@@ -46,7 +46,7 @@ type plan struct {
 	requests   int // status page requests per load run
 	sseEvents  int // pad events per SSE run
 	benchtime  string
-	ceremonies int // simulator ceremonies per run
+	ceremonies int    // simulator ceremonies per run
 	auditSizes string // audit log sizes of the growth curves (KQ_AUDIT_SIZES)
 }
 
