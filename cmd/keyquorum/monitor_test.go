@@ -2,8 +2,16 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"io"
+	"math/big"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -90,4 +98,117 @@ func TestMetrics(t *testing.T) {
 	if resp.StatusCode != 200 || string(b) != "up\n" {
 		t.Errorf("healthz on the metrics listener: %d %q", resp.StatusCode, b)
 	}
+}
+
+// TestHealthz asks /healthz on WebConf's own address without a client certificate: "up" while
+// the data directory, the HSM and the pad are fine, "degraded" once the data directory is gone,
+// and nothing else. A handshake with a certificate of an unknown CA is counted by reason, and
+// requests by route pattern.
+func TestHealthz(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a")
+	n, err := startNode("a", dir, "--metrics-listen", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		n.stop()
+		if t.Failed() {
+			t.Logf("--- log:\n%s", n.log)
+		}
+	})
+	caPEM, err := os.ReadFile(filepath.Join(dir, "webconf", "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	anon := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}, Timeout: 10 * time.Second}
+	get := func() (int, string) {
+		t.Helper()
+		resp, err := anon.Get(n.url("/healthz"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get(); code != 200 || body != "up\n" {
+		t.Errorf("healthy: %d %q", code, body)
+	}
+	// The data directory's journal stays open; what health asks is whether a file can be made.
+	hidden := dir + ".away"
+	if err := os.Rename(dir, hidden); err != nil {
+		t.Fatal(err)
+	}
+	code, body := get()
+	os.Rename(hidden, dir)
+	if code != http.StatusServiceUnavailable || body != "degraded\n" {
+		t.Errorf("data directory gone: %d %q", code, body)
+	}
+	if code, body := get(); code != 200 || body != "up\n" {
+		t.Errorf("data directory back: %d %q", code, body)
+	}
+	// Everything else still needs a certificate.
+	resp, err := anon.Get(n.url("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("GET / without a certificate: %d", resp.StatusCode)
+	}
+
+	// A client certificate of a CA WebConf does not know fails the handshake, counted.
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "stranger"}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	// GetClientCertificate sends it whatever CAs the server names (Certificates would not).
+	strangerCert := &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	stranger := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return strangerCert, nil }}}, Timeout: 10 * time.Second}
+	if resp, err := stranger.Get(n.url("/")); err == nil {
+		resp.Body.Close()
+		t.Error("a certificate of an unknown CA was accepted")
+	}
+	if _, _, err := n.do("GET", "/", "", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`Metrics: +(http://\S+/metrics)`).FindStringSubmatch(n.log.String())
+	if m == nil {
+		t.Fatalf("no metrics address:\n%s", n.log)
+	}
+	var out string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		resp, err := http.Get(m[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		out = string(b)
+		if strings.Contains(out, "keyquorum_tls_handshake_failures_total{reason=") || time.Now().After(deadline) {
+			break
+		}
+	}
+	if !regexp.MustCompile(`keyquorum_tls_handshake_failures_total\{reason="(unknown_ca|bad_certificate)"\} [1-9]`).MatchString(out) {
+		t.Errorf("the refused handshake is not counted:\n%s", grepLines(out, "handshake"))
+	}
+	if !regexp.MustCompile(`keyquorum_http_request_duration_seconds_count\{code="200",route="GET /\{\$\}"\} [1-9]`).MatchString(out) {
+		t.Errorf("the status page request is not counted by its route:\n%s", grepLines(out, "request_duration_seconds_count"))
+	}
+	if strings.Contains(out, "/healthz") || strings.Contains(out, "stranger") {
+		t.Error("a raw path or a certificate name became a label")
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
