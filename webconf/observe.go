@@ -118,4 +118,3 @@ func (s *Server) countRevoked(err error) {
 		s.cfg.Monitor.RevokedRefused()
 	}
 }
-
