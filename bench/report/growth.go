@@ -57,6 +57,18 @@ func (r *report) growth(ctx context.Context) {
 		{"ceremonies: newest 10 card checks", "BenchmarkJournalGrowth/list-card-checks/ceremonies=%s", true},
 	}
 	r.curves(journal, []string{"10", "1000", "100000"}, "ceremonies", src, lines, err)
+
+	step("webconf/operator: operators, revoked serials and CRL entries at 10 / 1000 / 10000")
+	src = "`BenchmarkOperatorsGrowth` (webconf/operator)"
+	lines, err = r.goBench(ctx, "webconf/operator", "operator-growth", 30*time.Minute,
+		"-test.bench", "^BenchmarkOperatorsGrowth$", "-test.benchtime", "200x", "-test.count", "1")
+	operators := []curve{
+		{"request admission, management-CA certificate (revoked serials)", "BenchmarkOperatorsGrowth/admit-management-cert/size=%s", true},
+		{"request admission, bundle-CA certificate (CRL entries)", "BenchmarkOperatorsGrowth/admit-bundle-cert-crl/size=%s", true},
+		{"the Operators page's operator list", "BenchmarkOperatorsGrowth/list-operators/size=%s", false},
+		{"the Operators page's certificate list", "BenchmarkOperatorsGrowth/list-certificates/size=%s", false},
+	}
+	r.curves(operators, []string{"10", "1000", "10000"}, "", src, lines, err)
 }
 
 func (r *report) curves(cs []curve, sizes []string, unit, src string, lines []benchLine, err error) {

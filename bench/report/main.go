@@ -175,7 +175,7 @@ func (r *report) fail(what, source string, err error) {
 func step(name string) { fmt.Printf("== %s (%s)\n", name, time.Now().Format("15:04:05")) }
 
 // testBinaries are the packages whose benchmarks the table uses, compiled once.
-var testBinaries = []string{"sharing", "ceremony", "webconf", "pinpad/pcsc", "pinpad/cyberjacksim"}
+var testBinaries = []string{"sharing", "ceremony", "webconf", "webconf/operator", "pinpad/pcsc", "pinpad/cyberjacksim"}
 
 func (r *report) build(ctx context.Context) {
 	step("build test binaries, keyquorum and bench tools")
