@@ -68,7 +68,7 @@ func (r *report) growth(ctx context.Context) {
 		{"the Operators page's operator list", "BenchmarkOperatorsGrowth/list-operators/size=%s", false},
 		{"the Operators page's certificate list", "BenchmarkOperatorsGrowth/list-certificates/size=%s", false},
 	}
-	r.curves(operators, []string{"10", "1000", "10000"}, "", src, lines, err)
+	r.curves(operators, []string{"10", "1000", "10000"}, "each", src, lines, err)
 }
 
 func (r *report) curves(cs []curve, sizes []string, unit, src string, lines []benchLine, err error) {
@@ -90,7 +90,7 @@ func (r *report) curves(cs []curve, sizes []string, unit, src string, lines []be
 			}
 			t := median(v) / 1e9
 			n, _ := strconv.ParseFloat(size, 64)
-			fig := fmt.Sprintf("%s %s: %s", humanCount(n), unit, dur(t))
+			fig := strings.TrimSpace(humanCount(n)+" "+unit) + ": " + dur(t)
 			if i > 0 && prev > 0 {
 				e := math.Log(t/prev) / math.Log(n/prevSize)
 				worst = math.Max(worst, e)
