@@ -472,11 +472,17 @@ func (r *report) webLoad(ctx context.Context) {
 			Requests int `json:"requests"`
 		} `json:"runs"`
 	}
+	prof := filepath.Join(r.work, "serve-status.prof")
 	if err := r.webload(ctx, "webload-status", &res, "-conns", "64", "-requests", strconv.Itoa(r.p.requests),
-		"-duration", "30s", "-runs", strconv.Itoa(r.p.runs), "status"); err != nil {
+		"-duration", "30s", "-runs", strconv.Itoa(r.p.runs), "-cpuprofile", prof, "status"); err != nil {
 		r.fail(what, src, err)
 		return
 	}
+	total := 0
+	for _, run := range res.Runs {
+		total += run.Requests
+	}
+	r.profileNote(ctx, prof, total)
 	n := 0
 	if len(res.Runs) > 0 {
 		n = res.Runs[0].Requests

@@ -44,6 +44,9 @@ import (
 	"software.sslmate.com/src/go-pkcs12"
 )
 
+// cpuProfile is where serve writes its CPU profile ("" for none).
+var cpuProfile string
+
 const usage = `usage: webload [flags] status|coldstart
 
   status     p50/p99 of GET / under -conns concurrent mTLS connections
@@ -62,6 +65,7 @@ func main() {
 	duration := fs.Duration("duration", 30*time.Second, "status: longest a run may take; it stops early with what it has")
 	h2 := fs.Bool("h2", true, "status: HTTP/2 as browsers use it (false: HTTP/1.1 keep-alive)")
 	jsonOut := fs.String("json", "", "also write the results as JSON to `file`")
+	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of keyquorum serve to `file` (read it with go tool pprof -top BINARY FILE)")
 	fs.Parse(os.Args[1:])
 	if fs.NArg() != 1 || *runs < 1 {
 		fs.Usage()
@@ -140,6 +144,10 @@ func startServe(bin, data, addr, logDir string) (s *server, start time.Time, err
 	defer stderr.Close()
 	s.cmd = exec.Command(bin, "serve", "--data", data, "--listen", addr)
 	s.cmd.Stdout, s.cmd.Stderr = stdout, stderr
+	if cpuProfile != "" {
+		// serve writes a CPU profile of its whole run there when it stops (cmd/keyquorum).
+		s.cmd.Env = append(os.Environ(), "KEYQUORUM_CPUPROFILE="+cpuProfile)
+	}
 	start = time.Now()
 	if err := s.cmd.Start(); err != nil {
 		return nil, start, fmt.Errorf("start keyquorum serve: %w", err)

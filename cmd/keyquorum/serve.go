@@ -68,6 +68,9 @@ PINs are never given on the command line: the PKCS#11 user PIN is read from --pi
 a repeatable flag is repeated); a flag given on the command line wins over the file. The Debian
 package's service runs "keyquorum serve --config /etc/keyquorum/keyquorum.conf".
 
+KEYQUORUM_CPUPROFILE=FILE in the environment writes a CPU profile of the run to FILE when serve
+stops (bench/webload uses it to show where a request's time goes).
+
 Under systemd (Type=notify) the service reports ready once WebConf is listening. Core dumps are
 switched off at start, so a crash cannot write key material to disk.
 
@@ -211,6 +214,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		handler = slog.NewJSONHandler(stderr, opts)
 	}
 	log := slog.New(handler)
+	if p := os.Getenv("KEYQUORUM_CPUPROFILE"); p != "" {
+		// For bench/webload: where a request's CPU goes under load. A CPU profile holds stack
+		// samples, no memory contents.
+		stop, err := startCPUProfile(p)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	if err := disableCoreDumps(); err != nil {
 		// Not fatal: systemd's LimitCORE=0 does the same; say it so an operator can act.
 		log.Warn("could not switch off core dumps", "err", err)
