@@ -128,6 +128,7 @@ func run(ctx context.Context, p plan, out, note string) error {
 	r.simCeremony(ctx)
 	r.webconfPages(ctx)
 	r.sse(ctx)
+	r.sseFanout(ctx)
 	r.webLoad(ctx)
 	r.coldStart(ctx)
 	r.pcscAPDU(ctx)
@@ -435,6 +436,29 @@ func (r *report) sse(ctx context.Context) {
 	}
 	r.add(what, fmt.Sprintf("median %s, p99 %s", dur(median(med)/1e6), dur(median(p99)/1e6)),
 		fmt.Sprintf("median of %d × %d events", r.p.runs, r.p.sseEvents), src)
+}
+
+func (r *report) sseFanout(ctx context.Context) {
+	r.order = orderWebConf
+	step("webconf: PIN-pad event to 500 watching live views")
+	what := "PIN-pad event → its SSE message at 500 live views (50 operators × 10, each its own mTLS connection)"
+	src := "`BenchmarkPadEventSSEFanout` (webconf)"
+	n := max(r.p.sseEvents/25, 4)
+	lines, err := r.goBench(ctx, "webconf", "webconf-sse-fanout", 10*time.Minute,
+		"-test.bench", "^BenchmarkPadEventSSEFanout$", "-test.benchtime", fmt.Sprintf("%dx", n), "-test.count", strconv.Itoa(r.p.runs))
+	if err != nil {
+		r.fail(what, src, err)
+		return
+	}
+	med, err1 := metric(lines, "BenchmarkPadEventSSEFanout", "median-µs")
+	p99, err2 := metric(lines, "BenchmarkPadEventSSEFanout", "p99-µs")
+	all, err3 := metric(lines, "BenchmarkPadEventSSEFanout", "all-views-median-µs")
+	if err := errors.Join(err1, err2, err3); err != nil {
+		r.fail(what, src, err)
+		return
+	}
+	r.add(what, fmt.Sprintf("median %s, p99 %s per view; all 500 have it after %s (median)", dur(median(med)/1e6), dur(median(p99)/1e6), dur(median(all)/1e6)),
+		fmt.Sprintf("median of %d × %d events", r.p.runs, n), src)
 }
 
 // webload runs bench/webload and decodes its JSON result into v.
