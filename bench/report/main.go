@@ -482,10 +482,13 @@ func (r *report) webload(ctx context.Context, log string, v any, args ...string)
 }
 
 func (r *report) webLoad(ctx context.Context) {
+	r.webLoadPath(ctx, "/", "WebConf status page (GET /) under 64 concurrent mTLS connections, keyquorum serve on loopback", "`bench/webload status`")
+	r.webLoadPath(ctx, "/api/v1/status", "The command line's status JSON (GET /api/v1/status) under 64 concurrent mTLS connections", "`bench/webload -path /api/v1/status status`")
+}
+
+func (r *report) webLoadPath(ctx context.Context, path, what, src string) {
 	r.order = orderWebConf
-	step("webconf: status page under 64 concurrent mTLS connections")
-	what := "WebConf status page (GET /) under 64 concurrent mTLS connections, keyquorum serve on loopback"
-	src := "`bench/webload status`"
+	step("webconf: " + path + " under 64 concurrent mTLS connections")
 	var res struct {
 		Proto       string  `json:"proto"`
 		PageBytes   int     `json:"page_bytes"`
@@ -496,9 +499,16 @@ func (r *report) webLoad(ctx context.Context) {
 			Requests int `json:"requests"`
 		} `json:"runs"`
 	}
-	prof := filepath.Join(r.work, "serve-status.prof")
-	if err := r.webload(ctx, "webload-status", &res, "-conns", "64", "-requests", strconv.Itoa(r.p.requests),
-		"-duration", "30s", "-runs", strconv.Itoa(r.p.runs), "-cpuprofile", prof, "status"); err != nil {
+	log, args := "webload-status", []string{"-conns", "64", "-requests", strconv.Itoa(r.p.requests),
+		"-duration", "30s", "-runs", strconv.Itoa(r.p.runs), "-path", path}
+	prof := ""
+	if path == "/" {
+		prof = filepath.Join(r.work, "serve-status.prof")
+		args = append(args, "-cpuprofile", prof)
+	} else {
+		log = "webload-api-status"
+	}
+	if err := r.webload(ctx, log, &res, append(args, "status")...); err != nil {
 		r.fail(what, src, err)
 		return
 	}
@@ -506,7 +516,9 @@ func (r *report) webLoad(ctx context.Context) {
 	for _, run := range res.Runs {
 		total += run.Requests
 	}
-	r.profileNote(ctx, prof, total)
+	if prof != "" {
+		r.profileNote(ctx, prof, total)
+	}
 	n := 0
 	if len(res.Runs) > 0 {
 		n = res.Runs[0].Requests
