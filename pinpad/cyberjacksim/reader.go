@@ -156,9 +156,9 @@ type Reader struct {
 	// plugs counts unplug and plug events; WaitEvent compares it and events with what the
 	// host's last presence poll saw.
 	plugs     uint64
-	polled    [2]uint64 // events and plugs as of the last Poll
-	stopWaits uint64    // bumped by StopWaiting
-	entryKind string    // "pin", "card" (REQUEST ICC), "key" (INPUT); "" when no entry runs
+	polled    [2]uint64     // events and plugs as of the last Poll
+	stopWaits uint64        // bumped by StopWaiting
+	entryKind string        // "pin", "card" (REQUEST ICC), "key" (INPUT); "" when no entry runs
 	gone      chan struct{} // closed while the reader is unplugged
 
 	apdus    atomic.Uint64 // APDUs the card answered, from the host or built by the pad
