@@ -34,6 +34,15 @@ import (
 // ("REINER SCT cyberJack ecom_a 00 00"), as OpenSC matches them.
 const DefaultReader = "REINER SCT cyberJack"
 
+// inputChunk bounds one CT-BCS INPUT. The host cannot abort an INPUT the pad is running, so a
+// longer wait is a series of INPUTs and a cancelled context is noticed within this time; it is
+// also the INPUT timeout Reiner's driver uses when none is given.
+const inputChunk = 15 * time.Second
+
+// presenceGrace is how long, after OK was pressed at "Insert N. card", a card that pcscd has
+// not reported yet is waited for: pcscd's event thread waits for the reader while INPUT runs.
+const presenceGrace = 2 * time.Second
+
 // Options configure a Terminal.
 type Options struct {
 	// Reader is a reader name or a prefix of one; DefaultReader when empty.
@@ -43,22 +52,35 @@ type Options struct {
 }
 
 // Terminal is a PIN-pad reader reached through PC/SC. It implements [pinpad.Terminal].
+//
+// It follows the reader rather than holding it: every operation looks the reader up by its
+// name prefix, so a service can start before the reader is plugged in ([pinpad.ErrNoReader]
+// until then), and a reader unplugged and plugged in again — perhaps under another name, as
+// pcscd numbers readers — is found again. Features and firmware are read again whenever the
+// reader found is not the one seen before.
 type Terminal struct {
-	name string
-	log  *slog.Logger
+	prefix string
+	log    *slog.Logger
 
-	mu       sync.Mutex
-	features part10.Features // nil until read
-	active   *card           // the connected card session, if any
-	noOutput bool            // the display answered 6D 00 once: do not ask again
+	state     sync.Mutex // guards name and connected, read by Name and Status at any time
+	name      string     // the reader's full name, the last one seen
+	connected bool
+
+	mu       sync.Mutex       // one reader operation at a time
+	features part10.Features  // nil until read
+	firmware *part10.Firmware // nil until read, or unreadable
+	active   *card            // the connected card session, if any
+	noOutput bool             // the display answered 6D 00 once: do not ask again
+	noInput  bool             // INPUT answered 6D 00 (no MKT_COMP): the keys cannot be read
 
 	// newPad makes the PIN entry of a card session. Production code always uses the reader's
 	// part 10 pad; the integration test replaces it (see pcsc_test.go), since vpcd has no pad.
 	newPad func(h handle, f part10.Features, log *slog.Logger) tcos.PINPad
 }
 
-// Open finds the first reader whose name starts with opts.Reader and reads its features.
-// [pinpad.ErrNoReader] when none matches.
+// Open prepares the PIN pad whose name starts with opts.Reader. A reader that is not connected
+// yet is not an error: operations report [pinpad.ErrNoReader] until it is plugged in. When the
+// reader is there, its features and firmware are read now, so a problem shows at start.
 func Open(ctx context.Context, opts Options) (*Terminal, error) {
 	if opts.Reader == "" {
 		opts.Reader = DefaultReader
@@ -70,14 +92,17 @@ func Open(ctx context.Context, opts Options) (*Terminal, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open reader: %w", mapError("connect to pcscd", err))
 	}
-	defer sc.Release()
-	name, err := findReader(sc, opts.Reader)
-	if err != nil {
-		return nil, err
-	}
-	t := &Terminal{name: name, log: opts.Logger, newPad: newPartTenPad}
+	sc.Release()
+	t := &Terminal{prefix: opts.Reader, log: opts.Logger, newPad: newPartTenPad}
 	if _, err := t.readerFeatures(ctx); err != nil {
-		return nil, err
+		if !errors.Is(err, pinpad.ErrNoReader) && !errors.Is(err, pinpad.ErrReaderGone) {
+			return nil, err
+		}
+		t.log.InfoContext(ctx, "no PIN pad connected yet; it is used once plugged in", "reader", t.prefix)
+		return t, nil
+	}
+	if fw, err := t.Firmware(ctx); err == nil {
+		t.log.InfoContext(ctx, "PIN pad firmware", "reader", t.Name(), "firmware", fw.String())
 	}
 	return t, nil
 }
@@ -89,7 +114,40 @@ func newPartTenPad(h handle, f part10.Features, log *slog.Logger) tcos.PINPad {
 	return &pad{h: h, features: f, log: log}
 }
 
-// findReader returns the first reader whose name starts with prefix.
+// resolve finds the reader now: the first whose name starts with the prefix and that pcscd
+// reports available. A reader other than the last one seen has its features read again.
+func (t *Terminal) resolve() (string, error) {
+	sc, err := scard.EstablishContext()
+	if err != nil {
+		return "", mapError("connect to pcscd", err)
+	}
+	defer sc.Release()
+	name, err := findReader(sc, t.prefix)
+	t.state.Lock()
+	if err != nil {
+		if t.connected {
+			t.log.Info("PIN pad disconnected", "reader", t.name)
+		}
+		t.connected = false
+		t.state.Unlock()
+		return "", err
+	}
+	other := name != t.name
+	if other || !t.connected {
+		t.log.Info("PIN pad connected", "reader", name)
+	}
+	t.name, t.connected = name, true
+	t.state.Unlock()
+	if other {
+		// Another reader, or the same one under another name: nothing known of it holds.
+		t.mu.Lock()
+		t.features, t.firmware, t.noOutput, t.noInput = nil, nil, false, false
+		t.mu.Unlock()
+	}
+	return name, nil
+}
+
+// findReader returns the first available reader whose name starts with prefix.
 func findReader(sc *scard.Context, prefix string) (string, error) {
 	readers, err := sc.ListReaders()
 	if errors.Is(err, scard.ErrNoReadersAvailable) {
@@ -99,24 +157,52 @@ func findReader(sc *scard.Context, prefix string) (string, error) {
 		return "", mapError("list readers", err)
 	}
 	for _, r := range readers {
-		if strings.HasPrefix(r, prefix) {
-			return r, nil
+		if !strings.HasPrefix(r, prefix) {
+			continue
 		}
+		// A reader pcscd still lists but cannot reach (unplugged, not yet removed) is not there.
+		rs := []scard.ReaderState{{Reader: r, CurrentState: scard.StateUnaware}}
+		if err := sc.GetStatusChange(rs, 0); err != nil && !errors.Is(err, scard.ErrTimeout) {
+			continue
+		}
+		if rs[0].EventState&(scard.StateUnknown|scard.StateUnavailable|scard.StateIgnore) != 0 {
+			continue
+		}
+		return r, nil
 	}
-	return "", fmt.Errorf("%w: none named %q", pinpad.ErrNoReader, prefix)
+	return "", pinpad.ErrNoReader
 }
 
-// Name is the reader's full PC/SC name.
-func (t *Terminal) Name() string { return t.name }
+// Name is the reader's full PC/SC name, or the name prefix it is looked for by while none
+// has been seen.
+func (t *Terminal) Name() string {
+	t.state.Lock()
+	defer t.state.Unlock()
+	if t.name == "" {
+		return t.prefix
+	}
+	return t.name
+}
+
+// Status looks for the reader now: its name, or [pinpad.ErrNoReader] when none is connected.
+func (t *Terminal) Status(ctx context.Context) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	return t.resolve()
+}
 
 // Features returns the reader's part 10 features.
 func (t *Terminal) Features(ctx context.Context) (part10.Features, error) {
 	return t.readerFeatures(ctx)
 }
 
-// readerFeatures reads the feature list once, through a direct connection (no card needed)
-// or the connected card's handle.
+// readerFeatures finds the reader and reads its feature list (once per reader seen), through a
+// direct connection (no card needed) or the connected card's handle.
 func (t *Terminal) readerFeatures(ctx context.Context) (part10.Features, error) {
+	if _, err := t.resolve(); err != nil {
+		return nil, err
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.features != nil {
@@ -132,8 +218,40 @@ func (t *Terminal) readerFeatures(ctx context.Context) (part10.Features, error) 
 		return nil, err
 	}
 	t.features = f
-	t.log.DebugContext(ctx, "reader features", "reader", t.name, "features", f.String())
+	t.log.DebugContext(ctx, "reader features", "reader", t.Name(), "features", f.String())
 	return f, nil
+}
+
+// Firmware reads the reader's firmware version with CT-BCS GET STATUS (20 13 00 46 00) through
+// MCT_UNIVERSAL, once per reader seen.
+func (t *Terminal) Firmware(ctx context.Context) (part10.Firmware, error) {
+	f, err := t.readerFeatures(ctx)
+	if err != nil {
+		return part10.Firmware{}, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.firmware != nil {
+		return *t.firmware, nil
+	}
+	code, ok := f.Code(part10.FeatureMCTUniversal)
+	if !ok {
+		return part10.Firmware{}, errors.New("read firmware: the reader offers no MCT_UNIVERSAL")
+	}
+	var fw part10.Firmware
+	err = t.withHandle(ctx, func(h handle) error {
+		out, err := h.Control(code, part10.GetStatusCommand())
+		if err != nil {
+			return mapError("read firmware", err)
+		}
+		fw, err = part10.ParseStatus(out)
+		return err
+	})
+	if err != nil {
+		return part10.Firmware{}, err
+	}
+	t.firmware = &fw
+	return fw, nil
 }
 
 // withHandle runs f on the connected card's handle, or on a direct connection to the reader
@@ -150,7 +268,7 @@ func (t *Terminal) withHandle(ctx context.Context, f func(h handle) error) error
 		return mapError("connect to pcscd", err)
 	}
 	defer sc.Release()
-	h, err := sc.Connect(t.name, scard.ShareDirect, scard.ProtocolUndefined)
+	h, err := sc.Connect(t.Name(), scard.ShareDirect, scard.ProtocolUndefined)
 	if err != nil {
 		return mapError("connect to reader", err)
 	}
@@ -184,12 +302,91 @@ func (t *Terminal) showBestEffort(ctx context.Context, text string) {
 	}
 }
 
-// WaitForOK shows text and returns [pinpad.ErrNoOKKey]: PC/SC gives the host no standard way
-// to read the pad's OK and Cancel keys outside a PIN entry, so the confirmation is asked on the
-// WebConf screen. [U] a CT-BCS INPUT through MCT might do it on the e-com; untested.
+// errNoInput is a reader that cannot report its keys: no MCT_UNIVERSAL, or INPUT answered
+// 6D 00 (firmware without MKT_COMP).
+var errNoInput = errors.New("the PIN pad cannot report its keys")
+
+// input runs one CT-BCS INPUT: text on the display, one key awaited for at most d.
+func (t *Terminal) input(ctx context.Context, text string, d time.Duration) (part10.Key, error) {
+	f, err := t.readerFeatures(ctx)
+	if err != nil {
+		return 0, err
+	}
+	code, ok := f.Code(part10.FeatureMCTUniversal)
+	if !ok {
+		return 0, errNoInput
+	}
+	cmd, err := part10.InputCommand(text, d)
+	if err != nil {
+		return 0, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.noInput {
+		return 0, errNoInput
+	}
+	var key part10.Key
+	err = t.withHandle(ctx, func(h handle) error {
+		out, err := h.Control(code, cmd)
+		if err != nil {
+			return mapError("wait for a key", err)
+		}
+		key, err = part10.InputResult(out)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	t.log.DebugContext(ctx, "pad key", "text", text, "key", key)
+	if key == part10.KeyNoInput {
+		t.noInput = true
+		return 0, errNoInput
+	}
+	return key, nil
+}
+
+// waitKey shows text and reads the pad's keys with CT-BCS INPUT until OK (and accept, when
+// given, takes it), Cancel ([pinpad.ErrCancelled]), the timeout ([pinpad.ErrTimeout]) or ctx
+// ends. A reader that cannot report its keys returns errNoInput.
+func (t *Terminal) waitKey(ctx context.Context, op, text string, timeout time.Duration, accept func() (bool, error)) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("%s: %w", op, err)
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return pinpad.ErrTimeout
+		}
+		key, err := t.input(ctx, text, min(left, inputChunk))
+		if err != nil {
+			return err
+		}
+		switch key {
+		case part10.KeyCancel:
+			return pinpad.ErrCancelled
+		case part10.KeyOK:
+			if accept == nil {
+				return nil
+			}
+			if ok, err := accept(); ok || err != nil {
+				return err
+			}
+		}
+		// A timeout of one INPUT, a digit, or OK that accept did not take: ask again.
+	}
+}
+
+// WaitForOK shows text and reads the pad's OK and Cancel keys with CT-BCS INPUT (Reiner's
+// driver on readers with the MKT_COMP module). A reader that cannot report its keys gets the
+// text shown and [pinpad.ErrNoOKKey]: the caller asks on the WebConf screen instead.
 func (t *Terminal) WaitForOK(ctx context.Context, text string, timeout time.Duration) error {
-	t.showBestEffort(ctx, text)
-	return pinpad.ErrNoOKKey
+	err := t.waitKey(ctx, "wait for OK", text, timeout, nil)
+	if errors.Is(err, errNoInput) {
+		t.showBestEffort(ctx, text)
+		return pinpad.ErrNoOKKey
+	}
+	return err
 }
 
 // waitState blocks in SCardGetStatusChange until done says the reader's state is the one
@@ -203,7 +400,7 @@ func (t *Terminal) waitState(ctx context.Context, op string, timeout time.Durati
 	stop := context.AfterFunc(ctx, func() { sc.Cancel() })
 	defer stop()
 	deadline := time.Now().Add(timeout)
-	rs := []scard.ReaderState{{Reader: t.name, CurrentState: scard.StateUnaware}}
+	rs := []scard.ReaderState{{Reader: t.Name(), CurrentState: scard.StateUnaware}}
 	for {
 		left := time.Until(deadline)
 		if left <= 0 {
@@ -233,17 +430,37 @@ func (t *Terminal) waitState(ctx context.Context, op string, timeout time.Durati
 	}
 }
 
-// WaitForCard shows text and waits until a card is in the slot, then connects to it
-// exclusively. The OK key cannot be read through PC/SC (see WaitForOK): the card's insertion
-// is the operator's answer. A card that is not TCOS gives [pinpad.ErrNotTCOS].
+func present(ev scard.StateFlag) bool { return ev&scard.StatePresent != 0 }
+
+// WaitForCard shows text ("Insert 1. card press OK/Cancel") and returns once a card is in the
+// slot and OK was pressed on the pad, as on the simulator; Cancel on the pad ends the wait
+// with [pinpad.ErrCancelled]. OK with the slot still empty asks again. A reader that cannot
+// report its keys takes the card's insertion as the operator's answer. The card is then
+// connected exclusively; one that is not TCOS gives [pinpad.ErrNotTCOS].
 func (t *Terminal) WaitForCard(ctx context.Context, text string, timeout time.Duration) (pinpad.Card, error) {
 	f, err := t.readerFeatures(ctx)
 	if err != nil {
 		return nil, err
 	}
-	t.showBestEffort(ctx, text)
-	present := func(ev scard.StateFlag) bool { return ev&scard.StatePresent != 0 }
-	if err := t.waitState(ctx, "wait for card", timeout, present); err != nil {
+	if _, ok := f.Code(part10.FeatureMCTUniversal); ok {
+		if _, err := t.Firmware(ctx); err != nil {
+			t.log.DebugContext(ctx, "read firmware", "err", err)
+		}
+	}
+	accept := func() (bool, error) {
+		err := t.waitState(ctx, "wait for card", presenceGrace, present)
+		if errors.Is(err, pinpad.ErrTimeout) {
+			t.log.DebugContext(ctx, "OK pressed with no card in the slot")
+			return false, nil
+		}
+		return err == nil, err
+	}
+	err = t.waitKey(ctx, "wait for card", text, timeout, accept)
+	if errors.Is(err, errNoInput) {
+		t.showBestEffort(ctx, text)
+		err = t.waitState(ctx, "wait for card", timeout, present)
+	}
+	if err != nil {
 		return nil, err
 	}
 	return t.connect(ctx, f)
@@ -254,7 +471,7 @@ func (t *Terminal) connect(ctx context.Context, f part10.Features) (pinpad.Card,
 	if err != nil {
 		return nil, mapError("connect to pcscd", err)
 	}
-	h, err := sc.Connect(t.name, scard.ShareExclusive, scard.ProtocolAny)
+	h, err := sc.Connect(t.Name(), scard.ShareExclusive, scard.ProtocolAny)
 	if err != nil {
 		sc.Release()
 		return nil, mapError("connect to card", err)
@@ -266,7 +483,13 @@ func (t *Terminal) connect(ctx context.Context, f part10.Features) (pinpad.Card,
 		return nil, mapError("read card status", err)
 	}
 	c := &card{t: t, sc: sc, h: h}
-	tc, err := tcos.Open(ctx, transport{h: h}, st.Atr, t.newPad(h, f, t.log))
+	p := t.newPad(h, f, t.log)
+	if pp, ok := p.(*pad); ok {
+		t.mu.Lock()
+		pp.firmware = t.firmware // read at Open or at the reader's first use, when it has MCT
+		t.mu.Unlock()
+	}
+	tc, err := tcos.Open(ctx, transport{h: h}, st.Atr, p)
 	if err != nil {
 		c.Close()
 		return nil, err
@@ -280,6 +503,9 @@ func (t *Terminal) connect(ctx context.Context, f part10.Features) (pinpad.Card,
 
 // WaitForRemoval shows text and waits until the slot is empty.
 func (t *Terminal) WaitForRemoval(ctx context.Context, text string, timeout time.Duration) error {
+	if _, err := t.resolve(); err != nil {
+		return err
+	}
 	t.showBestEffort(ctx, text)
 	return t.waitState(ctx, "wait for card removal", timeout, func(ev scard.StateFlag) bool {
 		return ev&scard.StateEmpty != 0
