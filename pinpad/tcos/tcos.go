@@ -231,8 +231,8 @@ func ChangePINCommand(slot pinpad.Slot, timeout time.Duration) (*part10.PINModif
 		return nil, err
 	}
 	return &part10.PINModify{
-		Timeout:       timeout,
-		PINFormat:     pinFormat(),
+		Timeout:    timeout,
+		PINFormat:  pinFormat(),
 		ConfirmPIN: part10.ConfirmNewPIN,
 		// The messages as Reiner's own builder sets them for a modify (CCIDReader.cpp
 		// cjccid_SecureMV: bNumberMessage FF, indexes 00 01 00); the virtual cyberJack refuses
