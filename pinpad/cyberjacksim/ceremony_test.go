@@ -67,6 +67,12 @@ func (o *padOperator) act(ev ceremony.Event) error {
 			return err
 		}
 	}
+	if ev.Waiting == ceremony.WaitOK || ev.Waiting == ceremony.WaitCard {
+		// An unplugged reader asks nothing: the ceremony stalls next.
+		if st, err := o.pad.State(); err != nil || !st.Plugged {
+			return err
+		}
+	}
 	switch ev.Waiting {
 	case ceremony.WaitOK:
 		return o.pad.Keys("OK") // the pad's own OK, read by the host through CT-BCS INPUT

@@ -111,8 +111,8 @@ func command(r *Reader, load CardLoader, f []string, lastEntry *int) (string, er
 		}
 		return "", nil
 	case "state":
-		prompt, _ := r.Entry()
-		b, err := json.Marshal(ReaderState{Display: r.Display(), Entry: prompt, Kind: r.EntryKind(), Present: r.Present(), Plugged: r.Plugged()})
+		prompt, seq := r.Entry()
+		b, err := json.Marshal(ReaderState{Display: r.Display(), Entry: prompt, Kind: r.EntryKind(), Entries: seq, Present: r.Present(), Plugged: r.Plugged()})
 		return string(b), err
 	case "stats":
 		b, err := json.Marshal(r.Stats())
@@ -241,9 +241,11 @@ type ReaderState struct {
 	Entry   string `json:"entry"` // the prompt of the entry in progress ("Enter PIN", "Insert card"), "" when none
 	// Kind is what the entry waits for: "pin", "key" (CT-BCS INPUT: OK or Cancel), "card"
 	// (REQUEST ICC), "" when none.
-	Kind    string `json:"kind"`
-	Present bool   `json:"present"`
-	Plugged bool   `json:"plugged"`
+	Kind string `json:"kind"`
+	// Entries counts the waits for keys the pad has begun.
+	Entries int  `json:"entries"`
+	Present bool `json:"present"`
+	Plugged bool `json:"plugged"`
 }
 
 // State returns the reader's display, entry prompt and whether a card is in.
