@@ -66,6 +66,14 @@ type Terminal struct {
 	name      string     // the reader's full name, the last one seen
 	connected bool
 
+	// Establishing a PC/SC context costs a round trip to pcscd (about 1 ms on a busy machine),
+	// and a card movement takes a dozen calls: so the terminal keeps one context for its short
+	// calls and one for its waits (which it cancels), made again when pcscd restarted.
+	pcMu   sync.Mutex
+	pc     *scard.Context // short calls: list, status, connect, control
+	waitMu sync.Mutex
+	waitPC *scard.Context // SCardGetStatusChange, cancelled through SCardCancel
+
 	mu       sync.Mutex       // one reader operation at a time
 	features part10.Features  // nil until read
 	firmware *part10.Firmware // nil until read, or unreadable
@@ -88,12 +96,10 @@ func Open(ctx context.Context, opts Options) (*Terminal, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	sc, err := scard.EstablishContext()
-	if err != nil {
-		return nil, fmt.Errorf("open reader: %w", mapError("connect to pcscd", err))
-	}
-	sc.Release()
 	t := &Terminal{prefix: opts.Reader, log: opts.Logger, newPad: newPartTenPad}
+	if _, err := t.context(); err != nil {
+		return nil, fmt.Errorf("open reader: %w", err)
+	}
 	if _, err := t.readerFeatures(ctx); err != nil {
 		if !errors.Is(err, pinpad.ErrNoReader) && !errors.Is(err, pinpad.ErrReaderGone) {
 			return nil, err
@@ -114,15 +120,62 @@ func newPartTenPad(h handle, f part10.Features, log *slog.Logger) tcos.PINPad {
 	return &pad{h: h, features: f, log: log}
 }
 
+// context returns the terminal's PC/SC context for short calls, established on first use.
+func (t *Terminal) context() (*scard.Context, error) {
+	t.pcMu.Lock()
+	defer t.pcMu.Unlock()
+	if t.pc == nil {
+		sc, err := scard.EstablishContext()
+		if err != nil {
+			return nil, mapError("connect to pcscd", err)
+		}
+		t.pc = sc
+	}
+	return t.pc, nil
+}
+
+// stale reports whether err means a PC/SC context is no longer valid (pcscd restarted).
+func stale(err error) bool {
+	return errors.Is(err, scard.ErrInvalidHandle) || errors.Is(err, scard.ErrNoService) || errors.Is(err, scard.ErrServiceStopped)
+}
+
+// contextFailed drops the short-call context when err says pcscd no longer knows it.
+func (t *Terminal) contextFailed(sc *scard.Context, err error) {
+	if !stale(err) {
+		return
+	}
+	t.pcMu.Lock()
+	defer t.pcMu.Unlock()
+	if t.pc == sc {
+		t.pc.Release()
+		t.pc = nil
+	}
+}
+
+// withContext runs f on the short-call context, once more on a fresh one if pcscd restarted.
+func (t *Terminal) withContext(f func(sc *scard.Context) error) error {
+	for try := 0; ; try++ {
+		sc, err := t.context()
+		if err != nil {
+			return err
+		}
+		err = f(sc)
+		if err == nil || !stale(err) || try > 0 {
+			return err
+		}
+		t.contextFailed(sc, err)
+	}
+}
+
 // resolve finds the reader now: the first whose name starts with the prefix and that pcscd
 // reports available. A reader other than the last one seen has its features read again.
 func (t *Terminal) resolve() (string, error) {
-	sc, err := scard.EstablishContext()
-	if err != nil {
-		return "", mapError("connect to pcscd", err)
-	}
-	defer sc.Release()
-	name, err := findReader(sc, t.prefix)
+	var name string
+	err := t.withContext(func(sc *scard.Context) error {
+		var err error
+		name, err = findReader(sc, t.prefix)
+		return err
+	})
 	t.state.Lock()
 	if err != nil {
 		if t.connected {
@@ -197,12 +250,17 @@ func (t *Terminal) Features(ctx context.Context) (part10.Features, error) {
 	return t.readerFeatures(ctx)
 }
 
-// readerFeatures finds the reader and reads its feature list (once per reader seen), through a
-// direct connection (no card needed) or the connected card's handle.
+// readerFeatures finds the reader and reads its feature list (once per reader seen).
 func (t *Terminal) readerFeatures(ctx context.Context) (part10.Features, error) {
 	if _, err := t.resolve(); err != nil {
 		return nil, err
 	}
+	return t.cachedFeatures(ctx)
+}
+
+// cachedFeatures reads the feature list of the reader resolved last, once, through a direct
+// connection (no card needed) or the connected card's handle.
+func (t *Terminal) cachedFeatures(ctx context.Context) (part10.Features, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.features != nil {
@@ -229,6 +287,10 @@ func (t *Terminal) Firmware(ctx context.Context) (part10.Firmware, error) {
 	if err != nil {
 		return part10.Firmware{}, err
 	}
+	return t.readFirmware(ctx, f)
+}
+
+func (t *Terminal) readFirmware(ctx context.Context, f part10.Features) (part10.Firmware, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.firmware != nil {
@@ -239,7 +301,7 @@ func (t *Terminal) Firmware(ctx context.Context) (part10.Firmware, error) {
 		return part10.Firmware{}, errors.New("read firmware: the reader offers no MCT_UNIVERSAL")
 	}
 	var fw part10.Firmware
-	err = t.withHandle(ctx, func(h handle) error {
+	err := t.withHandle(ctx, func(h handle) error {
 		out, err := h.Control(code, part10.GetStatusCommand())
 		if err != nil {
 			return mapError("read firmware", err)
@@ -263,12 +325,12 @@ func (t *Terminal) withHandle(ctx context.Context, f func(h handle) error) error
 	if t.active != nil {
 		return f(t.active.h)
 	}
-	sc, err := scard.EstablishContext()
-	if err != nil {
-		return mapError("connect to pcscd", err)
-	}
-	defer sc.Release()
-	h, err := sc.Connect(t.Name(), scard.ShareDirect, scard.ProtocolUndefined)
+	var h *scard.Card
+	err := t.withContext(func(sc *scard.Context) error {
+		var err error
+		h, err = sc.Connect(t.Name(), scard.ShareDirect, scard.ProtocolUndefined)
+		return err
+	})
 	if err != nil {
 		return mapError("connect to reader", err)
 	}
@@ -279,7 +341,15 @@ func (t *Terminal) withHandle(ctx context.Context, f func(h handle) error) error
 // Show writes text on the pad's display: [pinpad.ErrNoDisplay] when the reader has no
 // MCT_UNIVERSAL or its firmware lacks the display module (6D 00).
 func (t *Terminal) Show(ctx context.Context, text string) error {
-	f, err := t.readerFeatures(ctx)
+	if _, err := t.resolve(); err != nil {
+		return err
+	}
+	return t.showText(ctx, text)
+}
+
+// showText is Show on the reader resolved last.
+func (t *Terminal) showText(ctx context.Context, text string) error {
+	f, err := t.cachedFeatures(ctx)
 	if err != nil {
 		return err
 	}
@@ -295,9 +365,10 @@ func (t *Terminal) Show(ctx context.Context, text string) error {
 	return err
 }
 
-// showBestEffort shows a prompt; a pad without a usable display leaves it to WebConf.
+// showBestEffort shows a prompt on the reader resolved last; a pad without a usable display
+// leaves it to WebConf.
 func (t *Terminal) showBestEffort(ctx context.Context, text string) {
-	if err := t.Show(ctx, text); err != nil && !errors.Is(err, pinpad.ErrNoDisplay) {
+	if err := t.showText(ctx, text); err != nil && !errors.Is(err, pinpad.ErrNoDisplay) {
 		t.log.DebugContext(ctx, "show text", "err", err)
 	}
 }
@@ -306,9 +377,10 @@ func (t *Terminal) showBestEffort(ctx context.Context, text string) {
 // 6D 00 (firmware without MKT_COMP).
 var errNoInput = errors.New("the PIN pad cannot report its keys")
 
-// input runs one CT-BCS INPUT: text on the display, one key awaited for at most d.
+// input runs one CT-BCS INPUT on the reader resolved last: text on the display, one key awaited
+// for at most d.
 func (t *Terminal) input(ctx context.Context, text string, d time.Duration) (part10.Key, error) {
-	f, err := t.readerFeatures(ctx)
+	f, err := t.cachedFeatures(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -381,6 +453,9 @@ func (t *Terminal) waitKey(ctx context.Context, op, text string, timeout time.Du
 // driver on readers with the MKT_COMP module). A reader that cannot report its keys gets the
 // text shown and [pinpad.ErrNoOKKey]: the caller asks on the WebConf screen instead.
 func (t *Terminal) WaitForOK(ctx context.Context, text string, timeout time.Duration) error {
+	if _, err := t.resolve(); err != nil {
+		return err
+	}
 	err := t.waitKey(ctx, "wait for OK", text, timeout, nil)
 	if errors.Is(err, errNoInput) {
 		t.showBestEffort(ctx, text)
@@ -392,11 +467,16 @@ func (t *Terminal) WaitForOK(ctx context.Context, text string, timeout time.Dura
 // waitState blocks in SCardGetStatusChange until done says the reader's state is the one
 // wanted. The wait has its own PC/SC context, cancelled when ctx ends or the timeout passes.
 func (t *Terminal) waitState(ctx context.Context, op string, timeout time.Duration, done func(scard.StateFlag) bool) error {
-	sc, err := scard.EstablishContext()
-	if err != nil {
-		return mapError("connect to pcscd", err)
+	t.waitMu.Lock()
+	defer t.waitMu.Unlock()
+	if t.waitPC == nil {
+		sc, err := scard.EstablishContext()
+		if err != nil {
+			return mapError("connect to pcscd", err)
+		}
+		t.waitPC = sc
 	}
-	defer sc.Release()
+	sc := t.waitPC
 	stop := context.AfterFunc(ctx, func() { sc.Cancel() })
 	defer stop()
 	deadline := time.Now().Add(timeout)
@@ -414,7 +494,13 @@ func (t *Terminal) waitState(ctx context.Context, op string, timeout time.Durati
 			if ctx.Err() != nil {
 				return fmt.Errorf("%s: %w", op, ctx.Err())
 			}
-			return fmt.Errorf("%s: %w", op, err)
+			// A cancel meant for an earlier wait on this context, which ended just before it
+			// fired: wait again.
+			continue
+		case stale(err):
+			t.waitPC.Release()
+			t.waitPC = nil
+			return mapError(op, err)
 		case err != nil:
 			return mapError(op, err)
 		}
@@ -432,6 +518,10 @@ func (t *Terminal) waitState(ctx context.Context, op string, timeout time.Durati
 
 func present(ev scard.StateFlag) bool { return ev&scard.StatePresent != 0 }
 
+// powered is a card pcscd has powered: present and not mute. Right after the reader comes back
+// (plugged in again) a card can be present but not yet powered by pcscd's event thread.
+func powered(ev scard.StateFlag) bool { return present(ev) && ev&scard.StateMute == 0 }
+
 // WaitForCard shows text ("Insert 1. card press OK/Cancel") and returns once a card is in the
 // slot and OK was pressed on the pad, as on the simulator; Cancel on the pad ends the wait
 // with [pinpad.ErrCancelled]. OK with the slot still empty asks again. A reader that cannot
@@ -443,13 +533,18 @@ func (t *Terminal) WaitForCard(ctx context.Context, text string, timeout time.Du
 		return nil, err
 	}
 	if _, ok := f.Code(part10.FeatureMCTUniversal); ok {
-		if _, err := t.Firmware(ctx); err != nil {
+		if _, err := t.readFirmware(ctx, f); err != nil {
 			t.log.DebugContext(ctx, "read firmware", "err", err)
 		}
 	}
 	accept := func() (bool, error) {
-		err := t.waitState(ctx, "wait for card", presenceGrace, present)
+		err := t.waitState(ctx, "wait for card", presenceGrace, powered)
 		if errors.Is(err, pinpad.ErrTimeout) {
+			// A card still mute after the grace is connected anyway, so pcscd's error for it
+			// reaches the operator; an empty slot asks again.
+			if t.waitState(ctx, "wait for card", 10*time.Millisecond, present) == nil {
+				return true, nil
+			}
 			t.log.DebugContext(ctx, "OK pressed with no card in the slot")
 			return false, nil
 		}
@@ -467,6 +562,9 @@ func (t *Terminal) WaitForCard(ctx context.Context, text string, timeout time.Du
 }
 
 func (t *Terminal) connect(ctx context.Context, f part10.Features) (pinpad.Card, error) {
+	// A card session has a PC/SC context of its own: releasing it ends the session in pcscd
+	// even when the disconnect itself fails (the reader unplugged meanwhile), so the exclusive
+	// hold on the card never outlives the session.
 	sc, err := scard.EstablishContext()
 	if err != nil {
 		return nil, mapError("connect to pcscd", err)
@@ -512,15 +610,28 @@ func (t *Terminal) WaitForRemoval(ctx context.Context, text string, timeout time
 	})
 }
 
-// Close releases the reader, ending a card session still open.
+// Close releases the reader, ending a card session still open, and its PC/SC contexts.
 func (t *Terminal) Close() error {
 	t.mu.Lock()
 	c := t.active
 	t.mu.Unlock()
+	var err error
 	if c != nil {
-		return c.Close()
+		err = c.Close()
 	}
-	return nil
+	t.pcMu.Lock()
+	if t.pc != nil {
+		t.pc.Release()
+		t.pc = nil
+	}
+	t.pcMu.Unlock()
+	t.waitMu.Lock()
+	if t.waitPC != nil {
+		t.waitPC.Release()
+		t.waitPC = nil
+	}
+	t.waitMu.Unlock()
+	return err
 }
 
 // card is a card session: tcos over an exclusive PC/SC connection.
