@@ -114,8 +114,9 @@ var (
 	// ErrNotPersonalised is a TCOS card without Keyquorum's files: a card of another
 	// application, or a blank card nobody prepared for this appliance.
 	ErrNotPersonalised = errors.New("the card has no Keyquorum data slots: it was not prepared for this appliance")
-	// ErrNoOKKey is a pad that cannot report its OK / Cancel keys to the host (PC/SC offers
-	// no standard way): the caller asks for the confirmation on the WebConf screen instead.
+	// ErrNoOKKey is a pad that cannot report its OK / Cancel keys to the host (a cyberJack whose
+	// firmware lacks the MKT_COMP module answers CT-BCS INPUT with 6D 00): the caller asks for
+	// the confirmation on the WebConf screen instead.
 	ErrNoOKKey = errors.New("this PIN pad cannot report its OK key: confirm on the WebConf screen")
 	// ErrWrongLength is the card refusing a command's length (67 00).
 	ErrWrongLength = errors.New("the card refused the length of a command")

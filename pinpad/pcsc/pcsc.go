@@ -1,17 +1,19 @@
 // Package pcsc is the pinpad backend for a real PIN-pad reader (a Reiner SCT cyberJack e-com)
 // through PC/SC, on github.com/ebfe/scard and pcsc-lite.
 //
-// A [Terminal] picks its reader by name prefix, sees cards come and go with
-// SCardGetStatusChange (each wait on its own PC/SC context, cancelled through
-// context.AfterFunc → SCardCancel), and has PINs entered on the pad with PC/SC part 10
-// VERIFY_PIN_DIRECT / MODIFY_PIN_DIRECT, whose control codes come from the reader's feature
-// list. Text goes to the display with CT-BCS OUTPUT through MCT_UNIVERSAL where the reader
-// offers it. [Diagnose] reports all of that byte for byte for field support.
+// A [Terminal] looks its reader up by name prefix on every operation, so it works with a reader
+// plugged in after the service started and follows one unplugged and plugged in again
+// ([pinpad.ErrNoReader] meanwhile). It sees cards come and go with SCardGetStatusChange
+// (cancelled through context.AfterFunc → SCardCancel), reads the pad's OK and Cancel keys with
+// CT-BCS INPUT and its firmware with CT-BCS GET STATUS through MCT_UNIVERSAL, and has PINs
+// entered on the pad with PC/SC part 10 VERIFY_PIN_DIRECT / MODIFY_PIN_DIRECT, whose control
+// codes come from the reader's feature list. Text goes to the display with CT-BCS OUTPUT where
+// the reader offers it. [Diagnose] reports all of that byte for byte for field support.
 //
 // What this package must never do: accept a PIN from the host. A reader without
-// VERIFY_PIN_DIRECT is refused for PIN entry ([pinpad.ErrNoPINPad]); PINs are typed on the pad
-// or not at all. It must never log APDUs that carry slot data either: only the diagnosis,
-// which sends none, logs exchanges.
+// VERIFY_PIN_DIRECT is refused for PIN entry ([pinpad.ErrNoPINPad]), as is one whose firmware
+// refuses it ([pinpad.FirmwareError]); PINs are typed on the pad or not at all. It must never
+// log APDUs that carry slot data either: only the diagnosis, which sends none, logs exchanges.
 package pcsc
 
 import (
