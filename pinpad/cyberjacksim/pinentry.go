@@ -219,6 +219,9 @@ func (f pinFormat) valid() bool {
 // binary, BCD or ASCII, left or right justified, with its length at the place
 // bmPINLengthFormat names when bmPINBlockString asks for a length field.
 func (f pinFormat) build(tpl []byte, pos int, pin, pin2 []byte, pos2 int) ([]byte, bool) {
+	if len(tpl) < 5 {
+		return nil, false
+	}
 	apdu := append([]byte(nil), tpl...)
 	kind := f.formatString & 0x03
 	if len(tpl) == 5 && tpl[4] == 0 {
