@@ -102,6 +102,25 @@ func TestCyberJackPadKeys(t *testing.T) {
 			t.Fatalf("cancelled ceremony took %v", took)
 		}
 	})
+	t.Run("Cancel on the pad at Remove card", func(t *testing.T) {
+		ctx := ceremonyContext(t)
+		c := newPCSCCeremony(t, ctx, 3, shortTimeouts)
+		c.op.queue = c.cards
+		c.op.rule = func(o *padOperator, ev ceremony.Event) (bool, error) {
+			if ev.Waiting == ceremony.WaitRemoval && ev.CardsDone == 1 {
+				// The custodian leaves the card in and presses Cancel once the pad listens.
+				return true, o.pad.Keys("CANCEL")
+			}
+			return false, nil
+		}
+		j, err, took, _ := c.run(t, ctx, ceremony.Request{Kind: ceremony.KindGenerate, K: 2, N: 3})
+		if !errors.Is(err, pinpad.ErrCancelled) || j.Status != ceremony.StatusAborted || len(j.Cards) != 1 {
+			t.Fatalf("status %s, err %v, cards %+v; want aborted by Cancel after card 1", j.Status, err, j.Cards)
+		}
+		if took > 15*time.Second {
+			t.Fatalf("took %v", took)
+		}
+	})
 	t.Run("timeouts stall, Retry, OK on the pad", func(t *testing.T) {
 		ctx := ceremonyContext(t)
 		c := newPCSCCeremony(t, ctx, 3, shortTimeouts)

@@ -601,15 +601,45 @@ func (t *Terminal) connect(ctx context.Context, f part10.Features) (pinpad.Card,
 	return c, nil
 }
 
-// WaitForRemoval shows text and waits until the slot is empty.
+// removalKeysAfter is how long WaitForRemoval watches only the slot. A card still in after that
+// has the pad's Cancel key watched too, with INPUTs of one second between looks at the slot:
+// while an INPUT runs, pcscd cannot ask the reader about the card, so a removal is then seen up
+// to a second late, which the first seconds after the prompt are spared.
+const removalKeysAfter = 2 * time.Second
+
+// WaitForRemoval shows text and waits until the slot is empty. Cancel on the pad ends the wait
+// with [pinpad.ErrCancelled] once the card has stayed in for a moment (see removalKeysAfter).
 func (t *Terminal) WaitForRemoval(ctx context.Context, text string, timeout time.Duration) error {
 	if _, err := t.resolve(); err != nil {
 		return err
 	}
 	t.showBestEffort(ctx, text)
-	return t.waitState(ctx, "wait for card removal", timeout, func(ev scard.StateFlag) bool {
-		return ev&scard.StateEmpty != 0
-	})
+	const op = "wait for card removal"
+	empty := func(ev scard.StateFlag) bool { return ev&scard.StateEmpty != 0 }
+	deadline := time.Now().Add(timeout)
+	err := t.waitState(ctx, op, min(timeout, removalKeysAfter), empty)
+	if !errors.Is(err, pinpad.ErrTimeout) || timeout <= removalKeysAfter {
+		return err
+	}
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return pinpad.ErrTimeout
+		}
+		key, err := t.input(ctx, text, min(left, time.Second))
+		switch {
+		case errors.Is(err, errNoInput):
+			return t.waitState(ctx, op, left, empty)
+		case err != nil:
+			return err
+		case key == part10.KeyCancel:
+			return pinpad.ErrCancelled
+		}
+		// pcscd looks at the slot again once the INPUT has let go of the reader.
+		if err := t.waitState(ctx, op, 200*time.Millisecond, empty); !errors.Is(err, pinpad.ErrTimeout) {
+			return err
+		}
+	}
 }
 
 // Close releases the reader, ending a card session still open, and its PC/SC contexts.
