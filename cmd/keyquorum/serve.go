@@ -222,6 +222,7 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 	}
 
 	var pad pinpad.Terminal
+	var padStatus web.PadStatus // nil: the simulator, always there
 	var simPad *sim.Pad
 	var virtualPanel *cyberjacksim.Panel
 	var padName string
@@ -237,7 +238,7 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 		if err != nil {
 			return fmt.Errorf("open PIN pad: %w", err)
 		}
-		pad, padName = t, pcscPadName(ctx, t)
+		pad, padName, padStatus = t, pcscPadName(ctx, t), pcscPadStatus{t: t}
 		if c.virtual != "" {
 			panel, err := cyberjacksim.OpenPanel(filepath.Join(c.dataDir, "cyberjacksim"), c.virtual, log.With("room", "pinpad"))
 			if err != nil {
@@ -245,6 +246,7 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 			}
 			defer panel.Close()
 			virtualPanel, padName = panel, "SIMULATOR: virtual cyberJack through PC/SC ("+t.Name()+")"
+			padStatus = pcscPadStatus{t: t, virtual: true}
 		}
 	}
 	defer pad.Close()
@@ -287,7 +289,7 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 
 	cfg := webconf.Config{
 		PKI: pki, CABundle: bundle, Runner: mgr, Records: mgr, Audit: mgr, HSM: h, MaxUpload: c.maxUpload,
-		Appliance: web.Appliance{PadName: padName, HSMName: hsmName, DataDir: c.dataDir},
+		Appliance: web.Appliance{PadName: padName, Pad: padStatus, PadTimeouts: c.timeouts, HSMName: hsmName, DataDir: c.dataDir},
 		Logger:    log.With("room", "webconf"),
 		Operators: ops, CRLFiles: c.crls, RPID: rpID, RecoverAdmin: c.recoverAdmin,
 	}
@@ -374,6 +376,23 @@ func readPINFile(path string) ([]byte, error) {
 		return nil, errors.New("read pin file: it is empty")
 	}
 	return out, nil
+}
+
+// pcscPadStatus is the PC/SC PIN pad as WebConf's status shows it: its name and firmware now,
+// or why it is not there ("no PIN pad connected").
+type pcscPadStatus struct {
+	t       *pcsc.Terminal
+	virtual bool // the virtual cyberJack: the page must say SIMULATOR
+}
+
+func (p pcscPadStatus) Status(ctx context.Context) (string, error) {
+	if _, err := p.t.Status(ctx); err != nil {
+		return "", err
+	}
+	if p.virtual {
+		return "SIMULATOR: virtual cyberJack through PC/SC (" + pcscPadName(ctx, p.t) + ")", nil
+	}
+	return pcscPadName(ctx, p.t), nil
 }
 
 // pcscPadName says which PC/SC PIN pad the service found at start and its firmware, or that
