@@ -472,4 +472,17 @@ func TestCyberJackPanel(t *testing.T) {
 	if err := term.WaitForRemoval(t.Context(), "Remove card", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
+
+	// The panel's "Unplug the reader" pulls the virtual cable: pcscd, and so the terminal, see
+	// no PIN pad until "Plug".
+	panel.Unplug()
+	if st := panel.State(); st.Plugged {
+		t.Fatalf("state after unplug %+v", st)
+	}
+	waitStatus(t, term, pinpad.ErrNoReader)
+	panel.Plug()
+	if st := panel.State(); !st.Plugged {
+		t.Fatalf("state after plug %+v", st)
+	}
+	waitStatus(t, term, nil)
 }
