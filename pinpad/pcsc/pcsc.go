@@ -390,6 +390,10 @@ func (t *Terminal) input(ctx context.Context, text string, d time.Duration) (par
 	if !ok {
 		return 0, errNoInput
 	}
+	if len(text) > part10.MaxDisplayText {
+		// The display's limit: a longer prompt is cut rather than the question lost.
+		text = text[:part10.MaxDisplayText]
+	}
 	cmd, err := part10.InputCommand(text, d)
 	if err != nil {
 		return 0, err
