@@ -196,7 +196,9 @@ func (r *run) changePINOn(card pinpad.Card, slot pinpad.Slot) error {
 			return err
 		}
 		t := r.m.cfg.Timeouts.PIN
-		r.prompt(StepChangePIN, WaitPIN, "Old PIN, new PIN, new PIN again", t)
+		// Each of the three entries has the whole PIN time on the pad: the prompt's deadline
+		// is the latest the last one can end.
+		r.prompt(StepChangePIN, WaitPIN, "Old PIN, new PIN, new PIN again", 3*t)
 		err := card.ChangePIN(r.ctx, slot, t)
 		var wrong *pinpad.WrongPINError
 		switch {

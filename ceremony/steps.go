@@ -238,9 +238,9 @@ func refuse(serial string, hint string, format string, a ...any) *refusal {
 // card is not used, the ceremony goes on.
 var errDeclined = errors.New("declined on the PIN pad")
 
-// waitOK shows text and waits for OK. A pad that cannot report its keys to the host (a real
-// cyberJack through PC/SC) has the question answered on the WebConf screen or the CLI instead,
-// with the same meaning: OK goes on, Cancel is Cancel on the pad.
+// waitOK shows text and waits for OK. A pad that cannot report its keys to the host (a
+// cyberJack whose firmware lacks the MKT_COMP module) has the question answered on the WebConf
+// screen or the CLI instead, with the same meaning: OK goes on, Cancel is Cancel on the pad.
 func (r *run) waitOK(step Step, text string) error {
 	t := r.m.cfg.Timeouts.OK
 	r.prompt(step, WaitOK, text, t)

@@ -1,6 +1,7 @@
 package webconf
 
 import (
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/tls"
@@ -52,6 +53,7 @@ type serviceOptions struct {
 	noOKKey   bool // the pad cannot report OK/Cancel, like a cyberJack through PC/SC
 	crls      []string
 	recover   bool // Config.RecoverAdmin
+	padStatus web.PadStatus
 }
 
 // noOKKeyPad is the simulator pad behaving like a PC/SC pad: questions go to the screen.
@@ -89,7 +91,8 @@ func startService(t testing.TB, dir string, o serviceOptions) *service {
 		t.Fatal(err)
 	}
 	s.srv, err = New(Config{PKI: s.pki, CABundle: o.bundle, Runner: s.mgr, Records: s.mgr, Audit: s.mgr, HSM: s.hsm, Sim: s.pad,
-		MaxUpload: o.maxUpload, Logger: log, Appliance: web.Appliance{PadName: "SIMULATOR", HSMName: "soft (test)", DataDir: dir},
+		MaxUpload: o.maxUpload, Logger: log, Appliance: web.Appliance{PadName: "SIMULATOR", Pad: o.padStatus,
+			PadTimeouts: cmp.Or(o.timeouts, ceremony.DefaultTimeouts), HSMName: "soft (test)", DataDir: dir},
 		Operators: s.ops, CRLFiles: o.crls, RPID: "localhost", RecoverAdmin: o.recover})
 	if err != nil {
 		t.Fatal(err)

@@ -166,7 +166,14 @@ var statusCmd = cliCommand{
 		}
 		fmt.Fprintf(w, "Keyquorum at %s\n", c.base)
 		fmt.Fprintf(w, "  you:                %s (%s)\n", st.Operator, st.Role)
-		fmt.Fprintf(w, "  PIN pad:            %s\n", st.Pad)
+		if st.PadProblem != "" {
+			fmt.Fprintf(w, "  PIN pad:            %s: %s (plug it in; a waiting ceremony goes on with retry)\n", st.Pad, st.PadProblem)
+		} else {
+			fmt.Fprintf(w, "  PIN pad:            %s\n", st.Pad)
+		}
+		if pt := st.PadTimeouts; pt.PIN > 0 {
+			fmt.Fprintf(w, "  pad waits:          OK %ds, card %ds, PIN %ds, removal %ds\n", pt.OK, pt.Card, pt.PIN, pt.Removal)
+		}
 		fmt.Fprintf(w, "  HSM:                %s\n", st.HSM)
 		switch {
 		case st.BackupKeyID != "":

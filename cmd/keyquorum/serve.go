@@ -23,6 +23,7 @@ import (
 	"github.com/keyquorum/keyquorum/hsm/soft"
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/pinpad/cyberjacksim"
+	"github.com/keyquorum/keyquorum/pinpad/part10"
 	"github.com/keyquorum/keyquorum/pinpad/pcsc"
 	"github.com/keyquorum/keyquorum/pinpad/sim"
 	"github.com/keyquorum/keyquorum/webconf"
@@ -52,6 +53,7 @@ type serveConfig struct {
 	configFile   string
 	check        bool // only check the flags and the configuration file, print them, exit
 	metricsAddr  string
+	timeouts     ceremony.Timeouts
 }
 
 const serveUsage = `usage: keyquorum serve [flags]
@@ -113,6 +115,11 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 		return nil
 	})
 	fs.Int64Var(&c.maxUpload, "max-upload", webconf.DefaultMaxUpload, "largest backup upload accepted, in `bytes`")
+	d := ceremony.DefaultTimeouts
+	fs.DurationVar(&c.timeouts.OK, "timeout-ok", d.OK, "how long the PIN pad waits for OK or Cancel at a question (\"Write New Key press OK/Cancel\") before the ceremony stalls for Retry")
+	fs.DurationVar(&c.timeouts.Card, "timeout-card", d.Card, "how long the PIN pad waits for a card and OK (\"Insert 1. card press OK/Cancel\")")
+	fs.DurationVar(&c.timeouts.PIN, "timeout-pin", d.PIN, "how long the PIN pad waits for one PIN entry (each entry of a PIN change gets its own); at most 255s, the longest a pad can be asked to wait")
+	fs.DurationVar(&c.timeouts.Removal, "timeout-removal", d.Removal, "how long the PIN pad waits for the card to be taken out")
 	fs.BoolVar(&c.recoverAdmin, "recover-admin", false, "at this start, give the first administrator's certificate (DATA/webconf/admin.p12) the admin role again and remove its security keys, so it can register a new one: the way out when every administrator lost their security key (audited)")
 	fs.BoolVar(&c.verbose, "v", false, "log debug records too")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log lines as `text` (key=value) or json (one JSON object a line, for log shippers)")
@@ -167,6 +174,17 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	}
 	if c.dataDir == "" {
 		return nil, usageErr(stderr, "--data must name a directory")
+	}
+	for _, t := range []struct {
+		flag string
+		d    time.Duration
+	}{{"timeout-ok", c.timeouts.OK}, {"timeout-card", c.timeouts.Card}, {"timeout-pin", c.timeouts.PIN}, {"timeout-removal", c.timeouts.Removal}} {
+		if t.d < time.Second {
+			return nil, usageErr(stderr, "--%s must be at least 1s, not %v", t.flag, t.d)
+		}
+	}
+	if c.timeouts.PIN > 255*time.Second {
+		return nil, usageErr(stderr, "--timeout-pin must be at most 255s: a PIN pad's timeout is one byte of seconds (bTimerOut)")
 	}
 	if _, _, err := net.SplitHostPort(c.listen); err != nil {
 		return nil, usageErr(stderr, "--listen must be host:port, e.g. 127.0.0.1:8443: %v", err)
@@ -263,6 +281,7 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 	}
 
 	var pad pinpad.Terminal
+	var padStatus web.PadStatus // nil: the simulator, always there
 	var simPad *sim.Pad
 	var virtualPanel *cyberjacksim.Panel
 	var padName string
@@ -278,7 +297,7 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 		if err != nil {
 			return fmt.Errorf("open PIN pad: %w", err)
 		}
-		pad, padName = t, t.Name()
+		pad, padName, padStatus = t, pcscPadName(ctx, t), pcscPadStatus{t: t}
 		if c.virtual != "" {
 			panel, err := cyberjacksim.OpenPanel(filepath.Join(c.dataDir, "cyberjacksim"), c.virtual, log.With("room", "pinpad"))
 			if err != nil {
@@ -286,6 +305,7 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 			}
 			defer panel.Close()
 			virtualPanel, padName = panel, "SIMULATOR: virtual cyberJack through PC/SC ("+t.Name()+")"
+			padStatus = pcscPadStatus{t: t, virtual: true}
 		}
 	}
 	defer pad.Close()
@@ -314,7 +334,11 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 	defer h.Close()
 
 	var metricsURL string
-	metrics := monitor.New(monitor.Probes{DataDir: c.dataDir, HSM: h, Logger: log.With("room", "monitor")})
+	probes := monitor.Probes{DataDir: c.dataDir, HSM: h, Logger: log.With("room", "monitor")}
+	if padStatus != nil {
+		probes.Pad = padPresence{padStatus}
+	}
+	metrics := monitor.New(probes)
 	if c.metricsAddr != "" {
 		mln, err := net.Listen("tcp", c.metricsAddr)
 		if err != nil {
@@ -327,7 +351,7 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 		metricsURL = "http://" + mln.Addr().String() + "/metrics"
 	}
 
-	mgr, err := ceremony.Open(ctx, ceremony.Config{Dir: c.dataDir, Pad: pad, HSM: h, Logger: log.With("room", "ceremony"), OnAudit: metrics.ObserveAudit})
+	mgr, err := ceremony.Open(ctx, ceremony.Config{Dir: c.dataDir, Pad: pad, HSM: h, Timeouts: c.timeouts, Logger: log.With("room", "ceremony"), OnAudit: metrics.ObserveAudit})
 	if err != nil {
 		return err
 	}
@@ -342,7 +366,7 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 
 	cfg := webconf.Config{
 		PKI: pki, CABundle: bundle, Runner: mgr, Records: mgr, Audit: mgr, HSM: h, MaxUpload: c.maxUpload,
-		Appliance: web.Appliance{PadName: padName, HSMName: hsmName, DataDir: c.dataDir},
+		Appliance: web.Appliance{PadName: padName, Pad: padStatus, PadTimeouts: c.timeouts, HSMName: hsmName, DataDir: c.dataDir},
 		Logger:    log.With("room", "webconf"),
 		Operators: ops, CRLFiles: c.crls, RPID: rpID, RecoverAdmin: c.recoverAdmin,
 		Monitor: metrics,
@@ -364,6 +388,7 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 	} else {
 		fmt.Fprintf(stdout, "  PIN pad:       %s\n", padName)
 	}
+	fmt.Fprintf(stdout, "  Pad timeouts:  OK %v, card %v, PIN %v, removal %v\n", c.timeouts.OK, c.timeouts.Card, c.timeouts.PIN, c.timeouts.Removal)
 	fmt.Fprintf(stdout, "  HSM:           %s\n", hsmName)
 	if metricsURL != "" {
 		fmt.Fprintf(stdout, "  Metrics:       %s (and /healthz there)\n", metricsURL)
@@ -446,4 +471,46 @@ func readPINFile(path string) ([]byte, error) {
 		return nil, errors.New("read pin file: it is empty")
 	}
 	return out, nil
+}
+
+// padPresence is a PIN pad that can say whether it is connected, as health and the metrics ask.
+type padPresence struct{ s web.PadStatus }
+
+func (p padPresence) Present(ctx context.Context) bool {
+	_, err := p.s.Status(ctx)
+	return err == nil
+}
+
+// pcscPadStatus is the PC/SC PIN pad as WebConf's status shows it: its name and firmware now,
+// or why it is not there ("no PIN pad connected").
+type pcscPadStatus struct {
+	t       *pcsc.Terminal
+	virtual bool // the virtual cyberJack: the page must say SIMULATOR
+}
+
+func (p pcscPadStatus) Status(ctx context.Context) (string, error) {
+	if _, err := p.t.Status(ctx); err != nil {
+		return "", err
+	}
+	if p.virtual {
+		return "SIMULATOR: virtual cyberJack through PC/SC (" + pcscPadName(ctx, p.t) + ")", nil
+	}
+	return pcscPadName(ctx, p.t), nil
+}
+
+// pcscPadName says which PC/SC PIN pad the service found at start and its firmware, or that
+// none is connected yet (the service then finds it when it is plugged in).
+func pcscPadName(ctx context.Context, t *pcsc.Terminal) string {
+	name, err := t.Status(ctx)
+	if err != nil {
+		return fmt.Sprintf("%s (%v: ceremonies wait until it is plugged in)", t.Name(), err)
+	}
+	fw, err := t.Firmware(ctx)
+	switch {
+	case err != nil:
+		return name
+	case fw.Revision >= 0 && fw.Older(part10.MinPINDirectFirmware):
+		return fmt.Sprintf("%s (firmware %s: %v)", name, fw, &pinpad.FirmwareError{Firmware: fw.String(), Need: part10.MinPINDirectFirmware.String()})
+	}
+	return fmt.Sprintf("%s (firmware %s)", name, fw)
 }

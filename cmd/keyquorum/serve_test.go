@@ -14,10 +14,13 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/keyquorum/keyquorum/ceremony"
 )
 
 func TestServeFlags(t *testing.T) {
@@ -48,6 +51,9 @@ func TestServeFlags(t *testing.T) {
 		{[]string{"extra"}, false, "unexpected argument"},
 		{[]string{"--ca-bundle", "/etc/piv-ca.pem", "--crl", "/etc/piv.crl,/etc/piv2.crl"}, true, ""},
 		{[]string{"--crl", "/etc/piv.crl"}, false, "--crl lists revoked certificates of a --ca-bundle CA"},
+		{[]string{"--timeout-ok", "30s", "--timeout-card", "5m", "--timeout-pin", "2m", "--timeout-removal", "1m"}, true, ""},
+		{[]string{"--timeout-pin", "5m"}, false, "--timeout-pin must be at most 255s"},
+		{[]string{"--timeout-card", "0s"}, false, "--timeout-card must be at least 1s"},
 	}
 	if got := relyingPartyID([]string{"10.0.0.7", "KQ.example", "kq2.example"}); got != "kq.example" {
 		t.Errorf("relying party of hosts: %q", got)
@@ -65,15 +71,19 @@ func TestServeFlags(t *testing.T) {
 		if !c.ok && !strings.Contains(stderr.String(), c.says) {
 			t.Errorf("%v: stderr %q does not say %q", c.args, stderr.String(), c.says)
 		}
-		if c.ok && len(c.args) == 0 && (cfg.dataDir != "keyquorum-data" || cfg.listen != "127.0.0.1:8443" || cfg.pinpad != "sim" || cfg.hsm != "soft") {
+		if c.ok && len(c.args) == 0 && (cfg.dataDir != "keyquorum-data" || cfg.listen != "127.0.0.1:8443" || cfg.pinpad != "sim" || cfg.hsm != "soft" ||
+			cfg.timeouts != ceremony.DefaultTimeouts || cfg.timeouts.PIN != 90*time.Second) {
 			t.Errorf("defaults: %+v", cfg)
+		}
+		if c.ok && slices.Contains(c.args, "--timeout-pin") && cfg.timeouts != (ceremony.Timeouts{OK: 30 * time.Second, Card: 5 * time.Minute, PIN: 2 * time.Minute, Removal: time.Minute}) {
+			t.Errorf("timeouts: %+v", cfg.timeouts)
 		}
 	}
 	var stderr bytes.Buffer
 	if _, err := parseServe([]string{"--help"}, &stderr); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("--help: %v", err)
 	}
-	for _, f := range []string{"-data", "-listen", "-pinpad", "-reader", "-hsm", "-pkcs11-module", "-slot", "-pin-file", "-ca-bundle", "-crl", "-host", "-max-upload", "-recover-admin"} {
+	for _, f := range []string{"-data", "-listen", "-pinpad", "-reader", "-hsm", "-pkcs11-module", "-slot", "-pin-file", "-ca-bundle", "-crl", "-host", "-max-upload", "-recover-admin", "-timeout-ok", "-timeout-card", "-timeout-pin", "-timeout-removal"} {
 		if !strings.Contains(stderr.String(), "  "+f+" ") && !strings.Contains(stderr.String(), "  "+f+"\n") {
 			t.Errorf("--help does not explain %s", f)
 		}

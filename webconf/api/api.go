@@ -131,9 +131,13 @@ const apiKeepAlive = 15 * time.Second
 
 // StatusJSON is GET /api/v1/status.
 type StatusJSON struct {
-	Operator    string            `json:"operator"`
-	Role        string            `json:"role"`
-	Pad         string            `json:"pad"`
+	Operator string `json:"operator"`
+	Role     string `json:"role"`
+	Pad      string `json:"pad"`
+	// PadProblem says why the PIN pad cannot be used now ("no PIN pad connected"); empty when
+	// it can.
+	PadProblem  string            `json:"pad_problem,omitempty"`
+	PadTimeouts TimeoutsJSON      `json:"pad_timeouts"`
 	HSM         string            `json:"hsm"`
 	Simulator   bool              `json:"simulator"`
 	BackupKeyID string            `json:"backup_key_id"` // "" when no MBK is loaded
@@ -145,6 +149,14 @@ type StatusJSON struct {
 	// Keys are the HSM's application keys (the key database a backup carries), when the HSM
 	// can list them.
 	Keys []KeyJSON `json:"keys"`
+}
+
+// TimeoutsJSON are the ceremonies' waits on the PIN pad, in seconds.
+type TimeoutsJSON struct {
+	OK      int `json:"ok_seconds"`
+	Card    int `json:"card_seconds"`
+	PIN     int `json:"pin_seconds"`
+	Removal int `json:"removal_seconds"`
 }
 
 // KeyJSON is one application key: never its material.
@@ -161,8 +173,11 @@ func (a *Handlers) status(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	out := StatusJSON{Operator: op.Name, Role: op.Role.String(), Pad: a.cfg.Appliance.PadName, HSM: a.cfg.Appliance.HSMName,
-		Simulator: a.cfg.Sim != nil, BackupKeyID: ov.BackupKeyID, HSMError: ov.HSMError, KeySet: ov.KeySet,
+	pad, padProblem := a.cfg.Appliance.PadNow(r.Context())
+	t := a.cfg.Appliance.PadTimeouts
+	out := StatusJSON{Operator: op.Name, Role: op.Role.String(), Pad: pad, PadProblem: padProblem, HSM: a.cfg.Appliance.HSMName,
+		PadTimeouts: TimeoutsJSON{OK: int(t.OK.Seconds()), Card: int(t.Card.Seconds()), PIN: int(t.PIN.Seconds()), Removal: int(t.Removal.Seconds())},
+		Simulator:   a.cfg.Sim != nil, BackupKeyID: ov.BackupKeyID, HSMError: ov.HSMError, KeySet: ov.KeySet,
 		Running: ov.Running, Pending: ov.Pending, Last: ov.Last, Keys: []KeyJSON{}}
 	if ks, ok := a.cfg.HSM.(hsm.KeyStore); ok {
 		keys, err := ks.Keys(r.Context())

@@ -48,6 +48,33 @@ type BackupHSM interface {
 // Appliance describes the service for the status page.
 type Appliance struct {
 	PadName string // "simulator" or the reader's name
-	HSMName string // "soft (embedded)" or the PKCS#11 module and slot
-	DataDir string
+	// Pad, when set, is asked whenever the status is shown whether the PIN pad is connected
+	// (a PC/SC reader can be unplugged and plugged in while the service runs); nil for the
+	// simulator, which is always there.
+	Pad PadStatus
+	// PadTimeouts are the ceremonies' waits on the pad (`serve --timeout-…`), shown so an
+	// operator knows how long the pad waits before a step stalls.
+	PadTimeouts ceremony.Timeouts
+	HSMName     string // "soft (embedded)" or the PKCS#11 module and slot
+	DataDir     string
+}
+
+// PadStatus is a PIN pad that can say whether it is connected: its name now (with what else
+// the operator should know of it, such as its firmware), or why it cannot be used (e.g.
+// pinpad.ErrNoReader, "no PIN pad connected").
+type PadStatus interface {
+	Status(ctx context.Context) (string, error)
+}
+
+// PadNow is the pad as the status shows it: its name, and a problem ("" when none) an operator
+// can read.
+func (a Appliance) PadNow(ctx context.Context) (name, problem string) {
+	if a.Pad == nil {
+		return a.PadName, ""
+	}
+	name, err := a.Pad.Status(ctx)
+	if err != nil {
+		return a.PadName, err.Error()
+	}
+	return name, ""
 }
