@@ -74,7 +74,7 @@ func BenchmarkAuditGrowth(b *testing.B) {
 		})
 		b.Run(fmt.Sprintf("page-serial/entries=%d", n), func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
-				if p, err := m.AuditPage(AuditQuery{Serial: "CARD0005", Limit: 10}); err != nil || len(p.Entries) != 10 {
+				if p, err := m.AuditPage(AuditQuery{Serial: "CARD0005", Limit: 10}); err != nil || len(p.Entries) == 0 {
 					b.Fatal(err)
 				}
 			}
