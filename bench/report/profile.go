@@ -53,7 +53,7 @@ func (r *report) profileNote(ctx context.Context, prof string, requests int) {
 		}
 	}
 	r.notes = append(r.notes, fmt.Sprintf("Where the status page's time goes (CPU profile of `keyquorum serve` during the runs above): "+
-		"the server used %s of CPU per request, %.0f%% of the %d cores over the runs — the load generator on the same cores used most of the rest, "+
+		"the server used %s of CPU per request, %.0f%% of the %d cores over its whole run (start to stop) — the load generator on the same cores used most of the rest, "+
 		"so the latency under 64 connections is bound by the shared CPU, not by one slow part of the server. Of the server's CPU: %s.",
 		dur(cpu/float64(requests)), 100*cpu/(wall*float64(runtime.NumCPU())), runtime.NumCPU(), strings.Join(parts, ", ")))
 }
