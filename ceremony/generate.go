@@ -125,7 +125,7 @@ func issuingSet(j *Journal, label, origin string, tags map[int]string, now time.
 func (r *run) writeCards(records []*sharing.Record, confirm string) error {
 	n := len(records)
 	r.progress(0, n)
-	if err := r.retryable(func() error { return r.waitOK(StepConfirm, confirm) }); err != nil {
+	if err := r.retryable(func() error { return r.waitOK(ask{step: StepConfirm, text: confirm}) }); err != nil {
 		return err
 	}
 	written := make(map[int]string, n) // share index → card serial
@@ -176,13 +176,13 @@ func (r *run) writeShare(rec *sharing.Record, written map[int]string) error {
 			// This card was being written when it was pulled out (or the process stopped):
 			// the half-written slot is rewritten without a question.
 		case unreadable:
-			if err := r.confirmOverwrite(card, nil, rec); err != nil {
+			if err := r.confirmShareTarget(serial, nil, rec); err != nil {
 				return err
 			}
 		case have != nil && !already:
 			// A card pulled out mid-write and put back holds this share: it is rewritten
 			// without a question. Anything else needs the custodian's OK.
-			if err := r.confirmOverwrite(card, have, rec); err != nil {
+			if err := r.confirmShareTarget(serial, have, rec); err != nil {
 				sharing.Zero(have)
 				return err
 			}
@@ -191,10 +191,10 @@ func (r *run) writeShare(rec *sharing.Record, written map[int]string) error {
 
 		if !already {
 			now := time.Now().UTC()
-			if err := r.commit(&auditSpec{event: AuditCardWriting, message: fmt.Sprintf("writing share %d to card %s", i, serial), serials: []string{serial}, indexes: []int{i}},
+			if err := r.commitWith(&auditSpec{event: AuditCardWriting, message: fmt.Sprintf("writing share %d to card %s", i, serial), serials: []string{serial}, indexes: []int{i}},
 				func(j *Journal) {
 					j.setCard(CardEntry{Serial: serial, Index: i, Role: RoleShare, State: CardWriting, Time: now})
-				}); err != nil {
+				}, func(tx *bolt.Tx, _ *Journal) error { return forgetCard(tx, serial) }); err != nil {
 				return err
 			}
 			r.working(StepWriteCard, "")
@@ -279,35 +279,6 @@ func cardProblem(err error) bool {
 	}
 	var se *pinpad.StatusError
 	return errors.As(err, &se)
-}
-
-// confirmOverwrite asks before a card's share slot is overwritten, unless it holds the very
-// share about to be written (a card removed mid-write and inserted again).
-func (r *run) confirmOverwrite(card pinpad.Card, have []byte, rec *sharing.Record) error {
-	serial := card.Serial()
-	what := "data that is not a share record"
-	if have == nil {
-		what = "data that cannot be read"
-	} else if old, err := sharing.Unmarshal(have); err == nil {
-		defer old.Zero()
-		switch {
-		case old.SetID == rec.SetID && old.Index == rec.Index:
-			return nil
-		case old.SetID == rec.SetID:
-			return refuse(serial, "take it out and insert another card", "this card holds share %d of this ceremony", old.Index)
-		case r.j.Kind == KindReissue && old.SetID.String() == r.j.FromSetID:
-			return refuse(serial, "take it out and insert a blank card or a card of a retired set",
-				"this card holds share %d of the current set %s, which must stay whole while the new set is written (an interrupted re-issue falls back to it): write the new set to other cards", old.Index, old.SetID.Short())
-		default:
-			what = fmt.Sprintf("share %d of another key set (set %s, key %s)", old.Index, old.SetID.Short(), old.KeyID)
-		}
-	}
-	r.problem(fmt.Errorf("card %s holds %s", serial, what), "press OK on the pad to overwrite it, or Cancel on the pad to keep it and use another card")
-	err := r.waitOK(StepConfirmWrite, textOverwrite)
-	if errors.Is(err, pinpad.ErrCancelled) && r.ctx.Err() == nil {
-		return refuse(serial, "take it out and insert another card", "overwriting the card was %w", errDeclined)
-	}
-	return err
 }
 
 // writeFailed turns a failed write into a refusal of the card (its share slot may hold a partial
@@ -446,7 +417,7 @@ func (r *run) loadedAuthenticators(records map[int]*sharing.Record) map[int]stri
 // records). With a damaged card among them it reads one more card to find it. The key's ID is
 // checked against exp.
 func (r *run) readQuorum(exp *expectation, confirm string, records map[int]*sharing.Record, serials map[string]int) ([]byte, error) {
-	if err := r.retryable(func() error { return r.waitOK(StepConfirm, confirm) }); err != nil {
+	if err := r.retryable(func() error { return r.waitOK(ask{step: StepConfirm, text: confirm}) }); err != nil {
 		return nil, err
 	}
 	need := exp.k

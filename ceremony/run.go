@@ -30,9 +30,10 @@ type run struct {
 	stalled atomic.Bool
 
 	// confirm carries an operator's answer to a question the pad cannot ask itself (a pad
-	// without OK key reporting); confirming is set while such a question is open.
-	confirm    chan confirmation
-	confirming atomic.Bool
+	// without OK key reporting); question is the question open on the screen, nil when none
+	// is.
+	confirm  chan confirmation
+	question atomic.Pointer[Question]
 
 	done  chan struct{}
 	final *Journal
@@ -196,6 +197,7 @@ type auditSpec struct {
 	operator string // defaults to the run's operator
 	serials  []string
 	indexes  []int
+	setID    string // the set the entry is about, when not the journal's
 }
 
 // commit applies mutate to a copy of the journal and commits it, with the audit entry, in one
@@ -223,6 +225,9 @@ func (r *run) commitWith(a *auditSpec, mutate func(j *Journal), also func(tx *bo
 			}
 			e := &AuditEntry{Time: next.Updated, Operator: op, Ceremony: next.ID, Kind: next.Kind, Event: a.event,
 				Message: a.message, Serials: a.serials, Indexes: a.indexes, SetID: next.SetID, KeyID: next.KeyID}
+			if a.setID != "" {
+				e.SetID = a.setID
+			}
 			if err := appendAudit(tx, e); err != nil {
 				return err
 			}
@@ -606,15 +611,25 @@ func refuse(serial string, hint string, format string, a ...any) *refusal {
 // card is not used, the ceremony goes on.
 var errDeclined = errors.New("declined on the PIN pad")
 
+// ask is a question on the pad: OK goes on, Cancel declines.
+type ask struct {
+	step Step
+	text string // the pad's text
+	// detail says what the question is about in words (the event's Error says it too);
+	// destructive marks a question whose OK destroys data (see Question.Destructive).
+	detail      string
+	destructive bool
+}
+
 // waitOK shows text and waits for OK. A pad that cannot report its keys to the host (a real
 // cyberJack through PC/SC) has the question answered on the WebConf screen or the CLI instead,
 // with the same meaning: OK goes on, Cancel is Cancel on the pad.
-func (r *run) waitOK(step Step, text string) error {
+func (r *run) waitOK(q ask) error {
 	t := r.m.cfg.Timeouts.OK
-	r.prompt(step, WaitOK, text, t)
-	err := r.m.cfg.Pad.WaitForOK(r.ctx, text, t)
+	r.prompt(q.step, WaitOK, q.text, t)
+	err := r.m.cfg.Pad.WaitForOK(r.ctx, q.text, t)
 	if errors.Is(err, pinpad.ErrNoOKKey) {
-		err = r.waitConfirm(step, text, t)
+		err = r.waitConfirm(q, t)
 	}
 	r.working(r.ev.Step, "")
 	return err
@@ -623,37 +638,68 @@ func (r *run) waitOK(step Step, text string) error {
 // confirmation is an operator's answer on the screen.
 type confirmation struct {
 	operator string
+	question string
 	ok       bool
 }
 
-// waitConfirm waits for [Manager.Confirm] on text, until timeout.
-func (r *run) waitConfirm(step Step, text string, timeout time.Duration) error {
+// waitConfirm asks q on the screen and waits for [Manager.Answer] to it, until timeout. The
+// question gets an ID, journaled before it is shown; an answer naming another ID is not taken.
+func (r *run) waitConfirm(q ask, timeout time.Duration) error {
 	for len(r.confirm) > 0 { // an answer to an earlier question does not count
 		<-r.confirm
 	}
-	r.confirming.Store(true)
-	defer r.confirming.Store(false)
-	r.prompt(step, WaitConfirm, text, timeout)
+	question := &Question{ID: fmt.Sprintf("c%d-q%d", r.j.ID, r.j.Questions+1), Text: q.text, Detail: q.detail, Destructive: q.destructive}
+	if err := r.commit(nil, func(j *Journal) { j.Questions++; j.Question = question }); err != nil {
+		return err
+	}
+	r.question.Store(question)
+	defer func() {
+		r.question.Store(nil)
+		r.ev.Question = nil
+		if r.j.Question != nil {
+			// Best effort: a failed commit leaves the question in the journal, where the next
+			// commit of the run or its end clears it.
+			r.commit(nil, func(j *Journal) { j.Question = nil })
+		}
+	}()
+	r.emit(EventPrompt, func(ev *Event) {
+		ev.Step, ev.Waiting, ev.Display, ev.Question = q.step, WaitConfirm, q.text, question
+		ev.Deadline = time.Now().Add(timeout).UTC()
+	})
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
-	select {
-	case c := <-r.confirm:
-		action, err := "confirm", error(nil)
-		if !c.ok {
-			action, err = "decline", pinpad.ErrCancelled
+	for {
+		select {
+		case c := <-r.confirm:
+			if c.question != question.ID {
+				continue // raced with the end of an earlier question
+			}
+			action, err := "confirm", error(nil)
+			if !c.ok {
+				action, err = "decline", pinpad.ErrCancelled
+			}
+			now := time.Now().UTC()
+			answer := map[bool]string{true: "OK", false: "Cancel"}[c.ok]
+			msg := fmt.Sprintf("question %s %q answered %s on the screen", question.ID, question.Text, answer)
+			if question.Detail != "" {
+				msg = fmt.Sprintf("question %s %q (%s) answered %s on the screen", question.ID, question.Text, question.Detail, answer)
+			}
+			if c.ok && question.Destructive {
+				msg += ", confirmed with the operator's security key"
+			}
+			r.question.Store(nil)
+			if cerr := r.commit(&auditSpec{event: AuditCeremonyConfirmed, operator: c.operator, message: msg}, func(j *Journal) {
+				j.Question = nil
+				j.Participants = append(j.Participants, Participant{Operator: c.operator, Action: action, Time: now})
+			}); cerr != nil {
+				return cerr
+			}
+			return err
+		case <-timer.C:
+			return fmt.Errorf("confirm on screen: %w", pinpad.ErrTimeout)
+		case <-r.ctx.Done():
+			return fmt.Errorf("confirm on screen: %w", context.Cause(r.ctx))
 		}
-		now := time.Now().UTC()
-		msg := fmt.Sprintf("%q answered %s on the screen", text, map[bool]string{true: "OK", false: "Cancel"}[c.ok])
-		if cerr := r.commit(&auditSpec{event: AuditCeremonyConfirmed, operator: c.operator, message: msg}, func(j *Journal) {
-			j.Participants = append(j.Participants, Participant{Operator: c.operator, Action: action, Time: now})
-		}); cerr != nil {
-			return cerr
-		}
-		return err
-	case <-timer.C:
-		return fmt.Errorf("confirm on screen: %w", pinpad.ErrTimeout)
-	case <-r.ctx.Done():
-		return fmt.Errorf("confirm on screen: %w", context.Cause(r.ctx))
 	}
 }
 
@@ -792,7 +838,8 @@ func (r *run) checkTries(card pinpad.Card, slot pinpad.Slot, pin, refuseHint str
 	case 1:
 		r.problem(fmt.Errorf("card %s has 1 PIN try left: a wrong %s blocks the card", serial, pin),
 			"press OK on the pad to go on, or Cancel on the pad to use another card")
-		err := r.waitOK(StepConfirmLast, "Last PIN try press OK/Cancel")
+		err := r.waitOK(ask{step: StepConfirmLast, text: "Last PIN try press OK/Cancel", destructive: true,
+			detail: fmt.Sprintf("card %s has 1 PIN try left: a wrong %s blocks the card", serial, pin)})
 		if errors.Is(err, pinpad.ErrCancelled) && r.ctx.Err() == nil {
 			return refuse(serial, refuseHint, "the last PIN try was %w", errDeclined)
 		}
