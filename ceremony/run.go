@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -372,7 +373,7 @@ func classify(j *Journal, loadedKey string, cause error) ending {
 	title := j.Kind.Title()
 	title = strings.ToUpper(title[:1]) + title[1:]
 	written := serialsOf(j, RoleShare, CardWriting, CardWritten)
-	read := serialsOf(j, RoleRead, CardRead)
+	read := readOf(j)
 	switch j.Kind {
 	case KindGenerate:
 		switch {
@@ -483,13 +484,32 @@ func serialsOf(j *Journal, role CardRole, states ...CardState) []string {
 	return out
 }
 
+// readOf lists the serials of the current attempt's cards read of the journal's set.
+func readOf(j *Journal) []string {
+	var out []string
+	for _, c := range j.Cards {
+		if c.Role == RoleRead && c.State == CardRead && c.Attempt == j.Attempt && (c.SetID == "" || c.SetID == j.SetID || c.SetID == j.FromSetID) &&
+			!containsStr(out, c.Serial) {
+			out = append(out, c.Serial)
+		}
+	}
+	return out
+}
+
 func keySetOf(j *Journal) *KeySet {
 	ks := &KeySet{SetID: j.SetID, KeyID: j.KeyID, K: j.K, N: j.N, Label: j.Request.Label, Ceremony: j.ID, Loaded: time.Now().UTC()}
 	for _, c := range j.Cards {
-		// The cards a re-issue read are of the set it replaced.
-		if c.State == CardWritten || (c.Role == RoleRead && c.State == CardRead && j.Kind != KindReissue) {
-			ks.Cards = append(ks.Cards, CardEntry{Serial: c.Serial, Index: c.Index, Role: c.Role, State: c.State, Time: c.Time})
+		// The cards a re-issue read are of the set it replaced; a read may have seen cards of
+		// other sets; a generation reads back cards it wrote, which are listed once.
+		written := c.State == CardWritten
+		read := c.Role == RoleRead && c.State == CardRead && j.Kind != KindReissue && (c.SetID == "" || c.SetID == j.SetID)
+		if !written && !read {
+			continue
 		}
+		if slices.ContainsFunc(ks.Cards, func(k CardEntry) bool { return k.Serial == c.Serial && k.Index == c.Index }) {
+			continue
+		}
+		ks.Cards = append(ks.Cards, CardEntry{Serial: c.Serial, Index: c.Index, Role: c.Role, State: c.State, Time: c.Time})
 	}
 	return ks
 }
@@ -566,6 +586,13 @@ func (r *run) stall(cause error) error {
 	hint := stallHint(cause)
 	if r.j.Phase == PhaseReading && r.ev.CardsTotal > 0 && r.ev.CardsDone < r.ev.CardsTotal {
 		hint += fmt.Sprintf("; %d of the %d cards needed were read: %d more needed", r.ev.CardsDone, r.ev.CardsTotal, r.ev.CardsTotal-r.ev.CardsDone)
+		if len(r.ev.Sets) > 1 {
+			var parts []string
+			for _, p := range r.ev.Sets {
+				parts = append(parts, fmt.Sprintf("set %s: %d of %d", short(p.SetID), p.Read, p.K))
+			}
+			hint += " (cards read per set: " + strings.Join(parts, ", ") + ")"
+		}
 	}
 	if err := r.commit(&auditSpec{event: AuditCeremonyStalled, message: cause.Error() + ": waiting for Retry"}, func(j *Journal) {
 		j.Status, j.LastError = StatusStalled, cause.Error()

@@ -381,7 +381,7 @@ func updateSets(tx *bolt.Tx, j *Journal, e ending, now time.Time) error {
 				Created: now, Ceremony: j.ID}
 		}
 		for _, c := range j.Cards {
-			if c.Role != RoleRead || c.State != CardRead || c.Attempt != j.Attempt {
+			if c.Role != RoleRead || c.State != CardRead || c.Attempt != j.Attempt || (c.SetID != "" && c.SetID != j.SetID) {
 				continue
 			}
 			have, known := cs.Share(c.Index)
