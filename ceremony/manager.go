@@ -431,12 +431,12 @@ func (m *Manager) Answer(operator string, a Answer) error {
 	case a.OK && q.Destructive && !a.SteppedUp:
 		return fmt.Errorf("answer %q: %w", q.Text, ErrStepUpRequired)
 	}
-	select {
-	case m.cur.confirm <- confirmation{operator: operator, question: q.ID, ok: a.OK}:
-		return nil
-	default:
-		return fmt.Errorf("answer: %w", &StaleAnswerError{Answered: a.Question}) // an answer is already on its way
+	// The first answer takes the question: a second one (a double click) finds none asked.
+	if !m.cur.question.CompareAndSwap(q, nil) {
+		return fmt.Errorf("answer: %w", &StaleAnswerError{Answered: a.Question, Asked: m.cur.question.Load()})
 	}
+	m.cur.confirm <- confirmation{operator: operator, question: q.ID, ok: a.OK} // drained before each question: room for one
+	return nil
 }
 
 // Question returns the question the running ceremony asks on the screen now, if any.
