@@ -41,13 +41,31 @@ func (e *BusyError) Error() string {
 		e.Kind.Title(), e.ID, e.Operator, e.Started.UTC().Format(time.RFC3339), e.Step)
 }
 
-// PendingError refuses a key ceremony while an interrupted one requires an action first.
+// PendingError refuses a key ceremony (or a Resume) while an interrupted one requires another
+// action first. Op is what was refused ("start ceremony", "resume ceremony").
 type PendingError struct {
+	Op      string
 	Pending Pending
 }
 
 func (e *PendingError) Error() string {
-	return "start ceremony: " + e.Pending.Message
+	op := e.Op
+	if op == "" {
+		op = "start ceremony"
+	}
+	return op + ": " + e.Pending.Message
+}
+
+// Todo says what the operator must do next, in words that match what is pending: a factory
+// reset is never called a resume.
+func (e *PendingError) Todo() string {
+	switch e.Pending.Next {
+	case NextReset:
+		return "A factory reset is required first (nothing can be resumed): run the factory reset, then start a new key generation or load."
+	case NextResume, NextRestartRead:
+		return fmt.Sprintf("Resume the interrupted %s #%d first (it reads the cards again), or cancel it by starting over after a factory reset.", e.Pending.Kind.Title(), e.Pending.Ceremony)
+	}
+	return "See the status page for what the last ceremony left."
 }
 
 // CancelledError is a ceremony cancelled by an operator (as opposed to the Cancel key on the

@@ -212,7 +212,7 @@ func (m *Manager) Start(ctx context.Context, operator string, req Request) (*Han
 	if pending != nil && (req.Kind == KindGenerate || req.Kind == KindLoad || req.Kind == KindReissue) {
 		switch pending.Next {
 		case NextReset, NextResume:
-			return nil, &PendingError{Pending: *pending}
+			return nil, &PendingError{Op: "start ceremony", Pending: *pending}
 		}
 	}
 	if req.Kind == KindGenerate {
@@ -327,13 +327,17 @@ func (m *Manager) Resume(ctx context.Context, operator string) (*Handle, error) 
 		}
 		if p == nil || (p.Next != NextResume && p.Next != NextRestartRead) {
 			if p != nil {
-				return &PendingError{Pending: *p}
+				return &PendingError{Op: "resume ceremony", Pending: *p}
 			}
 			return ErrNothingToResume
 		}
 		j, err = loadJournal(tx, p.Ceremony)
 		return err
 	})
+	var pe *PendingError
+	if errors.As(err, &pe) {
+		return nil, pe // it names the operation already
+	}
 	if err != nil {
 		return nil, fmt.Errorf("resume ceremony: %w", err)
 	}

@@ -538,12 +538,12 @@ func (r *run) prompt(step Step, wait Wait, text string, timeout time.Duration) {
 	})
 }
 
+// working announces a step without a wait. The pad's prompt is over (the cyberJack clears its
+// display after an entry), so the display is text, usually none: a watcher must not go on
+// reading "Enter PIN" through the write, the combine and the load.
 func (r *run) working(step Step, text string) {
 	r.emit(EventProgress, func(ev *Event) {
-		ev.Step, ev.Waiting, ev.Deadline = step, WaitNone, time.Time{}
-		if text != "" {
-			ev.Display = text
-		}
+		ev.Step, ev.Waiting, ev.Deadline, ev.Display = step, WaitNone, time.Time{}, text
 	})
 }
 
@@ -800,15 +800,39 @@ func (r *run) refused(ref *refusal) error {
 	}); err != nil {
 		return err
 	}
+	// The wait that refused the card is over: its PIN tries no longer describe a card to use.
+	r.emit(EventProgress, func(ev *Event) { ev.Waiting, ev.Deadline, ev.Display, ev.PINTries = WaitNone, time.Time{}, "", -1 })
 	r.problem(errors.New(msg), ref.hint)
-	return r.removeCard()
+	return r.removeCardSaying(refusalText(ref.err))
+}
+
+// refusalText is what the pad shows before "Remove card" for a refused card: the reason in the
+// few words its display takes (two lines of 16 characters on the e-com, so "Card blocked
+// Remove card" shows as two lines).
+func refusalText(err error) string {
+	switch {
+	case errors.Is(err, pinpad.ErrPINBlocked):
+		return "Card blocked"
+	case errors.Is(err, errDeclined):
+		return "" // the custodian said no on the pad: no reason to show
+	case errors.Is(err, pinpad.ErrWriteVerify), errors.Is(err, pinpad.ErrMemory), errors.Is(err, pinpad.ErrTooLarge):
+		return "Card failed"
+	}
+	return "Wrong card"
 }
 
 // removeCard waits for the card to be taken out.
-func (r *run) removeCard() error {
+func (r *run) removeCard() error { return r.removeCardSaying("") }
+
+// removeCardSaying waits for the card to be taken out, showing why first when reason is set.
+func (r *run) removeCardSaying(reason string) error {
 	t := r.m.cfg.Timeouts.Removal
-	r.prompt(StepRemoveCard, WaitRemoval, "Remove card", t)
-	err := r.m.cfg.Pad.WaitForRemoval(r.ctx, "Remove card", t)
+	text := "Remove card"
+	if reason != "" {
+		text = reason + " Remove card"
+	}
+	r.prompt(StepRemoveCard, WaitRemoval, text, t)
+	err := r.m.cfg.Pad.WaitForRemoval(r.ctx, text, t)
 	r.emit(EventProgress, func(ev *Event) { ev.Serial, ev.Waiting, ev.Deadline, ev.PINTries = "", WaitNone, time.Time{}, -1 })
 	return err
 }
@@ -879,6 +903,9 @@ func (r *run) pinBlocked(serial string) error {
 	if err := r.commit(&auditSpec{event: AuditPINBlocked, message: fmt.Sprintf("card %s is blocked (no PIN tries left)", serial), serials: []string{serial}}, nil); err != nil {
 		return err
 	}
+	// A card that reports "blocked" instead of a last wrong PIN leaves the tries read before
+	// the entry (1) in the picture: a blocked card has none.
+	r.emit(EventPINTries, func(ev *Event) { ev.PINTries, ev.Waiting, ev.Deadline = 0, WaitNone, time.Time{} })
 	hint := "take it out and insert another card"
 	if (r.j.Kind == KindGenerate || r.j.Kind == KindReissue) && r.j.Phase == PhaseWriting {
 		hint = "take it out and insert another blank card for this share"
