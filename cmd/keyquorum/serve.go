@@ -58,6 +58,13 @@ PINs are never given on the command line: the PKCS#11 user PIN is read from --pi
 flags:
 `
 
+const serveExitHelp = `
+exit status:
+  0  stopped cleanly (SIGINT or SIGTERM); a ceremony running then is journaled as interrupted
+  1  could not start (data directory, PIN pad, HSM, TLS) or failed while running
+  2  usage error: contradictory or malformed flags, nothing was started
+`
+
 // parseServe reads serve's flags; contradictory settings are refused with a message saying why.
 func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	c := &serveConfig{}
@@ -65,7 +72,8 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, serveUsage)
-		fs.PrintDefaults()
+		printFlags(stderr, fs)
+		fmt.Fprint(stderr, serveExitHelp)
 	}
 	fs.StringVar(&c.dataDir, "data", "keyquorum-data", "`dir`ectory of the journal, the audit log, the soft HSM, the simulator's cards and the management PKI (webconf/)")
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:8443", "`address` (host:port) to serve HTTPS on; the server certificate covers 127.0.0.1, ::1, localhost, this host and every --host")
@@ -96,7 +104,7 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.Int64Var(&c.maxUpload, "max-upload", webconf.DefaultMaxUpload, "largest backup upload accepted, in `bytes`")
 	fs.BoolVar(&c.recoverAdmin, "recover-admin", false, "at this start, give the first administrator's certificate (DATA/webconf/admin.p12) the admin role again and remove its security keys, so it can register a new one: the way out when every administrator lost their security key (audited)")
 	fs.BoolVar(&c.verbose, "v", false, "log debug records too")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() != 0 {
