@@ -331,5 +331,14 @@ func loadKeySet(tx *bolt.Tx) (*KeySet, error) {
 	if err != nil || !ok {
 		return nil, err
 	}
+	// A key set recorded before the read-back was told apart lists a generation's cards twice
+	// (written, then read back): each card counts once.
+	var cards []CardEntry
+	for _, c := range k.Cards {
+		if !slices.ContainsFunc(cards, func(o CardEntry) bool { return o.Serial == c.Serial && o.Index == c.Index }) {
+			cards = append(cards, c)
+		}
+	}
+	k.Cards = cards
 	return &k, nil
 }
