@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/keyquorum/keyquorum/ceremony"
-	"github.com/keyquorum/keyquorum/webconf"
+	"github.com/keyquorum/keyquorum/webconf/api"
 )
 
 // `ceremony state` of a stalled ceremony says why it stalled and what to do, not only the step.
@@ -15,7 +15,7 @@ func TestCeremonyStateShowsStallReason(t *testing.T) {
 		Waiting: ceremony.WaitRetry, PINTries: -1, Error: "the PIN pad timed out waiting for the operator",
 		Hint: "press Retry to repeat this step (cards already done stay done), or Cancel; 1 of the 2 cards needed were read: 1 more needed"}
 	var b bytes.Buffer
-	printCeremonyState(&b, webconf.CeremonyStateJSON{Running: ev})
+	printCeremonyState(&b, api.CeremonyStateJSON{Running: ev})
 	out := b.String()
 	for _, want := range []string{"load #7, stalled, step wait-retry", "problem:            the PIN pad timed out", "what to do:         press Retry", "1 more needed", "keyquorum ceremony retry"} {
 		if !strings.Contains(out, want) {
