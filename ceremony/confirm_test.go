@@ -30,7 +30,7 @@ func answerOnScreen(t *testing.T, m *Manager, ok bool) (answered func() []string
 				continue
 			}
 			texts = append(texts, ev.Display)
-			if err := m.Confirm("screen operator", ok); err != nil && !errors.Is(err, ErrNotAsking) {
+			if err := m.Answer("screen operator", Answer{Question: ev.Question.ID, OK: ok, SteppedUp: true}); err != nil && !errors.Is(err, ErrStaleAnswer) {
 				t.Errorf("confirm: %v", err)
 			}
 		}
@@ -40,7 +40,7 @@ func answerOnScreen(t *testing.T, m *Manager, ok bool) (answered func() []string
 
 func TestGenerateConfirmedOnScreen(t *testing.T) {
 	e := newEnv(t, withPad(func(p Pad) Pad { return noOKKeyPad{p} }))
-	if err := e.m.Confirm("screen operator", true); !errors.Is(err, ErrNotRunning) {
+	if err := e.m.Answer("screen operator", Answer{Question: "c1-q1", OK: true}); !errors.Is(err, ErrNotRunning) {
 		t.Fatalf("confirm with nothing running: %v", err)
 	}
 	answered, _ := answerOnScreen(t, e.m, true)

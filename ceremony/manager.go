@@ -456,27 +456,6 @@ func (m *Manager) Question() (Question, bool) {
 	return Question{}, false
 }
 
-// Confirm answers whatever question is open now, without naming it and without a security-key
-// confirmation (so OK to a destructive question is refused).
-//
-// Deprecated: it cannot tell a stale answer from a fresh one; use [Manager.Answer].
-func (m *Manager) Confirm(operator string, ok bool) error {
-	q, asked := m.Question()
-	if !asked {
-		if err := validOperator(operator); err != nil {
-			return fmt.Errorf("confirm: %w", err)
-		}
-		m.mu.Lock()
-		running := m.cur != nil
-		m.mu.Unlock()
-		if !running {
-			return fmt.Errorf("confirm: %w", ErrNotRunning)
-		}
-		return fmt.Errorf("confirm: %w", ErrNotAsking)
-	}
-	return m.Answer(operator, Answer{Question: q.ID, OK: ok})
-}
-
 // Cancel aborts the running ceremony on operator's behalf. The abort is journaled; what it
 // leaves to do (if anything) is in the outcome.
 func (m *Manager) Cancel(operator string) error {

@@ -166,7 +166,7 @@ func (e *env) generateOnScreen(sub *Subscription, k, n int) ([]string, Journal) 
 		case <-h.Done():
 			return cards, e.mustSucceed(h)
 		case ev := <-sub.C():
-			if ev.Ceremony == h.ID() && ev.Question != nil {
+			if ev.Ceremony == h.ID() && ev.Question != nil && ev.Question.ID != "" {
 				e.m.Answer("CN=alice", Answer{Question: ev.Question.ID, OK: true, SteppedUp: true})
 			}
 		}
@@ -177,7 +177,7 @@ func (e *env) generateOnScreen(sub *Subscription, k, n int) ([]string, Journal) 
 func waitQuestion(t *testing.T, sub *Subscription, prefix string) Question {
 	t.Helper()
 	for ev := range sub.C() {
-		if ev.Question != nil && strings.HasPrefix(ev.Question.Text, prefix) {
+		if ev.Question != nil && ev.Question.ID != "" && strings.HasPrefix(ev.Question.Text, prefix) {
 			return *ev.Question
 		}
 	}

@@ -265,13 +265,24 @@ type ask struct {
 // waitOK shows text and waits for OK. A pad that cannot report its keys to the host (a real
 // cyberJack through PC/SC) has the question answered on the WebConf screen or the CLI instead,
 // with the same meaning: OK goes on, Cancel is Cancel on the pad.
+//
+// A question with a detail (what an overwrite loses, whose last PIN try it is) carries it in
+// Event.Question while it waits, so the screen shows it beside the pad's short text; on the pad
+// the question has no ID (it is answered on the pad).
 func (r *run) waitOK(q ask) error {
 	t := r.m.cfg.Timeouts.OK
-	r.prompt(q.step, WaitOK, q.text, t)
+	r.emit(EventPrompt, func(ev *Event) {
+		ev.Step, ev.Waiting, ev.Display = q.step, WaitOK, q.text
+		ev.Deadline = time.Now().Add(t).UTC()
+		if q.detail != "" || q.destructive {
+			ev.Question = &Question{Text: q.text, Detail: q.detail, Destructive: q.destructive}
+		}
+	})
 	err := r.m.cfg.Pad.WaitForOK(r.ctx, q.text, t)
 	if errors.Is(err, pinpad.ErrNoOKKey) {
 		err = r.waitConfirm(q, t)
 	}
+	r.ev.Question = nil
 	r.working(r.ev.Step, "")
 	return err
 }

@@ -59,7 +59,8 @@ func (o *padOperator) run(ctx context.Context, sub *ceremony.Subscription) {
 func (o *padOperator) act(ev ceremony.Event) error {
 	switch ev.Waiting {
 	case ceremony.WaitConfirm:
-		return o.m.Confirm("custodian at the pad", true)
+		// The custodian answers the question on the screen, the security key confirmed.
+		return o.m.Answer("custodian at the pad", ceremony.Answer{Question: ev.Question.ID, OK: true, SteppedUp: true})
 	case ceremony.WaitCard:
 		if present, err := o.pad.Present(); err != nil || present {
 			return err
