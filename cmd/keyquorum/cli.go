@@ -206,11 +206,14 @@ func printCeremonyState(w io.Writer, s api.CeremonyStateJSON) {
 		}
 		fmt.Fprintln(w)
 		if q := ev.Question; q != nil {
-			fmt.Fprintf(w, "  question %s:   %q", q.ID, oneLine(q.Text))
+			fmt.Fprintf(w, "  question:           %q", oneLine(q.Text))
 			if q.Detail != "" {
-				fmt.Fprintf(w, " (%s)", q.Detail)
+				fmt.Fprintf(w, ": %s", q.Detail)
 			}
 			fmt.Fprintln(w)
+			if q.ID != "" {
+				fmt.Fprintf(w, "  answer with:        %s\n", answerCommand(q))
+			}
 		}
 		if ev.Error != "" {
 			fmt.Fprintf(w, "  problem:            %s\n", ev.Error)
@@ -364,8 +367,13 @@ var resumeCmd = cliCommand{
 }
 
 var answerCmd = cliCommand{
-	usage: "ceremony answer ok|cancel [flags]\n\nAnswers a question the PIN pad cannot ask itself (a PC/SC pad's OK and Cancel do not reach the host).",
-	nargs: [2]int{1, 1},
+	approval: true,
+	usage: "ceremony answer ok|cancel QUESTION [flags]\n\nAnswers a question the PIN pad cannot ask itself (a PC/SC pad's OK and Cancel do not reach the host).\n" +
+		"QUESTION is the question's ID, as ceremony state and ceremony watch show it: an answer to a question that\n" +
+		"is no longer asked is refused (exit status 5), so a late answer never answers the next question.\n" +
+		"OK to a question that destroys data on a card (an overwrite, the last PIN try) needs an approval for\n" +
+		"ceremony.answer-destructive (--approval).",
+	nargs: [2]int{2, 2},
 	run: func(ctx context.Context, c *client, o *clientOptions, _ any, args []string, w io.Writer) error {
 		var ok bool
 		switch args[0] {
@@ -375,10 +383,10 @@ var answerCmd = cliCommand{
 		default:
 			return &exitError{exitUsage, fmt.Errorf("answer ok or cancel, not %q", args[0])}
 		}
-		if err := c.call(ctx, http.MethodPost, "/api/v1/ceremony/answer", api.AnswerRequest{OK: &ok}, nil, false); err != nil {
+		if err := c.call(ctx, http.MethodPost, "/api/v1/ceremony/answer", api.AnswerRequest{Question: args[1], OK: &ok}, nil, true); err != nil {
 			return err
 		}
-		fmt.Fprintf(w, "answered %s\n", args[0])
+		fmt.Fprintf(w, "answered %s to question %s\n", args[0], args[1])
 		return nil
 	},
 }
@@ -485,6 +493,9 @@ func eventLine(ev ceremony.Event) string {
 	if ev.PINTries >= 0 && ev.Waiting == ceremony.WaitPIN {
 		fmt.Fprintf(&b, " (%d PIN tries left)", ev.PINTries)
 	}
+	if q := ev.Question; q != nil && q.ID != "" {
+		fmt.Fprintf(&b, "\n  question: %s\n  answer with: %s", oneLine(q.Detail), answerCommand(q))
+	}
 	if ev.Error != "" {
 		fmt.Fprintf(&b, "\n  problem: %s", ev.Error)
 		if ev.Hint != "" {
@@ -495,6 +506,14 @@ func eventLine(ev ceremony.Event) string {
 		b.WriteString("\n  stalled: fix the cause, then keyquorum ceremony retry (or cancel)")
 	}
 	return b.String()
+}
+
+// answerCommand is the command that answers q, the approval named when its OK destroys data.
+func answerCommand(q *ceremony.Question) string {
+	if q.Destructive {
+		return fmt.Sprintf("keyquorum ceremony answer ok|cancel %s (OK destroys data on the card: it needs --approval for ceremony.answer-destructive)", q.ID)
+	}
+	return "keyquorum ceremony answer ok|cancel " + q.ID
 }
 
 // ---- backup and restore

@@ -36,3 +36,19 @@ func TestWatchLinePINTries(t *testing.T) {
 		t.Errorf("PIN entry: %q", l)
 	}
 }
+
+// A question on the screen shows in ceremony state and watch with the command that answers it,
+// naming its ID, and the approval a destructive OK needs.
+func TestQuestionShownWithItsAnswerCommand(t *testing.T) {
+	ev := &ceremony.Event{Kind: ceremony.KindCopyCard, Ceremony: 4, Status: ceremony.StatusRunning, Step: ceremony.StepConfirmWrite,
+		Waiting: ceremony.WaitConfirm, PINTries: -1, Display: "Overwrite share 1 of set in use? OK/Cancel",
+		Question: &ceremony.Question{ID: "c4-q1", Text: "Overwrite share 1 of set in use? OK/Cancel", Detail: "card 01 holds share 1 of the current set", Destructive: true}}
+	var b bytes.Buffer
+	printCeremonyState(&b, api.CeremonyStateJSON{Running: ev})
+	for _, out := range []string{b.String(), eventLine(*ev)} {
+		if !strings.Contains(out, "keyquorum ceremony answer ok|cancel c4-q1") || !strings.Contains(out, "ceremony.answer-destructive") ||
+			!strings.Contains(out, "card 01 holds share 1") {
+			t.Errorf("question not shown with its answer:\n%s", out)
+		}
+	}
+}
