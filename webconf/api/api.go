@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -353,10 +354,25 @@ type AnswerRequest struct {
 	OK       *bool  `json:"ok"`
 }
 
-func (a *Handlers) answer(w http.ResponseWriter, r *http.Request) {
+// questionID is the shape of a ceremony.Question ID: "c<ceremony>-q<number>".
+var questionID = regexp.MustCompile(`^c[1-9][0-9]{0,19}-q[1-9][0-9]{0,9}$`)
+
+// parseAnswer decodes and checks the body of an answer.
+func parseAnswer(body io.Reader) (AnswerRequest, error) {
 	var req AnswerRequest
-	if err := decodeJSON(r.Body, &req); err != nil || req.OK == nil || req.Question == "" {
-		a.badRequest(w, r, `the body must be {"question": ID, "ok": true} or {"question": ID, "ok": false}, ID the question's (keyquorum ceremony state shows it)`)
+	if err := decodeJSON(body, &req); err != nil {
+		return req, err
+	}
+	if req.OK == nil || !questionID.MatchString(req.Question) {
+		return req, errors.New(`the body must be {"question": ID, "ok": true} or {"question": ID, "ok": false}, ID the question's (keyquorum ceremony state shows it, e.g. "c12-q3")`)
+	}
+	return req, nil
+}
+
+func (a *Handlers) answer(w http.ResponseWriter, r *http.Request) {
+	req, err := parseAnswer(r.Body)
+	if err != nil {
+		a.badRequest(w, r, err.Error())
 		return
 	}
 	if !a.cfg.Authorize(w, r, operator.ActionSteer) {
