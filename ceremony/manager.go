@@ -24,10 +24,14 @@ type Config struct {
 	Dir string
 	Pad Pad
 	HSM HSM
-	// Logger receives operational logs (never secrets). Audit events go to the audit log, not
-	// here. Nil discards.
+	// Logger receives operational logs (never secrets), and every committed audit entry once
+	// more as a structured line (attribute audit_event), for log shippers; the hash-chained
+	// audit log stays the record. Nil discards.
 	Logger   *slog.Logger
 	Timeouts Timeouts
+	// OnAudit, when set, is called with every audit entry after it is committed (metrics). It
+	// must not block or call back into the Manager.
+	OnAudit func(AuditEntry)
 	// AfterCommit, when set, is called synchronously after each transition is durable, before
 	// the ceremony touches a card or the HSM again. For metrics and crash tests; it must not
 	// call back into the Manager.
@@ -76,6 +80,7 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{cfg: cfg, st: st, log: log, events: newBroker()}
+	st.onAudit = m.logAudit
 	if err := m.recover(ctx); err != nil {
 		st.close()
 		return nil, err
@@ -100,6 +105,33 @@ func (m *Manager) Close() error {
 	}
 	m.events.close()
 	return m.st.close()
+}
+
+// logAudit writes a committed audit entry as one structured log line, so that a log shipper sees
+// every audit-worthy event without reading the journal. Entries hold no secret (audit.go).
+func (m *Manager) logAudit(e AuditEntry) {
+	attrs := []any{
+		slog.String("audit_event", e.Event), slog.Uint64("audit_seq", e.Seq), slog.String("operator", e.Operator),
+	}
+	if e.Ceremony != 0 {
+		attrs = append(attrs, slog.Uint64("ceremony", e.Ceremony), slog.String("kind", string(e.Kind)))
+	}
+	if len(e.Serials) > 0 {
+		attrs = append(attrs, slog.Any("serials", e.Serials))
+	}
+	if len(e.Indexes) > 0 {
+		attrs = append(attrs, slog.Any("indexes", e.Indexes))
+	}
+	if e.SetID != "" {
+		attrs = append(attrs, slog.String("set_id", e.SetID))
+	}
+	if e.KeyID != "" {
+		attrs = append(attrs, slog.String("key_id", e.KeyID))
+	}
+	m.log.Info(e.Message, attrs...)
+	if m.cfg.OnAudit != nil {
+		m.cfg.OnAudit(e)
+	}
 }
 
 // Commits is the number of journal transactions committed since Open.
@@ -571,7 +603,46 @@ func (m *Manager) VerifyAudit() (AuditSummary, error) {
 		s, err = verifyAudit(tx)
 		return err
 	})
-	return s, err
+	if err != nil {
+		return s, err
+	}
+	return s, m.saveAuditCheckpoint(s)
+}
+
+// VerifyAuditIncremental checks only what was appended since the last successful verification
+// (of either kind): the chain from that checkpoint on, that the checkpoint's entry is unchanged,
+// and the head. Its cost grows with what was appended, not with the log, which is what a page
+// view can afford; an edit of an entry older than the checkpoint is found by [Manager.VerifyAudit]
+// (audit verify), which checks every entry.
+func (m *Manager) VerifyAuditIncremental() (AuditSummary, error) {
+	var s AuditSummary
+	var cp auditHead
+	err := m.st.view(func(tx *bolt.Tx) (err error) {
+		if _, err := getJSON(tx.Bucket(bucketMeta), keyAuditVerified, &cp); err != nil {
+			cp = auditHead{} // an unreadable checkpoint: check everything
+		}
+		s, err = verifyAuditFrom(tx, cp)
+		return err
+	})
+	if err != nil {
+		return s, err
+	}
+	return s, m.saveAuditCheckpoint(s)
+}
+
+// saveAuditCheckpoint records the last entry a verification vouched for.
+func (m *Manager) saveAuditCheckpoint(s AuditSummary) error {
+	if s.Entries == 0 {
+		return nil
+	}
+	return m.st.update(func(tx *bolt.Tx) error {
+		var cp auditHead
+		getJSON(tx.Bucket(bucketMeta), keyAuditVerified, &cp)
+		if cp.Seq >= s.Entries {
+			return nil
+		}
+		return putJSON(tx.Bucket(bucketMeta), keyAuditVerified, auditHead{Seq: s.Entries, Hash: s.Head})
+	})
 }
 
 // ExportAudit writes the audit log as JSON lines, one [AuditEntry] per line, oldest first.
@@ -584,11 +655,16 @@ func (m *Manager) ExportAudit(w io.Writer) error {
 	return nil
 }
 
-// AuditLog returns the audit entries of one ceremony (ceremony 0: all entries).
+// AuditLog returns the audit entries of one ceremony, oldest first, found through the audit
+// index (ceremony 0: every entry, which reads the whole log — pages use [Manager.AuditPage]).
 func (m *Manager) AuditLog(ceremony uint64) ([]AuditEntry, error) {
 	var out []AuditEntry
 	err := m.st.view(func(tx *bolt.Tx) (err error) {
-		out, err = auditEntries(tx, func(e *AuditEntry) bool { return ceremony == 0 || e.Ceremony == ceremony })
+		if ceremony == 0 {
+			out, err = auditEntries(tx, func(*AuditEntry) bool { return true })
+			return err
+		}
+		out, err = ceremonyAudit(tx, ceremony)
 		return err
 	})
 	return out, err

@@ -38,6 +38,8 @@ var commands = map[string]command{
 	"audit":    {summary: "verify or export the hash-chained audit log (audit verify, audit export)", run: runAudit},
 	"card":     {summary: "show the card in the PIN pad (card info), check one card alone (card check)", run: runCard},
 	"cluster":  {summary: "cluster node onboarding (cluster add-node on a node, cluster join on the new one)", run: runCluster},
+
+	"version": {summary: "print the version and the commit this binary was built from", run: runVersion},
 }
 
 // errUsage marks a usage error: the message was printed, exit status 2.

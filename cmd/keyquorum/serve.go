@@ -10,11 +10,13 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/keyquorum/keyquorum/ceremony"
 	"github.com/keyquorum/keyquorum/hsm"
 	"github.com/keyquorum/keyquorum/hsm/pkcs11"
@@ -24,6 +26,7 @@ import (
 	"github.com/keyquorum/keyquorum/pinpad/pcsc"
 	"github.com/keyquorum/keyquorum/pinpad/sim"
 	"github.com/keyquorum/keyquorum/webconf"
+	"github.com/keyquorum/keyquorum/webconf/monitor"
 	"github.com/keyquorum/keyquorum/webconf/operator"
 	"github.com/keyquorum/keyquorum/webconf/web"
 )
@@ -45,6 +48,10 @@ type serveConfig struct {
 	recoverAdmin bool
 	maxUpload    int64
 	verbose      bool
+	logFormat    string // "text" or "json"
+	configFile   string
+	check        bool // only check the flags and the configuration file, print them, exit
+	metricsAddr  string
 }
 
 const serveUsage = `usage: keyquorum serve [flags]
@@ -56,6 +63,16 @@ the first administrator's client certificate (PKCS#12, password in a file beside
 DATA/webconf, and prints where they are.
 
 PINs are never given on the command line: the PKCS#11 user PIN is read from --pin-file.
+
+--config FILE reads these flags from a file, one "name = value" per line ('#' starts a comment;
+a repeatable flag is repeated); a flag given on the command line wins over the file. The Debian
+package's service runs "keyquorum serve --config /etc/keyquorum/keyquorum.conf".
+
+KEYQUORUM_CPUPROFILE=FILE in the environment writes a CPU profile of the run to FILE when serve
+stops (bench/webload uses it to show where a request's time goes).
+
+Under systemd (Type=notify) the service reports ready once WebConf is listening. Core dumps are
+switched off at start, so a crash cannot write key material to disk.
 
 flags:
 `
@@ -106,6 +123,10 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.Int64Var(&c.maxUpload, "max-upload", webconf.DefaultMaxUpload, "largest backup upload accepted, in `bytes`")
 	fs.BoolVar(&c.recoverAdmin, "recover-admin", false, "at this start, give the first administrator's certificate (DATA/webconf/admin.p12) the admin role again and remove its security keys, so it can register a new one: the way out when every administrator lost their security key (audited)")
 	fs.BoolVar(&c.verbose, "v", false, "log debug records too")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log lines as `text` (key=value) or json (one JSON object a line, for log shippers)")
+	fs.StringVar(&c.configFile, "config", "", "read flags from this `file` (\"name = value\" lines); command-line flags win")
+	fs.StringVar(&c.metricsAddr, "metrics-listen", "", "serve Prometheus metrics over plain HTTP at /metrics on this `address` (host:port, e.g. 127.0.0.1:9643); off when empty. They carry no secret and no card serial, and need no client certificate: keep the address on a management network or loopback")
+	fs.BoolVar(&c.check, "check", false, "check the flags and the configuration file, print the settings in effect and exit (nothing is opened or created)")
 	if err := parseFlags(fs, args); err != nil {
 		return nil, err
 	}
@@ -114,6 +135,12 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if c.configFile != "" {
+		if err := applyConfigFile(fs, c.configFile, set); err != nil {
+			return nil, usageErr(stderr, "%v", err)
+		}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	}
 
 	switch c.pinpad {
 	case "sim":
@@ -155,6 +182,17 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	if c.maxUpload <= 0 {
 		return nil, usageErr(stderr, "--max-upload must be a positive number of bytes")
 	}
+	if c.metricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.metricsAddr); err != nil {
+			return nil, usageErr(stderr, "--metrics-listen must be host:port, e.g. 127.0.0.1:9643: %v", err)
+		}
+		if c.metricsAddr == c.listen && !strings.HasSuffix(c.listen, ":0") {
+			return nil, usageErr(stderr, "--metrics-listen must differ from --listen: metrics are served on a listener of their own")
+		}
+	}
+	if c.logFormat != "text" && c.logFormat != "json" {
+		return nil, usageErr(stderr, "--log-format must be text or json, not %q", c.logFormat)
+	}
 	return c, nil
 }
 
@@ -171,11 +209,32 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	if c.check {
+		return printServeSettings(stdout, c)
+	}
 	level := slog.LevelInfo
 	if c.verbose {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	opts := &slog.HandlerOptions{Level: level}
+	var handler slog.Handler = slog.NewTextHandler(stderr, opts)
+	if c.logFormat == "json" {
+		handler = slog.NewJSONHandler(stderr, opts)
+	}
+	log := slog.New(handler)
+	if p := os.Getenv("KEYQUORUM_CPUPROFILE"); p != "" {
+		// For bench/webload: where a request's CPU goes under load. A CPU profile holds stack
+		// samples, no memory contents.
+		stop, err := startCPUProfile(p)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	if err := disableCoreDumps(); err != nil {
+		// Not fatal: systemd's LimitCORE=0 does the same; say it so an operator can act.
+		log.Warn("could not switch off core dumps", "err", err)
+	}
 	return serve(ctx, c, stdout, log)
 }
 
@@ -262,7 +321,21 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 	}
 	defer h.Close()
 
-	mgr, err := ceremony.Open(ctx, ceremony.Config{Dir: c.dataDir, Pad: pad, HSM: h, Logger: log.With("room", "ceremony")})
+	var metricsURL string
+	metrics := monitor.New(monitor.Probes{DataDir: c.dataDir, HSM: h, Logger: log.With("room", "monitor")})
+	if c.metricsAddr != "" {
+		mln, err := net.Listen("tcp", c.metricsAddr)
+		if err != nil {
+			return fmt.Errorf("listen on %s for metrics: %w", c.metricsAddr, err)
+		}
+		msrv := &http.Server{Handler: metricsMux(metrics), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+			WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute}
+		go msrv.Serve(mln)
+		defer msrv.Close()
+		metricsURL = "http://" + mln.Addr().String() + "/metrics"
+	}
+
+	mgr, err := ceremony.Open(ctx, ceremony.Config{Dir: c.dataDir, Pad: pad, HSM: h, Logger: log.With("room", "ceremony"), OnAudit: metrics.ObserveAudit})
 	if err != nil {
 		return err
 	}
@@ -280,6 +353,7 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 		Appliance: web.Appliance{PadName: padName, HSMName: hsmName, DataDir: c.dataDir},
 		Logger:    log.With("room", "webconf"),
 		Operators: ops, CRLFiles: c.crls, RPID: rpID, RecoverAdmin: c.recoverAdmin,
+		Monitor: metrics,
 	}
 	if simPad != nil {
 		cfg.Sim = simPad
@@ -299,6 +373,9 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 		fmt.Fprintf(stdout, "  PIN pad:       %s\n", padName)
 	}
 	fmt.Fprintf(stdout, "  HSM:           %s\n", hsmName)
+	if metricsURL != "" {
+		fmt.Fprintf(stdout, "  Metrics:       %s (and /healthz there)\n", metricsURL)
+	}
 	fmt.Fprintf(stdout, "  CA certificate: %s (SHA-256 %s)\n", pki.CACertPath(), pki.Fingerprint())
 	created := ""
 	if pki.AdminCreated {
@@ -310,9 +387,23 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 	fmt.Fprintf(stdout, "  Security keys: work at https://%s/ only (WebAuthn relying party %s); register one on the Account page before any ceremony\n", net.JoinHostPort(rpID, port), rpID)
 	fmt.Fprintf(stdout, "Import the administrator certificate into the browser, trust the CA certificate, then open the URL.\n")
 
+	// The listener is bound and the server is about to accept: systemd may start what waits for
+	// us. Outside systemd (no NOTIFY_SOCKET) this does nothing.
+	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+		log.Warn("could not tell systemd the service is ready", "err", err)
+	}
 	err = srv.Serve(ctx, ln)
+	daemon.SdNotify(false, daemon.SdNotifyStopping)
 	log.Info("webconf stopped")
 	return err
+}
+
+// metricsMux serves /metrics, and /healthz for a scraper that watches both on one address.
+func metricsMux(m *monitor.Metrics) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.Handler())
+	mux.Handle("GET /healthz", m.Health())
+	return mux
 }
 
 // relyingPartyID is the host name security keys are bound to: the first --host that is a DNS

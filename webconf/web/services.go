@@ -24,14 +24,20 @@ type CeremonyRunner interface {
 type CeremonyRecords interface {
 	Overview(ctx context.Context) (ceremony.Overview, error)
 	Ceremonies(limit int) ([]ceremony.Journal, error)
+	// CeremoniesPage is one page of the ceremony list, newest first, and the cursor of the next.
+	CeremoniesPage(q ceremony.CeremonyQuery) ([]ceremony.Journal, uint64, error)
 	Protocol(id uint64) (*ceremony.Protocol, error)
 }
 
 // AuditReader reads and verifies the audit log; *ceremony.Manager implements it.
 type AuditReader interface {
 	VerifyAudit() (ceremony.AuditSummary, error)
+	// VerifyAuditIncremental checks what was appended since the last verification.
+	VerifyAuditIncremental() (ceremony.AuditSummary, error)
 	ExportAudit(w io.Writer) error
 	AuditLog(ceremony uint64) ([]ceremony.AuditEntry, error)
+	// AuditPage is one page of matching entries, newest first.
+	AuditPage(q ceremony.AuditQuery) (ceremony.AuditPage, error)
 }
 
 // BackupHSM is what the HSM page needs of the HSM; every hsm.HSM implements it.
