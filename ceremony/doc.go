@@ -98,8 +98,8 @@
 //	    pending       JSON Pending: what an interrupted ceremony requires (resume, reset)
 //	    keyset        JSON KeySet: the card set of the loaded MBK (IDs, quorum, serials)
 //	sets/             the card set registry (schema 2); kept by a factory reset, like the audit log
-//	    <set id>      16 bytes → JSON CardSet: quorum, status, per share the card and the
-//	                  authenticator; at most one set has status "current"
+//	    <set id>      16 bytes → JSON CardSet: quorum, status, per share the card, the cards
+//	                  copies went to, and the authenticator; at most one set has status "current"
 //	ceremonies/       one entry per ceremony, never deleted
 //	    <id>          uint64 big-endian → JSON Journal, rewritten at every transition
 //	audit/            append-only, hash-chained
