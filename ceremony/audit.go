@@ -62,6 +62,9 @@ const (
 	AuditSetSplit            = "set.split"    // Re-issue: the key split again as a new set
 	AuditSetRetired          = "set.retired"  // Re-issue: the set replaced is retired
 	AuditCardChecked         = "card.checked" // Card check: the verdict on one card
+	// AuditShareOverwrite: an operator confirmed overwriting a card that holds a share of the
+	// set in use, knowing which share is lost and whether the quorum stays reachable.
+	AuditShareOverwrite = "share.overwrite-confirmed"
 )
 
 const zeroHash = "0000000000000000000000000000000000000000000000000000000000000000"

@@ -244,7 +244,7 @@ func (m *Manager) Start(ctx context.Context, operator string, req Request) (*Han
 	if pending != nil && (req.Kind == KindGenerate || req.Kind == KindLoad || req.Kind == KindReissue) {
 		switch pending.Next {
 		case NextReset, NextResume:
-			return nil, &PendingError{Pending: *pending}
+			return nil, &PendingError{Op: "start ceremony", Pending: *pending}
 		}
 	}
 	if req.Kind == KindGenerate {
@@ -359,13 +359,17 @@ func (m *Manager) Resume(ctx context.Context, operator string) (*Handle, error) 
 		}
 		if p == nil || (p.Next != NextResume && p.Next != NextRestartRead) {
 			if p != nil {
-				return &PendingError{Pending: *p}
+				return &PendingError{Op: "resume ceremony", Pending: *p}
 			}
 			return ErrNothingToResume
 		}
 		j, err = loadJournal(tx, p.Ceremony)
 		return err
 	})
+	var pe *PendingError
+	if errors.As(err, &pe) {
+		return nil, pe // it names the operation already
+	}
 	if err != nil {
 		return nil, fmt.Errorf("resume ceremony: %w", err)
 	}
@@ -430,26 +434,58 @@ func (m *Manager) Retry(operator string) error {
 	}
 }
 
-// Confirm answers the question the running ceremony asks on the screen because its pad cannot
-// report OK and Cancel (Event.Waiting is WaitConfirm): ok is OK on the pad, !ok is Cancel.
-func (m *Manager) Confirm(operator string, ok bool) error {
+// Answer is an operator's answer on the screen to a question of the pad ([Event.Question]).
+type Answer struct {
+	// Question is the ID of the question answered (Question.ID).
+	Question string
+	// OK is OK on the pad; false is Cancel.
+	OK bool
+	// SteppedUp says the caller checked a fresh confirmation of the operator's security key for
+	// this answer (WebConf's WebAuthn step-up). OK to a destructive question requires it.
+	SteppedUp bool
+}
+
+// Answer answers the question the running ceremony asks on the screen because its pad cannot
+// report OK and Cancel (Event.Waiting is WaitConfirm). An answer to a question that is no
+// longer asked is refused with a [*StaleAnswerError]; OK to a destructive question without
+// SteppedUp with [ErrStepUpRequired]. The answer is audited with the question's text.
+func (m *Manager) Answer(operator string, a Answer) error {
 	if err := validOperator(operator); err != nil {
-		return fmt.Errorf("confirm: %w", err)
+		return fmt.Errorf("answer: %w", err)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.cur == nil {
-		return fmt.Errorf("confirm: %w", ErrNotRunning)
+		return fmt.Errorf("answer: %w", ErrNotRunning)
 	}
-	if !m.cur.confirming.Load() {
-		return fmt.Errorf("confirm: %w", ErrNotAsking)
+	q := m.cur.question.Load()
+	switch {
+	case q == nil && a.Question == "":
+		return fmt.Errorf("answer: %w", ErrNotAsking)
+	case q == nil || q.ID != a.Question:
+		return fmt.Errorf("answer: %w", &StaleAnswerError{Answered: a.Question, Asked: q})
+	case a.OK && q.Destructive && !a.SteppedUp:
+		return fmt.Errorf("answer %q: %w", q.Text, ErrStepUpRequired)
 	}
-	select {
-	case m.cur.confirm <- confirmation{operator: operator, ok: ok}:
-		return nil
-	default:
-		return fmt.Errorf("confirm: %w", ErrNotAsking) // an answer is already on its way
+	// The first answer takes the question: a second one (a double click) finds none asked.
+	if !m.cur.question.CompareAndSwap(q, nil) {
+		return fmt.Errorf("answer: %w", &StaleAnswerError{Answered: a.Question, Asked: m.cur.question.Load()})
 	}
+	m.cur.confirm <- confirmation{operator: operator, question: q.ID, ok: a.OK} // drained before each question: room for one
+	return nil
+}
+
+// Question returns the question the running ceremony asks on the screen now, if any.
+func (m *Manager) Question() (Question, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cur == nil {
+		return Question{}, false
+	}
+	if q := m.cur.question.Load(); q != nil {
+		return *q, true
+	}
+	return Question{}, false
 }
 
 // Cancel aborts the running ceremony on operator's behalf. The abort is journaled; what it

@@ -79,6 +79,13 @@ switched off at start, so a crash cannot write key material to disk.
 flags:
 `
 
+const serveExitHelp = `
+exit status:
+  0  stopped cleanly (SIGINT or SIGTERM); a ceremony running then is journaled as interrupted
+  1  could not start (data directory, PIN pad, HSM, TLS) or failed while running
+  2  usage error: contradictory or malformed flags, nothing was started
+`
+
 // parseServe reads serve's flags; contradictory settings are refused with a message saying why.
 func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	c := &serveConfig{}
@@ -86,7 +93,8 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, serveUsage)
-		fs.PrintDefaults()
+		printFlags(stderr, fs)
+		fmt.Fprint(stderr, serveExitHelp)
 	}
 	fs.StringVar(&c.dataDir, "data", "keyquorum-data", "`dir`ectory of the journal, the audit log, the soft HSM, the simulator's cards and the management PKI (webconf/)")
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:8443", "`address` (host:port) to serve HTTPS on; the server certificate covers 127.0.0.1, ::1, localhost, this host and every --host")
@@ -126,7 +134,7 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.configFile, "config", "", "read flags from this `file` (\"name = value\" lines); command-line flags win")
 	fs.StringVar(&c.metricsAddr, "metrics-listen", "", "serve Prometheus metrics over plain HTTP at /metrics on this `address` (host:port, e.g. 127.0.0.1:9643); off when empty. They carry no secret and no card serial, and need no client certificate: keep the address on a management network or loopback")
 	fs.BoolVar(&c.check, "check", false, "check the flags and the configuration file, print the settings in effect and exit (nothing is opened or created)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() != 0 {

@@ -83,7 +83,7 @@ func TestServeFlags(t *testing.T) {
 	if _, err := parseServe([]string{"--help"}, &stderr); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("--help: %v", err)
 	}
-	for _, f := range []string{"-data", "-listen", "-pinpad", "-reader", "-hsm", "-pkcs11-module", "-slot", "-pin-file", "-ca-bundle", "-crl", "-host", "-max-upload", "-recover-admin", "-timeout-ok", "-timeout-card", "-timeout-pin", "-timeout-removal"} {
+	for _, f := range []string{"--data", "--listen", "--pinpad", "--reader", "--hsm", "--pkcs11-module", "--slot", "--pin-file", "--ca-bundle", "--crl", "--host", "--max-upload", "--recover-admin", "--timeout-ok", "--timeout-card", "--timeout-pin", "--timeout-removal"} {
 		if !strings.Contains(stderr.String(), "  "+f+" ") && !strings.Contains(stderr.String(), "  "+f+"\n") {
 			t.Errorf("--help does not explain %s", f)
 		}

@@ -77,7 +77,8 @@ func (o *padOperator) act(ev ceremony.Event) error {
 	case ceremony.WaitOK:
 		return o.pad.Keys("OK") // the pad's own OK, read by the host through CT-BCS INPUT
 	case ceremony.WaitConfirm:
-		return o.m.Confirm("custodian at the screen", true)
+		// The custodian answers the question on the screen, the security key confirmed.
+		return o.m.Answer("custodian at the screen", ceremony.Answer{Question: ev.Question.ID, OK: true, SteppedUp: true})
 	case ceremony.WaitCard:
 		present, err := o.pad.Present()
 		if err != nil {

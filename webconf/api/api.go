@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -358,19 +359,53 @@ func (a *Handlers) emptyBody(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-// AnswerRequest is the body of POST /api/v1/ceremony/answer: OK (true) or Cancel (false) to a
-// question the PIN pad cannot ask itself.
+// AnswerRequest is the body of POST /api/v1/ceremony/answer: OK (true) or Cancel (false) to the
+// question the PIN pad cannot ask itself, named by its ID (the running ceremony's
+// question.id). An answer to a question no longer asked is refused (409, stale_answer); OK to
+// a destructive question (question.destructive) needs an approval for
+// "ceremony.answer-destructive", as a ceremony start needs one.
 type AnswerRequest struct {
-	OK *bool `json:"ok"`
+	Question string `json:"question"`
+	OK       *bool  `json:"ok"`
+}
+
+// questionID is the shape of a ceremony.Question ID: "c<ceremony>-q<number>".
+var questionID = regexp.MustCompile(`^c[1-9][0-9]{0,19}-q[1-9][0-9]{0,9}$`)
+
+// parseAnswer decodes and checks the body of an answer.
+func parseAnswer(body io.Reader) (AnswerRequest, error) {
+	var req AnswerRequest
+	if err := decodeJSON(body, &req); err != nil {
+		return req, err
+	}
+	if req.OK == nil || !questionID.MatchString(req.Question) {
+		return req, errors.New(`the body must be {"question": ID, "ok": true} or {"question": ID, "ok": false}, ID the question's (keyquorum ceremony state shows it, e.g. "c12-q3")`)
+	}
+	return req, nil
 }
 
 func (a *Handlers) answer(w http.ResponseWriter, r *http.Request) {
-	var req AnswerRequest
-	if err := decodeJSON(r.Body, &req); err != nil || req.OK == nil {
-		a.badRequest(w, r, `the body must be {"ok": true} or {"ok": false}`)
+	req, err := parseAnswer(r.Body)
+	if err != nil {
+		a.badRequest(w, r, err.Error())
 		return
 	}
-	a.steer(w, r, func(op string) error { return a.cfg.Runner.Confirm(op, *req.OK) })
+	if !a.cfg.Authorize(w, r, operator.ActionSteer) {
+		return
+	}
+	// The question asked now decides whether the answer destroys data; an answer to another
+	// question is refused by the ceremony as stale, before any approval is spent.
+	q, asked := a.cfg.Runner.Question()
+	steppedUp := false
+	if asked && q.ID == req.Question && q.Destructive && *req.OK {
+		if !a.cfg.Authorize(w, r, operator.ActionAnswerDestructive) {
+			return
+		}
+		steppedUp = true
+	}
+	a.steer(w, r, func(op string) error {
+		return a.cfg.Runner.Answer(op, ceremony.Answer{Question: req.Question, OK: *req.OK, SteppedUp: steppedUp})
+	})
 }
 
 func (a *Handlers) steer(w http.ResponseWriter, r *http.Request, f func(op string) error) {

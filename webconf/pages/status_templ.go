@@ -320,7 +320,7 @@ func statusPage(p Page, v statusView) templ.Component {
 					return templ_7745c5c3_Err
 				}
 				if len(v.Overview.KeySet.Cards) > 0 {
-					templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 28, "<dt>Cards of the set</dt><dd>")
+					templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 28, "<dt>Cards of the set</dt><dd data-testid=\"keyset-cards\">")
 					if templ_7745c5c3_Err != nil {
 						return templ_7745c5c3_Err
 					}

@@ -13,7 +13,9 @@ type CeremonyRunner interface {
 	Start(ctx context.Context, operator string, req ceremony.Request) (*ceremony.Handle, error)
 	Resume(ctx context.Context, operator string) (*ceremony.Handle, error)
 	Retry(operator string) error
-	Confirm(operator string, ok bool) error
+	// Answer answers the question the pad asks on the screen; Question is that question.
+	Answer(operator string, a ceremony.Answer) error
+	Question() (ceremony.Question, bool)
 	Cancel(operator string) error
 	Subscribe() *ceremony.Subscription
 }
