@@ -77,6 +77,8 @@ type ShareInfo struct {
 	// Authenticator is the hex HMAC of the share record under the HSM's authenticator key;
 	// empty when it was never computed (a set registered by the migration).
 	Authenticator string `json:"authenticator,omitempty"`
+	// Copies are further cards a Copy card wrote this share to.
+	Copies []string `json:"copies,omitempty"`
 }
 
 // Share returns the share of index i, if known.
@@ -103,6 +105,11 @@ func (s *CardSet) setShare(info ShareInfo) {
 		}
 		if info.Authenticator != "" {
 			sh.Authenticator = info.Authenticator
+		}
+		for _, c := range info.Copies {
+			if !slices.Contains(sh.Copies, c) {
+				sh.Copies = append(sh.Copies, c)
+			}
 		}
 		s.Shares[i] = sh
 		return
@@ -388,7 +395,7 @@ func updateSets(tx *bolt.Tx, j *Journal, e ending, now time.Time) error {
 				Created: now, Ceremony: j.ID}
 		}
 		for _, c := range j.Cards {
-			if c.Role != RoleRead || c.State != CardRead || c.Attempt != j.Attempt {
+			if c.Role != RoleRead || c.State != CardRead || c.Attempt != j.Attempt || (c.SetID != "" && c.SetID != j.SetID) {
 				continue
 			}
 			have, known := cs.Share(c.Index)

@@ -75,8 +75,9 @@ func printObjects(w io.Writer, objs []api.ObjectJSON) {
 type createFlags struct{ label, id string }
 
 var hsmCreateCmd = cliCommand{
-	usage: "hsm create KIND -label LABEL [-id HEX] [flags]\n\nGenerates a key in the soft HSM. KIND is one of " + strings.Join(hsm.CreatableKinds, ", ") + ".\nA key pair makes two objects (private and public key) of the same label and ID. Needs an approval.",
-	nargs: [2]int{1, 1},
+	approval: true,
+	usage:    "hsm create KIND --label LABEL [--id HEX] [flags]\n\nGenerates a key in the soft HSM. KIND is one of " + strings.Join(hsm.CreatableKinds, ", ") + ".\nA key pair makes two objects (private and public key) of the same label and ID. Needs an approval.",
+	nargs:    [2]int{1, 1},
 	flags: func(fs *flag.FlagSet) any {
 		f := &createFlags{}
 		fs.StringVar(&f.label, "label", "", "the object's `label` (1 to 64 bytes of printable UTF-8)")
@@ -98,10 +99,10 @@ var hsmCreateCmd = cliCommand{
 
 func checkLabelID(label, id string) error {
 	if err := hsm.ValidateLabel(label); err != nil {
-		return &exitError{exitUsage, fmt.Errorf("-label: %w", err)}
+		return &exitError{exitUsage, fmt.Errorf("--label: %w", err)}
 	}
 	if b, err := hex.DecodeString(id); err != nil || len(b) > hsm.MaxIDLen {
-		return &exitError{exitUsage, fmt.Errorf("-id: %w", hsm.ErrInvalidID)}
+		return &exitError{exitUsage, fmt.Errorf("--id: %w", hsm.ErrInvalidID)}
 	}
 	return nil
 }
@@ -119,8 +120,9 @@ func printCreated(w io.Writer, o *clientOptions, verb string, out api.CreatedJSO
 type importFlags struct{ label, id, application string }
 
 var hsmImportCmd = cliCommand{
-	usage: "hsm import WHAT FILE -label LABEL [-id HEX] [-application NAME] [flags]\n\nImports an object into the soft HSM from FILE: WHAT is private-key (PKCS#8, PEM or DER;\nits public key is made too), certificate (X.509, PEM or DER) or data (the file's bytes, a data\nobject of -application). Needs an approval.",
-	nargs: [2]int{2, 2},
+	approval: true,
+	usage:    "hsm import WHAT FILE --label LABEL [--id HEX] [--application NAME] [flags]\n\nImports an object into the soft HSM from FILE: WHAT is private-key (PKCS#8, PEM or DER;\nits public key is made too), certificate (X.509, PEM or DER) or data (the file's bytes, a data\nobject of -application). Needs an approval.",
+	nargs:    [2]int{2, 2},
 	flags: func(fs *flag.FlagSet) any {
 		f := &importFlags{}
 		fs.StringVar(&f.label, "label", "", "the object's `label` (1 to 64 bytes of printable UTF-8)")

@@ -17,8 +17,10 @@ func TestDispatchAndReaderUsage(t *testing.T) {
 		{nil, 2, "usage: keyquorum <command>"},
 		{[]string{"help"}, 0, "reader"},
 		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`},
-		{[]string{"reader"}, 2, "usage: keyquorum reader diagnose"},
-		{[]string{"reader", "diagnose", "-slot", "both"}, 2, "-slot must be share or user"},
+		{[]string{"reader"}, 2, "keyquorum reader diagnose [flags]"},
+		{[]string{"reader", "--help"}, 0, "exit status:"},
+		{[]string{"reader", "diagnose", "--help"}, 0, "Writes a report for field support"},
+		{[]string{"reader", "diagnose", "-slot", "both"}, 2, "--slot must be share or user"},
 		{[]string{"reader", "diagnose", "extra"}, 2, `unexpected argument "extra"`},
 		{[]string{"reader", "diagnose", "-nosuchflag"}, 2, "flag provided but not defined"},
 	} {

@@ -231,12 +231,15 @@ func ChangePINCommand(slot pinpad.Slot, timeout time.Duration) (*part10.PINModif
 		return nil, err
 	}
 	return &part10.PINModify{
-		Timeout:       timeout,
-		PINFormat:     pinFormat(),
-		ConfirmPIN:    part10.ConfirmNewPIN,
-		NumberMessage: 0x02,
+		Timeout:    timeout,
+		PINFormat:  pinFormat(),
+		ConfirmPIN: part10.ConfirmNewPIN,
+		// The messages as Reiner's own builder sets them for a modify (CCIDReader.cpp
+		// cjccid_SecureMV: bNumberMessage FF, indexes 00 01 00); the virtual cyberJack refuses
+		// any other shape, so a mismatch shows in tests.
+		NumberMessage: 0xFF,
 		LangID:        0x0409,
-		MsgIndex:      [3]byte{0x01, 0x02, 0x00}, // "Enter new PIN", "Confirm new PIN"
+		MsgIndex:      [3]byte{0x00, 0x01, 0x00},
 		APDU:          []byte{0x00, 0x24, 0x01, ref, 0x00},
 	}, nil
 }
