@@ -72,7 +72,9 @@ type Card interface {
 	Serial() string
 	// ATR is the card's answer to reset.
 	ATR() []byte
-	// PINTries reports how many PIN tries the slot has left, without spending one.
+	// PINTries reports how many PIN tries the slot has left, without spending one. A card that
+	// cannot tell without risking a try gives an error wrapping [ErrTriesUnknown]: the caller
+	// says "tries unknown" and goes on.
 	PINTries(ctx context.Context, slot Slot) (int, error)
 	// VerifyPIN has the operator enter the slot's PIN on the pad. It returns nil when the card
 	// accepted it, [*WrongPINError] with the tries left, [ErrPINBlocked], [ErrTimeout] or
@@ -115,6 +117,9 @@ var (
 	// ErrNoOKKey is a pad that cannot report its OK / Cancel keys to the host (PC/SC offers
 	// no standard way): the caller asks for the confirmation on the WebConf screen instead.
 	ErrNoOKKey = errors.New("this PIN pad cannot report its OK key: confirm on the WebConf screen")
+	// ErrTriesUnknown is a card that does not say how many PIN tries are left without risking
+	// one: not fatal, the PIN can still be entered.
+	ErrTriesUnknown = errors.New("PIN tries unknown: the card does not tell them without risking a try")
 	// ErrWrongLength is the card refusing a command's length (67 00).
 	ErrWrongLength = errors.New("the card refused the length of a command")
 )

@@ -40,12 +40,15 @@ type Options struct {
 	Reader string
 	// Logger receives debug records of the part 10 exchanges (no PINs, no slot data).
 	Logger *slog.Logger
+	// Profile is the card layout cards are read with; tcos.KeyquorumMF when nil.
+	Profile *tcos.Profile
 }
 
 // Terminal is a PIN-pad reader reached through PC/SC. It implements [pinpad.Terminal].
 type Terminal struct {
-	name string
-	log  *slog.Logger
+	name    string
+	log     *slog.Logger
+	profile *tcos.Profile
 
 	mu       sync.Mutex
 	features part10.Features // nil until read
@@ -75,7 +78,10 @@ func Open(ctx context.Context, opts Options) (*Terminal, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &Terminal{name: name, log: opts.Logger, newPad: newPartTenPad}
+	if opts.Profile == nil {
+		opts.Profile = tcos.KeyquorumMF()
+	}
+	t := &Terminal{name: name, log: opts.Logger, profile: opts.Profile, newPad: newPartTenPad}
 	if _, err := t.readerFeatures(ctx); err != nil {
 		return nil, err
 	}
@@ -266,7 +272,7 @@ func (t *Terminal) connect(ctx context.Context, f part10.Features) (pinpad.Card,
 		return nil, mapError("read card status", err)
 	}
 	c := &card{t: t, sc: sc, h: h}
-	tc, err := tcos.Open(ctx, transport{h: h}, st.Atr, t.newPad(h, f, t.log))
+	tc, err := tcos.OpenProfile(ctx, transport{h: h}, st.Atr, t.newPad(h, f, t.log), t.profile)
 	if err != nil {
 		c.Close()
 		return nil, err

@@ -61,7 +61,8 @@ func TestCardCommands(t *testing.T) {
 		"00 B0 80 00 02 -> 6A81", // short EF identifiers: not here
 		"00 A4 00 0C -> 9000",
 		"00 B0 00 00 02 -> 6986", // no current EF
-		"80 B0 00 00 02 -> 6E00",
+		"80 B0 00 00 02 -> 6D00", // a proprietary CLA: only 80 AA and 80 E0
+		"A0 B0 00 00 02 -> 6E00",
 		"00 CA 00 00 00 -> 6D00",
 		"00 B0 00 -> 6700",
 		"00 D6 00 00 05 AA -> 6700",
