@@ -104,7 +104,7 @@ func (r *run) copyCard() (*result, error) {
 			now := time.Now().UTC()
 			if err := r.commit(&auditSpec{event: AuditCardWriting, message: fmt.Sprintf("copying share %d to card %s", rec.Index, serial), serials: []string{serial}, indexes: []int{rec.Index}},
 				func(j *Journal) {
-					j.setCard(CardEntry{Serial: serial, Index: rec.Index, Role: RoleCopyTarget, State: CardWriting, Time: now})
+					j.setCard(CardEntry{Serial: serial, Index: rec.Index, Role: RoleCopyTarget, State: CardWriting, Time: now, Profile: profileOf(card)})
 				}); err != nil {
 				return err
 			}
@@ -127,7 +127,7 @@ func (r *run) copyCard() (*result, error) {
 			if err := r.commit(&auditSpec{event: AuditCardWritten, message: fmt.Sprintf("share %d copied from card %s to card %s and verified", rec.Index, source, serial),
 				serials: []string{source, serial}, indexes: []int{rec.Index}},
 				func(j *Journal) {
-					j.setCard(CardEntry{Serial: serial, Index: rec.Index, Role: RoleCopyTarget, State: CardWritten, Time: now})
+					j.setCard(CardEntry{Serial: serial, Index: rec.Index, Role: RoleCopyTarget, State: CardWritten, Time: now, Profile: profileOf(card)})
 				}); err != nil {
 				return err
 			}
@@ -247,7 +247,7 @@ func (r *run) writeSlotUser() (*result, error) {
 			now := time.Now().UTC()
 			if err := r.commit(&auditSpec{event: AuditCardWriting, message: fmt.Sprintf("writing the credential of PKCS#11 slot %d to card %s", slot, serial), serials: []string{serial}},
 				func(j *Journal) {
-					j.setCard(CardEntry{Serial: serial, Role: RoleSlotUser, State: CardWriting, Time: now, Note: fmt.Sprintf("PKCS#11 slot %d", slot)})
+					j.setCard(CardEntry{Serial: serial, Role: RoleSlotUser, State: CardWriting, Time: now, Note: fmt.Sprintf("PKCS#11 slot %d", slot), Profile: profileOf(card)})
 				}); err != nil {
 				return err
 			}
@@ -267,7 +267,7 @@ func (r *run) writeSlotUser() (*result, error) {
 			now = time.Now().UTC()
 			return r.commit(&auditSpec{event: AuditCardWritten, message: fmt.Sprintf("credential of PKCS#11 slot %d written to card %s and verified", slot, serial), serials: []string{serial}},
 				func(j *Journal) {
-					j.setCard(CardEntry{Serial: serial, Role: RoleSlotUser, State: CardWritten, Time: now, Note: fmt.Sprintf("PKCS#11 slot %d", slot)})
+					j.setCard(CardEntry{Serial: serial, Role: RoleSlotUser, State: CardWritten, Time: now, Note: fmt.Sprintf("PKCS#11 slot %d", slot), Profile: profileOf(card)})
 				})
 		})
 	})

@@ -193,7 +193,7 @@ func (r *run) writeShare(rec *sharing.Record, written map[int]string) error {
 			now := time.Now().UTC()
 			if err := r.commit(&auditSpec{event: AuditCardWriting, message: fmt.Sprintf("writing share %d to card %s", i, serial), serials: []string{serial}, indexes: []int{i}},
 				func(j *Journal) {
-					j.setCard(CardEntry{Serial: serial, Index: i, Role: RoleShare, State: CardWriting, Time: now})
+					j.setCard(CardEntry{Serial: serial, Index: i, Role: RoleShare, State: CardWriting, Time: now, Profile: profileOf(card)})
 				}); err != nil {
 				return err
 			}
@@ -218,7 +218,7 @@ func (r *run) writeShare(rec *sharing.Record, written map[int]string) error {
 		}
 		if err := r.commit(&auditSpec{event: AuditCardWritten, message: msg, serials: []string{serial}, indexes: []int{i}},
 			func(j *Journal) {
-				j.setCard(CardEntry{Serial: serial, Index: i, Role: RoleShare, State: CardWritten, Time: now})
+				j.setCard(CardEntry{Serial: serial, Index: i, Role: RoleShare, State: CardWritten, Time: now, Profile: profileOf(card)})
 				j.LastError = ""
 			}); err != nil {
 			return err

@@ -162,6 +162,9 @@ type CardEntry struct {
 	Attempt int       `json:"attempt,omitempty"`
 	Time    time.Time `json:"time"`
 	Note    string    `json:"note,omitempty"`
+	// Profile names the card profile (pinpad/tcos) the data was written in: a card's layout
+	// says where its slots are, so a card written in one profile is read back in the same.
+	Profile string `json:"profile,omitempty"`
 }
 
 // Participant is an operator who acted on a ceremony.

@@ -782,6 +782,14 @@ func (r *run) verifyPIN(card pinpad.Card, slot pinpad.Slot) error {
 func (r *run) checkTries(card pinpad.Card, slot pinpad.Slot, pin, refuseHint string) error {
 	serial := card.Serial()
 	tries, err := card.PINTries(r.ctx, slot)
+	if errors.Is(err, pinpad.ErrTriesUnknown) {
+		// Not fatal: the card only keeps its count to itself. Say so and go on to the PIN.
+		r.m.log.Info("PIN tries unknown", "ceremony", r.j.ID, "serial", serial, "slot", slot.String(), "err", err)
+		r.emit(EventPINTries, func(ev *Event) { ev.PINTries = -1 })
+		r.problem(fmt.Errorf("card %s: PIN tries unknown (the card does not tell them without risking a try)", serial),
+			"enter the "+pin+" carefully on the pad: a card blocks after 3 wrong entries")
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -800,6 +808,9 @@ func (r *run) checkTries(card pinpad.Card, slot pinpad.Slot, pin, refuseHint str
 	}
 	return nil
 }
+
+// profileOf names the card profile a card is read with.
+func profileOf(card pinpad.Card) string { return card.ProfileName() }
 
 func (r *run) pinBlocked(serial string) error {
 	if err := r.commit(&auditSpec{event: AuditPINBlocked, message: fmt.Sprintf("card %s is blocked (no PIN tries left)", serial), serials: []string{serial}}, nil); err != nil {

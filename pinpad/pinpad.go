@@ -72,6 +72,9 @@ type Card interface {
 	Serial() string
 	// ATR is the card's answer to reset.
 	ATR() []byte
+	// ProfileName names the card profile (the layout of DF, slot files and PINs) the card is
+	// read with.
+	ProfileName() string
 	// PINTries reports how many PIN tries the slot has left, without spending one. A card that
 	// cannot tell without risking a try gives an error wrapping [ErrTriesUnknown]: the caller
 	// says "tries unknown" and goes on.

@@ -22,6 +22,10 @@ import (
 func TestServeFlags(t *testing.T) {
 	pinFile := filepath.Join(t.TempDir(), "pin")
 	os.WriteFile(pinFile, []byte("1234\n"), 0o600)
+	badProfile := filepath.Join(t.TempDir(), "bad.json")
+	os.WriteFile(badProfile, []byte(`{"name": "ours", "df": "3F00/DF01", "tries": ["verify"],
+		"share": {"file": "4B01", "size": 1024, "pin": "81"}, "user": {"file": "4B02", "size": 1024, "pin": "82"},
+		"atrs": [{"value": "3BBF96008131FE5D00640411030131C073F701D00090007D"}]}`), 0o600)
 	cases := []struct {
 		args []string
 		ok   bool
@@ -47,6 +51,10 @@ func TestServeFlags(t *testing.T) {
 		{[]string{"extra"}, false, "unexpected argument"},
 		{[]string{"--ca-bundle", "/etc/piv-ca.pem", "--crl", "/etc/piv.crl,/etc/piv2.crl"}, true, ""},
 		{[]string{"--crl", "/etc/piv.crl"}, false, "--crl lists revoked certificates of a --ca-bundle CA"},
+		{[]string{"--card-profile", "netkey-df01"}, true, ""},
+		{[]string{"--card-profile", "netkey"}, false, "no shipped profile \"netkey\" (shipped: keyquorum-mf, netkey-df01"},
+		{[]string{"--card-profile", badProfile}, false, "tries: verify spends a try on some cards"},
+		{[]string{"--card-profile", "/nonexistent/p.json"}, false, "read card profile"},
 	}
 	if got := relyingPartyID([]string{"10.0.0.7", "KQ.example", "kq2.example"}); got != "kq.example" {
 		t.Errorf("relying party of hosts: %q", got)
@@ -64,7 +72,7 @@ func TestServeFlags(t *testing.T) {
 		if !c.ok && !strings.Contains(stderr.String(), c.says) {
 			t.Errorf("%v: stderr %q does not say %q", c.args, stderr.String(), c.says)
 		}
-		if c.ok && len(c.args) == 0 && (cfg.dataDir != "keyquorum-data" || cfg.listen != "127.0.0.1:8443" || cfg.pinpad != "sim" || cfg.hsm != "soft") {
+		if c.ok && len(c.args) == 0 && (cfg.dataDir != "keyquorum-data" || cfg.listen != "127.0.0.1:8443" || cfg.pinpad != "sim" || cfg.hsm != "soft" || cfg.profile.Name != "keyquorum-mf") {
 			t.Errorf("defaults: %+v", cfg)
 		}
 	}
@@ -72,7 +80,7 @@ func TestServeFlags(t *testing.T) {
 	if _, err := parseServe([]string{"--help"}, &stderr); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("--help: %v", err)
 	}
-	for _, f := range []string{"-data", "-listen", "-pinpad", "-reader", "-hsm", "-pkcs11-module", "-slot", "-pin-file", "-ca-bundle", "-crl", "-host", "-max-upload", "-recover-admin"} {
+	for _, f := range []string{"-data", "-listen", "-pinpad", "-reader", "-hsm", "-pkcs11-module", "-slot", "-pin-file", "-ca-bundle", "-crl", "-host", "-max-upload", "-recover-admin", "-card-profile"} {
 		if !strings.Contains(stderr.String(), "  "+f+" ") && !strings.Contains(stderr.String(), "  "+f+"\n") {
 			t.Errorf("--help does not explain %s", f)
 		}

@@ -105,6 +105,9 @@ func (c *Card) ATR() []byte { return append([]byte(nil), c.atr...) }
 // Profile is the layout the card is used with.
 func (c *Card) Profile() *Profile { return c.prof }
 
+// ProfileName is the name of the card's profile (what the ceremony journal records).
+func (c *Card) ProfileName() string { return c.prof.Name }
+
 func (c *Card) selectMF(ctx context.Context) error {
 	_, sw, err := c.transmit(ctx, []byte{0x00, 0xA4, 0x00, 0x0C})
 	if err != nil {
