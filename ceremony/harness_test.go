@@ -291,8 +291,8 @@ type env struct {
 	events  *eventLog
 	secrets [][]byte // bytes that must appear nowhere but on the cards
 	timeout Timeouts
-	wrap    func(Pad) Pad // changes how the pad behaves (e.g. like a PC/SC pad)
-	profile *tcos.Profile // the card profile of the pad; nil: the default
+	wrap    func(Pad) Pad  // changes how the pad behaves (e.g. like a PC/SC pad)
+	profile *tcos.Profile  // the card profile of the pad; nil: the default
 	shape   *vcard.Options // the shape of new cards; nil: the profile's layout
 }
 

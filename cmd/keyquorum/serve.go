@@ -34,8 +34,8 @@ type serveConfig struct {
 	pinpad       string // "sim" or "pcsc"
 	reader       string
 	profile      *tcos.Profile // the card profile cards are read and written in
-	virtual      string // control socket of the virtual cyberJack driver, "" for a real reader
-	hsm          string // "soft" or "pkcs11"
+	virtual      string        // control socket of the virtual cyberJack driver, "" for a real reader
+	hsm          string        // "soft" or "pkcs11"
 	pkcs11Module string
 	slot         string // token label
 	pinFile      string
