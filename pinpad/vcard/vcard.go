@@ -452,6 +452,17 @@ func (c *Card) PIN(ref byte) (PINInfo, bool) {
 	return PINInfo{}, false
 }
 
+// FileData returns a copy of a transparent file's contents by path ("3F00/DF01/4B01").
+func (c *Card) FileData(path string) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f, ok := c.st.Files[strings.ToUpper(path)]
+	if !ok || f.DF || f.PWDD || f.PINFile != 0 {
+		return nil, false
+	}
+	return bytes.Clone(f.Data), true
+}
+
 // Tries reports the tries left of a PIN (0: blocked) and whether the card has that PIN.
 func (c *Card) Tries(ref byte) (int, bool) {
 	p, ok := c.PIN(ref)
