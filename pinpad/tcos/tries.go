@@ -224,7 +224,11 @@ func (c *Card) ReadPWDD(ctx context.Context, df []uint16) ([]PWDDRecord, error) 
 
 // SelectFCP selects the file at path and returns its FCP; a card's refusal is "unavailable".
 func (c *Card) SelectFCP(ctx context.Context, path []uint16) (FCP, error) {
-	resp, sw, err := c.transmit(ctx, selectPathAPDU(path, true))
+	apdu := selectPathAPDU(path, true)
+	if len(path) == 0 {
+		apdu = []byte{0x00, 0xA4, 0x00, 0x04, 0x00} // the MF
+	}
+	resp, sw, err := c.transmit(ctx, apdu)
 	if err != nil {
 		return FCP{}, fmt.Errorf("select %s: %w", PathString(path), err)
 	}
