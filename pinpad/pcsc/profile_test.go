@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -180,5 +182,62 @@ func testCardProfile(t *testing.T, shape vcard.Options) {
 		if pin.DF != df {
 			t.Errorf("PIN %02X lives in %s, the profile says %s", pin.Ref, pin.DF, df)
 		}
+	}
+}
+
+// TestCardSurveyPCSC surveys virtual cards of several shapes through pcscd and vpcd (what
+// `keyquorum card survey` does): the right verdict, no PIN presented, the card file unchanged.
+func TestCardSurveyPCSC(t *testing.T) {
+	requireStack(t)
+	mf, nk := tcos.KeyquorumMF(), tcos.NetKeyDF01()
+	for _, c := range []struct {
+		name  string
+		shape vcard.Options
+		fits  string
+		says  string
+	}{
+		{"keyquorum-mf", vcard.Options{Profile: mf, VerifyQuery: vcard.QuerySpends}, "keyquorum-mf", "--card-profile keyquorum-mf"},
+		{"netkey-df01 3B 9F", vcard.Options{Profile: nk, ATR: tcos.ATRNoTB1}, "netkey-df01", "--card-profile netkey-df01"},
+		{"unpersonalised", vcard.Options{Creatable: true}, "", "Prepare cards can lay out a profile"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			path := filepath.Join(t.TempDir(), "card")
+			vc, err := vcard.NewWith(path, c.shape)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before, _ := os.ReadFile(path)
+			term := openTerminal(t, ctx, nil)
+			slot := vpcd.NewSlot(stack.addr)
+			if err := slot.Insert(ctx, vc); err != nil {
+				t.Fatal(err)
+			}
+			defer removeAndWait(t, ctx, term, slot)
+			var rep *tcos.SurveyReport
+			for range 50 { // until pcscd has powered the card
+				rep, err = Survey(ctx, stack.reader, nil)
+				if !errors.Is(err, pinpad.ErrNoCard) {
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Fits != c.fits || !strings.Contains(rep.Verdict, c.says) || rep.Serial != vc.Serial() {
+				t.Fatalf("fits %q serial %s verdict %q", rep.Fits, rep.Serial, rep.Verdict)
+			}
+			after, _ := os.ReadFile(path)
+			if !bytes.Equal(before, after) {
+				t.Error("the survey changed the card file")
+			}
+			for _, p := range vc.PINs() {
+				if p.Presented != 0 || p.Spent != 0 {
+					t.Errorf("PIN %02X presented %d, spent %d", p.Ref, p.Presented, p.Spent)
+				}
+			}
+		})
 	}
 }
