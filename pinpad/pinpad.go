@@ -90,8 +90,38 @@ type Card interface {
 	// Write replaces the slot's data (after VerifyPIN), reads it back and compares: a card
 	// that does not return what was written gives [ErrWriteVerify].
 	Write(ctx context.Context, slot Slot, data []byte) error
+	// Prepare lays the card out in its profile where it lacks files: the DF, the slot PINs
+	// (created in their NullPIN state, with no value) and the slot files with their access
+	// rules. Nothing that is there is changed or removed. A card that does not allow it gives
+	// [*PrepareRefusedError] with what a survey found.
+	Prepare(ctx context.Context) (*Prepared, error)
+	// SetFirstPIN has the operator enter a first PIN, twice, for a slot whose PIN is still in
+	// its NullPIN (transport) state.
+	SetFirstPIN(ctx context.Context, slot Slot, timeout time.Duration) error
 	// Close ends the session and resets the card, so a verified PIN does not outlive it.
 	Close() error
+}
+
+// Prepared is what Prepare did to a card.
+type Prepared struct {
+	// Created lists the files and PINs created, in order ("DF 3F00/DF01", "PIN 81 in
+	// 3F00/DF01", "EF 3F00/DF01/4B01 (1024 bytes)"); empty when the card already fitted.
+	Created []string
+	// FirstPIN lists the slots whose PIN was created now, in NullPIN state: each needs a
+	// first PIN typed on the pad ([Card.SetFirstPIN]).
+	FirstPIN []Slot
+}
+
+// PrepareRefusedError is a card that cannot be prepared: Findings are what a survey of it
+// found, Advice what to do instead.
+type PrepareRefusedError struct {
+	Profile  string
+	Findings string
+	Advice   string
+}
+
+func (e *PrepareRefusedError) Error() string {
+	return fmt.Sprintf("the card cannot be prepared for card profile %s: %s; %s", e.Profile, e.Findings, e.Advice)
 }
 
 // Conditions of the pad and the card. Texts are safe to show an operator.
