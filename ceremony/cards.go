@@ -218,6 +218,17 @@ func (r *run) changePINOn(card pinpad.Card, slot pinpad.Slot) error {
 			r.problem(fmt.Errorf("card %s: %w", serial, err), "enter the old PIN and the new PIN twice again on the pad")
 		case errors.Is(err, pinpad.ErrPINBlocked):
 			return r.pinBlocked(serial)
+		case errors.Is(err, pinpad.ErrNullPIN):
+			// No old PIN to enter: the card is in its transport state. Its first PIN is the
+			// new one.
+			if err := r.firstPIN(card, slot); err != nil {
+				return err
+			}
+			now := time.Now().UTC()
+			return r.commit(nil, func(j *Journal) {
+				j.setCard(CardEntry{Serial: serial, Role: RolePIN, State: CardDone, Time: now, Note: slot.String()})
+				j.LastError = ""
+			})
 		default:
 			return err
 		}

@@ -430,6 +430,21 @@ func (e *env) mustSucceed(h *Handle) Journal {
 
 // harvest reads every card's share slot (with the operator typing the PINs) and records the
 // shares, the records and every key they reconstruct as secrets that must appear nowhere else.
+// nullPIN reports whether the slot's PIN of a virtual card is still in its transport state.
+func (e *env) nullPIN(serial string, slot pinpad.Slot) bool {
+	c, ok := e.pad.VirtualCard(serial)
+	spec, err := e.pad.Profile().Slot(slot)
+	if !ok || err != nil {
+		return false
+	}
+	for _, p := range c.PINs() {
+		if p.Ref == spec.PINRef && p.Null {
+			return true
+		}
+	}
+	return false
+}
+
 func (e *env) harvest() {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -443,8 +458,8 @@ func (e *env) harvest() {
 			continue
 		}
 		for _, slot := range []pinpad.Slot{pinpad.SlotShare, pinpad.SlotUser} {
-			if info.Blocked[slot] {
-				continue
+			if info.Blocked[slot] || e.nullPIN(info.Serial, slot) {
+				continue // a slot behind a PIN never set holds nothing
 			}
 			data := e.readSlot(ctx, info.Serial, slot)
 			if len(data) == 0 {

@@ -51,6 +51,8 @@ func (k Kind) Title() string {
 		return "card set re-issue"
 	case KindCardCheck:
 		return "card check"
+	case KindPrepareCards:
+		return "Prepare cards"
 	}
 	return string(k)
 }

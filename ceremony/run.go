@@ -94,6 +94,8 @@ func (r *run) body() (*result, error) {
 		return r.reissue()
 	case KindCardCheck:
 		return r.cardCheck()
+	case KindPrepareCards:
+		return r.prepareCards()
 	}
 	return nil, fmt.Errorf("run ceremony: unknown kind %q", r.j.Kind)
 }
@@ -439,6 +441,13 @@ func classify(j *Journal, loadedKey string, cause error) ending {
 		e = classifyReissue(j, e, what)
 	case KindCardCheck:
 		e.outcome = fmt.Sprintf("The card check %s: nothing on the card was changed.", what)
+	case KindPrepareCards:
+		done := serialsOf(j, RolePrepared, CardDone)
+		if t := serialsOf(j, RolePrepared, CardWriting); len(t) > 0 {
+			e.outcome = fmt.Sprintf("Prepare cards %s while preparing card %s (%d card(s) prepared before): that card may be partly laid out; a new Prepare cards completes it.", what, t[0], len(done))
+		} else {
+			e.outcome = fmt.Sprintf("Prepare cards %s after %d card(s) were prepared.", what, len(done))
+		}
 	default:
 		e.outcome = fmt.Sprintf("%s %s.", title, what)
 	}
@@ -770,6 +779,12 @@ func (r *run) verifyPIN(card pinpad.Card, slot pinpad.Slot) error {
 			return r.pinBlocked(serial)
 		case errors.Is(err, pinpad.ErrPINLength):
 			r.problem(fmt.Errorf("card %s: %w", serial, err), "enter the PIN again on the pad")
+		case errors.Is(err, pinpad.ErrNullPIN):
+			// A card still in its transport state: its first PIN is chosen on the pad now,
+			// then entered as any PIN.
+			if err := r.firstPIN(card, slot); err != nil {
+				return err
+			}
 		default:
 			return err
 		}

@@ -374,7 +374,7 @@ func (c *Card) SetFirstPIN(ctx context.Context, slot pinpad.Slot, timeout time.D
 }
 
 // ErrNotNullPIN is a first PIN asked for a slot whose PIN is already set.
-var ErrNotNullPIN = errors.New("the slot's PIN is already set (not in its transport state): change it instead")
+var ErrNotNullPIN = pinpad.ErrNotNullPIN
 
 // Read returns the slot's data: [pinpad.ErrEmpty] when it holds none, [pinpad.ErrAccessDenied]
 // when its PIN was not verified.
