@@ -1,25 +1,35 @@
 // Package tcos speaks the TCOS 3.0 card protocol in APDUs: it recognises a TCOS card by its
 // answer to reset, reads its serial number, reads a PIN's retry counter without spending a try,
-// has PINs verified and changed on a PIN pad, and reads and writes the card's two data slots.
+// has PINs verified and changed on a PIN pad, reads and writes the card's two data slots,
+// surveys a card without a PIN, and prepares a card that allows it.
 //
 // It sits between a [Transport] (APDUs to one card: PC/SC, or a virtual card) and a [PINPad]
 // (the reader's secure PIN entry: PC/SC part 10, or the simulator's pad). The same code runs
 // against real cards and virtual ones; only those two interfaces differ.
 //
-// # Card layout
+// # Card profiles
 //
-// Each slot is a transparent EF under the MF holding a 2-byte big-endian length and then the
-// data; its READ BINARY and UPDATE BINARY need the slot's local PIN. Reads and writes go in
-// chunks of at most 255 bytes by offset (short APDUs, no chaining). A write first sets the
-// length to zero, writes the data, then the length, and reads everything back: an interrupted
-// write leaves an empty or unverifiable slot, never a plausible wrong one.
+// Where the slots live is a [Profile]: the DF holding them, each slot's EF, size and PIN
+// reference, how PIN tries are read (EF_PWDD records, a PIN file's FCP, or — only where the
+// profile declares it safe — a VERIFY without data) and the ATRs it is for. [Profiles] are the
+// shipped ones; [ParseProfile] reads an integrator's file. Each slot is a transparent EF
+// holding a 2-byte big-endian length and then the data; its READ BINARY and UPDATE BINARY need
+// the slot's PIN, a local PIN of the profile's DF, which is selected before every PIN command.
+// Reads and writes go in chunks of at most 255 bytes by offset (short APDUs, no chaining). A
+// write first sets the length to zero, writes the data, then the length, and reads everything
+// back: an interrupted write leaves an empty or unverifiable slot, never a plausible wrong one.
+//
+// [Survey] reads a card through a guard that lets only reads pass, and says which profile fits;
+// [Card.Prepare] creates what a profile lacks on a card that allows it; [Card.SetFirstPIN]
+// leaves a PIN's NullPIN (transport) state with the PIN typed on the pad.
 //
 // pinpad/README.md lists which APDUs and facts are taken from public sources and which are
 // assumptions to check on a real card.
 //
 // What this package must never do: see a PIN (the pad puts it into the VERIFY and CHANGE
-// REFERENCE DATA commands), know what the bytes in a slot mean, or leave slot data in a buffer
-// it does not return.
+// REFERENCE DATA commands), know what the bytes in a slot mean, leave slot data in a buffer
+// it does not return, or send a data-less VERIFY on a card whose profile does not declare it
+// safe (except to confirm a NullPIN state the card just reported).
 package tcos
 
 import (
