@@ -574,7 +574,7 @@ func (r *run) readShare(exp *expectation, records map[int]*sharing.Record, seria
 				case first:
 					j.SetID, j.KeyID, j.K, j.N = rec.SetID.String(), rec.KeyID.String(), rec.K, rec.N
 				}
-				j.setCard(CardEntry{Serial: serial, Index: rec.Index, Role: RoleRead, State: CardRead, Time: now})
+				j.setCard(CardEntry{Serial: serial, Index: rec.Index, Role: RoleRead, State: CardRead, Time: now, Profile: profileOf(card)})
 				j.LastError = ""
 			}); err != nil {
 			return err

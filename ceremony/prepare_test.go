@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/keyquorum/keyquorum/pinpad/sim"
 	"github.com/keyquorum/keyquorum/pinpad/tcos"
 	"github.com/keyquorum/keyquorum/pinpad/vcard"
 )
@@ -135,4 +136,38 @@ func TestPrepareCardsNullPIN(t *testing.T) {
 	if l := e.mustSucceed(e.start("CN=dr", Request{Kind: KindLoad})); l.KeyID != gen.KeyID {
 		t.Fatalf("loaded %s", l.KeyID)
 	}
+}
+
+// TestLoadInAnotherProfileSaysWhich: cards written in one card profile and read in another are
+// refused with the profile the set was written in, and the card set registry keeps it.
+func TestLoadInAnotherProfileSaysWhich(t *testing.T) {
+	mf, nk := tcos.KeyquorumMF(), tcos.NetKeyDF01()
+	e, cards, _ := loadEnv(t, 2, 2, withProfile(mf))
+	cs := e.currentSet()
+	for _, sh := range cs.Shares {
+		if sh.Profile != mf.Name {
+			t.Fatalf("share %d registered with profile %q", sh.Index, sh.Profile)
+		}
+	}
+	// The appliance now reads cards as NetKey-shaped.
+	old, oldOp := e.pad, e.op
+	oldOp.stop()
+	other, err := sim.Open(e.padDir, sim.WithProfile(nk))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.pad, e.hook.Pad, e.op = other, other, newOperator(t, other)
+	defer func() {
+		e.op.stop()
+		e.pad, e.hook.Pad, e.op = old, old, newOperator(t, old)
+	}()
+	e.op.use(cards[0])
+	h := e.start("CN=dr", Request{Kind: KindLoad})
+	e.events.waitFor(t, "the refusal", func(ev Event) bool {
+		return ev.Type == EventProblem && strings.Contains(ev.Hint, "--card-profile keyquorum-mf")
+	})
+	if err := e.m.Cancel("CN=dr"); err != nil {
+		t.Fatal(err)
+	}
+	e.wait(h)
 }

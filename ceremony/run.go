@@ -698,7 +698,11 @@ func (r *run) withCard(text string, fn func(card pinpad.Card) error) error {
 				return err
 			}
 		case cardProblem(err) && r.ctx.Err() == nil:
-			if err := r.refused(refuse(card.Serial(), "take it out and insert another card", "%w", err)); err != nil {
+			hint := "take it out and insert another card"
+			if h := r.profileHint(card, err); h != "" {
+				hint = h
+			}
+			if err := r.refused(refuse(card.Serial(), hint, "%w", err)); err != nil {
 				return err
 			}
 		case errors.Is(err, pinpad.ErrCardRemoved) && r.ctx.Err() == nil:
@@ -822,6 +826,25 @@ func (r *run) checkTries(card pinpad.Card, slot pinpad.Slot, pin, refuseHint str
 		return err
 	}
 	return nil
+}
+
+// profileHint says what to do with a card that lacks the files of its profile when the
+// current card set was written in another card profile ("" otherwise).
+func (r *run) profileHint(card pinpad.Card, err error) string {
+	if !errors.Is(err, pinpad.ErrNotPersonalised) {
+		return ""
+	}
+	cs, e := r.m.CurrentSet()
+	if e != nil || cs == nil {
+		return ""
+	}
+	for _, sh := range cs.Shares {
+		if sh.Profile != "" && sh.Profile != card.ProfileName() {
+			return fmt.Sprintf("the current card set was written in card profile %s, but cards are read in profile %s: restart keyquorum serve with --card-profile %s, or use a card prepared for %s",
+				sh.Profile, card.ProfileName(), sh.Profile, card.ProfileName())
+		}
+	}
+	return ""
 }
 
 // profileOf names the card profile a card is read with.
