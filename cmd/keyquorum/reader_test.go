@@ -42,6 +42,7 @@ func TestDispatchAndReaderUsage(t *testing.T) {
 		{[]string{"reader", "diagnose", "-slot", "both"}, 2, "-slot must be share or user"},
 		{[]string{"reader", "diagnose", "extra"}, 2, `unexpected argument "extra"`},
 		{[]string{"reader", "diagnose", "-nosuchflag"}, 2, "flag provided but not defined"},
+		{[]string{"reader", "diagnose", "-profile", "bogus"}, 2, `no shipped profile "bogus"`},
 		{[]string{"card"}, 2, "keyquorum card survey [-reader PREFIX]"},
 		{[]string{"card", "survey", "extra"}, 2, `unexpected argument "extra"`},
 		{[]string{"card", "survey", "-profile", "nosuch"}, 2, `no shipped profile "nosuch"`},
