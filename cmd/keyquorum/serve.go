@@ -240,6 +240,7 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 				return fmt.Errorf("open virtual reader: %w", err)
 			}
 			defer panel.Close()
+			panel.SetProfile(c.profile)
 			virtualPanel, padName = panel, "SIMULATOR: virtual cyberJack through PC/SC ("+t.Name()+")"
 		}
 	}
