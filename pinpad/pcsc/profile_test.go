@@ -217,7 +217,7 @@ func TestCardSurveyPCSC(t *testing.T) {
 			defer removeAndWait(t, ctx, term, slot)
 			var rep *tcos.SurveyReport
 			for range 50 { // until pcscd has powered the card
-				rep, err = Survey(ctx, stack.reader, nil)
+				rep, err = term.SurveyCard(ctx)
 				if !errors.Is(err, pinpad.ErrNoCard) {
 					break
 				}

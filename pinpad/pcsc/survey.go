@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/ebfe/scard"
 
@@ -45,4 +46,23 @@ func Survey(ctx context.Context, prefix string, profiles []*tcos.Profile) (*tcos
 		return nil, fmt.Errorf("survey: %w", err)
 	}
 	return rep, nil
+}
+
+// ErrReaderBusy is a survey asked for while a ceremony holds the card.
+var ErrReaderBusy = errors.New("the card is in use by a ceremony: survey it when the ceremony has ended")
+
+// SurveyCard surveys the card in the terminal's reader against the shipped profiles and the
+// terminal's own (see [Survey]); [ErrReaderBusy] while a card session is open.
+func (t *Terminal) SurveyCard(ctx context.Context) (*tcos.SurveyReport, error) {
+	t.mu.Lock()
+	busy := t.active != nil
+	t.mu.Unlock()
+	if busy {
+		return nil, ErrReaderBusy
+	}
+	ps := tcos.Profiles()
+	if !slices.ContainsFunc(ps, func(q *tcos.Profile) bool { return q.Name == t.profile.Name }) {
+		ps = append(ps, t.profile)
+	}
+	return Survey(ctx, t.name, ps)
 }

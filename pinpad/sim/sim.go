@@ -706,3 +706,37 @@ func (s *session) ModifyPIN(ctx context.Context, m *part10.PINModify) ([]byte, e
 	}
 	return s.send(ctx, apdu)
 }
+
+// ErrReaderBusy is a survey asked for while a ceremony holds the card.
+var ErrReaderBusy = errors.New("the card is in use by a ceremony: survey it when the ceremony has ended")
+
+// SurveyCard surveys the card in the slot (tcos.Survey: no PIN, nothing written) against the
+// shipped profiles and the pad's own. [pinpad.ErrNoCard] when the slot is empty.
+func (p *Pad) SurveyCard(ctx context.Context) (*tcos.SurveyReport, error) {
+	p.mu.Lock()
+	if !p.state.Plugged {
+		p.mu.Unlock()
+		return nil, pinpad.ErrReaderGone
+	}
+	if p.inserted == nil {
+		p.mu.Unlock()
+		return nil, fmt.Errorf("survey: %w", pinpad.ErrNoCard)
+	}
+	if p.state.Waiting != WaitNone {
+		p.mu.Unlock()
+		return nil, ErrReaderBusy
+	}
+	h := &session{pad: p, card: p.inserted, gen: p.gen, epoch: p.epoch}
+	p.mu.Unlock()
+	defer h.close()
+	return tcos.Survey(ctx, h, h.card.ATR(), SurveyProfiles(p.opts.profile))
+}
+
+// SurveyProfiles are the profiles a survey checks: the shipped ones and p when it is not one.
+func SurveyProfiles(p *tcos.Profile) []*tcos.Profile {
+	ps := tcos.Profiles()
+	if p != nil && !slices.ContainsFunc(ps, func(q *tcos.Profile) bool { return q.Name == p.Name }) {
+		ps = append(ps, p)
+	}
+	return ps
+}
