@@ -65,7 +65,7 @@ func FuzzDecode(f *testing.F) {
 		b, _ := json.Marshal(&c.st)
 		f.Add(b)
 	}
-	f.Add([]byte(`{"version":1,"serial":"AQI=","pins":{"81":{"pin":"MTIzNDU2","tries":3}},"files":{"4B01":"AAA="}}`))
+	f.Add([]byte(`{"version":1,"serial":"AQI=","pins":{"81":{"pin":"MTIzNDU2","tries":3}},"files":{"2F02":"WgEB","4B01":"AAA="}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		st, err := decode(b)
 		if err != nil {

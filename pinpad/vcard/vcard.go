@@ -241,16 +241,26 @@ func Load(path string) (*Card, error) {
 
 // decode reads a card file, version 1 or 2, and checks it.
 func decode(b []byte) (state, error) {
-	var st state
-	if err := json.Unmarshal(b, &st); err != nil {
+	var v struct {
+		Version int `json:"version"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
 		return state{}, err
 	}
-	switch st.Version {
+	var st state
+	switch v.Version {
 	case 1:
-		st = upgrade(st)
+		var v1 stateV1
+		if err := json.Unmarshal(b, &v1); err != nil {
+			return state{}, err
+		}
+		st = upgrade(v1)
 	case fileVersion:
+		if err := json.Unmarshal(b, &st); err != nil {
+			return state{}, err
+		}
 	default:
-		return state{}, fmt.Errorf("file version %d, want %d", st.Version, fileVersion)
+		return state{}, fmt.Errorf("file version %d, want %d", v.Version, fileVersion)
 	}
 	if len(st.Serial) == 0 {
 		return state{}, errors.New("no serial")
@@ -282,26 +292,31 @@ func decode(b []byte) (state, error) {
 	return st, nil
 }
 
-// upgrade turns a version 1 file (FIDs under the MF, PINs of the MF) into version 2.
-func upgrade(v1 state) state {
+// stateV1 is the first card file format: FIDs under the MF, PINs of the MF.
+type stateV1 struct {
+	Version int                  `json:"version"`
+	Serial  []byte               `json:"serial"`
+	Foreign bool                 `json:"foreign,omitempty"`
+	PINs    map[string]*pinState `json:"pins,omitempty"`  // key: reference in hex, "81"
+	Files   map[string][]byte    `json:"files,omitempty"` // key: FID in hex, "4B01"
+}
+
+// upgrade turns a version 1 file into version 2: the keyquorum-mf layout, EF_PWDD in the MF.
+func upgrade(v1 stateV1) state {
 	st := state{Version: fileVersion, Serial: v1.Serial, Foreign: v1.Foreign, Files: map[string]*vfile{}, PINs: map[string]*pinState{}}
 	if v1.Foreign {
 		return st
 	}
 	st.Files[mf+"/5049"] = &vfile{PWDD: true}
-	for fid, f := range v1.Files {
-		if f == nil {
-			st.Files[mf+"/"+fid] = nil // refused by decode
-			continue
-		}
-		f2 := &vfile{Data: f.Data}
+	for fid, data := range v1.Files {
+		f := &vfile{Data: data}
 		switch strings.ToUpper(fid) {
 		case "4B01":
-			f2.Read, f2.Update = tcos.PINRefShare, tcos.PINRefShare
+			f.Read, f.Update = tcos.PINRefShare, tcos.PINRefShare
 		case "4B02":
-			f2.Read, f2.Update = tcos.PINRefUser, tcos.PINRefUser
+			f.Read, f.Update = tcos.PINRefUser, tcos.PINRefUser
 		}
-		st.Files[mf+"/"+strings.ToUpper(fid)] = f2
+		st.Files[mf+"/"+strings.ToUpper(fid)] = f
 	}
 	for ref, p := range v1.PINs {
 		if p != nil {
