@@ -309,6 +309,10 @@ func upgrade(v1 stateV1) state {
 	}
 	st.Files[mf+"/5049"] = &vfile{PWDD: true}
 	for fid, data := range v1.Files {
+		if data == nil {
+			st.Files[mf+"/"+strings.ToUpper(fid)] = nil // a file without contents: decode refuses it
+			continue
+		}
 		f := &vfile{Data: data}
 		switch strings.ToUpper(fid) {
 		case "4B01":
