@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/keyquorum/keyquorum/pinpad"
@@ -176,39 +177,7 @@ func Survey(ctx context.Context, tr Transport, atr []byte, profiles []*Profile) 
 		rep.Serial = strings.ToUpper(hex.EncodeToString(sn))
 	}
 
-	// The MF: its access rules for CREATE FILE, its directory and EF_PWDD.
-	if f, err := c.SelectFCP(ctx, nil); err == nil {
-		rep.Preparable = createRule(f.Rules)
-	} else if hard(err) {
-		return nil, err
-	}
-	dfs := [][]uint16{nil}
-	for _, p := range profiles {
-		if len(p.DF) > 0 && !slices.ContainsFunc(dfs, func(d []uint16) bool { return slices.Equal(d, p.DF) }) {
-			dfs = append(dfs, p.DF)
-		}
-	}
-	for _, df := range dfs {
-		d, err := c.listDir(ctx, df)
-		if hard(err) {
-			return nil, err
-		}
-		rep.Directories = append(rep.Directories, d)
-		pw := SurveyPWDD{DF: PathString(df)}
-		recs, err := c.ReadPWDD(ctx, df)
-		switch {
-		case hard(err):
-			return nil, err
-		case err != nil:
-			pw.Error = err.Error()
-		}
-		for _, r := range recs {
-			pw.Records = append(pw.Records, SurveyPIN{Ref: fmt.Sprintf("%02X", r.Ref), Tries: r.Tries})
-		}
-		rep.PWDD = append(rep.PWDD, pw)
-	}
-
-	// Every file a profile names.
+	// look reads the FCP of a file once (a SELECT, never its contents).
 	seen := map[string]*SurveyFile{}
 	look := func(path []uint16, kind string) (*SurveyFile, error) {
 		key := PathString(path)
@@ -231,16 +200,59 @@ func Survey(ctx context.Context, tr Transport, atr []byte, profiles []*Profile) 
 				sf.Kind = "DF"
 			}
 			sf.Prop, sf.Rules = strings.ToUpper(hex.EncodeToString(f.Prop)), strings.ToUpper(hex.EncodeToString(f.Rules))
-			if kind == "PIN file" {
-				if n, err := PINFileTries(f); err == nil {
-					sf.Tries = n
-				}
+			if n, err := PINFileTries(f); err == nil {
+				sf.Kind, sf.Tries = "PIN file", n
 			}
 		}
 		seen[key] = sf
 		rep.Files = append(rep.Files, *sf)
 		return sf, nil
 	}
+	// The MF: its access rules for CREATE FILE, its directory and EF_PWDD.
+	if f, err := c.SelectFCP(ctx, nil); err == nil {
+		rep.Preparable = createRule(f.Rules)
+	} else if hard(err) {
+		return nil, err
+	}
+	dfs := [][]uint16{nil}
+	for _, p := range profiles {
+		if len(p.DF) > 0 && !slices.ContainsFunc(dfs, func(d []uint16) bool { return slices.Equal(d, p.DF) }) {
+			dfs = append(dfs, p.DF)
+		}
+	}
+	for _, df := range dfs {
+		d, err := c.listDir(ctx, df)
+		if hard(err) {
+			return nil, err
+		}
+		rep.Directories = append(rep.Directories, d)
+		for _, fid := range append(slices.Clone(d.DFs), d.EFs...) {
+			v, err := strconv.ParseUint(fid, 16, 16)
+			if err != nil {
+				continue
+			}
+			kind := "EF"
+			if slices.Contains(d.DFs, fid) {
+				kind = "DF"
+			}
+			if _, err := look(append(slices.Clone(df), uint16(v)), kind); err != nil {
+				return nil, err
+			}
+		}
+		pw := SurveyPWDD{DF: PathString(df)}
+		recs, err := c.ReadPWDD(ctx, df)
+		switch {
+		case hard(err):
+			return nil, err
+		case err != nil:
+			pw.Error = err.Error()
+		}
+		for _, r := range recs {
+			pw.Records = append(pw.Records, SurveyPIN{Ref: fmt.Sprintf("%02X", r.Ref), Tries: r.Tries})
+		}
+		rep.PWDD = append(rep.PWDD, pw)
+	}
+
 	for _, p := range profiles {
 		fit := SurveyFit{Profile: p.Name}
 		if !slices.Contains(rep.ATRProfiles, p.Name) {
