@@ -269,6 +269,7 @@ func Survey(ctx context.Context, tr Transport, atr []byte, profiles []*Profile) 
 				fit.Missing = append(fit.Missing, "DF "+f.Path)
 			}
 		}
+		var unseen []string
 		var pw *SurveyPWDD
 		for i := range rep.PWDD {
 			if rep.PWDD[i].DF == p.DFPath() {
@@ -318,10 +319,13 @@ func Survey(ctx context.Context, tr Transport, atr []byte, profiles []*Profile) 
 			// A PIN the card does not list may still be there: only a VERIFY would tell, and
 			// the survey sends none. The ceremony then says "tries unknown".
 			if !known {
-				fit.Notes = append(fit.Notes, pin+" not seen (no EF_PWDD record or PIN file names it): its tries will be unknown")
+				unseen = append(unseen, pin+" not seen (no EF_PWDD record or PIN file names it): its tries will be unknown")
 			}
 		}
 		fit.Fits = len(fit.Missing) == 0
+		if fit.Fits { // on a card that lacks the files, unseen PINs say nothing more
+			fit.Notes = append(fit.Notes, unseen...)
+		}
 		if fit.Fits && rep.Fits == "" {
 			rep.Fits = p.Name
 		}
