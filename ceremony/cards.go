@@ -13,7 +13,6 @@ import (
 const (
 	textSourceCard = "Insert source card press OK/Cancel"
 	textTargetCard = "Insert target card press OK/Cancel"
-	textInsertCard = "Insert card press OK/Cancel"
 )
 
 // copyCard copies the share of a source card onto a target card, one to one (a second set for a

@@ -112,4 +112,7 @@
 // an error or a log line. PINs never reach the host at all (they are typed on the pad); the MBK
 // and shares are []byte, zeroed as soon as they are no longer needed. It never talks to the
 // browser (that is webconf) and knows nothing of APDUs (that is pinpad).
+//
+// The design of the whole system (the state machines, the journal and the card layout among
+// it) is in docs/design.md.
 package ceremony

@@ -1,7 +1,6 @@
 package ceremony
 
 import (
-	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/hex"
@@ -21,7 +20,6 @@ const (
 	textWriteNewKey = "Write New Key press OK/Cancel"
 	textReadNewKey  = "Read New Key press OK/Cancel"
 	textReadKey     = "Read Key press OK/Cancel"
-	textOverwrite   = "Card not empty overwrite? OK/Cancel"
 )
 
 func insertText(i int) string { return fmt.Sprintf("Insert %d. card press OK/Cancel", i) }
@@ -228,24 +226,6 @@ func (r *run) writeShare(rec *sharing.Record, written map[int]string) error {
 	})
 }
 
-// readSlot returns what the slot holds, nil when it is empty. A slot the card cannot return
-// (a write cut short leaves it so) is reported as unreadable, not as an error; conditions of
-// the pad (card removed, reader gone, cancel) are errors.
-func (r *run) readSlot(card pinpad.Card, slot pinpad.Slot) (data []byte, unreadable bool, err error) {
-	have, err := card.Read(r.ctx, slot)
-	switch {
-	case errors.Is(err, pinpad.ErrEmpty):
-		return nil, false, nil
-	case err != nil && (padCondition(err) || r.ctx.Err() != nil):
-		return nil, false, err
-	case err != nil:
-		return nil, true, nil
-	case len(have) == 0:
-		return nil, false, nil
-	}
-	return have, false, nil
-}
-
 // wasWriting reports whether the journal has serial as being written with share index.
 func (r *run) wasWriting(serial string, index int) bool {
 	for _, c := range r.j.Cards {
@@ -254,31 +234,6 @@ func (r *run) wasWriting(serial string, index int) bool {
 		}
 	}
 	return false
-}
-
-// padCondition reports whether err is a condition of the pad or the operator rather than of
-// the card's content.
-func padCondition(err error) bool {
-	for _, e := range []error{pinpad.ErrCardRemoved, pinpad.ErrReaderGone, pinpad.ErrNoReader, pinpad.ErrNoCard,
-		pinpad.ErrTimeout, pinpad.ErrCancelled} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
-}
-
-// cardProblem reports whether err is the card refusing something (a status word, a memory
-// failure, an unprepared card): that card is refused, the ceremony goes on with another.
-func cardProblem(err error) bool {
-	for _, e := range []error{pinpad.ErrNotTCOS, pinpad.ErrNotPersonalised, pinpad.ErrNullPIN, pinpad.ErrAccessDenied,
-		pinpad.ErrMemory, pinpad.ErrWrongLength, pinpad.ErrTooLarge, pinpad.ErrWriteVerify} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	var se *pinpad.StatusError
-	return errors.As(err, &se)
 }
 
 // confirmOverwrite asks before a card's share slot is overwritten, unless it holds the very
@@ -306,23 +261,6 @@ func (r *run) confirmOverwrite(card pinpad.Card, have []byte, rec *sharing.Recor
 	err := r.waitOK(StepConfirmWrite, textOverwrite)
 	if errors.Is(err, pinpad.ErrCancelled) && r.ctx.Err() == nil {
 		return refuse(serial, "take it out and insert another card", "overwriting the card was %w", errDeclined)
-	}
-	return err
-}
-
-// writeFailed turns a failed write into a refusal of the card (its share slot may hold a partial
-// record, which the journal keeps as "writing"), unless the card was pulled out or the reader
-// is gone: then the card is asked for again.
-func (r *run) writeFailed(serial string, index int, err error) error {
-	switch {
-	case errors.Is(err, pinpad.ErrCardRemoved), errors.Is(err, pinpad.ErrReaderGone), r.ctx.Err() != nil:
-		return err
-	case errors.Is(err, pinpad.ErrWriteVerify), errors.Is(err, pinpad.ErrMemory), errors.Is(err, pinpad.ErrTooLarge):
-		return refuse(serial, fmt.Sprintf("take it out and insert another blank card for share %d", index), "the card could not store the share: %w", err)
-	}
-	var se *pinpad.StatusError
-	if errors.As(err, &se) {
-		return refuse(serial, fmt.Sprintf("take it out and insert another blank card for share %d", index), "the card could not store the share: %w", err)
 	}
 	return err
 }
@@ -588,23 +526,6 @@ func (r *run) readShare(exp *expectation, records map[int]*sharing.Record, seria
 		keep = true
 		return nil
 	})
-}
-
-// refuseRetired refuses a card whose set was retired by a re-issue or abandoned by a ceremony
-// that never completed it.
-func (r *run) refuseRetired(serial string, rec *sharing.Record) error {
-	cs, err := r.m.lookupSet(rec.SetID)
-	if err != nil {
-		return err
-	}
-	if cs != nil && cs.Status.Refused() {
-		hint := "take it out and insert a card of the current set"
-		if cur, _ := r.m.CurrentSet(); cur != nil {
-			hint = fmt.Sprintf("take it out and insert a card of the current set %s; overwrite or destroy the retired card: it still holds a share of the key", short(cur.SetID))
-		}
-		return &refusal{serial: serial, err: retiredError(cs, rec.Index), hint: hint}
-	}
-	return nil
 }
 
 // dropDamaged takes the record with share index idx out of the read and records its card as

@@ -332,6 +332,20 @@ func short(hexID string) string {
 	return hexID
 }
 
+// ending is how a ceremony attempt ended and what it leaves to do.
+type ending struct {
+	status     Status
+	next       NextAction
+	outcome    string
+	lastErr    string
+	unusable   []string
+	keyset     *KeySet
+	clearState bool
+	audits     []AuditEntry
+	setTags    map[int]string
+	setLabel   string
+}
+
 // updateSets records in the card set registry what the end of ceremony j (ending e) means for
 // the sets: a generation or re-issue that finished makes its set current (a re-issue retires the
 // set it replaced), one that ended before its set was complete abandons it, a load makes the set

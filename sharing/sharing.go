@@ -40,6 +40,9 @@
 // Secrets and shares are []byte, never strings; [Zero] and [Record.Zero] overwrite them when they
 // are no longer needed. No String, error text or fmt verb of this package ever shows share or
 // secret bytes. This package knows nothing of cards, PINs or HSMs.
+//
+// The design of the whole system (the share record and the card layout among it) is in
+// docs/design.md.
 package sharing
 
 import (

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -22,12 +23,15 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
 
 	"github.com/keyquorum/keyquorum/ceremony"
+	"github.com/keyquorum/keyquorum/cluster"
+	"github.com/keyquorum/keyquorum/webconf/api"
+	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // auditEvents are the audit entries with event key ev.
@@ -58,9 +62,9 @@ func ceremonyCount(t *testing.T, s *service) int {
 // TestRoles: what each role may do, checked through the pages.
 func TestRoles(t *testing.T) {
 	s := startService(t, t.TempDir(), serviceOptions{})
-	auditor := s.browserAs("Ada Auditor", RoleAuditor, true)
-	custodian := s.browserAs("Carl Custodian", RoleCustodian, true)
-	nobody := s.browserAs("Nora Nobody", RoleNone, true)
+	auditor := s.browserAs("Ada Auditor", operator.RoleAuditor, true)
+	custodian := s.browserAs("Carl Custodian", operator.RoleCustodian, true)
+	nobody := s.browserAs("Nora Nobody", operator.RoleNone, true)
 
 	t.Run("auditor cannot start a ceremony", func(t *testing.T) {
 		for _, form := range []url.Values{
@@ -73,7 +77,7 @@ func TestRoles(t *testing.T) {
 				t.Errorf("auditor start %v: %s", form, excerpt(body))
 			}
 		}
-		auditor.post("/reset", url.Values{"confirm": {ResetPhrase}}, http.StatusForbidden)
+		auditor.post("/reset", url.Values{"confirm": {web.ResetPhrase}}, http.StatusForbidden)
 		auditor.post("/ceremony/resume", nil, http.StatusForbidden)
 		auditor.get("/hsm/backup", http.StatusForbidden)
 		auditor.get("/operators", http.StatusForbidden)
@@ -87,7 +91,7 @@ func TestRoles(t *testing.T) {
 			t.Error("the menu offers the Operators page to an auditor")
 		}
 		// Even a command-line approval cannot be made for what the role does not allow.
-		if _, refusal := auditor.tryStepUp("", nil, ActionForKind(ceremony.KindGenerate)); !strings.Contains(refusal, "Not allowed for your role") {
+		if _, refusal := auditor.tryStepUp("", nil, operator.ActionForKind(ceremony.KindGenerate)); !strings.Contains(refusal, "Not allowed for your role") {
 			t.Errorf("auditor approval: %s", refusal)
 		}
 	})
@@ -167,7 +171,7 @@ func TestFreshAssertion(t *testing.T) {
 	refused(admin, url.Values{"kind": {"load"}, stepUpField: {tok}}, "used already")
 
 	// An administrator without a security key is told to register one first.
-	keyless := s.browserAs("Kim Keyless", RoleAdmin, false)
+	keyless := s.browserAs("Kim Keyless", operator.RoleAdmin, false)
 	_, body := keyless.postRaw("/ceremonies", url.Values{"kind": {"load"}}, http.StatusForbidden)
 	if !strings.Contains(body, "Register a security key first") || !strings.Contains(body, "https://localhost") {
 		t.Errorf("admin without a key: %s", excerpt(body))
@@ -187,7 +191,7 @@ func TestFreshAssertion(t *testing.T) {
 	if _, refusal := admin.tryStepUp("/ceremonies", load, ""); !strings.Contains(refusal, "cloned") {
 		t.Errorf("assertion of a cloned key: %s", refusal)
 	}
-	if len(auditEvents(t, s, AuditOperatorKeyClone)) != 1 {
+	if len(auditEvents(t, s, operator.AuditOperatorKeyClone)) != 1 {
 		t.Error("the clone warning is not in the audit log")
 	}
 }
@@ -200,11 +204,11 @@ func TestCommandLineApproval(t *testing.T) {
 	if page := admin.get("/account", http.StatusOK); !strings.Contains(page, `data-testid="approve-form"`) || !strings.Contains(page, "start a key load") {
 		t.Fatal("the account page offers no command-line approval")
 	}
-	tok, refusal := admin.tryStepUp("", nil, ActionForKind(ceremony.KindLoad))
+	tok, refusal := admin.tryStepUp("", nil, operator.ActionForKind(ceremony.KindLoad))
 	if refusal != "" {
 		t.Fatal(refusal)
 	}
-	entries := auditEvents(t, s, AuditOperatorApproval)
+	entries := auditEvents(t, s, operator.AuditOperatorApproval)
 	if len(entries) != 1 || !strings.Contains(entries[0].Message, "start a key load") || entries[0].Operator != "CN=Alice Admin,O=Keyquorum test" {
 		t.Fatalf("approval audit: %+v", entries)
 	}
@@ -218,9 +222,9 @@ func TestCommandLineApproval(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodPost, s.url("/ceremonies"), strings.NewReader(url.Values{"kind": {"load"}}.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		req.Header.Set(csrfHeader, s.srv.csrf.token(renewed.Leaf))
-		req.Header.Set(fetchHeader, "1")
+		req.Header.Set(web.FetchHeader, "1")
 		if tok != "" {
-			req.Header.Set(ApprovalHeader, tok)
+			req.Header.Set(operator.ApprovalHeader, tok)
 		}
 		resp, err := cli.Do(req)
 		if err != nil {
@@ -265,15 +269,15 @@ func TestRevokedCertificate(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(s.pki.Dir, "Carol Custodian.p12")); err == nil {
 		t.Error("the issued file was written to disk")
 	}
-	if cert.EmailAddresses[0] != "carol@example.org" || serialHex(cert) != serial {
-		t.Errorf("issued certificate: %v %s", cert.EmailAddresses, serialHex(cert))
+	if cert.EmailAddresses[0] != "carol@example.org" || operator.SerialHex(cert) != serial {
+		t.Errorf("issued certificate: %v %s", cert.EmailAddresses, operator.SerialHex(cert))
 	}
-	carol := s.browserWith(tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}, RoleNone, false)
+	carol := s.browserWith(tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}, operator.RoleNone, false)
 	if page := carol.get("/account", http.StatusOK); !strings.Contains(page, "custodian") || !strings.Contains(page, "carol@example.org") {
 		t.Errorf("the issued certificate's account: %s", excerpt(page))
 	}
 	carol.get("/cards", http.StatusOK)
-	if len(auditEvents(t, s, AuditCertIssued)) != 1 {
+	if len(auditEvents(t, s, operator.AuditCertIssued)) != 1 {
 		t.Error("the issuance is not in the audit log")
 	}
 
@@ -284,7 +288,7 @@ func TestRevokedCertificate(t *testing.T) {
 	if !strings.Contains(body, "Certificate revoked") || !strings.Contains(body, serial) {
 		t.Errorf("revoked certificate: %s", excerpt(body))
 	}
-	entries := auditEvents(t, s, AuditCertRevoked)
+	entries := auditEvents(t, s, operator.AuditCertRevoked)
 	if len(entries) != 1 || !strings.Contains(entries[0].Message, serial) || entries[0].Operator != "CN=Alice Admin,O=Keyquorum test" {
 		t.Errorf("revocation audit: %+v", entries)
 	}
@@ -296,9 +300,9 @@ func TestRevokedCertificate(t *testing.T) {
 	}
 	crlPEM, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	list, err := parseCRL(crlPEM)
+	list, err := operator.ParseCRL(crlPEM)
 	if err != nil || list.CheckSignatureFrom(s.pki.CA) != nil || len(list.RevokedCertificateEntries) != 1 ||
-		serialHex(&x509.Certificate{SerialNumber: list.RevokedCertificateEntries[0].SerialNumber}) != serial {
+		operator.SerialHex(&x509.Certificate{SerialNumber: list.RevokedCertificateEntries[0].SerialNumber}) != serial {
 		t.Errorf("crl: %v %+v", err, list)
 	}
 
@@ -341,12 +345,12 @@ func TestUntrustedCARefusedAtTLS(t *testing.T) {
 func TestRoleChangesAudited(t *testing.T) {
 	s := startService(t, t.TempDir(), serviceOptions{})
 	// The first start made the administrator's certificate an administrator, audited.
-	boot := auditEvents(t, s, AuditOperatorRole)
+	boot := auditEvents(t, s, operator.AuditOperatorRole)
 	if len(boot) != 1 || !strings.Contains(boot[0].Message, "CN=Keyquorum administrator,O=Keyquorum given the role admin") {
 		t.Fatalf("bootstrap audit: %+v", boot)
 	}
 	admin := s.browser("Alice Admin")
-	bob := s.browserAs("Bob Newcomer", RoleNone, false)
+	bob := s.browserAs("Bob Newcomer", operator.RoleNone, false)
 	page := admin.get("/operators", http.StatusOK)
 	if !strings.Contains(page, bob.id.ID) || !strings.Contains(page, "CN=Bob Newcomer") {
 		t.Fatal("a certificate seen once is not on the Operators page")
@@ -358,7 +362,7 @@ func TestRoleChangesAudited(t *testing.T) {
 	bob.get("/audit", http.StatusForbidden)
 	admin.post("/operators/role", url.Values{"id": {bob.id.ID}, "role": {"nonsense"}}, http.StatusBadRequest)
 
-	entries := auditEvents(t, s, AuditOperatorRole)[1:]
+	entries := auditEvents(t, s, operator.AuditOperatorRole)[1:]
 	if len(entries) != 2 {
 		t.Fatalf("role change entries: %+v", entries)
 	}
@@ -373,18 +377,18 @@ func TestRoleChangesAudited(t *testing.T) {
 	}
 
 	// The administrators demote each other until one is left; that one keeps the role.
-	first := identityOf(mustReadCert(t, filepath.Join(s.pki.Dir, adminCertFile)), s.pki.CA)
+	first := operator.IdentityOf(mustReadCert(t, filepath.Join(s.pki.Dir, operator.AdminCertFile)), s.pki.CA)
 	admin.post("/operators/role", url.Values{"id": {first.ID}, "role": {"none"}}, http.StatusSeeOther)
 	_, body := admin.post("/operators/role", url.Values{"id": {admin.id.ID}, "role": {"auditor"}}, http.StatusConflict)
 	if !strings.Contains(body, "last administrator") {
 		t.Errorf("demoting the last administrator: %s", excerpt(body))
 	}
-	if n := len(auditEvents(t, s, AuditOperatorRole)); n != 4 {
+	if n := len(auditEvents(t, s, operator.AuditOperatorRole)); n != 4 {
 		t.Errorf("%d role entries, want 4 (bootstrap, two changes, one demotion)", n)
 	}
 
 	// Registrations are audited too, and a second key needs the first.
-	if n := len(auditEvents(t, s, AuditOperatorKeyAdded)); n != 1 {
+	if n := len(auditEvents(t, s, operator.AuditOperatorKeyAdded)); n != 1 {
 		t.Errorf("%d key registrations audited, want 1", n)
 	}
 	resp, _ := admin.script("/webauthn/register/begin", "application/x-www-form-urlencoded", "name=second", nil)
@@ -393,7 +397,7 @@ func TestRoleChangesAudited(t *testing.T) {
 	}
 	admin.registerKey(newSoftKey(t), "second")
 	rec, _ := s.ops.Get(admin.id.ID)
-	if len(rec.Keys) != 2 || len(auditEvents(t, s, AuditOperatorKeyAdded)) != 2 {
+	if len(rec.Keys) != 2 || len(auditEvents(t, s, operator.AuditOperatorKeyAdded)) != 2 {
 		t.Errorf("after a second registration: %d keys", len(rec.Keys))
 	}
 }
@@ -404,7 +408,7 @@ func mustReadCert(t *testing.T, path string) *x509.Certificate {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := parseCertPEM(b)
+	c, err := operator.ParseCertPEM(b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -425,7 +429,7 @@ func TestWebAuthnWrongHost(t *testing.T) {
 	req, _ = http.NewRequest(http.MethodPost, "https://127.0.0.1:"+port+"/webauthn/assert/begin", strings.NewReader("_path=%2Fceremonies&kind=load"))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set(csrfHeader, admin.csrf)
-	req.Header.Set(fetchHeader, "1")
+	req.Header.Set(web.FetchHeader, "1")
 	resp, body = admin.do(req)
 	var p map[string]string
 	json.Unmarshal([]byte(body), &p)
@@ -474,7 +478,7 @@ func (ca corpCA) issue(t *testing.T, serial int64, cn, upn string) tls.Certifica
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn, Organization: []string{"Corp"}},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
 	if upn != "" {
-		tmpl.ExtraExtensions = []pkix.Extension{{Id: oidSAN, Value: sanWithUPN(upn, strings.ToLower(strings.ReplaceAll(cn, " ", "."))+"@corp.example")}}
+		tmpl.ExtraExtensions = []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 17}, Value: sanWithUPN(upn, strings.ToLower(strings.ReplaceAll(cn, " ", "."))+"@corp.example")}}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
@@ -489,7 +493,7 @@ func sanWithUPN(upn, email string) []byte {
 	var b cryptobyte.Builder
 	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 		b.AddASN1(cbasn1.Tag(0).ContextSpecific().Constructed(), func(b *cryptobyte.Builder) {
-			b.AddASN1ObjectIdentifier(oidUPN)
+			b.AddASN1ObjectIdentifier(asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 20, 2, 3}) // the Microsoft UPN otherName
 			b.AddASN1(cbasn1.Tag(0).ContextSpecific().Constructed(), func(b *cryptobyte.Builder) {
 				b.AddASN1(cbasn1.UTF8String, func(b *cryptobyte.Builder) { b.AddBytes([]byte(upn)) })
 			})
@@ -511,7 +515,7 @@ func TestBundleCRL(t *testing.T) {
 	os.WriteFile(crlPath, bundleCRL(t, corp.cert, corp.key, time.Now().Add(24*time.Hour), big.NewInt(11)), 0o644)
 	s := startService(t, dir, serviceOptions{bundle: []*x509.Certificate{corp.cert}, crls: []string{crlPath}})
 
-	a := s.browserWith(alice, RoleCustodian, false)
+	a := s.browserWith(alice, operator.RoleCustodian, false)
 	if a.id.UPN != "alice@corp.example" || a.id.Name() != "CN=Alice Piv,O=Corp (alice@corp.example)" || a.id.Management {
 		t.Errorf("identity of a PIV certificate: %+v / %q", a.id, a.id.Name())
 	}
@@ -524,37 +528,37 @@ func TestBundleCRL(t *testing.T) {
 	}
 
 	// The CRL check itself: a replaced file is read again; an out-of-date CRL refuses all.
-	set, err := loadCRLs([]string{crlPath}, []*x509.Certificate{corp.cert}, time.Now())
+	set, err := operator.LoadCRLs([]string{crlPath}, []*x509.Certificate{corp.cert}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	if err := set.check(mallory.Leaf, now); !errors.Is(err, ErrCertRevoked) {
+	if err := set.Check(mallory.Leaf, now); !errors.Is(err, operator.ErrCertRevoked) {
 		t.Errorf("revoked: %v", err)
 	}
-	if err := set.check(alice.Leaf, now); err != nil {
+	if err := set.Check(alice.Leaf, now); err != nil {
 		t.Errorf("not revoked: %v", err)
 	}
 	os.WriteFile(crlPath, bundleCRL(t, corp.cert, corp.key, time.Now().Add(24*time.Hour), big.NewInt(10)), 0o644)
 	os.Chtimes(crlPath, now.Add(time.Minute), now.Add(time.Minute))
-	now = now.Add(crlRecheck)
-	if err := set.check(alice.Leaf, now); !errors.Is(err, ErrCertRevoked) {
+	now = now.Add(operator.CRLRecheck)
+	if err := set.Check(alice.Leaf, now); !errors.Is(err, operator.ErrCertRevoked) {
 		t.Errorf("after the CRL was replaced, alice: %v", err)
 	}
-	if err := set.check(mallory.Leaf, now); err != nil {
+	if err := set.Check(mallory.Leaf, now); err != nil {
 		t.Errorf("after the CRL was replaced, mallory: %v", err)
 	}
-	var ce *CRLError
-	if err := set.check(mallory.Leaf, now.Add(48*time.Hour)); !errors.As(err, &ce) || !strings.Contains(ce.Problem, "out of date") {
+	var ce *operator.CRLError
+	if err := set.Check(mallory.Leaf, now.Add(48*time.Hour)); !errors.As(err, &ce) || !strings.Contains(ce.Problem, "out of date") {
 		t.Errorf("out-of-date CRL: %v", err)
 	}
 	os.WriteFile(crlPath, []byte("garbage"), 0o644)
 	os.Chtimes(crlPath, now.Add(2*time.Minute), now.Add(2*time.Minute))
-	if err := set.check(mallory.Leaf, now.Add(48*time.Hour+crlRecheck)); !errors.As(err, &ce) || !strings.Contains(ce.Problem, "parse crl") {
+	if err := set.Check(mallory.Leaf, now.Add(48*time.Hour+operator.CRLRecheck)); !errors.As(err, &ce) || !strings.Contains(ce.Problem, "parse crl") {
 		t.Errorf("unreadable CRL: %v", err)
 	}
 	// A certificate of another CA is not its business.
-	if err := set.check(s.operatorCert("x").Leaf, now); err != nil {
+	if err := set.Check(s.operatorCert("x").Leaf, now); err != nil {
 		t.Errorf("management certificate checked against a bundle CRL: %v", err)
 	}
 
@@ -562,53 +566,8 @@ func TestBundleCRL(t *testing.T) {
 	other := newCorpCA(t, "Other CA")
 	otherPath := filepath.Join(dir, "other.crl")
 	os.WriteFile(otherPath, bundleCRL(t, other.cert, other.key, time.Now().Add(time.Hour)), 0o644)
-	if _, err := loadCRLs([]string{otherPath}, []*x509.Certificate{corp.cert}, time.Now()); !errors.As(err, &ce) || !strings.Contains(ce.Problem, "not signed") {
+	if _, err := operator.LoadCRLs([]string{otherPath}, []*x509.Certificate{corp.cert}, time.Now()); !errors.As(err, &ce) || !strings.Contains(ce.Problem, "not signed") {
 		t.Errorf("CRL of an untrusted CA: %v", err)
-	}
-}
-
-func TestParseUPN(t *testing.T) {
-	if upn, err := parseUPN(sanWithUPN("bob@corp.example", "b@c.d")); err != nil || upn != "bob@corp.example" {
-		t.Errorf("parseUPN = %q, %v", upn, err)
-	}
-	if _, err := parseUPN(sanWithUPN("two\nlines", "b@c.d")); err == nil {
-		t.Error("a UPN with a control character was accepted")
-	}
-	var b cryptobyte.Builder
-	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-		b.AddASN1(cbasn1.Tag(2).ContextSpecific(), func(b *cryptobyte.Builder) { b.AddBytes([]byte("host.example")) })
-	})
-	if _, err := parseUPN(b.BytesOrPanic()); !errors.Is(err, errNoUPN) {
-		t.Errorf("SAN without a UPN: %v", err)
-	}
-	if _, err := parseUPN([]byte{0x30, 0x05, 0xa0}); err == nil {
-		t.Error("truncated SAN accepted")
-	}
-}
-
-// TestOperatorsSchema: the operator list's only migration creates its buckets and the version;
-// a file of a newer schema is refused.
-func TestOperatorsSchema(t *testing.T) {
-	path := filepath.Join(t.TempDir(), OperatorsFile)
-	o, err := OpenOperators(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	o.db.View(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketOpMeta, bucketOps, bucketCerts} {
-			if tx.Bucket(b) == nil {
-				t.Errorf("bucket %s missing", b)
-			}
-		}
-		if v := tx.Bucket(bucketOpMeta).Get(keyOpSchema); !bytes.Equal(v, []byte{0, 0, 0, 1}) {
-			t.Errorf("schema %x", v)
-		}
-		return nil
-	})
-	o.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketOpMeta).Put(keyOpSchema, []byte{0, 0, 0, 99}) })
-	o.Close()
-	if _, err := OpenOperators(path); !errors.Is(err, ErrOperatorsSchema) {
-		t.Errorf("newer schema: %v", err)
 	}
 }
 
@@ -626,7 +585,7 @@ func TestBackupRestoreAudited(t *testing.T) {
 	if resp, _ := admin.upload(strings.NewReader("not a backup"), -1); resp.StatusCode != http.StatusUnprocessableEntity {
 		t.Fatalf("restore of garbage: %d", resp.StatusCode)
 	}
-	for ev, want := range map[string]string{AuditBackup: "downloaded by CN=Alice Admin", AuditRestore: "restored into the HSM by CN=Alice Admin", AuditRestoreRefused: "nothing changed"} {
+	for ev, want := range map[string]string{cluster.AuditBackup: "downloaded by CN=Alice Admin", cluster.AuditRestore: "restored into the HSM by CN=Alice Admin", cluster.AuditRestoreRefused: "nothing changed"} {
 		es := auditEvents(t, s, ev)
 		if len(es) != 1 || !strings.Contains(es[0].Message, want) || es[0].Operator != "CN=Alice Admin,O=Keyquorum test" {
 			t.Errorf("%s: %+v", ev, es)
@@ -639,7 +598,7 @@ func TestBackupRestoreAudited(t *testing.T) {
 func TestOperatorsAPI(t *testing.T) {
 	s := startService(t, t.TempDir(), serviceOptions{})
 	admin := s.browser("Alice Admin")
-	bob := s.browserAs("Bob Newcomer", RoleNone, false)
+	bob := s.browserAs("Bob Newcomer", operator.RoleNone, false)
 	renewed := s.operatorCert("Alice Admin")
 	cli := s.client(&renewed)
 	call := func(method, path, body string, header map[string]string) (int, string) {
@@ -660,7 +619,7 @@ func TestOperatorsAPI(t *testing.T) {
 		return resp.StatusCode, string(b)
 	}
 	code, body := call("GET", "/api/v1/operators", "", nil)
-	var list struct{ Operators []OperatorJSON }
+	var list struct{ Operators []api.OperatorJSON }
 	if err := json.Unmarshal([]byte(body), &list); code != http.StatusOK || err != nil || len(list.Operators) != 3 {
 		t.Fatalf("list: %d %v %s", code, err, body)
 	}
@@ -673,17 +632,17 @@ func TestOperatorsAPI(t *testing.T) {
 	if code != http.StatusForbidden {
 		t.Errorf("cross-origin JSON: %d", code)
 	}
-	tok, refusal := admin.tryStepUp("", nil, ActionOperatorsManage)
+	tok, refusal := admin.tryStepUp("", nil, operator.ActionOperatorsManage)
 	if refusal != "" {
 		t.Fatal(refusal)
 	}
-	code, body = call("POST", "/api/v1/operators/role", setBob, map[string]string{ApprovalHeader: tok})
-	var got OperatorJSON
+	code, body = call("POST", "/api/v1/operators/role", setBob, map[string]string{operator.ApprovalHeader: tok})
+	var got api.OperatorJSON
 	if err := json.Unmarshal([]byte(body), &got); code != http.StatusOK || err != nil || got.Role != "auditor" || got.ID != bob.id.ID {
 		t.Fatalf("role change with an approval: %d %s", code, body)
 	}
 	bob.get("/audit", http.StatusOK)
-	es := auditEvents(t, s, AuditOperatorRole)
+	es := auditEvents(t, s, operator.AuditOperatorRole)
 	if last := es[len(es)-1]; !strings.Contains(last.Message, "from none to auditor by CN=Alice Admin,O=Keyquorum test (command line)") {
 		t.Errorf("audit: %+v", last)
 	}
@@ -700,23 +659,23 @@ func TestOperatorsAPI(t *testing.T) {
 // administrator without keys again, audited.
 func TestRecoverAdmin(t *testing.T) {
 	s := startService(t, t.TempDir(), serviceOptions{})
-	first := identityOf(mustReadCert(t, filepath.Join(s.pki.Dir, adminCertFile)), s.pki.CA)
+	first := operator.IdentityOf(mustReadCert(t, filepath.Join(s.pki.Dir, operator.AdminCertFile)), s.pki.CA)
 	alice := s.browser("Alice Admin")
-	if _, _, err := s.ops.SetRole(first.ID, RoleNone, "test", time.Now()); err != nil {
+	if _, _, err := s.ops.SetRole(first.ID, operator.RoleNone, "test", time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	s.stop()
 	s = startService(t, s.dir, serviceOptions{recover: true})
 	for _, id := range []string{first.ID, alice.id.ID} {
 		op, err := s.ops.Get(id)
-		if err != nil || op.Role != RoleAdmin {
+		if err != nil || op.Role != operator.RoleAdmin {
 			t.Errorf("after recovery %s: %+v %v", id, op, err)
 		}
 	}
 	if op, _ := s.ops.Get(first.ID); len(op.Keys) != 0 {
 		t.Errorf("the recovered administrator kept %d keys", len(op.Keys))
 	}
-	if es := auditEvents(t, s, AuditOperatorRecovery); len(es) != 1 || !strings.Contains(es[0].Message, "CN=Keyquorum administrator") {
+	if es := auditEvents(t, s, operator.AuditOperatorRecovery); len(es) != 1 || !strings.Contains(es[0].Message, "CN=Keyquorum administrator") {
 		t.Errorf("recovery audit: %+v", es)
 	}
 }

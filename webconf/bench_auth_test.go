@@ -9,6 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // BenchmarkStepUp is one fresh assertion as a dangerous action needs it, through the handlers
@@ -24,7 +27,7 @@ func BenchmarkStepUp(b *testing.B) {
 		req.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{admin.cert.Leaf, s.pki.CA}}}
 		req.Header.Set("Content-Type", ct)
 		req.Header.Set(csrfHeader, admin.csrf)
-		req.Header.Set(fetchHeader, "1")
+		req.Header.Set(web.FetchHeader, "1")
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 		return rec.Code, rec.Body.String()
@@ -42,7 +45,7 @@ func BenchmarkStepUp(b *testing.B) {
 		if code != 200 || json.Unmarshal([]byte(body), &f) != nil {
 			b.Fatalf("finish: %d %s", code, body)
 		}
-		if err := s.srv.auth.steps.consume(f.Token, admin.id.ID, ActionForKind("load"), time.Now()); err != nil {
+		if err := s.srv.auth.Steps().Consume(f.Token, admin.id.ID, operator.ActionForKind("load"), time.Now()); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -9,6 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/simpanel"
 )
 
 // BenchmarkPadEventSSE measures the delay from a PIN-pad event to its server-sent event at a
@@ -19,9 +22,9 @@ import (
 func BenchmarkPadEventSSE(b *testing.B) {
 	s := startService(b, b.TempDir(), serviceOptions{})
 	cert := s.operatorCert("Bench")
-	id := identityOf(cert.Leaf, s.pki.CA)
+	id := operator.IdentityOf(cert.Leaf, s.pki.CA)
 	s.ops.Seen(id, time.Now())
-	if _, _, err := s.ops.SetRole(id.ID, RoleAdmin, "bench", time.Now()); err != nil {
+	if _, _, err := s.ops.SetRole(id.ID, operator.RoleAdmin, "bench", time.Now()); err != nil {
 		b.Fatal(err)
 	}
 	serial, err := s.pad.NewCard()
@@ -60,7 +63,7 @@ func BenchmarkPadEventSSE(b *testing.B) {
 			case strings.HasPrefix(line, "event: "):
 				event = strings.TrimPrefix(line, "event: ")
 			case strings.HasPrefix(line, "data: ") && event == "pad":
-				var v simView
+				var v simpanel.View
 				if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &v); err != nil {
 					b.Fatalf("pad message: %v", err)
 				}

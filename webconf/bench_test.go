@@ -6,6 +6,8 @@ import (
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/keyquorum/keyquorum/webconf/operator"
 )
 
 // BenchmarkPages renders the status page and the live view through the whole middleware chain
@@ -14,9 +16,9 @@ import (
 func BenchmarkPages(b *testing.B) {
 	s := startService(b, b.TempDir(), serviceOptions{})
 	cert := s.operatorCert("Bench")
-	id := identityOf(cert.Leaf, s.pki.CA)
+	id := operator.IdentityOf(cert.Leaf, s.pki.CA)
 	s.ops.Seen(id, time.Now())
-	if _, _, err := s.ops.SetRole(id.ID, RoleAdmin, "bench", time.Now()); err != nil {
+	if _, _, err := s.ops.SetRole(id.ID, operator.RoleAdmin, "bench", time.Now()); err != nil {
 		b.Fatal(err)
 	}
 	h := s.srv.Handler()

@@ -19,6 +19,7 @@ import (
 
 	"github.com/keyquorum/keyquorum/ceremony"
 	"github.com/keyquorum/keyquorum/pinpad/sim"
+	"github.com/keyquorum/keyquorum/webconf/operator"
 )
 
 // chromiumPolicyDir is where Debian's chromium reads managed (mandatory) policies.
@@ -64,7 +65,7 @@ func run(t *testing.T, name string, args ...string) {
 
 // nssHome makes a HOME whose NSS database (where Chromium on Linux keeps certificates) trusts
 // the management CA and, when p12 is set, holds that client certificate and key.
-func nssHome(t *testing.T, certutil, pk12util string, pki *PKI, withAdmin bool) string {
+func nssHome(t *testing.T, certutil, pk12util string, pki *operator.PKI, withAdmin bool) string {
 	t.Helper()
 	home := t.TempDir()
 	db := filepath.Join(home, ".pki", "nssdb")
@@ -89,7 +90,7 @@ func nssHome(t *testing.T, certutil, pk12util string, pki *PKI, withAdmin bool) 
 
 // installCertPolicy makes Chromium pick the management CA's client certificate for origin
 // without a dialog, and removes the policy when the test ends.
-func installCertPolicy(t *testing.T, origin string, pki *PKI) {
+func installCertPolicy(t *testing.T, origin string, pki *operator.PKI) {
 	t.Helper()
 	rule, _ := json.Marshal(map[string]any{
 		"pattern": origin,

@@ -7,6 +7,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/keyquorum/keyquorum/ceremony"
+	"github.com/keyquorum/keyquorum/webconf/operator"
 )
 
 // TestBrowserWebAuthnStartsCeremony: the first administrator (certificate from an NSS database,
@@ -51,7 +52,7 @@ func TestBrowserWebAuthnStartsCeremony(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ops) != 1 || ops[0].Role != RoleAdmin || len(ops[0].Keys) != 1 || !ops[0].Keys[0].Credential.Flags.UserVerified {
+	if len(ops) != 1 || ops[0].Role != operator.RoleAdmin || len(ops[0].Keys) != 1 || !ops[0].Keys[0].Credential.Flags.UserVerified {
 		t.Fatalf("operator list after the registration: %+v", ops)
 	}
 

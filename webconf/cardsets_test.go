@@ -11,6 +11,7 @@ import (
 	"github.com/keyquorum/keyquorum/ceremony"
 	"github.com/keyquorum/keyquorum/pinpad/sim"
 	"github.com/keyquorum/keyquorum/sharing"
+	"github.com/keyquorum/keyquorum/webconf/operator"
 )
 
 // cardSetPages fetches the card set pages and records them.
@@ -162,7 +163,7 @@ func TestReissueAndCardCheckThroughPages(t *testing.T) {
 // says what to do.
 func TestCardSetRolesAndErrors(t *testing.T) {
 	s := startService(t, t.TempDir(), serviceOptions{})
-	cust := s.browserAs("Carl Custodian", RoleCustodian, true)
+	cust := s.browserAs("Carl Custodian", operator.RoleCustodian, true)
 	_, body := cust.post("/cards/reissue", url.Values{"quorum": {"3-5"}}, http.StatusForbidden)
 	if !strings.Contains(body, "re-issue the card set") {
 		t.Errorf("custodian re-issue: %s", excerpt(body))

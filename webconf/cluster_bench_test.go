@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/url"
 	"testing"
+
+	"github.com/keyquorum/keyquorum/cluster"
 )
 
 // BenchmarkClusterJoin measures one whole join between two services on loopback: mutually
@@ -28,20 +30,18 @@ func BenchmarkClusterJoin(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	ha := &apiHandlers{s: a.srv, cfg: a.srv.cfg, rd: a.srv.rd, log: a.srv.log}
-	nb, err := ha.issueNodeCert("bench", "node-b")
+	nb, err := a.srv.cluster.IssueNodeCert("bench", "node-b")
 	if err != nil {
 		b.Fatal(err)
 	}
-	peer, node, err := parseJoin(JoinRequest{Peer: a.url(""), NodeP12: nb.P12, NodePassword: nb.Password})
+	peer, node, err := cluster.ParseJoin(cluster.JoinRequest{Peer: a.url(""), NodeP12: nb.P12, NodePassword: nb.Password})
 	if err != nil {
 		b.Fatal(err)
 	}
 	peer, _ = url.Parse(peer.String())
-	hb := &apiHandlers{s: bs.srv, cfg: bs.srv.cfg, rd: bs.srv.rd, log: bs.srv.log}
 	b.ResetTimer()
 	for range b.N {
-		res, err := hb.join(ctx, peer, node)
+		res, err := bs.srv.cluster.TakeOver(ctx, peer, node)
 		if err != nil || res.Keys != 200 {
 			b.Fatalf("join: %v %+v", err, res)
 		}

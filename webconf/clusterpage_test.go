@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/keyquorum/keyquorum/cluster"
 )
 
 // joinForm sends the cluster page's join form as the page does: multipart, the CSRF token and
@@ -63,7 +65,7 @@ func TestClusterPage(t *testing.T) {
 	download := mustFind(t, `href="(/operators/issued/[^"]+)" data-testid="node-download"`, page)
 	p12 := []byte(adminA.get(download, http.StatusOK))
 	adminA.get(download, http.StatusGone) // once only
-	if es := auditEvents(t, a, AuditNodeIssued); len(es) != 1 {
+	if es := auditEvents(t, a, cluster.AuditNodeIssued); len(es) != 1 {
 		t.Errorf("node issuance audit: %+v", es)
 	}
 

@@ -9,7 +9,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,16 +17,15 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	pkcs12 "software.sslmate.com/src/go-pkcs12"
-
 	"github.com/keyquorum/keyquorum/ceremony"
 	"github.com/keyquorum/keyquorum/pinpad/sim"
+	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/pages"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 func pkixName(cn string) pkix.Name {
@@ -55,113 +53,6 @@ func selfCA(t *testing.T, cn string) (*x509.Certificate, tls.Certificate) {
 	}
 	cert, _ := x509.ParseCertificate(der)
 	return ca, tlsCert(cert, key)
-}
-
-func TestPKI(t *testing.T) {
-	dir := t.TempDir()
-	now := time.Now()
-	p, err := LoadPKI(dir, []string{"appliance.example"}, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !p.AdminCreated {
-		t.Error("first start did not report the administrator certificate as created")
-	}
-	for name, want := range map[string]os.FileMode{caKeyFile: 0o600, serverKeyFile: 0o600, AdminP12File: 0o600, AdminPasswordFile: 0o600, csrfKeyFile: 0o600, CACertFile: 0o644} {
-		fi, err := os.Stat(filepath.Join(dir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if fi.Mode().Perm() != want {
-			t.Errorf("%s: mode %v, want %v", name, fi.Mode().Perm(), want)
-		}
-	}
-	if _, ok := p.CA.PublicKey.(*ecdsa.PublicKey); !ok || !p.CA.IsCA {
-		t.Errorf("CA is not an ECDSA CA: %T", p.CA.PublicKey)
-	}
-	for _, h := range []string{"127.0.0.1", "::1", "localhost", "appliance.example"} {
-		if err := p.Server.Leaf.VerifyHostname(h); err != nil {
-			t.Errorf("server certificate does not cover %s: %v", h, err)
-		}
-	}
-
-	// The PKCS#12 opens with the password from its file and holds a client certificate of the CA.
-	pw, err := os.ReadFile(p.AdminPasswordPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	pfx, err := os.ReadFile(p.AdminP12Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, cert, chain, err := pkcs12.DecodeChain(pfx, strings.TrimSpace(string(pw)))
-	if err != nil {
-		t.Fatalf("decode admin.p12 with its password: %v", err)
-	}
-	if _, ok := key.(*ecdsa.PrivateKey); !ok {
-		t.Errorf("admin key is %T", key)
-	}
-	if len(chain) != 1 || !chain[0].Equal(p.CA) {
-		t.Error("admin.p12 does not carry the CA certificate")
-	}
-	if _, err := cert.Verify(x509.VerifyOptions{Roots: p.ClientCAs(nil), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
-		t.Errorf("admin certificate does not verify as a client certificate of the CA: %v", err)
-	}
-	if got := operatorOf(cert); got != "CN=Keyquorum administrator,O=Keyquorum" {
-		t.Errorf("admin operator identity %q", got)
-	}
-	if _, _, _, err := pkcs12.DecodeChain(pfx, "wrong"); err == nil {
-		t.Error("admin.p12 opened with a wrong password")
-	}
-
-	// A restart keeps everything; a new host name makes a new server certificate of the same CA.
-	p2, err := LoadPKI(dir, []string{"appliance.example"}, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p2.AdminCreated || !p2.CA.Equal(p.CA) || !bytes.Equal(p2.Server.Certificate[0], p.Server.Certificate[0]) {
-		t.Error("restart changed the PKI")
-	}
-	p3, err := LoadPKI(dir, []string{"other.example"}, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !p3.CA.Equal(p.CA) || bytes.Equal(p3.Server.Certificate[0], p.Server.Certificate[0]) || p3.Server.Leaf.VerifyHostname("other.example") != nil {
-		t.Error("a new host name did not give a new server certificate of the same CA")
-	}
-	// Near its end the server certificate is replaced.
-	p4, err := LoadPKI(dir, []string{"other.example"}, now.Add(serverLifetime-serverRenewal/2))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if bytes.Equal(p4.Server.Certificate[0], p3.Server.Certificate[0]) {
-		t.Error("a server certificate near its end was kept")
-	}
-
-	// A CA key that does not match its certificate is refused, naming the file.
-	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err := writeKey(filepath.Join(dir, caKeyFile), other); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := LoadPKI(dir, nil, now); err == nil || !strings.Contains(err.Error(), caKeyFile) {
-		t.Errorf("mismatched CA key: %v", err)
-	}
-}
-
-func TestLoadCABundle(t *testing.T) {
-	dir := t.TempDir()
-	ca, _ := selfCA(t, "x")
-	good := filepath.Join(dir, "bundle.pem")
-	os.WriteFile(good, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw}), 0o644)
-	certs, err := LoadCABundle(good)
-	if err != nil || len(certs) != 1 || !certs[0].Equal(ca) {
-		t.Errorf("bundle: %v, %d certs", err, len(certs))
-	}
-	empty := filepath.Join(dir, "empty.pem")
-	os.WriteFile(empty, []byte("not pem"), 0o644)
-	if _, err := LoadCABundle(empty); err == nil {
-		t.Error("a bundle without a certificate was accepted")
-	}
 }
 
 // checkSecurityHeaders checks the headers every response must carry.
@@ -243,7 +134,7 @@ func TestClientCertificates(t *testing.T) {
 			t.Errorf("bundle certificate without a role: %d %s", resp.StatusCode, excerpt(string(body)))
 		}
 		// Given a role, it is an operator like any other.
-		b := s.browserWith(bundleCert, RoleAuditor, false)
+		b := s.browserWith(bundleCert, operator.RoleAuditor, false)
 		if body := b.get("/", http.StatusOK); !strings.Contains(body, "CN=Alice Custodian,O=Corp") {
 			t.Errorf("bundle certificate with a role: operator not shown\n%s", excerpt(body))
 		}
@@ -415,7 +306,7 @@ func TestCeremonyAlreadyRunning(t *testing.T) {
 		t.Errorf("second start: %s", excerpt(body))
 	}
 	other := s.browser("Grace")
-	_, body = other.post("/reset", url.Values{"confirm": {ResetPhrase}}, http.StatusConflict)
+	_, body = other.post("/reset", url.Values{"confirm": {web.ResetPhrase}}, http.StatusConflict)
 	if !strings.Contains(body, "already running") {
 		t.Errorf("reset while running: %s", excerpt(body))
 	}
@@ -515,7 +406,7 @@ func TestFormErrors(t *testing.T) {
 	// A problem reported to the page script is JSON.
 	req, _ := http.NewRequest(http.MethodPost, s.url("/sim/remove"), strings.NewReader("csrf="+url.QueryEscape(b.csrf)))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set(fetchHeader, "1")
+	req.Header.Set(web.FetchHeader, "1")
 	resp, body := b.do(req)
 	if resp.StatusCode != http.StatusConflict || resp.Header.Get("Content-Type") != "application/json" || !strings.Contains(body, `"todo"`) {
 		t.Errorf("fetch problem: %d %s %s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
@@ -534,7 +425,7 @@ func TestPagesRender(t *testing.T) {
 		"/hsm":      {`data-testid="hsm-no-key"`, `data-testid="restore-form"`, `data-testid="start-load"`},
 		"/cards":    {`data-testid="start-copy"`, `data-testid="start-change-pin"`, `data-testid="start-slot-user"`, `data-testid="start-activate"`},
 		"/audit":    {`data-testid="audit-ok"`, `data-testid="audit-export"`},
-		"/reset":    {`data-testid="reset-form"`, ResetPhrase},
+		"/reset":    {`data-testid="reset-form"`, web.ResetPhrase},
 		"/sim/rack": {"Card rack"},
 	}
 	for path, wants := range pages {
@@ -577,10 +468,10 @@ func TestPagesRender(t *testing.T) {
 func TestNoSimulatorWithRealPad(t *testing.T) {
 	s := startService(t, t.TempDir(), serviceOptions{})
 	s.srv.cfg.Sim = nil
-	s.srv.rd.sim = nil
+	s.srv.rd = pages.NewRenderer(nil, s.srv.auth, s.srv.log)
 	h := s.srv.routes()
 	cert := s.operatorCert("Judy")
-	s.browserWith(cert, RoleAdmin, false)
+	s.browserWith(cert, operator.RoleAdmin, false)
 	for _, path := range []string{"/", "/ceremony"} {
 		rec := httptest.NewRecorder()
 		req := httptest.NewRequest("GET", path, nil)
@@ -605,13 +496,13 @@ func TestNoSimulatorWithRealPad(t *testing.T) {
 func TestEventStreamEnds(t *testing.T) {
 	s := startService(t, t.TempDir(), serviceOptions{})
 	stopping := make(chan struct{})
-	h := newEventHandlers(s.mgr, s.pad, stopping, slog.New(slog.DiscardHandler))
+	h := pages.NewEventStream(s.mgr, s.pad, stopping, slog.New(slog.DiscardHandler))
 
 	run := func(ctx context.Context) (*httptest.ResponseRecorder, chan struct{}) {
 		rec := httptest.NewRecorder()
 		req := httptest.NewRequest("GET", "/events", nil).WithContext(ctx)
 		done := make(chan struct{})
-		go func() { h.stream(rec, req); close(done) }()
+		go func() { h.Stream(rec, req); close(done) }()
 		return rec, done
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -802,7 +693,7 @@ func TestFactoryReset(t *testing.T) {
 	if _, err := s.hsm.BackupKeyID(ctx); err != nil {
 		t.Fatal("a wrong confirmation erased the key")
 	}
-	b.post("/reset", url.Values{"confirm": {ResetPhrase}}, http.StatusSeeOther)
+	b.post("/reset", url.Values{"confirm": {web.ResetPhrase}}, http.StatusSeeOther)
 	j := waitEnded(t, s)
 	if j.Kind != ceremony.KindFactoryReset || j.Status != ceremony.StatusDone || j.Operator != "CN=Oscar Reset,O=Keyquorum test" {
 		t.Errorf("reset ceremony: %s %s by %s", j.Kind, j.Status, j.Operator)

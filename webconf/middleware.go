@@ -1,7 +1,6 @@
 package webconf
 
 import (
-	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -12,6 +11,10 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"time"
+
+	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // contentSecurityPolicy allows this origin's script, style and event stream and nothing else:
@@ -35,25 +38,6 @@ func securityHeaders(next http.Handler) http.Handler {
 	})
 }
 
-type ctxKey int
-
-const operatorKey ctxKey = iota
-
-// operator is the identity of a request's verified client certificate.
-type operator struct {
-	Name  string // the certificate subject (and UPN or e-mail), as the journal records it
-	CSRF  string // the CSRF token bound to this certificate
-	ID    string // the operator list's key (see Identity.ID)
-	Role  Role
-	Ident Identity
-	Rec   Operator // the operator list's entry as it was when the request came in
-}
-
-func operatorFrom(ctx context.Context) (operator, bool) {
-	op, ok := ctx.Value(operatorKey).(operator)
-	return op, ok
-}
-
 // public paths are served without a client certificate: what a browser needs to show the page
 // that explains how to get one.
 func isPublic(path string) bool {
@@ -62,8 +46,8 @@ func isPublic(path string) bool {
 
 // requireClientCert refuses every non-public request without a verified client certificate and
 // puts the operator's identity into the request context. The TLS layer has verified the chain
-// (against the management CA and the bundle) when one was sent; [auth.admit] refuses a revoked
-// certificate and finds the operator's role.
+// (against the management CA and the bundle) when one was sent; [operator.Auth.Admit] refuses a
+// revoked certificate and finds the operator's role.
 func (s *Server) requireClientCert(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if isPublic(r.URL.Path) {
@@ -72,15 +56,17 @@ func (s *Server) requireClientCert(next http.Handler) http.Handler {
 		}
 		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
 			s.log.Info("request without client certificate refused", "path", r.URL.Path, "remote", r.RemoteAddr)
-			s.rd.problem(w, r, problemNoCertificate(s.cfg.PKI))
+			s.rd.Problem(w, r, web.NoCertificate(s.cfg.PKI))
 			return
 		}
 		leaf := r.TLS.VerifiedChains[0][0]
-		op, ok := s.auth.admit(w, r, s.rd, r.TLS.VerifiedChains[0], s.csrf.token(leaf))
-		if !ok {
+		op, err := s.auth.Admit(r.TLS.VerifiedChains[0], r.URL.Path, time.Now())
+		if err != nil {
+			s.rd.Problem(w, r, admitProblem(op.Ident, err))
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(operatorContext(r.Context(), op)))
+		op.CSRF = s.csrf.token(leaf)
+		next.ServeHTTP(w, r.WithContext(operator.NewContext(r.Context(), op)))
 	})
 }
 
@@ -116,16 +102,16 @@ var errCSRF = errors.New("csrf check failed")
 // check runs both CSRF checks on a state-changing request. The body is bounded before it is
 // parsed; a multipart upload carries its token in the header or the URL so that checking it
 // does not mean reading the upload.
-func (g *csrfGuard) check(r *http.Request, op operator) error {
+func (g *csrfGuard) check(r *http.Request, op operator.Caller) error {
 	if err := g.cop.Check(r); err != nil {
 		return fmt.Errorf("%w: %v", errCSRF, err)
 	}
 	got := r.Header.Get(csrfHeader)
 	if got == "" {
 		ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-		if isAPI(r) {
+		if web.IsAPI(r) {
 			// The command line's JSON or backup: a browser cannot send either cross-site
-			// without a CORS preflight, which WebConf never grants (api.go); the origin
+			// without a CORS preflight, which WebConf never grants (see apiCSRF); the origin
 			// checks above still ran.
 			return apiCSRF(r)
 		}
@@ -159,26 +145,26 @@ func (s *Server) protect(next http.Handler) http.Handler {
 		if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == "multipart/form-data" {
 			limit = s.cfg.MaxUpload + maxForm // the file and the few fields around it
 		} else if apiUpload(r) {
-			limit = s.cfg.MaxUpload // the backup itself (api.go)
+			limit = s.cfg.MaxUpload // the backup itself (POST /api/v1/restore)
 		}
 		if r.ContentLength > limit {
-			s.rd.problem(w, r, problemTooLarge(limit))
+			s.rd.Problem(w, r, web.TooLarge(limit))
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
-		op, ok := operatorFrom(r.Context())
+		op, ok := operator.FromContext(r.Context())
 		if !ok {
-			s.rd.problem(w, r, problemNoCertificate(s.cfg.PKI))
+			s.rd.Problem(w, r, web.NoCertificate(s.cfg.PKI))
 			return
 		}
 		if err := s.csrf.check(r, op); err != nil {
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {
-				s.rd.problem(w, r, problemTooLarge(limit))
+				s.rd.Problem(w, r, web.TooLarge(limit))
 				return
 			}
 			s.log.Warn("csrf check failed", "path", r.URL.Path, "operator", op.Name, "err", err)
-			s.rd.problem(w, r, problem{Status: http.StatusForbidden, Code: CodeCSRF, Title: "Request refused (CSRF check)",
+			s.rd.Problem(w, r, web.Problem{Status: http.StatusForbidden, Code: web.CodeCSRF, Title: "Request refused (CSRF check)",
 				What: "The form you sent did not carry this page's security token, or it came from another site.",
 				Todo: "Go back, reload the page and send the form again. If you did not send a form yourself, close the other site's tab."})
 			return
@@ -196,11 +182,42 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 					panic(v)
 				}
 				s.log.Error("handler panic", "path", r.URL.Path, "panic", fmt.Sprint(v))
-				s.rd.problem(w, r, problem{Status: http.StatusInternalServerError, Title: "Internal error",
+				s.rd.Problem(w, r, web.Problem{Status: http.StatusInternalServerError, Title: "Internal error",
 					What: "WebConf hit an unexpected condition handling this request.",
 					Todo: "Reload the page. If it happens again, note the time and check the service log."})
 			}
 		}()
 		next.ServeHTTP(w, r)
 	})
+}
+
+// apiCSRF is the CSRF rule of a state-changing API request.
+//
+// CSRF: the certificate is an ambient credential — a browser presents it to any page that
+// makes it send a request here — so the API does not rely on it alone. A state-changing API
+// request must have the content type application/json or application/octet-stream: a page of
+// another site can send neither without a CORS preflight, which WebConf never grants, and
+// forms can send neither at all. The Origin / Sec-Fetch-Site checks of the pages still run
+// first. WebConf sets no cookies, so there is no session for a forged request to ride on, and a
+// state-changing API request that carries a cookie anyway (set by another service on the same
+// host name: cookies do not keep to a port) is refused: only a browser sends one, and no page
+// of WebConf calls the API.
+func apiCSRF(r *http.Request) error {
+	if r.Header.Get("Cookie") != "" {
+		// The command line sends none; a browser does when any site on this host set one
+		// (cookies do not keep to a port). No page of WebConf calls the API.
+		return fmt.Errorf("%w: an API request carries no cookies", errCSRF)
+	}
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if ct == "application/json" || ct == "application/octet-stream" {
+		return nil
+	}
+	return fmt.Errorf("%w: an API request must be sent as application/json or application/octet-stream", errCSRF)
+}
+
+// apiUpload reports whether a request is an API upload, bounded by MaxUpload rather than the
+// form limit.
+func apiUpload(r *http.Request) bool {
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	return web.IsAPI(r) && ct == "application/octet-stream"
 }

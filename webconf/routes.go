@@ -1,101 +1,43 @@
 package webconf
 
 import (
-	"embed"
-	"io/fs"
 	"net/http"
+	"net/url"
+
+	"github.com/keyquorum/keyquorum/webconf/api"
+	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/pages"
+	"github.com/keyquorum/keyquorum/webconf/pages/account"
+	"github.com/keyquorum/keyquorum/webconf/simpanel"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
-//go:embed static
-var staticFiles embed.FS
-
-// routes wires the handler groups, each built with the interfaces it uses, behind the
-// middleware: security headers on everything, then panics turned into pages, the client
-// certificate (revocation, the operator's role), the CSRF checks and body limits on every
-// POST, and the role rules of roles.go (with the fresh WebAuthn assertion of a dangerous
-// action). Every route needs an entry in routeActions (roles.go).
+// routes wires the rooms behind the middleware: security headers on everything, then panics
+// turned into pages, the client certificate (revocation, the operator's role), the CSRF
+// checks and body limits on every POST, and the role rules of routeactions.go (with the fresh
+// WebAuthn assertion of a dangerous action). Every route needs an entry in routeActions; a
+// route without one is refused to everybody.
 func (s *Server) routes() http.Handler {
-	rd := s.rd
-	status := newStatusHandlers(s.cfg.Records, s.cfg.Appliance, s.cfg.PKI, rd, s.log)
-	cer := newCeremonyHandlers(s.cfg.Runner, s.cfg.Records, s.ceremonyContext, rd, s.log)
-	events := newEventHandlers(s.cfg.Runner, s.cfg.Sim, s.stopping, s.log)
-	hsmPage := newHSMHandlers(s.cfg.HSM, s.cfg.Records, s.auth.audit, s.cfg.MaxUpload, rd, s.log)
-	audit := newAuditHandlers(s.cfg.Audit, s.cfg.Records, rd, s.log)
-
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", status.status)
-	mux.HandleFunc("GET /ca.pem", status.caCert)
-	static, _ := fs.Sub(staticFiles, "static")
-	mux.Handle("GET /static/", http.StripPrefix("/static/", staticHandler(static, rd)))
-
-	mux.HandleFunc("GET /setup", cer.setup)
-	mux.HandleFunc("GET /setup/confirm", cer.confirm)
-	mux.HandleFunc("POST /ceremonies", cer.start)
-	mux.HandleFunc("GET /ceremony", cer.live)
-	mux.HandleFunc("POST /ceremony/retry", cer.retry)
-	mux.HandleFunc("POST /ceremony/answer", cer.answer)
-	mux.HandleFunc("POST /ceremony/cancel", cer.cancel)
-	mux.HandleFunc("POST /ceremony/resume", cer.resume)
-	mux.HandleFunc("GET /cards", cer.cards)
-	mux.HandleFunc("GET /reset", cer.resetForm)
-	mux.HandleFunc("POST /reset", cer.reset)
-	mux.HandleFunc("GET /events", events.stream)
-
-	mux.HandleFunc("GET /hsm", hsmPage.page)
-	mux.HandleFunc("GET /hsm/backup", hsmPage.backup)
-	mux.HandleFunc("POST /hsm/restore", hsmPage.restore)
-
-	mux.HandleFunc("GET /audit", audit.page)
-	mux.HandleFunc("GET /audit/export", audit.export)
-	mux.HandleFunc("GET /ceremonies/{id}/protocol", audit.protocol)
-
-	if s.cfg.Sim != nil {
-		sim := newSimHandlers(s.cfg.Sim, rd, s.log)
-		mux.HandleFunc("POST /sim/key", sim.key)
-		mux.HandleFunc("POST /sim/insert", sim.insert)
-		mux.HandleFunc("POST /sim/remove", sim.remove)
-		mux.HandleFunc("POST /sim/cards", sim.newCard)
-		mux.HandleFunc("GET /sim/rack", sim.rack)
+	// actionFor is the action a form sent to path (POST) is checked for: what the page script
+	// asks before it sends a form that needs a security key.
+	actionFor := func(path string, form url.Values) (operator.Action, bool) {
+		req := &http.Request{Method: http.MethodPost, URL: &url.URL{Path: path}, Host: "webconf"}
+		_, pattern := mux.Handler(req)
+		return actionOf(pattern, form)
 	}
-	s.authRoutes(mux)
-	s.apiRoutes(mux)
-	s.cardSetRoutes(mux, cer)
-	s.clusterRoutes(mux)
+	pages.New(pages.Config{Runner: s.cfg.Runner, Records: s.cfg.Records, Audit: s.cfg.Audit, HSM: s.cfg.HSM, Sim: s.cfg.Sim,
+		Appliance: s.cfg.Appliance, MaxUpload: s.cfg.MaxUpload, Auth: s.auth, Recorder: s.audit, Cluster: s.cluster,
+		CeremonyContext: s.ceremonyContext, Stopping: s.stopping, Log: s.log}, s.rd).Register(mux)
+	account.New(account.Config{Auth: s.auth, ActionFor: actionFor, Log: s.log}, s.rd).Register(mux)
+	if s.cfg.Sim != nil {
+		simpanel.NewHandlers(s.cfg.Sim, s.rd, s.log).Register(mux)
+	}
+	api.New(api.Config{Runner: s.cfg.Runner, Records: s.cfg.Records, Audit: s.cfg.Audit, HSM: s.cfg.HSM, Sim: s.cfg.Sim,
+		Appliance: s.cfg.Appliance, MaxUpload: s.cfg.MaxUpload, Auth: s.auth, Recorder: s.audit, Cluster: s.cluster,
+		Authorize: s.authorize, CeremonyContext: s.ceremonyContext, Stopping: s.stopping, Log: s.log}).Register(mux)
 	// Everything else, including a known path with the wrong method, is a page, not plain text.
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { rd.problem(w, r, problemNotFound()) })
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { s.rd.Problem(w, r, web.NotFound()) })
 
 	return securityHeaders(s.recoverPanics(s.requireClientCert(s.protect(s.authorizeRoutes(mux)))))
-}
-
-// staticHandler serves the embedded script and style sheets. They change only with the binary,
-// so an hour of caching is safe; the Cache-Control of the security middleware is replaced.
-func staticHandler(fsys fs.FS, rd *renderer) http.Handler {
-	files := http.FileServerFS(fsys)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fi, err := fs.Stat(fsys, r.URL.Path)
-		if err != nil || fi.IsDir() { // no directory listings
-			rd.problem(w, r, problemNotFound())
-			return
-		}
-		w.Header().Set("Cache-Control", "private, max-age=3600")
-		files.ServeHTTP(w, r)
-	})
-}
-
-// redirectBack answers a form POST: 204 for the page script (it updates the page itself), a 303
-// to back for a plain form.
-func redirectBack(w http.ResponseWriter, r *http.Request, back string) {
-	if r.Header.Get(fetchHeader) != "" {
-		w.WriteHeader(http.StatusNoContent)
-		return
-	}
-	http.Redirect(w, r, back, http.StatusSeeOther)
-}
-
-// localPath accepts only a path on this server as a redirect target.
-func localPath(p, fallback string) string {
-	if len(p) > 0 && p[0] == '/' && (len(p) == 1 || (p[1] != '/' && p[1] != '\\')) {
-		return p
-	}
-	return fallback
 }

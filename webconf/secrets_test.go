@@ -16,6 +16,7 @@ import (
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/pinpad/sim"
 	"github.com/keyquorum/keyquorum/sharing"
+	"github.com/keyquorum/keyquorum/webconf/pages"
 )
 
 // recorder keeps every response body a test saw, to search them for secrets afterwards.
@@ -39,7 +40,7 @@ func everyPage(t *testing.T, b *browser, rec *recorder, tag string) {
 		t.Fatal(err)
 	}
 	for _, j := range js {
-		paths = append(paths, protocolURL(j.ID))
+		paths = append(paths, pages.ProtocolURL(j.ID))
 	}
 	for _, p := range paths {
 		req, _ := http.NewRequest(http.MethodGet, b.s.url(p), nil)

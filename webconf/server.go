@@ -7,54 +7,18 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"sync"
 	"time"
 
-	"github.com/keyquorum/keyquorum/ceremony"
-	"github.com/keyquorum/keyquorum/hsm"
+	"github.com/keyquorum/keyquorum/cluster"
+	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/pages"
+	"github.com/keyquorum/keyquorum/webconf/simpanel"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
-
-// CeremonyRunner starts ceremonies and follows them; *ceremony.Manager implements it.
-type CeremonyRunner interface {
-	Start(ctx context.Context, operator string, req ceremony.Request) (*ceremony.Handle, error)
-	Resume(ctx context.Context, operator string) (*ceremony.Handle, error)
-	Retry(operator string) error
-	Confirm(operator string, ok bool) error
-	Cancel(operator string) error
-	Subscribe() *ceremony.Subscription
-}
-
-// CeremonyRecords reads what ceremonies left behind; *ceremony.Manager implements it.
-type CeremonyRecords interface {
-	Overview(ctx context.Context) (ceremony.Overview, error)
-	Ceremonies(limit int) ([]ceremony.Journal, error)
-	Protocol(id uint64) (*ceremony.Protocol, error)
-}
-
-// AuditReader reads and verifies the audit log; *ceremony.Manager implements it.
-type AuditReader interface {
-	VerifyAudit() (ceremony.AuditSummary, error)
-	ExportAudit(w io.Writer) error
-	AuditLog(ceremony uint64) ([]ceremony.AuditEntry, error)
-}
-
-// BackupHSM is what the HSM page needs of the HSM; every hsm.HSM implements it.
-type BackupHSM interface {
-	BackupKeyID(ctx context.Context) (hsm.KeyID, error)
-	Backup(ctx context.Context, w io.Writer) error
-	Restore(ctx context.Context, r io.Reader) error
-}
-
-// Appliance describes the service for the status page.
-type Appliance struct {
-	PadName string // "simulator" or the reader's name
-	HSMName string // "soft (embedded)" or the PKCS#11 module and slot
-	DataDir string
-}
 
 // DefaultMaxUpload bounds a backup upload: far above the key database of an appliance, far
 // below what would fill its disk or memory.
@@ -65,32 +29,32 @@ const maxForm = 64 << 10
 
 // Config is what a Server is built from. PKI, Runner, Records, Audit and HSM are required.
 type Config struct {
-	PKI *PKI
+	PKI *operator.PKI
 	// CABundle are further CAs whose client certificates are accepted (optional).
 	CABundle []*x509.Certificate
-	Runner   CeremonyRunner
-	Records  CeremonyRecords
-	Audit    AuditReader
-	HSM      BackupHSM
+	Runner   web.CeremonyRunner
+	Records  web.CeremonyRecords
+	Audit    web.AuditReader
+	HSM      web.BackupHSM
 	// Sim is the simulator PIN pad; nil with a real pad (then there is no simulator panel).
-	Sim       Simulator
-	Appliance Appliance
+	Sim       simpanel.Simulator
+	Appliance web.Appliance
 	// MaxUpload bounds a backup upload, in bytes; 0 means DefaultMaxUpload.
 	MaxUpload int64
 	// Logger receives operational logs (never secrets); nil discards.
 	Logger *slog.Logger
 
 	// Operators is the operator list: roles, security keys, revocations (required; open it
-	// with OpenOperators, e.g. at filepath.Join(pki.Dir, OperatorsFile)).
-	Operators *Operators
+	// with operator.OpenOperators, e.g. at filepath.Join(pki.Dir, operator.OperatorsFile)).
+	Operators *operator.Operators
 	// Recorder writes operator events to the audit log; nil means Audit, which must then
-	// implement AuditRecorder (*ceremony.Manager does).
-	Recorder AuditRecorder
+	// implement operator.AuditRecorder (*ceremony.Manager does).
+	Recorder operator.AuditRecorder
 	// CRLFiles are CRLs of the CA bundle's CAs (PEM or DER); a certificate of a CA with a CRL
 	// is checked against it on every request, and refused while the CRL is unusable.
 	CRLFiles []string
 	// RPID is the WebAuthn relying party ID: the host name operators open WebConf at (the
-	// first --host). Empty means DefaultRPID ("localhost").
+	// first --host). Empty means operator.DefaultRPID ("localhost").
 	RPID string
 	// RecoverAdmin, set at a start by someone with access to the appliance's data directory,
 	// gives the first administrator's certificate (admin.p12) the admin role again and removes
@@ -105,8 +69,10 @@ type Server struct {
 	log     *slog.Logger
 	handler http.Handler
 	csrf    *csrfGuard
-	rd      *renderer
-	auth    *auth
+	rd      *pages.Renderer
+	auth    *operator.Auth
+	audit   operator.AuditRecorder
+	cluster *cluster.Node
 
 	mu       sync.Mutex
 	base     context.Context // lives as long as Serve: ceremonies started by requests run under it
@@ -125,20 +91,32 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	key := cfg.PKI.csrfKey
+	key := cfg.PKI.CSRFKey()
 	if len(key) == 0 { // a PKI not made by LoadPKI: tokens then last as long as the process
 		key = make([]byte, 32)
 		if _, err := rand.Read(key); err != nil {
 			return nil, fmt.Errorf("new webconf: %w", err)
 		}
 	}
-	s := &Server{cfg: cfg, log: log, csrf: newCSRFGuard(key), stopping: make(chan struct{}),
-		rd: &renderer{sim: cfg.Sim, pki: cfg.PKI, log: log}}
-	a, err := newAuth(cfg, log, time.Now())
+	s := &Server{cfg: cfg, log: log, csrf: newCSRFGuard(key), stopping: make(chan struct{})}
+	if cfg.Operators == nil {
+		return nil, errors.New("new webconf: the operator list is required (OpenOperators)")
+	}
+	rec := cfg.Recorder
+	if rec == nil {
+		rec, _ = cfg.Audit.(operator.AuditRecorder)
+	}
+	if rec == nil {
+		return nil, errors.New("new webconf: an audit recorder is required (the ceremony manager)")
+	}
+	a, err := operator.NewAuth(operator.AuthConfig{PKI: cfg.PKI, Operators: cfg.Operators, CABundle: cfg.CABundle, CRLFiles: cfg.CRLFiles,
+		Recorder: rec, RPID: cfg.RPID, RecoverAdmin: cfg.RecoverAdmin, Logger: log}, time.Now())
 	if err != nil {
 		return nil, err
 	}
-	s.auth, s.rd.auth = a, a
+	s.auth, s.audit = a, rec
+	s.rd = pages.NewRenderer(cfg.Sim, a, log)
+	s.cluster = &cluster.Node{HSM: cfg.HSM, Issuer: a, CA: cfg.PKI.CA, Audit: a, MaxUpload: cfg.MaxUpload, Log: log}
 	s.handler = s.routes()
 	return s, nil
 }

@@ -23,6 +23,8 @@ import (
 	"github.com/keyquorum/keyquorum/hsm/soft"
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/pinpad/sim"
+	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // service is a whole Keyquorum service for tests, wired as `keyquorum serve` wires it: the
@@ -31,11 +33,11 @@ type service struct {
 	t    testing.TB
 	dir  string
 	addr string
-	pki  *PKI
+	pki  *operator.PKI
 	pad  *sim.Pad
 	hsm  *soft.HSM
 	mgr  *ceremony.Manager
-	ops  *Operators
+	ops  *operator.Operators
 	srv  *Server
 
 	cancel context.CancelFunc
@@ -64,7 +66,7 @@ func startService(t testing.TB, dir string, o serviceOptions) *service {
 	}
 	s := &service{t: t, dir: dir}
 	var err error
-	if s.pki, err = LoadPKI(filepath.Join(dir, "webconf"), nil, time.Now()); err != nil {
+	if s.pki, err = operator.LoadPKI(filepath.Join(dir, "webconf"), nil, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if s.pad, err = sim.Open(filepath.Join(dir, "sim")); err != nil {
@@ -83,11 +85,11 @@ func startService(t testing.TB, dir string, o serviceOptions) *service {
 	if s.mgr, err = ceremony.Open(ctx, ceremony.Config{Dir: dir, Pad: pad, HSM: s.hsm, Logger: log, Timeouts: o.timeouts}); err != nil {
 		t.Fatal(err)
 	}
-	if s.ops, err = OpenOperators(filepath.Join(s.pki.Dir, OperatorsFile)); err != nil {
+	if s.ops, err = operator.OpenOperators(filepath.Join(s.pki.Dir, operator.OperatorsFile)); err != nil {
 		t.Fatal(err)
 	}
 	s.srv, err = New(Config{PKI: s.pki, CABundle: o.bundle, Runner: s.mgr, Records: s.mgr, Audit: s.mgr, HSM: s.hsm, Sim: s.pad,
-		MaxUpload: o.maxUpload, Logger: log, Appliance: Appliance{PadName: "SIMULATOR", HSMName: "soft (test)", DataDir: dir},
+		MaxUpload: o.maxUpload, Logger: log, Appliance: web.Appliance{PadName: "SIMULATOR", HSMName: "soft (test)", DataDir: dir},
 		Operators: s.ops, CRLFiles: o.crls, RPID: "localhost", RecoverAdmin: o.recover})
 	if err != nil {
 		t.Fatal(err)
@@ -180,27 +182,27 @@ type browser struct {
 	s    *service
 	c    *http.Client
 	cert tls.Certificate
-	id   Identity
+	id   operator.Identity
 	csrf string
 	key  *softKey
 }
 
 // browser is an administrator with a registered security key (what most tests need).
 func (s *service) browser(cn string) *browser {
-	return s.browserAs(cn, RoleAdmin, true)
+	return s.browserAs(cn, operator.RoleAdmin, true)
 }
 
 // browserAs is an operator with a new certificate of the management CA, given role directly
 // in the operator list, with a registered security key if withKey.
-func (s *service) browserAs(cn string, role Role, withKey bool) *browser {
+func (s *service) browserAs(cn string, role operator.Role, withKey bool) *browser {
 	s.t.Helper()
 	return s.browserWith(s.operatorCert(cn), role, withKey)
 }
 
-func (s *service) browserWith(cert tls.Certificate, role Role, withKey bool) *browser {
+func (s *service) browserWith(cert tls.Certificate, role operator.Role, withKey bool) *browser {
 	s.t.Helper()
-	b := &browser{t: s.t, s: s, c: s.client(&cert), cert: cert, id: identityOf(cert.Leaf, s.pki.CA)}
-	if role != RoleNone {
+	b := &browser{t: s.t, s: s, c: s.client(&cert), cert: cert, id: operator.IdentityOf(cert.Leaf, s.pki.CA)}
+	if role != operator.RoleNone {
 		if _, err := s.ops.Seen(b.id, time.Now()); err != nil {
 			s.t.Fatal(err)
 		}
@@ -313,7 +315,7 @@ func (a httpActor) send(path string, form url.Values) {
 	form.Set(csrfField, a.b.csrf)
 	req, _ := http.NewRequest(http.MethodPost, a.b.s.url(path), strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set(fetchHeader, "1")
+	req.Header.Set(web.FetchHeader, "1")
 	resp, body := a.b.do(req)
 	if resp.StatusCode != http.StatusNoContent {
 		a.b.t.Fatalf("POST %s %v: status %d: %s", path, form, resp.StatusCode, body)

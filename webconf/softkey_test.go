@@ -14,6 +14,8 @@ import (
 	"testing"
 
 	"github.com/fxamacker/cbor/v2"
+	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // softKey is a FIDO2 authenticator in software for the handler tests: it answers WebAuthn
@@ -127,7 +129,7 @@ func (b *browser) script(path, contentType string, body string, header map[strin
 	req, _ := http.NewRequest(http.MethodPost, b.s.url(path), strings.NewReader(body))
 	req.Header.Set("Content-Type", contentType)
 	req.Header.Set(csrfHeader, b.csrf)
-	req.Header.Set(fetchHeader, "1")
+	req.Header.Set(web.FetchHeader, "1")
 	for k, v := range header {
 		req.Header.Set(k, v)
 	}
@@ -139,7 +141,7 @@ func (b *browser) registerKey(k *softKey, name string) {
 	b.t.Helper()
 	var header map[string]string
 	if tok := b.stepUp("/webauthn/register/begin", url.Values{}); tok != "" {
-		header = map[string]string{ApprovalHeader: tok}
+		header = map[string]string{operator.ApprovalHeader: tok}
 	}
 	resp, body := b.script("/webauthn/register/begin", "application/x-www-form-urlencoded", url.Values{"name": {name}}.Encode(), header)
 	if resp.StatusCode != http.StatusOK {
@@ -171,7 +173,7 @@ func (b *browser) stepUp(path string, form url.Values) string {
 
 // tryStepUp is stepUp that reports a refusal instead of failing; cliAction set asks for a
 // command-line approval of that action instead.
-func (b *browser) tryStepUp(path string, form url.Values, cliAction Action) (string, string) {
+func (b *browser) tryStepUp(path string, form url.Values, cliAction operator.Action) (string, string) {
 	b.t.Helper()
 	params := url.Values{}
 	for k, v := range form {

@@ -603,7 +603,7 @@ func (r *report) cyberJack(ctx context.Context) {
 	}
 	r.add(genWhat, fig, runs, genSrc)
 	if len(ratios) == len(secs) {
-		r.notes = append(r.notes, fmt.Sprintf("A ceremony over PC/SC spends %s in its %.0f APDU round trips (%.0f × %s); the rest is mostly waiting, as pcscd sees a card inserted or removed only at its next presence poll (about every 400 ms, DESIGN.md), and a 3-of-5 Generate with read-back inserts and removes a card eight times (five written, three read back).",
+		r.notes = append(r.notes, fmt.Sprintf("A ceremony over PC/SC spends %s in its %.0f APDU round trips (%.0f × %s); the rest is mostly waiting, as pcscd sees a card inserted or removed only at its next presence poll (about every 400 ms, docs/design.md), and a 3-of-5 Generate with read-back inserts and removes a card eight times (five written, three read back).",
 			dur(median(apdus)*median(med)/1e6), median(apdus), median(apdus), dur(median(med)/1e6)))
 	}
 }

@@ -17,7 +17,9 @@ import (
 	"time"
 
 	"github.com/keyquorum/keyquorum/ceremony"
-	"github.com/keyquorum/keyquorum/webconf"
+	"github.com/keyquorum/keyquorum/cluster"
+	"github.com/keyquorum/keyquorum/webconf/api"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // The client subcommands talk to a running `keyquorum serve` through its JSON API
@@ -155,7 +157,7 @@ var (
 var statusCmd = cliCommand{
 	usage: "status [flags]\n\nShows the HSM's master backup key, the card set, the running or last ceremony and the application keys.",
 	run: func(ctx context.Context, c *client, o *clientOptions, _ any, _ []string, w io.Writer) error {
-		var st webconf.StatusJSON
+		var st api.StatusJSON
 		if err := c.call(ctx, http.MethodGet, "/api/v1/status", nil, &st, false); err != nil {
 			return err
 		}
@@ -185,12 +187,12 @@ var statusCmd = cliCommand{
 		for _, k := range st.Keys {
 			fmt.Fprintf(w, "    %s  %s  %s\n", k.ID, k.Algorithm, k.Label)
 		}
-		printCeremonyState(w, webconf.CeremonyStateJSON{Running: st.Running, Pending: st.Pending, Last: st.Last})
+		printCeremonyState(w, api.CeremonyStateJSON{Running: st.Running, Pending: st.Pending, Last: st.Last})
 		return nil
 	},
 }
 
-func printCeremonyState(w io.Writer, s webconf.CeremonyStateJSON) {
+func printCeremonyState(w io.Writer, s api.CeremonyStateJSON) {
 	if ev := s.Running; ev != nil {
 		fmt.Fprintf(w, "  running ceremony:   %s #%d, %s, step %s", ev.Kind, ev.Ceremony, ev.Status, ev.Step)
 		if ev.Display != "" {
@@ -232,7 +234,7 @@ var ceremonyStartCmd = cliCommand{
 		"generate and reissue take -k and -n (default 2 of 3) and -label (reissue: the new set's; without\n" +
 		"-label it keeps the current set's); change-pin takes -slot share|user;\n" +
 		"slot-user-card and activate-slot take -pkcs11-slot; copy-card may take -overwrite;\n" +
-		"factory-reset needs -confirm \"" + webconf.ResetPhrase + "\". With -watch it follows the ceremony to its end.",
+		"factory-reset needs -confirm \"" + web.ResetPhrase + "\". With -watch it follows the ceremony to its end.",
 	nargs: [2]int{1, 1},
 	flags: func(fs *flag.FlagSet) any {
 		f := &startFlags{}
@@ -242,13 +244,13 @@ var ceremonyStartCmd = cliCommand{
 		fs.StringVar(&f.slot, "slot", "", "change-pin: `share` (backup key share PIN) or user (slot user PIN)")
 		fs.IntVar(&f.pkcs11Slot, "pkcs11-slot", -1, "slot-user-card, activate-slot: the PKCS#11 `slot`")
 		fs.BoolVar(&f.overwrite, "overwrite", false, "copy-card: overwrite a target card holding a share of another set")
-		fs.StringVar(&f.confirm, "confirm", "", "factory-reset: the `phrase` \""+webconf.ResetPhrase+"\"")
+		fs.StringVar(&f.confirm, "confirm", "", "factory-reset: the `phrase` \""+web.ResetPhrase+"\"")
 		fs.BoolVar(&f.watch, "watch", false, "follow the ceremony until it ends (exit status 6 if it fails)")
 		return f
 	},
 	run: func(ctx context.Context, c *client, o *clientOptions, v any, args []string, w io.Writer) error {
 		f := v.(*startFlags)
-		req := webconf.StartRequest{Kind: ceremony.Kind(args[0])}
+		req := api.StartRequest{Kind: ceremony.Kind(args[0])}
 		switch req.Kind {
 		case ceremony.KindGenerate, ceremony.KindReissue:
 			req.K, req.N, req.Label = f.k, f.n, f.label
@@ -264,7 +266,7 @@ var ceremonyStartCmd = cliCommand{
 		case ceremony.KindFactoryReset:
 			req.Confirm = f.confirm
 		}
-		var out webconf.StartedJSON
+		var out api.StartedJSON
 		if err := c.call(ctx, http.MethodPost, "/api/v1/ceremony/start", req, &out, true); err != nil {
 			return err
 		}
@@ -307,7 +309,7 @@ func steerCmd(what string) cliCommand {
 var resumeCmd = cliCommand{
 	usage: "ceremony resume [flags]\n\nResumes an interrupted ceremony (reading the cards again). Needs an approval.",
 	run: func(ctx context.Context, c *client, o *clientOptions, _ any, _ []string, w io.Writer) error {
-		var out webconf.StartedJSON
+		var out api.StartedJSON
 		if err := c.call(ctx, http.MethodPost, "/api/v1/ceremony/resume", struct{}{}, &out, true); err != nil {
 			return err
 		}
@@ -328,7 +330,7 @@ var answerCmd = cliCommand{
 		default:
 			return &exitError{exitUsage, fmt.Errorf("answer ok or cancel, not %q", args[0])}
 		}
-		if err := c.call(ctx, http.MethodPost, "/api/v1/ceremony/answer", webconf.AnswerRequest{OK: &ok}, nil, false); err != nil {
+		if err := c.call(ctx, http.MethodPost, "/api/v1/ceremony/answer", api.AnswerRequest{OK: &ok}, nil, false); err != nil {
 			return err
 		}
 		fmt.Fprintf(w, "answered %s\n", args[0])
@@ -339,7 +341,7 @@ var answerCmd = cliCommand{
 var ceremonyStateCmd = cliCommand{
 	usage: "ceremony state [flags]\n\nShows the running ceremony, what an interrupted one requires, and the last ceremony.",
 	run: func(ctx context.Context, c *client, o *clientOptions, _ any, _ []string, w io.Writer) error {
-		var st webconf.CeremonyStateJSON
+		var st api.CeremonyStateJSON
 		if err := c.call(ctx, http.MethodGet, "/api/v1/ceremony", nil, &st, false); err != nil {
 			return err
 		}
@@ -364,7 +366,7 @@ func ceremonyFailed(kind ceremony.Kind, id uint64, status ceremony.Status, outco
 }
 
 func watch(ctx context.Context, c *client, w io.Writer) error {
-	var st webconf.CeremonyStateJSON
+	var st api.CeremonyStateJSON
 	if err := c.call(ctx, http.MethodGet, "/api/v1/ceremony", nil, &st, false); err != nil {
 		return err
 	}
@@ -474,7 +476,7 @@ var backupCmd = cliCommand{
 			return err
 		}
 		defer resp.Body.Close()
-		keyID := resp.Header.Get(webconf.KeyIDHeader)
+		keyID := resp.Header.Get(cluster.KeyIDHeader)
 		if out == "-" {
 			if _, err := io.Copy(w, resp.Body); err != nil {
 				return fmt.Errorf("download backup: %w (the backup is incomplete)", err)
@@ -529,7 +531,7 @@ var restoreCmd = cliCommand{
 			return &exitError{exitUsage, fmt.Errorf("open backup: %w", err)}
 		}
 		defer f.Close()
-		var out webconf.RestoredJSON
+		var out api.RestoredJSON
 		if err := c.call(ctx, http.MethodPost, "/api/v1/restore", f, &out, true); err != nil {
 			return err
 		}
@@ -577,7 +579,7 @@ var auditVerifyCmd = cliCommand{
 		}
 		if err := c.call(ctx, http.MethodGet, "/api/v1/audit/verify", nil, &sum, false); err != nil {
 			var ae *apiError
-			if errors.As(err, &ae) && ae.problem.Code == webconf.CodeAuditBroken {
+			if errors.As(err, &ae) && ae.problem.Code == web.CodeAuditBroken {
 				return &exitError{exitFailed, err}
 			}
 			return err
@@ -620,7 +622,7 @@ var auditExportCmd = cliCommand{
 var cardInfoCmd = cliCommand{
 	usage: "card info [flags]\n\nShows the card in the PIN pad (simulator: the virtual pad's card, its PIN tries and\nwhether it belongs to the loaded key's set). A real pad reads a card only inside a ceremony.",
 	run: func(ctx context.Context, c *client, o *clientOptions, _ any, _ []string, w io.Writer) error {
-		var ci webconf.CardJSON
+		var ci api.CardJSON
 		if err := c.call(ctx, http.MethodGet, "/api/v1/card", nil, &ci, false); err != nil {
 			return err
 		}
@@ -656,8 +658,8 @@ var cardCheckCmd = cliCommand{
 		"altered one, one of a retired or foreign set, or no share. Needs an approval. Exit status 0\n" +
 		"when the card is intact, 1 for any other verdict, 6 when the check ended without one.",
 	run: func(ctx context.Context, c *client, o *clientOptions, _ any, _ []string, w io.Writer) error {
-		var out webconf.StartedJSON
-		if err := c.call(ctx, http.MethodPost, "/api/v1/ceremony/start", webconf.StartRequest{Kind: ceremony.KindCardCheck}, &out, true); err != nil {
+		var out api.StartedJSON
+		if err := c.call(ctx, http.MethodPost, "/api/v1/ceremony/start", api.StartRequest{Kind: ceremony.KindCardCheck}, &out, true); err != nil {
 			return err
 		}
 		if !o.json {
@@ -670,7 +672,7 @@ var cardCheckCmd = cliCommand{
 		if err := watch(ctx, c, progress); err != nil {
 			return err
 		}
-		var st webconf.CeremonyStateJSON
+		var st api.CeremonyStateJSON
 		if err := c.call(ctx, http.MethodGet, "/api/v1/ceremony", nil, &st, false); err != nil {
 			return err
 		}
@@ -720,8 +722,8 @@ var addNodeCmd = cliCommand{
 	},
 	run: func(ctx context.Context, c *client, o *clientOptions, v any, args []string, w io.Writer) error {
 		out := v.(*outFlag).out
-		var nb webconf.NodeBundleJSON
-		if err := c.call(ctx, http.MethodPost, "/api/v1/cluster/nodes", webconf.NodeRequest{Name: args[0]}, &nb, true); err != nil {
+		var nb cluster.NodeBundle
+		if err := c.call(ctx, http.MethodPost, "/api/v1/cluster/nodes", cluster.NodeRequest{Name: args[0]}, &nb, true); err != nil {
 			return err
 		}
 		defer clear(nb.P12)
@@ -772,8 +774,8 @@ var joinCmd = cliCommand{
 			return &exitError{exitUsage, fmt.Errorf("read node file password: %w (give --node-password-file)", err)}
 		}
 		defer clear(pw)
-		req := webconf.JoinRequest{Peer: args[0], NodeP12: p12, NodePassword: strings.TrimRight(string(pw), "\r\n")}
-		var out webconf.RestoredJSON
+		req := cluster.JoinRequest{Peer: args[0], NodeP12: p12, NodePassword: strings.TrimRight(string(pw), "\r\n")}
+		var out api.RestoredJSON
 		if err := c.call(ctx, http.MethodPost, "/api/v1/cluster/join", req, &out, true); err != nil {
 			return err
 		}

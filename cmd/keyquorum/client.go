@@ -20,7 +20,8 @@ import (
 
 	"software.sslmate.com/src/go-pkcs12"
 
-	"github.com/keyquorum/keyquorum/webconf"
+	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // Exit statuses of the CLI subcommands: what a script can rely on.
@@ -75,7 +76,7 @@ func (e *exitError) ExitCode() int { return e.code }
 // apiError is a problem answered by the service.
 type apiError struct {
 	status  int
-	problem webconf.APIProblem
+	problem web.APIProblem
 }
 
 func (e *apiError) Error() string {
@@ -147,7 +148,7 @@ func addClientFlags(fs *flag.FlagSet) *clientOptions {
 	fs.StringVar(&o.p12Password, "p12-password-file", os.Getenv("KEYQUORUM_P12_PASSWORD_FILE"), "`file` holding the PKCS#12 password (default FILE.password)")
 	fs.StringVar(&o.cert, "cert", os.Getenv("KEYQUORUM_CLIENT_CERT"), "client certificate, PEM `file` (with --key)")
 	fs.StringVar(&o.key, "key", os.Getenv("KEYQUORUM_CLIENT_KEY"), "client key, PEM `file` (with --cert)")
-	fs.StringVar(&o.ca, "ca", envOr("KEYQUORUM_CA", existing(filepath.Join(def, webconf.CACertFile))), "PEM `file` of the CA the server certificate must chain to")
+	fs.StringVar(&o.ca, "ca", envOr("KEYQUORUM_CA", existing(filepath.Join(def, operator.CACertFile))), "PEM `file` of the CA the server certificate must chain to")
 	fs.StringVar(&o.approval, "approval", os.Getenv("KEYQUORUM_APPROVAL"), "approval `token` for a dangerous action (from your account page)")
 	fs.BoolVar(&o.json, "json", false, "print the service's JSON answer instead of text")
 	return o
@@ -201,7 +202,7 @@ func (o *clientOptions) certificate() (tls.Certificate, error) {
 	}
 	p12 := o.p12
 	if p12 == "" {
-		p12 = existing(filepath.Join("keyquorum-data", "webconf", webconf.AdminP12File))
+		p12 = existing(filepath.Join("keyquorum-data", "webconf", operator.AdminP12File))
 	}
 	if p12 == "" {
 		return tls.Certificate{}, errors.New("no client certificate: give --p12 FILE (and its --p12-password-file) or --cert and --key, or set KEYQUORUM_P12")
@@ -262,7 +263,7 @@ func (c *client) request(ctx context.Context, method, path string, body any, app
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if approve && c.approval != "" {
-		req.Header.Set(webconf.ApprovalHeader, c.approval)
+		req.Header.Set(operator.ApprovalHeader, c.approval)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -276,7 +277,7 @@ func (c *client) request(ctx context.Context, method, path string, body any, app
 		e := &apiError{status: resp.StatusCode}
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		if json.Unmarshal(b, &e.problem) != nil || e.problem.Title == "" {
-			e.problem = webconf.APIProblem{Code: "http", Title: resp.Status, What: strings.TrimSpace(string(b))}
+			e.problem = web.APIProblem{Code: "http", Title: resp.Status, What: strings.TrimSpace(string(b))}
 		}
 		return nil, e
 	}

@@ -11,11 +11,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyquorum/keyquorum/cluster"
 	"github.com/keyquorum/keyquorum/hsm/soft"
-	"github.com/keyquorum/keyquorum/webconf"
+	"github.com/keyquorum/keyquorum/webconf/api"
+	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
-func keyIDs(st webconf.StatusJSON) []string {
+func keyIDs(st api.StatusJSON) []string {
 	var ids []string
 	for _, k := range st.Keys {
 		ids = append(ids, k.ID+" "+k.Label)
@@ -24,7 +27,7 @@ func keyIDs(st webconf.StatusJSON) []string {
 	return ids
 }
 
-func mustStatus(t *testing.T, n *node) webconf.StatusJSON {
+func mustStatus(t *testing.T, n *node) api.StatusJSON {
 	t.Helper()
 	st, err := n.status()
 	if err != nil {
@@ -74,7 +77,7 @@ func TestClusterJoin(t *testing.T) {
 	}
 
 	// A's administrator issues B's node certificate.
-	tok, err := a.approve(string(webconf.ActionOperatorsManage))
+	tok, err := a.approve(string(operator.ActionOperatorsManage))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +97,7 @@ func TestClusterJoin(t *testing.T) {
 	}
 	b := nodeT(t, "b", dirB)
 	// Before the key is loaded, a join is refused: nothing to check the peer's state against.
-	tok, _ = b.approve(string(webconf.ActionClusterJoin))
+	tok, _ = b.approve(string(operator.ActionClusterJoin))
 	_, errOut, code := cli(ctx, append(b.env(), "KEYQUORUM_APPROVAL="+tok), "cluster", "join", a.url(""), "--node", nodeFile)
 	if code != exitConflict || !strings.Contains(errOut, "No master backup key is loaded") {
 		t.Fatalf("join before load: exit %d %s", code, errOut)
@@ -109,7 +112,7 @@ func TestClusterJoin(t *testing.T) {
 	if code != exitDenied || !strings.Contains(errOut, "Security key confirmation required") {
 		t.Fatalf("join without approval: exit %d %s", code, errOut)
 	}
-	tok, _ = b.approve(string(webconf.ActionClusterJoin))
+	tok, _ = b.approve(string(operator.ActionClusterJoin))
 	out, errOut, code := cli(ctx, append(b.env(), "KEYQUORUM_APPROVAL="+tok), "cluster", "join", a.url(""), "--node", nodeFile)
 	if code != 0 || !strings.Contains(out, stA.BackupKeyID) {
 		t.Fatalf("join: exit %d %s %s", code, out, errOut)
@@ -136,12 +139,12 @@ func TestClusterJoin(t *testing.T) {
 	if stC.BackupKeyID == "" || stC.BackupKeyID == stA.BackupKeyID {
 		t.Fatalf("C's key %q", stC.BackupKeyID)
 	}
-	tok, _ = a.approve(string(webconf.ActionOperatorsManage))
+	tok, _ = a.approve(string(operator.ActionOperatorsManage))
 	nodeFileC := filepath.Join(root, "node-c.p12")
 	if _, errOut, code := cli(ctx, append(a.env(), "KEYQUORUM_APPROVAL="+tok), "cluster", "add-node", "node-c", "-o", nodeFileC); code != 0 {
 		t.Fatalf("add-node c: %d %s", code, errOut)
 	}
-	tok, _ = c.approve(string(webconf.ActionClusterJoin))
+	tok, _ = c.approve(string(operator.ActionClusterJoin))
 	_, errOut, code = cli(ctx, append(c.env(), "KEYQUORUM_APPROVAL="+tok), "cluster", "join", a.url(""), "--node", nodeFileC)
 	if code != exitFailed || !strings.Contains(errOut, "another master backup key") {
 		t.Fatalf("join of C: exit %d %s", code, errOut)
@@ -150,7 +153,7 @@ func TestClusterJoin(t *testing.T) {
 		t.Fatalf("C changed after a refused join: %+v", st)
 	}
 	// A's backup is refused by C too, from its header, before anything changes.
-	tok, _ = c.approve(string(webconf.ActionRestore))
+	tok, _ = c.approve(string(operator.ActionRestore))
 	_, errOut, code = cli(ctx, append(c.env(), "KEYQUORUM_APPROVAL="+tok), "restore", backupFile)
 	if code != exitFailed || !strings.Contains(errOut, "Backup of another key") {
 		t.Fatalf("restore of A's backup on C: exit %d %s", code, errOut)
@@ -158,7 +161,7 @@ func TestClusterJoin(t *testing.T) {
 
 	// An unauthenticated peer: B given C's address with A's node file. C's server certificate
 	// is not from A's CA, so the TLS handshake fails and B changes nothing.
-	tok, _ = b.approve(string(webconf.ActionClusterJoin))
+	tok, _ = b.approve(string(operator.ActionClusterJoin))
 	_, errOut, code = cli(ctx, append(b.env(), "KEYQUORUM_APPROVAL="+tok), "cluster", "join", c.url(""), "--node", nodeFile)
 	if code != exitFailed || !strings.Contains(errOut, "is not authenticated") {
 		t.Fatalf("join of an unauthenticated peer: exit %d %s", code, errOut)
@@ -167,12 +170,12 @@ func TestClusterJoin(t *testing.T) {
 		t.Fatalf("B changed after a refused join: %+v", st)
 	}
 	// A sends its state to node certificates only: not to its administrator's certificate.
-	body, status, err := a.do(http.MethodGet, "/api/v1/cluster/state", "", nil, map[string]string{webconf.KeyIDHeader: stA.BackupKeyID})
+	body, status, err := a.do(http.MethodGet, "/api/v1/cluster/state", "", nil, map[string]string{cluster.KeyIDHeader: stA.BackupKeyID})
 	if err != nil || status != http.StatusForbidden || !strings.Contains(string(body), `"code":"not_node"`) {
 		t.Fatalf("cluster state to an operator: %d %v %s", status, err, body)
 	}
 	// The audit logs record the transfer on both sides.
-	for n, want := range map[*node]string{a: webconf.AuditClusterStateSent, b: webconf.AuditClusterJoin} {
+	for n, want := range map[*node]string{a: cluster.AuditClusterStateSent, b: cluster.AuditClusterJoin} {
 		out, _, code := cli(ctx, n.env(), "audit", "export")
 		if code != 0 || !strings.Contains(out, `"`+want+`"`) {
 			t.Fatalf("audit of %s lacks %s: %d", n.name, want, code)
@@ -211,19 +214,19 @@ func TestDisasterRecovery(t *testing.T) {
 	}
 
 	// Factory reset: the HSM's keys and its master backup key are gone.
-	mustCeremony(t, ctx, d, nil, "factory-reset", "-confirm", webconf.ResetPhrase)
+	mustCeremony(t, ctx, d, nil, "factory-reset", "-confirm", web.ResetPhrase)
 	if st := mustStatus(t, d); st.BackupKeyID != "" || len(st.Keys) != 0 {
 		t.Fatalf("after reset: %+v", st)
 	}
 	// Without the key nothing can be restored.
-	tok, _ := d.approve(string(webconf.ActionRestore))
+	tok, _ := d.approve(string(operator.ActionRestore))
 	_, errOut, code := cli(ctx, append(d.env(), "KEYQUORUM_APPROVAL="+tok), "restore", backupFile)
 	if code != exitConflict || !strings.Contains(errOut, "No master backup key is loaded") {
 		t.Fatalf("restore before load: exit %d %s", code, errOut)
 	}
 	mustCeremony(t, ctx, d, []string{cards[2], cards[0]}, "load")
 	// The foreign backup is refused; the HSM is as it was (key loaded, no keys).
-	tok, _ = d.approve(string(webconf.ActionRestore))
+	tok, _ = d.approve(string(operator.ActionRestore))
 	_, errOut, code = cli(ctx, append(d.env(), "KEYQUORUM_APPROVAL="+tok), "restore", foreign)
 	if code != exitFailed || !strings.Contains(errOut, "Backup of another key") {
 		t.Fatalf("foreign restore: exit %d %s", code, errOut)
@@ -231,7 +234,7 @@ func TestDisasterRecovery(t *testing.T) {
 	if st := mustStatus(t, d); st.BackupKeyID != before.BackupKeyID || len(st.Keys) != 0 {
 		t.Fatalf("after the refused restore: %+v", st)
 	}
-	tok, _ = d.approve(string(webconf.ActionRestore))
+	tok, _ = d.approve(string(operator.ActionRestore))
 	out, errOut, code := cli(ctx, append(d.env(), "KEYQUORUM_APPROVAL="+tok), "restore", backupFile)
 	if code != 0 || !strings.Contains(out, "3 application keys") {
 		t.Fatalf("restore: exit %d %s %s", code, out, errOut)
@@ -247,7 +250,7 @@ func TestDisasterRecovery(t *testing.T) {
 	}
 	f := nodeT(t, "f", dirF)
 	mustCeremony(t, ctx, f, []string{cards[1], cards[0]}, "load")
-	tok, _ = f.approve(string(webconf.ActionRestore))
+	tok, _ = f.approve(string(operator.ActionRestore))
 	if out, errOut, code := cli(ctx, append(f.env(), "KEYQUORUM_APPROVAL="+tok), "restore", backupFile); code != 0 {
 		t.Fatalf("restore on the fresh appliance: exit %d %s %s", code, out, errOut)
 	}

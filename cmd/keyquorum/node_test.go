@@ -33,7 +33,8 @@ import (
 	"software.sslmate.com/src/go-pkcs12"
 
 	"github.com/keyquorum/keyquorum/hsm/soft"
-	"github.com/keyquorum/keyquorum/webconf"
+	"github.com/keyquorum/keyquorum/webconf/api"
+	"github.com/keyquorum/keyquorum/webconf/operator"
 )
 
 // The end-to-end tests run `keyquorum serve` as separate processes on loopback (random ports,
@@ -142,18 +143,18 @@ func (n *node) webconfDir() string { return filepath.Join(n.dir, "webconf") }
 func (n *node) env() []string {
 	return []string{
 		"KEYQUORUM_ADDR=" + n.url(""),
-		"KEYQUORUM_P12=" + filepath.Join(n.webconfDir(), webconf.AdminP12File),
-		"KEYQUORUM_CA=" + filepath.Join(n.webconfDir(), webconf.CACertFile),
+		"KEYQUORUM_P12=" + filepath.Join(n.webconfDir(), operator.AdminP12File),
+		"KEYQUORUM_CA=" + filepath.Join(n.webconfDir(), operator.CACertFile),
 	}
 }
 
 // connect makes the administrator's HTTP client and reads the page's CSRF token.
 func (n *node) connect() error {
-	pw, err := os.ReadFile(filepath.Join(n.webconfDir(), webconf.AdminPasswordFile))
+	pw, err := os.ReadFile(filepath.Join(n.webconfDir(), operator.AdminPasswordFile))
 	if err != nil {
 		return err
 	}
-	der, err := os.ReadFile(filepath.Join(n.webconfDir(), webconf.AdminP12File))
+	der, err := os.ReadFile(filepath.Join(n.webconfDir(), operator.AdminP12File))
 	if err != nil {
 		return err
 	}
@@ -161,7 +162,7 @@ func (n *node) connect() error {
 	if err != nil {
 		return err
 	}
-	caPEM, err := os.ReadFile(filepath.Join(n.webconfDir(), webconf.CACertFile))
+	caPEM, err := os.ReadFile(filepath.Join(n.webconfDir(), operator.CACertFile))
 	if err != nil {
 		return err
 	}
@@ -277,7 +278,7 @@ func (n *node) approve(action string) (string, error) {
 
 // newCards makes n blank virtual cards through the simulator panel and returns their serials.
 func (n *node) newCards(count int) ([]string, error) {
-	var before webconf.CardJSON
+	var before api.CardJSON
 	if err := n.getJSON("/api/v1/card", &before); err != nil {
 		return nil, err
 	}
@@ -286,7 +287,7 @@ func (n *node) newCards(count int) ([]string, error) {
 			return nil, err
 		}
 	}
-	var after webconf.CardJSON
+	var after api.CardJSON
 	if err := n.getJSON("/api/v1/card", &after); err != nil {
 		return nil, err
 	}
@@ -318,7 +319,7 @@ func (n *node) drive(ctx context.Context, cards []string) error {
 			return nil
 		case <-time.After(25 * time.Millisecond):
 		}
-		var st webconf.CardJSON
+		var st api.CardJSON
 		if err := n.getJSON("/api/v1/card", &st); err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -449,8 +450,8 @@ func copyCards(fromDir, toDir string, serials ...string) error {
 	return nil
 }
 
-func (n *node) status() (webconf.StatusJSON, error) {
-	var st webconf.StatusJSON
+func (n *node) status() (api.StatusJSON, error) {
+	var st api.StatusJSON
 	err := n.getJSON("/api/v1/status", &st)
 	return st, err
 }

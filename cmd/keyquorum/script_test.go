@@ -13,9 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyquorum/keyquorum/webconf/api"
 	"github.com/rogpeppe/go-internal/testscript"
-
-	"github.com/keyquorum/keyquorum/webconf"
 )
 
 // TestCLI runs the scripts under testdata/script: every client subcommand as an operator runs
@@ -157,7 +156,7 @@ func cmdDrive(ts *testscript.TestScript, neg bool, a []string) {
 	errc := make(chan error, 1)
 	go func() { errc <- n.drive(ctx, a[1:]) }()
 	for {
-		var st webconf.CeremonyStateJSON
+		var st api.CeremonyStateJSON
 		ts.Check(n.getJSON("/api/v1/ceremony", &st))
 		if st.Running == nil {
 			cancel()

@@ -25,6 +25,8 @@ import (
 	"github.com/keyquorum/keyquorum/pinpad/sim"
 	"github.com/keyquorum/keyquorum/pinpad/tcos"
 	"github.com/keyquorum/keyquorum/webconf"
+	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // serveConfig is what `keyquorum serve` runs with, after its flags are checked.
@@ -192,7 +194,7 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 	var bundle []*x509.Certificate
 	if c.caBundle != "" {
 		var err error
-		if bundle, err = webconf.LoadCABundle(c.caBundle); err != nil {
+		if bundle, err = operator.LoadCABundle(c.caBundle); err != nil {
 			return err
 		}
 	}
@@ -212,7 +214,7 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 	if h, err := os.Hostname(); err == nil && h != "" {
 		hosts = append(hosts, h)
 	}
-	pki, err := webconf.LoadPKI(filepath.Join(c.dataDir, "webconf"), hosts, time.Now())
+	pki, err := operator.LoadPKI(filepath.Join(c.dataDir, "webconf"), hosts, time.Now())
 	if err != nil {
 		return err
 	}
@@ -275,7 +277,7 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 	}
 	defer mgr.Close()
 
-	ops, err := webconf.OpenOperators(filepath.Join(pki.Dir, webconf.OperatorsFile))
+	ops, err := operator.OpenOperators(filepath.Join(pki.Dir, operator.OperatorsFile))
 	if err != nil {
 		return err
 	}
@@ -284,7 +286,7 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 
 	cfg := webconf.Config{
 		PKI: pki, CABundle: bundle, Runner: mgr, Records: mgr, Audit: mgr, HSM: h, MaxUpload: c.maxUpload,
-		Appliance: webconf.Appliance{PadName: padName, HSMName: hsmName, DataDir: c.dataDir},
+		Appliance: web.Appliance{PadName: padName, HSMName: hsmName, DataDir: c.dataDir},
 		Logger:    log.With("room", "webconf"),
 		Operators: ops, CRLFiles: c.crls, RPID: rpID, RecoverAdmin: c.recoverAdmin,
 	}
@@ -331,7 +333,7 @@ func relyingPartyID(hosts []string) string {
 			return strings.ToLower(h)
 		}
 	}
-	return webconf.DefaultRPID
+	return operator.DefaultRPID
 }
 
 // displayAddr is the address to print: the port actually bound (for ":0") at the name security
@@ -341,10 +343,10 @@ func displayAddr(a net.Addr, configured, rpID string) string {
 	_, port, _ := net.SplitHostPort(a.String())
 	ip := net.ParseIP(host)
 	switch {
-	case rpID != webconf.DefaultRPID:
+	case rpID != operator.DefaultRPID:
 		host = rpID // a configured host name: the server certificate covers it
 	case host == "" || host == "localhost" || (ip != nil && (ip.IsUnspecified() || ip.IsLoopback())):
-		host = webconf.DefaultRPID
+		host = operator.DefaultRPID
 	}
 	return net.JoinHostPort(host, port)
 }

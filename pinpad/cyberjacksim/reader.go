@@ -2,8 +2,8 @@
 // pcsc-lite driver (cmd/ifd-cyberjacksim) that lets the real PC/SC stack — pcscd, ebfe/scard and
 // Keyquorum's pcsc backend — be driven end to end with a PIN pad and no hardware.
 //
-// It behaves the way Reiner's own Linux driver presents the reader (see HARDWARE.md beside the
-// repository): the PC/SC part 10 features 06 VERIFY_PIN_DIRECT, 07 MODIFY_PIN_DIRECT,
+// It behaves the way Reiner's own Linux driver presents the reader (see docs/hardware.md in
+// the repository): the PC/SC part 10 features 06 VERIFY_PIN_DIRECT, 07 MODIFY_PIN_DIRECT,
 // 08 MCT_READER_DIRECT and 09 MCT_UNIVERSAL under Reiner's control codes, no PIN or display
 // properties, PIN structures refused unless exactly 19+n / 24+n bytes long, and the CT-BCS
 // commands OUTPUT, REQUEST ICC and EJECT ICC through MCT. A reader configured as firmware without

@@ -2,7 +2,7 @@
 // so the real PC/SC stack (pcscd, libpcsclite, ebfe/scard, the pcsc backend) talks to it as to
 // a card in a reader.
 //
-// The wire (DESIGN.md "Real components"): vpcd listens on TCP (35963 for its first slot) and
+// The wire (docs/design.md, "Real components"): vpcd listens on TCP (35963 for its first slot) and
 // the card is the client. Every message either way is a 2-byte big-endian length and a
 // payload. A 1-byte payload from vpcd is a control message — 00 power off, 01 power on,
 // 02 reset, 04 get ATR, of which only 04 is answered (with the ATR); anything longer is a

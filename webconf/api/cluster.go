@@ -1,0 +1,90 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/keyquorum/keyquorum/cluster"
+	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/web"
+)
+
+// The API's side of cluster onboarding (package cluster): issuing a node certificate, this
+// node's state for a joining node, and joining a peer.
+
+// issueNode is POST /api/v1/cluster/nodes (an administrator, with an approval for managing
+// operators: a node certificate is a credential of this CA).
+func (a *Handlers) issueNode(w http.ResponseWriter, r *http.Request) {
+	var req cluster.NodeRequest
+	if err := decodeJSON(r.Body, &req); err != nil {
+		a.badRequest(w, r, err.Error())
+		return
+	}
+	nb, err := a.cfg.Cluster.IssueNodeCert(operator.NameOf(r), req.Name)
+	switch {
+	case errors.Is(err, cluster.ErrNodeName):
+		a.badRequest(w, r, err.Error())
+		return
+	case err != nil:
+		a.problem(w, r, web.ForAuth(err, ""))
+		return
+	}
+	web.WriteJSON(w, nb)
+	clear(nb.P12)
+}
+
+// clusterState is GET /api/v1/cluster/state: this node's key database as a backup under the
+// MBK, for a joining node. Only a node certificate of this management CA gets it, and only
+// when the node names (cluster.KeyIDHeader) the MBK this node holds.
+func (a *Handlers) clusterState(w http.ResponseWriter, r *http.Request) {
+	op, _ := operator.FromContext(r.Context())
+	leaf := r.TLS.VerifiedChains[0][0]
+	mine, err := a.cfg.Cluster.CheckJoiner(r.Context(), op.Name, leaf, r.Header.Get(cluster.KeyIDHeader))
+	var foreign *cluster.ForeignNodeError
+	switch {
+	case errors.Is(err, cluster.ErrNotNode):
+		a.problem(w, r, web.Problem{Status: http.StatusForbidden, Code: web.CodeNotNode, Title: "Not a node certificate",
+			What: "This node sends its state only to a node certificate issued by its own management CA.",
+			Todo: "On this node, issue a node certificate (keyquorum cluster add-node) and join with it from the new node (keyquorum cluster join)."})
+		return
+	case errors.Is(err, cluster.ErrNoKeyID):
+		a.badRequest(w, r, err.Error())
+		return
+	case errors.As(err, &foreign):
+		a.problem(w, r, web.Problem{Status: http.StatusUnprocessableEntity, Code: web.CodeForeignKey, Title: "The joining node holds another master backup key",
+			What: fmt.Sprintf("This node holds the master backup key %s; the joining node holds %s. Nodes of one cluster share one key.", foreign.Mine, foreign.Theirs),
+			Todo: "On the joining node: factory reset, then load the key from the cards of this cluster's set, then join again."})
+		return
+	case err != nil:
+		a.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set(cluster.KeyIDHeader, mine.String())
+	if err := a.cfg.Cluster.SendState(r.Context(), w, op.Name, mine); err != nil {
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// clusterJoin is POST /api/v1/cluster/join (an administrator with an approval for a cluster
+// join): take over the peer's key database.
+func (a *Handlers) clusterJoin(w http.ResponseWriter, r *http.Request) {
+	op := operator.NameOf(r)
+	var req cluster.JoinRequest
+	if err := decodeJSON(r.Body, &req); err != nil {
+		a.badRequest(w, r, err.Error())
+		return
+	}
+	peer, node, err := cluster.ParseJoin(req)
+	if err != nil {
+		a.badRequest(w, r, err.Error())
+		return
+	}
+	res, err := a.cfg.Cluster.Join(r.Context(), op, peer, node)
+	if err != nil {
+		a.problem(w, r, web.ForJoin(err, ""))
+		return
+	}
+	web.WriteJSON(w, res)
+}

@@ -1,0 +1,125 @@
+package webconf
+
+import (
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/web"
+)
+
+// admitProblem explains why [operator.Auth.Admit] refused a certificate of identity id.
+func admitProblem(id operator.Identity, err error) web.Problem {
+	var re *operator.RevokedError
+	var ce *operator.CRLError
+	switch {
+	case errors.As(err, &re):
+		return web.Revoked(re.ID, re.By)
+	case errors.As(err, &ce):
+		return web.Problem{Status: http.StatusForbidden, Title: "Revocation list unusable",
+			What: fmt.Sprintf("Certificates of %s are checked against the revocation list %s, which cannot be used: %s.", id.Issuer, ce.Path, ce.Problem),
+			Todo: "Ask the appliance's administrator to install a current CRL of your CA at that path (replace the file; WebConf reads it again by itself). Until then certificates of your CA are refused."}
+	case errors.Is(err, operator.ErrSubjectUnusable):
+		return web.Problem{Status: http.StatusForbidden, Title: "Certificate subject not usable",
+			What: "The client certificate's subject is empty, not printable, or longer than 256 characters, so it cannot name you in the audit log.",
+			Todo: "Use a client certificate with a subject that names you (issued by the management CA or your organisation's CA)."}
+	}
+	return web.Problem{Status: http.StatusInternalServerError, Title: "Operator list unavailable",
+		What: "WebConf could not read its operator list: " + err.Error(),
+		Todo: "Check the service log and the data directory's disk, then reload."}
+}
+
+// authorizeRoutes is the middleware between the CSRF checks and the routes: it finds the
+// request's route, its action, and lets it through only if the operator's role allows the
+// action and, for a dangerous one, the request carries a fresh assertion's token.
+func (s *Server) authorizeRoutes(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isPublic(r.URL.Path) {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		_, pattern := mux.Handler(r)
+		a, ok := actionOf(pattern, formOf(r))
+		if !ok {
+			s.log.Error("route without an access rule refused: add it to routeActions in routeactions.go", "pattern", pattern, "path", r.URL.Path)
+			s.rd.Problem(w, r, web.Problem{Status: http.StatusForbidden, Title: "No access rule for this page",
+				What: "This page has no rule that says which roles may use it, so nobody may.",
+				Todo: "This is a defect of this WebConf build: note the address and report it."})
+			return
+		}
+		if a != actionInHandler && !s.authorize(w, r, a) {
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// formOf is the request's urlencoded form (the CSRF check has parsed it, or parses it now);
+// other bodies are not read here.
+func formOf(r *http.Request) url.Values {
+	if r.Method != http.MethodPost {
+		return nil
+	}
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/x-www-form-urlencoded" {
+		return nil
+	}
+	if err := r.ParseForm(); err != nil {
+		return nil
+	}
+	return r.PostForm
+}
+
+// authorize checks that the request's operator may do a, and for a dangerous action consumes
+// the token of a fresh WebAuthn assertion made for a (the ApprovalHeader, the form field or
+// the URL query parameter "webauthn"). When it returns false it has answered the request. The
+// handlers of the JSON API that learn their action from the body call it themselves.
+func (s *Server) authorize(w http.ResponseWriter, r *http.Request, a operator.Action) bool {
+	op, ok := operator.FromContext(r.Context())
+	if !ok {
+		s.rd.Problem(w, r, web.NoCertificate(s.cfg.PKI))
+		return false
+	}
+	if !operator.Allowed(op.Role, a) {
+		s.log.Info("action refused for the operator's role", "operator", op.Name, "role", op.Role.String(), "action", a)
+		if op.Role == operator.RoleNone {
+			s.rd.Problem(w, r, web.NoRole(op))
+		} else {
+			s.rd.Problem(w, r, web.NotAllowed(op, a))
+		}
+		return false
+	}
+	if !operator.NeedsFresh(a, &op.Rec) {
+		return true
+	}
+	if len(op.Rec.Keys) == 0 {
+		s.rd.Problem(w, r, web.RegisterKey(op, a, s.auth.RPID()))
+		return false
+	}
+	if err := s.auth.Steps().Consume(stepUpToken(r), op.ID, a, time.Now()); err != nil {
+		s.log.Info("dangerous action refused without a fresh assertion", "operator", op.Name, "action", a, "err", err)
+		s.rd.Problem(w, r, web.NeedAssertion(a, err))
+		return false
+	}
+	s.log.Info("fresh assertion accepted", "operator", op.Name, "action", a)
+	return true
+}
+
+// stepUpField is the form field (and URL query parameter, for an upload) of the approval token.
+const stepUpField = "webauthn"
+
+func stepUpToken(r *http.Request) string {
+	if t := r.Header.Get(operator.ApprovalHeader); t != "" {
+		return t
+	}
+	if t := r.URL.Query().Get(stepUpField); t != "" {
+		return t
+	}
+	if f := formOf(r); f != nil {
+		return f.Get(stepUpField)
+	}
+	return ""
+}

@@ -1,0 +1,289 @@
+package web
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/keyquorum/keyquorum/ceremony"
+	"github.com/keyquorum/keyquorum/cluster"
+	"github.com/keyquorum/keyquorum/hsm"
+	"github.com/keyquorum/keyquorum/webconf/operator"
+)
+
+// Problem is an error page: what happened and what to do about it, in words for an operator.
+type Problem struct {
+	Status int
+	Title  string
+	What   string
+	Todo   string
+	// Back is where the page's button leads ("" = the status page).
+	Back string
+	// Code is the stable API error code of the JSON form ("" = one that follows from Status;
+	// see [CodeOf]).
+	Code string
+}
+
+// WriteProblem answers with p as JSON: {"code", "title", "what", "todo"} (see [APIProblem]).
+func WriteProblem(w http.ResponseWriter, p Problem) {
+	if p.Status == 0 {
+		p.Status = http.StatusInternalServerError
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(p.Status)
+	json.NewEncoder(w).Encode(map[string]string{"code": CodeOf(p), "title": p.Title, "what": p.What, "todo": p.Todo})
+}
+
+// FetchHeader marks a request sent by the page script; problems are answered as JSON then.
+const FetchHeader = "X-Keyquorum-Fetch"
+
+// NoCertificate is the page of a request without a client certificate: how to install one.
+func NoCertificate(p *operator.PKI) Problem {
+	return Problem{Status: http.StatusUnauthorized, Code: CodeNoCertificate, Title: "Client certificate required",
+		What: "WebConf only serves operators who present a client certificate of this appliance's management CA (or of a CA configured with --ca-bundle). Your browser sent none.",
+		Todo: fmt.Sprintf("Import the administrator certificate %s into your browser (its password is in %s on the appliance), or a certificate your administrator issued to you, then reload this page. The CA certificate is at /ca.pem; its SHA-256 fingerprint is %s.",
+			p.AdminP12Path(), p.AdminPasswordPath(), p.Fingerprint())}
+}
+
+// TooLarge is an upload over limit bytes.
+func TooLarge(limit int64) Problem {
+	return Problem{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge, Title: "Upload too large",
+		What: fmt.Sprintf("The request is larger than the %s WebConf accepts.", ByteSize(limit)),
+		Todo: "Check that you chose the right file (a Keyquorum backup). A backup larger than this limit can be restored with a larger --max-upload."}
+}
+
+// NotFound is a page that does not exist.
+func NotFound() Problem {
+	return Problem{Status: http.StatusNotFound, Title: "Page not found",
+		What: "There is no page at this address.", Todo: "Use the menu at the top to find what you were looking for."}
+}
+
+// BadForm is a form that cannot be accepted; what says why.
+func BadForm(what string) Problem {
+	return Problem{Status: http.StatusBadRequest, Title: "Form not accepted", What: what,
+		Todo: "Go back, correct the form and send it again."}
+}
+
+// For explains an error of the ceremony manager or the HSM.
+func For(err error, back string) Problem {
+	p := Problem{Status: http.StatusInternalServerError, Title: "Operation failed", What: err.Error(), Back: back,
+		Todo: "Check the service log for details, then try again."}
+	var busy *ceremony.BusyError
+	var pending *ceremony.PendingError
+	var foreign *hsm.ForeignKeyError
+	var backupErr *hsm.BackupError
+	var content *hsm.ContentError
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &busy):
+		p.Status, p.Title, p.Back = http.StatusConflict, "A ceremony is already running", "/ceremony"
+		p.Code = CodeBusy
+		p.Todo = "Only one ceremony runs at a time (there is one PIN pad). Follow it on the live view, or cancel it there, then start again."
+	case errors.As(err, &pending):
+		p.Status, p.Title = http.StatusConflict, "An interrupted ceremony needs attention first"
+		p.Code = CodePending
+		p.Todo = "See the status page: resume the interrupted ceremony, or do a factory reset if it says one is required."
+	case errors.Is(err, ceremony.ErrKeyLoaded):
+		p.Status, p.Title = http.StatusConflict, "A master backup key is already loaded"
+		p.Code = CodeKeyLoaded
+		p.Todo = "Nothing to generate: the HSM holds its key. Use the HSM page for backups; a new key needs a factory reset first, which makes every existing backup unreadable."
+	case errors.Is(err, ceremony.ErrNothingToResume):
+		p.Status, p.Title = http.StatusConflict, "Nothing to resume"
+		p.Code = CodeNothingToResume
+		p.Todo = "No interrupted ceremony waits to be resumed. See the status page for what the last ceremony left."
+	case errors.Is(err, ceremony.ErrNotRunning):
+		p.Status, p.Title, p.Back = http.StatusConflict, "No ceremony is running", "/ceremony"
+		p.Code = CodeNotRunning
+		p.Todo = "The ceremony has ended already; the live view shows its outcome."
+	case errors.Is(err, ceremony.ErrNotStalled):
+		p.Status, p.Title, p.Back = http.StatusConflict, "The ceremony is not waiting for a retry", "/ceremony"
+		p.Code = CodeNotStalled
+		p.Todo = "Retry is only possible after a step timed out or the reader was disconnected. Follow the PIN pad's prompt."
+	case errors.Is(err, ceremony.ErrNotAsking):
+		p.Status, p.Title, p.Back = http.StatusConflict, "The ceremony is not asking a question", "/ceremony"
+		p.Code = CodeNotAsking
+		p.Todo = "OK and Cancel on this page answer only what the PIN pad cannot ask itself. Follow the live view."
+	case errors.Is(err, ceremony.ErrBadRequest), errors.Is(err, ceremony.ErrBadOperator):
+		p.Status, p.Title = http.StatusBadRequest, "Request not accepted"
+		p.Code = CodeBadRequest
+		p.Todo = "Go back, correct the values and try again."
+	case errors.Is(err, ceremony.ErrClosed):
+		p.Status, p.Title = http.StatusServiceUnavailable, "The service is stopping"
+		p.Code = CodeStopping
+		p.Todo = "Wait for the service to start again, then reload."
+	case errors.Is(err, hsm.ErrNoBackupKey), errors.Is(err, ceremony.ErrNoKey):
+		p.Status, p.Title = http.StatusConflict, "No master backup key is loaded"
+		p.Code = CodeNoBackupKey
+		p.Todo = "Run the key generation (setup) or a key load with the cards first; backups are encrypted under that key."
+	case errors.As(err, &foreign):
+		p.Status, p.Title = http.StatusUnprocessableEntity, "Backup of another key"
+		p.Code = CodeForeignKey
+		p.Todo = "This backup was made under another master backup key. Load that key set's cards on a reset appliance, or choose a backup of this appliance's key."
+	case errors.As(err, &backupErr), errors.As(err, &content):
+		p.Status, p.Title = http.StatusUnprocessableEntity, "Backup not accepted"
+		p.Code = CodeBadBackup
+		p.Todo = "Nothing was changed. Check that the file is a complete, unaltered Keyquorum backup of this kind of HSM and upload it again."
+	case errors.As(err, &mbe):
+		return TooLarge(mbe.Limit)
+	}
+	return p
+}
+
+// ByteSize says a size for an operator: 64 MiB, 12 KiB, 300 bytes.
+func ByteSize(n int64) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+// API error codes: stable identifiers a script may test. The HTTP status goes with them.
+const (
+	CodeNoCertificate    = "no_certificate"          // 401: no client certificate
+	CodeRevoked          = "revoked"                 // 403: the certificate was revoked
+	CodeNoRole           = "no_role"                 // 403: trusted, but no role yet
+	CodeNotAllowed       = "not_allowed"             // 403: the role may not do this
+	CodeApprovalRequired = "approval_required"       // 403: a dangerous action without a valid approval
+	CodeRegisterKey      = "register_key"            // 403: the operator has no security key yet
+	CodeCSRF             = "csrf"                    // 403: the request failed a CSRF check
+	CodeNotNode          = "not_node"                // 403: the cluster state is for node certificates only
+	CodeBadRequest       = "bad_request"             // 400: the body or parameters are not acceptable
+	CodeNotFound         = "not_found"               // 404
+	CodeTooLarge         = "too_large"               // 413: the upload is over the limit
+	CodeBusy             = "busy"                    // 409: a ceremony is running
+	CodePending          = "pending"                 // 409: an interrupted ceremony needs resume or reset
+	CodeKeyLoaded        = "key_loaded"              // 409: the HSM holds a master backup key already
+	CodeNoBackupKey      = "no_backup_key"           // 409: no master backup key is loaded
+	CodeNotRunning       = "not_running"             // 409: no ceremony runs
+	CodeNotStalled       = "not_stalled"             // 409: the ceremony does not wait for a retry
+	CodeNotAsking        = "not_asking"              // 409: the ceremony asks no question
+	CodeNothingToResume  = "nothing_to_resume"       // 409
+	CodeForeignKey       = cluster.ProblemForeignKey // 422: a backup or peer of another master backup key
+	CodeBadBackup        = "bad_backup"              // 422: damaged, truncated or not a backup; nothing changed
+	CodeAuditBroken      = "audit_broken"            // 409: the audit chain does not verify
+	CodePeer             = "peer"                    // 502: the cluster peer could not be reached or refused
+	CodeNotAvailable     = "not_available"           // 501: not possible with this appliance's pad
+	CodeStopping         = "stopping"                // 503: the service is shutting down
+	CodeInternal         = "internal"                // 500
+)
+
+// APIProblem is the body of every API error.
+type APIProblem struct {
+	Code  string `json:"code"`
+	Title string `json:"title"`
+	What  string `json:"what"`
+	Todo  string `json:"todo"`
+}
+
+func (p *APIProblem) Error() string {
+	if p.What != "" {
+		return p.Title + ": " + p.What
+	}
+	return p.Title
+}
+
+// CodeOf is a problem's API code: the one it names, else one that follows from its status.
+func CodeOf(p Problem) string {
+	if p.Code != "" {
+		return p.Code
+	}
+	switch p.Status {
+	case http.StatusBadRequest:
+		return CodeBadRequest
+	case http.StatusUnauthorized:
+		return CodeNoCertificate
+	case http.StatusForbidden:
+		return CodeNotAllowed
+	case http.StatusNotFound, http.StatusMethodNotAllowed:
+		return CodeNotFound
+	case http.StatusRequestEntityTooLarge:
+		return CodeTooLarge
+	case http.StatusServiceUnavailable:
+		return CodeStopping
+	}
+	return CodeInternal
+}
+
+// Revoked is the page of a revoked certificate; by names who revoked it.
+func Revoked(id operator.Identity, by string) Problem {
+	return Problem{Status: http.StatusForbidden, Code: CodeRevoked, Title: "Certificate revoked",
+		What: fmt.Sprintf("The client certificate %s (serial %s) was revoked by %s; WebConf no longer accepts it.", id.Subject, id.Serial, by),
+		Todo: "Remove this certificate from your browser or card and ask a WebConf administrator for a new one."}
+}
+
+// RegisterKey is the page of an operator without a security key who tries a dangerous action.
+func RegisterKey(op operator.Caller, a operator.Action, rpID string) Problem {
+	return Problem{Status: http.StatusForbidden, Code: CodeRegisterKey, Title: "Register a security key first",
+		What: fmt.Sprintf("To %s WebConf needs, besides your certificate, a confirmation with your security key (WebAuthn), and you have registered none yet.", operator.RuleOf(a).What),
+		Todo: fmt.Sprintf("Open your account page, register your security key (a FIDO2 key with a PIN or fingerprint), then try again. The page must be opened at https://%s — the name WebConf's security keys are bound to.", rpID),
+		Back: "/account"}
+}
+
+// NeedAssertion is a dangerous action without a valid token of a fresh assertion made for it.
+func NeedAssertion(a operator.Action, err error) Problem {
+	return Problem{Status: http.StatusForbidden, Code: CodeApprovalRequired, Title: "Security key confirmation required",
+		What: fmt.Sprintf("To %s WebConf needs a fresh confirmation with your security key, made for this very action: %v.", operator.RuleOf(a).What, err),
+		Todo: "Go back and press the button again: your browser then asks for your security key and its PIN or fingerprint. From the command line, pass an approval made on your account page (it is valid for 5 minutes, for one action)."}
+}
+
+// ForAuth explains an error of the operator list, or any other as problemFor does.
+func ForAuth(err error, back string) Problem {
+	p := Problem{Status: http.StatusConflict, What: err.Error(), Back: back}
+	switch {
+	case errors.Is(err, operator.ErrLastAdmin):
+		p.Title, p.Todo = "The last administrator keeps the admin role", "Give another operator the admin role first; then this one can lose it."
+	case errors.Is(err, operator.ErrNoSuchOperator):
+		p.Status, p.Title, p.Todo = http.StatusNotFound, "No such operator", "Reload the Operators page: an operator appears there once their certificate has opened WebConf."
+	case errors.Is(err, operator.ErrNoSuchKey):
+		p.Status, p.Title, p.Todo = http.StatusNotFound, "No such security key", "Reload the page and choose a key from the list."
+	case errors.Is(err, operator.ErrKeyRegistered):
+		p.Title, p.Todo = "Security key registered already", "This key is registered already (for you or another operator). Use another key, or remove it there first."
+	case errors.Is(err, operator.ErrNoSuchCert):
+		p.Status, p.Title, p.Todo = http.StatusBadRequest, "No such certificate", "Give the serial number in hexadecimal, as the Operators page lists it."
+	default:
+		return For(err, back)
+	}
+	return p
+}
+
+// NoRole is the page of a trusted certificate no administrator has given a role yet.
+func NoRole(op operator.Caller) Problem {
+	who := op.Name
+	if op.Ident.Issuer != "" {
+		who += ", issued by " + op.Ident.Issuer
+	}
+	return Problem{Status: http.StatusForbidden, Code: CodeNoRole, Title: "No role yet",
+		What: fmt.Sprintf("Your certificate is trusted, but no WebConf administrator has given it a role, so WebConf shows you nothing but your account page. You are %s (operator ID %s).", who, op.ID),
+		Todo: "Ask a WebConf administrator to give you a role (admin, custodian or auditor) on the Operators page, where you are listed under this name. Meanwhile you can register your security key on your account page.",
+		Back: "/account"}
+}
+
+// NotAllowed is the page of an operator whose role does not allow an action.
+func NotAllowed(op operator.Caller, a operator.Action) Problem {
+	r := operator.RuleOf(a)
+	var who []string
+	for _, role := range r.Roles {
+		who = append(who, role.String())
+	}
+	return Problem{Status: http.StatusForbidden, Title: "Not allowed for your role",
+		What: fmt.Sprintf("Your role is %s; only the role %s may %s.", op.Role, strings.Join(who, " or "), r.What),
+		Todo: "Ask a WebConf administrator if your role should change. Administrators run the ceremonies, restores, cluster joins and factory resets; custodians use the smart card tools on their own cards; auditors read the audit log and the protocols."}
+}
+
+// ForJoin explains a failed join.
+func ForJoin(err error, back string) Problem {
+	var pe *cluster.PeerError
+	if errors.As(err, &pe) {
+		p := Problem{Status: http.StatusBadGateway, Code: CodePeer, Title: pe.Title, What: pe.What, Todo: pe.Todo, Back: back}
+		if pe.ForeignKey {
+			p.Status, p.Code = http.StatusUnprocessableEntity, CodeForeignKey
+		}
+		return p
+	}
+	return For(err, back)
+}

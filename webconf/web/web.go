@@ -1,0 +1,66 @@
+package web
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// APIPrefix is where the JSON API for the command line lives. A POST there with a JSON body
+// needs no CSRF token (a browser cannot send one from another site without a CORS preflight,
+// which WebConf never grants; the Origin and Sec-Fetch-Site checks still apply), and its
+// problems are answered as JSON.
+const APIPrefix = "/api/"
+
+// IsAPI reports whether a request goes to the JSON API.
+func IsAPI(r *http.Request) bool { return strings.HasPrefix(r.URL.Path, APIPrefix) }
+
+// WriteJSON answers a script request.
+func WriteJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
+}
+
+// RedirectBack answers a form POST: 204 for the page script (it updates the page itself), a 303
+// to back for a plain form.
+func RedirectBack(w http.ResponseWriter, r *http.Request, back string) {
+	if r.Header.Get(FetchHeader) != "" {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	http.Redirect(w, r, back, http.StatusSeeOther)
+}
+
+// LocalPath accepts only a path on this server as a redirect target.
+func LocalPath(p, fallback string) string {
+	if len(p) > 0 && p[0] == '/' && (len(p) == 1 || (p[1] != '/' && p[1] != '\\')) {
+		return p
+	}
+	return fallback
+}
+
+// FormatTime shows a time to an operator, in UTC; "–" for none.
+func FormatTime(t time.Time) string {
+	if t.IsZero() {
+		return "–"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05 UTC")
+}
+
+// FormatRFC3339 is a time for the page script (RFC 3339 with nanoseconds); "" for none.
+func FormatRFC3339(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+// Minutes says a duration in words for a page.
+func Minutes(d time.Duration) string {
+	if m := int(d / time.Minute); m != 1 {
+		return fmt.Sprintf("%d minutes", m)
+	}
+	return "1 minute"
+}
