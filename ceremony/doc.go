@@ -30,7 +30,7 @@
 //     index, written when), an altered one, one of a retired or foreign set, or no share.
 //   - [KindPrepareCards]: lay N cards out in the pad's card profile (DF, slot files, slot PINs)
 //     where they lack it, each new PIN chosen on the pad; a card that does not allow it is
-//     refused with what a survey of it found. Not yet offered by WebConf or the CLI.
+//     refused with what a survey of it found.
 //
 // Any ceremony that meets a card in its NullPIN (transport) state has the custodian choose its
 // first PIN on the pad and goes on; PIN tries a card does not tell are reported as unknown,

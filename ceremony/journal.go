@@ -28,7 +28,7 @@ const (
 )
 
 // Kinds lists every kind, in the order a menu shows them.
-var Kinds = []Kind{KindGenerate, KindLoad, KindCopyCard, KindChangePIN, KindSlotUserCard, KindActivateSlot, KindFactoryReset, KindReissue, KindCardCheck}
+var Kinds = []Kind{KindGenerate, KindLoad, KindCopyCard, KindChangePIN, KindSlotUserCard, KindActivateSlot, KindFactoryReset, KindReissue, KindCardCheck, KindPrepareCards}
 
 // Title is the kind's name for people.
 func (k Kind) Title() string {

@@ -10,9 +10,7 @@ import (
 )
 
 // KindPrepareCards lays N cards out in the card profile the pad reads them with (DF, slot
-// files, slot PINs) where they lack it, the first PINs typed on the pad. It is not in [Kinds]
-// yet: WebConf and the CLI offer the kinds listed there, and their Prepare cards screens are
-// still to come.
+// files, slot PINs) where they lack it, the first PINs typed on the pad.
 const KindPrepareCards Kind = "prepare-cards"
 
 // RolePrepared is a card a Prepare cards ceremony laid out; Note says what was created.

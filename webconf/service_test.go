@@ -88,7 +88,7 @@ func startService(t testing.TB, dir string, o serviceOptions) *service {
 	if s.ops, err = operator.OpenOperators(filepath.Join(s.pki.Dir, operator.OperatorsFile)); err != nil {
 		t.Fatal(err)
 	}
-	s.srv, err = New(Config{PKI: s.pki, CABundle: o.bundle, Runner: s.mgr, Records: s.mgr, Audit: s.mgr, HSM: s.hsm, Sim: s.pad,
+	s.srv, err = New(Config{PKI: s.pki, CABundle: o.bundle, Runner: s.mgr, Records: s.mgr, Audit: s.mgr, HSM: s.hsm, Sim: s.pad, Surveyor: s.pad,
 		MaxUpload: o.maxUpload, Logger: log, Appliance: web.Appliance{PadName: "SIMULATOR", HSMName: "soft (test)", DataDir: dir},
 		Operators: s.ops, CRLFiles: o.crls, RPID: "localhost", RecoverAdmin: o.recover})
 	if err != nil {

@@ -296,6 +296,9 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 	if virtualPanel != nil {
 		cfg.Sim = virtualPanel
 	}
+	if sv, ok := pad.(web.CardSurveyor); ok {
+		cfg.Surveyor = sv // the Smart cards page's card survey
+	}
 	srv, err := webconf.New(cfg)
 	if err != nil {
 		return err
