@@ -86,3 +86,33 @@ func TestCardSurveyPage(t *testing.T) {
 		t.Errorf("prepare without a number: %s", excerpt(body))
 	}
 }
+
+// TestSimPanelShapedCards: the simulator panel makes an unprepared card and one whose PINs are
+// still in their transport state, to try the survey and Prepare cards in the browser.
+func TestSimPanelShapedCards(t *testing.T) {
+	s := startService(t, t.TempDir(), serviceOptions{})
+	b := s.browser("Frank")
+	for _, kind := range []string{"unprepared", "transport"} {
+		before := len(s.pad.Cards())
+		b.post("/sim/cards", url.Values{"kind": {kind}}, http.StatusSeeOther)
+		cards := s.pad.Cards()
+		if len(cards) != before+1 {
+			t.Fatalf("%s: %d cards", kind, len(cards))
+		}
+		var made string
+		for _, c := range cards {
+			if vc, _ := s.pad.VirtualCard(c.Serial); vc != nil && len(vc.PINs()) == map[string]int{"unprepared": 0, "transport": 2}[kind] {
+				made = c.Serial
+			}
+		}
+		vc, ok := s.pad.VirtualCard(made)
+		if !ok {
+			t.Fatalf("%s: no card of that shape among %+v", kind, cards)
+		}
+		for _, p := range vc.PINs() {
+			if !p.Null {
+				t.Errorf("%s card PIN %+v", kind, p)
+			}
+		}
+	}
+}

@@ -78,6 +78,17 @@ func (p *Panel) NewCard() (string, error) {
 	})
 }
 
+// NewShapedCard makes a TCOS card of the shape o describes (o.Serial is drawn anew).
+func (p *Panel) NewShapedCard(o vcard.Options) (string, error) {
+	return p.newCard(func(path string, serial []byte) (*vcard.Card, error) {
+		o.Serial = serial
+		return vcard.NewWith(path, o)
+	})
+}
+
+// Profile is the card profile new cards are laid out in.
+func (p *Panel) Profile() *tcos.Profile { return p.layout() }
+
 // NewForeignCard makes a card that is not a TCOS card.
 func (p *Panel) NewForeignCard() (string, error) { return p.newCard(vcard.NewForeign) }
 
