@@ -157,3 +157,36 @@ func FuzzResponses(f *testing.F) {
 		c.Write(ctx, pinpad.SlotUser, []byte("x"))
 	})
 }
+
+// readsOnly fails the test on any command a survey must not send.
+type readsOnly struct {
+	t  *testing.T
+	tr tcos.Transport
+}
+
+func (r readsOnly) Transmit(ctx context.Context, apdu []byte) ([]byte, error) {
+	switch apdu[1] {
+	case 0xA4, 0xB0, 0xB2, 0xC0, 0xAA:
+	default:
+		r.t.Fatalf("the survey sent %X", apdu)
+	}
+	return r.tr.Transmit(ctx, apdu)
+}
+
+// FuzzSurvey feeds arbitrary card answers to the survey: it never panics, never sends anything
+// but reads, and ends.
+func FuzzSurvey(f *testing.F) {
+	f.Add([]byte("\x02\x90\x00\x0f\x62\x0b\x80\x02\x00\x04\x82\x01\x01\x83\x02\x2f\x02\x90\x00\x06\x5a\x02\xca\xfe\x90\x00" +
+		"\x10\x62\x0e\x82\x01\x38\x83\x02\x3f\x00\x86\x06\xe0\x00\x00\x00\xff\xff\x90\x00" +
+		"\x02\x90\x00\x06\xdf\x01\x50\x49\x90\x00\x02\x6a\x82"))
+	f.Add([]byte("\x02\x90\x00\x02\x61\x05\x07\x62\x03\x80\x01\x03\x90\x00\x05\x5a\x01\x01\x90\x00"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		rep, err := tcos.Survey(context.Background(), readsOnly{t, &replay{data: data}}, tcos.ATR, nil)
+		if err != nil {
+			return
+		}
+		if rep.Verdict == "" || len(rep.Profiles) != len(tcos.Profiles()) {
+			t.Fatalf("report %+v", rep)
+		}
+	})
+}
