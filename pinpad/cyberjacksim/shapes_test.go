@@ -2,6 +2,7 @@ package cyberjacksim_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/keyquorum/keyquorum/ceremony"
 	"github.com/keyquorum/keyquorum/hsm/soft"
+	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/pinpad/cyberjacksim"
 	"github.com/keyquorum/keyquorum/pinpad/pcsc"
 	"github.com/keyquorum/keyquorum/pinpad/tcos"
@@ -131,5 +133,57 @@ func shapeOverPCSC(t *testing.T, prof *tcos.Profile, shape vcard.Options) {
 				t.Errorf("card %s PIN %02X: %d tries spent by queries, %d of %d left", vc.Serial(), p.Ref, p.Spent, p.Tries, p.Max)
 			}
 		}
+	}
+}
+
+// TestCyberJackFirstPIN sets the first PIN of a NetKey-shaped card in its NullPIN state on the
+// virtual cyberJack's pad, through PC/SC part 10 MODIFY_PIN_DIRECT with the template
+// 00 24 00 ref 06 000000000000 the pad appends the PIN to.
+func TestCyberJackFirstPIN(t *testing.T) {
+	needStack(t)
+	nk := tcos.NetKeyDF01()
+	term, err := pcsc.Open(t.Context(), pcsc.Options{Reader: readerName, Profile: nk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { term.Close() })
+	pad, err := cyberjacksim.Dial(stack.control)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pad.Close() })
+	path := filepath.Join(t.TempDir(), "card.json")
+	if _, err := vcard.NewWith(path, vcard.Options{Profile: nk, NullPIN: true}); err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{term: term, pad: pad, card: path}
+	card := r.insert(t)
+	typed := typeOnPad(t, stack.control, keys("123456", "OK"))
+	if err := card.VerifyPIN(t.Context(), pinpad.SlotShare, 10*time.Second); !errors.Is(err, pinpad.ErrNullPIN) {
+		t.Fatalf("verify in NullPIN state: %v", err)
+	}
+	<-typed
+	typed = typeOnPad(t, stack.control, keys("24681357", "OK"), keys("24681357", "OK"))
+	if err := card.SetFirstPIN(t.Context(), pinpad.SlotShare, 10*time.Second); err != nil {
+		t.Fatalf("first PIN: %v", err)
+	}
+	if err := <-typed; err != nil {
+		t.Fatal(err)
+	}
+	typed = typeOnPad(t, stack.control, keys("24681357", "OK"))
+	if err := card.VerifyPIN(t.Context(), pinpad.SlotShare, 10*time.Second); err != nil {
+		t.Fatalf("verify the first PIN: %v", err)
+	}
+	<-typed
+	if err := card.Write(t.Context(), pinpad.SlotShare, []byte("share record")); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	r.remove(t, card)
+	vc, err := vcard.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := vc.PIN(nk.Share.PINRef); p.Null || p.Tries != 3 || p.Spent != 0 {
+		t.Errorf("share PIN after the first PIN: %+v", p)
 	}
 }
