@@ -62,6 +62,9 @@ const (
 	AuditSetSplit            = "set.split"    // Re-issue: the key split again as a new set
 	AuditSetRetired          = "set.retired"  // Re-issue: the set replaced is retired
 	AuditCardChecked         = "card.checked" // Card check: the verdict on one card
+	// AuditShareOverwrite: an operator confirmed overwriting a card that holds a share of the
+	// set in use, knowing which share is lost and whether the quorum stays reachable.
+	AuditShareOverwrite = "share.overwrite-confirmed"
 )
 
 const zeroHash = "0000000000000000000000000000000000000000000000000000000000000000"
@@ -139,7 +142,42 @@ func appendAudit(tx *bolt.Tx, e *AuditEntry) error {
 	if err := putJSON(b, u64key(seq), e); err != nil {
 		return err
 	}
+	if err := indexAudit(tx, e); err != nil {
+		return err
+	}
 	return putJSON(meta, keyAuditHead, auditHead{Seq: seq, Hash: e.Hash})
+}
+
+// auditHeadSeq is the seq of the last audit entry (0 for an empty log or a journal still
+// being created).
+func auditHeadSeq(tx *bolt.Tx) uint64 {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		return 0
+	}
+	var head auditHead
+	if _, err := getJSON(meta, keyAuditHead, &head); err != nil {
+		return 0
+	}
+	return head.Seq
+}
+
+// auditEntriesAfter returns the entries appended after seq, in order.
+func auditEntriesAfter(tx *bolt.Tx, seq uint64) ([]AuditEntry, error) {
+	b := tx.Bucket(bucketAudit)
+	if b == nil {
+		return nil, nil
+	}
+	var out []AuditEntry
+	c := b.Cursor()
+	for k, v := c.Seek(u64key(seq + 1)); k != nil; k, v = c.Next() {
+		var e AuditEntry
+		if err := json.Unmarshal(v, &e); err != nil {
+			return nil, fmt.Errorf("read audit entry: %w", ErrCorrupt)
+		}
+		out = append(out, e)
+	}
+	return out, nil
 }
 
 // AuditError is a break in the audit chain: an entry that was edited, removed or added.
@@ -156,6 +194,9 @@ func (e *AuditError) Error() string {
 type AuditSummary struct {
 	Entries uint64
 	Head    string // hash of the last entry
+	// From is the entry an incremental verification started after (its checkpoint); 0 when
+	// the whole chain was checked.
+	From uint64
 }
 
 // chainChecker checks entries one at a time, in order.
@@ -196,10 +237,28 @@ func (c *chainChecker) summary() AuditSummary {
 }
 
 // verifyAudit checks the whole chain inside tx and the head kept in meta.
-func verifyAudit(tx *bolt.Tx) (AuditSummary, error) {
+func verifyAudit(tx *bolt.Tx) (AuditSummary, error) { return verifyAuditFrom(tx, auditHead{}) }
+
+// verifyAuditFrom checks the chain after the checkpoint cp (an entry verified before: its seq
+// and hash; the zero value checks the whole chain) and the head kept in meta. The checkpoint's
+// own entry must still carry the hash recorded for it.
+func verifyAuditFrom(tx *bolt.Tx, cp auditHead) (AuditSummary, error) {
 	c := newChainChecker()
 	cur := tx.Bucket(bucketAudit).Cursor()
-	for k, v := cur.First(); k != nil; k, v = cur.Next() {
+	k, v := cur.First()
+	if cp.Seq > 0 {
+		ck, cv := cur.Seek(u64key(cp.Seq))
+		var e AuditEntry
+		if ck == nil || !bytes.Equal(ck, u64key(cp.Seq)) || json.Unmarshal(cv, &e) != nil {
+			return AuditSummary{}, &AuditError{Seq: cp.Seq, Problem: "the entry verified last time is gone"}
+		}
+		if sum, err := e.ComputeHash(); err != nil || sum != cp.Hash || e.Hash != cp.Hash {
+			return AuditSummary{}, &AuditError{Seq: cp.Seq, Problem: "the entry verified last time was altered since"}
+		}
+		c.next, c.prev = cp.Seq+1, cp.Hash
+		k, v = cur.Next()
+	}
+	for ; k != nil; k, v = cur.Next() {
 		seq, ok := keyU64(k)
 		if !ok {
 			return AuditSummary{}, &AuditError{Seq: c.next, Problem: "foreign key in the audit bucket"}
@@ -223,6 +282,7 @@ func verifyAudit(tx *bolt.Tx) (AuditSummary, error) {
 	if head.Seq != s.Entries || (head.Seq > 0 && head.Hash != s.Head) {
 		return AuditSummary{}, &AuditError{Seq: s.Entries + 1, Problem: fmt.Sprintf("the log ends at entry %d but its head names entry %d: entries at the end were removed or replaced", s.Entries, head.Seq)}
 	}
+	s.From = cp.Seq
 	return s, nil
 }
 

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/sharing"
 )
@@ -92,18 +94,28 @@ func (r *run) copyCard() (*result, error) {
 				return err
 			}
 			already := have != nil && subtle.ConstantTimeCompare(have, data) == 1
-			if (unreadable || (have != nil && !already)) && !r.j.Request.Overwrite {
-				err := r.confirmCopyOverwrite(serial, have, rec)
-				sharing.Zero(have)
+			if unreadable || (have != nil && !already) {
+				// The Overwrite box covers other sets' shares only: a share of a set in use
+				// is asked about, naming the loss.
+				o, err := r.inspectTarget(serial, have, rec, true)
+				if err == nil {
+					err = r.confirmOverwrite(o, r.j.Request.Overwrite)
+				}
 				if err != nil {
+					sharing.Zero(have)
 					return err
 				}
 			}
 			sharing.Zero(have)
 			now := time.Now().UTC()
-			if err := r.commit(&auditSpec{event: AuditCardWriting, message: fmt.Sprintf("copying share %d to card %s", rec.Index, serial), serials: []string{serial}, indexes: []int{rec.Index}},
+			if err := r.commitWith(&auditSpec{event: AuditCardWriting, message: fmt.Sprintf("copying share %d to card %s", rec.Index, serial), serials: []string{serial}, indexes: []int{rec.Index}},
 				func(j *Journal) {
 					j.setCard(CardEntry{Serial: serial, Index: rec.Index, Role: RoleCopyTarget, State: CardWriting, Time: now, Profile: profileOf(card)})
+				}, func(tx *bolt.Tx, _ *Journal) error {
+					if already {
+						return nil
+					}
+					return forgetCard(tx, serial)
 				}); err != nil {
 				return err
 			}
@@ -123,11 +135,11 @@ func (r *run) copyCard() (*result, error) {
 				return r.writeFailed(serial, rec.Index, pinpad.ErrWriteVerify)
 			}
 			now = time.Now().UTC()
-			if err := r.commit(&auditSpec{event: AuditCardWritten, message: fmt.Sprintf("share %d copied from card %s to card %s and verified", rec.Index, source, serial),
+			if err := r.commitWith(&auditSpec{event: AuditCardWritten, message: fmt.Sprintf("share %d copied from card %s to card %s and verified", rec.Index, source, serial),
 				serials: []string{source, serial}, indexes: []int{rec.Index}},
 				func(j *Journal) {
 					j.setCard(CardEntry{Serial: serial, Index: rec.Index, Role: RoleCopyTarget, State: CardWritten, Time: now, Profile: profileOf(card)})
-				}); err != nil {
+				}, func(tx *bolt.Tx, _ *Journal) error { return addCopy(tx, rec.SetID.String(), rec.Index, serial) }); err != nil {
 				return err
 			}
 			target = serial
@@ -138,30 +150,6 @@ func (r *run) copyCard() (*result, error) {
 		return nil, err
 	}
 	return &result{outcome: fmt.Sprintf("Card %s now holds a copy of share %d of set %s (from card %s).", target, rec.Index, rec.SetID.Short(), source)}, nil
-}
-
-// confirmCopyOverwrite asks before a copy overwrites a card that holds something else.
-func (r *run) confirmCopyOverwrite(serial string, have []byte, rec *sharing.Record) error {
-	what := "data that is not a share record"
-	if have == nil {
-		what = "data that cannot be read"
-	} else if old, err := sharing.Unmarshal(have); err == nil {
-		switch {
-		case old.SetID == rec.SetID && old.Index != rec.Index:
-			what = fmt.Sprintf("share %d of the same set: overwriting it loses that share", old.Index)
-		case old.SetID == rec.SetID:
-			what = fmt.Sprintf("an older record of share %d", old.Index)
-		default:
-			what = fmt.Sprintf("share %d of another key set (set %s, key %s)", old.Index, old.SetID.Short(), old.KeyID)
-		}
-		old.Zero()
-	}
-	r.problem(fmt.Errorf("card %s holds %s", serial, what), "press OK on the pad to overwrite it, or Cancel on the pad to keep it and use another card")
-	err := r.waitOK(StepConfirmWrite, textOverwrite)
-	if errors.Is(err, pinpad.ErrCancelled) && r.ctx.Err() == nil {
-		return refuse(serial, "take it out and insert another card", "overwriting the card was %w", errDeclined)
-	}
-	return err
 }
 
 // changePIN changes the PIN of one slot of a card, entered on the pad.
@@ -196,7 +184,9 @@ func (r *run) changePINOn(card pinpad.Card, slot pinpad.Slot) error {
 			return err
 		}
 		t := r.m.cfg.Timeouts.PIN
-		r.prompt(StepChangePIN, WaitPIN, "Old PIN, new PIN, new PIN again", t)
+		// Each of the three entries has the whole PIN time on the pad: the prompt's deadline
+		// is the latest the last one can end.
+		r.prompt(StepChangePIN, WaitPIN, "Old PIN, new PIN, new PIN again", 3*t)
 		err := card.ChangePIN(r.ctx, slot, t)
 		var wrong *pinpad.WrongPINError
 		switch {

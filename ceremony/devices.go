@@ -29,17 +29,18 @@ type HSM interface {
 }
 
 // Timeouts bound each wait on the pad. A wait that runs out stalls the ceremony (see
-// [Manager.Retry]); it does not end it.
+// [Manager.Retry]); it does not end it. `keyquorum serve` sets each from a flag.
 type Timeouts struct {
 	OK      time.Duration // a confirmation ("Write New Key press OK/Cancel")
 	Card    time.Duration // a card inserted and OK pressed
-	PIN     time.Duration // a PIN typed on the pad (a PIN change: all three entries)
+	PIN     time.Duration // one PIN typed on the pad; each entry of a PIN change gets its own
 	Removal time.Duration // the card taken out
 }
 
 // DefaultTimeouts are long enough for a custodian fetching a card from the next room, short
-// enough that an abandoned pad does not wait forever.
-var DefaultTimeouts = Timeouts{OK: 2 * time.Minute, Card: 3 * time.Minute, PIN: time.Minute, Removal: 2 * time.Minute}
+// enough that an abandoned pad does not wait forever. A PIN gets 90 s: field reports found a
+// minute too short for people at a pad (web-eid/libpcsc-cpp raised theirs to 90 s).
+var DefaultTimeouts = Timeouts{OK: 2 * time.Minute, Card: 3 * time.Minute, PIN: 90 * time.Second, Removal: 2 * time.Minute}
 
 func (t Timeouts) withDefaults() Timeouts {
 	if t.OK <= 0 {

@@ -12,8 +12,11 @@
 //     and compare), then read k cards back, combine, check the key ID and load the key into the
 //     HSM.
 //   - [KindLoad]: read k distinct cards of one set, combine, check, load into the HSM (disaster
-//     recovery, cluster join).
+//     recovery, cluster join). When the HSM names a key, only cards of that key are taken;
+//     otherwise cards are collected per set and the first set to reach its quorum is loaded, so
+//     a card of another set inserted first never locks out the right ones.
 //   - [KindCopyCard]: copy the share of one card onto another (a second set for a DR site).
+//     Its Overwrite permission covers other sets' shares only (see Overwriting a share).
 //   - [KindChangePIN]: change the PIN of a card's share slot or slot user slot, on the pad.
 //   - [KindSlotUserCard]: write a PKCS#11 slot credential, issued by the HSM for this card's
 //     serial, to a card's slot user slot. [KindActivateSlot] reads it back and activates the slot.
@@ -50,6 +53,23 @@
 // the MBK by every HSM that loads it, so a restored or rebuilt appliance checks the same cards;
 // the registry itself lives in this journal, not in HSM backups.
 //
+// # Overwriting a share
+//
+// Every ceremony that writes a card reads it first. A card holding a share of a set in use (the
+// current set, one still being issued, the set a copy copies from, a set of the HSM's key) is
+// overwritten only when the operator confirms that exact loss: which share of which set, how many
+// of the set's shares and cards this appliance knows of then remain, and whether the quorum is
+// still reachable. The confirmed loss is audited; the registry forgets the card and learns copies.
+//
+// # Questions on the screen
+//
+// A pad that cannot report OK and Cancel (a cyberJack through PC/SC) has its questions answered
+// on the screen. Each question has an ID, journaled while it is open and carried by the event
+// ([Event.Question]); [Manager.Answer] must name it, and an answer to a question no longer asked
+// is refused ([*StaleAnswerError]), so a late or double-clicked OK never answers the next one.
+// OK to a destructive question (an overwrite, the last PIN try) needs the caller's fresh
+// security-key confirmation ([Answer].SteppedUp). Answers are audited with the question's text.
+//
 // The prompts on the pad follow the appliance's manual: "Write New Key press OK/Cancel",
 // "Insert 1. card press OK/Cancel", "Enter PIN", "Read New Key press OK/Cancel".
 //
@@ -85,8 +105,8 @@
 //	    pending       JSON Pending: what an interrupted ceremony requires (resume, reset)
 //	    keyset        JSON KeySet: the card set of the loaded MBK (IDs, quorum, serials)
 //	sets/             the card set registry (schema 2); kept by a factory reset, like the audit log
-//	    <set id>      16 bytes → JSON CardSet: quorum, status, per share the card and the
-//	                  authenticator; at most one set has status "current"
+//	    <set id>      16 bytes → JSON CardSet: quorum, status, per share the card, the cards
+//	                  copies went to, and the authenticator; at most one set has status "current"
 //	ceremonies/       one entry per ceremony, never deleted
 //	    <id>          uint64 big-endian → JSON Journal, rewritten at every transition
 //	audit/            append-only, hash-chained

@@ -8,10 +8,13 @@ import (
 
 // Conditions a caller of the Manager can test for. Texts are safe to show an operator.
 var (
-	ErrNoCeremony      = errors.New("no such ceremony")
-	ErrNotRunning      = errors.New("no ceremony is running")
-	ErrNotStalled      = errors.New("the ceremony is not waiting for a retry")
-	ErrNotAsking       = errors.New("the ceremony is not waiting for a confirmation")
+	ErrNoCeremony = errors.New("no such ceremony")
+	ErrNotRunning = errors.New("no ceremony is running")
+	ErrNotStalled = errors.New("the ceremony is not waiting for a retry")
+	ErrNotAsking  = errors.New("the ceremony is not waiting for a confirmation")
+	// ErrStepUpRequired refuses OK to a destructive question (Question.Destructive) that the
+	// caller did not confirm with a fresh security-key confirmation.
+	ErrStepUpRequired  = errors.New("this answer destroys data on a card: confirm it with your security key first")
 	ErrNothingToResume = errors.New("there is no interrupted ceremony to resume")
 	ErrClosed          = errors.New("the ceremony manager is closed")
 	ErrBadOperator     = errors.New("operator identity must be 1 to 256 printable characters")
@@ -38,13 +41,31 @@ func (e *BusyError) Error() string {
 		e.Kind.Title(), e.ID, e.Operator, e.Started.UTC().Format(time.RFC3339), e.Step)
 }
 
-// PendingError refuses a key ceremony while an interrupted one requires an action first.
+// PendingError refuses a key ceremony (or a Resume) while an interrupted one requires another
+// action first. Op is what was refused ("start ceremony", "resume ceremony").
 type PendingError struct {
+	Op      string
 	Pending Pending
 }
 
 func (e *PendingError) Error() string {
-	return "start ceremony: " + e.Pending.Message
+	op := e.Op
+	if op == "" {
+		op = "start ceremony"
+	}
+	return op + ": " + e.Pending.Message
+}
+
+// Todo says what the operator must do next, in words that match what is pending: a factory
+// reset is never called a resume.
+func (e *PendingError) Todo() string {
+	switch e.Pending.Next {
+	case NextReset:
+		return "A factory reset is required first (nothing can be resumed): run the factory reset, then start a new key generation or load."
+	case NextResume, NextRestartRead:
+		return fmt.Sprintf("Resume the interrupted %s #%d first (it reads the cards again), or cancel it by starting over after a factory reset.", e.Pending.Kind.Title(), e.Pending.Ceremony)
+	}
+	return "See the status page for what the last ceremony left."
 }
 
 // CancelledError is a ceremony cancelled by an operator (as opposed to the Cancel key on the
@@ -59,3 +80,23 @@ func (e *CancelledError) Error() string {
 
 // ErrStopped is the cause of a ceremony ended because the service stopped.
 var ErrStopped = errors.New("the keyquorum service stopped")
+
+// ErrStaleAnswer is the condition of [*StaleAnswerError].
+var ErrStaleAnswer = errors.New("the question answered is no longer asked")
+
+// StaleAnswerError refuses an answer to a question that is no longer open (answered already,
+// timed out, or replaced by another): a late or double-clicked OK must never answer the next
+// question. Asked is the question open now, if any.
+type StaleAnswerError struct {
+	Answered string
+	Asked    *Question
+}
+
+func (e *StaleAnswerError) Error() string {
+	if e.Asked == nil {
+		return fmt.Sprintf("%v: question %s was answered or ran out, and nothing is asked now", ErrStaleAnswer, e.Answered)
+	}
+	return fmt.Sprintf("%v: question %s was answered or ran out; the pad now asks %q (question %s): read it and answer that one", ErrStaleAnswer, e.Answered, e.Asked.Text, e.Asked.ID)
+}
+
+func (e *StaleAnswerError) Is(target error) bool { return target == ErrStaleAnswer }

@@ -91,6 +91,36 @@ type Event struct {
 	// Outcome is set when the ceremony ended: what happened and what comes next, in words.
 	Outcome string     `json:"outcome,omitempty"`
 	Next    NextAction `json:"next,omitempty"`
+	// Question is the question open on the screen while Waiting is WaitConfirm: an answer
+	// ([Manager.Answer]) must name its ID.
+	Question *Question `json:"question,omitempty"`
+	// Sets is how far each card set a read has seen got, when cards of more than one set were
+	// read (a Load finishes with the first set that reaches its quorum).
+	Sets []SetProgress `json:"sets,omitempty"`
+}
+
+// Question is a question of the pad that the operator answers on the screen (WebConf, CLI)
+// because the pad cannot report its OK and Cancel keys. Its ID binds an answer to it: an answer
+// to a question no longer asked is refused ([*StaleAnswerError]).
+type Question struct {
+	// ID is unique on this appliance: the ceremony, and the question's number in it.
+	ID string `json:"id"`
+	// Text is the pad's text ("Card not empty overwrite? OK/Cancel"), Detail what it is about
+	// in words (which card, which share, what is lost).
+	Text   string `json:"text"`
+	Detail string `json:"detail,omitempty"`
+	// Destructive is a question whose OK destroys something (overwrites a card's data, spends
+	// a card's last PIN try). The screen must get a fresh confirmation of the operator's
+	// security key before sending OK to it; [Manager.Answer] refuses an OK without one.
+	Destructive bool `json:"destructive,omitempty"`
+}
+
+// SetProgress is how many distinct shares of one card set a read holds, of the k it needs.
+type SetProgress struct {
+	SetID string `json:"set_id"` // hex
+	Label string `json:"label,omitempty"`
+	Read  int    `json:"read"`
+	K     int    `json:"k"`
 }
 
 // SubscriptionBuffer is how many events a subscriber may lag behind before the oldest it has

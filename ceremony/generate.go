@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -123,7 +124,7 @@ func issuingSet(j *Journal, label, origin string, tags map[int]string, now time.
 func (r *run) writeCards(records []*sharing.Record, confirm string) error {
 	n := len(records)
 	r.progress(0, n)
-	if err := r.retryable(func() error { return r.waitOK(StepConfirm, confirm) }); err != nil {
+	if err := r.retryable(func() error { return r.waitOK(ask{step: StepConfirm, text: confirm}) }); err != nil {
 		return err
 	}
 	written := make(map[int]string, n) // share index → card serial
@@ -174,13 +175,13 @@ func (r *run) writeShare(rec *sharing.Record, written map[int]string) error {
 			// This card was being written when it was pulled out (or the process stopped):
 			// the half-written slot is rewritten without a question.
 		case unreadable:
-			if err := r.confirmOverwrite(card, nil, rec); err != nil {
+			if err := r.confirmShareTarget(serial, nil, rec); err != nil {
 				return err
 			}
 		case have != nil && !already:
 			// A card pulled out mid-write and put back holds this share: it is rewritten
 			// without a question. Anything else needs the custodian's OK.
-			if err := r.confirmOverwrite(card, have, rec); err != nil {
+			if err := r.confirmShareTarget(serial, have, rec); err != nil {
 				sharing.Zero(have)
 				return err
 			}
@@ -189,10 +190,10 @@ func (r *run) writeShare(rec *sharing.Record, written map[int]string) error {
 
 		if !already {
 			now := time.Now().UTC()
-			if err := r.commit(&auditSpec{event: AuditCardWriting, message: fmt.Sprintf("writing share %d to card %s", i, serial), serials: []string{serial}, indexes: []int{i}},
+			if err := r.commitWith(&auditSpec{event: AuditCardWriting, message: fmt.Sprintf("writing share %d to card %s", i, serial), serials: []string{serial}, indexes: []int{i}},
 				func(j *Journal) {
 					j.setCard(CardEntry{Serial: serial, Index: i, Role: RoleShare, State: CardWriting, Time: now, Profile: profileOf(card)})
-				}); err != nil {
+				}, func(tx *bolt.Tx, _ *Journal) error { return forgetCard(tx, serial) }); err != nil {
 				return err
 			}
 			r.working(StepWriteCard, "")
@@ -236,35 +237,6 @@ func (r *run) wasWriting(serial string, index int) bool {
 	return false
 }
 
-// confirmOverwrite asks before a card's share slot is overwritten, unless it holds the very
-// share about to be written (a card removed mid-write and inserted again).
-func (r *run) confirmOverwrite(card pinpad.Card, have []byte, rec *sharing.Record) error {
-	serial := card.Serial()
-	what := "data that is not a share record"
-	if have == nil {
-		what = "data that cannot be read"
-	} else if old, err := sharing.Unmarshal(have); err == nil {
-		defer old.Zero()
-		switch {
-		case old.SetID == rec.SetID && old.Index == rec.Index:
-			return nil
-		case old.SetID == rec.SetID:
-			return refuse(serial, "take it out and insert another card", "this card holds share %d of this ceremony", old.Index)
-		case r.j.Kind == KindReissue && old.SetID.String() == r.j.FromSetID:
-			return refuse(serial, "take it out and insert a blank card or a card of a retired set",
-				"this card holds share %d of the current set %s, which must stay whole while the new set is written (an interrupted re-issue falls back to it): write the new set to other cards", old.Index, old.SetID.Short())
-		default:
-			what = fmt.Sprintf("share %d of another key set (set %s, key %s)", old.Index, old.SetID.Short(), old.KeyID)
-		}
-	}
-	r.problem(fmt.Errorf("card %s holds %s", serial, what), "press OK on the pad to overwrite it, or Cancel on the pad to keep it and use another card")
-	err := r.waitOK(StepConfirmWrite, textOverwrite)
-	if errors.Is(err, pinpad.ErrCancelled) && r.ctx.Err() == nil {
-		return refuse(serial, "take it out and insert another card", "overwriting the card was %w", errDeclined)
-	}
-	return err
-}
-
 // journalIDs returns the set and key ID the journal records.
 func (r *run) journalIDs() (sharing.SetID, sharing.KeyID, error) {
 	var s sharing.SetID
@@ -279,8 +251,8 @@ func (r *run) journalIDs() (sharing.SetID, sharing.KeyID, error) {
 	return s, k, nil
 }
 
-// expectation is what the cards of a read must match. Nil fields are learnt from the first
-// card.
+// expectation is what the cards of a read must match. Nil fields accept any: a Load of an
+// HSM without a key takes cards of any set and finishes with the first set whose quorum is read.
 type expectation struct {
 	setID *sharing.SetID
 	keyID *sharing.KeyID
@@ -305,24 +277,118 @@ func (r *run) load() (*result, error) {
 	return r.readAndLoad(exp, textReadKey)
 }
 
+// readGroup is what a read accepted of one card set.
+type readGroup struct {
+	setID   sharing.SetID
+	keyID   sharing.KeyID
+	k, n    int
+	label   string
+	need    int // cards to combine: k, one more while a damaged card hides among them
+	records map[int]*sharing.Record
+	serials map[string]int // serial → share index
+}
+
+func (g *readGroup) left() int { return max(g.need-len(g.records), 0) }
+
+// reading is what a read accepted so far, per card set, in the order the sets were first seen.
+type reading struct{ groups []*readGroup }
+
+func (rd *reading) group(id sharing.SetID) *readGroup {
+	for _, g := range rd.groups {
+		if g.setID == id {
+			return g
+		}
+	}
+	return nil
+}
+
+func (rd *reading) cards() int {
+	n := 0
+	for _, g := range rd.groups {
+		n += len(g.records)
+	}
+	return n
+}
+
+// read returns the share index and set of a card read before.
+func (rd *reading) read(serial string) (int, *readGroup, bool) {
+	for _, g := range rd.groups {
+		if i, ok := g.serials[serial]; ok {
+			return i, g, true
+		}
+	}
+	return 0, nil, false
+}
+
+// complete returns a set whose needed cards were read.
+func (rd *reading) complete() *readGroup {
+	for _, g := range rd.groups {
+		if len(g.records) > 0 && g.left() == 0 {
+			return g
+		}
+	}
+	return nil
+}
+
+// leader is the set closest to its quorum (the first seen among equals): the one the progress
+// counts and the hints speak of.
+func (rd *reading) leader() *readGroup {
+	var best *readGroup
+	for _, g := range rd.groups {
+		if best == nil || g.left() < best.left() {
+			best = g
+		}
+	}
+	return best
+}
+
+// progress is each set's progress, for the event; nil while one set was seen.
+func (rd *reading) progress() []SetProgress {
+	if len(rd.groups) < 2 {
+		return nil
+	}
+	out := make([]SetProgress, 0, len(rd.groups))
+	for _, g := range rd.groups {
+		out = append(out, SetProgress{SetID: g.setID.String(), Label: g.label, Read: len(g.records), K: g.need})
+	}
+	return out
+}
+
+// summary says each set's progress: "set 1a2b3c4d…: 1 of 2, set 5e6f7a8b…: 2 of 3".
+func (rd *reading) summary() string {
+	var parts []string
+	for _, g := range rd.groups {
+		parts = append(parts, fmt.Sprintf("set %s: %d of %d", g.setID.Short(), len(g.records), g.need))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func (rd *reading) zero() {
+	for _, g := range rd.groups {
+		for _, rec := range g.records {
+			rec.Zero()
+		}
+	}
+}
+
 // readAndLoad reads cards until k distinct shares of one set reconstruct the key, loads it into
 // the HSM and zeroes it. With a damaged card among them it reads one more card to find it.
 func (r *run) readAndLoad(exp *expectation, confirm string) (*result, error) {
-	records := make(map[int]*sharing.Record)
-	serials := make(map[string]int) // serial → share index
-	defer func() {
-		for _, rec := range records {
-			rec.Zero()
-		}
-	}()
-	secret, err := r.readQuorum(exp, confirm, records, serials)
+	rd := &reading{}
+	defer rd.zero()
+	secret, g, err := r.readQuorum(exp, confirm, rd)
 	if err != nil {
 		return nil, err
 	}
 	defer sharing.Zero(secret)
-	setID, keyID := exp.setID, *exp.keyID
-	if err := r.commit(&auditSpec{event: AuditKeyLoading, message: fmt.Sprintf("key %s reconstructed from %d cards: loading it into the HSM", keyID, len(records))},
-		func(j *Journal) { j.Phase = PhaseLoading }); err != nil {
+	keyID := g.keyID
+	if err := r.commit(&auditSpec{event: AuditKeyLoading, message: fmt.Sprintf("key %s reconstructed from %d cards of set %s: loading it into the HSM", keyID, len(g.records), g.setID.Short())},
+		func(j *Journal) {
+			j.Phase = PhaseLoading
+			if j.Kind == KindLoad {
+				j.SetID, j.KeyID, j.K, j.N = g.setID.String(), g.keyID.String(), g.k, g.n
+			}
+		}); err != nil {
 		return nil, err
 	}
 	r.working(StepLoadKey, "")
@@ -333,13 +399,16 @@ func (r *run) readAndLoad(exp *expectation, confirm string) (*result, error) {
 	j := r.j
 	var idx []int
 	var sers []string
-	for s, i := range serials {
+	for s, i := range g.serials {
 		sers = append(sers, s)
 		idx = append(idx, i)
 	}
-	outcome := fmt.Sprintf("Key %s loaded into the HSM from %d cards (set %s).", keyID, len(records), setID.Short())
+	outcome := fmt.Sprintf("Key %s loaded into the HSM from %d cards (set %s).", keyID, len(g.records), g.setID.Short())
+	if len(rd.groups) > 1 {
+		outcome += fmt.Sprintf(" Cards read: %s — done with set %s.", rd.summary(), g.setID.Short())
+	}
 	if j.Kind == KindGenerate {
-		outcome = fmt.Sprintf("Key generation finished: %d cards written, %d read back, key %s loaded into the HSM.", j.N, len(records), keyID)
+		outcome = fmt.Sprintf("Key generation finished: %d cards written, %d read back, key %s loaded into the HSM.", j.N, len(g.records), keyID)
 	}
 	res := &result{
 		outcome: outcome,
@@ -350,12 +419,11 @@ func (r *run) readAndLoad(exp *expectation, confirm string) (*result, error) {
 	if j.Kind == KindLoad {
 		// The HSM now holds the key: it authenticates the shares read, so that the card set
 		// registry can vouch for these cards in a card check (a set made elsewhere, or an
-		// appliance whose journal was lost, learns them here).
-		for _, rec := range records {
-			res.setLabel = rec.Label
-			break
-		}
-		res.setTags = r.loadedAuthenticators(records)
+		// appliance whose journal was lost, learns them here). The set keeps the label its
+		// cards carry.
+		res.setLabel = g.label
+		res.keyset.Label = g.label
+		res.setTags = r.loadedAuthenticators(g.records)
 	}
 	return res, nil
 }
@@ -379,79 +447,90 @@ func (r *run) loadedAuthenticators(records map[int]*sharing.Record) map[int]stri
 	return tags
 }
 
-// readQuorum reads cards until k distinct shares of one set reconstruct the key and returns it
-// (the caller zeroes it); records and serials collect what was read (the caller zeroes the
-// records). With a damaged card among them it reads one more card to find it. The key's ID is
-// checked against exp.
-func (r *run) readQuorum(exp *expectation, confirm string, records map[int]*sharing.Record, serials map[string]int) ([]byte, error) {
-	if err := r.retryable(func() error { return r.waitOK(StepConfirm, confirm) }); err != nil {
-		return nil, err
+// showReading publishes how far the read got: the leading set's cards of its quorum, and each
+// set's when cards of several were read.
+func (r *run) showReading(rd *reading) {
+	done, total := 0, r.j.K
+	if g := rd.leader(); g != nil {
+		done, total = len(g.records), g.need
 	}
-	need := exp.k
-	r.progress(0, need)
-	var secret []byte
-	for secret == nil {
-		for need == 0 || len(records) < need {
-			if len(records) > 0 {
+	r.emit(EventProgress, func(ev *Event) { ev.CardsDone, ev.CardsTotal, ev.Sets = done, total, rd.progress() })
+}
+
+// readQuorum reads cards until k distinct shares of one set reconstruct the key and returns it
+// (the caller zeroes it) with that set's group; rd collects what was read (the caller zeroes
+// it). Cards of several sets may be read (when exp names no set): each set collects its own,
+// and the first set to reach its quorum ends the read, so a foreign first card never locks out
+// the others. With a damaged card among a set's cards it reads one more card of that set to
+// find it. The key's ID is checked against exp.
+func (r *run) readQuorum(exp *expectation, confirm string, rd *reading) ([]byte, *readGroup, error) {
+	// Nothing is read yet: the counter the writing left behind must not show on this prompt.
+	r.emit(EventProgress, func(ev *Event) { ev.CardsDone, ev.CardsTotal, ev.Sets = 0, exp.k, nil })
+	if err := r.retryable(func() error { return r.waitOK(ask{step: StepConfirm, text: confirm}) }); err != nil {
+		return nil, nil, err
+	}
+	for {
+		g := rd.complete()
+		if g == nil {
+			if rd.cards() > 0 {
 				if err := r.retryable(r.removeCard); err != nil {
-					return nil, err
+					return nil, nil, err
 				}
 			}
-			if err := r.retryable(func() error { return r.readShare(exp, records, serials) }); err != nil {
-				return nil, err
+			if err := r.retryable(func() error { return r.readShare(exp, rd) }); err != nil {
+				return nil, nil, err
 			}
-			if need == 0 {
-				need = exp.k
-			}
-			r.progress(len(records), need)
+			r.showReading(rd)
+			continue
 		}
 		r.working(StepCombine, "")
-		list := make([]*sharing.Record, 0, len(records))
-		for _, rec := range records {
+		list := make([]*sharing.Record, 0, len(g.records))
+		for _, rec := range g.records {
 			list = append(list, rec)
 		}
-		s, err := sharing.Combine(list)
+		secret, err := sharing.Combine(list)
 		var bad *sharing.BadShareError
 		switch {
 		case err == nil:
-			secret = s
-		case errors.Is(err, sharing.ErrKeyIDMismatch):
-			if len(records) >= exp.n {
-				return nil, fmt.Errorf("combine shares: %w", err)
+			if sharing.KeyIDOf(secret) != g.keyID || (exp.keyID != nil && g.keyID != *exp.keyID) {
+				sharing.Zero(secret)
+				return nil, nil, fmt.Errorf("combine shares: %w", sharing.ErrKeyIDMismatch)
 			}
-			need = len(records) + 1
-			r.problem(err, fmt.Sprintf("insert one more card of the set (%d more needed)", need-len(records)))
+			return secret, g, nil
+		case errors.Is(err, sharing.ErrKeyIDMismatch):
+			if len(g.records) >= g.n {
+				return nil, nil, fmt.Errorf("combine shares: %w", err)
+			}
+			g.need = len(g.records) + 1
+			r.showReading(rd)
+			r.problem(err, fmt.Sprintf("insert one more card of set %s (%d more needed)", g.setID.Short(), g.left()))
 		case errors.As(err, &bad):
 			for _, idx := range bad.Indexes {
-				if err := r.dropDamaged(records, serials, idx); err != nil {
-					return nil, err
+				if err := r.dropDamaged(g.records, g.serials, idx); err != nil {
+					return nil, nil, err
 				}
 			}
-			need = exp.k // the records left are good: k of them are enough
+			g.need = g.k // the records left are good: k of them are enough
+			r.showReading(rd)
 			hint := "set the damaged card aside: the other cards read are enough"
-			if need > len(records) {
-				hint = fmt.Sprintf("set the damaged card aside and insert another card of the set (%d more needed)", need-len(records))
+			if g.left() > 0 {
+				hint = fmt.Sprintf("set the damaged card aside and insert another card of set %s (%d more needed)", g.setID.Short(), g.left())
 			}
 			r.problem(err, hint)
 		default:
-			return nil, fmt.Errorf("combine shares: %w", err)
+			return nil, nil, fmt.Errorf("combine shares: %w", err)
 		}
 	}
-	if got := sharing.KeyIDOf(secret); got != *exp.keyID {
-		sharing.Zero(secret)
-		return nil, fmt.Errorf("combine shares: %w", sharing.ErrKeyIDMismatch)
-	}
-	return secret, nil
 }
 
-// readShare reads one card of the set and adds its record, refusing (and naming why) a card
-// read before, a copy of a share read before, a card of another set or key, an empty card or a
-// damaged record.
-func (r *run) readShare(exp *expectation, records map[int]*sharing.Record, serials map[string]int) error {
-	return r.withCard(insertText(len(records)+1), func(card pinpad.Card) error {
+// readShare reads one card and adds its record to its set's group, refusing (and naming why) a
+// card read before, a copy of a share read before, a card of a set or key the read cannot use,
+// an empty card or a damaged record.
+func (r *run) readShare(exp *expectation, rd *reading) error {
+	return r.withCard(insertText(rd.cards()+1), func(card pinpad.Card) error {
 		serial := card.Serial()
-		if idx, ok := serials[serial]; ok {
-			return refuse(serial, "take it out and insert a different card of the set", "this card was already read (share %d)", idx)
+		if idx, g, ok := rd.read(serial); ok {
+			return refuse(serial, "take it out and insert a different card of the set", "this card was already read (share %d of set %s)", idx, g.setID.Short())
 		}
 		if err := r.verifyPIN(card, pinpad.SlotShare); err != nil {
 			return err
@@ -480,6 +559,7 @@ func (r *run) readShare(exp *expectation, records map[int]*sharing.Record, seria
 		if err := r.refuseRetired(serial, rec); err != nil {
 			return err
 		}
+		g := rd.group(rec.SetID)
 		switch {
 		case exp.setID != nil && rec.SetID != *exp.setID:
 			if exp.keyID != nil && rec.KeyID == *exp.keyID {
@@ -491,9 +571,9 @@ func (r *run) readShare(exp *expectation, records map[int]*sharing.Record, seria
 				return refuse(serial, "take it out and insert a card of the key this HSM holds", "this card holds a share of key %s, but the HSM holds key %s", rec.KeyID, *exp.keyID)
 			}
 			return refuse(serial, "take it out and insert a card of the set being read", "this card holds a share of key %s, not of key %s", rec.KeyID, *exp.keyID)
-		case records[rec.Index] != nil:
+		case g != nil && g.records[rec.Index] != nil:
 			other := ""
-			for s, i := range serials {
+			for s, i := range g.serials {
 				if i == rec.Index {
 					other = s
 				}
@@ -501,29 +581,46 @@ func (r *run) readShare(exp *expectation, records map[int]*sharing.Record, seria
 			return refuse(serial, "take it out and insert a different card of the set", "share %d was already read from card %s: this card is a copy of it", rec.Index, other)
 		case exp.k != 0 && (rec.K != exp.k || rec.N != exp.n):
 			return refuse(serial, "take it out and insert a card of the set being read", "this card claims a %d of %d set, the set being read is %d of %d: it is damaged", rec.K, rec.N, exp.k, exp.n)
+		case g != nil && (rec.K != g.k || rec.N != g.n || rec.KeyID != g.keyID):
+			return refuse(serial, "take it out and insert another card of the set", "this card claims a %d of %d set of key %s, but the cards of set %s read are %d of %d of key %s: it is damaged", rec.K, rec.N, rec.KeyID, rec.SetID.Short(), g.k, g.n, g.keyID)
 		}
+		added := g == nil
+		if added {
+			g = &readGroup{setID: rec.SetID, keyID: rec.KeyID, k: rec.K, n: rec.N, label: rec.Label, need: rec.K,
+				records: map[int]*sharing.Record{}, serials: map[string]int{}}
+			rd.groups = append(rd.groups, g)
+		}
+		g.records[rec.Index] = rec
+		g.serials[serial] = rec.Index
+		lead := rd.leader()
 		now := time.Now().UTC()
-		first := exp.setID == nil
-		if err := r.commit(&auditSpec{event: AuditCardRead, message: fmt.Sprintf("share %d of set %s read from card %s", rec.Index, rec.SetID.Short(), serial), serials: []string{serial}, indexes: []int{rec.Index}},
+		msg := fmt.Sprintf("share %d of set %s read from card %s", rec.Index, rec.SetID.Short(), serial)
+		if len(rd.groups) > 1 {
+			msg += " (" + rd.summary() + ")"
+		}
+		if err := r.commit(&auditSpec{event: AuditCardRead, message: msg, serials: []string{serial}, indexes: []int{rec.Index}},
 			func(j *Journal) {
-				switch {
-				case first && j.Kind == KindReissue:
-					j.FromSetID, j.KeyID, j.FromK, j.FromN = rec.SetID.String(), rec.KeyID.String(), rec.K, rec.N
-				case first:
-					j.SetID, j.KeyID, j.K, j.N = rec.SetID.String(), rec.KeyID.String(), rec.K, rec.N
+				// The journal names the set closest to its quorum: the one an interruption's
+				// outcome counts the cards of.
+				if j.Kind == KindReissue {
+					j.FromSetID, j.KeyID, j.FromK, j.FromN = lead.setID.String(), lead.keyID.String(), lead.k, lead.n
+				} else {
+					j.SetID, j.KeyID, j.K, j.N = lead.setID.String(), lead.keyID.String(), lead.k, lead.n
 				}
-				j.setCard(CardEntry{Serial: serial, Index: rec.Index, Role: RoleRead, State: CardRead, Time: now, Profile: profileOf(card)})
+				j.setCard(CardEntry{Serial: serial, Index: rec.Index, SetID: rec.SetID.String(), Role: RoleRead, State: CardRead, Time: now, Profile: profileOf(card)})
 				j.LastError = ""
 			}); err != nil {
+			delete(g.records, rec.Index)
+			delete(g.serials, serial)
+			if added {
+				rd.groups = rd.groups[:len(rd.groups)-1]
+			}
 			return err
 		}
-		if first {
-			s, k := rec.SetID, rec.KeyID
-			exp.setID, exp.keyID, exp.k, exp.n = &s, &k, rec.K, rec.N
-		}
-		records[rec.Index] = rec
-		serials[serial] = rec.Index
 		keep = true
+		if len(rd.groups) > 1 {
+			r.m.log.Info("cards of several sets read", "ceremony", r.j.ID, "sets", rd.summary())
+		}
 		return nil
 	})
 }

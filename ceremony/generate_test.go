@@ -436,6 +436,8 @@ func TestGenerateFailures(t *testing.T) {
 }
 
 // A card holding a share of another set: the custodian is asked; Cancel keeps it, OK overwrites.
+// Here the other set is the one current before the factory reset, so the question names the
+// share lost (TestCopyNeverSilentlyOverwritesCurrentSet).
 func TestGenerateOverwriteQuestion(t *testing.T) {
 	for _, answer := range []string{"cancel", "ok"} {
 		t.Run(answer, func(t *testing.T) {
@@ -451,7 +453,7 @@ func TestGenerateOverwriteQuestion(t *testing.T) {
 				}
 			})
 			e.op.addRule(func(o *operator, s sim.State) bool {
-				if s.Waiting == sim.WaitOK && strings.HasPrefix(s.Display, "Card not empty") {
+				if s.Waiting == sim.WaitOK && (strings.HasPrefix(s.Display, "Card not empty") || strings.HasPrefix(s.Display, "Overwrite share")) {
 					if answer == "cancel" {
 						o.pad.PressCancel()
 					} else {
@@ -462,7 +464,7 @@ func TestGenerateOverwriteQuestion(t *testing.T) {
 				return false
 			})
 			j := e.mustSucceed(e.start("CN=alice", Request{Kind: KindGenerate, K: 2, N: 2}))
-			if !slices.ContainsFunc(e.events.problems(), func(p string) bool { return strings.Contains(p, "another key set") }) {
+			if !slices.ContainsFunc(e.events.problems(), func(p string) bool { return strings.Contains(p, "share 1 of the current set") }) {
 				t.Errorf("problems %q", e.events.problems())
 			}
 			onOld := slices.ContainsFunc(j.Cards, func(c CardEntry) bool { return c.Serial == old[0] && c.State == CardWritten })

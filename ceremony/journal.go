@@ -157,8 +157,10 @@ const (
 // CardEntry is one card in a ceremony: which card, which share index, what happened. It never
 // holds a share or a PIN.
 type CardEntry struct {
-	Serial  string    `json:"serial"`
-	Index   int       `json:"index,omitempty"` // share index, 1..n; 0 when not a share
+	Serial string `json:"serial"`
+	Index  int    `json:"index,omitempty"` // share index, 1..n; 0 when not a share
+	// SetID is the set of the share read (role read), when a read saw several sets.
+	SetID   string    `json:"set_id,omitempty"`
 	Role    CardRole  `json:"role"`
 	State   CardState `json:"state"`
 	Attempt int       `json:"attempt,omitempty"`
@@ -208,6 +210,10 @@ type Journal struct {
 	FromN     int    `json:"from_n,omitempty"`
 	// Check is what a Card check found.
 	Check *CardCheck `json:"check,omitempty"`
+	// Questions counts the questions asked on the screen (their IDs are numbered from it);
+	// Question is the one open now, nil when none is.
+	Questions int       `json:"questions,omitempty"`
+	Question  *Question `json:"question,omitempty"`
 }
 
 // clone returns a deep copy, so a run can prepare a transition without touching the committed
@@ -220,6 +226,10 @@ func (j *Journal) clone() *Journal {
 	if j.Check != nil {
 		ch := *j.Check
 		c.Check = &ch
+	}
+	if j.Question != nil {
+		q := *j.Question
+		c.Question = &q
 	}
 	return &c
 }
@@ -326,5 +336,14 @@ func loadKeySet(tx *bolt.Tx) (*KeySet, error) {
 	if err != nil || !ok {
 		return nil, err
 	}
+	// A key set recorded before the read-back was told apart lists a generation's cards twice
+	// (written, then read back): each card counts once.
+	var cards []CardEntry
+	for _, c := range k.Cards {
+		if !slices.ContainsFunc(cards, func(o CardEntry) bool { return o.Serial == c.Serial && o.Index == c.Index }) {
+			cards = append(cards, c)
+		}
+	}
+	k.Cards = cards
 	return &k, nil
 }

@@ -86,14 +86,14 @@ func TestLoadFailures(t *testing.T) {
 			},
 		},
 		{
-			name: "card of another set refused, naming it",
+			name: "card of another set kept apart, not combined (TestLoadForeignFirstCard)",
 			setup: func(t *testing.T, e *env, cards []string) {
 				alien := foreignSet(t, e)
 				e.op.use(cards[0], alien, cards[2])
 			},
 			check: func(t *testing.T, e *env, j Journal, cards []string) {
-				if !e.problemWith("holds share", "not of set") {
-					t.Errorf("problems %q", e.events.problems())
+				if !strings.Contains(j.Outcome, "set "+j.SetID[:8]+"…: 2 of 2, set ") || !strings.Contains(j.Outcome, ": 1 of 2 — done with set "+j.SetID[:8]) {
+					t.Errorf("outcome %q", j.Outcome)
 				}
 			},
 		},
@@ -275,4 +275,78 @@ func TestLoadCancelOnPad(t *testing.T) {
 	if got := e.auditEvents(j.ID); got[len(got)-1] != AuditCeremonyAborted {
 		t.Fatalf("audit %v", got)
 	}
+}
+
+// A card of another set inserted first does not decide the set: the read collects cards per
+// set and finishes with the first set that reaches its quorum, saying what it holds of each.
+func TestLoadForeignFirstCard(t *testing.T) {
+	t.Run("no key in the HSM: the first set complete is loaded", func(t *testing.T) {
+		e, cards, gen := loadEnv(t, 2, 3)
+		alien := foreignSet(t, e) // a 2-of-2 set of another key
+		e.op.use(alien, cards[0], cards[2])
+		h := e.start("CN=dr-team", Request{Kind: KindLoad})
+		j := e.mustSucceed(h)
+		if e.backupKeyID() != gen.KeyID || j.SetID != gen.SetID || j.K != 2 || j.N != 3 {
+			t.Fatalf("journal %+v, hsm %s", j, e.backupKeyID())
+		}
+		short := func(id string) string { return id[:8] + "…" }
+		alienSet := ""
+		for _, c := range j.Cards {
+			if c.Serial == alien {
+				alienSet = c.SetID
+			}
+		}
+		want := "Cards read: set " + short(alienSet) + ": 1 of 2, set " + short(gen.SetID) + ": 2 of 2 — done with set " + short(gen.SetID)
+		if alienSet == "" || !strings.Contains(j.Outcome, want) {
+			t.Fatalf("outcome %q, want %q", j.Outcome, want)
+		}
+		if len(e.events.problems()) != 0 {
+			t.Fatalf("problems %q", e.events.problems())
+		}
+		// The progress counted the leading set, and showed both while two were seen.
+		if !e.events.any(func(ev Event) bool {
+			return ev.Ceremony == h.ID() && len(ev.Sets) == 2 && ev.CardsDone == 1 && ev.CardsTotal == 2
+		}) {
+			t.Fatal("no event with both sets' progress")
+		}
+		o, _ := e.m.Overview(context.Background())
+		if o.KeySet == nil || o.KeySet.SetID != gen.SetID || len(o.KeySet.Cards) != 2 || o.KeySet.Label != "appliance-1" {
+			t.Fatalf("key set %+v", o.KeySet)
+		}
+		for _, c := range o.KeySet.Cards {
+			if c.Serial == alien {
+				t.Fatalf("the foreign card is listed in the key set: %+v", o.KeySet.Cards)
+			}
+		}
+		cs, _ := e.m.CurrentSet()
+		if cs == nil || cs.SetID != gen.SetID || cs.Label != "appliance-1" {
+			t.Fatalf("current set %+v", cs)
+		}
+	})
+	t.Run("hint counts the set closest to its quorum", func(t *testing.T) {
+		e, cards, _ := loadEnv(t, 2, 3, withTimeouts(Timeouts{OK: 3 * time.Second, Card: 300 * time.Millisecond, PIN: 3 * time.Second, Removal: 3 * time.Second}))
+		alien := foreignSet(t, e)
+		e.op.use(alien, cards[1])
+		h := e.start("CN=dr-team", Request{Kind: KindLoad})
+		ev := e.events.waitFor(t, "stall", func(ev Event) bool { return ev.Ceremony == h.ID() && ev.Type == EventStalled })
+		if !strings.Contains(ev.Hint, "1 of the 2 cards needed were read: 1 more needed") || !strings.Contains(ev.Hint, "cards read per set") {
+			t.Fatalf("stall hint %q", ev.Hint)
+		}
+		e.op.use(cards[2])
+		if err := e.m.Retry("CN=dr-team"); err != nil {
+			t.Fatal(err)
+		}
+		e.mustSucceed(h)
+	})
+	t.Run("HSM names a key: cards of its sets are expected", func(t *testing.T) {
+		e := newEnv(t)
+		cards, gen := e.generate(2, 3)
+		e.pad.Remove()
+		alien := foreignSet(t, e)
+		e.op.use(alien, cards[0], cards[1])
+		j := e.mustSucceed(e.start("CN=node2", Request{Kind: KindLoad}))
+		if !e.problemWith(alien, "the HSM holds key "+gen.KeyID) || j.SetID != gen.SetID {
+			t.Fatalf("problems %q, journal %+v", e.events.problems(), j)
+		}
+	})
 }

@@ -24,10 +24,14 @@ type Config struct {
 	Dir string
 	Pad Pad
 	HSM HSM
-	// Logger receives operational logs (never secrets). Audit events go to the audit log, not
-	// here. Nil discards.
+	// Logger receives operational logs (never secrets), and every committed audit entry once
+	// more as a structured line (attribute audit_event), for log shippers; the hash-chained
+	// audit log stays the record. Nil discards.
 	Logger   *slog.Logger
 	Timeouts Timeouts
+	// OnAudit, when set, is called with every audit entry after it is committed (metrics). It
+	// must not block or call back into the Manager.
+	OnAudit func(AuditEntry)
 	// AfterCommit, when set, is called synchronously after each transition is durable, before
 	// the ceremony touches a card or the HSM again. For metrics and crash tests; it must not
 	// call back into the Manager.
@@ -76,6 +80,7 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m := &Manager{cfg: cfg, st: st, log: log, events: newBroker()}
+	st.onAudit = m.logAudit
 	if err := m.recover(ctx); err != nil {
 		st.close()
 		return nil, err
@@ -100,6 +105,33 @@ func (m *Manager) Close() error {
 	}
 	m.events.close()
 	return m.st.close()
+}
+
+// logAudit writes a committed audit entry as one structured log line, so that a log shipper sees
+// every audit-worthy event without reading the journal. Entries hold no secret (audit.go).
+func (m *Manager) logAudit(e AuditEntry) {
+	attrs := []any{
+		slog.String("audit_event", e.Event), slog.Uint64("audit_seq", e.Seq), slog.String("operator", e.Operator),
+	}
+	if e.Ceremony != 0 {
+		attrs = append(attrs, slog.Uint64("ceremony", e.Ceremony), slog.String("kind", string(e.Kind)))
+	}
+	if len(e.Serials) > 0 {
+		attrs = append(attrs, slog.Any("serials", e.Serials))
+	}
+	if len(e.Indexes) > 0 {
+		attrs = append(attrs, slog.Any("indexes", e.Indexes))
+	}
+	if e.SetID != "" {
+		attrs = append(attrs, slog.String("set_id", e.SetID))
+	}
+	if e.KeyID != "" {
+		attrs = append(attrs, slog.String("key_id", e.KeyID))
+	}
+	m.log.Info(e.Message, attrs...)
+	if m.cfg.OnAudit != nil {
+		m.cfg.OnAudit(e)
+	}
 }
 
 // Commits is the number of journal transactions committed since Open.
@@ -216,7 +248,7 @@ func (m *Manager) Start(ctx context.Context, operator string, req Request) (*Han
 	if pending != nil && (req.Kind == KindGenerate || req.Kind == KindLoad || req.Kind == KindReissue) {
 		switch pending.Next {
 		case NextReset, NextResume:
-			return nil, &PendingError{Pending: *pending}
+			return nil, &PendingError{Op: "start ceremony", Pending: *pending}
 		}
 	}
 	if req.Kind == KindGenerate {
@@ -336,13 +368,17 @@ func (m *Manager) Resume(ctx context.Context, operator string) (*Handle, error) 
 		}
 		if p == nil || (p.Next != NextResume && p.Next != NextRestartRead) {
 			if p != nil {
-				return &PendingError{Pending: *p}
+				return &PendingError{Op: "resume ceremony", Pending: *p}
 			}
 			return ErrNothingToResume
 		}
 		j, err = loadJournal(tx, p.Ceremony)
 		return err
 	})
+	var pe *PendingError
+	if errors.As(err, &pe) {
+		return nil, pe // it names the operation already
+	}
 	if err != nil {
 		return nil, fmt.Errorf("resume ceremony: %w", err)
 	}
@@ -407,26 +443,58 @@ func (m *Manager) Retry(operator string) error {
 	}
 }
 
-// Confirm answers the question the running ceremony asks on the screen because its pad cannot
-// report OK and Cancel (Event.Waiting is WaitConfirm): ok is OK on the pad, !ok is Cancel.
-func (m *Manager) Confirm(operator string, ok bool) error {
+// Answer is an operator's answer on the screen to a question of the pad ([Event.Question]).
+type Answer struct {
+	// Question is the ID of the question answered (Question.ID).
+	Question string
+	// OK is OK on the pad; false is Cancel.
+	OK bool
+	// SteppedUp says the caller checked a fresh confirmation of the operator's security key for
+	// this answer (WebConf's WebAuthn step-up). OK to a destructive question requires it.
+	SteppedUp bool
+}
+
+// Answer answers the question the running ceremony asks on the screen because its pad cannot
+// report OK and Cancel (Event.Waiting is WaitConfirm). An answer to a question that is no
+// longer asked is refused with a [*StaleAnswerError]; OK to a destructive question without
+// SteppedUp with [ErrStepUpRequired]. The answer is audited with the question's text.
+func (m *Manager) Answer(operator string, a Answer) error {
 	if err := validOperator(operator); err != nil {
-		return fmt.Errorf("confirm: %w", err)
+		return fmt.Errorf("answer: %w", err)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.cur == nil {
-		return fmt.Errorf("confirm: %w", ErrNotRunning)
+		return fmt.Errorf("answer: %w", ErrNotRunning)
 	}
-	if !m.cur.confirming.Load() {
-		return fmt.Errorf("confirm: %w", ErrNotAsking)
+	q := m.cur.question.Load()
+	switch {
+	case q == nil && a.Question == "":
+		return fmt.Errorf("answer: %w", ErrNotAsking)
+	case q == nil || q.ID != a.Question:
+		return fmt.Errorf("answer: %w", &StaleAnswerError{Answered: a.Question, Asked: q})
+	case a.OK && q.Destructive && !a.SteppedUp:
+		return fmt.Errorf("answer %q: %w", q.Text, ErrStepUpRequired)
 	}
-	select {
-	case m.cur.confirm <- confirmation{operator: operator, ok: ok}:
-		return nil
-	default:
-		return fmt.Errorf("confirm: %w", ErrNotAsking) // an answer is already on its way
+	// The first answer takes the question: a second one (a double click) finds none asked.
+	if !m.cur.question.CompareAndSwap(q, nil) {
+		return fmt.Errorf("answer: %w", &StaleAnswerError{Answered: a.Question, Asked: m.cur.question.Load()})
 	}
+	m.cur.confirm <- confirmation{operator: operator, question: q.ID, ok: a.OK} // drained before each question: room for one
+	return nil
+}
+
+// Question returns the question the running ceremony asks on the screen now, if any.
+func (m *Manager) Question() (Question, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cur == nil {
+		return Question{}, false
+	}
+	if q := m.cur.question.Load(); q != nil {
+		return *q, true
+	}
+	return Question{}, false
 }
 
 // Cancel aborts the running ceremony on operator's behalf. The abort is journaled; what it
@@ -544,7 +612,46 @@ func (m *Manager) VerifyAudit() (AuditSummary, error) {
 		s, err = verifyAudit(tx)
 		return err
 	})
-	return s, err
+	if err != nil {
+		return s, err
+	}
+	return s, m.saveAuditCheckpoint(s)
+}
+
+// VerifyAuditIncremental checks only what was appended since the last successful verification
+// (of either kind): the chain from that checkpoint on, that the checkpoint's entry is unchanged,
+// and the head. Its cost grows with what was appended, not with the log, which is what a page
+// view can afford; an edit of an entry older than the checkpoint is found by [Manager.VerifyAudit]
+// (audit verify), which checks every entry.
+func (m *Manager) VerifyAuditIncremental() (AuditSummary, error) {
+	var s AuditSummary
+	var cp auditHead
+	err := m.st.view(func(tx *bolt.Tx) (err error) {
+		if _, err := getJSON(tx.Bucket(bucketMeta), keyAuditVerified, &cp); err != nil {
+			cp = auditHead{} // an unreadable checkpoint: check everything
+		}
+		s, err = verifyAuditFrom(tx, cp)
+		return err
+	})
+	if err != nil {
+		return s, err
+	}
+	return s, m.saveAuditCheckpoint(s)
+}
+
+// saveAuditCheckpoint records the last entry a verification vouched for.
+func (m *Manager) saveAuditCheckpoint(s AuditSummary) error {
+	if s.Entries == 0 {
+		return nil
+	}
+	return m.st.update(func(tx *bolt.Tx) error {
+		var cp auditHead
+		getJSON(tx.Bucket(bucketMeta), keyAuditVerified, &cp)
+		if cp.Seq >= s.Entries {
+			return nil
+		}
+		return putJSON(tx.Bucket(bucketMeta), keyAuditVerified, auditHead{Seq: s.Entries, Hash: s.Head})
+	})
 }
 
 // ExportAudit writes the audit log as JSON lines, one [AuditEntry] per line, oldest first.
@@ -557,11 +664,16 @@ func (m *Manager) ExportAudit(w io.Writer) error {
 	return nil
 }
 
-// AuditLog returns the audit entries of one ceremony (ceremony 0: all entries).
+// AuditLog returns the audit entries of one ceremony, oldest first, found through the audit
+// index (ceremony 0: every entry, which reads the whole log — pages use [Manager.AuditPage]).
 func (m *Manager) AuditLog(ceremony uint64) ([]AuditEntry, error) {
 	var out []AuditEntry
 	err := m.st.view(func(tx *bolt.Tx) (err error) {
-		out, err = auditEntries(tx, func(e *AuditEntry) bool { return ceremony == 0 || e.Ceremony == ceremony })
+		if ceremony == 0 {
+			out, err = auditEntries(tx, func(*AuditEntry) bool { return true })
+			return err
+		}
+		out, err = ceremonyAudit(tx, ceremony)
 		return err
 	})
 	return out, err

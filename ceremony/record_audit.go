@@ -49,6 +49,7 @@ var ceremonyEvents = map[string]bool{
 	AuditCardsWritten: true, AuditCardRead: true, AuditCardRefused: true, AuditCardRemoved: true,
 	AuditPINWrong: true, AuditPINBlocked: true, AuditPINChanged: true, AuditSlotActivated: true,
 	AuditFactoryReset: true, AuditSetSplit: true, AuditSetRetired: true, AuditCardChecked: true,
+	AuditShareOverwrite: true,
 }
 
 func validEventKey(k string) bool {

@@ -41,6 +41,13 @@ func TestRecordAudit(t *testing.T) {
 	if len(found) != 1 || found[0].Operator != "CN=admin" || found[0].Ceremony != 0 || found[0].Message != "CN=bob given the role custodian" {
 		t.Fatalf("recorded entries %+v", found)
 	}
+	// Every committed entry is also one structured log line, for log shippers.
+	if logs := string(e.logs.Bytes()); !strings.Contains(logs, "audit_event=operator.role") || !strings.Contains(logs, `msg="CN=bob given the role custodian"`) {
+		t.Errorf("the audit entry is not a log line:\n%s", logs)
+	}
+	if strings.Contains(string(e.logs.Bytes()), "a forged reset") {
+		t.Error("a refused audit entry was logged")
+	}
 	// It is part of the chain: the log verifies, and survives a restart.
 	if _, err := e.m.VerifyAudit(); err != nil {
 		t.Fatal(err)

@@ -56,28 +56,19 @@ func (r *run) reissue() (*result, error) {
 		return nil, err
 	}
 
-	records := make(map[int]*sharing.Record)
-	serials := make(map[string]int)
-	defer func() {
-		for _, rec := range records {
-			rec.Zero()
-		}
-	}()
-	secret, err := r.readQuorum(exp, textReadKey, records, serials)
+	rd := &reading{}
+	defer rd.zero()
+	secret, g, err := r.readQuorum(exp, textReadKey, rd)
 	if err != nil {
 		return nil, err
 	}
 	defer sharing.Zero(secret)
 	label := r.j.Request.Label
 	if label == "" {
-		for _, rec := range records {
-			label = rec.Label
-			break
-		}
+		label = g.label
 	}
-	for _, rec := range records {
-		rec.Zero()
-	}
+	fromSet, fromK, fromN := g.setID.String(), g.k, g.n
+	rd.zero()
 	// The last card read belongs to the set being replaced: out with it before a new card goes in.
 	if err := r.retryable(r.removeCard); err != nil {
 		return nil, err
@@ -110,11 +101,12 @@ func (r *run) reissue() (*result, error) {
 		return nil, err
 	}
 	setID := fresh[0].SetID
-	from := r.j.FromSetID
+	from := fromSet
 	now := time.Now().UTC()
-	err = r.commitWith(&auditSpec{event: AuditSetSplit, message: fmt.Sprintf("key %s split again %d of %d as set %s, to replace set %s (%d of %d)", keyID, k, n, setID.Short(), short(from), r.j.FromK, r.j.FromN)},
+	err = r.commitWith(&auditSpec{event: AuditSetSplit, message: fmt.Sprintf("key %s split again %d of %d as set %s, to replace set %s (%d of %d)", keyID, k, n, setID.Short(), short(from), fromK, fromN)},
 		func(j *Journal) {
 			j.Phase, j.SetID, j.K, j.N = PhaseWriting, setID.String(), k, n
+			j.FromSetID, j.FromK, j.FromN = fromSet, fromK, fromN
 			j.Request.Label = label // what the new cards carry: the old set's label unless another was asked for
 		},
 		func(tx *bolt.Tx, j *Journal) error {

@@ -157,6 +157,7 @@ func (m *Manager) commitEnd(j *Journal, e ending, operator string) error {
 	next := j.clone()
 	next.Status, next.Next, next.Outcome, next.Ended, next.Updated = e.status, e.next, e.outcome, now, now
 	next.Step = StepFinished
+	next.Question = nil // an ended attempt asks nothing, even if it ended (or the process died) while asking
 	if e.lastErr != "" {
 		next.LastError = e.lastErr
 	}
@@ -247,7 +248,7 @@ func classify(j *Journal, loadedKey string, cause error) ending {
 	title := j.Kind.Title()
 	title = strings.ToUpper(title[:1]) + title[1:]
 	written := serialsOf(j, RoleShare, CardWriting, CardWritten)
-	read := serialsOf(j, RoleRead, CardRead)
+	read := readOf(j)
 	switch j.Kind {
 	case KindGenerate:
 		switch {

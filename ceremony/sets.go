@@ -80,6 +80,8 @@ type ShareInfo struct {
 	// Profile is the card profile (pinpad/tcos) the share was written or read in: where on
 	// the card it lives. A load with another profile does not find it.
 	Profile string `json:"profile,omitempty"`
+	// Copies are further cards a Copy card wrote this share to.
+	Copies []string `json:"copies,omitempty"`
 }
 
 // Share returns the share of index i, if known.
@@ -109,6 +111,11 @@ func (s *CardSet) setShare(info ShareInfo) {
 		}
 		if info.Profile != "" {
 			sh.Profile = info.Profile
+		}
+		for _, c := range info.Copies {
+			if !slices.Contains(sh.Copies, c) {
+				sh.Copies = append(sh.Copies, c)
+			}
 		}
 		s.Shares[i] = sh
 		return
@@ -394,7 +401,7 @@ func updateSets(tx *bolt.Tx, j *Journal, e ending, now time.Time) error {
 				Created: now, Ceremony: j.ID}
 		}
 		for _, c := range j.Cards {
-			if c.Role != RoleRead || c.State != CardRead || c.Attempt != j.Attempt {
+			if c.Role != RoleRead || c.State != CardRead || c.Attempt != j.Attempt || (c.SetID != "" && c.SetID != j.SetID) {
 				continue
 			}
 			have, known := cs.Share(c.Index)

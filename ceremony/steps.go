@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,9 +43,10 @@ type run struct {
 	stalled atomic.Bool
 
 	// confirm carries an operator's answer to a question the pad cannot ask itself (a pad
-	// without OK key reporting); confirming is set while such a question is open.
-	confirm    chan confirmation
-	confirming atomic.Bool
+	// without OK key reporting); question is the question open on the screen, nil when none
+	// is.
+	confirm  chan confirmation
+	question atomic.Pointer[Question]
 
 	done  chan struct{}
 	final *Journal
@@ -69,6 +72,7 @@ type auditSpec struct {
 	operator string // defaults to the run's operator
 	serials  []string
 	indexes  []int
+	setID    string // the set the entry is about, when not the journal's
 }
 
 // commit applies mutate to a copy of the journal and commits it, with the audit entry, in one
@@ -96,6 +100,9 @@ func (r *run) commitWith(a *auditSpec, mutate func(j *Journal), also func(tx *bo
 			}
 			e := &AuditEntry{Time: next.Updated, Operator: op, Ceremony: next.ID, Kind: next.Kind, Event: a.event,
 				Message: a.message, Serials: a.serials, Indexes: a.indexes, SetID: next.SetID, KeyID: next.KeyID}
+			if a.setID != "" {
+				e.SetID = a.setID
+			}
 			if err := appendAudit(tx, e); err != nil {
 				return err
 			}
@@ -144,12 +151,12 @@ func (r *run) prompt(step Step, wait Wait, text string, timeout time.Duration) {
 	})
 }
 
+// working announces a step without a wait. The pad's prompt is over (the cyberJack clears its
+// display after an entry), so the display is text, usually none: a watcher must not go on
+// reading "Enter PIN" through the write, the combine and the load.
 func (r *run) working(step Step, text string) {
 	r.emit(EventProgress, func(ev *Event) {
-		ev.Step, ev.Waiting, ev.Deadline = step, WaitNone, time.Time{}
-		if text != "" {
-			ev.Display = text
-		}
+		ev.Step, ev.Waiting, ev.Deadline, ev.Display = step, WaitNone, time.Time{}, text
 	})
 }
 
@@ -192,6 +199,13 @@ func (r *run) stall(cause error) error {
 	hint := stallHint(cause)
 	if r.j.Phase == PhaseReading && r.ev.CardsTotal > 0 && r.ev.CardsDone < r.ev.CardsTotal {
 		hint += fmt.Sprintf("; %d of the %d cards needed were read: %d more needed", r.ev.CardsDone, r.ev.CardsTotal, r.ev.CardsTotal-r.ev.CardsDone)
+		if len(r.ev.Sets) > 1 {
+			var parts []string
+			for _, p := range r.ev.Sets {
+				parts = append(parts, fmt.Sprintf("set %s: %d of %d", short(p.SetID), p.Read, p.K))
+			}
+			hint += " (cards read per set: " + strings.Join(parts, ", ") + ")"
+		}
 	}
 	if err := r.commit(&auditSpec{event: AuditCeremonyStalled, message: cause.Error() + ": waiting for Retry"}, func(j *Journal) {
 		j.Status, j.LastError = StatusStalled, cause.Error()
@@ -238,16 +252,37 @@ func refuse(serial string, hint string, format string, a ...any) *refusal {
 // card is not used, the ceremony goes on.
 var errDeclined = errors.New("declined on the PIN pad")
 
-// waitOK shows text and waits for OK. A pad that cannot report its keys to the host (a real
-// cyberJack through PC/SC) has the question answered on the WebConf screen or the CLI instead,
-// with the same meaning: OK goes on, Cancel is Cancel on the pad.
-func (r *run) waitOK(step Step, text string) error {
+// ask is a question on the pad: OK goes on, Cancel declines.
+type ask struct {
+	step Step
+	text string // the pad's text
+	// detail says what the question is about in words (the event's Error says it too);
+	// destructive marks a question whose OK destroys data (see Question.Destructive).
+	detail      string
+	destructive bool
+}
+
+// waitOK shows text and waits for OK. A pad that cannot report its keys to the host (a
+// cyberJack whose firmware lacks the MKT_COMP module) has the question answered on the WebConf
+// screen or the CLI instead, with the same meaning: OK goes on, Cancel is Cancel on the pad.
+//
+// A question with a detail (what an overwrite loses, whose last PIN try it is) carries it in
+// Event.Question while it waits, so the screen shows it beside the pad's short text; on the pad
+// the question has no ID (it is answered on the pad).
+func (r *run) waitOK(q ask) error {
 	t := r.m.cfg.Timeouts.OK
-	r.prompt(step, WaitOK, text, t)
-	err := r.m.cfg.Pad.WaitForOK(r.ctx, text, t)
+	r.emit(EventPrompt, func(ev *Event) {
+		ev.Step, ev.Waiting, ev.Display = q.step, WaitOK, q.text
+		ev.Deadline = time.Now().Add(t).UTC()
+		if q.detail != "" || q.destructive {
+			ev.Question = &Question{Text: q.text, Detail: q.detail, Destructive: q.destructive}
+		}
+	})
+	err := r.m.cfg.Pad.WaitForOK(r.ctx, q.text, t)
 	if errors.Is(err, pinpad.ErrNoOKKey) {
-		err = r.waitConfirm(step, text, t)
+		err = r.waitConfirm(q, t)
 	}
+	r.ev.Question = nil
 	r.working(r.ev.Step, "")
 	return err
 }
@@ -255,37 +290,68 @@ func (r *run) waitOK(step Step, text string) error {
 // confirmation is an operator's answer on the screen.
 type confirmation struct {
 	operator string
+	question string
 	ok       bool
 }
 
-// waitConfirm waits for [Manager.Confirm] on text, until timeout.
-func (r *run) waitConfirm(step Step, text string, timeout time.Duration) error {
+// waitConfirm asks q on the screen and waits for [Manager.Answer] to it, until timeout. The
+// question gets an ID, journaled before it is shown; an answer naming another ID is not taken.
+func (r *run) waitConfirm(q ask, timeout time.Duration) error {
 	for len(r.confirm) > 0 { // an answer to an earlier question does not count
 		<-r.confirm
 	}
-	r.confirming.Store(true)
-	defer r.confirming.Store(false)
-	r.prompt(step, WaitConfirm, text, timeout)
+	question := &Question{ID: fmt.Sprintf("c%d-q%d", r.j.ID, r.j.Questions+1), Text: q.text, Detail: q.detail, Destructive: q.destructive}
+	if err := r.commit(nil, func(j *Journal) { j.Questions++; j.Question = question }); err != nil {
+		return err
+	}
+	r.question.Store(question)
+	defer func() {
+		r.question.Store(nil)
+		r.ev.Question = nil
+		if r.j.Question != nil {
+			// Best effort: a failed commit leaves the question in the journal, where the next
+			// commit of the run or its end clears it.
+			r.commit(nil, func(j *Journal) { j.Question = nil })
+		}
+	}()
+	r.emit(EventPrompt, func(ev *Event) {
+		ev.Step, ev.Waiting, ev.Display, ev.Question = q.step, WaitConfirm, q.text, question
+		ev.Deadline = time.Now().Add(timeout).UTC()
+	})
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
-	select {
-	case c := <-r.confirm:
-		action, err := "confirm", error(nil)
-		if !c.ok {
-			action, err = "decline", pinpad.ErrCancelled
+	for {
+		select {
+		case c := <-r.confirm:
+			if c.question != question.ID {
+				continue // raced with the end of an earlier question
+			}
+			action, err := "confirm", error(nil)
+			if !c.ok {
+				action, err = "decline", pinpad.ErrCancelled
+			}
+			now := time.Now().UTC()
+			answer := map[bool]string{true: "OK", false: "Cancel"}[c.ok]
+			msg := fmt.Sprintf("question %s %q answered %s on the screen", question.ID, question.Text, answer)
+			if question.Detail != "" {
+				msg = fmt.Sprintf("question %s %q (%s) answered %s on the screen", question.ID, question.Text, question.Detail, answer)
+			}
+			if c.ok && question.Destructive {
+				msg += ", confirmed with the operator's security key"
+			}
+			r.question.Store(nil)
+			if cerr := r.commit(&auditSpec{event: AuditCeremonyConfirmed, operator: c.operator, message: msg}, func(j *Journal) {
+				j.Question = nil
+				j.Participants = append(j.Participants, Participant{Operator: c.operator, Action: action, Time: now})
+			}); cerr != nil {
+				return cerr
+			}
+			return err
+		case <-timer.C:
+			return fmt.Errorf("confirm on screen: %w", pinpad.ErrTimeout)
+		case <-r.ctx.Done():
+			return fmt.Errorf("confirm on screen: %w", context.Cause(r.ctx))
 		}
-		now := time.Now().UTC()
-		msg := fmt.Sprintf("%q answered %s on the screen", text, map[bool]string{true: "OK", false: "Cancel"}[c.ok])
-		if cerr := r.commit(&auditSpec{event: AuditCeremonyConfirmed, operator: c.operator, message: msg}, func(j *Journal) {
-			j.Participants = append(j.Participants, Participant{Operator: c.operator, Action: action, Time: now})
-		}); cerr != nil {
-			return cerr
-		}
-		return err
-	case <-timer.C:
-		return fmt.Errorf("confirm on screen: %w", pinpad.ErrTimeout)
-	case <-r.ctx.Done():
-		return fmt.Errorf("confirm on screen: %w", context.Cause(r.ctx))
 	}
 }
 
@@ -363,15 +429,39 @@ func (r *run) refused(ref *refusal) error {
 	}); err != nil {
 		return err
 	}
+	// The wait that refused the card is over: its PIN tries no longer describe a card to use.
+	r.emit(EventProgress, func(ev *Event) { ev.Waiting, ev.Deadline, ev.Display, ev.PINTries = WaitNone, time.Time{}, "", -1 })
 	r.problem(errors.New(msg), ref.hint)
-	return r.removeCard()
+	return r.removeCardSaying(refusalText(ref.err))
+}
+
+// refusalText is what the pad shows before "Remove card" for a refused card: the reason in the
+// few words its display takes (two lines of 16 characters on the e-com, so "Card blocked
+// Remove card" shows as two lines).
+func refusalText(err error) string {
+	switch {
+	case errors.Is(err, pinpad.ErrPINBlocked):
+		return "Card blocked"
+	case errors.Is(err, errDeclined):
+		return "" // the custodian said no on the pad: no reason to show
+	case errors.Is(err, pinpad.ErrWriteVerify), errors.Is(err, pinpad.ErrMemory), errors.Is(err, pinpad.ErrTooLarge):
+		return "Card failed"
+	}
+	return "Wrong card"
 }
 
 // removeCard waits for the card to be taken out.
-func (r *run) removeCard() error {
+func (r *run) removeCard() error { return r.removeCardSaying("") }
+
+// removeCardSaying waits for the card to be taken out, showing why first when reason is set.
+func (r *run) removeCardSaying(reason string) error {
 	t := r.m.cfg.Timeouts.Removal
-	r.prompt(StepRemoveCard, WaitRemoval, "Remove card", t)
-	err := r.m.cfg.Pad.WaitForRemoval(r.ctx, "Remove card", t)
+	text := "Remove card"
+	if reason != "" {
+		text = reason + " Remove card"
+	}
+	r.prompt(StepRemoveCard, WaitRemoval, text, t)
+	err := r.m.cfg.Pad.WaitForRemoval(r.ctx, text, t)
 	r.emit(EventProgress, func(ev *Event) { ev.Serial, ev.Waiting, ev.Deadline, ev.PINTries = "", WaitNone, time.Time{}, -1 })
 	return err
 }
@@ -442,7 +532,8 @@ func (r *run) checkTries(card pinpad.Card, slot pinpad.Slot, pin, refuseHint str
 	case 1:
 		r.problem(fmt.Errorf("card %s has 1 PIN try left: a wrong %s blocks the card", serial, pin),
 			"press OK on the pad to go on, or Cancel on the pad to use another card")
-		err := r.waitOK(StepConfirmLast, "Last PIN try press OK/Cancel")
+		err := r.waitOK(ask{step: StepConfirmLast, text: "Last PIN try press OK/Cancel", destructive: true,
+			detail: fmt.Sprintf("card %s has 1 PIN try left: a wrong %s blocks the card", serial, pin)})
 		if errors.Is(err, pinpad.ErrCancelled) && r.ctx.Err() == nil {
 			return refuse(serial, refuseHint, "the last PIN try was %w", errDeclined)
 		}
@@ -477,6 +568,9 @@ func (r *run) pinBlocked(serial string) error {
 	if err := r.commit(&auditSpec{event: AuditPINBlocked, message: fmt.Sprintf("card %s is blocked (no PIN tries left)", serial), serials: []string{serial}}, nil); err != nil {
 		return err
 	}
+	// A card that reports "blocked" instead of a last wrong PIN leaves the tries read before
+	// the entry (1) in the picture: a blocked card has none.
+	r.emit(EventPINTries, func(ev *Event) { ev.PINTries, ev.Waiting, ev.Deadline = 0, WaitNone, time.Time{} })
 	hint := "take it out and insert another card"
 	if (r.j.Kind == KindGenerate || r.j.Kind == KindReissue) && r.j.Phase == PhaseWriting {
 		hint = "take it out and insert another blank card for this share"
@@ -500,13 +594,32 @@ func serialsOf(j *Journal, role CardRole, states ...CardState) []string {
 	return out
 }
 
+// readOf lists the serials of the current attempt's cards read of the journal's set.
+func readOf(j *Journal) []string {
+	var out []string
+	for _, c := range j.Cards {
+		if c.Role == RoleRead && c.State == CardRead && c.Attempt == j.Attempt && (c.SetID == "" || c.SetID == j.SetID || c.SetID == j.FromSetID) &&
+			!containsStr(out, c.Serial) {
+			out = append(out, c.Serial)
+		}
+	}
+	return out
+}
+
 func keySetOf(j *Journal) *KeySet {
 	ks := &KeySet{SetID: j.SetID, KeyID: j.KeyID, K: j.K, N: j.N, Label: j.Request.Label, Ceremony: j.ID, Loaded: time.Now().UTC()}
 	for _, c := range j.Cards {
-		// The cards a re-issue read are of the set it replaced.
-		if c.State == CardWritten || (c.Role == RoleRead && c.State == CardRead && j.Kind != KindReissue) {
-			ks.Cards = append(ks.Cards, CardEntry{Serial: c.Serial, Index: c.Index, Role: c.Role, State: c.State, Time: c.Time})
+		// The cards a re-issue read are of the set it replaced; a read may have seen cards of
+		// other sets; a generation reads back cards it wrote, which are listed once.
+		written := c.State == CardWritten
+		read := c.Role == RoleRead && c.State == CardRead && j.Kind != KindReissue && (c.SetID == "" || c.SetID == j.SetID)
+		if !written && !read {
+			continue
 		}
+		if slices.ContainsFunc(ks.Cards, func(k CardEntry) bool { return k.Serial == c.Serial && k.Index == c.Index }) {
+			continue
+		}
+		ks.Cards = append(ks.Cards, CardEntry{Serial: c.Serial, Index: c.Index, Role: c.Role, State: c.State, Time: c.Time})
 	}
 	return ks
 }

@@ -23,12 +23,15 @@ var (
 	bucketCeremonies = []byte("ceremonies")
 	bucketAudit      = []byte("audit")
 	bucketSets       = []byte("sets")
+	bucketAuditIndex = []byte("audit-index")
 
 	keySchema    = []byte("schema")
 	keyAuditHead = []byte("audit-head")
-	keyCurrent   = []byte("current")
-	keyPending   = []byte("pending")
-	keyKeySet    = []byte("keyset")
+	// keyAuditVerified is the checkpoint of the last successful verification (JSON auditHead).
+	keyAuditVerified = []byte("audit-verified")
+	keyCurrent       = []byte("current")
+	keyPending       = []byte("pending")
+	keyKeySet        = []byte("keyset")
 )
 
 // migration brings the schema from version i to i+1, where i is its position in migrations.
@@ -41,6 +44,7 @@ type migration struct {
 var migrations = []migration{
 	{"create the meta, state, ceremonies and audit buckets", migrateCreateBuckets},
 	{"create the sets bucket and register the card set of the loaded key as current", migrateCardSets},
+	{"create the audit index and index the entries in the log", migrateAuditIndex},
 }
 
 // schemaVersion is the schema this build writes: one version per migration.
@@ -100,6 +104,9 @@ var (
 type store struct {
 	db      *bolt.DB
 	commits atomic.Uint64
+	// onAudit, when set (before the store is shared), sees every audit entry once the
+	// transaction that appended it has committed: the manager logs each as a structured line.
+	onAudit func(AuditEntry)
 }
 
 func openStore(dir string) (*store, error) {
@@ -168,10 +175,26 @@ func schemaOf(tx *bolt.Tx) uint32 {
 
 // update runs one logical transition in one read-write transaction.
 func (s *store) update(fn func(tx *bolt.Tx) error) error {
-	if err := s.db.Update(fn); err != nil {
+	var appended []AuditEntry
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if s.onAudit == nil {
+			return fn(tx)
+		}
+		before := auditHeadSeq(tx)
+		if err := fn(tx); err != nil {
+			return err
+		}
+		var err error
+		appended, err = auditEntriesAfter(tx, before)
+		return err
+	})
+	if err != nil {
 		return err
 	}
 	s.commits.Add(1)
+	for _, e := range appended {
+		s.onAudit(e)
+	}
 	return nil
 }
 

@@ -131,12 +131,14 @@ var (
 	ErrCardRemoved = errors.New("the card was removed during the operation")
 	ErrNoCard      = errors.New("no card in the reader")
 	ErrReaderGone  = errors.New("the card reader was disconnected")
-	ErrNoReader    = errors.New("no matching card reader found")
-	ErrNoPINPad    = errors.New("this reader has no PIN pad: PINs must be entered on a PIN pad, never in the browser")
-	ErrNoDisplay   = errors.New("the PIN pad has no usable display")
-	ErrNotTCOS     = errors.New("not a card of this appliance (not a TCOS card)")
-	ErrPINBlocked  = errors.New("the PIN is blocked after too many wrong entries")
-	ErrNullPIN     = errors.New("the card still has its transport PIN: set a PIN first")
+	// ErrNoReader is no PIN-pad reader connected (none plugged in, or it was unplugged and is
+	// not back yet): a service waiting for one reports this until it is plugged in.
+	ErrNoReader   = errors.New("no PIN pad connected")
+	ErrNoPINPad   = errors.New("this reader has no PIN pad: PINs must be entered on a PIN pad, never in the browser")
+	ErrNoDisplay  = errors.New("the PIN pad has no usable display")
+	ErrNotTCOS    = errors.New("not a card of this appliance (not a TCOS card)")
+	ErrPINBlocked = errors.New("the PIN is blocked after too many wrong entries")
+	ErrNullPIN    = errors.New("the card still has its transport PIN: set a PIN first")
 	// ErrNotNullPIN is a first PIN asked for a slot whose PIN is already set.
 	ErrNotNullPIN   = errors.New("the slot's PIN is already set (not in its transport state): change it instead")
 	ErrPINsDiffer   = errors.New("the two new PINs entered on the pad differ")
@@ -149,8 +151,9 @@ var (
 	// ErrNotPersonalised is a TCOS card without Keyquorum's files: a card of another
 	// application, or a blank card nobody prepared for this appliance.
 	ErrNotPersonalised = errors.New("the card has no Keyquorum data slots: it was not prepared for this appliance")
-	// ErrNoOKKey is a pad that cannot report its OK / Cancel keys to the host (PC/SC offers
-	// no standard way): the caller asks for the confirmation on the WebConf screen instead.
+	// ErrNoOKKey is a pad that cannot report its OK / Cancel keys to the host (a cyberJack whose
+	// firmware lacks the MKT_COMP module answers CT-BCS INPUT with 6D 00): the caller asks for
+	// the confirmation on the WebConf screen instead.
 	ErrNoOKKey = errors.New("this PIN pad cannot report its OK key: confirm on the WebConf screen")
 	// ErrTriesUnknown is a card that does not say how many PIN tries are left without risking
 	// one: not fatal, the PIN can still be entered.
@@ -158,6 +161,36 @@ var (
 	// ErrWrongLength is the card refusing a command's length (67 00).
 	ErrWrongLength = errors.New("the card refused the length of a command")
 )
+
+// FirmwareError is a PIN-pad reader whose firmware cannot take PINs on its pad through PC/SC:
+// Reiner's driver refuses secure PIN entry below kernel 3.0.42. It is an [ErrNoPINPad].
+type FirmwareError struct {
+	Firmware string // the reader's version, "" when it could not be read
+	Need     string // the oldest version that works
+}
+
+func (e *FirmwareError) Error() string {
+	have := "firmware"
+	if e.Firmware != "" {
+		have = "firmware " + e.Firmware
+	}
+	return fmt.Sprintf("the PIN pad's %s cannot take PINs on its pad through PC/SC (%s or newer is needed): update the reader's firmware", have, e.Need)
+}
+
+// Is makes a FirmwareError an [ErrNoPINPad].
+func (e *FirmwareError) Is(target error) bool { return target == ErrNoPINPad }
+
+// ReaderRefusedError is a PIN entry the reader itself refused with a status word that a card
+// also uses (Reiner's driver makes 69 85 from a CCID error): the card said nothing, so this is
+// not the card's state.
+type ReaderRefusedError struct {
+	Op string
+	SW uint16
+}
+
+func (e *ReaderRefusedError) Error() string {
+	return fmt.Sprintf("%s: the PIN pad reader refused the entry (status %04X from the reader, not the card)", e.Op, e.SW)
+}
 
 // WrongPINError is a PIN the card refused; Remaining tries are left before it blocks.
 type WrongPINError struct {

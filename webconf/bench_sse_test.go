@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -95,4 +96,112 @@ func BenchmarkPadEventSSE(b *testing.B) {
 	slices.Sort(lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds())/1e3, "median-µs")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds())/1e3, "p99-µs")
+}
+
+// BenchmarkPadEventSSEFanout is BenchmarkPadEventSSE with 500 watching browsers: 50 operators
+// with 10 live views each, every view its own TLS connection. The clock of each view stops when
+// it has read the "pad" message that shows the change; the benchmark reports the median and 99th
+// percentile over all views and events, and the time until the last view has it.
+func BenchmarkPadEventSSEFanout(b *testing.B) {
+	const operators, perOperator = 50, 10
+	s := startService(b, b.TempDir(), serviceOptions{})
+	serial, err := s.pad.NewCard()
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type seen struct {
+		inserted string
+		at       time.Time
+	}
+	got := make(chan seen, operators*perOperator*4)
+	ready := make(chan struct{}, operators*perOperator)
+	for o := range operators {
+		cert := s.operatorCert(fmt.Sprintf("Watcher %d", o))
+		id := operator.IdentityOf(cert.Leaf, s.pki.CA)
+		s.ops.Seen(id, time.Now())
+		if _, _, err := s.ops.SetRole(id.ID, operator.RoleAuditor, "bench", time.Now()); err != nil {
+			b.Fatal(err)
+		}
+		for range perOperator {
+			c := s.client(&cert)
+			c.Timeout = 0
+			c.Transport.(*http.Transport).DisableKeepAlives = true // one connection per view
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.url("/events"), nil)
+			resp, err := c.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if resp.StatusCode != http.StatusOK {
+				b.Fatalf("GET /events: %s", resp.Status)
+			}
+			go func() {
+				defer resp.Body.Close()
+				lines := bufio.NewReader(resp.Body)
+				event, first := "", true
+				for {
+					line, err := lines.ReadString('\n')
+					if err != nil {
+						return
+					}
+					line = strings.TrimRight(line, "\n")
+					switch {
+					case strings.HasPrefix(line, "event: "):
+						event = strings.TrimPrefix(line, "event: ")
+					case strings.HasPrefix(line, "data: ") && event == "pad":
+						var v simpanel.View
+						if json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &v) != nil {
+							return
+						}
+						if first {
+							first = false
+							ready <- struct{}{}
+							continue
+						}
+						got <- seen{v.Inserted, time.Now()}
+					}
+				}
+			}()
+		}
+	}
+	for range operators * perOperator {
+		<-ready
+	}
+	var lat, last []time.Duration
+	inserted := false
+	for b.Loop() {
+		want := ""
+		start := time.Now()
+		if inserted {
+			err = s.pad.Remove()
+		} else {
+			err, want = s.pad.Insert(serial), serial
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		var slowest time.Duration
+		for n := 0; n < operators*perOperator; {
+			select {
+			case g := <-got:
+				if g.inserted != want {
+					continue
+				}
+				d := g.at.Sub(start)
+				lat = append(lat, d)
+				slowest = max(slowest, d)
+				n++
+			case <-time.After(30 * time.Second):
+				b.Fatalf("%d of %d views saw the change", n, operators*perOperator)
+			}
+		}
+		last = append(last, slowest)
+		inserted = !inserted
+	}
+	slices.Sort(lat)
+	slices.Sort(last)
+	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds())/1e3, "median-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds())/1e3, "p99-µs")
+	b.ReportMetric(float64(last[len(last)/2].Nanoseconds())/1e3, "all-views-median-µs")
 }

@@ -642,7 +642,7 @@ func TestRetryAfterTimeout(t *testing.T) {
 func TestAnswerOnScreen(t *testing.T) {
 	s := startService(t, t.TempDir(), serviceOptions{noOKKey: true})
 	b := s.browser("Olga Screen")
-	_, body := b.post("/ceremony/answer", url.Values{"answer": {"ok"}}, http.StatusConflict)
+	_, body := b.post("/ceremony/answer", url.Values{"answer": {"ok"}, "question": {"c1-q1"}}, http.StatusConflict)
 	if !strings.Contains(body, "No ceremony is running") {
 		t.Errorf("answer with nothing running: %s", excerpt(body))
 	}
@@ -664,12 +664,13 @@ func TestAnswerOnScreen(t *testing.T) {
 	if !strings.Contains(body, "Request not accepted") {
 		t.Errorf("bad answer: %s", excerpt(body))
 	}
-	b.post("/ceremony/answer", url.Values{"answer": {"ok"}}, http.StatusSeeOther)
+	id := liveQuestionID(t, b.get("/ceremony", http.StatusOK))
+	b.post("/ceremony/answer", url.Values{"answer": {"ok"}, "question": {id}}, http.StatusSeeOther)
 	if st := waitPad(t, s.pad, sim.WaitCard); !strings.HasPrefix(st.Display, "Insert 1. card") {
 		t.Errorf("after OK on screen the pad shows %q", st.Display)
 	}
-	_, body = b.post("/ceremony/answer", url.Values{"answer": {"ok"}}, http.StatusConflict)
-	if !strings.Contains(body, "not asking a question") {
+	_, body = b.post("/ceremony/answer", url.Values{"answer": {"ok"}, "question": {id}}, http.StatusConflict)
+	if !strings.Contains(body, "no longer asked") {
 		t.Errorf("answer while the pad waits for a card: %s", excerpt(body))
 	}
 	b.post("/ceremony/cancel", nil, http.StatusSeeOther)

@@ -62,6 +62,7 @@ func (s *Server) requireClientCert(next http.Handler) http.Handler {
 		leaf := r.TLS.VerifiedChains[0][0]
 		op, err := s.auth.Admit(r.TLS.VerifiedChains[0], r.URL.Path, time.Now())
 		if err != nil {
+			s.countRevoked(err)
 			s.rd.Problem(w, r, admitProblem(op.Ident, err))
 			return
 		}

@@ -18,7 +18,7 @@ var routeActions = map[string]func(form url.Values) operator.Action{
 	"POST /ceremonies":              ceremonyFormAction,
 	"GET /ceremony":                 fixed(operator.ActionView),
 	"POST /ceremony/retry":          fixed(operator.ActionSteer),
-	"POST /ceremony/answer":         fixed(operator.ActionSteer),
+	"POST /ceremony/answer":         answerFormAction,
 	"POST /ceremony/cancel":         fixed(operator.ActionSteer),
 	"POST /ceremony/resume":         fixed(operator.ActionResume),
 	"GET /cards":                    fixed(operator.ActionView),
@@ -66,7 +66,7 @@ var routeActions = map[string]func(form url.Values) operator.Action{
 	"POST /api/v1/ceremony/start":  fixed(actionInHandler), // the kind in the body
 	"POST /api/v1/ceremony/cancel": fixed(operator.ActionSteer),
 	"POST /api/v1/ceremony/retry":  fixed(operator.ActionSteer),
-	"POST /api/v1/ceremony/answer": fixed(operator.ActionSteer),
+	"POST /api/v1/ceremony/answer": fixed(actionInHandler), // destructive or not: the question decides
 	"POST /api/v1/ceremony/resume": fixed(operator.ActionResume),
 	"GET /api/v1/ceremony/events":  fixed(operator.ActionView),
 	"GET /api/v1/backup":           fixed(operator.ActionBackup),
@@ -104,4 +104,15 @@ func actionOf(pattern string, form url.Values) (operator.Action, bool) {
 		return "", false
 	}
 	return f(form), true
+}
+
+// answerFormAction is the action of an answer on the live view: OK to a question the page
+// declares destructive needs a fresh assertion. The handler checks the declaration against the
+// question actually asked and refuses an undeclared destructive OK, so a page cannot skip the
+// security key by leaving the declaration out.
+func answerFormAction(form url.Values) operator.Action {
+	if form.Get("answer") == "ok" && form.Get("destructive") == "1" {
+		return operator.ActionAnswerDestructive
+	}
+	return operator.ActionSteer
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/keyquorum/keyquorum/cluster"
+	"github.com/keyquorum/keyquorum/webconf/monitor"
 	"github.com/keyquorum/keyquorum/webconf/operator"
 	"github.com/keyquorum/keyquorum/webconf/pages"
 	"github.com/keyquorum/keyquorum/webconf/simpanel"
@@ -64,6 +65,10 @@ type Config struct {
 	// its security keys, so that it can register a new one: the way out when every
 	// administrator has lost their security key. It is audited.
 	RecoverAdmin bool
+	// Monitor, when set, serves /healthz without a client certificate and receives request
+	// latencies, backup and restore outcomes, TLS handshake failures and revoked-certificate
+	// refusals (webconf/monitor).
+	Monitor *monitor.Metrics
 }
 
 // Server is WebConf.
@@ -157,7 +162,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		// No WriteTimeout: the live view is a stream that lasts as long as the page is open.
-		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ErrorLog: s.errorLog(),
 		BaseContext: func(net.Listener) context.Context {
 			return context.WithoutCancel(ctx)
 		},

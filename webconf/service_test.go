@@ -1,6 +1,7 @@
 package webconf
 
 import (
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/tls"
@@ -24,6 +25,7 @@ import (
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/pinpad/sim"
 	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/simpanel"
 	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
@@ -52,6 +54,21 @@ type serviceOptions struct {
 	noOKKey   bool // the pad cannot report OK/Cancel, like a cyberJack through PC/SC
 	crls      []string
 	recover   bool // Config.RecoverAdmin
+	padStatus web.PadStatus
+	// remoteRack: the simulator's Watch reports no card added to the rack, as the virtual
+	// cyberJack's panel (whose cards are files of another process) does not.
+	remoteRack bool
+}
+
+// remoteRackSim is the simulator seen as through the virtual cyberJack's panel: Watch sends
+// the pad's state once and then only when the pad itself changes, never for a new card.
+type remoteRackSim struct{ *sim.Pad }
+
+func (p remoteRackSim) Watch(ctx context.Context) <-chan sim.State {
+	ch := make(chan sim.State, 1)
+	ch <- p.State()
+	go func() { <-ctx.Done(); close(ch) }()
+	return ch
 }
 
 // noOKKeyPad is the simulator pad behaving like a PC/SC pad: questions go to the screen.
@@ -88,8 +105,13 @@ func startService(t testing.TB, dir string, o serviceOptions) *service {
 	if s.ops, err = operator.OpenOperators(filepath.Join(s.pki.Dir, operator.OperatorsFile)); err != nil {
 		t.Fatal(err)
 	}
-	s.srv, err = New(Config{PKI: s.pki, CABundle: o.bundle, Runner: s.mgr, Records: s.mgr, Audit: s.mgr, HSM: s.hsm, Sim: s.pad, Surveyor: s.pad,
-		MaxUpload: o.maxUpload, Logger: log, Appliance: web.Appliance{PadName: "SIMULATOR", HSMName: "soft (test)", DataDir: dir},
+	var simulator simpanel.Simulator = s.pad
+	if o.remoteRack {
+		simulator = remoteRackSim{s.pad}
+	}
+	s.srv, err = New(Config{PKI: s.pki, CABundle: o.bundle, Runner: s.mgr, Records: s.mgr, Audit: s.mgr, HSM: s.hsm, Sim: simulator, Surveyor: s.pad,
+		MaxUpload: o.maxUpload, Logger: log, Appliance: web.Appliance{PadName: "SIMULATOR", Pad: o.padStatus,
+			PadTimeouts: cmp.Or(o.timeouts, ceremony.DefaultTimeouts), HSMName: "soft (test)", DataDir: dir},
 		Operators: s.ops, CRLFiles: o.crls, RPID: "localhost", RecoverAdmin: o.recover})
 	if err != nil {
 		t.Fatal(err)

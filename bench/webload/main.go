@@ -44,6 +44,9 @@ import (
 	"software.sslmate.com/src/go-pkcs12"
 )
 
+// cpuProfile is where serve writes its CPU profile ("" for none).
+var cpuProfile string
+
 const usage = `usage: webload [flags] status|coldstart
 
   status     p50/p99 of GET / under -conns concurrent mTLS connections
@@ -61,7 +64,9 @@ func main() {
 	requests := fs.Int("requests", 10000, "status: requests per run (all connections together)")
 	duration := fs.Duration("duration", 30*time.Second, "status: longest a run may take; it stops early with what it has")
 	h2 := fs.Bool("h2", true, "status: HTTP/2 as browsers use it (false: HTTP/1.1 keep-alive)")
+	path := fs.String("path", "/", "status: the `path` each request gets: / is the status page, /api/v1/status the command line's status JSON")
 	jsonOut := fs.String("json", "", "also write the results as JSON to `file`")
+	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of keyquorum serve to `file` (read it with go tool pprof -top BINARY FILE)")
 	fs.Parse(os.Args[1:])
 	if fs.NArg() != 1 || *runs < 1 {
 		fs.Usage()
@@ -69,7 +74,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	res, err := run(ctx, fs.Arg(0), *bin, *runs, loadConfig{conns: *conns, requests: *requests, duration: *duration, h2: *h2})
+	res, err := run(ctx, fs.Arg(0), *bin, *runs, loadConfig{conns: *conns, requests: *requests, duration: *duration, h2: *h2, path: *path})
 	if err == nil && *jsonOut != "" {
 		var b []byte
 		b, err = json.MarshalIndent(res, "", "  ")
@@ -140,6 +145,10 @@ func startServe(bin, data, addr, logDir string) (s *server, start time.Time, err
 	defer stderr.Close()
 	s.cmd = exec.Command(bin, "serve", "--data", data, "--listen", addr)
 	s.cmd.Stdout, s.cmd.Stderr = stdout, stderr
+	if cpuProfile != "" {
+		// serve writes a CPU profile of its whole run there when it stops (cmd/keyquorum).
+		s.cmd.Env = append(os.Environ(), "KEYQUORUM_CPUPROFILE="+cpuProfile)
+	}
 	start = time.Now()
 	if err := s.cmd.Start(); err != nil {
 		return nil, start, fmt.Errorf("start keyquorum serve: %w", err)
@@ -253,6 +262,7 @@ type loadConfig struct {
 	conns, requests int
 	duration        time.Duration
 	h2              bool
+	path            string // what each request gets: "/" (the status page) or e.g. "/api/v1/status"
 }
 
 // LoadRun is one run of the status mode.
@@ -298,7 +308,7 @@ func statusLoad(ctx context.Context, bin, work string, runs int, lc loadConfig) 
 	}
 	res := &StatusLoad{Conns: lc.conns}
 	for i := range runs {
-		r, proto, size, err := loadRun(ctx, "https://"+s.addr+"/", tlsConf, lc)
+		r, proto, size, err := loadRun(ctx, "https://"+s.addr+lc.path, tlsConf, lc)
 		if err != nil {
 			return nil, fmt.Errorf("run %d: %w", i+1, err)
 		}
@@ -312,8 +322,8 @@ func statusLoad(ctx context.Context, bin, work string, runs int, lc loadConfig) 
 		p50, p99, rps = append(p50, r.P50Ms), append(p99, r.P99Ms), append(rps, r.RPS)
 	}
 	res.MedianP50Ms, res.MedianP99Ms, res.MedianRPS = median(p50), median(p99), median(rps)
-	fmt.Printf("status page (%d bytes) under %d concurrent mTLS connections, median of %d runs: p50 %.2f ms, p99 %.2f ms, %.0f requests/s\n",
-		res.PageBytes, lc.conns, runs, res.MedianP50Ms, res.MedianP99Ms, res.MedianRPS)
+	fmt.Printf("GET %s (%d bytes) under %d concurrent mTLS connections, median of %d runs: p50 %.2f ms, p99 %.2f ms, %.0f requests/s\n",
+		lc.path, res.PageBytes, lc.conns, runs, res.MedianP50Ms, res.MedianP99Ms, res.MedianRPS)
 	return res, nil
 }
 

@@ -3,7 +3,7 @@
 // reader.conf.d entry:
 //
 //	FRIENDLYNAME "REINER SCT cyberJack ecom_a"
-//	DEVICENAME   /dev/null:/path/to/control.sock[:no-mkt-comp][:timeout-SECONDS]
+//	DEVICENAME   /dev/null:/path/to/control.sock[:no-mkt-comp][:timeout-SECONDS][:firmware-M.m.R]
 //	LIBPATH      /path/to/libifd-cyberjacksim.so
 //
 // pcscd insists that DEVICENAME up to its first colon names an existing file (as vpcd's
@@ -14,6 +14,13 @@
 // pinpad/cyberjacksim). The reader logic lives in that package; this file only translates the
 // IFD handler calls.
 //
+// Like libccid for a reader with an interrupt endpoint, the driver gives pcscd a polling
+// function (TAG_IFD_POLLING_THREAD_WITH_TIMEOUT) that returns as soon as a card moves or the
+// virtual cable is pulled, and a function to stop it (TAG_IFD_STOP_POLLING_THREAD): pcscd then
+// learns of a card at once instead of at its next 400 ms poll. It reports THREAD_SAFE 1 and
+// SIMULTANEOUS_ACCESS 32, as Reiner's driver does (ifd.cpp), and an unplugged reader answers
+// IFD_NO_SUCH_DEVICE, as libccid does for a disconnected one.
+//
 // Build: go build -buildmode=c-shared -o libifd-cyberjacksim.so ./cmd/ifd-cyberjacksim
 package main
 
@@ -21,6 +28,9 @@ package main
 #cgo pkg-config: libpcsclite
 #include <string.h>
 #include <ifdhandler.h>
+
+void *cjsim_polling_function(void);
+void *cjsim_stop_polling_function(void);
 */
 import "C"
 
@@ -94,6 +104,13 @@ func IFDHCreateChannelByName(lun C.DWORD, deviceName C.LPSTR) C.RESPONSECODE {
 				return C.IFD_COMMUNICATION_ERROR
 			}
 			opts.DefaultTimeout = time.Duration(s) * time.Second
+		case strings.HasPrefix(p, "firmware-"):
+			fw, err := cyberjacksim.ParseFirmware(strings.TrimPrefix(p, "firmware-"))
+			if err != nil {
+				log.Error("bad DEVICENAME option", "option", p, "err", err)
+				return C.IFD_COMMUNICATION_ERROR
+			}
+			opts.Firmware = fw
 		default:
 			log.Error("unknown DEVICENAME option", "option", p)
 			return C.IFD_COMMUNICATION_ERROR
@@ -137,7 +154,41 @@ func IFDHCloseChannel(lun C.DWORD) C.RESPONSECODE {
 	if ch != nil {
 		ch.listener.Close()
 		ch.reader.Remove()
+		ch.reader.StopWaiting()
 	}
+	return C.IFD_SUCCESS
+}
+
+// cjsimPolling is the driver's polling function: it returns when a card moved or the cable was
+// pulled or put back since pcscd's last presence poll, or after timeout milliseconds.
+//
+//export cjsimPolling
+func cjsimPolling(lun C.DWORD, timeout C.int) C.RESPONSECODE {
+	r := readerOf(lun)
+	if r == nil {
+		return C.IFD_COMMUNICATION_ERROR
+	}
+	r.WaitEvent(time.Duration(timeout) * time.Millisecond)
+	return C.IFD_SUCCESS
+}
+
+// cjsimStopPolling ends a cjsimPolling in progress (pcscd removing the reader).
+//
+//export cjsimStopPolling
+func cjsimStopPolling(lun C.DWORD) C.RESPONSECODE {
+	if r := readerOf(lun); r != nil {
+		r.StopWaiting()
+	}
+	return C.IFD_SUCCESS
+}
+
+// pointerCapability writes a function pointer as a capability's value.
+func pointerCapability(length C.PDWORD, value C.PUCHAR, fn unsafe.Pointer) C.RESPONSECODE {
+	if *length < C.DWORD(unsafe.Sizeof(fn)) {
+		return C.IFD_ERROR_INSUFFICIENT_BUFFER
+	}
+	*(*unsafe.Pointer)(unsafe.Pointer(value)) = fn
+	*length = C.DWORD(unsafe.Sizeof(fn))
 	return C.IFD_SUCCESS
 }
 
@@ -156,10 +207,18 @@ func IFDHGetCapabilities(lun C.DWORD, tag C.DWORD, length C.PDWORD, value C.PUCH
 			return C.IFD_SUCCESS
 		}
 		out = atr
-	case C.TAG_IFD_SLOTS_NUMBER, C.TAG_IFD_SIMULTANEOUS_ACCESS:
+	case C.TAG_IFD_SLOTS_NUMBER:
 		out = []byte{1}
-	case C.TAG_IFD_THREAD_SAFE, C.TAG_IFD_SLOT_THREAD_SAFE:
+	case C.TAG_IFD_SIMULTANEOUS_ACCESS:
+		out = []byte{32} // ifd.cpp: IFDH_MAX_READERS
+	case C.TAG_IFD_THREAD_SAFE:
+		out = []byte{1}
+	case C.TAG_IFD_SLOT_THREAD_SAFE:
 		out = []byte{0}
+	case C.TAG_IFD_POLLING_THREAD_WITH_TIMEOUT:
+		return pointerCapability(length, value, C.cjsim_polling_function())
+	case C.TAG_IFD_STOP_POLLING_THREAD:
+		return pointerCapability(length, value, C.cjsim_stop_polling_function())
 	default:
 		return C.IFD_ERROR_TAG
 	}
@@ -193,10 +252,17 @@ func IFDHPowerICC(lun C.DWORD, action C.DWORD, atr C.PUCHAR, atrLength C.PDWORD)
 	case C.IFD_POWER_DOWN:
 		r.PowerDown()
 		*atrLength = 0
+		if !r.Plugged() {
+			return C.IFD_NO_SUCH_DEVICE
+		}
 		return C.IFD_SUCCESS
 	case C.IFD_POWER_UP, C.IFD_RESET:
 		r.PowerDown()
 		got, err := r.PowerUp()
+		if errors.Is(err, cyberjacksim.ErrUnplugged) {
+			*atrLength = 0
+			return C.IFD_NO_SUCH_DEVICE
+		}
 		if err != nil {
 			*atrLength = 0
 			return C.IFD_ERROR_POWER_ACTION
@@ -219,6 +285,9 @@ func IFDHTransmitToICC(lun C.DWORD, sendPci C.SCARD_IO_HEADER, tx C.PUCHAR, txLe
 		log.Info("transmit", "err", err)
 	}
 	switch {
+	case errors.Is(err, cyberjacksim.ErrUnplugged):
+		*rxLength = 0
+		return C.IFD_NO_SUCH_DEVICE
 	case errors.Is(err, cyberjacksim.ErrNoCard):
 		*rxLength = 0
 		return C.IFD_ICC_NOT_PRESENT
@@ -250,8 +319,10 @@ func IFDHControl(lun C.DWORD, code C.DWORD, tx C.PUCHAR, txLength C.DWORD, rx C.
 	// field support needs.
 	log.Info("control", "code", strconv.FormatUint(uint64(code), 16), "in", hexOf(in), "out", hexOf(out), "err", err)
 	switch {
+	case errors.Is(err, cyberjacksim.ErrUnplugged):
+		return C.IFD_NO_SUCH_DEVICE
 	case errors.Is(err, cyberjacksim.ErrUnsupported):
-		return C.IFD_ERROR_NOT_SUPPORTED
+		return C.IFD_NOT_SUPPORTED // ifd.cpp: STATUS_NOT_SUPPORTED → IFD_NOT_SUPPORTED
 	case errors.Is(err, cyberjacksim.ErrOutputTooLong):
 		return C.IFD_ERROR_INSUFFICIENT_BUFFER
 	case errors.Is(err, cyberjacksim.ErrNoCard):
@@ -270,7 +341,11 @@ func IFDHICCPresence(lun C.DWORD) C.RESPONSECODE {
 	if r == nil {
 		return C.IFD_NO_SUCH_DEVICE
 	}
-	if r.Poll() {
+	present, err := r.Poll()
+	switch {
+	case err != nil:
+		return C.IFD_NO_SUCH_DEVICE
+	case present:
 		return C.IFD_ICC_PRESENT
 	}
 	return C.IFD_ICC_NOT_PRESENT

@@ -31,8 +31,10 @@ import (
 // parsed and the connection is set up. args are the positional arguments.
 type cliCommand struct {
 	usage string // "status [flags]" and what it does
-	flags func(fs *flag.FlagSet) any
-	nargs [2]int // least and most positional arguments
+	// approval says the command sends an approval (--approval, KEYQUORUM_APPROVAL).
+	approval bool
+	flags    func(fs *flag.FlagSet) any
+	nargs    [2]int // least and most positional arguments
 	// offline runs before dialling; when it reports done, no connection is made.
 	offline func(ctx context.Context, v any, args []string, stdout io.Writer) (bool, error)
 	run     func(ctx context.Context, c *client, o *clientOptions, v any, args []string, stdout io.Writer) error
@@ -46,11 +48,15 @@ func runClient(ctx context.Context, name string, cmd cliCommand, args []string, 
 	if cmd.flags != nil {
 		v = cmd.flags(fs)
 	}
-	o := addClientFlags(fs)
+	o := addClientFlags(fs, cmd.approval)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: keyquorum %s\n\nflags:\n", cmd.usage)
-		fs.PrintDefaults()
-		fmt.Fprintf(stderr, "\n%s\n%s", clientEnvHelp, exitCodesHelp)
+		printFlags(stderr, fs)
+		env := clientEnvHelp
+		if cmd.approval {
+			env += approvalEnvHelp
+		}
+		fmt.Fprintf(stderr, "\n%s\n%s", env, exitCodesHelp)
 	}
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -90,7 +96,7 @@ func firstLine(s string) string {
 func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
-		if err := fs.Parse(args); err != nil {
+		if err := parseFlags(fs, args); err != nil {
 			return nil, err
 		}
 		args = fs.Args()
@@ -166,7 +172,14 @@ var statusCmd = cliCommand{
 		}
 		fmt.Fprintf(w, "Keyquorum at %s\n", c.base)
 		fmt.Fprintf(w, "  you:                %s (%s)\n", st.Operator, st.Role)
-		fmt.Fprintf(w, "  PIN pad:            %s\n", st.Pad)
+		if st.PadProblem != "" {
+			fmt.Fprintf(w, "  PIN pad:            %s: %s (plug it in; a waiting ceremony goes on with retry)\n", st.Pad, st.PadProblem)
+		} else {
+			fmt.Fprintf(w, "  PIN pad:            %s\n", st.Pad)
+		}
+		if pt := st.PadTimeouts; pt.PIN > 0 {
+			fmt.Fprintf(w, "  pad waits:          OK %ds, card %ds, PIN %ds, removal %ds\n", pt.OK, pt.Card, pt.PIN, pt.Removal)
+		}
 		fmt.Fprintf(w, "  HSM:                %s\n", st.HSM)
 		switch {
 		case st.BackupKeyID != "":
@@ -199,6 +212,25 @@ func printCeremonyState(w io.Writer, s api.CeremonyStateJSON) {
 			fmt.Fprintf(w, ", pad shows %q", oneLine(ev.Display))
 		}
 		fmt.Fprintln(w)
+		if q := ev.Question; q != nil {
+			fmt.Fprintf(w, "  question:           %q", oneLine(q.Text))
+			if q.Detail != "" {
+				fmt.Fprintf(w, ": %s", q.Detail)
+			}
+			fmt.Fprintln(w)
+			if q.ID != "" {
+				fmt.Fprintf(w, "  answer with:        %s\n", answerCommand(q))
+			}
+		}
+		if ev.Error != "" {
+			fmt.Fprintf(w, "  problem:            %s\n", ev.Error)
+			if ev.Hint != "" {
+				fmt.Fprintf(w, "  what to do:         %s\n", ev.Hint)
+			}
+		}
+		if ev.Status == ceremony.StatusStalled {
+			fmt.Fprintf(w, "  stalled:            fix the cause, then keyquorum ceremony retry (or keyquorum ceremony cancel)\n")
+		}
 	} else {
 		fmt.Fprintf(w, "  running ceremony:   none\n")
 	}
@@ -229,13 +261,15 @@ type startFlags struct {
 }
 
 var ceremonyStartCmd = cliCommand{
+	approval: true,
 	usage: "ceremony start KIND [flags]\n\nStarts a ceremony on the appliance's PIN pad. KIND is one of " + kindNames() + ".\n" +
 		"A start needs an approval (--approval, made on your account page with your security key).\n" +
-		"generate and reissue take -k and -n (default 2 of 3) and -label (reissue: the new set's; without\n" +
-		"-label it keeps the current set's); change-pin takes -slot share|user;\n" +
-		"slot-user-card and activate-slot take -pkcs11-slot; copy-card may take -overwrite;\n" +
-		"prepare-cards takes -n (how many cards to lay out in the card profile);\n" +
-		"factory-reset needs -confirm \"" + web.ResetPhrase + "\". With -watch it follows the ceremony to its end.",
+		"generate and reissue take --k and --n (default 2 of 3) and --label (reissue: the new set's; without\n" +
+		"--label it keeps the current set's); change-pin takes --slot share|user;\n" +
+		"slot-user-card and activate-slot take --pkcs11-slot; copy-card may take --overwrite (it covers\n" +
+		"other sets' shares only: a share of the set in use is asked about on the pad);\n" +
+		"prepare-cards takes --n (how many cards to lay out in the card profile);\n" +
+		"factory-reset needs --confirm \"" + web.ResetPhrase + "\". With --watch it follows the ceremony to its end.",
 	nargs: [2]int{1, 1},
 	flags: func(fs *flag.FlagSet) any {
 		f := &startFlags{}
@@ -244,7 +278,7 @@ var ceremonyStartCmd = cliCommand{
 		fs.StringVar(&f.label, "label", "", "generate, reissue: appliance or cluster `name` stored on the cards")
 		fs.StringVar(&f.slot, "slot", "", "change-pin: `share` (backup key share PIN) or user (slot user PIN)")
 		fs.IntVar(&f.pkcs11Slot, "pkcs11-slot", -1, "slot-user-card, activate-slot: the PKCS#11 `slot`")
-		fs.BoolVar(&f.overwrite, "overwrite", false, "copy-card: overwrite a target card holding a share of another set")
+		fs.BoolVar(&f.overwrite, "overwrite", false, "copy-card: overwrite a target card holding a share of another set without asking (a share of the set in use is always asked about)")
 		fs.StringVar(&f.confirm, "confirm", "", "factory-reset: the `phrase` \""+web.ResetPhrase+"\"")
 		fs.BoolVar(&f.watch, "watch", false, "follow the ceremony until it ends (exit status 6 if it fails)")
 		return f
@@ -292,38 +326,64 @@ func kindNames() string {
 	return strings.Join(ks, ", ")
 }
 
+// watchFlag is --watch of the commands that set a ceremony going.
+type watchFlag struct{ watch bool }
+
+func addWatchFlag(fs *flag.FlagSet) any {
+	f := &watchFlag{}
+	fs.BoolVar(&f.watch, "watch", false, "follow the ceremony until it ends (exit status 6 if it fails)")
+	return f
+}
+
 func steerCmd(what string) cliCommand {
 	help := map[string]string{
 		"cancel": "Cancels the running ceremony (a clean abort, journaled).",
-		"retry":  "Repeats the step of a stalled ceremony (after a pad timeout or a disconnected reader).",
+		"retry":  "Repeats the step of a stalled ceremony (after a pad timeout or a disconnected reader).\nWith --watch it follows the ceremony to its end.",
 	}
-	return cliCommand{
+	cmd := cliCommand{
 		usage: "ceremony " + what + " [flags]\n\n" + help[what],
-		run: func(ctx context.Context, c *client, o *clientOptions, _ any, _ []string, w io.Writer) error {
+		run: func(ctx context.Context, c *client, o *clientOptions, v any, _ []string, w io.Writer) error {
 			if err := c.call(ctx, http.MethodPost, "/api/v1/ceremony/"+what, struct{}{}, nil, false); err != nil {
 				return err
 			}
 			fmt.Fprintf(w, "%s sent\n", what)
+			if f, ok := v.(*watchFlag); ok && f.watch {
+				return watch(ctx, c, w)
+			}
 			return nil
 		},
 	}
+	if what == "retry" {
+		cmd.flags = addWatchFlag
+	}
+	return cmd
 }
 
 var resumeCmd = cliCommand{
-	usage: "ceremony resume [flags]\n\nResumes an interrupted ceremony (reading the cards again). Needs an approval.",
-	run: func(ctx context.Context, c *client, o *clientOptions, _ any, _ []string, w io.Writer) error {
+	approval: true,
+	usage:    "ceremony resume [flags]\n\nResumes an interrupted ceremony (reading the cards again). Needs an approval.\nWith --watch it follows the ceremony to its end.",
+	flags:    addWatchFlag,
+	run: func(ctx context.Context, c *client, o *clientOptions, v any, _ []string, w io.Writer) error {
 		var out api.StartedJSON
 		if err := c.call(ctx, http.MethodPost, "/api/v1/ceremony/resume", struct{}{}, &out, true); err != nil {
 			return err
 		}
 		fmt.Fprintf(w, "resumed %s ceremony #%d: follow the PIN pad\n", out.Kind, out.Ceremony)
+		if v.(*watchFlag).watch {
+			return watch(ctx, c, w)
+		}
 		return nil
 	},
 }
 
 var answerCmd = cliCommand{
-	usage: "ceremony answer ok|cancel [flags]\n\nAnswers a question the PIN pad cannot ask itself (a PC/SC pad's OK and Cancel do not reach the host).",
-	nargs: [2]int{1, 1},
+	approval: true,
+	usage: "ceremony answer ok|cancel QUESTION [flags]\n\nAnswers a question the PIN pad cannot ask itself (a PC/SC pad's OK and Cancel do not reach the host).\n" +
+		"QUESTION is the question's ID, as ceremony state and ceremony watch show it: an answer to a question that\n" +
+		"is no longer asked is refused (exit status 5), so a late answer never answers the next question.\n" +
+		"OK to a question that destroys data on a card (an overwrite, the last PIN try) needs an approval for\n" +
+		"ceremony.answer-destructive (--approval).",
+	nargs: [2]int{2, 2},
 	run: func(ctx context.Context, c *client, o *clientOptions, _ any, args []string, w io.Writer) error {
 		var ok bool
 		switch args[0] {
@@ -333,10 +393,10 @@ var answerCmd = cliCommand{
 		default:
 			return &exitError{exitUsage, fmt.Errorf("answer ok or cancel, not %q", args[0])}
 		}
-		if err := c.call(ctx, http.MethodPost, "/api/v1/ceremony/answer", api.AnswerRequest{OK: &ok}, nil, false); err != nil {
+		if err := c.call(ctx, http.MethodPost, "/api/v1/ceremony/answer", api.AnswerRequest{Question: args[1], OK: &ok}, nil, true); err != nil {
 			return err
 		}
-		fmt.Fprintf(w, "answered %s\n", args[0])
+		fmt.Fprintf(w, "answered %s to question %s\n", args[0], args[1])
 		return nil
 	},
 }
@@ -443,6 +503,9 @@ func eventLine(ev ceremony.Event) string {
 	if ev.PINTries >= 0 && ev.Waiting == ceremony.WaitPIN {
 		fmt.Fprintf(&b, " (%d PIN tries left)", ev.PINTries)
 	}
+	if q := ev.Question; q != nil && q.ID != "" {
+		fmt.Fprintf(&b, "\n  question: %s\n  answer with: %s", oneLine(q.Detail), answerCommand(q))
+	}
 	if ev.Error != "" {
 		fmt.Fprintf(&b, "\n  problem: %s", ev.Error)
 		if ev.Hint != "" {
@@ -455,12 +518,20 @@ func eventLine(ev ceremony.Event) string {
 	return b.String()
 }
 
+// answerCommand is the command that answers q, the approval named when its OK destroys data.
+func answerCommand(q *ceremony.Question) string {
+	if q.Destructive {
+		return fmt.Sprintf("keyquorum ceremony answer ok|cancel %s (OK destroys data on the card: it needs --approval for ceremony.answer-destructive)", q.ID)
+	}
+	return "keyquorum ceremony answer ok|cancel " + q.ID
+}
+
 // ---- backup and restore
 
 type outFlag struct{ out string }
 
 var backupCmd = cliCommand{
-	usage: "backup -o FILE [flags]\n\nDownloads a backup of the HSM's key database, encrypted under the master backup key.\nFILE \"-\" writes to stdout; otherwise FILE is written whole or not at all (mode 0600).",
+	usage: "backup --o FILE [flags]\n\nDownloads a backup of the HSM's key database, encrypted under the master backup key.\nFILE \"-\" writes to stdout; otherwise FILE is written whole or not at all (mode 0600).",
 	flags: func(fs *flag.FlagSet) any {
 		f := &outFlag{}
 		fs.StringVar(&f.out, "o", "", "`file` to write the backup to (\"-\": stdout)")
@@ -468,7 +539,7 @@ var backupCmd = cliCommand{
 	},
 	offline: func(_ context.Context, v any, _ []string, _ io.Writer) (bool, error) {
 		if v.(*outFlag).out == "" {
-			return false, &exitError{exitUsage, errors.New("give the file to write with -o FILE")}
+			return false, &exitError{exitUsage, errors.New("give the file to write with --o FILE")}
 		}
 		return false, nil
 	},
@@ -526,8 +597,9 @@ func writeFileWhole(path string, r io.Reader) (int64, error) {
 }
 
 var restoreCmd = cliCommand{
-	usage: "restore FILE [flags]\n\nRestores a backup into the HSM. The HSM must hold the master backup key the backup was made\nunder (load it from the cards first); a backup of another key is refused before anything\nchanges. Needs an approval.",
-	nargs: [2]int{1, 1},
+	approval: true,
+	usage:    "restore FILE [flags]\n\nRestores a backup into the HSM. The HSM must hold the master backup key the backup was made\nunder (load it from the cards first); a backup of another key is refused before anything\nchanges. Needs an approval.",
+	nargs:    [2]int{1, 1},
 	run: func(ctx context.Context, c *client, o *clientOptions, _ any, args []string, w io.Writer) error {
 		f, err := os.Open(args[0])
 		if err != nil {
@@ -552,7 +624,7 @@ var restoreCmd = cliCommand{
 type auditVerifyFlags struct{ file string }
 
 var auditVerifyCmd = cliCommand{
-	usage: "audit verify [flags]\n\nVerifies the hash chain of the appliance's audit log; with -file, that of an export\n(keyquorum audit export) on this machine, without connecting. Exit status 1 when it does not verify.",
+	usage: "audit verify [flags]\n\nVerifies the hash chain of the appliance's audit log; with --file, that of an export\n(keyquorum audit export) on this machine, without connecting. Exit status 1 when it does not verify.",
 	flags: func(fs *flag.FlagSet) any {
 		f := &auditVerifyFlags{}
 		fs.StringVar(&f.file, "file", "", "verify this audit export `file` offline instead")
@@ -596,7 +668,7 @@ var auditVerifyCmd = cliCommand{
 }
 
 var auditExportCmd = cliCommand{
-	usage: "audit export [-o FILE] [flags]\n\nWrites the audit log as JSON lines (to stdout, or whole to FILE); audit verify -file checks it.",
+	usage: "audit export [--o FILE] [flags]\n\nWrites the audit log as JSON lines (to stdout, or whole to FILE); audit verify --file checks it.",
 	flags: func(fs *flag.FlagSet) any {
 		f := &outFlag{}
 		fs.StringVar(&f.out, "o", "-", "`file` to write (\"-\": stdout)")
@@ -656,6 +728,7 @@ var cardInfoCmd = cliCommand{
 }
 
 var cardCheckCmd = cliCommand{
+	approval: true,
 	usage: "card check [flags]\n\nChecks one card alone (a card-check ceremony: the card and its PIN on the PIN pad, no quorum):\n" +
 		"says whether it holds an intact share of the current set (which share, written when), an\n" +
 		"altered one, one of a retired or foreign set, or no share. Needs an approval. Exit status 0\n" +
@@ -710,8 +783,9 @@ func tries(n int, blocked bool) string {
 // ---- cluster
 
 var addNodeCmd = cliCommand{
-	usage: "cluster add-node NAME -o FILE [flags]\n\nOn a node of the cluster: issues a node certificate for a new node NAME (a client certificate\nof this node's management CA, with this CA) as a PKCS#12 FILE and its one-time password in\nFILE.password (both mode 0600). Carry both to the new node's administrator, the password\napart; it can be revoked on the Operators page. Needs an approval for managing operators.",
-	nargs: [2]int{1, 1},
+	approval: true,
+	usage:    "cluster add-node NAME --o FILE [flags]\n\nOn a node of the cluster: issues a node certificate for a new node NAME (a client certificate\nof this node's management CA, with this CA) as a PKCS#12 FILE and its one-time password in\nFILE.password (both mode 0600). Carry both to the new node's administrator, the password\napart; it can be revoked on the Operators page. Needs an approval for managing operators.",
+	nargs:    [2]int{1, 1},
 	flags: func(fs *flag.FlagSet) any {
 		f := &outFlag{}
 		fs.StringVar(&f.out, "o", "", "`file` to write the node's PKCS#12 to")
@@ -719,7 +793,7 @@ var addNodeCmd = cliCommand{
 	},
 	offline: func(_ context.Context, v any, _ []string, _ io.Writer) (bool, error) {
 		if v.(*outFlag).out == "" {
-			return false, &exitError{exitUsage, errors.New("give the file to write with -o FILE")}
+			return false, &exitError{exitUsage, errors.New("give the file to write with --o FILE")}
 		}
 		return false, nil
 	},
@@ -747,8 +821,9 @@ var addNodeCmd = cliCommand{
 type joinFlags struct{ node, password string }
 
 var joinCmd = cliCommand{
-	usage: "cluster join PEER --node FILE [flags]\n\nOn the new node (its master backup key loaded from k cards of the cluster's set): takes over\nthe state of PEER (https://host:port) over mutually authenticated TLS with the node file made\nby `cluster add-node` on PEER. The transfer is encrypted under the master backup key; a peer\nof another key, or one not authenticated by the node file's CA, is refused before anything\nchanges. --addr is this (the new) node. Needs an approval for a cluster join.",
-	nargs: [2]int{1, 1},
+	approval: true,
+	usage:    "cluster join PEER --node FILE [flags]\n\nOn the new node (its master backup key loaded from k cards of the cluster's set): takes over\nthe state of PEER (https://host:port) over mutually authenticated TLS with the node file made\nby `cluster add-node` on PEER. The transfer is encrypted under the master backup key; a peer\nof another key, or one not authenticated by the node file's CA, is refused before anything\nchanges. --addr is this (the new) node. Needs an approval for a cluster join.",
+	nargs:    [2]int{1, 1},
 	flags: func(fs *flag.FlagSet) any {
 		f := &joinFlags{}
 		fs.StringVar(&f.node, "node", "", "the node PKCS#12 `file` from cluster add-node")

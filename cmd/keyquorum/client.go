@@ -58,9 +58,12 @@ const clientEnvHelp = `connection (flags, else environment, else the defaults):
   --cert/--key KEYQUORUM_CLIENT_CERT/KEYQUORUM_CLIENT_KEY   PEM certificate and key instead
   --ca        KEYQUORUM_CA                CA certificate(s) the server must chain to (default
                                           keyquorum-data/webconf/ca.pem if it exists)
-  --approval  KEYQUORUM_APPROVAL          approval token for a dangerous action (start a
-                                          ceremony, resume, restore, cluster join, add-node):
-                                          make it on your account page with your security key
+`
+
+// approvalEnvHelp documents the approval of the commands that need one.
+const approvalEnvHelp = `  --approval  KEYQUORUM_APPROVAL          approval token for this action: make it on your
+                                          account page with your security key; it is spent
+                                          by the first request that uses it
 `
 
 // exitError carries an exit status and, when the message was printed already, nothing more.
@@ -139,8 +142,9 @@ func existing(path string) string {
 	return ""
 }
 
-// addClientFlags registers the connection flags on fs.
-func addClientFlags(fs *flag.FlagSet) *clientOptions {
+// addClientFlags registers the connection flags on fs, and --approval for a command that
+// needs one.
+func addClientFlags(fs *flag.FlagSet, approval bool) *clientOptions {
 	o := &clientOptions{}
 	def := filepath.Join("keyquorum-data", "webconf")
 	fs.StringVar(&o.addr, "addr", envOr("KEYQUORUM_ADDR", "https://127.0.0.1:8443"), "WebConf's `address`")
@@ -149,7 +153,9 @@ func addClientFlags(fs *flag.FlagSet) *clientOptions {
 	fs.StringVar(&o.cert, "cert", os.Getenv("KEYQUORUM_CLIENT_CERT"), "client certificate, PEM `file` (with --key)")
 	fs.StringVar(&o.key, "key", os.Getenv("KEYQUORUM_CLIENT_KEY"), "client key, PEM `file` (with --cert)")
 	fs.StringVar(&o.ca, "ca", envOr("KEYQUORUM_CA", existing(filepath.Join(def, operator.CACertFile))), "PEM `file` of the CA the server certificate must chain to")
-	fs.StringVar(&o.approval, "approval", os.Getenv("KEYQUORUM_APPROVAL"), "approval `token` for a dangerous action (from your account page)")
+	if approval {
+		secretVar(fs, &o.approval, "approval", "KEYQUORUM_APPROVAL", "approval `token` for this action (from your account page)")
+	}
 	fs.BoolVar(&o.json, "json", false, "print the service's JSON answer instead of text")
 	return o
 }

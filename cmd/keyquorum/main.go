@@ -38,6 +38,8 @@ var commands = map[string]command{
 	"audit":    {summary: "verify or export the hash-chained audit log (audit verify, audit export)", run: runAudit},
 	"card":     {summary: "show the card in the PIN pad (card info), check one card alone (card check), read a card without a PIN and say which card profile fits it (card survey, card profiles)", run: runCardAll},
 	"cluster":  {summary: "cluster node onboarding (cluster add-node on a node, cluster join on the new one)", run: runCluster},
+
+	"version": {summary: "print the version and the commit this binary was built from", run: runVersion},
 }
 
 // errUsage marks a usage error: the message was printed, exit status 2.
@@ -66,9 +68,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	err := cmd.run(ctx, args[1:], stdout, stderr)
 	switch {
-	case err == nil:
+	case err == nil, errors.Is(err, errHelpShown), errors.Is(err, flag.ErrHelp):
 		return 0
-	case errors.Is(err, errUsage), errors.Is(err, flag.ErrHelp):
+	case errors.Is(err, errUsage):
 		return 2
 	}
 	fmt.Fprintf(stderr, "keyquorum %s: %v\n", args[0], err)

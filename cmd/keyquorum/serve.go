@@ -10,21 +10,25 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/keyquorum/keyquorum/ceremony"
 	"github.com/keyquorum/keyquorum/hsm"
 	"github.com/keyquorum/keyquorum/hsm/pkcs11"
 	"github.com/keyquorum/keyquorum/hsm/soft"
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/pinpad/cyberjacksim"
+	"github.com/keyquorum/keyquorum/pinpad/part10"
 	"github.com/keyquorum/keyquorum/pinpad/pcsc"
 	"github.com/keyquorum/keyquorum/pinpad/sim"
 	"github.com/keyquorum/keyquorum/pinpad/tcos"
 	"github.com/keyquorum/keyquorum/webconf"
+	"github.com/keyquorum/keyquorum/webconf/monitor"
 	"github.com/keyquorum/keyquorum/webconf/operator"
 	"github.com/keyquorum/keyquorum/webconf/web"
 )
@@ -47,6 +51,11 @@ type serveConfig struct {
 	recoverAdmin bool
 	maxUpload    int64
 	verbose      bool
+	logFormat    string // "text" or "json"
+	configFile   string
+	check        bool // only check the flags and the configuration file, print them, exit
+	metricsAddr  string
+	timeouts     ceremony.Timeouts
 }
 
 const serveUsage = `usage: keyquorum serve [flags]
@@ -59,7 +68,24 @@ DATA/webconf, and prints where they are.
 
 PINs are never given on the command line: the PKCS#11 user PIN is read from --pin-file.
 
+--config FILE reads these flags from a file, one "name = value" per line ('#' starts a comment;
+a repeatable flag is repeated); a flag given on the command line wins over the file. The Debian
+package's service runs "keyquorum serve --config /etc/keyquorum/keyquorum.conf".
+
+KEYQUORUM_CPUPROFILE=FILE in the environment writes a CPU profile of the run to FILE when serve
+stops (bench/webload uses it to show where a request's time goes).
+
+Under systemd (Type=notify) the service reports ready once WebConf is listening. Core dumps are
+switched off at start, so a crash cannot write key material to disk.
+
 flags:
+`
+
+const serveExitHelp = `
+exit status:
+  0  stopped cleanly (SIGINT or SIGTERM); a ceremony running then is journaled as interrupted
+  1  could not start (data directory, PIN pad, HSM, TLS) or failed while running
+  2  usage error: contradictory or malformed flags, nothing was started
 `
 
 // parseServe reads serve's flags; contradictory settings are refused with a message saying why.
@@ -69,7 +95,8 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, serveUsage)
-		fs.PrintDefaults()
+		printFlags(stderr, fs)
+		fmt.Fprint(stderr, serveExitHelp)
 	}
 	fs.StringVar(&c.dataDir, "data", "keyquorum-data", "`dir`ectory of the journal, the audit log, the soft HSM, the simulator's cards and the management PKI (webconf/)")
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:8443", "`address` (host:port) to serve HTTPS on; the server certificate covers 127.0.0.1, ::1, localhost, this host and every --host")
@@ -99,9 +126,18 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 		return nil
 	})
 	fs.Int64Var(&c.maxUpload, "max-upload", webconf.DefaultMaxUpload, "largest backup upload accepted, in `bytes`")
+	d := ceremony.DefaultTimeouts
+	fs.DurationVar(&c.timeouts.OK, "timeout-ok", d.OK, "how long the PIN pad waits for OK or Cancel at a question (\"Write New Key press OK/Cancel\") before the ceremony stalls for Retry")
+	fs.DurationVar(&c.timeouts.Card, "timeout-card", d.Card, "how long the PIN pad waits for a card and OK (\"Insert 1. card press OK/Cancel\")")
+	fs.DurationVar(&c.timeouts.PIN, "timeout-pin", d.PIN, "how long the PIN pad waits for one PIN entry (each entry of a PIN change gets its own); at most 255s, the longest a pad can be asked to wait")
+	fs.DurationVar(&c.timeouts.Removal, "timeout-removal", d.Removal, "how long the PIN pad waits for the card to be taken out")
 	fs.BoolVar(&c.recoverAdmin, "recover-admin", false, "at this start, give the first administrator's certificate (DATA/webconf/admin.p12) the admin role again and remove its security keys, so it can register a new one: the way out when every administrator lost their security key (audited)")
 	fs.BoolVar(&c.verbose, "v", false, "log debug records too")
-	if err := fs.Parse(args); err != nil {
+	fs.StringVar(&c.logFormat, "log-format", "text", "log lines as `text` (key=value) or json (one JSON object a line, for log shippers)")
+	fs.StringVar(&c.configFile, "config", "", "read flags from this `file` (\"name = value\" lines); command-line flags win")
+	fs.StringVar(&c.metricsAddr, "metrics-listen", "", "serve Prometheus metrics over plain HTTP at /metrics on this `address` (host:port, e.g. 127.0.0.1:9643); off when empty. They carry no secret and no card serial, and need no client certificate: keep the address on a management network or loopback")
+	fs.BoolVar(&c.check, "check", false, "check the flags and the configuration file, print the settings in effect and exit (nothing is opened or created)")
+	if err := parseFlags(fs, args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() != 0 {
@@ -109,6 +145,12 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if c.configFile != "" {
+		if err := applyConfigFile(fs, c.configFile, set); err != nil {
+			return nil, usageErr(stderr, "%v", err)
+		}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	}
 
 	switch c.pinpad {
 	case "sim":
@@ -144,6 +186,17 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	if c.dataDir == "" {
 		return nil, usageErr(stderr, "--data must name a directory")
 	}
+	for _, t := range []struct {
+		flag string
+		d    time.Duration
+	}{{"timeout-ok", c.timeouts.OK}, {"timeout-card", c.timeouts.Card}, {"timeout-pin", c.timeouts.PIN}, {"timeout-removal", c.timeouts.Removal}} {
+		if t.d < time.Second {
+			return nil, usageErr(stderr, "--%s must be at least 1s, not %v", t.flag, t.d)
+		}
+	}
+	if c.timeouts.PIN > 255*time.Second {
+		return nil, usageErr(stderr, "--timeout-pin must be at most 255s: a PIN pad's timeout is one byte of seconds (bTimerOut)")
+	}
 	p, err := tcos.LoadProfile(*profileArg)
 	if err != nil {
 		return nil, usageErr(stderr, "--card-profile: %v", err)
@@ -154,6 +207,17 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	}
 	if c.maxUpload <= 0 {
 		return nil, usageErr(stderr, "--max-upload must be a positive number of bytes")
+	}
+	if c.metricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.metricsAddr); err != nil {
+			return nil, usageErr(stderr, "--metrics-listen must be host:port, e.g. 127.0.0.1:9643: %v", err)
+		}
+		if c.metricsAddr == c.listen && !strings.HasSuffix(c.listen, ":0") {
+			return nil, usageErr(stderr, "--metrics-listen must differ from --listen: metrics are served on a listener of their own")
+		}
+	}
+	if c.logFormat != "text" && c.logFormat != "json" {
+		return nil, usageErr(stderr, "--log-format must be text or json, not %q", c.logFormat)
 	}
 	return c, nil
 }
@@ -179,11 +243,32 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	if c.check {
+		return printServeSettings(stdout, c)
+	}
 	level := slog.LevelInfo
 	if c.verbose {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	opts := &slog.HandlerOptions{Level: level}
+	var handler slog.Handler = slog.NewTextHandler(stderr, opts)
+	if c.logFormat == "json" {
+		handler = slog.NewJSONHandler(stderr, opts)
+	}
+	log := slog.New(handler)
+	if p := os.Getenv("KEYQUORUM_CPUPROFILE"); p != "" {
+		// For bench/webload: where a request's CPU goes under load. A CPU profile holds stack
+		// samples, no memory contents.
+		stop, err := startCPUProfile(p)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	if err := disableCoreDumps(); err != nil {
+		// Not fatal: systemd's LimitCORE=0 does the same; say it so an operator can act.
+		log.Warn("could not switch off core dumps", "err", err)
+	}
 	return serve(ctx, c, stdout, log)
 }
 
@@ -220,6 +305,7 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 	}
 
 	var pad pinpad.Terminal
+	var padStatus web.PadStatus // nil: the simulator, always there
 	var simPad *sim.Pad
 	var virtualPanel *cyberjacksim.Panel
 	var padName string
@@ -235,7 +321,7 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 		if err != nil {
 			return fmt.Errorf("open PIN pad: %w", err)
 		}
-		pad, padName = t, t.Name()
+		pad, padName, padStatus = t, pcscPadName(ctx, t), pcscPadStatus{t: t}
 		if c.virtual != "" {
 			panel, err := cyberjacksim.OpenPanel(filepath.Join(c.dataDir, "cyberjacksim"), c.virtual, log.With("room", "pinpad"))
 			if err != nil {
@@ -244,6 +330,7 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 			defer panel.Close()
 			panel.SetProfile(c.profile)
 			virtualPanel, padName = panel, "SIMULATOR: virtual cyberJack through PC/SC ("+t.Name()+")"
+			padStatus = pcscPadStatus{t: t, virtual: true}
 		}
 	}
 	defer pad.Close()
@@ -271,7 +358,25 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 	}
 	defer h.Close()
 
-	mgr, err := ceremony.Open(ctx, ceremony.Config{Dir: c.dataDir, Pad: pad, HSM: h, Logger: log.With("room", "ceremony")})
+	var metricsURL string
+	probes := monitor.Probes{DataDir: c.dataDir, HSM: h, Logger: log.With("room", "monitor")}
+	if padStatus != nil {
+		probes.Pad = padPresence{padStatus}
+	}
+	metrics := monitor.New(probes)
+	if c.metricsAddr != "" {
+		mln, err := net.Listen("tcp", c.metricsAddr)
+		if err != nil {
+			return fmt.Errorf("listen on %s for metrics: %w", c.metricsAddr, err)
+		}
+		msrv := &http.Server{Handler: metricsMux(metrics), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+			WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute}
+		go msrv.Serve(mln)
+		defer msrv.Close()
+		metricsURL = "http://" + mln.Addr().String() + "/metrics"
+	}
+
+	mgr, err := ceremony.Open(ctx, ceremony.Config{Dir: c.dataDir, Pad: pad, HSM: h, Timeouts: c.timeouts, Logger: log.With("room", "ceremony"), OnAudit: metrics.ObserveAudit})
 	if err != nil {
 		return err
 	}
@@ -286,9 +391,10 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 
 	cfg := webconf.Config{
 		PKI: pki, CABundle: bundle, Runner: mgr, Records: mgr, Audit: mgr, HSM: h, MaxUpload: c.maxUpload,
-		Appliance: web.Appliance{PadName: padName, HSMName: hsmName, DataDir: c.dataDir},
+		Appliance: web.Appliance{PadName: padName, Pad: padStatus, PadTimeouts: c.timeouts, HSMName: hsmName, DataDir: c.dataDir},
 		Logger:    log.With("room", "webconf"),
 		Operators: ops, CRLFiles: c.crls, RPID: rpID, RecoverAdmin: c.recoverAdmin,
+		Monitor: metrics,
 	}
 	if simPad != nil {
 		cfg.Sim = simPad
@@ -310,8 +416,12 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 	} else {
 		fmt.Fprintf(stdout, "  PIN pad:       %s\n", padName)
 	}
+	fmt.Fprintf(stdout, "  Pad timeouts:  OK %v, card %v, PIN %v, removal %v\n", c.timeouts.OK, c.timeouts.Card, c.timeouts.PIN, c.timeouts.Removal)
 	fmt.Fprintf(stdout, "  card profile:  %s (%s)\n", c.profile.Name, c.profile.Description)
 	fmt.Fprintf(stdout, "  HSM:           %s\n", hsmName)
+	if metricsURL != "" {
+		fmt.Fprintf(stdout, "  Metrics:       %s (and /healthz there)\n", metricsURL)
+	}
 	fmt.Fprintf(stdout, "  CA certificate: %s (SHA-256 %s)\n", pki.CACertPath(), pki.Fingerprint())
 	created := ""
 	if pki.AdminCreated {
@@ -323,9 +433,23 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 	fmt.Fprintf(stdout, "  Security keys: work at https://%s/ only (WebAuthn relying party %s); register one on the Account page before any ceremony\n", net.JoinHostPort(rpID, port), rpID)
 	fmt.Fprintf(stdout, "Import the administrator certificate into the browser, trust the CA certificate, then open the URL.\n")
 
+	// The listener is bound and the server is about to accept: systemd may start what waits for
+	// us. Outside systemd (no NOTIFY_SOCKET) this does nothing.
+	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+		log.Warn("could not tell systemd the service is ready", "err", err)
+	}
 	err = srv.Serve(ctx, ln)
+	daemon.SdNotify(false, daemon.SdNotifyStopping)
 	log.Info("webconf stopped")
 	return err
+}
+
+// metricsMux serves /metrics, and /healthz for a scraper that watches both on one address.
+func metricsMux(m *monitor.Metrics) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.Handler())
+	mux.Handle("GET /healthz", m.Health())
+	return mux
 }
 
 // relyingPartyID is the host name security keys are bound to: the first --host that is a DNS
@@ -376,4 +500,46 @@ func readPINFile(path string) ([]byte, error) {
 		return nil, errors.New("read pin file: it is empty")
 	}
 	return out, nil
+}
+
+// padPresence is a PIN pad that can say whether it is connected, as health and the metrics ask.
+type padPresence struct{ s web.PadStatus }
+
+func (p padPresence) Present(ctx context.Context) bool {
+	_, err := p.s.Status(ctx)
+	return err == nil
+}
+
+// pcscPadStatus is the PC/SC PIN pad as WebConf's status shows it: its name and firmware now,
+// or why it is not there ("no PIN pad connected").
+type pcscPadStatus struct {
+	t       *pcsc.Terminal
+	virtual bool // the virtual cyberJack: the page must say SIMULATOR
+}
+
+func (p pcscPadStatus) Status(ctx context.Context) (string, error) {
+	if _, err := p.t.Status(ctx); err != nil {
+		return "", err
+	}
+	if p.virtual {
+		return "SIMULATOR: virtual cyberJack through PC/SC (" + pcscPadName(ctx, p.t) + ")", nil
+	}
+	return pcscPadName(ctx, p.t), nil
+}
+
+// pcscPadName says which PC/SC PIN pad the service found at start and its firmware, or that
+// none is connected yet (the service then finds it when it is plugged in).
+func pcscPadName(ctx context.Context, t *pcsc.Terminal) string {
+	name, err := t.Status(ctx)
+	if err != nil {
+		return fmt.Sprintf("%s (%v: ceremonies wait until it is plugged in)", t.Name(), err)
+	}
+	fw, err := t.Firmware(ctx)
+	switch {
+	case err != nil:
+		return name
+	case fw.Revision >= 0 && fw.Older(part10.MinPINDirectFirmware):
+		return fmt.Sprintf("%s (firmware %s: %v)", name, fw, &pinpad.FirmwareError{Firmware: fw.String(), Need: part10.MinPINDirectFirmware.String()})
+	}
+	return fmt.Sprintf("%s (firmware %s)", name, fw)
 }

@@ -7,16 +7,20 @@ import (
 	"crypto/x509"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/keyquorum/keyquorum/ceremony"
 )
 
 func TestServeFlags(t *testing.T) {
@@ -51,6 +55,9 @@ func TestServeFlags(t *testing.T) {
 		{[]string{"extra"}, false, "unexpected argument"},
 		{[]string{"--ca-bundle", "/etc/piv-ca.pem", "--crl", "/etc/piv.crl,/etc/piv2.crl"}, true, ""},
 		{[]string{"--crl", "/etc/piv.crl"}, false, "--crl lists revoked certificates of a --ca-bundle CA"},
+		{[]string{"--timeout-ok", "30s", "--timeout-card", "5m", "--timeout-pin", "2m", "--timeout-removal", "1m"}, true, ""},
+		{[]string{"--timeout-pin", "5m"}, false, "--timeout-pin must be at most 255s"},
+		{[]string{"--timeout-card", "0s"}, false, "--timeout-card must be at least 1s"},
 		{[]string{"--card-profile", "netkey-df01"}, true, ""},
 		{[]string{"--card-profile", "netkey"}, false, "no shipped profile \"netkey\" (shipped: keyquorum-mf, netkey-df01"},
 		{[]string{"--card-profile", badProfile}, false, "tries: verify spends a try on some cards"},
@@ -72,15 +79,19 @@ func TestServeFlags(t *testing.T) {
 		if !c.ok && !strings.Contains(stderr.String(), c.says) {
 			t.Errorf("%v: stderr %q does not say %q", c.args, stderr.String(), c.says)
 		}
-		if c.ok && len(c.args) == 0 && (cfg.dataDir != "keyquorum-data" || cfg.listen != "127.0.0.1:8443" || cfg.pinpad != "sim" || cfg.hsm != "soft" || cfg.profile.Name != "keyquorum-mf") {
+		if c.ok && len(c.args) == 0 && (cfg.dataDir != "keyquorum-data" || cfg.listen != "127.0.0.1:8443" || cfg.pinpad != "sim" || cfg.hsm != "soft" ||
+			cfg.timeouts != ceremony.DefaultTimeouts || cfg.timeouts.PIN != 90*time.Second || cfg.profile.Name != "keyquorum-mf") {
 			t.Errorf("defaults: %+v", cfg)
+		}
+		if c.ok && slices.Contains(c.args, "--timeout-pin") && cfg.timeouts != (ceremony.Timeouts{OK: 30 * time.Second, Card: 5 * time.Minute, PIN: 2 * time.Minute, Removal: time.Minute}) {
+			t.Errorf("timeouts: %+v", cfg.timeouts)
 		}
 	}
 	var stderr bytes.Buffer
 	if _, err := parseServe([]string{"--help"}, &stderr); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("--help: %v", err)
 	}
-	for _, f := range []string{"-data", "-listen", "-pinpad", "-reader", "-hsm", "-pkcs11-module", "-slot", "-pin-file", "-ca-bundle", "-crl", "-host", "-max-upload", "-recover-admin", "-card-profile"} {
+	for _, f := range []string{"--data", "--listen", "--pinpad", "--reader", "--hsm", "--pkcs11-module", "--slot", "--pin-file", "--ca-bundle", "--crl", "--host", "--max-upload", "--recover-admin", "--timeout-ok", "--timeout-card", "--timeout-pin", "--timeout-removal", "--card-profile"} {
 		if !strings.Contains(stderr.String(), "  "+f+" ") && !strings.Contains(stderr.String(), "  "+f+"\n") {
 			t.Errorf("--help does not explain %s", f)
 		}
@@ -204,5 +215,101 @@ func TestServeStartsAndStops(t *testing.T) {
 	cancel2()
 	if err := <-done2; err != nil {
 		t.Errorf("second serve: %v", err)
+	}
+}
+
+func TestServeConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good.conf", `# an appliance
+data = /var/lib/keyquorum
+listen = 0.0.0.0:9443
+host = kq1.example
+host = kq1
+log-format = json
+v = true
+`)
+	var stderr bytes.Buffer
+	c, err := parseServe([]string{"--config", good}, &stderr)
+	if err != nil {
+		t.Fatalf("%v: %s", err, stderr.String())
+	}
+	if c.dataDir != "/var/lib/keyquorum" || c.listen != "0.0.0.0:9443" || strings.Join(c.hosts, ",") != "kq1.example,kq1" || c.logFormat != "json" || !c.verbose {
+		t.Errorf("from the file: %+v", c)
+	}
+	// The command line wins, for the whole flag.
+	c, err = parseServe([]string{"--config", good, "--listen", "127.0.0.1:8443", "--host", "other.example"}, &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.listen != "127.0.0.1:8443" || strings.Join(c.hosts, ",") != "other.example" || c.dataDir != "/var/lib/keyquorum" {
+		t.Errorf("command line over the file: %+v", c)
+	}
+	// The file's settings pass the same checks as flags.
+	bad := []struct{ text, says string }{
+		{"listen 0.0.0.0:9443\n", `good.conf:1`},
+		{"# x\npin = 123456\n", `:2: "pin" is not a serve flag`},
+		{"recover-admin = true\n", "recover-admin cannot be set in the file"},
+		{"config = /etc/other.conf\n", "config cannot be set in the file"},
+		{"max-upload = lots\n", "max-upload"},
+		{"reader = REINER\n", "--reader names a PC/SC reader: it needs --pinpad pcsc"},
+		{"log-format = xml\n", "--log-format must be text or json"},
+	}
+	for i, b := range bad {
+		p := write("good.conf", b.text)
+		if i > 0 {
+			p = write(fmt.Sprintf("bad%d.conf", i), b.text)
+			b.says = strings.ReplaceAll(b.says, "good.conf", fmt.Sprintf("bad%d.conf", i))
+		}
+		stderr.Reset()
+		if _, err := parseServe([]string{"--config", p}, &stderr); !errors.Is(err, errUsage) || !strings.Contains(stderr.String(), b.says) {
+			t.Errorf("%q: err %v, stderr %q, want %q", b.text, err, stderr.String(), b.says)
+		}
+	}
+	stderr.Reset()
+	if _, err := parseServe([]string{"--config", filepath.Join(dir, "missing.conf")}, &stderr); err == nil || !strings.Contains(stderr.String(), "no such file") {
+		t.Errorf("a missing file: %v %q", err, stderr.String())
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"version"}, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "keyquorum ") || !strings.Contains(out.String(), "go1.") {
+		t.Errorf("version: %d %q %q", code, out.String(), errb.String())
+	}
+	out.Reset()
+	if code := run(context.Background(), []string{"version", "--json"}, &out, &errb); code != 0 || !strings.Contains(out.String(), `"platform": "`) {
+		t.Errorf("version --json: %d %q", code, out.String())
+	}
+	if code := run(context.Background(), []string{"version", "extra"}, &out, &errb); code != 2 {
+		t.Errorf("version extra: exit %d", code)
+	}
+}
+
+func TestServeCheck(t *testing.T) {
+	conf := filepath.Join(t.TempDir(), "kq.conf")
+	os.WriteFile(conf, []byte("pinpad = pcsc\nhost = kq1.example\nhost = kq1\nlisten = 0.0.0.0:8443\n"), 0o644)
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"serve", "--config", conf, "--check", "--data", t.TempDir() + "/never"}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	for _, want := range []string{"configuration is valid", "  pinpad = pcsc\n", "  host = kq1.example,kq1\n", "  listen = 0.0.0.0:8443\n"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("--check output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(conf), "never")); !os.IsNotExist(err) {
+		t.Error("--check created the data directory")
+	}
+	os.WriteFile(conf, []byte("pinpad = usb\n"), 0o644)
+	out.Reset()
+	if code := run(context.Background(), []string{"serve", "--config", conf, "--check"}, &out, &errb); code != 2 || out.Len() != 0 {
+		t.Errorf("a bad file: exit %d, out %q", code, out.String())
 	}
 }

@@ -21,13 +21,17 @@ import (
 //	keys TOKEN...     wait for the next PIN entry (up to 10 s), then press the keys: digit
 //	                  strings, OK, CANCEL, CLEAR
 //	press TOKEN...    press keys now, into the PIN entry in progress (no waiting)
-//	state             display, entry prompt and presence, as JSON
+//	state             display, entry prompt and kind, presence and cable, as JSON
 //	stats             APDUs and control calls so far, as JSON
 //	display           the text on the display
 //	outputs           every text the host sent with OUTPUT, joined by newlines
 //	entry             the prompt of the PIN entry in progress, "" when none
 //	present           "yes" or "no"
-//	firmware KIND     "no-mkt-comp": OUTPUT answers 6D 00 from now on; "mkt-comp": it works
+//	firmware KIND     "no-mkt-comp": INPUT and OUTPUT answer 6D 00 from now on; "mkt-comp": they
+//	                  work; "M.m.R" (e.g. 3.0.41): the kernel version GET STATUS reports, and
+//	                  below 3.0.42 secure PIN entry is refused as not supported
+//	unplug            pull the reader's USB cable (pcscd then sees the reader unavailable)
+//	plug              put it back
 
 // CardLoader opens the virtual card stored at path.
 type CardLoader func(path string) (Card, error)
@@ -107,8 +111,8 @@ func command(r *Reader, load CardLoader, f []string, lastEntry *int) (string, er
 		}
 		return "", nil
 	case "state":
-		prompt, _ := r.Entry()
-		b, err := json.Marshal(ReaderState{Display: r.Display(), Entry: prompt, Present: r.Present()})
+		prompt, seq := r.Entry()
+		b, err := json.Marshal(ReaderState{Display: r.Display(), Entry: prompt, Kind: r.EntryKind(), Entries: seq, Present: r.Present(), Plugged: r.Plugged()})
 		return string(b), err
 	case "stats":
 		b, err := json.Marshal(r.Stats())
@@ -121,10 +125,25 @@ func command(r *Reader, load CardLoader, f []string, lastEntry *int) (string, er
 		prompt, _ := r.Entry()
 		return prompt, nil
 	case "firmware":
-		if len(f) != 2 || (f[1] != "mkt-comp" && f[1] != "no-mkt-comp") {
-			return "", errors.New("usage: firmware mkt-comp|no-mkt-comp")
+		if len(f) != 2 {
+			return "", errors.New("usage: firmware mkt-comp|no-mkt-comp|MAJOR.MINOR.REVISION")
 		}
-		r.SetNoMKTComp(f[1] == "no-mkt-comp")
+		switch f[1] {
+		case "mkt-comp", "no-mkt-comp":
+			r.SetNoMKTComp(f[1] == "no-mkt-comp")
+			return "", nil
+		}
+		fw, err := ParseFirmware(f[1])
+		if err != nil {
+			return "", err
+		}
+		r.SetFirmware(fw)
+		return "", nil
+	case "unplug":
+		r.Unplug()
+		return "", nil
+	case "plug":
+		r.Plug()
 		return "", nil
 	case "present":
 		if r.Present() {
@@ -220,7 +239,13 @@ func (c *Client) Press(keys ...string) error {
 type ReaderState struct {
 	Display string `json:"display"`
 	Entry   string `json:"entry"` // the prompt of the entry in progress ("Enter PIN", "Insert card"), "" when none
-	Present bool   `json:"present"`
+	// Kind is what the entry waits for: "pin", "key" (CT-BCS INPUT: OK or Cancel), "card"
+	// (REQUEST ICC), "" when none.
+	Kind string `json:"kind"`
+	// Entries counts the waits for keys the pad has begun.
+	Entries int  `json:"entries"`
+	Present bool `json:"present"`
+	Plugged bool `json:"plugged"`
 }
 
 // State returns the reader's display, entry prompt and whether a card is in.
@@ -268,6 +293,19 @@ func (c *Client) SetFirmware(mktComp bool) error {
 	_, err := c.do("firmware " + kind)
 	return err
 }
+
+// SetFirmwareVersion makes the reader report kernel version fw ("3.0.41"); below 3.0.42 it
+// refuses secure PIN entry as the real driver does.
+func (c *Client) SetFirmwareVersion(fw string) error {
+	_, err := c.do("firmware " + fw)
+	return err
+}
+
+// Unplug pulls the reader's cable; Plug puts it back.
+func (c *Client) Unplug() error { _, err := c.do("unplug"); return err }
+
+// Plug puts the reader's cable back in.
+func (c *Client) Plug() error { _, err := c.do("plug"); return err }
 
 // Present reports whether a card is in the slot.
 func (c *Client) Present() (bool, error) {

@@ -128,16 +128,33 @@ func newRig(t *testing.T) *rig {
 	return &rig{term: term, pad: pad, card: path}
 }
 
-// insert puts the card in the reader and connects to it through PC/SC.
+// insert puts the card in the reader, presses OK on the pad as the prompt asks, and connects
+// to the card through PC/SC.
 func (r *rig) insert(t *testing.T) pinpad.Card {
+	t.Helper()
+	return r.insertAnswering(t, true)
+}
+
+// insertAnswering is insert; withOK false is a reader that cannot report its keys (no
+// MKT_COMP), where the insertion is the answer.
+func (r *rig) insertAnswering(t *testing.T, withOK bool) pinpad.Card {
 	t.Helper()
 	if err := r.pad.Insert(r.card); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.pad.Remove() })
-	card, err := r.term.WaitForCard(t.Context(), "Insert 1. card", 10*time.Second)
+	var typed <-chan error
+	if withOK {
+		typed = typeOnPad(t, stack.control, keys("OK"))
+	}
+	card, err := r.term.WaitForCard(t.Context(), "Insert 1. card press OK/Cancel", 10*time.Second)
 	if err != nil {
 		t.Fatalf("wait for card: %v", err)
+	}
+	if typed != nil {
+		if err := <-typed; err != nil {
+			t.Fatal(err)
+		}
 	}
 	return card
 }
@@ -348,8 +365,13 @@ func TestCyberJackWithoutDisplayModule(t *testing.T) {
 	if after, _ := r.pad.Outputs(); len(after) != len(before) {
 		t.Fatalf("text reached a display that has no module: %q", after[len(before):])
 	}
+	// Without MKT_COMP there is no INPUT: the pad's keys cannot be read outside a PIN entry, so
+	// the question goes to the screen and the insertion answers "Insert 1. card".
+	if err := r.term.WaitForOK(t.Context(), "Write New Key press OK/Cancel", 5*time.Second); !errors.Is(err, pinpad.ErrNoOKKey) {
+		t.Fatalf("wait for OK without MKT_COMP: got %v, want ErrNoOKKey", err)
+	}
 	// The PIN pad itself still works.
-	card := r.insert(t)
+	card := r.insertAnswering(t, false)
 	typed := typeOnPad(t, stack.control, keys("123456", "OK"))
 	if err := card.VerifyPIN(t.Context(), pinpad.SlotShare, 10*time.Second); err != nil {
 		t.Fatalf("verify: %v", err)
@@ -388,10 +410,21 @@ func TestCyberJackPanel(t *testing.T) {
 	if err := panel.Insert(serial); err != nil {
 		t.Fatal(err)
 	}
-	card, err := term.WaitForCard(t.Context(), "Insert 1. card", 10*time.Second)
+	ok := make(chan error, 1)
+	go func() { // the panel's OK answers the pad's INPUT
+		for st := range panel.Watch(t.Context()) {
+			if st.Waiting == sim.WaitCard && st.Inserted != "" {
+				panel.PressOK()
+				ok <- nil
+				return
+			}
+		}
+	}()
+	card, err := term.WaitForCard(t.Context(), "Insert 1. card press OK/Cancel", 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
+	<-ok
 	if card.Serial() != serial {
 		t.Fatalf("card serial %s through PC/SC, rack says %s", card.Serial(), serial)
 	}
@@ -439,4 +472,17 @@ func TestCyberJackPanel(t *testing.T) {
 	if err := term.WaitForRemoval(t.Context(), "Remove card", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
+
+	// The panel's "Unplug the reader" pulls the virtual cable: pcscd, and so the terminal, see
+	// no PIN pad until "Plug".
+	panel.Unplug()
+	if st := panel.State(); st.Plugged {
+		t.Fatalf("state after unplug %+v", st)
+	}
+	waitStatus(t, term, pinpad.ErrNoReader)
+	panel.Plug()
+	if st := panel.State(); !st.Plugged {
+		t.Fatalf("state after plug %+v", st)
+	}
+	waitStatus(t, term, nil)
 }

@@ -24,8 +24,7 @@ import (
 // of virtual cards in a directory, inserts and removes them, and presses the pad's keys, all
 // through the driver's control socket. It offers the simulator panel's operations, so WebConf
 // can run the real pcsc path by hand (`keyquorum serve --pinpad pcsc --virtual-reader SOCKET`).
-//
-// The virtual cyberJack cannot be unplugged: Unplug and Plug are logged and do nothing.
+// Unplug and Plug pull and put back the virtual reader's cable: pcscd then sees it unavailable.
 type Panel struct {
 	dir string
 	log *slog.Logger
@@ -140,11 +139,23 @@ func (p *Panel) Remove() error {
 	return nil
 }
 
-// Unplug is not possible on the virtual cyberJack; it is logged and ignored.
-func (p *Panel) Unplug() { p.log.Info("the virtual cyberJack cannot be unplugged") }
+// Unplug pulls the virtual reader's cable.
+func (p *Panel) Unplug() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.c.Unplug(); err != nil {
+		p.log.Warn("unplug the virtual cyberJack", "err", err)
+	}
+}
 
-// Plug is not possible on the virtual cyberJack; it is logged and ignored.
-func (p *Panel) Plug() {}
+// Plug puts the virtual reader's cable back in.
+func (p *Panel) Plug() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.c.Plug(); err != nil {
+		p.log.Warn("plug in the virtual cyberJack", "err", err)
+	}
+}
 
 // PressOK, PressCancel and PressClear press a key during a PIN entry or card request; pressed at
 // any other time they do nothing, as on the real pad.
@@ -179,11 +190,14 @@ func (p *Panel) State() sim.State {
 		st.Display = "virtual cyberJack: " + err.Error()
 		return st
 	}
+	st.Plugged = rs.Plugged
 	st.Display = strings.ReplaceAll(rs.Display, "\r", "\n")
 	switch {
-	case strings.HasPrefix(rs.Entry, "Insert"):
+	case rs.Kind == "card", rs.Kind == "key" && strings.HasPrefix(rs.Entry, "Insert"):
 		st.Waiting = sim.WaitCard
-	case rs.Entry != "":
+	case rs.Kind == "key":
+		st.Waiting = sim.WaitOK
+	case rs.Kind == "pin":
 		st.Waiting = sim.WaitPIN
 	}
 	if rs.Present {

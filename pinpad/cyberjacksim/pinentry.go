@@ -5,14 +5,47 @@ import (
 	"time"
 )
 
-// PIN-pad results as the two bytes a part 10 verify/modify returns (HARDWARE.md §1).
+// PIN-pad results as the two bytes a part 10 verify/modify returns (HARDWARE.md §1). Reiner's
+// driver has no 64 03 (CCIDReader.cpp IfdVerifyPinDirect): the pad does not take OK before the
+// minimum number of digits [I], so a too-short PIN ends in 64 00 if the operator stops there.
 var (
 	swTimeout   = []byte{0x64, 0x00}
 	swCancelled = []byte{0x64, 0x01}
 	swDiffer    = []byte{0x64, 0x02}
-	swLength    = []byte{0x64, 0x03}
 	swRejected  = []byte{0x6B, 0x80}
 )
+
+// reinerVerify and reinerModify report whether a structure has the shape Reiner's own
+// builder gives it (CCIDReader.cpp cjccid_SecurePV / cjccid_SecureMV, called with no tag 53 or
+// 54): byte units and left justification in bmFormatString, a format the pad knows,
+// bEntryValidationCondition 01 (fixed length) or 02 (OK key), wLangId 0409, bTeoPrologue
+// 00 00 00, and the messages it sets — verify bNumberMessage 01 with index 00, modify FF with
+// indexes 00 01 00. The real reader would show or do something else for other values, which a
+// test on this reader could not see; so this reader refuses them with 6B 80, the answer
+// Reiner's driver gives for a structure the reader rejects.
+func reinerVerify(in []byte) bool {
+	return reinerFormat(in[2]) && reinerCondition(in[7]) && in[8] == 0x01 &&
+		binary.LittleEndian.Uint16(in[9:11]) == 0x0409 && in[11] == 0x00 && zero(in[12:15])
+}
+
+func reinerModify(in []byte) bool {
+	return reinerFormat(in[2]) && in[9] <= 0x03 && reinerCondition(in[10]) && in[11] == 0xFF &&
+		binary.LittleEndian.Uint16(in[12:14]) == 0x0409 && in[14] == 0x00 && in[15] == 0x01 && in[16] == 0x00 &&
+		zero(in[17:20])
+}
+
+func reinerFormat(fs byte) bool { return fs&0x80 != 0 && fs&0x04 == 0 && fs&0x03 <= 0x02 }
+
+func reinerCondition(c byte) bool { return c == 0x01 || c == 0x02 }
+
+func zero(b []byte) bool {
+	for _, x := range b {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
+}
 
 // pinFormat is what the PIN structures say about how a PIN goes into the APDU.
 type pinFormat struct {
@@ -39,16 +72,16 @@ func (r *Reader) verifyPIN(in []byte) ([]byte, error) {
 	}
 	f := r.parseFormat(in[0], in[2], in[3], in[4], binary.LittleEndian.Uint16(in[5:7]), in[7])
 	tpl := in[19:]
-	if len(tpl) < 5 || !f.valid() {
+	if len(tpl) < 5 || !f.valid() || !reinerVerify(in) {
 		return swRejected, nil
 	}
 	card, err := r.poweredCard()
 	if err != nil {
 		return nil, err
 	}
-	pin, sw := r.readPIN("Enter PIN", f)
-	if sw != nil {
-		return sw, nil
+	pin, sw, err := r.readPIN("Enter PIN", f)
+	if err != nil || sw != nil {
+		return sw, err
 	}
 	defer clear(pin)
 	apdu, ok := f.build(tpl, int(f.formatString>>3)&0x0f, pin, nil, 0)
@@ -67,30 +100,32 @@ func (r *Reader) modifyPIN(in []byte) ([]byte, error) {
 	f := r.parseFormat(in[0], in[2], in[3], in[4], binary.LittleEndian.Uint16(in[7:9]), in[10])
 	offOld, offNew, confirm := int(in[5]), int(in[6]), in[9]
 	tpl := in[24:]
-	if len(tpl) < 5 || !f.valid() {
+	if len(tpl) < 5 || !f.valid() || !reinerModify(in) {
 		return swRejected, nil
 	}
 	card, err := r.poweredCard()
 	if err != nil {
 		return nil, err
 	}
+	// Each entry has its own bTimerOut: a PIN change's entries each get the whole time.
 	var old []byte
 	if confirm&0x02 != 0 {
 		var sw []byte
-		if old, sw = r.readPIN("Enter old PIN", f); sw != nil {
-			return sw, nil
+		var err error
+		if old, sw, err = r.readPIN("Enter old PIN", f); err != nil || sw != nil {
+			return sw, err
 		}
 		defer clear(old)
 	}
-	pin, sw := r.readPIN("Enter new PIN", f)
-	if sw != nil {
-		return sw, nil
+	pin, sw, err := r.readPIN("Enter new PIN", f)
+	if err != nil || sw != nil {
+		return sw, err
 	}
 	defer clear(pin)
 	if confirm&0x01 != 0 {
-		again, sw := r.readPIN("Confirm new PIN", f)
-		if sw != nil {
-			return sw, nil
+		again, sw, err := r.readPIN("Confirm new PIN", f)
+		if err != nil || sw != nil {
+			return sw, err
 		}
 		same := string(again) == string(pin)
 		clear(again)
@@ -124,63 +159,41 @@ func statusOf(resp []byte, err error) ([]byte, error) {
 }
 
 // readPIN runs one PIN entry on the pad. It returns the digits, or the two-byte result that
-// ended the entry without a PIN.
-func (r *Reader) readPIN(prompt string, f pinFormat) ([]byte, []byte) {
-	r.mu.Lock()
-	for len(r.keys) > 0 { // keys pressed before the prompt do not count
-		<-r.keys
-	}
-	r.entry = prompt
-	r.entrySeq++
-	r.display = prompt
-	r.changed.Broadcast()
-	r.mu.Unlock()
-	defer func() {
-		r.mu.Lock()
-		r.entry = ""
-		r.display = ""
-		r.changed.Broadcast()
-		r.mu.Unlock()
-	}()
+// ended the entry without a PIN, or [ErrUnplugged].
+func (r *Reader) readPIN(prompt string, f pinFormat) ([]byte, []byte, error) {
+	r.beginEntry("pin", prompt)
+	r.setDisplay(prompt)
+	defer r.endEntry(true)
 
 	digits := make([]byte, 0, 16)
 	timer := time.NewTimer(f.timeout)
 	defer timer.Stop()
-	finish := func() ([]byte, []byte) {
-		if len(digits) < f.min || len(digits) > f.max {
-			clear(digits)
-			return nil, swLength
-		}
-		return digits, nil
-	}
 	for {
-		select {
-		case <-timer.C:
-			if f.condition&0x04 != 0 && len(digits) > 0 {
-				return finish()
-			}
+		k, ok, err := r.nextKey(timer.C)
+		switch {
+		case err != nil:
 			clear(digits)
-			return nil, swTimeout
-		case k := <-r.keys:
-			switch {
-			case k == KeyCancel:
-				clear(digits)
-				return nil, swCancelled
-			case k == KeyClear:
-				clear(digits)
-				digits = digits[:0]
-			case k == KeyOK:
-				if f.condition&0x02 != 0 {
-					return finish()
-				}
-			case len(digits) < f.max:
-				digits = append(digits, byte(k))
-				if f.condition&0x01 != 0 && len(digits) == f.max {
-					return finish()
-				}
+			return nil, nil, err
+		case !ok:
+			clear(digits)
+			return nil, swTimeout, nil
+		case k == KeyCancel:
+			clear(digits)
+			return nil, swCancelled, nil
+		case k == KeyClear:
+			clear(digits)
+			digits = digits[:0]
+		case k == KeyOK:
+			if f.condition&0x02 != 0 && len(digits) >= f.min {
+				return digits, nil, nil
 			}
-			r.setDisplay(prompt + " " + stars(len(digits)))
+		case len(digits) < f.max:
+			digits = append(digits, byte(k))
+			if f.condition&0x01 != 0 && len(digits) == f.max {
+				return digits, nil, nil
+			}
 		}
+		r.setDisplay(prompt + " " + stars(len(digits)))
 	}
 }
 
@@ -206,6 +219,9 @@ func (f pinFormat) valid() bool {
 // binary, BCD or ASCII, left or right justified, with its length at the place
 // bmPINLengthFormat names when bmPINBlockString asks for a length field.
 func (f pinFormat) build(tpl []byte, pos int, pin, pin2 []byte, pos2 int) ([]byte, bool) {
+	if len(tpl) < 5 {
+		return nil, false
+	}
 	apdu := append([]byte(nil), tpl...)
 	kind := f.formatString & 0x03
 	if len(tpl) == 5 && tpl[4] == 0 {

@@ -5,9 +5,16 @@
 // It behaves the way Reiner's own Linux driver presents the reader (see docs/hardware.md in
 // the repository): the PC/SC part 10 features 06 VERIFY_PIN_DIRECT, 07 MODIFY_PIN_DIRECT,
 // 08 MCT_READER_DIRECT and 09 MCT_UNIVERSAL under Reiner's control codes, no PIN or display
-// properties, PIN structures refused unless exactly 19+n / 24+n bytes long, and the CT-BCS
-// commands OUTPUT, REQUEST ICC and EJECT ICC through MCT. A reader configured as firmware without
-// the MKT_COMP module answers OUTPUT with 6D 00, as such firmware does.
+// properties, PIN structures refused unless exactly 19+n / 24+n bytes long and shaped as Reiner's
+// own structure builder shapes them, and the CT-BCS commands GET STATUS, INPUT, OUTPUT, REQUEST
+// ICC and EJECT ICC through MCT. A reader configured as firmware without the MKT_COMP module
+// answers INPUT and OUTPUT with 6D 00; one configured with a kernel older than 3.0.42 refuses
+// secure PIN entry as "not supported", as the real driver does on such firmware.
+//
+// Card movements and unplugging are events: [Reader.WaitEvent] returns when one happens, which
+// the driver hands pcscd as its polling function (TAG_IFD_POLLING_THREAD_WITH_TIMEOUT, as
+// libccid does for readers with an interrupt endpoint), so pcscd learns of a card at once
+// instead of at its next 400 ms presence poll.
 //
 // What a person does at the pad — typing digits, OK, Cancel, Clear, inserting and removing a
 // card, or doing nothing until the pad gives up — arrives through [Reader.Press],
@@ -60,6 +67,12 @@ var (
 	ErrBadStructure  = errors.New("malformed control structure")
 	ErrUnsupported   = errors.New("control code not supported")
 	ErrOutputTooLong = errors.New("output buffer too small")
+	// ErrUnplugged is every operation of a reader whose USB cable is out: the driver answers
+	// IFD_NO_SUCH_DEVICE, as libccid does for a disconnected reader.
+	ErrUnplugged = errors.New("the reader is unplugged")
+	// ErrDriver is a command the real driver ends with an internal error (its -128 / -11
+	// returns), which the IFD handler reports as IFD_COMMUNICATION_ERROR.
+	ErrDriver = errors.New("the reader's driver failed the command")
 )
 
 // Key is a key of the pad.
@@ -79,7 +92,46 @@ type Options struct {
 	NoMKTComp bool
 	// DefaultTimeout is the PIN entry timeout used when a structure says 00 (reader default).
 	DefaultTimeout time.Duration
+	// Firmware is the version of the reader's kernel module; zero means DefaultFirmware.
+	Firmware Firmware
+	// Unplugged starts the reader with its cable out.
+	Unplugged bool
 }
+
+// Firmware is a cyberJack kernel module's version, as Reiner's driver reads it: Version is a
+// byte 0xMm (0x30 = 3.0) and Revision a number, printed "V3.0; Rev. 45" by GET STATUS.
+type Firmware struct {
+	Version  byte
+	Revision int
+}
+
+func (f Firmware) String() string {
+	return fmt.Sprintf("%d.%d.%d", f.Version>>4, f.Version&0x0f, f.Revision)
+}
+
+// PINDirectSupported is Reiner's rule (CCIDReader.cpp PinDirectSupported): secure PIN entry
+// through part 10 needs kernel 3.0.42 or newer.
+func (f Firmware) PINDirectSupported() bool {
+	return f.Version > 0x30 || f.Version == 0x30 && f.Revision >= 42
+}
+
+// ParseFirmware reads "3.0.45" (major.minor.revision).
+func ParseFirmware(s string) (Firmware, error) {
+	var major, minor, rev int
+	if n, err := fmt.Sscanf(s, "%d.%d.%d", &major, &minor, &rev); err != nil || n != 3 ||
+		major < 0 || major > 15 || minor < 0 || minor > 15 || rev < 0 || rev > 999 || fmt.Sprintf("%d.%d.%d", major, minor, rev) != s {
+		return Firmware{}, fmt.Errorf("firmware %q: want MAJOR.MINOR.REVISION, e.g. 3.0.45", s)
+	}
+	return Firmware{Version: byte(major<<4 | minor), Revision: rev}, nil
+}
+
+// DefaultFirmware is what the virtual reader reports unless told otherwise. [U] the revision a
+// shipped e-com(a) carries is not public; any revision from 42 on takes secure PIN entry.
+var DefaultFirmware = Firmware{Version: 0x30, Revision: 45}
+
+// OldFirmware is a kernel below 3.0.42: the driver lists the part 10 features but refuses
+// VERIFY_PIN_DIRECT and MODIFY_PIN_DIRECT as not supported.
+var OldFirmware = Firmware{Version: 0x30, Revision: 41}
 
 // Reader is one virtual cyberJack e-com with one card slot.
 type Reader struct {
@@ -99,6 +151,15 @@ type Reader struct {
 	// cannot swap cards faster than pcscd polls (~400 ms); a control socket can, and pcscd
 	// would then never notice that the card changed and must be powered again.
 	seenEmpty bool
+
+	unplugged bool
+	// plugs counts unplug and plug events; WaitEvent compares it and events with what the
+	// host's last presence poll saw.
+	plugs     uint64
+	polled    [2]uint64     // events and plugs as of the last Poll
+	stopWaits uint64        // bumped by StopWaiting
+	entryKind string        // "pin", "card" (REQUEST ICC), "key" (INPUT); "" when no entry runs
+	gone      chan struct{} // closed while the reader is unplugged
 
 	apdus    atomic.Uint64 // APDUs the card answered, from the host or built by the pad
 	controls atomic.Uint64 // part 10 control calls
@@ -126,8 +187,15 @@ func NewReader(opts Options) *Reader {
 	if opts.DefaultTimeout <= 0 {
 		opts.DefaultTimeout = 30 * time.Second
 	}
-	r := &Reader{opts: opts, keys: make(chan Key, 64), display: "REINER SCT\rcyberJack e-com", seenEmpty: true}
+	if opts.Firmware == (Firmware{}) {
+		opts.Firmware = DefaultFirmware
+	}
+	r := &Reader{opts: opts, keys: make(chan Key, 64), display: "REINER SCT\rcyberJack e-com", seenEmpty: true, unplugged: opts.Unplugged}
 	r.changed = sync.NewCond(&r.mu)
+	r.gone = make(chan struct{})
+	if r.unplugged {
+		close(r.gone)
+	}
 	return r
 }
 
@@ -172,6 +240,83 @@ func (r *Reader) Remove() Card {
 	return c
 }
 
+// Unplug pulls the reader's USB cable: every host operation fails with [ErrUnplugged] until Plug,
+// a PIN entry or key wait in progress ends, and a card in the slot stays there, unpowered.
+func (r *Reader) Unplug() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.unplugged {
+		return
+	}
+	r.unplugged, r.powered = true, false
+	close(r.gone)
+	if p, ok := r.card.(interface{ Reset() }); ok {
+		p.Reset()
+	}
+	r.plugs++
+	r.changed.Broadcast()
+}
+
+// Plug puts the cable back in.
+func (r *Reader) Plug() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.unplugged {
+		return
+	}
+	r.unplugged = false
+	r.gone = make(chan struct{})
+	r.plugs++
+	r.changed.Broadcast()
+}
+
+// Plugged reports whether the reader's cable is in.
+func (r *Reader) Plugged() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return !r.unplugged
+}
+
+// SetFirmware changes the reader's kernel version (a firmware update, or a test of an old one).
+func (r *Reader) SetFirmware(f Firmware) {
+	r.mu.Lock()
+	r.opts.Firmware = f
+	r.mu.Unlock()
+}
+
+func (r *Reader) firmware() Firmware {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.opts.Firmware
+}
+
+// WaitEvent blocks until the slot or the cable changed since the host's last presence poll
+// ([Reader.Poll]), timeout passes, or StopWaiting is called. It is the driver's IFDHPolling: pcscd
+// calls it between presence polls, so a card movement reaches pcscd as soon as it happens.
+func (r *Reader) WaitEvent(timeout time.Duration) {
+	timer := time.AfterFunc(timeout, func() {
+		r.mu.Lock()
+		r.changed.Broadcast()
+		r.mu.Unlock()
+	})
+	defer timer.Stop()
+	deadline := time.Now().Add(timeout)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	stop := r.stopWaits
+	for r.polled == [2]uint64{r.events, r.plugs} && r.stopWaits == stop && time.Now().Before(deadline) {
+		r.changed.Wait()
+	}
+}
+
+// StopWaiting ends every WaitEvent in progress (IFDHStopPolling, when pcscd removes the reader).
+func (r *Reader) StopWaiting() {
+	r.mu.Lock()
+	r.stopWaits++
+	r.changed.Broadcast()
+	r.mu.Unlock()
+}
+
 // SetNoMKTComp switches between firmware with and without the MKT_COMP display module.
 func (r *Reader) SetNoMKTComp(without bool) {
 	r.mu.Lock()
@@ -185,15 +330,20 @@ func (r *Reader) noMKTComp() bool {
 	return r.opts.NoMKTComp
 }
 
-// Poll is the host's presence poll (IFDHICCPresence): whether a card is in the slot.
-func (r *Reader) Poll() bool {
+// Poll is the host's presence poll (IFDHICCPresence): whether a card is in the slot, or
+// [ErrUnplugged].
+func (r *Reader) Poll() (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.polled = [2]uint64{r.events, r.plugs}
+	if r.unplugged {
+		return false, ErrUnplugged
+	}
 	if r.card == nil && !r.seenEmpty {
 		r.seenEmpty = true
 		r.changed.Broadcast()
 	}
-	return r.card != nil
+	return r.card != nil, nil
 }
 
 // Present reports whether a card is in the slot.
@@ -207,6 +357,9 @@ func (r *Reader) Present() bool {
 func (r *Reader) PowerUp() ([]byte, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.unplugged {
+		return nil, ErrUnplugged
+	}
 	if r.card == nil {
 		return nil, ErrNoCard
 	}
@@ -228,6 +381,9 @@ func (r *Reader) PowerDown() {
 func (r *Reader) ATR() ([]byte, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.unplugged {
+		return nil, ErrUnplugged
+	}
 	if r.card == nil {
 		return nil, ErrNoCard
 	}
@@ -247,6 +403,8 @@ func (r *Reader) poweredCard() (Card, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch {
+	case r.unplugged:
+		return nil, ErrUnplugged
 	case r.card == nil:
 		return nil, ErrNoCard
 	case !r.powered:
@@ -285,10 +443,10 @@ func (r *Reader) Press(k Key) error {
 		return fmt.Errorf("press key: unknown key %q", rune(k))
 	}
 	r.mu.Lock()
-	active := r.entry != ""
+	active := r.entryKind != ""
 	r.mu.Unlock()
 	if !active {
-		return errors.New("press key: the pad is not waiting for a PIN")
+		return errors.New("press key: the pad is not waiting for a key")
 	}
 	select {
 	case r.keys <- k:
@@ -310,7 +468,7 @@ func (r *Reader) WaitEntry(after int, timeout time.Duration) (prompt string, seq
 	defer timer.Stop()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for r.entry == "" || r.entrySeq <= after {
+	for r.entryKind == "" || r.entrySeq <= after {
 		if !time.Now().Before(deadline) {
 			return "", 0, errors.New("wait for PIN entry: none started")
 		}
@@ -326,23 +484,82 @@ func (r *Reader) Entry() (string, int) {
 	return r.entry, r.entrySeq
 }
 
+// EntryKind is what the pad waits for: "pin" (a secure PIN entry), "key" (CT-BCS INPUT: OK or
+// Cancel), "card" (REQUEST ICC), "" when it waits for nothing.
+func (r *Reader) EntryKind() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.entryKind
+}
+
+// beginEntry starts a wait for keys: it drops keys pressed before it and shows prompt.
+func (r *Reader) beginEntry(kind, prompt string) {
+	r.mu.Lock()
+	for len(r.keys) > 0 { // keys pressed before the prompt do not count
+		<-r.keys
+	}
+	r.entry, r.entryKind = prompt, kind
+	r.entrySeq++
+	r.changed.Broadcast()
+	r.mu.Unlock()
+}
+
+func (r *Reader) endEntry(blank bool) {
+	r.mu.Lock()
+	r.entry, r.entryKind = "", ""
+	if blank {
+		r.display = ""
+	}
+	r.changed.Broadcast()
+	r.mu.Unlock()
+}
+
+// nextKey waits for a key until timer fires: ok false on timeout, err [ErrUnplugged] when the
+// cable is pulled meanwhile.
+func (r *Reader) nextKey(timer <-chan time.Time) (Key, bool, error) {
+	r.mu.Lock()
+	gone := r.gone
+	r.mu.Unlock()
+	select {
+	case k := <-r.keys:
+		return k, true, nil
+	case <-timer:
+		return 0, false, nil
+	case <-gone:
+		return 0, false, ErrUnplugged
+	}
+}
+
 // Control executes a part 10 control code with input in. maxOut is the caller's output buffer.
 func (r *Reader) Control(code uint32, in []byte, maxOut int) ([]byte, error) {
 	r.controls.Add(1)
+	if !r.Plugged() {
+		return nil, ErrUnplugged
+	}
 	var out []byte
 	var err error
 	switch code {
 	case CtlGetFeatureRequest:
+		// Reiner's driver refuses a buffer too small for all four features with
+		// IFD_COMMUNICATION_ERROR (ifd.cpp p10GetFeatures), not "insufficient buffer".
+		if maxOut < 24 {
+			return nil, ErrDriver
+		}
 		out = features()
-		// Reiner's driver refuses a buffer too small for all four features.
 	case CtlVerifyPINDirect:
+		if !r.firmware().PINDirectSupported() {
+			return nil, ErrUnsupported // CCIDReader.cpp: STATUS_NOT_SUPPORTED below 3.0.42
+		}
 		out, err = r.verifyPIN(in)
 	case CtlModifyPINDirect:
+		if !r.firmware().PINDirectSupported() {
+			return nil, ErrUnsupported
+		}
 		out, err = r.modifyPIN(in)
 	case CtlMCTReaderDirect:
-		out, err = r.ctbcs(in)
+		out, err = r.ctbcs(in, maxOut)
 	case CtlMCTUniversal:
-		out, err = r.mctUniversal(in)
+		out, err = r.mctUniversal(in, maxOut)
 	default:
 		return nil, ErrUnsupported
 	}
@@ -375,16 +592,21 @@ func features() []byte {
 
 // mctUniversal unwraps MCT_UNIVERSAL: src(1) dst(1) length(u16, host order = little-endian)
 // then the command; the reply carries the same header with source and destination swapped.
-func (r *Reader) mctUniversal(in []byte) ([]byte, error) {
+func (r *Reader) mctUniversal(in []byte, maxOut int) ([]byte, error) {
 	if len(in) < 4 || int(binary.LittleEndian.Uint16(in[2:4])) != len(in)-4 {
 		return nil, ErrBadStructure
+	}
+	// ifd.cpp p10MctUniversal: room for the header and at least two reply bytes, else
+	// IFD_COMMUNICATION_ERROR.
+	if maxOut < 6 {
+		return nil, ErrDriver
 	}
 	src, dst, cmd := in[0], in[1], in[4:]
 	var resp []byte
 	var err error
 	switch dst {
 	case 1: // the card terminal itself: CT-BCS
-		resp, err = r.ctbcs(cmd)
+		resp, err = r.ctbcs(cmd, maxOut-4)
 	case 0: // the card
 		resp, err = r.Transmit(cmd)
 	default:

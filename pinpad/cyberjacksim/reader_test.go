@@ -100,13 +100,15 @@ func TestFeatureList(t *testing.T) {
 	if _, err := r.Control(0x42000000+3400+1, nil, 256); !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("unknown control code: %v", err)
 	}
-	if _, err := r.Control(CtlGetFeatureRequest, nil, 23); !errors.Is(err, ErrOutputTooLong) {
+	// Reiner's driver: a buffer under 24 bytes is IFD_COMMUNICATION_ERROR (ifd.cpp p10GetFeatures).
+	if _, err := r.Control(CtlGetFeatureRequest, nil, 23); !errors.Is(err, ErrDriver) {
 		t.Fatalf("short buffer: %v", err)
 	}
 }
 
-// The fixed-length example of HARDWARE.md §1: six ASCII digits into an FF-padded block.
-var verifyFixed = mustHex("1E 00 82 06 00 06 06 03 01 09 04 00 00 00 00 0B 00 00 00 00 20 00 00 06 FF FF FF FF FF FF")
+// The fixed-length example of HARDWARE.md §1: six ASCII digits into an FF-padded block, ended
+// at the sixth digit (condition 01, as Reiner's builder sets for a fixed length).
+var verifyFixed = mustHex("1E 00 82 06 00 06 06 01 01 09 04 00 00 00 00 0B 00 00 00 00 20 00 00 06 FF FF FF FF FF FF")
 
 // Reiner's own variable-length form: template 00 20 00 00 00, the reader sets Lc.
 var verifyVariable = mustHex("1E 00 82 0F 00 0F 06 02 01 09 04 00 00 00 00 05 00 00 00 00 20 00 00 00")
@@ -164,7 +166,8 @@ func TestVerifyPINPadResults(t *testing.T) {
 		want      []byte
 	}{
 		{"cancel", verifyVariable, "12C", []byte{0x64, 0x01}},
-		{"too short", verifyVariable, "123O", []byte{0x64, 0x03}},
+		// No 64 03 from Reiner's driver: OK before the minimum is not taken, the pad times out.
+		{"too short", oneSecond, "123O", []byte{0x64, 0x00}},
 		{"timeout", oneSecond, "", []byte{0x64, 0x00}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -213,7 +216,7 @@ func TestVerifyPINWithoutCard(t *testing.T) {
 // modifyStructure builds a PIN_MODIFY_STRUCTURE for variable-length ASCII PINs.
 func modifyStructure(confirm byte, apdu []byte) []byte {
 	h := mustHex("1E 00 82 0F 00 00 00 0F 06")
-	h = append(h, confirm, 0x02, 0x03, 0x09, 0x04, 0x00, 0x01, 0x02, 0x00, 0x00, 0x00)
+	h = append(h, confirm, 0x02, 0xFF, 0x09, 0x04, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00)
 	h = append(h, byte(len(apdu)), 0, 0, 0)
 	return append(h, apdu...)
 }
@@ -348,5 +351,209 @@ func TestKeysOutsideEntryRefused(t *testing.T) {
 	}
 	if err := r.Press('a'); err == nil {
 		t.Fatal("unknown key accepted")
+	}
+}
+
+// input builds CT-BCS INPUT 20 16 50 P2 with tag 80 (seconds) and tag 50 (text), Le 01.
+func input(p2 byte, seconds byte, text string) []byte {
+	data := append([]byte{0x80, 0x01, seconds, 0x50, byte(len(text))}, text...)
+	cmd := append([]byte{0x20, 0x16, 0x50, p2, byte(len(data))}, data...)
+	return append(cmd, 0x01)
+}
+
+func TestInputReadsOKAndCancel(t *testing.T) {
+	const text = "Write New Key\rpress OK/Cancel"
+	for _, tc := range []struct {
+		name  string
+		typed string
+		want  []byte
+	}{
+		{"OK", "O", []byte{0x90, 0x00}},
+		{"Cancel", "C", []byte{0x64, 0x01}},
+		{"Clear is asked again, then OK", "XO", []byte{0x90, 0x00}},
+		{"a digit is returned", "7", []byte{'7', 0x90, 0x00}},
+		{"nobody", "", []byte{0x64, 0x00}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := NewReader(Options{})
+			prompts := typeAfterPrompt(t, r, keys(tc.typed))
+			got, err := r.Control(CtlMCTUniversal, mct(input(0x00, 1, text)), 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := append([]byte{1, 2, byte(len(tc.want)), 0}, tc.want...); !bytes.Equal(got, want) {
+				t.Fatalf("got %X, want %X", got, want)
+			}
+			if p := <-prompts; len(p) != 1 || p[0] != text {
+				t.Fatalf("prompts %q", p)
+			}
+			if r.EntryKind() != "" {
+				t.Fatal("the entry outlived INPUT")
+			}
+		})
+	}
+}
+
+func TestInputAsReinersDriverChecksIt(t *testing.T) {
+	r := NewReader(Options{})
+	for _, tc := range []struct {
+		name string
+		cmd  []byte
+		want []byte
+	}{
+		{"no Le", mustHex("20 16 50 00 03 80 01 01"), swWrongLength},
+		{"P1 not 50", mustHex("20 16 40 00 03 80 01 01 01"), swBadParam},
+		{"P2 low nibble 3", mustHex("20 16 50 03 03 80 01 01 01"), swBadParam},
+		{"raw key codes need Le 01", mustHex("20 16 50 10 03 80 01 01 02"), swBadParam},
+		{"tag 80 of two bytes", mustHex("20 16 50 00 04 80 02 01 01 01"), swWrongLength},
+	} {
+		got, err := r.Control(CtlMCTReaderDirect, tc.cmd, 64)
+		if err != nil || !bytes.Equal(got, tc.want) {
+			t.Errorf("%s: %X %v, want %X", tc.name, got, err, tc.want)
+		}
+	}
+	if _, err := r.Control(CtlMCTReaderDirect, input(0, 1, strings.Repeat("x", 65)), 64); !errors.Is(err, ErrDriver) {
+		t.Errorf("65-byte text: %v", err)
+	}
+	// Without a tag 80 the first key is awaited 15 s (Reiner's default): Cancel ends it early.
+	go func() {
+		r.WaitEntry(0, 5*time.Second)
+		r.Press(KeyCancel)
+	}()
+	if got, _ := r.Control(CtlMCTReaderDirect, mustHex("20 16 50 00 01"), 64); !bytes.Equal(got, swCancelled) {
+		t.Errorf("INPUT without data: %X", got)
+	}
+	noMKT := NewReader(Options{NoMKTComp: true})
+	if got, _ := noMKT.Control(CtlMCTReaderDirect, input(0, 1, "x"), 64); !bytes.Equal(got, swBadINS) {
+		t.Errorf("INPUT without MKT_COMP: %X, want 6D00", got)
+	}
+}
+
+func TestGetStatusReportsFirmware(t *testing.T) {
+	r := NewReader(Options{Firmware: Firmware{Version: 0x30, Revision: 41}})
+	got, err := r.Control(CtlMCTReaderDirect, mustHex("20 13 00 46 00"), 256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append([]byte{0x46, 25}, "DESCTCJECA V3.0; Rev.  41"...)
+	if want = append(want, 0x90, 0x00); !bytes.Equal(got, want) {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	// A reply buffer under 29 bytes gets the short form without the revision.
+	if got, _ := r.Control(CtlMCTReaderDirect, mustHex("20 13 00 46 00"), 20); !bytes.Equal(got[:2], []byte{0x46, 15}) {
+		t.Fatalf("short form %q", got)
+	}
+	if fw, err := ParseFirmware("3.0.41"); err != nil || fw != r.firmware() || fw.PINDirectSupported() {
+		t.Fatalf("parse 3.0.41: %v %v", fw, err)
+	}
+	for _, bad := range []string{"3.0", "3.0.x", "30.0.1", "3.0.045"} {
+		if _, err := ParseFirmware(bad); err == nil {
+			t.Errorf("firmware %q accepted", bad)
+		}
+	}
+}
+
+func TestOldFirmwareRefusesSecurePINEntry(t *testing.T) {
+	r, card := newPoweredReader(t, Options{Firmware: OldFirmware})
+	if _, err := r.Control(CtlVerifyPINDirect, verifyVariable, 2); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("verify on 3.0.41: %v", err)
+	}
+	if _, err := r.Control(CtlModifyPINDirect, modifyStructure(0x01, mustHex("00 24 01 00 00")), 2); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("modify on 3.0.41: %v", err)
+	}
+	// The feature list is the same: the driver does not look at the firmware there.
+	if got, err := r.Control(CtlGetFeatureRequest, nil, 256); err != nil || len(got) != 24 {
+		t.Fatalf("features %X %v", got, err)
+	}
+	if len(card.got) != 0 {
+		t.Fatal("the card got an APDU")
+	}
+}
+
+func TestStructuresOtherThanReinersAreRefused(t *testing.T) {
+	modifyOld := modifyStructure(0x01, mustHex("00 24 01 00 00"))
+	modifyOld[11], modifyOld[14], modifyOld[15] = 0x02, 0x01, 0x02 // bNumberMessage 02, indexes 01 02 00
+	verifyFF := bytes.Clone(verifyVariable)
+	verifyFF[8] = 0xFF
+	bits := bytes.Clone(verifyVariable)
+	bits[2] = 0x02 // bit units
+	right := bytes.Clone(verifyVariable)
+	right[2] = 0x86 // right justified
+	german := bytes.Clone(verifyVariable)
+	german[9], german[10] = 0x07, 0x04
+	timeoutCond := bytes.Clone(verifyVariable)
+	timeoutCond[7] = 0x06
+	prologue := bytes.Clone(verifyVariable)
+	prologue[13] = 0x40
+	for name, s := range map[string][]byte{"verify bNumberMessage FF": verifyFF, "bit units": bits,
+		"right justified": right, "wLangId 0407": german, "condition 06": timeoutCond, "bTeoPrologue": prologue} {
+		r, card := newPoweredReader(t, Options{})
+		got, err := r.Control(CtlVerifyPINDirect, s, 2)
+		if err != nil || !bytes.Equal(got, swRejected) || len(card.got) != 0 {
+			t.Errorf("%s: %X %v, want 6B80 and nothing sent", name, got, err)
+		}
+		if _, seq := r.Entry(); seq != 0 {
+			t.Errorf("%s: a PIN entry started", name)
+		}
+	}
+	r, _ := newPoweredReader(t, Options{})
+	if got, err := r.Control(CtlModifyPINDirect, modifyOld, 2); err != nil || !bytes.Equal(got, swRejected) {
+		t.Errorf("modify with messages 02 / 01 02 00: %X %v, want 6B80", got, err)
+	}
+}
+
+func TestUnplugEndsWaitsAndOperations(t *testing.T) {
+	r, _ := newPoweredReader(t, Options{})
+	r.Poll()
+	events := make(chan struct{})
+	go func() {
+		r.WaitEvent(10 * time.Second)
+		close(events)
+	}()
+	pin := make(chan error, 1)
+	go func() {
+		_, err := r.Control(CtlVerifyPINDirect, verifyVariable, 2)
+		pin <- err
+	}()
+	if _, _, err := r.WaitEntry(0, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	r.Unplug()
+	select {
+	case <-events:
+	case <-time.After(5 * time.Second):
+		t.Fatal("WaitEvent did not return on unplug")
+	}
+	if err := <-pin; !errors.Is(err, ErrUnplugged) {
+		t.Fatalf("PIN entry during unplug: %v", err)
+	}
+	if time.Since(began) > 2*time.Second {
+		t.Fatal("unplug was noticed late")
+	}
+	if _, err := r.Poll(); !errors.Is(err, ErrUnplugged) {
+		t.Fatalf("poll while unplugged: %v", err)
+	}
+	for name, err := range map[string]error{
+		"transmit": func() error { _, err := r.Transmit([]byte{0, 0xA4, 0, 0x0C}); return err }(),
+		"control":  func() error { _, err := r.Control(CtlGetFeatureRequest, nil, 256); return err }(),
+		"power":    func() error { _, err := r.PowerUp(); return err }(),
+	} {
+		if !errors.Is(err, ErrUnplugged) {
+			t.Errorf("%s while unplugged: %v", name, err)
+		}
+	}
+	r.Plug()
+	if present, err := r.Poll(); err != nil || !present {
+		t.Fatalf("after plug: %v %v (the card stays in the slot)", present, err)
+	}
+	// WaitEvent returns at once for a change the last poll did not see, and waits otherwise.
+	r.Remove()
+	began = time.Now()
+	r.WaitEvent(5 * time.Second)
+	r.Poll()
+	r.WaitEvent(200 * time.Millisecond)
+	if took := time.Since(began); took < 200*time.Millisecond || took > 2*time.Second {
+		t.Fatalf("WaitEvent took %v", took)
 	}
 }

@@ -2,6 +2,7 @@ package part10
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 )
 
@@ -55,12 +56,19 @@ func FuzzParsePINStructures(f *testing.F) {
 	})
 }
 
-// FuzzPadReplies checks what the host parses of a pad's answers: the two-byte PIN result and
-// the MCT_UNIVERSAL envelope.
+// FuzzPadReplies checks what the host parses of a pad's answers: the two-byte PIN result, the
+// MCT_UNIVERSAL envelope, an INPUT's key and GET STATUS's firmware.
 func FuzzPadReplies(f *testing.F) {
 	f.Add([]byte{0x90, 0x00})
 	f.Add([]byte{0x01, 0x02, 0x02, 0x00, 0x6D, 0x00})
+	f.Add(append([]byte{0x01, 0x02, 29, 0x00, 0x46, 25}, "DESCTCJECA V3.0; Rev.  41\x90\x00"...))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		if key, err := InputResult(b); err == nil && (key < KeyOK || key > KeyNoInput) {
+			t.Fatalf("key %d from %x", key, b)
+		}
+		if fw, err := ParseStatus(b); err == nil && (fw.Ident == "" || !strings.Contains(string(b), fw.Ident)) {
+			t.Fatalf("firmware %+v from %x", fw, b)
+		}
 		if err := Result("verify PIN", b); err == nil && !bytes.Equal(b, []byte{0x90, 0x00}) {
 			t.Fatalf("%x accepted as success", b)
 		}

@@ -269,3 +269,42 @@ func TestOutputCommand(t *testing.T) {
 		}
 	}
 }
+
+func TestInputAndGetStatus(t *testing.T) {
+	in, err := InputCommand("Write New Key\npress OK/Cancel", 90*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := "Write New Key\rpress OK/Cancel"
+	want := append([]byte{0x02, 0x01, byte(11 + len(text)), 0x00, 0x20, 0x16, 0x50, 0x00, byte(5 + len(text)), 0x80, 0x01, 90, 0x50, byte(len(text))}, text...)
+	if want = append(want, 0x01); !bytes.Equal(in, want) {
+		t.Fatalf("INPUT\n got %X\nwant %X", in, want)
+	}
+	if _, err := InputCommand(strings.Repeat("x", 65), time.Second); err == nil {
+		t.Fatal("65-byte text accepted")
+	}
+	for reply, key := range map[string]Key{"01020200 9000": KeyOK, "01020200 6401": KeyCancel, "01020200 6400": KeyTimeout,
+		"01020300 37 9000": KeyDigit, "01020200 6D00": KeyNoInput} {
+		if got, err := InputResult(unhex(t, reply)); err != nil || got != key {
+			t.Errorf("%s: %v %v, want %v", reply, got, err, key)
+		}
+	}
+	if _, err := InputResult(unhex(t, "01020200 6A00")); err == nil {
+		t.Error("6A 00 taken as a key")
+	}
+	if !bytes.Equal(GetStatusCommand(), unhex(t, "02010500 2013004600")) {
+		t.Fatalf("GET STATUS %X", GetStatusCommand())
+	}
+	long := append([]byte{0x01, 0x02, 29, 0x00, 0x46, 25}, "DESCTCJECA V3.0; Rev.  41"...)
+	fw, err := ParseStatus(append(long, 0x90, 0x00))
+	if err != nil || fw.String() != "3.0.41" || !fw.Older(MinPINDirectFirmware) {
+		t.Fatalf("long form: %+v %v", fw, err)
+	}
+	short := append([]byte{0x01, 0x02, 19, 0x00, 0x46, 15}, "DESCTCJECA V3.0"...)
+	if fw, err := ParseStatus(append(short, 0x90, 0x00)); err != nil || fw.Revision != -1 || fw.Major != 3 {
+		t.Fatalf("short form: %+v %v", fw, err)
+	}
+	if _, err := ParseStatus(unhex(t, "01020200 6A00")); err == nil {
+		t.Fatal("6A 00 taken as firmware")
+	}
+}

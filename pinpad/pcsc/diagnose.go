@@ -112,6 +112,33 @@ func Diagnose(ctx context.Context, w io.Writer, o DiagnoseOptions) error {
 	if !hasVerify {
 		fmt.Fprintf(w, "  this reader cannot be used for PIN entry: %v\n", pinpad.ErrNoPINPad)
 	}
+	var fw *part10.Firmware
+	if code, ok := features.Code(part10.FeatureMCTUniversal); ok {
+		fmt.Fprintf(w, "firmware (CT-BCS GET STATUS 20 13 00 46 00):\n")
+		out, err := tr.Control(code, part10.GetStatusCommand())
+		if err == nil {
+			var f part10.Firmware
+			if f, err = part10.ParseStatus(out); err == nil {
+				fw = &f
+			}
+		}
+		switch {
+		case err != nil:
+			fmt.Fprintf(w, "  firmware: %s\n", errString(err))
+		case fw.Revision >= 0 && fw.Older(part10.MinPINDirectFirmware):
+			fmt.Fprintf(w, "  firmware %s (%q): %v\n", fw, fw.Ident, &pinpad.FirmwareError{Firmware: fw.String(), Need: part10.MinPINDirectFirmware.String()})
+		default:
+			fmt.Fprintf(w, "  firmware %s (%q)\n", fw, fw.Ident)
+		}
+		// CT-BCS INPUT of no key, 1 s: 6D 00 means firmware without MKT_COMP, whose OK and Cancel
+		// keys (and display) the host cannot use.
+		if in, err := part10.InputCommand("diagnose", time.Second); err == nil {
+			if out, err := tr.Control(code, in); err == nil {
+				key, err := part10.InputResult(out)
+				fmt.Fprintf(w, "  pad keys through CT-BCS INPUT: %s\n", map[bool]string{true: "no (6D 00: no MKT_COMP module; OK/Cancel are asked on the WebConf screen)", false: "yes"}[err == nil && key == part10.KeyNoInput])
+			}
+		}
+	}
 	if !present {
 		fmt.Fprintf(w, "no card in the reader: insert a card for the card checks\n")
 		return nil
@@ -125,7 +152,7 @@ func Diagnose(ctx context.Context, w io.Writer, o DiagnoseOptions) error {
 		tcos.IsTCOS(st.Atr), protocolNumber(st.ActiveProtocol))
 	var p tcos.PINPad
 	if hasVerify {
-		p = &pad{h: tr, features: features, log: discard}
+		p = &pad{h: tr, features: features, log: discard, firmware: fw}
 	}
 	fmt.Fprintf(w, "open card (select MF, read EF_GDO):\n")
 	c, err := tcos.OpenProfile(ctx, transport{h: tr}, st.Atr, p, o.Profile)

@@ -59,12 +59,25 @@ type pad struct {
 	h        handle
 	features part10.Features
 	log      *slog.Logger
+	firmware *part10.Firmware // as GET STATUS reported it; nil when unknown
+}
+
+// firmwareError is the reader refusing secure PIN entry for its firmware's sake.
+func (p *pad) firmwareError() error {
+	e := &pinpad.FirmwareError{Need: part10.MinPINDirectFirmware.String()}
+	if p.firmware != nil {
+		e.Firmware = p.firmware.String()
+	}
+	return e
 }
 
 func (p *pad) control(ctx context.Context, op string, feature byte, in []byte) ([]byte, error) {
 	code, ok := p.features.Code(feature)
 	if !ok {
 		return nil, pinpad.ErrNoPINPad
+	}
+	if p.firmware != nil && p.firmware.Revision >= 0 && p.firmware.Older(part10.MinPINDirectFirmware) {
+		return nil, p.firmwareError()
 	}
 	p.log.DebugContext(ctx, "pinpad control", "op", op, "feature", part10.FeatureName(feature),
 		"code", fmt.Sprintf("0x%08X", code), "in", hex.EncodeToString(in))
@@ -74,6 +87,10 @@ func (p *pad) control(ctx context.Context, op string, feature byte, in []byte) (
 	out, err := p.h.Control(code, in)
 	if err != nil {
 		p.log.DebugContext(ctx, "pinpad control failed", "op", op, "err", err)
+		if errors.Is(err, scard.ErrUnsupportedFeature) {
+			// Reiner's driver lists the feature but refuses it below kernel 3.0.42.
+			return nil, p.firmwareError()
+		}
 		return nil, mapError(op, err)
 	}
 	p.log.DebugContext(ctx, "pinpad control result", "op", op, "out", hex.EncodeToString(out))
@@ -88,7 +105,11 @@ func (p *pad) VerifyPIN(ctx context.Context, v *part10.PINVerify) ([]byte, error
 	if err != nil {
 		return nil, err
 	}
-	return p.control(ctx, "verify PIN", part10.FeatureVerifyPINDirect, in)
+	out, err := p.control(ctx, "verify PIN", part10.FeatureVerifyPINDirect, in)
+	if err != nil {
+		return nil, err
+	}
+	return p.cardSaid(ctx, "verify PIN", v.APDU, out)
 }
 
 func (p *pad) ModifyPIN(ctx context.Context, m *part10.PINModify) ([]byte, error) {
@@ -96,7 +117,30 @@ func (p *pad) ModifyPIN(ctx context.Context, m *part10.PINModify) ([]byte, error
 	if err != nil {
 		return nil, err
 	}
-	return p.control(ctx, "change PIN", part10.FeatureModifyPINDirect, in)
+	out, err := p.control(ctx, "change PIN", part10.FeatureModifyPINDirect, in)
+	if err != nil {
+		return nil, err
+	}
+	return p.cardSaid(ctx, "change PIN", m.APDU, out)
+}
+
+// cardSaid checks a 69 85 result. Reiner's driver makes 69 85 itself from a CCID error (bError
+// 26 in a verify, 31 in a modify; CCIDReader.cpp), which would otherwise read as the card's
+// transport-PIN state. The card is asked directly, with the data-less VERIFY of the PIN
+// (00 20 00 ref, no try spent): only when it says 69 85 too is the result the card's.
+func (p *pad) cardSaid(ctx context.Context, op string, tpl, out []byte) ([]byte, error) {
+	if len(out) != 2 || out[0] != 0x69 || out[1] != 0x85 || len(tpl) < 4 {
+		return out, nil
+	}
+	resp, err := p.h.Transmit([]byte{0x00, 0x20, 0x00, tpl[3]})
+	if err != nil {
+		return nil, mapError(op, err)
+	}
+	if n := len(resp); n >= 2 && resp[n-2] == 0x69 && resp[n-1] == 0x85 {
+		return out, nil
+	}
+	p.log.DebugContext(ctx, "69 85 came from the reader, not the card", "op", op, "card", hex.EncodeToString(resp))
+	return nil, &pinpad.ReaderRefusedError{Op: op, SW: 0x6985}
 }
 
 // readFeatures asks the reader for its part 10 features. A reader that answers "unsupported

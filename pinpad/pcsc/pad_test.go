@@ -25,6 +25,7 @@ type fakeHandle struct {
 	card     *vcard.Card
 	controls []controlCall
 	answer   func(code uint32, in []byte) ([]byte, error)
+	transmit func(cmd []byte) ([]byte, error) // replaces the card when set
 }
 
 type controlCall struct {
@@ -32,7 +33,12 @@ type controlCall struct {
 	in   []byte
 }
 
-func (h *fakeHandle) Transmit(cmd []byte) ([]byte, error) { return h.card.Transmit(cmd) }
+func (h *fakeHandle) Transmit(cmd []byte) ([]byte, error) {
+	if h.transmit != nil {
+		return h.transmit(cmd)
+	}
+	return h.card.Transmit(cmd)
+}
 
 func (h *fakeHandle) Control(code uint32, in []byte) ([]byte, error) {
 	h.controls = append(h.controls, controlCall{code, bytes.Clone(in)})
@@ -105,7 +111,7 @@ func TestPadSendsStructuresToListedCodes(t *testing.T) {
 				{c.verifyCode, unhex(t, "5A 5A 82 0F 00 0F 06 02 01 09 04 00 00 00 00 05 00 00 00 | 00 20 00 81 00")},
 				// ChangePIN: the old PIN as a verify, then the new one twice.
 				{c.verifyCode, unhex(t, "2D 2D 82 0F 00 0F 06 02 01 09 04 00 00 00 00 05 00 00 00 | 00 20 00 82 00")},
-				{c.modify, unhex(t, "2D 2D 82 0F 00 00 00 0F 06 01 02 02 09 04 01 02 00 00 00 00 05 00 00 00 | 00 24 01 82 00")},
+				{c.modify, unhex(t, "2D 2D 82 0F 00 00 00 0F 06 01 02 FF 09 04 00 01 00 00 00 00 05 00 00 00 | 00 24 01 82 00")},
 			}
 			if len(h.controls) != len(want) {
 				t.Fatalf("%d control calls, want %d", len(h.controls), len(want))
@@ -130,7 +136,8 @@ func TestPadResults(t *testing.T) {
 		{"9000", nil},
 		{"63C0", pinpad.ErrPINBlocked},
 		{"6983", pinpad.ErrPINBlocked},
-		{"6985", pinpad.ErrNullPIN},
+		// The vcard is not in its transport state: a 69 85 is then the reader's own.
+		{"6985", new(pinpad.ReaderRefusedError)},
 		{"6400", pinpad.ErrTimeout},
 		{"6401", pinpad.ErrCancelled},
 		{"6402", pinpad.ErrPINsDiffer},
@@ -141,8 +148,14 @@ func TestPadResults(t *testing.T) {
 			card, _ := newFakeCard(t, reinerFeatures, func(code uint32, in []byte) ([]byte, error) {
 				return unhex(t, c.reply), nil
 			})
+			matches := func(err error) bool {
+				if want, ok := c.want.(*pinpad.ReaderRefusedError); ok {
+					return errors.As(err, &want)
+				}
+				return errors.Is(err, c.want) && (c.want == nil) == (err == nil)
+			}
 			err := card.VerifyPIN(ctx, pinpad.SlotShare, time.Minute)
-			if !errors.Is(err, c.want) || (c.want == nil) != (err == nil) {
+			if !matches(err) {
 				t.Errorf("verify: %v, want %v", err, c.want)
 			}
 			// The change's modify step sees the same result once its verify passed.
@@ -152,7 +165,7 @@ func TestPadResults(t *testing.T) {
 				}
 				return unhex(t, c.reply), nil
 			})
-			if err := card2.ChangePIN(ctx, pinpad.SlotShare, time.Minute); !errors.Is(err, c.want) || (c.want == nil) != (err == nil) {
+			if err := card2.ChangePIN(ctx, pinpad.SlotShare, time.Minute); !matches(err) {
 				t.Errorf("change: %v, want %v", err, c.want)
 			}
 		})
@@ -164,6 +177,26 @@ func TestPadResults(t *testing.T) {
 			t.Errorf("%s: %v", reply, err)
 		}
 	}
+	t.Run("69 85 the card confirms", func(t *testing.T) {
+		card, h := newFakeCard(t, reinerFeatures, func(uint32, []byte) ([]byte, error) { return []byte{0x69, 0x85}, nil })
+		h.transmit = func(cmd []byte) ([]byte, error) {
+			if bytes.Equal(cmd, []byte{0x00, 0x20, 0x00, 0x81}) {
+				return []byte{0x69, 0x85}, nil // the card's own answer: transport PIN
+			}
+			return h.card.Transmit(cmd)
+		}
+		if err := card.VerifyPIN(ctx, pinpad.SlotShare, time.Minute); !errors.Is(err, pinpad.ErrNullPIN) {
+			t.Errorf("verify: %v, want ErrNullPIN", err)
+		}
+	})
+	t.Run("old firmware", func(t *testing.T) {
+		card, _ := newFakeCard(t, reinerFeatures, func(uint32, []byte) ([]byte, error) { return nil, scard.ErrUnsupportedFeature })
+		err := card.VerifyPIN(ctx, pinpad.SlotShare, time.Minute)
+		var fe *pinpad.FirmwareError
+		if !errors.As(err, &fe) || !errors.Is(err, pinpad.ErrNoPINPad) || !strings.Contains(err.Error(), "update the reader's firmware") {
+			t.Errorf("verify on firmware that refuses part 10: %v", err)
+		}
+	})
 	t.Run("driver errors", func(t *testing.T) {
 		for reply, want := range map[scard.Error]error{
 			scard.ErrRemovedCard:       pinpad.ErrCardRemoved,

@@ -513,3 +513,34 @@ func BenchmarkPCSCAPDURoundTrip(b *testing.B) {
 	b.ReportMetric(float64(times[len(times)/2].Microseconds()), "median-µs")
 	b.ReportMetric(float64(times[len(times)*99/100].Microseconds()), "p99-µs")
 }
+
+// TestPCSCNoMatchingReader: pcscd lists readers, none of them the PIN pad: the terminal opens
+// anyway (a service starts before the reader is plugged in) and every operation says that no
+// PIN pad is connected, which the ceremony turns into a stall until Retry.
+func TestPCSCNoMatchingReader(t *testing.T) {
+	requireStack(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	term, err := Open(ctx, Options{Reader: "REINER SCT cyberJack"})
+	if err != nil {
+		t.Fatalf("open with no such reader: %v", err)
+	}
+	defer term.Close()
+	if term.Name() != "REINER SCT cyberJack" {
+		t.Fatalf("name %q", term.Name())
+	}
+	for name, err := range map[string]error{
+		"status":      func() error { _, err := term.Status(ctx); return err }(),
+		"wait for OK": term.WaitForOK(ctx, "Write New Key press OK/Cancel", time.Second),
+		"wait for card": func() error {
+			_, err := term.WaitForCard(ctx, "Insert 1. card press OK/Cancel", time.Second)
+			return err
+		}(),
+		"removal": term.WaitForRemoval(ctx, "Remove card", time.Second),
+		"show":    term.Show(ctx, "hello"),
+	} {
+		if !errors.Is(err, pinpad.ErrNoReader) || err.Error() != "no PIN pad connected" {
+			t.Errorf("%s: %v, want %q", name, err, pinpad.ErrNoReader)
+		}
+	}
+}

@@ -64,5 +64,5 @@ func (t *Terminal) SurveyCard(ctx context.Context) (*tcos.SurveyReport, error) {
 	if !slices.ContainsFunc(ps, func(q *tcos.Profile) bool { return q.Name == t.profile.Name }) {
 		ps = append(ps, t.profile)
 	}
-	return Survey(ctx, t.name, ps)
+	return Survey(ctx, t.prefix, ps)
 }

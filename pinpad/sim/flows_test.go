@@ -3,6 +3,8 @@ package sim_test
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -438,5 +440,33 @@ func TestSurveyCard(t *testing.T) {
 	pad.Insert(blank)
 	if rep, err := pad.SurveyCard(ctx); err != nil || rep.Fits != "" || rep.Preparable != "yes" {
 		t.Fatalf("survey of a blank card: %v %+v", err, rep)
+	}
+}
+
+// A temporary card file a crash left between write and rename is removed when the simulator
+// opens: it holds a card's PINs and data and is no card.
+func TestOpenRemovesTemporaryCardFiles(t *testing.T) {
+	dir := t.TempDir()
+	p, err := sim.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, err := p.NewCard()
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := filepath.Join(dir, ".card-123456")
+	if err := os.WriteFile(left, []byte(`{"pins":"secret"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p2, err := sim.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(left); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("temporary card file still there: %v", err)
+	}
+	if cards := p2.Cards(); len(cards) != 1 || cards[0].Serial != serial {
+		t.Fatalf("cards after reopening: %+v", cards)
 	}
 }

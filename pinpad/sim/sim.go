@@ -166,6 +166,11 @@ func Open(dir string, opts ...Option) (*Pad, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open simulator: %w", err)
 	}
+	// A save cut short by a crash leaves a temporary card file: it is no card, and it holds
+	// PINs and shares, so it goes before anything else.
+	if err := vcard.RemoveTemp(dir); err != nil {
+		return nil, fmt.Errorf("open simulator: %w", err)
+	}
 	paths, err := filepath.Glob(filepath.Join(dir, "*.card"))
 	if err != nil {
 		return nil, fmt.Errorf("open simulator: %w", err)

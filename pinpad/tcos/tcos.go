@@ -267,12 +267,15 @@ func VerifyPINCommand(ref byte, timeout time.Duration) *part10.PINVerify {
 // one was verified just before [I: TCOS P1 semantics from HARDWARE.md §3]).
 func ChangePINCommand(ref byte, timeout time.Duration) *part10.PINModify {
 	return &part10.PINModify{
-		Timeout:       timeout,
-		PINFormat:     pinFormat(),
-		ConfirmPIN:    part10.ConfirmNewPIN,
-		NumberMessage: 0x02,
+		Timeout:    timeout,
+		PINFormat:  pinFormat(),
+		ConfirmPIN: part10.ConfirmNewPIN,
+		// The messages as Reiner's own builder sets them for a modify (CCIDReader.cpp
+		// cjccid_SecureMV: bNumberMessage FF, indexes 00 01 00); the virtual cyberJack refuses
+		// any other shape, so a mismatch shows in tests.
+		NumberMessage: 0xFF,
 		LangID:        0x0409,
-		MsgIndex:      [3]byte{0x01, 0x02, 0x00}, // "Enter new PIN", "Confirm new PIN"
+		MsgIndex:      [3]byte{0x00, 0x01, 0x00},
 		APDU:          []byte{0x00, 0x24, 0x01, ref, 0x00},
 	}
 }
@@ -289,9 +292,9 @@ func FirstPINCommand(ref byte, timeout time.Duration) *part10.PINModify {
 		PINFormat:          pinFormat(),
 		InsertionOffsetNew: nullPINLength,
 		ConfirmPIN:         part10.ConfirmNewPIN,
-		NumberMessage:      0x02,
+		NumberMessage:      0xFF, // the messages of Reiner's own modify, as ChangePINCommand
 		LangID:             0x0409,
-		MsgIndex:           [3]byte{0x01, 0x02, 0x00},
+		MsgIndex:           [3]byte{0x00, 0x01, 0x00},
 		APDU:               []byte{0x00, 0x24, 0x00, ref, nullPINLength, 0, 0, 0, 0, 0, 0},
 	}
 }

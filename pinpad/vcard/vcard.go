@@ -362,6 +362,25 @@ func parentOf(key string) string {
 	return mf
 }
 
+// tempPattern names the temporary file a save writes before renaming it over the card file.
+const tempPattern = ".card-*"
+
+// RemoveTemp removes the temporary files that saves in dir left behind when the process died
+// between writing one and renaming it: they hold a card's PINs and slot data, and are never a
+// card. Call it before any card of dir is used (the simulator does when it opens).
+func RemoveTemp(dir string) error {
+	paths, err := filepath.Glob(filepath.Join(dir, tempPattern))
+	if err != nil {
+		return fmt.Errorf("remove temporary card files: %w", err)
+	}
+	for _, p := range paths {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove temporary card files: %w", err)
+		}
+	}
+	return nil
+}
+
 // save writes the card file atomically. The caller holds c.mu (or owns c exclusively).
 func (c *Card) save() error {
 	if c.path == "" {
@@ -372,7 +391,7 @@ func (c *Card) save() error {
 		return fmt.Errorf("save card: %w", err)
 	}
 	defer clear(b)
-	tmp, err := os.CreateTemp(filepath.Dir(c.path), ".card-*")
+	tmp, err := os.CreateTemp(filepath.Dir(c.path), tempPattern)
 	if err != nil {
 		return fmt.Errorf("save card: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -133,9 +134,13 @@ const apiKeepAlive = 15 * time.Second
 
 // StatusJSON is GET /api/v1/status.
 type StatusJSON struct {
-	Operator    string            `json:"operator"`
-	Role        string            `json:"role"`
-	Pad         string            `json:"pad"`
+	Operator string `json:"operator"`
+	Role     string `json:"role"`
+	Pad      string `json:"pad"`
+	// PadProblem says why the PIN pad cannot be used now ("no PIN pad connected"); empty when
+	// it can.
+	PadProblem  string            `json:"pad_problem,omitempty"`
+	PadTimeouts TimeoutsJSON      `json:"pad_timeouts"`
 	HSM         string            `json:"hsm"`
 	Simulator   bool              `json:"simulator"`
 	BackupKeyID string            `json:"backup_key_id"` // "" when no MBK is loaded
@@ -147,6 +152,14 @@ type StatusJSON struct {
 	// Keys are the HSM's application keys (the key database a backup carries), when the HSM
 	// can list them.
 	Keys []KeyJSON `json:"keys"`
+}
+
+// TimeoutsJSON are the ceremonies' waits on the PIN pad, in seconds.
+type TimeoutsJSON struct {
+	OK      int `json:"ok_seconds"`
+	Card    int `json:"card_seconds"`
+	PIN     int `json:"pin_seconds"`
+	Removal int `json:"removal_seconds"`
 }
 
 // KeyJSON is one application key: never its material.
@@ -163,8 +176,11 @@ func (a *Handlers) status(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	out := StatusJSON{Operator: op.Name, Role: op.Role.String(), Pad: a.cfg.Appliance.PadName, HSM: a.cfg.Appliance.HSMName,
-		Simulator: a.cfg.Sim != nil, BackupKeyID: ov.BackupKeyID, HSMError: ov.HSMError, KeySet: ov.KeySet,
+	pad, padProblem := a.cfg.Appliance.PadNow(r.Context())
+	t := a.cfg.Appliance.PadTimeouts
+	out := StatusJSON{Operator: op.Name, Role: op.Role.String(), Pad: pad, PadProblem: padProblem, HSM: a.cfg.Appliance.HSMName,
+		PadTimeouts: TimeoutsJSON{OK: int(t.OK.Seconds()), Card: int(t.Card.Seconds()), PIN: int(t.PIN.Seconds()), Removal: int(t.Removal.Seconds())},
+		Simulator:   a.cfg.Sim != nil, BackupKeyID: ov.BackupKeyID, HSMError: ov.HSMError, KeySet: ov.KeySet,
 		Running: ov.Running, Pending: ov.Pending, Last: ov.Last, Keys: []KeyJSON{}}
 	if ks, ok := a.cfg.HSM.(hsm.KeyStore); ok {
 		keys, err := ks.Keys(r.Context())
@@ -350,19 +366,53 @@ func (a *Handlers) emptyBody(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-// AnswerRequest is the body of POST /api/v1/ceremony/answer: OK (true) or Cancel (false) to a
-// question the PIN pad cannot ask itself.
+// AnswerRequest is the body of POST /api/v1/ceremony/answer: OK (true) or Cancel (false) to the
+// question the PIN pad cannot ask itself, named by its ID (the running ceremony's
+// question.id). An answer to a question no longer asked is refused (409, stale_answer); OK to
+// a destructive question (question.destructive) needs an approval for
+// "ceremony.answer-destructive", as a ceremony start needs one.
 type AnswerRequest struct {
-	OK *bool `json:"ok"`
+	Question string `json:"question"`
+	OK       *bool  `json:"ok"`
+}
+
+// questionID is the shape of a ceremony.Question ID: "c<ceremony>-q<number>".
+var questionID = regexp.MustCompile(`^c[1-9][0-9]{0,19}-q[1-9][0-9]{0,9}$`)
+
+// parseAnswer decodes and checks the body of an answer.
+func parseAnswer(body io.Reader) (AnswerRequest, error) {
+	var req AnswerRequest
+	if err := decodeJSON(body, &req); err != nil {
+		return req, err
+	}
+	if req.OK == nil || !questionID.MatchString(req.Question) {
+		return req, errors.New(`the body must be {"question": ID, "ok": true} or {"question": ID, "ok": false}, ID the question's (keyquorum ceremony state shows it, e.g. "c12-q3")`)
+	}
+	return req, nil
 }
 
 func (a *Handlers) answer(w http.ResponseWriter, r *http.Request) {
-	var req AnswerRequest
-	if err := decodeJSON(r.Body, &req); err != nil || req.OK == nil {
-		a.badRequest(w, r, `the body must be {"ok": true} or {"ok": false}`)
+	req, err := parseAnswer(r.Body)
+	if err != nil {
+		a.badRequest(w, r, err.Error())
 		return
 	}
-	a.steer(w, r, func(op string) error { return a.cfg.Runner.Confirm(op, *req.OK) })
+	if !a.cfg.Authorize(w, r, operator.ActionSteer) {
+		return
+	}
+	// The question asked now decides whether the answer destroys data; an answer to another
+	// question is refused by the ceremony as stale, before any approval is spent.
+	q, asked := a.cfg.Runner.Question()
+	steppedUp := false
+	if asked && q.ID == req.Question && q.Destructive && *req.OK {
+		if !a.cfg.Authorize(w, r, operator.ActionAnswerDestructive) {
+			return
+		}
+		steppedUp = true
+	}
+	a.steer(w, r, func(op string) error {
+		return a.cfg.Runner.Answer(op, ceremony.Answer{Question: req.Question, OK: *req.OK, SteppedUp: steppedUp})
+	})
 }
 
 func (a *Handlers) steer(w http.ResponseWriter, r *http.Request, f func(op string) error) {

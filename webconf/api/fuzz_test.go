@@ -42,6 +42,22 @@ func FuzzAPIStartRequest(f *testing.F) {
 	})
 }
 
+// FuzzAPIAnswerRequest feeds the body of POST /api/v1/ceremony/answer to the decoder and its
+// check: nothing panics, and what is accepted names a question in the shape the ceremony gives
+// them and says OK or Cancel.
+func FuzzAPIAnswerRequest(f *testing.F) {
+	f.Add([]byte(`{"question":"c3-q1","ok":true}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, err := parseAnswer(bytes.NewReader(body))
+		if err != nil {
+			return
+		}
+		if req.OK == nil || !questionID.MatchString(req.Question) || len(req.Question) > 34 {
+			t.Fatalf("accepted %+v from %q", req, body)
+		}
+	})
+}
+
 // FuzzJoinRequest feeds the body of POST /api/v1/cluster/join (JSON with a PKCS#12 node file)
 // to the decoder and the check of the peer and the node file: nothing panics, and what is
 // accepted names an https peer and a node certificate that chains to the file's CA.

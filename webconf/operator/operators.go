@@ -292,6 +292,9 @@ type Operators struct {
 
 	mu      sync.RWMutex
 	revoked map[string]bool
+	// recorded counts the operators in the list, kept in memory so that the cap on recording
+	// unknown certificates costs nothing per request (counting the bucket walks all of it).
+	recorded int
 }
 
 var (
@@ -344,6 +347,7 @@ func OpenOperators(path string) (*Operators, error) {
 		return nil, err
 	}
 	err = db.View(func(tx *bolt.Tx) error {
+		o.recorded = tx.Bucket(bucketOps).Stats().KeyN
 		return tx.Bucket(bucketCerts).ForEach(func(k, v []byte) error {
 			var c IssuedCert
 			if err := json.Unmarshal(v, &c); err != nil {
@@ -437,20 +441,31 @@ func (o *Operators) Seen(id Identity, now time.Time) (Operator, error) {
 	if cur != nil && now.Sub(cur.LastSeen) < seenRecording && cur.UPN == id.UPN && cur.Email == id.Email {
 		return *cur, nil
 	}
+	unrecorded := Operator{ID: id.ID, Subject: id.Subject, Issuer: id.Issuer, UPN: id.UPN, Email: id.Email}
+	o.mu.RLock()
+	full := o.recorded >= maxOperators
+	o.mu.RUnlock()
+	if cur == nil && full {
+		// The list is full: an unknown certificate gets no role and no record, without a
+		// write per request.
+		return unrecorded, nil
+	}
 	var out Operator
+	added := false
 	err = o.db.Update(func(tx *bolt.Tx) error {
 		op, err := getOperator(tx, id.ID)
 		if err != nil {
 			return err
 		}
 		if op == nil {
-			if tx.Bucket(bucketOps).Stats().KeyN >= maxOperators {
-				out = Operator{ID: id.ID, Subject: id.Subject, Issuer: id.Issuer, UPN: id.UPN, Email: id.Email}
+			if full {
+				out = unrecorded
 				return nil
 			}
 			if op, err = newOperator(id, now); err != nil {
 				return err
 			}
+			added = true
 		}
 		op.UPN, op.Email, op.LastSeen = id.UPN, id.Email, now.UTC()
 		out = *op
@@ -458,6 +473,11 @@ func (o *Operators) Seen(id Identity, now time.Time) (Operator, error) {
 	})
 	if err != nil {
 		return Operator{}, fmt.Errorf("record operator: %w", err)
+	}
+	if added {
+		o.mu.Lock()
+		o.recorded++
+		o.mu.Unlock()
 	}
 	return out, nil
 }

@@ -12,20 +12,23 @@ type Action string
 
 // The actions. Ceremony starts are "ceremony." and the ceremony kind ([ActionForKind]).
 const (
-	ActionAccount         Action = "account"          // one's own account page: any trusted certificate
-	ActionView            Action = "view"             // status, key setup, live view, HSM and card pages
-	ActionAudit           Action = "audit"            // audit log, export, protocols
-	ActionSteer           Action = "ceremony.steer"   // retry, answer on the screen, cancel
-	ActionSimulator       Action = "simulator"        // the simulator's virtual pad and cards
-	ActionResume          Action = "ceremony.resume"  // resume an interrupted ceremony
-	ActionBackup          Action = "backup"           // download a backup
-	ActionRestore         Action = "restore"          // upload a backup into the HSM
-	ActionClusterJoin     Action = "cluster.join"     // take over a peer's state
-	ActionOperatorsView   Action = "operators.view"   // the operator list
-	ActionOperatorsManage Action = "operators.manage" // roles, certificates, others' security keys
-	ActionKeyAdd          Action = "key.add"          // register a security key (another one: fresh)
-	ActionKeyRemove       Action = "key.remove"       // remove one of one's own security keys
-	ActionCardSurvey      Action = "card.survey"      // read the card in the reader without a PIN
+	ActionAccount Action = "account"        // one's own account page: any trusted certificate
+	ActionView    Action = "view"           // status, key setup, live view, HSM and card pages
+	ActionAudit   Action = "audit"          // audit log, export, protocols
+	ActionSteer   Action = "ceremony.steer" // retry, answer on the screen, cancel
+	// ActionAnswerDestructive is OK to an on-screen question whose OK destroys data on a card
+	// (an overwrite, the last PIN try): a fresh assertion, as for starting a ceremony.
+	ActionAnswerDestructive Action = "ceremony.answer-destructive"
+	ActionSimulator         Action = "simulator"        // the simulator's virtual pad and cards
+	ActionResume            Action = "ceremony.resume"  // resume an interrupted ceremony
+	ActionBackup            Action = "backup"           // download a backup
+	ActionRestore           Action = "restore"          // upload a backup into the HSM
+	ActionClusterJoin       Action = "cluster.join"     // take over a peer's state
+	ActionOperatorsView     Action = "operators.view"   // the operator list
+	ActionOperatorsManage   Action = "operators.manage" // roles, certificates, others' security keys
+	ActionKeyAdd            Action = "key.add"          // register a security key (another one: fresh)
+	ActionKeyRemove         Action = "key.remove"       // remove one of one's own security keys
+	ActionCardSurvey        Action = "card.survey"      // read the card in the reader without a PIN
 )
 
 // ActionForKind is the action of starting a ceremony of kind k.
@@ -49,19 +52,20 @@ var (
 // rules is the role table. A ceremony kind not listed here is an administrator's, with a fresh
 // assertion: a new kind is safe before anyone thinks about it.
 var rules = map[Action]Rule{
-	ActionAccount:         {Roles: anyOperator, What: "see your account"},
-	ActionView:            {Roles: everyRole, What: "see this page"},
-	ActionAudit:           {Roles: []Role{RoleAdmin, RoleAuditor}, What: "read the audit log and the ceremony protocols"},
-	ActionSteer:           {Roles: cardHolders, What: "steer the running ceremony"},
-	ActionSimulator:       {Roles: cardHolders, What: "operate the simulator's PIN pad and cards"},
-	ActionResume:          {Roles: adminOnly, Fresh: true, What: "resume an interrupted ceremony"},
-	ActionBackup:          {Roles: adminOnly, What: "download a backup"},
-	ActionRestore:         {Roles: adminOnly, Fresh: true, What: "restore a backup"},
-	ActionClusterJoin:     {Roles: adminOnly, Fresh: true, What: "join a cluster"},
-	ActionOperatorsView:   {Roles: adminOnly, What: "see the operator list"},
-	ActionOperatorsManage: {Roles: adminOnly, Fresh: true, What: "manage operators (roles, certificates, security keys)"},
-	ActionKeyAdd:          {Roles: anyOperator, Fresh: true, What: "register a security key"},
-	ActionKeyRemove:       {Roles: anyOperator, Fresh: true, What: "remove a security key"},
+	ActionAccount:           {Roles: anyOperator, What: "see your account"},
+	ActionView:              {Roles: everyRole, What: "see this page"},
+	ActionAudit:             {Roles: []Role{RoleAdmin, RoleAuditor}, What: "read the audit log and the ceremony protocols"},
+	ActionSteer:             {Roles: cardHolders, What: "steer the running ceremony"},
+	ActionAnswerDestructive: {Roles: cardHolders, Fresh: true, What: "answer OK to a question that destroys data on a card (overwrite, last PIN try)"},
+	ActionSimulator:         {Roles: cardHolders, What: "operate the simulator's PIN pad and cards"},
+	ActionResume:            {Roles: adminOnly, Fresh: true, What: "resume an interrupted ceremony"},
+	ActionBackup:            {Roles: adminOnly, What: "download a backup"},
+	ActionRestore:           {Roles: adminOnly, Fresh: true, What: "restore a backup"},
+	ActionClusterJoin:       {Roles: adminOnly, Fresh: true, What: "join a cluster"},
+	ActionOperatorsView:     {Roles: adminOnly, What: "see the operator list"},
+	ActionOperatorsManage:   {Roles: adminOnly, Fresh: true, What: "manage operators (roles, certificates, security keys)"},
+	ActionKeyAdd:            {Roles: anyOperator, Fresh: true, What: "register a security key"},
+	ActionKeyRemove:         {Roles: anyOperator, Fresh: true, What: "remove a security key"},
 
 	ActionForKind(ceremony.KindGenerate):     {Roles: adminOnly, Fresh: true, What: "start a key generation"},
 	ActionForKind(ceremony.KindLoad):         {Roles: adminOnly, Fresh: true, What: "start a key load"},

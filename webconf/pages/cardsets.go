@@ -138,19 +138,16 @@ func (h *cardSetHandlers) checkForm(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cv := checkView{cardSetsView: v}
-	js, err := h.cer.records.Ceremonies(0)
+	js, _, err := h.cer.records.CeremoniesPage(ceremony.CeremonyQuery{Kind: ceremony.KindCardCheck, Limit: recentChecks})
 	if err != nil {
 		h.rd.Problem(w, r, web.For(err, "/cards"))
 		return
 	}
 	for _, j := range js {
-		if j.Kind != ceremony.KindCardCheck || j.Check == nil {
+		if j.Check == nil {
 			continue
 		}
 		cv.Recent = append(cv.Recent, checkResult{Ceremony: j.ID, When: j.Ended.UTC().Format("2006-01-02 15:04 UTC"), Operator: j.Operator, Check: *j.Check})
-		if len(cv.Recent) == recentChecks {
-			break
-		}
 	}
 	h.rd.HTML(w, r, http.StatusOK, checkPage(h.rd.Page(r, "Check a card", "cards"), cv))
 }

@@ -164,7 +164,10 @@ func (h *ceremonyHandlers) retry(w http.ResponseWriter, r *http.Request) {
 	web.RedirectBack(w, r, "/ceremony")
 }
 
-// answer answers, on the screen, a question the PIN pad cannot ask itself.
+// answer answers, on the screen, the question the PIN pad cannot ask itself, named by the form's
+// question ID: an answer to a question no longer asked is refused. OK to a destructive question
+// must be declared so (destructive=1), which makes the route ask for a fresh assertion
+// (answerFormAction); an undeclared one is refused here, so it never passes without one.
 func (h *ceremonyHandlers) answer(w http.ResponseWriter, r *http.Request) {
 	var ok bool
 	switch r.PostFormValue("answer") {
@@ -175,7 +178,15 @@ func (h *ceremonyHandlers) answer(w http.ResponseWriter, r *http.Request) {
 		h.rd.Problem(w, r, web.For(ceremony.ErrBadRequest, "/ceremony"))
 		return
 	}
-	if err := h.runner.Confirm(operator.NameOf(r), ok); err != nil {
+	id := r.PostFormValue("question")
+	declared := r.PostFormValue("destructive") == "1"
+	q, asked := h.runner.Question()
+	if ok && asked && q.ID == id && q.Destructive && !declared {
+		h.rd.Problem(w, r, web.For(fmt.Errorf("answer %q: %w", q.Text, ceremony.ErrStepUpRequired), "/ceremony"))
+		return
+	}
+	a := ceremony.Answer{Question: id, OK: ok, SteppedUp: ok && declared}
+	if err := h.runner.Answer(operator.NameOf(r), a); err != nil {
 		h.rd.Problem(w, r, web.For(err, "/ceremony"))
 		return
 	}

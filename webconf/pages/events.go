@@ -30,6 +30,16 @@ func NewEventStream(runner web.CeremonyRunner, s simpanel.Simulator, stopping <-
 // keepAlive is how often an idle stream sends a comment, so proxies and browsers keep it open.
 const keepAlive = 15 * time.Second
 
+// rackPoll is how often the stream looks for cards added to or removed from the simulator's
+// rack behind the pad's back.
+const rackPoll = time.Second
+
+// rackKey is what the page compares to know the rack changed.
+func rackKey(v simpanel.View) string {
+	b, _ := json.Marshal(v.Cards)
+	return string(b)
+}
+
 // Stream sends server-sent events until the request's context ends or the server stops:
 // "ceremony" with a liveView for every ceremony event (the latest one first), and "pad" with
 // a simpanel.View for every change of the simulator pad. Any number of browsers may watch; a slow
@@ -48,8 +58,15 @@ func (h *EventStream) Stream(w http.ResponseWriter, r *http.Request) {
 	sub := h.runner.Subscribe()
 	defer sub.Close()
 	var pad <-chan sim.State
+	var rackTick <-chan time.Time
 	if h.sim != nil {
 		pad = h.sim.Watch(ctx)
+		// A pad whose state lives elsewhere (the virtual cyberJack's rack of card files) does
+		// not report a new card through Watch: the rack is looked at every rackPoll, and a
+		// change is sent as a pad event, so the page shows the card without a reload.
+		t := time.NewTicker(rackPoll)
+		defer t.Stop()
+		rackTick = t.C
 	}
 	send := func(event string, v any) error {
 		b, err := json.Marshal(v)
@@ -60,6 +77,13 @@ func (h *EventStream) Stream(w http.ResponseWriter, r *http.Request) {
 			return err
 		}
 		return rc.Flush()
+	}
+	var lastPad sim.State
+	var lastRack string
+	sendPad := func(st sim.State) error {
+		v := simpanel.ViewFrom(st, h.sim.Cards())
+		lastPad, lastRack = st, rackKey(v)
+		return send("pad", v)
 	}
 	// The first message tells the page the stream is up, even before any ceremony ran.
 	if err := send("hello", map[string]string{"now": web.FormatRFC3339(time.Now())}); err != nil {
@@ -84,7 +108,11 @@ func (h *EventStream) Stream(w http.ResponseWriter, r *http.Request) {
 				pad = nil
 				continue
 			}
-			err = send("pad", simpanel.ViewFrom(st, h.sim.Cards()))
+			err = sendPad(st)
+		case <-rackTick:
+			if v := simpanel.ViewFrom(lastPad, h.sim.Cards()); rackKey(v) != lastRack {
+				err = sendPad(lastPad)
+			}
 		case <-tick.C:
 			_, err = fmt.Fprint(w, ": keep-alive\n\n")
 			if err == nil {

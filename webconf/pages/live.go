@@ -18,13 +18,20 @@ type liveView struct {
 	Stalled bool   `json:"stalled"`
 	// Confirming is a question the pad cannot ask (a real PIN pad does not report its OK key
 	// through PC/SC): the OK / Cancel buttons of the live view answer it.
-	Confirming bool   `json:"confirming"`
-	Ceremony   uint64 `json:"ceremony"`
-	Kind       string `json:"kind"`
-	Operator   string `json:"operator"`
-	Status     string `json:"status"`
-	Step       string `json:"step"`
-	StepText   string `json:"step_text"`
+	Confirming bool `json:"confirming"`
+	// QuestionID names the question the OK / Cancel buttons answer; Destructive ("1") says its
+	// OK destroys data on a card and needs the security key. QuestionText and QuestionDetail
+	// say what is asked (also while the pad itself asks).
+	QuestionID     string `json:"question_id"`
+	Destructive    string `json:"destructive"`
+	QuestionText   string `json:"question_text"`
+	QuestionDetail string `json:"question_detail"`
+	Ceremony       uint64 `json:"ceremony"`
+	Kind           string `json:"kind"`
+	Operator       string `json:"operator"`
+	Status         string `json:"status"`
+	Step           string `json:"step"`
+	StepText       string `json:"step_text"`
 	// Display is the PIN pad's display text.
 	Display  string `json:"display"`
 	WaitText string `json:"wait_text"`
@@ -71,6 +78,15 @@ func liveFromEvent(ev ceremony.Event, now time.Time) liveView {
 	}
 	if ev.PINTries >= 0 {
 		v.PINTries = triesText(ev.PINTries)
+	}
+	if q := ev.Question; q != nil {
+		v.QuestionText, v.QuestionDetail = q.Text, q.Detail
+		if ev.Waiting == ceremony.WaitConfirm {
+			v.QuestionID = q.ID
+			if q.Destructive {
+				v.Destructive = "1"
+			}
+		}
 	}
 	if ev.Ceremony != 0 {
 		v.Protocol = ProtocolURL(ev.Ceremony)

@@ -26,6 +26,8 @@ func newStatusHandlers(records web.CeremonyRecords, appliance web.Appliance, pki
 // statusView is the status page: the HSM's key, the card set, what runs, what is pending.
 type statusView struct {
 	Appliance     web.Appliance
+	PadName       string // the pad now
+	PadProblem    string // why it cannot be used now ("no PIN pad connected"), "" when it can
 	Overview      ceremony.Overview
 	Running       *liveView
 	Recent        []ceremony.Journal
@@ -40,6 +42,7 @@ func (h *statusHandlers) status(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := statusView{Appliance: h.appliance, Overview: ov, CAFingerprint: h.pki.Fingerprint()}
+	v.PadName, v.PadProblem = h.appliance.PadNow(r.Context())
 	if ov.Running != nil {
 		lv := liveFromEvent(*ov.Running, time.Now())
 		v.Running = &lv

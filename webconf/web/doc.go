@@ -10,7 +10,8 @@
 //     constructors the refusals of the middleware (no certificate, revoked, no role, not
 //     allowed, a security key needed).
 //   - The services the rooms are built on ([CeremonyRunner], [CeremonyRecords], [AuditReader],
-//     [BackupHSM]; *ceremony.Manager and every hsm.HSM implement them) and [Appliance].
+//     [BackupHSM]; *ceremony.Manager and every hsm.HSM implement them) and [Appliance], whose
+//     [PadStatus] says whether a PC/SC PIN pad is connected now.
 //   - Small answers: [WriteJSON], [RedirectBack] after a form (204 for the page script),
 //     [LocalPath] (a redirect target on this server only), the formats of times, sizes and
 //     durations; the checks of a key setup's quorum and label ([ParseQuorum]) and the phrase a

@@ -84,7 +84,10 @@ func For(err error, back string) Problem {
 	case errors.As(err, &pending):
 		p.Status, p.Title = http.StatusConflict, "An interrupted ceremony needs attention first"
 		p.Code = CodePending
-		p.Todo = "See the status page: resume the interrupted ceremony, or do a factory reset if it says one is required."
+		if pending.Pending.Next == ceremony.NextReset {
+			p.Title = "A factory reset is required first"
+		}
+		p.Todo = pending.Todo()
 	case errors.Is(err, ceremony.ErrKeyLoaded):
 		p.Status, p.Title = http.StatusConflict, "A master backup key is already loaded"
 		p.Code = CodeKeyLoaded
@@ -101,6 +104,14 @@ func For(err error, back string) Problem {
 		p.Status, p.Title, p.Back = http.StatusConflict, "The ceremony is not waiting for a retry", "/ceremony"
 		p.Code = CodeNotStalled
 		p.Todo = "Retry is only possible after a step timed out or the reader was disconnected. Follow the PIN pad's prompt."
+	case errors.Is(err, ceremony.ErrStaleAnswer):
+		p.Status, p.Title, p.Back = http.StatusConflict, "That question is no longer asked", "/ceremony"
+		p.Code = CodeStaleAnswer
+		p.Todo = "Your answer was not taken: it named a question that was answered already, ran out or was replaced. Read what the live view asks now and answer that."
+	case errors.Is(err, ceremony.ErrStepUpRequired):
+		p.Status, p.Title, p.Back = http.StatusForbidden, "Security key confirmation required", "/ceremony"
+		p.Code = CodeApprovalRequired
+		p.Todo = "OK to this question destroys data on a card: confirm it with your security key (the live view asks for it; the command line needs --approval for ceremony.answer-destructive)."
 	case errors.Is(err, ceremony.ErrNotAsking):
 		p.Status, p.Title, p.Back = http.StatusConflict, "The ceremony is not asking a question", "/ceremony"
 		p.Code = CodeNotAsking
@@ -162,6 +173,7 @@ const (
 	CodeNotRunning       = "not_running"             // 409: no ceremony runs
 	CodeNotStalled       = "not_stalled"             // 409: the ceremony does not wait for a retry
 	CodeNotAsking        = "not_asking"              // 409: the ceremony asks no question
+	CodeStaleAnswer      = "stale_answer"            // 409: the answer names a question no longer asked
 	CodeNothingToResume  = "nothing_to_resume"       // 409
 	CodeForeignKey       = cluster.ProblemForeignKey // 422: a backup or peer of another master backup key
 	CodeBadBackup        = "bad_backup"              // 422: damaged, truncated or not a backup; nothing changed

@@ -20,7 +20,9 @@ type CeremonyRunner interface {
 	Start(ctx context.Context, operator string, req ceremony.Request) (*ceremony.Handle, error)
 	Resume(ctx context.Context, operator string) (*ceremony.Handle, error)
 	Retry(operator string) error
-	Confirm(operator string, ok bool) error
+	// Answer answers the question the pad asks on the screen; Question is that question.
+	Answer(operator string, a ceremony.Answer) error
+	Question() (ceremony.Question, bool)
 	Cancel(operator string) error
 	Subscribe() *ceremony.Subscription
 }
@@ -29,14 +31,20 @@ type CeremonyRunner interface {
 type CeremonyRecords interface {
 	Overview(ctx context.Context) (ceremony.Overview, error)
 	Ceremonies(limit int) ([]ceremony.Journal, error)
+	// CeremoniesPage is one page of the ceremony list, newest first, and the cursor of the next.
+	CeremoniesPage(q ceremony.CeremonyQuery) ([]ceremony.Journal, uint64, error)
 	Protocol(id uint64) (*ceremony.Protocol, error)
 }
 
 // AuditReader reads and verifies the audit log; *ceremony.Manager implements it.
 type AuditReader interface {
 	VerifyAudit() (ceremony.AuditSummary, error)
+	// VerifyAuditIncremental checks what was appended since the last verification.
+	VerifyAuditIncremental() (ceremony.AuditSummary, error)
 	ExportAudit(w io.Writer) error
 	AuditLog(ceremony uint64) ([]ceremony.AuditEntry, error)
+	// AuditPage is one page of matching entries, newest first.
+	AuditPage(q ceremony.AuditQuery) (ceremony.AuditPage, error)
 }
 
 // BackupHSM is what the HSM page needs of the HSM; every hsm.HSM implements it.
@@ -49,6 +57,33 @@ type BackupHSM interface {
 // Appliance describes the service for the status page.
 type Appliance struct {
 	PadName string // "simulator" or the reader's name
-	HSMName string // "soft (embedded)" or the PKCS#11 module and slot
-	DataDir string
+	// Pad, when set, is asked whenever the status is shown whether the PIN pad is connected
+	// (a PC/SC reader can be unplugged and plugged in while the service runs); nil for the
+	// simulator, which is always there.
+	Pad PadStatus
+	// PadTimeouts are the ceremonies' waits on the pad (`serve --timeout-…`), shown so an
+	// operator knows how long the pad waits before a step stalls.
+	PadTimeouts ceremony.Timeouts
+	HSMName     string // "soft (embedded)" or the PKCS#11 module and slot
+	DataDir     string
+}
+
+// PadStatus is a PIN pad that can say whether it is connected: its name now (with what else
+// the operator should know of it, such as its firmware), or why it cannot be used (e.g.
+// pinpad.ErrNoReader, "no PIN pad connected").
+type PadStatus interface {
+	Status(ctx context.Context) (string, error)
+}
+
+// PadNow is the pad as the status shows it: its name, and a problem ("" when none) an operator
+// can read.
+func (a Appliance) PadNow(ctx context.Context) (name, problem string) {
+	if a.Pad == nil {
+		return a.PadName, ""
+	}
+	name, err := a.Pad.Status(ctx)
+	if err != nil {
+		return a.PadName, err.Error()
+	}
+	return name, ""
 }

@@ -49,6 +49,20 @@ func FormatTime(t time.Time) string {
 	return t.UTC().Format("2006-01-02 15:04:05 UTC")
 }
 
+// FormatWait is a timeout as an operator reads it: "90 s", "2 min", "2 min 30 s".
+func FormatWait(d time.Duration) string {
+	s := int((d + time.Second - 1) / time.Second)
+	switch {
+	case s < 60:
+		return fmt.Sprintf("%d s", s)
+	case s%60 == 0:
+		return fmt.Sprintf("%d min", s/60)
+	case s < 120:
+		return fmt.Sprintf("%d s", s)
+	}
+	return fmt.Sprintf("%d min %d s", s/60, s%60)
+}
+
 // FormatRFC3339 is a time for the page script (RFC 3339 with nanoseconds); "" for none.
 func FormatRFC3339(t time.Time) string {
 	if t.IsZero() {

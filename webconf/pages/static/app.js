@@ -40,6 +40,23 @@
 		}
 		e.preventDefault();
 		var data = new URLSearchParams(new FormData(form, e.submitter || null));
+		if (form.hasAttribute('data-step-up')) {
+			// An answer whose OK destroys data (the form says so) needs the security key first:
+			// WebConf says whether this one does, as for every dangerous form.
+			var params = new URLSearchParams(data);
+			params.delete('csrf');
+			params.delete('webauthn');
+			params.set('_path', new URL(form.action, window.location.href).pathname);
+			queue = queue.then(function () {
+				return confirmWithKey(params).then(function (token) {
+					if (token) {
+						data.set('webauthn', token);
+					}
+					return send(form.action, data);
+				}, function (err) { showProblem(keyError(err)); });
+			});
+			return;
+		}
 		queue = queue.then(function () { return send(form.action, data); });
 	});
 	function send(action, data) {
@@ -303,6 +320,7 @@
 		outcome: function (v) { return !!v.outcome; },
 		stalled: function (v) { return v.stalled; },
 		confirming: function (v) { return v.confirming; },
+		question: function (v) { return !!v.question_text; },
 		active: function (v) { return v.active; }
 	};
 	function applyLive(v) {
@@ -310,6 +328,10 @@
 			var k = el.getAttribute('data-live');
 			var val = v[k];
 			el.textContent = val === undefined || val === null ? '' : String(val);
+		});
+		document.querySelectorAll('[data-live-value]').forEach(function (el) {
+			var val = v[el.getAttribute('data-live-value')];
+			el.value = val === undefined || val === null ? '' : String(val);
 		});
 		document.querySelectorAll('[data-live-show]').forEach(function (el) {
 			var f = shows[el.getAttribute('data-live-show')];

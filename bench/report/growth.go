@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// A growth curve is one operation measured at sizes an order of magnitude apart. The table
+// gives each size's figure, the ratio between neighbouring sizes and the growth exponent
+// (log of the time ratio over log of the size ratio: 1 is linear, 0 flat); an exponent above
+// maxExponent is flagged, and so is one above flatExponent for an operation that must not
+// grow with the history at all.
+const (
+	maxExponent  = 1.2
+	flatExponent = 0.2
+)
+
+type curve struct {
+	what  string
+	bench string // benchmark name with %d for the size
+	flat  bool   // must not grow
+}
+
+func (r *report) growth(ctx context.Context) {
+	r.order = orderGrowth
+	sizes := strings.Split(r.p.auditSizes, ",")
+	step("ceremony: audit log growth at " + r.p.auditSizes + " entries")
+	src := "`BenchmarkAuditGrowth` (ceremony)"
+	os.Setenv("KQ_AUDIT_SIZES", r.p.auditSizes)
+	lines, err := r.goBench(ctx, "ceremony", "ceremony-audit-growth", 90*time.Minute,
+		"-test.bench", "^BenchmarkAuditGrowth$", "-test.benchtime", "20x", "-test.count", "1")
+	os.Unsetenv("KQ_AUDIT_SIZES")
+	audit := []curve{
+		{"audit: append one entry", "BenchmarkAuditGrowth/append/entries=%s", true},
+		{"audit: newest page of 200 (the Audit log page)", "BenchmarkAuditGrowth/page-newest/entries=%s", true},
+		{"audit: page filtered by card serial", "BenchmarkAuditGrowth/page-serial/entries=%s", true},
+		{"audit: one minute's entries (time range)", "BenchmarkAuditGrowth/page-time-range/entries=%s", true},
+		{"audit: incremental verification of 100 new entries", "BenchmarkAuditGrowth/verify-incremental-100/entries=%s", true},
+		{"audit verify (every entry)", "BenchmarkAuditGrowth/verify/entries=%s", false},
+		{"audit export (every entry)", "BenchmarkAuditGrowth/export/entries=%s", false},
+	}
+	r.curves(audit, sizes, "entries", src, lines, err)
+
+	step("ceremony: journal growth at 10 / 1000 / 100000 ceremonies")
+	src = "`BenchmarkJournalGrowth` (ceremony)"
+	lines, err = r.goBench(ctx, "ceremony", "ceremony-journal-growth", 30*time.Minute,
+		"-test.bench", "^BenchmarkJournalGrowth$", "-test.benchtime", "20x", "-test.count", "1")
+	journal := []curve{
+		{"ceremonies: open the journal (service start)", "BenchmarkJournalGrowth/open/ceremonies=%s", true},
+		{"ceremonies: the status page's overview", "BenchmarkJournalGrowth/overview/ceremonies=%s", true},
+		{"ceremonies: newest 10 of the list", "BenchmarkJournalGrowth/list-newest/ceremonies=%s", true},
+		{"ceremonies: newest 10 card checks", "BenchmarkJournalGrowth/list-card-checks/ceremonies=%s", true},
+	}
+	r.curves(journal, []string{"10", "1000", "100000"}, "ceremonies", src, lines, err)
+
+	step("webconf/operator: operators, revoked serials and CRL entries at 10 / 1000 / 10000")
+	src = "`BenchmarkOperatorsGrowth` (webconf/operator)"
+	lines, err = r.goBench(ctx, "webconf/operator", "operator-growth", 30*time.Minute,
+		"-test.bench", "^BenchmarkOperatorsGrowth$", "-test.benchtime", "200x", "-test.count", "1")
+	operators := []curve{
+		{"request admission, management-CA certificate (revoked serials)", "BenchmarkOperatorsGrowth/admit-management-cert/size=%s", true},
+		{"request admission, bundle-CA certificate (CRL entries)", "BenchmarkOperatorsGrowth/admit-bundle-cert-crl/size=%s", true},
+		{"the Operators page's operator list", "BenchmarkOperatorsGrowth/list-operators/size=%s", false},
+		{"the Operators page's certificate list", "BenchmarkOperatorsGrowth/list-certificates/size=%s", false},
+	}
+	r.curves(operators, []string{"10", "1000", "10000"}, "each", src, lines, err)
+}
+
+func (r *report) curves(cs []curve, sizes []string, unit, src string, lines []benchLine, err error) {
+	for _, c := range cs {
+		if err != nil {
+			r.fail(c.what, src, err)
+			continue
+		}
+		var figs []string
+		var prev, prevSize float64
+		var worst float64
+		bad := false
+		for i, size := range sizes {
+			v, err := metric(lines, fmt.Sprintf(c.bench, size), "ns/op")
+			if err != nil {
+				r.fail(c.what, src, err)
+				bad = true
+				break
+			}
+			t := median(v) / 1e9
+			n, _ := strconv.ParseFloat(size, 64)
+			fig := strings.TrimSpace(humanCount(n)+" "+unit) + ": " + dur(t)
+			if i > 0 && prev > 0 {
+				e := math.Log(t/prev) / math.Log(n/prevSize)
+				worst = math.Max(worst, e)
+				fig += fmt.Sprintf(" (×%s size → %s time, exponent %.2f)", sig(n/prevSize), ratio(t/prev), e)
+			}
+			figs = append(figs, fig)
+			prev, prevSize = t, n
+		}
+		if bad {
+			continue
+		}
+		verdict := "linear or better"
+		switch {
+		case c.flat && worst > flatExponent:
+			verdict = fmt.Sprintf("**grows with history (exponent %.2f > %.1f)**", worst, flatExponent)
+		case c.flat:
+			verdict = "flat"
+		case worst > maxExponent:
+			verdict = fmt.Sprintf("**worse than linear (exponent %.2f > %.1f)**", worst, maxExponent)
+		}
+		r.add(c.what, strings.Join(figs, "; ")+" — "+verdict, "1 run of 20 operations per size", src)
+	}
+}
+
+func humanCount(n float64) string {
+	switch {
+	case n >= 1e6 && math.Mod(n, 1e6) == 0:
+		return fmt.Sprintf("%.0f M", n/1e6)
+	case n >= 1e3 && math.Mod(n, 1e3) == 0:
+		return fmt.Sprintf("%.0f k", n/1e3)
+	}
+	return strconv.FormatFloat(n, 'f', 0, 64)
+}
