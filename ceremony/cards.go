@@ -110,7 +110,7 @@ func (r *run) copyCard() (*result, error) {
 			now := time.Now().UTC()
 			if err := r.commitWith(&auditSpec{event: AuditCardWriting, message: fmt.Sprintf("copying share %d to card %s", rec.Index, serial), serials: []string{serial}, indexes: []int{rec.Index}},
 				func(j *Journal) {
-					j.setCard(CardEntry{Serial: serial, Index: rec.Index, Role: RoleCopyTarget, State: CardWriting, Time: now})
+					j.setCard(CardEntry{Serial: serial, Index: rec.Index, Role: RoleCopyTarget, State: CardWriting, Time: now, Profile: profileOf(card)})
 				}, func(tx *bolt.Tx, _ *Journal) error {
 					if already {
 						return nil
@@ -138,7 +138,7 @@ func (r *run) copyCard() (*result, error) {
 			if err := r.commitWith(&auditSpec{event: AuditCardWritten, message: fmt.Sprintf("share %d copied from card %s to card %s and verified", rec.Index, source, serial),
 				serials: []string{source, serial}, indexes: []int{rec.Index}},
 				func(j *Journal) {
-					j.setCard(CardEntry{Serial: serial, Index: rec.Index, Role: RoleCopyTarget, State: CardWritten, Time: now})
+					j.setCard(CardEntry{Serial: serial, Index: rec.Index, Role: RoleCopyTarget, State: CardWritten, Time: now, Profile: profileOf(card)})
 				}, func(tx *bolt.Tx, _ *Journal) error { return addCopy(tx, rec.SetID.String(), rec.Index, serial) }); err != nil {
 				return err
 			}
@@ -207,6 +207,17 @@ func (r *run) changePINOn(card pinpad.Card, slot pinpad.Slot) error {
 			r.problem(fmt.Errorf("card %s: %w", serial, err), "enter the old PIN and the new PIN twice again on the pad")
 		case errors.Is(err, pinpad.ErrPINBlocked):
 			return r.pinBlocked(serial)
+		case errors.Is(err, pinpad.ErrNullPIN):
+			// No old PIN to enter: the card is in its transport state. Its first PIN is the
+			// new one.
+			if err := r.firstPIN(card, slot); err != nil {
+				return err
+			}
+			now := time.Now().UTC()
+			return r.commit(nil, func(j *Journal) {
+				j.setCard(CardEntry{Serial: serial, Role: RolePIN, State: CardDone, Time: now, Note: slot.String()})
+				j.LastError = ""
+			})
 		default:
 			return err
 		}
@@ -236,7 +247,7 @@ func (r *run) writeSlotUser() (*result, error) {
 			now := time.Now().UTC()
 			if err := r.commit(&auditSpec{event: AuditCardWriting, message: fmt.Sprintf("writing the credential of PKCS#11 slot %d to card %s", slot, serial), serials: []string{serial}},
 				func(j *Journal) {
-					j.setCard(CardEntry{Serial: serial, Role: RoleSlotUser, State: CardWriting, Time: now, Note: fmt.Sprintf("PKCS#11 slot %d", slot)})
+					j.setCard(CardEntry{Serial: serial, Role: RoleSlotUser, State: CardWriting, Time: now, Note: fmt.Sprintf("PKCS#11 slot %d", slot), Profile: profileOf(card)})
 				}); err != nil {
 				return err
 			}
@@ -256,7 +267,7 @@ func (r *run) writeSlotUser() (*result, error) {
 			now = time.Now().UTC()
 			return r.commit(&auditSpec{event: AuditCardWritten, message: fmt.Sprintf("credential of PKCS#11 slot %d written to card %s and verified", slot, serial), serials: []string{serial}},
 				func(j *Journal) {
-					j.setCard(CardEntry{Serial: serial, Role: RoleSlotUser, State: CardWritten, Time: now, Note: fmt.Sprintf("PKCS#11 slot %d", slot)})
+					j.setCard(CardEntry{Serial: serial, Role: RoleSlotUser, State: CardWritten, Time: now, Note: fmt.Sprintf("PKCS#11 slot %d", slot), Profile: profileOf(card)})
 				})
 		})
 	})

@@ -31,6 +31,13 @@
 //   - [KindCardCheck]: one custodian checks one card, PIN on the pad, no quorum and no
 //     reconstruction: [CardCheck] says whether it holds an intact share of the current set (which
 //     index, written when), an altered one, one of a retired or foreign set, or no share.
+//   - [KindPrepareCards]: lay N cards out in the pad's card profile (DF, slot files, slot PINs)
+//     where they lack it, each new PIN chosen on the pad; a card that does not allow it is
+//     refused with what a survey of it found.
+//
+// Any ceremony that meets a card in its NullPIN (transport) state has the custodian choose its
+// first PIN on the pad and goes on; PIN tries a card does not tell are reported as unknown,
+// never read by a command that might spend one.
 //
 // # Card sets and authenticators
 //

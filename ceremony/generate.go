@@ -192,7 +192,7 @@ func (r *run) writeShare(rec *sharing.Record, written map[int]string) error {
 			now := time.Now().UTC()
 			if err := r.commitWith(&auditSpec{event: AuditCardWriting, message: fmt.Sprintf("writing share %d to card %s", i, serial), serials: []string{serial}, indexes: []int{i}},
 				func(j *Journal) {
-					j.setCard(CardEntry{Serial: serial, Index: i, Role: RoleShare, State: CardWriting, Time: now})
+					j.setCard(CardEntry{Serial: serial, Index: i, Role: RoleShare, State: CardWriting, Time: now, Profile: profileOf(card)})
 				}, func(tx *bolt.Tx, _ *Journal) error { return forgetCard(tx, serial) }); err != nil {
 				return err
 			}
@@ -217,7 +217,7 @@ func (r *run) writeShare(rec *sharing.Record, written map[int]string) error {
 		}
 		if err := r.commit(&auditSpec{event: AuditCardWritten, message: msg, serials: []string{serial}, indexes: []int{i}},
 			func(j *Journal) {
-				j.setCard(CardEntry{Serial: serial, Index: i, Role: RoleShare, State: CardWritten, Time: now})
+				j.setCard(CardEntry{Serial: serial, Index: i, Role: RoleShare, State: CardWritten, Time: now, Profile: profileOf(card)})
 				j.LastError = ""
 			}); err != nil {
 			return err
@@ -607,7 +607,7 @@ func (r *run) readShare(exp *expectation, rd *reading) error {
 				} else {
 					j.SetID, j.KeyID, j.K, j.N = lead.setID.String(), lead.keyID.String(), lead.k, lead.n
 				}
-				j.setCard(CardEntry{Serial: serial, Index: rec.Index, SetID: rec.SetID.String(), Role: RoleRead, State: CardRead, Time: now})
+				j.setCard(CardEntry{Serial: serial, Index: rec.Index, SetID: rec.SetID.String(), Role: RoleRead, State: CardRead, Time: now, Profile: profileOf(card)})
 				j.LastError = ""
 			}); err != nil {
 			delete(g.records, rec.Index)

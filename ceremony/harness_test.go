@@ -23,6 +23,8 @@ import (
 	"github.com/keyquorum/keyquorum/hsm/soft"
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/pinpad/sim"
+	"github.com/keyquorum/keyquorum/pinpad/tcos"
+	"github.com/keyquorum/keyquorum/pinpad/vcard"
 	"github.com/keyquorum/keyquorum/sharing"
 )
 
@@ -289,7 +291,9 @@ type env struct {
 	events  *eventLog
 	secrets [][]byte // bytes that must appear nowhere but on the cards
 	timeout Timeouts
-	wrap    func(Pad) Pad // changes how the pad behaves (e.g. like a PC/SC pad)
+	wrap    func(Pad) Pad  // changes how the pad behaves (e.g. like a PC/SC pad)
+	profile *tcos.Profile  // the card profile of the pad; nil: the default
+	shape   *vcard.Options // the shape of new cards; nil: the profile's layout
 }
 
 type envOption func(*env)
@@ -298,6 +302,12 @@ func withTimeouts(t Timeouts) envOption { return func(e *env) { e.timeout = t } 
 
 // withPad makes the Manager see the simulator pad through wrap.
 func withPad(wrap func(Pad) Pad) envOption { return func(e *env) { e.wrap = wrap } }
+
+// withProfile reads cards with the card profile p (and lays out new cards in it).
+func withProfile(p *tcos.Profile) envOption { return func(e *env) { e.profile = p } }
+
+// withShape makes every new card of the shape o.
+func withShape(o vcard.Options) envOption { return func(e *env) { e.shape = &o } }
 
 // withRoot opens the env on an existing root (a data dir a crashed child process left).
 func withRoot(root string) envOption { return func(e *env) { e.root = root } }
@@ -312,7 +322,7 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 		e.root = t.TempDir()
 	}
 	e.dir, e.hsmDir, e.padDir = filepath.Join(e.root, "ceremony"), filepath.Join(e.root, "hsm"), filepath.Join(e.root, "cards")
-	pad, err := sim.Open(e.padDir)
+	pad, err := sim.Open(e.padDir, sim.WithProfile(e.profile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,7 +383,13 @@ func (e *env) newCards(n int) []string {
 	e.t.Helper()
 	out := make([]string, n)
 	for i := range out {
-		s, err := e.pad.NewCard()
+		var s string
+		var err error
+		if e.shape != nil {
+			s, err = e.pad.NewShapedCard(*e.shape)
+		} else {
+			s, err = e.pad.NewCard()
+		}
 		if err != nil {
 			e.t.Fatal(err)
 		}
@@ -414,6 +430,21 @@ func (e *env) mustSucceed(h *Handle) Journal {
 
 // harvest reads every card's share slot (with the operator typing the PINs) and records the
 // shares, the records and every key they reconstruct as secrets that must appear nowhere else.
+// nullPIN reports whether the slot's PIN of a virtual card is still in its transport state.
+func (e *env) nullPIN(serial string, slot pinpad.Slot) bool {
+	c, ok := e.pad.VirtualCard(serial)
+	spec, err := e.pad.Profile().Slot(slot)
+	if !ok || err != nil {
+		return false
+	}
+	for _, p := range c.PINs() {
+		if p.Ref == spec.PINRef && p.Null {
+			return true
+		}
+	}
+	return false
+}
+
 func (e *env) harvest() {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -427,8 +458,8 @@ func (e *env) harvest() {
 			continue
 		}
 		for _, slot := range []pinpad.Slot{pinpad.SlotShare, pinpad.SlotUser} {
-			if info.Blocked[slot] {
-				continue
+			if info.Blocked[slot] || e.nullPIN(info.Serial, slot) {
+				continue // a slot behind a PIN never set holds nothing
 			}
 			data := e.readSlot(ctx, info.Serial, slot)
 			if len(data) == 0 {

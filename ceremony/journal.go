@@ -28,7 +28,7 @@ const (
 )
 
 // Kinds lists every kind, in the order a menu shows them.
-var Kinds = []Kind{KindGenerate, KindLoad, KindCopyCard, KindChangePIN, KindSlotUserCard, KindActivateSlot, KindFactoryReset, KindReissue, KindCardCheck}
+var Kinds = []Kind{KindGenerate, KindLoad, KindCopyCard, KindChangePIN, KindSlotUserCard, KindActivateSlot, KindFactoryReset, KindReissue, KindCardCheck, KindPrepareCards}
 
 // Title is the kind's name for people.
 func (k Kind) Title() string {
@@ -51,6 +51,8 @@ func (k Kind) Title() string {
 		return "card set re-issue"
 	case KindCardCheck:
 		return "card check"
+	case KindPrepareCards:
+		return "Prepare cards"
 	}
 	return string(k)
 }
@@ -164,6 +166,9 @@ type CardEntry struct {
 	Attempt int       `json:"attempt,omitempty"`
 	Time    time.Time `json:"time"`
 	Note    string    `json:"note,omitempty"`
+	// Profile names the card profile (pinpad/tcos) the data was written in: a card's layout
+	// says where its slots are, so a card written in one profile is read back in the same.
+	Profile string `json:"profile,omitempty"`
 }
 
 // Participant is an operator who acted on a ceremony.

@@ -180,6 +180,10 @@ func validRequest(req Request) error {
 		if req.Slot != pinpad.SlotShare && req.Slot != pinpad.SlotUser {
 			return bad("slot must be the backup key share slot or the slot user slot")
 		}
+	case KindPrepareCards:
+		if req.N < 1 || req.N > maxPrepare {
+			return bad("n must be the number of cards to prepare, 1 to %d", maxPrepare)
+		}
 	case KindLoad, KindCopyCard, KindSlotUserCard, KindActivateSlot, KindFactoryReset, KindCardCheck:
 	default:
 		return bad("unknown kind %q", req.Kind)
@@ -268,7 +272,10 @@ func (m *Manager) Start(ctx context.Context, operator string, req Request) (*Han
 
 	now := time.Now().UTC()
 	if req.Kind != KindGenerate && req.Kind != KindReissue {
-		req.K, req.N, req.Label = 0, 0, ""
+		if req.Kind != KindPrepareCards { // N is how many cards to prepare
+			req.N = 0
+		}
+		req.K, req.Label = 0, ""
 	}
 	j := &Journal{
 		Kind: req.Kind, Status: StatusRunning, Phase: PhaseStarted, Step: StepIdle,
@@ -318,6 +325,8 @@ func startMessage(req Request) string {
 		return fmt.Sprintf("card set re-issue started: the new set will be %d of %d cards", req.K, req.N)
 	case KindChangePIN:
 		return fmt.Sprintf("PIN change started (%s slot)", req.Slot)
+	case KindPrepareCards:
+		return fmt.Sprintf("Prepare cards started: %d card(s)", req.N)
 	case KindSlotUserCard, KindActivateSlot:
 		return fmt.Sprintf("%s started for PKCS#11 slot %d", req.Kind.Title(), req.PKCS11Slot)
 	}

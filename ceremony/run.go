@@ -53,6 +53,8 @@ func (r *run) body() (*result, error) {
 		return r.reissue()
 	case KindCardCheck:
 		return r.cardCheck()
+	case KindPrepareCards:
+		return r.prepareCards()
 	}
 	return nil, fmt.Errorf("run ceremony: unknown kind %q", r.j.Kind)
 }
@@ -318,6 +320,13 @@ func classify(j *Journal, loadedKey string, cause error) ending {
 		e = classifyReissue(j, e, what)
 	case KindCardCheck:
 		e.outcome = fmt.Sprintf("The card check %s: nothing on the card was changed.", what)
+	case KindPrepareCards:
+		done := serialsOf(j, RolePrepared, CardDone)
+		if t := serialsOf(j, RolePrepared, CardWriting); len(t) > 0 {
+			e.outcome = fmt.Sprintf("Prepare cards %s while preparing card %s (%d card(s) prepared before): that card may be partly laid out; a new Prepare cards completes it.", what, t[0], len(done))
+		} else {
+			e.outcome = fmt.Sprintf("Prepare cards %s after %d card(s) were prepared.", what, len(done))
+		}
 	default:
 		e.outcome = fmt.Sprintf("%s %s.", title, what)
 	}

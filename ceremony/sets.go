@@ -77,6 +77,9 @@ type ShareInfo struct {
 	// Authenticator is the hex HMAC of the share record under the HSM's authenticator key;
 	// empty when it was never computed (a set registered by the migration).
 	Authenticator string `json:"authenticator,omitempty"`
+	// Profile is the card profile (pinpad/tcos) the share was written or read in: where on
+	// the card it lives. A load with another profile does not find it.
+	Profile string `json:"profile,omitempty"`
 	// Copies are further cards a Copy card wrote this share to.
 	Copies []string `json:"copies,omitempty"`
 }
@@ -105,6 +108,9 @@ func (s *CardSet) setShare(info ShareInfo) {
 		}
 		if info.Authenticator != "" {
 			sh.Authenticator = info.Authenticator
+		}
+		if info.Profile != "" {
+			sh.Profile = info.Profile
 		}
 		for _, c := range info.Copies {
 			if !slices.Contains(sh.Copies, c) {
@@ -364,7 +370,7 @@ func updateSets(tx *bolt.Tx, j *Journal, e ending, now time.Time) error {
 		}
 		for _, c := range j.Cards {
 			if c.Role == RoleShare && c.State == CardWritten {
-				cs.setShare(ShareInfo{Index: c.Index, Serial: c.Serial, Written: c.Time})
+				cs.setShare(ShareInfo{Index: c.Index, Serial: c.Serial, Written: c.Time, Profile: c.Profile})
 			}
 		}
 		switch {
@@ -399,7 +405,7 @@ func updateSets(tx *bolt.Tx, j *Journal, e ending, now time.Time) error {
 				continue
 			}
 			have, known := cs.Share(c.Index)
-			info := ShareInfo{Index: c.Index}
+			info := ShareInfo{Index: c.Index, Profile: c.Profile}
 			if !known || have.Serial == "" {
 				info.Serial, info.Written = c.Serial, c.Time
 			}

@@ -387,7 +387,11 @@ func (r *run) withCard(text string, fn func(card pinpad.Card) error) error {
 				return err
 			}
 		case cardProblem(err) && r.ctx.Err() == nil:
-			if err := r.refused(refuse(card.Serial(), "take it out and insert another card", "%w", err)); err != nil {
+			hint := "take it out and insert another card"
+			if h := r.profileHint(card, err); h != "" {
+				hint = h
+			}
+			if err := r.refused(refuse(card.Serial(), hint, "%w", err)); err != nil {
 				return err
 			}
 		case errors.Is(err, pinpad.ErrCardRemoved) && r.ctx.Err() == nil:
@@ -492,6 +496,12 @@ func (r *run) verifyPIN(card pinpad.Card, slot pinpad.Slot) error {
 			return r.pinBlocked(serial)
 		case errors.Is(err, pinpad.ErrPINLength):
 			r.problem(fmt.Errorf("card %s: %w", serial, err), "enter the PIN again on the pad")
+		case errors.Is(err, pinpad.ErrNullPIN):
+			// A card still in its transport state: its first PIN is chosen on the pad now,
+			// then entered as any PIN.
+			if err := r.firstPIN(card, slot); err != nil {
+				return err
+			}
 		default:
 			return err
 		}
@@ -504,6 +514,14 @@ func (r *run) verifyPIN(card pinpad.Card, slot pinpad.Slot) error {
 func (r *run) checkTries(card pinpad.Card, slot pinpad.Slot, pin, refuseHint string) error {
 	serial := card.Serial()
 	tries, err := card.PINTries(r.ctx, slot)
+	if errors.Is(err, pinpad.ErrTriesUnknown) {
+		// Not fatal: the card only keeps its count to itself. Say so and go on to the PIN.
+		r.m.log.Info("PIN tries unknown", "ceremony", r.j.ID, "serial", serial, "slot", slot.String(), "err", err)
+		r.emit(EventPINTries, func(ev *Event) { ev.PINTries = -1 })
+		r.problem(fmt.Errorf("card %s: PIN tries unknown (the card does not tell them without risking a try)", serial),
+			"enter the "+pin+" carefully on the pad: a card blocks after 3 wrong entries")
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -523,6 +541,28 @@ func (r *run) checkTries(card pinpad.Card, slot pinpad.Slot, pin, refuseHint str
 	}
 	return nil
 }
+
+// profileHint says what to do with a card that lacks the files of its profile when the
+// current card set was written in another card profile ("" otherwise).
+func (r *run) profileHint(card pinpad.Card, err error) string {
+	if !errors.Is(err, pinpad.ErrNotPersonalised) {
+		return ""
+	}
+	cs, e := r.m.CurrentSet()
+	if e != nil || cs == nil {
+		return ""
+	}
+	for _, sh := range cs.Shares {
+		if sh.Profile != "" && sh.Profile != card.ProfileName() {
+			return fmt.Sprintf("the current card set was written in card profile %s, but cards are read in profile %s: restart keyquorum serve with --card-profile %s, or use a card prepared for %s",
+				sh.Profile, card.ProfileName(), sh.Profile, card.ProfileName())
+		}
+	}
+	return ""
+}
+
+// profileOf names the card profile a card is read with.
+func profileOf(card pinpad.Card) string { return card.ProfileName() }
 
 func (r *run) pinBlocked(serial string) error {
 	if err := r.commit(&auditSpec{event: AuditPINBlocked, message: fmt.Sprintf("card %s is blocked (no PIN tries left)", serial), serials: []string{serial}}, nil); err != nil {

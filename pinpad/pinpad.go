@@ -72,7 +72,12 @@ type Card interface {
 	Serial() string
 	// ATR is the card's answer to reset.
 	ATR() []byte
-	// PINTries reports how many PIN tries the slot has left, without spending one.
+	// ProfileName names the card profile (the layout of DF, slot files and PINs) the card is
+	// read with.
+	ProfileName() string
+	// PINTries reports how many PIN tries the slot has left, without spending one. A card that
+	// cannot tell without risking a try gives an error wrapping [ErrTriesUnknown]: the caller
+	// says "tries unknown" and goes on.
 	PINTries(ctx context.Context, slot Slot) (int, error)
 	// VerifyPIN has the operator enter the slot's PIN on the pad. It returns nil when the card
 	// accepted it, [*WrongPINError] with the tries left, [ErrPINBlocked], [ErrTimeout] or
@@ -85,8 +90,38 @@ type Card interface {
 	// Write replaces the slot's data (after VerifyPIN), reads it back and compares: a card
 	// that does not return what was written gives [ErrWriteVerify].
 	Write(ctx context.Context, slot Slot, data []byte) error
+	// Prepare lays the card out in its profile where it lacks files: the DF, the slot PINs
+	// (created in their NullPIN state, with no value) and the slot files with their access
+	// rules. Nothing that is there is changed or removed. A card that does not allow it gives
+	// [*PrepareRefusedError] with what a survey found.
+	Prepare(ctx context.Context) (*Prepared, error)
+	// SetFirstPIN has the operator enter a first PIN, twice, for a slot whose PIN is still in
+	// its NullPIN (transport) state.
+	SetFirstPIN(ctx context.Context, slot Slot, timeout time.Duration) error
 	// Close ends the session and resets the card, so a verified PIN does not outlive it.
 	Close() error
+}
+
+// Prepared is what Prepare did to a card.
+type Prepared struct {
+	// Created lists the files and PINs created, in order ("DF 3F00/DF01", "PIN 81 in
+	// 3F00/DF01", "EF 3F00/DF01/4B01 (1024 bytes)"); empty when the card already fitted.
+	Created []string
+	// FirstPIN lists the slots whose PIN was created now, in NullPIN state: each needs a
+	// first PIN typed on the pad ([Card.SetFirstPIN]).
+	FirstPIN []Slot
+}
+
+// PrepareRefusedError is a card that cannot be prepared: Findings are what a survey of it
+// found, Advice what to do instead.
+type PrepareRefusedError struct {
+	Profile  string
+	Findings string
+	Advice   string
+}
+
+func (e *PrepareRefusedError) Error() string {
+	return fmt.Sprintf("the card cannot be prepared for card profile %s: %s; %s", e.Profile, e.Findings, e.Advice)
 }
 
 // Conditions of the pad and the card. Texts are safe to show an operator.
@@ -98,12 +133,14 @@ var (
 	ErrReaderGone  = errors.New("the card reader was disconnected")
 	// ErrNoReader is no PIN-pad reader connected (none plugged in, or it was unplugged and is
 	// not back yet): a service waiting for one reports this until it is plugged in.
-	ErrNoReader     = errors.New("no PIN pad connected")
-	ErrNoPINPad     = errors.New("this reader has no PIN pad: PINs must be entered on a PIN pad, never in the browser")
-	ErrNoDisplay    = errors.New("the PIN pad has no usable display")
-	ErrNotTCOS      = errors.New("not a card of this appliance (not a TCOS card)")
-	ErrPINBlocked   = errors.New("the PIN is blocked after too many wrong entries")
-	ErrNullPIN      = errors.New("the card still has its transport PIN: set a PIN first")
+	ErrNoReader   = errors.New("no PIN pad connected")
+	ErrNoPINPad   = errors.New("this reader has no PIN pad: PINs must be entered on a PIN pad, never in the browser")
+	ErrNoDisplay  = errors.New("the PIN pad has no usable display")
+	ErrNotTCOS    = errors.New("not a card of this appliance (not a TCOS card)")
+	ErrPINBlocked = errors.New("the PIN is blocked after too many wrong entries")
+	ErrNullPIN    = errors.New("the card still has its transport PIN: set a PIN first")
+	// ErrNotNullPIN is a first PIN asked for a slot whose PIN is already set.
+	ErrNotNullPIN   = errors.New("the slot's PIN is already set (not in its transport state): change it instead")
 	ErrPINsDiffer   = errors.New("the two new PINs entered on the pad differ")
 	ErrPINLength    = errors.New("the PIN entered has the wrong number of digits")
 	ErrEmpty        = errors.New("the card holds no data in this slot")
@@ -118,6 +155,9 @@ var (
 	// firmware lacks the MKT_COMP module answers CT-BCS INPUT with 6D 00): the caller asks for
 	// the confirmation on the WebConf screen instead.
 	ErrNoOKKey = errors.New("this PIN pad cannot report its OK key: confirm on the WebConf screen")
+	// ErrTriesUnknown is a card that does not say how many PIN tries are left without risking
+	// one: not fatal, the PIN can still be entered.
+	ErrTriesUnknown = errors.New("PIN tries unknown: the card does not tell them without risking a try")
 	// ErrWrongLength is the card refusing a command's length (67 00).
 	ErrWrongLength = errors.New("the card refused the length of a command")
 )

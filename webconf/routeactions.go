@@ -27,6 +27,7 @@ var routeActions = map[string]func(form url.Values) operator.Action{
 	"POST /cards/reissue":           fixed(operator.ActionForKind(ceremony.KindReissue)),
 	"GET /cards/check":              fixed(operator.ActionView),
 	"POST /cards/check":             fixed(operator.ActionForKind(ceremony.KindCardCheck)),
+	"POST /cards/survey":            fixed(operator.ActionCardSurvey),
 	"GET /reset":                    fixed(operator.ActionView),
 	"POST /reset":                   fixed(operator.ActionForKind(ceremony.KindFactoryReset)),
 	"GET /events":                   fixed(operator.ActionView),
@@ -58,6 +59,7 @@ var routeActions = map[string]func(form url.Values) operator.Action{
 	"GET /operators/issued/{id}":     fixed(operator.ActionOperatorsView), // the one-time download of what was issued
 	"POST /operators/revoke":         fixed(operator.ActionOperatorsManage),
 	"POST /operators/keys/remove":    fixed(operator.ActionOperatorsManage),
+	"POST /api/v1/card/survey":       fixed(operator.ActionCardSurvey),
 	"GET /api/v1/operators":          fixed(operator.ActionOperatorsView),
 	"POST /api/v1/operators/role":    fixed(operator.ActionOperatorsManage),
 

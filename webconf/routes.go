@@ -26,14 +26,14 @@ func (s *Server) routes() http.Handler {
 		_, pattern := mux.Handler(req)
 		return actionOf(pattern, form)
 	}
-	pages.New(pages.Config{Runner: s.cfg.Runner, Records: s.cfg.Records, Audit: s.cfg.Audit, HSM: s.cfg.HSM, Sim: s.cfg.Sim,
+	pages.New(pages.Config{Runner: s.cfg.Runner, Records: s.cfg.Records, Audit: s.cfg.Audit, HSM: s.cfg.HSM, Sim: s.cfg.Sim, Surveyor: s.cfg.Surveyor,
 		Appliance: s.cfg.Appliance, MaxUpload: s.cfg.MaxUpload, Auth: s.auth, Recorder: s.audit, Cluster: s.cluster,
 		CeremonyContext: s.ceremonyContext, Stopping: s.stopping, Log: s.log}, s.rd).Register(mux)
 	account.New(account.Config{Auth: s.auth, ActionFor: actionFor, Log: s.log}, s.rd).Register(mux)
 	if s.cfg.Sim != nil {
 		simpanel.NewHandlers(s.cfg.Sim, s.rd, s.log).Register(mux)
 	}
-	api.New(api.Config{Runner: s.cfg.Runner, Records: s.cfg.Records, Audit: s.cfg.Audit, HSM: s.cfg.HSM, Sim: s.cfg.Sim,
+	api.New(api.Config{Runner: s.cfg.Runner, Records: s.cfg.Records, Audit: s.cfg.Audit, HSM: s.cfg.HSM, Sim: s.cfg.Sim, Surveyor: s.cfg.Surveyor,
 		Appliance: s.cfg.Appliance, MaxUpload: s.cfg.MaxUpload, Auth: s.auth, Recorder: s.audit, Cluster: s.cluster,
 		Authorize: s.authorize, CeremonyContext: s.ceremonyContext, Stopping: s.stopping, Log: s.log}).Register(mux)
 	// Everything else, including a known path with the wrong method, is a page, not plain text.

@@ -38,7 +38,10 @@ type Config struct {
 	Audit    web.AuditReader
 	HSM      web.BackupHSM
 	// Sim is the simulator PIN pad; nil with a real pad (then there is no simulator panel).
-	Sim       simpanel.Simulator
+	Sim simpanel.Simulator
+	// Surveyor surveys the card in the reader for the Smart cards page and the API (optional:
+	// without it the survey answers that it is not available).
+	Surveyor  web.CardSurveyor
 	Appliance web.Appliance
 	// MaxUpload bounds a backup upload, in bytes; 0 means DefaultMaxUpload.
 	MaxUpload int64

@@ -10,7 +10,12 @@
 // once: one process owns a card file at a time. Commands are read from standard input, one a
 // line:
 //
-//	new               make a blank TCOS card (PINs 123456) and print its serial
+//	new [SHAPE...]    make a TCOS card (PINs 123456) and print its serial; SHAPE words
+//	                  (pinpad/vcard.Options) make the card shapes real cards may have:
+//	                  profile=NAME (keyquorum-mf, netkey-df01), blank (unpersonalised),
+//	                  creatable (CREATE FILE allowed), nullpin (PINs in transport state),
+//	                  query=spends|6700|6a88 (the data-less VERIFY), atr=9f (3B 9F ATR),
+//	                  nopwdd (no EF_PWDD), pinfiles (TCOS 2 style PIN files)
 //	foreign           make a card that is not TCOS
 //	list              list the cards with their PIN tries
 //	insert SERIAL     insert a card (connect to vpcd)
@@ -119,7 +124,12 @@ func (s *sim) command(ctx context.Context, f []string) error {
 		var c *vcard.Card
 		var err error
 		if f[0] == "new" {
-			c, err = vcard.New(path, sn)
+			o, perr := shapeOf(f[1:])
+			if perr != nil {
+				return perr
+			}
+			o.Serial = sn
+			c, err = vcard.NewWith(path, o)
 		} else {
 			c, err = vcard.NewForeign(path, sn)
 		}
@@ -141,9 +151,15 @@ func (s *sim) command(ctx context.Context, f []string) error {
 				fmt.Fprintf(s.out, "%s foreign\n", c.Serial())
 				continue
 			}
-			share, _ := c.Tries(tcos.PINRefShare)
-			user, _ := c.Tries(tcos.PINRefUser)
-			fmt.Fprintf(s.out, "%s tcos share-pin-tries=%d user-pin-tries=%d\n", c.Serial(), share, user)
+			fmt.Fprintf(s.out, "%s tcos", c.Serial())
+			for _, pin := range c.PINs() {
+				state := fmt.Sprintf("%d", pin.Tries)
+				if pin.Null {
+					state = "nullpin"
+				}
+				fmt.Fprintf(s.out, " pin-%s:%02X-tries=%s", pin.DF, pin.Ref, state)
+			}
+			fmt.Fprintln(s.out)
 		}
 		return nil
 	case "insert":
@@ -167,4 +183,45 @@ func (s *sim) command(ctx context.Context, f []string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown command %q (new, foreign, list, insert SERIAL, remove, quit)", f[0])
+}
+
+// shapeOf reads the SHAPE words of "new".
+func shapeOf(words []string) (vcard.Options, error) {
+	o := vcard.Options{Profile: tcos.KeyquorumMF()}
+	for _, w := range words {
+		k, v, _ := strings.Cut(w, "=")
+		switch k {
+		case "profile":
+			p, ok := tcos.LookupProfile(v)
+			if !ok {
+				return o, fmt.Errorf("no shipped profile %q", v)
+			}
+			o.Profile = p
+		case "blank":
+			o.Profile = nil
+		case "creatable":
+			o.Creatable = true
+		case "nullpin":
+			o.NullPIN = true
+		case "nopwdd":
+			o.NoPWDD = true
+		case "pinfiles":
+			o.PINFiles = true
+		case "query":
+			switch q := vcard.VerifyQuery(strings.ToLower(v)); q {
+			case vcard.QuerySpends, vcard.QueryWrongLength, vcard.QueryRefNotFound:
+				o.VerifyQuery = q
+			default:
+				return o, fmt.Errorf("query=%s: want spends, 6700 or 6a88", v)
+			}
+		case "atr":
+			if !strings.EqualFold(v, "9f") {
+				return o, fmt.Errorf("atr=%s: only 9f (the 3B 9F form)", v)
+			}
+			o.ATR = tcos.ATRNoTB1
+		default:
+			return o, fmt.Errorf("unknown shape %q", w)
+		}
+	}
+	return o, nil
 }

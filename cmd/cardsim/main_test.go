@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/keyquorum/keyquorum/pinpad/tcos"
+	"github.com/keyquorum/keyquorum/pinpad/vcard"
 	"github.com/keyquorum/keyquorum/pinpad/vpcd"
 )
 
@@ -49,9 +50,24 @@ func TestCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := out.String()
-	for _, want := range []string{serial + " tcos share-pin-tries=3 user-pin-tries=3", " foreign", "inserted " + serial, "removed", `error: unknown command "bogus"`} {
+	for _, want := range []string{serial + " tcos pin-3F00:81-tries=3 pin-3F00:82-tries=3", " foreign", "inserted " + serial, "removed", `error: unknown command "bogus"`} {
 		if !strings.Contains(got, want) {
 			t.Errorf("output lacks %q:\n%s", want, got)
+		}
+	}
+}
+
+func TestShapes(t *testing.T) {
+	o, err := shapeOf([]string{"profile=netkey-df01", "nullpin", "query=6A88", "atr=9f", "pinfiles"})
+	if err != nil || o.Profile.Name != "netkey-df01" || !o.NullPIN || o.VerifyQuery != vcard.QueryRefNotFound || !bytes.Equal(o.ATR, tcos.ATRNoTB1) || !o.PINFiles {
+		t.Fatalf("%+v, %v", o, err)
+	}
+	if o, err := shapeOf([]string{"blank", "creatable"}); err != nil || o.Profile != nil || !o.Creatable {
+		t.Fatalf("%+v, %v", o, err)
+	}
+	for _, bad := range []string{"profile=nope", "query=maybe", "atr=bf", "shiny"} {
+		if _, err := shapeOf([]string{bad}); err == nil {
+			t.Errorf("%s accepted", bad)
 		}
 	}
 }

@@ -268,12 +268,13 @@ var ceremonyStartCmd = cliCommand{
 		"--label it keeps the current set's); change-pin takes --slot share|user;\n" +
 		"slot-user-card and activate-slot take --pkcs11-slot; copy-card may take --overwrite (it covers\n" +
 		"other sets' shares only: a share of the set in use is asked about on the pad);\n" +
+		"prepare-cards takes --n (how many cards to lay out in the card profile);\n" +
 		"factory-reset needs --confirm \"" + web.ResetPhrase + "\". With --watch it follows the ceremony to its end.",
 	nargs: [2]int{1, 1},
 	flags: func(fs *flag.FlagSet) any {
 		f := &startFlags{}
 		fs.IntVar(&f.k, "k", 2, "generate, reissue: cards `needed` to load the key")
-		fs.IntVar(&f.n, "n", 3, "generate, reissue: cards `written`")
+		fs.IntVar(&f.n, "n", 3, "generate, reissue: cards `written`; prepare-cards: cards to prepare")
 		fs.StringVar(&f.label, "label", "", "generate, reissue: appliance or cluster `name` stored on the cards")
 		fs.StringVar(&f.slot, "slot", "", "change-pin: `share` (backup key share PIN) or user (slot user PIN)")
 		fs.IntVar(&f.pkcs11Slot, "pkcs11-slot", -1, "slot-user-card, activate-slot: the PKCS#11 `slot`")
@@ -288,6 +289,8 @@ var ceremonyStartCmd = cliCommand{
 		switch req.Kind {
 		case ceremony.KindGenerate, ceremony.KindReissue:
 			req.K, req.N, req.Label = f.k, f.n, f.label
+		case ceremony.KindPrepareCards:
+			req.N = f.n
 		case ceremony.KindChangePIN:
 			req.Slot = f.slot
 		case ceremony.KindSlotUserCard, ceremony.KindActivateSlot:

@@ -9,6 +9,7 @@ import (
 
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/pinpad/pcsc"
+	"github.com/keyquorum/keyquorum/pinpad/tcos"
 )
 
 const readerUsage = `usage: keyquorum reader <subcommand> [flags]
@@ -61,6 +62,7 @@ func runReader(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	verify := fs.Bool("verify", false, "also verify a PIN typed on the pad (a wrong PIN spends a try)")
 	slot := fs.String("slot", "share", "`slot` whose PIN to check: share or user")
 	timeout := fs.Duration("timeout", 90*time.Second, "PIN entry `timeout` on the pad")
+	profile := fs.String("profile", tcos.DefaultProfile, "card `profile` to read the card with: a shipped name or a profile file")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, readerDiagnoseUsage)
 		printFlags(stderr, fs)
@@ -83,5 +85,10 @@ func runReader(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintf(stderr, "keyquorum reader diagnose: --slot must be share or user\n")
 		return errUsage
 	}
-	return pcsc.Diagnose(ctx, stdout, pcsc.DiagnoseOptions{Reader: *reader, VerifyPIN: *verify, Slot: s, Timeout: *timeout})
+	p, err := tcos.LoadProfile(*profile)
+	if err != nil {
+		fmt.Fprintf(stderr, "reader diagnose: -profile: %v\n", err)
+		return errUsage
+	}
+	return pcsc.Diagnose(ctx, stdout, pcsc.DiagnoseOptions{Reader: *reader, VerifyPIN: *verify, Slot: s, Timeout: *timeout, Profile: p})
 }

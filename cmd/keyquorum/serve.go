@@ -26,6 +26,7 @@ import (
 	"github.com/keyquorum/keyquorum/pinpad/part10"
 	"github.com/keyquorum/keyquorum/pinpad/pcsc"
 	"github.com/keyquorum/keyquorum/pinpad/sim"
+	"github.com/keyquorum/keyquorum/pinpad/tcos"
 	"github.com/keyquorum/keyquorum/webconf"
 	"github.com/keyquorum/keyquorum/webconf/monitor"
 	"github.com/keyquorum/keyquorum/webconf/operator"
@@ -38,8 +39,9 @@ type serveConfig struct {
 	listen       string
 	pinpad       string // "sim" or "pcsc"
 	reader       string
-	virtual      string // control socket of the virtual cyberJack driver, "" for a real reader
-	hsm          string // "soft" or "pkcs11"
+	profile      *tcos.Profile // the card profile cards are read and written in
+	virtual      string        // control socket of the virtual cyberJack driver, "" for a real reader
+	hsm          string        // "soft" or "pkcs11"
 	pkcs11Module string
 	slot         string // token label
 	pinFile      string
@@ -100,6 +102,7 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:8443", "`address` (host:port) to serve HTTPS on; the server certificate covers 127.0.0.1, ::1, localhost, this host and every --host")
 	fs.StringVar(&c.pinpad, "pinpad", "sim", "PIN pad: `sim` (virtual pad and cards, operated in the browser; demos and tests only) or pcsc (a Reiner SCT cyberJack e-com through PC/SC)")
 	fs.StringVar(&c.reader, "reader", "", "with --pinpad pcsc: the reader's `name` or a prefix of it (default \""+pcsc.DefaultReader+"\"); see `keyquorum reader diagnose`")
+	profileArg := fs.String("card-profile", tcos.DefaultProfile, "card `profile`: the layout of the cards' data slots and PINs, a shipped name ("+strings.Join(profileNames(), ", ")+") or the path of a profile file; see `keyquorum card profiles` and `keyquorum card survey`")
 	fs.StringVar(&c.virtual, "virtual-reader", "", "with --pinpad pcsc: the control `socket` of the virtual cyberJack driver (cmd/ifd-cyberjacksim, started by scripts/virtual-cyberjack); the simulator panel then operates that reader's virtual cards and keys, so the real PC/SC path can be tried by hand")
 	fs.StringVar(&c.hsm, "hsm", "soft", "HSM: `soft` (embedded, keys sealed under a device key in the data dir) or pkcs11 (a real HSM through its PKCS#11 library)")
 	fs.StringVar(&c.pkcs11Module, "pkcs11-module", "", "with --hsm pkcs11: `path` of the PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so")
@@ -194,6 +197,11 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	if c.timeouts.PIN > 255*time.Second {
 		return nil, usageErr(stderr, "--timeout-pin must be at most 255s: a PIN pad's timeout is one byte of seconds (bTimerOut)")
 	}
+	p, err := tcos.LoadProfile(*profileArg)
+	if err != nil {
+		return nil, usageErr(stderr, "--card-profile: %v", err)
+	}
+	c.profile = p
 	if _, _, err := net.SplitHostPort(c.listen); err != nil {
 		return nil, usageErr(stderr, "--listen must be host:port, e.g. 127.0.0.1:8443: %v", err)
 	}
@@ -212,6 +220,14 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 		return nil, usageErr(stderr, "--log-format must be text or json, not %q", c.logFormat)
 	}
 	return c, nil
+}
+
+func profileNames() []string {
+	var out []string
+	for _, p := range tcos.Profiles() {
+		out = append(out, p.Name)
+	}
+	return out
 }
 
 func usageErr(w io.Writer, format string, a ...any) error {
@@ -295,13 +311,13 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 	var padName string
 	switch c.pinpad {
 	case "sim":
-		simPad, err = sim.Open(filepath.Join(c.dataDir, "sim"))
+		simPad, err = sim.Open(filepath.Join(c.dataDir, "sim"), sim.WithProfile(c.profile))
 		if err != nil {
 			return err
 		}
 		pad, padName = simPad, "SIMULATOR: "+simPad.Name()
 	case "pcsc":
-		t, err := pcsc.Open(ctx, pcsc.Options{Reader: c.reader, Logger: log.With("room", "pinpad")})
+		t, err := pcsc.Open(ctx, pcsc.Options{Reader: c.reader, Profile: c.profile, Logger: log.With("room", "pinpad")})
 		if err != nil {
 			return fmt.Errorf("open PIN pad: %w", err)
 		}
@@ -312,6 +328,7 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 				return fmt.Errorf("open virtual reader: %w", err)
 			}
 			defer panel.Close()
+			panel.SetProfile(c.profile)
 			virtualPanel, padName = panel, "SIMULATOR: virtual cyberJack through PC/SC ("+t.Name()+")"
 			padStatus = pcscPadStatus{t: t, virtual: true}
 		}
@@ -386,6 +403,9 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 	if virtualPanel != nil {
 		cfg.Sim = virtualPanel
 	}
+	if sv, ok := pad.(web.CardSurveyor); ok {
+		cfg.Surveyor = sv // the Smart cards page's card survey
+	}
 	srv, err := webconf.New(cfg)
 	if err != nil {
 		return err
@@ -398,6 +418,7 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 		fmt.Fprintf(stdout, "  PIN pad:       %s\n", padName)
 	}
 	fmt.Fprintf(stdout, "  Pad timeouts:  OK %v, card %v, PIN %v, removal %v\n", c.timeouts.OK, c.timeouts.Card, c.timeouts.PIN, c.timeouts.Removal)
+	fmt.Fprintf(stdout, "  card profile:  %s (%s)\n", c.profile.Name, c.profile.Description)
 	fmt.Fprintf(stdout, "  HSM:           %s\n", hsmName)
 	if metricsURL != "" {
 		fmt.Fprintf(stdout, "  Metrics:       %s (and /healthz there)\n", metricsURL)

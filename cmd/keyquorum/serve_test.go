@@ -26,6 +26,10 @@ import (
 func TestServeFlags(t *testing.T) {
 	pinFile := filepath.Join(t.TempDir(), "pin")
 	os.WriteFile(pinFile, []byte("1234\n"), 0o600)
+	badProfile := filepath.Join(t.TempDir(), "bad.json")
+	os.WriteFile(badProfile, []byte(`{"name": "ours", "df": "3F00/DF01", "tries": ["verify"],
+		"share": {"file": "4B01", "size": 1024, "pin": "81"}, "user": {"file": "4B02", "size": 1024, "pin": "82"},
+		"atrs": [{"value": "3BBF96008131FE5D00640411030131C073F701D00090007D"}]}`), 0o600)
 	cases := []struct {
 		args []string
 		ok   bool
@@ -54,6 +58,10 @@ func TestServeFlags(t *testing.T) {
 		{[]string{"--timeout-ok", "30s", "--timeout-card", "5m", "--timeout-pin", "2m", "--timeout-removal", "1m"}, true, ""},
 		{[]string{"--timeout-pin", "5m"}, false, "--timeout-pin must be at most 255s"},
 		{[]string{"--timeout-card", "0s"}, false, "--timeout-card must be at least 1s"},
+		{[]string{"--card-profile", "netkey-df01"}, true, ""},
+		{[]string{"--card-profile", "netkey"}, false, "no shipped profile \"netkey\" (shipped: keyquorum-mf, netkey-df01"},
+		{[]string{"--card-profile", badProfile}, false, "tries: verify spends a try on some cards"},
+		{[]string{"--card-profile", "/nonexistent/p.json"}, false, "read card profile"},
 	}
 	if got := relyingPartyID([]string{"10.0.0.7", "KQ.example", "kq2.example"}); got != "kq.example" {
 		t.Errorf("relying party of hosts: %q", got)
@@ -72,7 +80,7 @@ func TestServeFlags(t *testing.T) {
 			t.Errorf("%v: stderr %q does not say %q", c.args, stderr.String(), c.says)
 		}
 		if c.ok && len(c.args) == 0 && (cfg.dataDir != "keyquorum-data" || cfg.listen != "127.0.0.1:8443" || cfg.pinpad != "sim" || cfg.hsm != "soft" ||
-			cfg.timeouts != ceremony.DefaultTimeouts || cfg.timeouts.PIN != 90*time.Second) {
+			cfg.timeouts != ceremony.DefaultTimeouts || cfg.timeouts.PIN != 90*time.Second || cfg.profile.Name != "keyquorum-mf") {
 			t.Errorf("defaults: %+v", cfg)
 		}
 		if c.ok && slices.Contains(c.args, "--timeout-pin") && cfg.timeouts != (ceremony.Timeouts{OK: 30 * time.Second, Card: 5 * time.Minute, PIN: 2 * time.Minute, Removal: time.Minute}) {
@@ -83,7 +91,7 @@ func TestServeFlags(t *testing.T) {
 	if _, err := parseServe([]string{"--help"}, &stderr); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("--help: %v", err)
 	}
-	for _, f := range []string{"--data", "--listen", "--pinpad", "--reader", "--hsm", "--pkcs11-module", "--slot", "--pin-file", "--ca-bundle", "--crl", "--host", "--max-upload", "--recover-admin", "--timeout-ok", "--timeout-card", "--timeout-pin", "--timeout-removal"} {
+	for _, f := range []string{"--data", "--listen", "--pinpad", "--reader", "--hsm", "--pkcs11-module", "--slot", "--pin-file", "--ca-bundle", "--crl", "--host", "--max-upload", "--recover-admin", "--timeout-ok", "--timeout-card", "--timeout-pin", "--timeout-removal", "--card-profile"} {
 		if !strings.Contains(stderr.String(), "  "+f+" ") && !strings.Contains(stderr.String(), "  "+f+"\n") {
 			t.Errorf("--help does not explain %s", f)
 		}

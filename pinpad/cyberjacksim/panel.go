@@ -32,6 +32,23 @@ type Panel struct {
 	mu       sync.Mutex // one control exchange at a time
 	c        *Client
 	inserted string
+	profile  *tcos.Profile // the layout of new cards; nil: tcos.KeyquorumMF
+}
+
+// SetProfile lays new cards out in profile p (the card profile the service reads cards in).
+func (p *Panel) SetProfile(prof *tcos.Profile) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.profile = prof
+}
+
+func (p *Panel) layout() *tcos.Profile {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.profile == nil {
+		return tcos.KeyquorumMF()
+	}
+	return p.profile
 }
 
 // OpenPanel connects to the driver's control socket and keeps the card rack in dir.
@@ -51,8 +68,25 @@ func (p *Panel) Close() error { return p.c.Close() }
 
 func (p *Panel) path(serial string) string { return filepath.Join(p.dir, serial+".card") }
 
-// NewCard makes a blank TCOS card in the rack (both PINs 123456).
-func (p *Panel) NewCard() (string, error) { return p.newCard(vcard.New) }
+// NewCard makes a blank TCOS card in the rack (both PINs 123456), laid out in the panel's
+// card profile.
+func (p *Panel) NewCard() (string, error) {
+	prof := p.layout()
+	return p.newCard(func(path string, serial []byte) (*vcard.Card, error) {
+		return vcard.NewWith(path, vcard.Options{Serial: serial, Profile: prof})
+	})
+}
+
+// NewShapedCard makes a TCOS card of the shape o describes (o.Serial is drawn anew).
+func (p *Panel) NewShapedCard(o vcard.Options) (string, error) {
+	return p.newCard(func(path string, serial []byte) (*vcard.Card, error) {
+		o.Serial = serial
+		return vcard.NewWith(path, o)
+	})
+}
+
+// Profile is the card profile new cards are laid out in.
+func (p *Panel) Profile() *tcos.Profile { return p.layout() }
 
 // NewForeignCard makes a card that is not a TCOS card.
 func (p *Panel) NewForeignCard() (string, error) { return p.newCard(vcard.NewForeign) }
@@ -218,7 +252,8 @@ func (p *Panel) Cards() []sim.CardInfo {
 		info := sim.CardInfo{Serial: strings.TrimSuffix(filepath.Base(f), ".card"), Foreign: c.Foreign()}
 		if !c.Foreign() {
 			info.Tries, info.Blocked = map[pinpad.Slot]int{}, map[pinpad.Slot]bool{}
-			for slot, ref := range map[pinpad.Slot]byte{pinpad.SlotShare: tcos.PINRefShare, pinpad.SlotUser: tcos.PINRefUser} {
+			prof := p.layout()
+			for slot, ref := range map[pinpad.Slot]byte{pinpad.SlotShare: prof.Share.PINRef, pinpad.SlotUser: prof.User.PINRef} {
 				n, _ := c.Tries(ref)
 				info.Tries[slot], info.Blocked[slot] = n, n == 0
 			}

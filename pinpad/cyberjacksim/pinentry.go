@@ -239,6 +239,19 @@ func (f pinFormat) build(tpl []byte, pos int, pin, pin2 []byte, pos2 int) ([]byt
 	if int(apdu[4]) != len(data) {
 		return nil, false
 	}
+	if pin2 == nil && pos == len(data) && f.formatString&0x80 != 0 && f.blockString>>4 == 0 {
+		// The data ends where the PIN goes: the PIN is appended after the fixed prefix and Lc
+		// grows (TCOS's first PIN after the NullPIN state: six 00 bytes, then the new PIN).
+		enc := f.encode(pin, kind)
+		if len(data)+len(enc) > 255 {
+			clear(enc)
+			return nil, false
+		}
+		apdu = append(apdu, enc...)
+		clear(enc)
+		apdu[4] = byte(len(apdu) - 5)
+		return apdu, true
+	}
 	if !f.place(data, pos, pin, kind) {
 		return nil, false
 	}

@@ -257,6 +257,19 @@ func (f PINFormat) fill(tpl, pin []byte, pos int, pin2 []byte, pos2 int) ([]byte
 	if len(tpl) < 5 || int(tpl[4]) != len(tpl)-5 {
 		return nil, fmt.Errorf("%w: template Lc does not match its data", ErrBadStructure)
 	}
+	if pin2 == nil && pos == int(tpl[4]) && f.FormatString&0x80 != 0 && f.PINBlockString>>4 == 0 {
+		// The data ends where the PIN goes: a variable-length PIN after a fixed prefix (TCOS's
+		// 00 24 00 ref 06 000000000000 ‖ new PIN that leaves the NullPIN state). The PIN is
+		// appended and Lc grows by its length, as in the header-only form.
+		data := encodePIN(pin, kind)
+		defer clear(data)
+		if len(tpl)-5+len(data) > 255 {
+			return nil, fmt.Errorf("%w: PIN data of %d bytes", ErrBadStructure, len(tpl)-5+len(data))
+		}
+		out := append(append([]byte(nil), tpl...), data...)
+		out[4] = byte(len(out) - 5)
+		return out, nil
+	}
 	out := append([]byte(nil), tpl...)
 	if err := f.place(out[5:], pos, pin, kind); err != nil {
 		clear(out)

@@ -26,6 +26,8 @@ type DiagnoseOptions struct {
 	VerifyPIN bool
 	Slot      pinpad.Slot
 	Timeout   time.Duration
+	// Profile is the card layout to read the card with; tcos.KeyquorumMF when nil.
+	Profile *tcos.Profile
 }
 
 // Diagnose writes a report for field support to w: the readers pcscd knows; for the chosen
@@ -153,7 +155,7 @@ func Diagnose(ctx context.Context, w io.Writer, o DiagnoseOptions) error {
 		p = &pad{h: tr, features: features, log: discard, firmware: fw}
 	}
 	fmt.Fprintf(w, "open card (select MF, read EF_GDO):\n")
-	c, err := tcos.Open(ctx, transport{h: tr}, st.Atr, p)
+	c, err := tcos.OpenProfile(ctx, transport{h: tr}, st.Atr, p, o.Profile)
 	if err != nil {
 		fmt.Fprintf(w, "  open card: %v\n", err)
 		return nil

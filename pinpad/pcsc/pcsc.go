@@ -51,6 +51,8 @@ type Options struct {
 	Reader string
 	// Logger receives debug records of the part 10 exchanges (no PINs, no slot data).
 	Logger *slog.Logger
+	// Profile is the card layout cards are read with; tcos.KeyquorumMF when nil.
+	Profile *tcos.Profile
 }
 
 // Terminal is a PIN-pad reader reached through PC/SC. It implements [pinpad.Terminal].
@@ -61,8 +63,9 @@ type Options struct {
 // pcscd numbers readers — is found again. Features and firmware are read again whenever the
 // reader found is not the one seen before.
 type Terminal struct {
-	prefix string
-	log    *slog.Logger
+	prefix  string
+	log     *slog.Logger
+	profile *tcos.Profile
 
 	state     sync.Mutex // guards name and connected, read by Name and Status at any time
 	name      string     // the reader's full name, the last one seen
@@ -98,10 +101,14 @@ func Open(ctx context.Context, opts Options) (*Terminal, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	t := &Terminal{prefix: opts.Reader, log: opts.Logger, newPad: newPartTenPad}
+	if opts.Profile == nil {
+		opts.Profile = tcos.KeyquorumMF()
+	}
+	t := &Terminal{prefix: opts.Reader, log: opts.Logger, profile: opts.Profile, newPad: newPartTenPad}
 	if _, err := t.context(); err != nil {
 		return nil, fmt.Errorf("open reader: %w", err)
 	}
+
 	if _, err := t.readerFeatures(ctx); err != nil {
 		if !errors.Is(err, pinpad.ErrNoReader) && !errors.Is(err, pinpad.ErrReaderGone) {
 			return nil, err
@@ -593,7 +600,7 @@ func (t *Terminal) connect(ctx context.Context, f part10.Features) (pinpad.Card,
 		pp.firmware = t.firmware // read at Open or at the reader's first use, when it has MCT
 		t.mu.Unlock()
 	}
-	tc, err := tcos.Open(ctx, transport{h: h}, st.Atr, p)
+	tc, err := tcos.OpenProfile(ctx, transport{h: h}, st.Atr, p, t.profile)
 	if err != nil {
 		c.Close()
 		return nil, err

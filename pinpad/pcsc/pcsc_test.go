@@ -438,13 +438,17 @@ func TestPCSCDiagnose(t *testing.T) {
 		"ATR: 3bbf96008131fe5d0064041103013" + "1c073f701d000900" + "07d (TCOS 3: true)",
 		"> apdu    00a4000c",
 		"serial: " + vc.Serial(),
-		"> apdu    00200081", // PIN status: VERIFY without data
-		"< apdu    63c3",
+		"> apdu    00a4080c025049", // PIN tries: EF_PWDD of the MF, record 1 names PIN 81
+		"< apdu    a007830181900203039000",
+		"tries left: 3",
 		"verify: " + pinpad.ErrNoPINPad.Error(),
 	} {
 		if !strings.Contains(report, want) {
 			t.Errorf("report lacks %q", want)
 		}
+	}
+	if strings.Contains(report, "> apdu    00200081\n") {
+		t.Error("the diagnosis sent a VERIFY without data, which the default profile does not declare safe")
 	}
 	removeAndWait(t, ctx, term, slot)
 }

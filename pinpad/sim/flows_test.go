@@ -10,6 +10,8 @@ import (
 
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/pinpad/sim"
+	"github.com/keyquorum/keyquorum/pinpad/tcos"
+	"github.com/keyquorum/keyquorum/pinpad/vcard"
 )
 
 // connect inserts a new card and returns the session WaitForCard gives.
@@ -407,6 +409,37 @@ func TestWatchEndsWithContext(t *testing.T) {
 	}
 	cancel()
 	for range ch {
+	}
+}
+
+func TestSurveyCard(t *testing.T) {
+	ctx := context.Background()
+	pad, err := sim.Open(t.TempDir(), sim.WithProfile(tcos.NetKeyDF01()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pad.SurveyCard(ctx); !errors.Is(err, pinpad.ErrNoCard) {
+		t.Fatalf("empty slot: %v", err)
+	}
+	serial, err := pad.NewCard()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pad.Insert(serial); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := pad.SurveyCard(ctx)
+	if err != nil || rep.Fits != "netkey-df01" || rep.Serial != serial {
+		t.Fatalf("survey: %v %+v", err, rep)
+	}
+	blank, err := pad.NewShapedCard(vcard.Options{Creatable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pad.Remove()
+	pad.Insert(blank)
+	if rep, err := pad.SurveyCard(ctx); err != nil || rep.Fits != "" || rep.Preparable != "yes" {
+		t.Fatalf("survey of a blank card: %v %+v", err, rep)
 	}
 }
 

@@ -104,6 +104,7 @@ type Option func(*options)
 type options struct {
 	defaultTimeout time.Duration
 	name           string
+	profile        *tcos.Profile
 }
 
 // WithDefaultTimeout sets the pad's own timeout, used for any wait whose caller passes a
@@ -118,6 +119,16 @@ func WithDefaultTimeout(d time.Duration) Option {
 
 // WithName sets the name the pad reports.
 func WithName(name string) Option { return func(o *options) { o.name = name } }
+
+// WithProfile sets the card profile the pad reads cards with and lays out new cards in
+// (default: tcos.KeyquorumMF).
+func WithProfile(p *tcos.Profile) Option {
+	return func(o *options) {
+		if p != nil {
+			o.profile = p
+		}
+	}
+}
 
 // Keys of the pad besides the digits.
 const (
@@ -148,7 +159,7 @@ type Pad struct {
 // Open opens the virtual pad whose cards live under dir (created if missing), loading every
 // card saved there.
 func Open(dir string, opts ...Option) (*Pad, error) {
-	o := options{defaultTimeout: 60 * time.Second, name: "Keyquorum simulator (virtual cyberJack e-com)"}
+	o := options{defaultTimeout: 60 * time.Second, name: "Keyquorum simulator (virtual cyberJack e-com)", profile: tcos.KeyquorumMF()}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -199,7 +210,7 @@ func newSerial() ([]byte, error) {
 	return b, nil
 }
 
-func (p *Pad) newCard(foreign bool) (string, error) {
+func (p *Pad) newCard(foreign bool, o *vcard.Options) (string, error) {
 	sn, err := newSerial()
 	if err != nil {
 		return "", fmt.Errorf("new card: %w", err)
@@ -207,10 +218,15 @@ func (p *Pad) newCard(foreign bool) (string, error) {
 	serial := strings.ToUpper(hex.EncodeToString(sn))
 	path := filepath.Join(p.dir, serial+".card")
 	var c *vcard.Card
-	if foreign {
+	switch {
+	case foreign:
 		c, err = vcard.NewForeign(path, sn)
-	} else {
-		c, err = vcard.New(path, sn)
+	case o != nil:
+		shaped := *o
+		shaped.Serial = sn
+		c, err = vcard.NewWith(path, shaped)
+	default:
+		c, err = vcard.NewWith(path, vcard.Options{Serial: sn, Profile: p.opts.profile})
 	}
 	if err != nil {
 		return "", err
@@ -222,11 +238,27 @@ func (p *Pad) newCard(foreign bool) (string, error) {
 	return serial, nil
 }
 
-// NewCard makes a blank TCOS card, both slot PINs 123456, and returns its serial.
-func (p *Pad) NewCard() (string, error) { return p.newCard(false) }
+// NewCard makes a TCOS card laid out in the pad's profile, both slots empty, both slot PINs
+// 123456, and returns its serial.
+func (p *Pad) NewCard() (string, error) { return p.newCard(false, nil) }
+
+// NewShapedCard makes a TCOS card of the shape o describes (its serial is ignored: a new one
+// is drawn) and returns its serial.
+func (p *Pad) NewShapedCard(o vcard.Options) (string, error) { return p.newCard(false, &o) }
 
 // NewForeignCard makes a card that is not a TCOS card (another ATR).
-func (p *Pad) NewForeignCard() (string, error) { return p.newCard(true) }
+func (p *Pad) NewForeignCard() (string, error) { return p.newCard(true, nil) }
+
+// Profile is the card profile the pad reads cards with.
+func (p *Pad) Profile() *tcos.Profile { return p.opts.profile }
+
+// VirtualCard returns the virtual card with this serial, for tests that inspect its state.
+func (p *Pad) VirtualCard(serial string) (*vcard.Card, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c, ok := p.cards[strings.ToUpper(serial)]
+	return c, ok
+}
 
 // Insert puts the card with this serial into the slot.
 func (p *Pad) Insert(serial string) error {
@@ -347,8 +379,8 @@ func (p *Pad) Cards() []CardInfo {
 			info.Tries = map[pinpad.Slot]int{}
 			info.Blocked = map[pinpad.Slot]bool{}
 			for _, s := range []pinpad.Slot{pinpad.SlotShare, pinpad.SlotUser} {
-				ref, _ := tcos.PINRef(s)
-				n, _ := c.Tries(ref)
+				spec, _ := p.opts.profile.Slot(s)
+				n, _ := c.Tries(spec.PINRef)
 				info.Tries[s] = n
 				info.Blocked[s] = n == 0
 			}
@@ -470,7 +502,7 @@ func (p *Pad) WaitForCard(ctx context.Context, text string, timeout time.Duratio
 	if err != nil {
 		return nil, err
 	}
-	c, err := tcos.Open(ctx, h, h.card.ATR(), h)
+	c, err := tcos.OpenProfile(ctx, h, h.card.ATR(), h, p.opts.profile)
 	if err != nil {
 		h.close()
 		return nil, err
@@ -678,4 +710,38 @@ func (s *session) ModifyPIN(ctx context.Context, m *part10.PINModify) ([]byte, e
 		return resRejected, nil
 	}
 	return s.send(ctx, apdu)
+}
+
+// ErrReaderBusy is a survey asked for while a ceremony holds the card.
+var ErrReaderBusy = errors.New("the card is in use by a ceremony: survey it when the ceremony has ended")
+
+// SurveyCard surveys the card in the slot (tcos.Survey: no PIN, nothing written) against the
+// shipped profiles and the pad's own. [pinpad.ErrNoCard] when the slot is empty.
+func (p *Pad) SurveyCard(ctx context.Context) (*tcos.SurveyReport, error) {
+	p.mu.Lock()
+	if !p.state.Plugged {
+		p.mu.Unlock()
+		return nil, pinpad.ErrReaderGone
+	}
+	if p.inserted == nil {
+		p.mu.Unlock()
+		return nil, fmt.Errorf("survey: %w", pinpad.ErrNoCard)
+	}
+	if p.state.Waiting != WaitNone {
+		p.mu.Unlock()
+		return nil, ErrReaderBusy
+	}
+	h := &session{pad: p, card: p.inserted, gen: p.gen, epoch: p.epoch}
+	p.mu.Unlock()
+	defer h.close()
+	return tcos.Survey(ctx, h, h.card.ATR(), SurveyProfiles(p.opts.profile))
+}
+
+// SurveyProfiles are the profiles a survey checks: the shipped ones and p when it is not one.
+func SurveyProfiles(p *tcos.Profile) []*tcos.Profile {
+	ps := tcos.Profiles()
+	if p != nil && !slices.ContainsFunc(ps, func(q *tcos.Profile) bool { return q.Name == p.Name }) {
+		ps = append(ps, p)
+	}
+	return ps
 }

@@ -18,6 +18,7 @@ type Transport interface {
 const (
 	swOK               uint16 = 0x9000
 	swEndOfFile        uint16 = 0x6282 // fewer bytes than Le: end of file
+	swRecordNotFound   uint16 = 0x6A83
 	swWrongLength      uint16 = 0x6700
 	swSecurityStatus   uint16 = 0x6982
 	swPINBlocked       uint16 = 0x6983

@@ -1,15 +1,9 @@
 package tcos
 
-import (
-	"fmt"
-
-	"github.com/keyquorum/keyquorum/pinpad"
-)
-
-// The card layout Keyquorum uses. OpenSC documents the TCOS system files (MF 3F00, EF_GDO 2F02
-// with the serial) [V]; the two data slots below are Keyquorum's own choice [U]: a real card
-// has to be personalised with them (two transparent EFs under the MF whose READ and UPDATE
-// access rules require the slot's local PIN), and this package does not create them.
+// The files and PINs of the keyquorum-mf profile ([KeyquorumMF]) and the limits every profile
+// shares. OpenSC documents the TCOS system files (MF 3F00, EF_GDO 2F02 with the serial) [V]; the
+// two data slots below are Keyquorum's own choice [U]: a card has to be prepared with them
+// (two transparent EFs whose READ and UPDATE access rules require the slot's local PIN).
 const (
 	// FileMF is the master file.
 	FileMF uint16 = 0x3F00
@@ -36,25 +30,3 @@ const (
 	// maxChunk is the most data one short READ/UPDATE BINARY carries here.
 	maxChunk = 255
 )
-
-// SlotFile is the file a slot's data lives in.
-func SlotFile(s pinpad.Slot) (uint16, error) {
-	switch s {
-	case pinpad.SlotShare:
-		return FileShare, nil
-	case pinpad.SlotUser:
-		return FileUser, nil
-	}
-	return 0, fmt.Errorf("select slot: unknown %v", s)
-}
-
-// PINRef is the reference of a slot's PIN.
-func PINRef(s pinpad.Slot) (byte, error) {
-	switch s {
-	case pinpad.SlotShare:
-		return PINRefShare, nil
-	case pinpad.SlotUser:
-		return PINRefUser, nil
-	}
-	return 0, fmt.Errorf("select slot: unknown %v", s)
-}

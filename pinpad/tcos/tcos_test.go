@@ -29,6 +29,10 @@ func TestIsTCOS(t *testing.T) {
 		"3BBF96008131FE5D00640411030131C073F701D00090007D":  true,
 		"3BBF96008131FE5D006404110 40F31C073F701D000900074": true,
 		"3BBFB6008131FE5D00640428030231C073F701D000900067":  true,
+		// The same without TB1 (3B 9F).
+		"3B9F968131FE5D00640411030131C073F701D00090005D":   true,
+		"3B9F968131FE5D00640411030131C073F701D000900000":   true, // the check byte is not checked
+		"3B9F96008131FE5D00640411030131C073F701D00090005D": false,
 		// TCOS 2, a YubiKey, a truncated and an extended ATR.
 		"3BBA96008131865D0064057B0203318090007D":             false,
 		"3BFD1300008131FE158073C021C057597562694B657940":     false,
@@ -40,8 +44,8 @@ func TestIsTCOS(t *testing.T) {
 			t.Errorf("IsTCOS(%s) = %v", atr, got)
 		}
 	}
-	if !tcos.IsTCOS(tcos.ATR) {
-		t.Error("the package's own ATR is not TCOS")
+	if !tcos.IsTCOS(tcos.ATR) || !tcos.IsTCOS(tcos.ATRNoTB1) {
+		t.Error("the package's own ATRs are not TCOS")
 	}
 }
 
@@ -55,7 +59,7 @@ type script struct {
 func (s *script) Transmit(_ context.Context, apdu []byte) ([]byte, error) {
 	s.sent = append(s.sent, bytes.Clone(apdu))
 	if r, ok := s.answers[strings.ToUpper(hex.EncodeToString(apdu))]; ok {
-		return hex.DecodeString(r)
+		return hex.DecodeString(strings.ReplaceAll(r, " ", ""))
 	}
 	if s.next != nil {
 		return s.next(apdu)
@@ -291,24 +295,97 @@ func TestWriteVerifyFails(t *testing.T) {
 	}
 }
 
+// verifySafe is a profile file that declares the data-less VERIFY safe and reads tries only
+// with it.
+const verifySafe = `{"name": "verify-safe", "df": "3F00", "tries": ["verify"], "verify_query_safe": true,
+  "share": {"file": "4B01", "size": 1024, "pin": "81"}, "user": {"file": "4B02", "size": 1024, "pin": "82"},
+  "atrs": [{"value": "3BBF96008131FE5D00640411030131C073F701D00090007D"}]}`
+
 func TestPINTries(t *testing.T) {
 	ctx := context.Background()
+	safe, err := tcos.ParseProfile([]byte(verifySafe))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The data-less VERIFY, where the profile declares it safe.
 	for sw, want := range map[string]int{"63C3": 3, "63C1": 1, "9000": 3, "6983": 0, "63C0": 0} {
 		tr := newCard(t)
-		card, _ := tcos.Open(ctx, tr, tcos.ATR, nil)
+		card, _ := tcos.OpenProfile(ctx, tr, tcos.ATR, nil, safe)
 		tr.answers["00200081"] = sw
 		if n, err := card.PINTries(ctx, pinpad.SlotShare); n != want || err != nil {
 			t.Errorf("%s: %d, %v; want %d", sw, n, err, want)
 		}
 	}
 	tr := newCard(t)
-	card, _ := tcos.Open(ctx, tr, tcos.ATR, nil)
+	card, _ := tcos.OpenProfile(ctx, tr, tcos.ATR, nil, safe)
 	tr.answers["00200082"] = "6985"
 	if _, err := card.PINTries(ctx, pinpad.SlotUser); !errors.Is(err, pinpad.ErrNullPIN) {
 		t.Errorf("NullPIN: %v", err)
 	}
+	for _, sw := range []string{"6700", "6A88", "6D00"} {
+		tr.answers["00200082"] = sw
+		if _, err := card.PINTries(ctx, pinpad.SlotUser); !errors.Is(err, pinpad.ErrTriesUnknown) {
+			t.Errorf("%s: %v, want ErrTriesUnknown", sw, err)
+		}
+	}
 	if _, err := card.PINTries(ctx, pinpad.Slot(9)); err == nil {
 		t.Error("unknown slot accepted")
+	}
+
+	// The default profile reads EF_PWDD and never sends a data-less VERIFY.
+	tr = newCard(t)
+	card, _ = tcos.Open(ctx, tr, tcos.ATR, nil)
+	tr.sent = nil
+	if n, err := card.PINTries(ctx, pinpad.SlotUser); n != 3 || err != nil {
+		t.Fatalf("EF_PWDD: %d, %v", n, err)
+	}
+	want := []string{"00A4080C025049", "00B2010400", "00B2020400", "00B2030400"}
+	for i, apdu := range tr.sent {
+		if got := strings.ToUpper(hex.EncodeToString(apdu)); i >= len(want) || got != want[i] {
+			t.Errorf("APDU %d: %s, want %v", i, got, want)
+		}
+	}
+	// Records of another kind are skipped; a card without EF_PWDD has unknown tries, as does
+	// one whose records name other PINs.
+	tr.answers["00B2010400"] = "A1028301 9000"
+	tr.answers["00B2020400"] = "A007 830182 90020301 9000"
+	if n, err := card.PINTries(ctx, pinpad.SlotUser); n != 1 || err != nil {
+		t.Errorf("EF_PWDD with a foreign record: %d, %v", n, err)
+	}
+	tr.answers["00A4080C025049"] = "6A82"
+	var unknown *tcos.TriesUnknownError
+	if _, err := card.PINTries(ctx, pinpad.SlotUser); !errors.As(err, &unknown) || !errors.Is(err, pinpad.ErrTriesUnknown) {
+		t.Errorf("no EF_PWDD: %v", err)
+	}
+	for _, apdu := range tr.sent {
+		if apdu[1] == 0x20 {
+			t.Fatalf("sent a VERIFY: %X", apdu)
+		}
+	}
+	// A removed card is not "unknown".
+	tr.next = func([]byte) ([]byte, error) { return nil, pinpad.ErrCardRemoved }
+	delete(tr.answers, "00A4080C025049")
+	if _, err := card.PINTries(ctx, pinpad.SlotUser); !errors.Is(err, pinpad.ErrCardRemoved) {
+		t.Errorf("removed: %v", err)
+	}
+
+	// A TCOS 2 style PIN file: tag 85 01 80 ref tries max.
+	nk := tcos.NetKeyDF01()
+	vc, err := vcard.NewWith("", vcard.Options{Profile: nk, NoPWDD: true, PINFiles: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr = &script{answers: map[string]string{}, next: vc.Transmit}
+	card, err = tcos.OpenProfile(ctx, tr, tcos.ATR, nil, nk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.answers["00A4080404DF01508100"] = "620E 820105 83025081 8505018001020 3 9000"
+	if n, err := card.PINTries(ctx, pinpad.SlotShare); n != 2 || err != nil {
+		t.Errorf("FCP tag 85: %d, %v", n, err)
+	}
+	if n, err := card.PINTries(ctx, pinpad.SlotUser); n != 3 || err != nil {
+		t.Errorf("FCP tag 85 of the virtual card: %d, %v", n, err)
 	}
 }
 

@@ -61,7 +61,8 @@ func TestCardCommands(t *testing.T) {
 		"00 B0 80 00 02 -> 6A81", // short EF identifiers: not here
 		"00 A4 00 0C -> 9000",
 		"00 B0 00 00 02 -> 6986", // no current EF
-		"80 B0 00 00 02 -> 6E00",
+		"80 B0 00 00 02 -> 6D00", // a proprietary CLA: only 80 AA and 80 E0
+		"A0 B0 00 00 02 -> 6E00",
 		"00 CA 00 00 00 -> 6D00",
 		"00 B0 00 -> 6700",
 		"00 D6 00 00 05 AA -> 6700",
@@ -145,5 +146,37 @@ func TestLoadRejects(t *testing.T) {
 		if _, err := Load(path); err == nil {
 			t.Errorf("%s: loaded", name)
 		}
+	}
+}
+
+// TestLoadVersion1 reads a card file of the first format (FIDs under the MF, PINs of the MF):
+// the simulator's cards made before card profiles still work, in the keyquorum-mf layout.
+func TestLoadVersion1(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "old.card")
+	v1 := `{"version":1,"serial":"yv4=","pins":{"81":{"pin":"MTIzNDU2","tries":2},"82":{"pin":"NjU0MzIx","tries":3}},` +
+		`"files":{"2F02":"WgLK/g==","4B01":"AAJoaQAA","4B02":"AAAAAAAA"}}`
+	if err := os.WriteFile(path, []byte(v1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := c.Tries(0x81); n != 2 || c.Serial() != "CAFE" {
+		t.Fatalf("tries %d serial %s", n, c.Serial())
+	}
+	exchange(t, c,
+		"00 A4 08 0C 02 4B01 -> 9000",
+		"00 B0 00 00 04 -> 6982",
+		"00 20 00 81 06 313233343536 -> 9000",
+		"00 B0 00 00 04 -> 00026869 9000",
+		"00 A4 08 0C 02 5049 -> 9000",
+		"00 B2 01 04 00 -> A00783018190020303 9000", // max 3, 3 left: the right PIN restored them
+		"00 B2 02 04 00 -> A00783018290020303 9000",
+	)
+	// Saved again, it is a version 2 file.
+	b, _ := os.ReadFile(path)
+	if !strings.Contains(string(b), `"version":2`) {
+		t.Errorf("saved as %s", b)
 	}
 }

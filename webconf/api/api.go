@@ -30,6 +30,7 @@ type Config struct {
 	Audit     web.AuditReader
 	HSM       web.BackupHSM
 	Sim       simpanel.Simulator // nil with a real pad
+	Surveyor  web.CardSurveyor   // nil: no card survey
 	Appliance web.Appliance
 	MaxUpload int64
 	// Auth is the operator list and its audit (the operators API).
@@ -81,6 +82,7 @@ func (a *Handlers) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/audit/verify", a.auditVerify)
 	mux.HandleFunc("GET /api/v1/audit/export", a.auditExport)
 	mux.HandleFunc("GET /api/v1/card", a.card)
+	mux.HandleFunc("POST /api/v1/card/survey", a.survey)
 	mux.HandleFunc("POST /api/v1/cluster/nodes", a.issueNode)
 	mux.HandleFunc("GET "+cluster.StatePath, a.clusterState)
 	mux.HandleFunc("POST /api/v1/cluster/join", a.clusterJoin)
@@ -257,6 +259,11 @@ func ceremonyRequest(sr StartRequest) (ceremony.Request, error) {
 			return req, err
 		}
 		req.K, req.N, req.Label = c.K, c.N, c.Label
+	case ceremony.KindPrepareCards:
+		if sr.N < 1 {
+			return req, errors.New(`a prepare-cards needs "n": how many cards to prepare`)
+		}
+		req.N = sr.N
 	case ceremony.KindLoad, ceremony.KindCardCheck:
 	case ceremony.KindCopyCard:
 		req.Overwrite = sr.Overwrite
@@ -585,6 +592,17 @@ type CardJSON struct {
 	// InKeySet says whether the inserted card is one the loaded key's set was written to.
 	InKeySet bool            `json:"in_key_set"`
 	Cards    []simpanel.Card `json:"cards"`
+}
+
+// survey is POST /api/v1/card/survey: the card in the reader read without a PIN and without
+// changing anything (tcos.SurveyReport), safe to send to support.
+func (a *Handlers) survey(w http.ResponseWriter, r *http.Request) {
+	rep, p := web.SurveyCard(r.Context(), a.cfg.Surveyor, a.cfg.Records, "")
+	if p != nil {
+		a.problem(w, r, *p)
+		return
+	}
+	web.WriteJSON(w, rep)
 }
 
 func (a *Handlers) card(w http.ResponseWriter, r *http.Request) {

@@ -4,7 +4,8 @@
 // operator.ApprovalHeader (made on the operator's account page with a security key). The
 // handlers: status (with the HSM's keys), the running ceremony and its events as JSON lines,
 // start / cancel / retry / answer / resume a ceremony, backup and restore, audit verify and
-// export, the card in the simulator's reader, the operator list and roles, and cluster
+// export, the card in the simulator's reader, the card survey (no PIN, nothing written), the
+// operator list and roles, and cluster
 // onboarding (node certificates, the state for a joining node, the join; package cluster).
 //
 // Requests and answers are the exported *Request and *JSON types; a body is decoded strictly

@@ -29,6 +29,7 @@ const (
 	ActionOperatorsManage   Action = "operators.manage" // roles, certificates, others' security keys
 	ActionKeyAdd            Action = "key.add"          // register a security key (another one: fresh)
 	ActionKeyRemove         Action = "key.remove"       // remove one of one's own security keys
+	ActionCardSurvey        Action = "card.survey"      // read the card in the reader without a PIN
 )
 
 // ActionForKind is the action of starting a ceremony of kind k.
@@ -77,6 +78,8 @@ var rules = map[Action]Rule{
 	ActionForKind(ceremony.KindChangePIN):    {Roles: cardHolders, Fresh: true, What: "change a card's PIN"},
 	ActionForKind(ceremony.KindReissue):      {Roles: adminOnly, Fresh: true, What: "re-issue the card set"},
 	ActionForKind(ceremony.KindCardCheck):    {Roles: cardHolders, Fresh: true, What: "check a card"},
+	ActionForKind(ceremony.KindPrepareCards): {Roles: adminOnly, Fresh: true, What: "prepare cards"},
+	ActionCardSurvey:                         {Roles: cardHolders, What: "survey the card in the reader"},
 }
 
 // RuleOf is the rule of an action; an unknown ceremony kind or action is an administrator's,

@@ -120,6 +120,12 @@ func requestFromForm(r *http.Request) (ceremony.Request, string, error) {
 			return ceremony.Request{}, "/cards", fmt.Errorf("the PKCS#11 slot must be a number (0 or more)")
 		}
 		return ceremony.Request{Kind: kind, PKCS11Slot: uint(slot)}, "/cards", nil
+	case ceremony.KindPrepareCards:
+		n, err := strconv.Atoi(strings.TrimSpace(r.PostFormValue("n")))
+		if err != nil || n < 1 {
+			return ceremony.Request{}, "/cards", fmt.Errorf("say how many cards to prepare (1 or more)")
+		}
+		return ceremony.Request{Kind: kind, N: n}, "/cards", nil
 	case ceremony.KindFactoryReset:
 		return ceremony.Request{}, "/reset", fmt.Errorf("a factory reset is started from the factory reset page, with its typed confirmation")
 	}

@@ -901,7 +901,7 @@ func cardsPage(p Page) templ.Component {
 				}()
 			}
 			ctx = templ.InitializeContext(ctx)
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 78, "<h1>Smart cards</h1><p class=\"lead\">Each tool runs as a short ceremony on the PIN pad: start it here, follow the pad's prompts, and watch it on the live view. PINs are typed on the pad only.</p><section class=\"card-box\"><h2>The card set</h2><p><a href=\"/cards/check\" data-testid=\"link-check\">Check a card</a>: one custodian checks one card alone, no quorum. <a href=\"/cards/reissue\" data-testid=\"link-reissue\">Re-issue the card set</a>: a new set with a new quorum for the same key, e.g. after a card was lost.</p></section><section class=\"card-box\"><h2>Copy a backup key share card</h2><p>Makes a one-to-one copy of one share card on another card, e.g. a second set for the disaster recovery site. Slot user cards cannot be copied (their credential is bound to the card).</p><form method=\"post\" action=\"/ceremonies\">")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 78, "<h1>Smart cards</h1><p class=\"lead\">Each tool runs as a short ceremony on the PIN pad: start it here, follow the pad's prompts, and watch it on the live view. PINs are typed on the pad only.</p><section class=\"card-box\"><h2>The card set</h2><p><a href=\"/cards/check\" data-testid=\"link-check\">Check a card</a>: one custodian checks one card alone, no quorum. <a href=\"/cards/reissue\" data-testid=\"link-reissue\">Re-issue the card set</a>: a new set with a new quorum for the same key, e.g. after a card was lost.</p></section><section class=\"card-box\"><h2>Survey the card in the reader</h2><p>Reads the card without a PIN and without changing anything: its answer to reset, serial, files, PIN try counters, and which card profile (the layout of the share and slot user data on the card) fits it, or what is missing. The report holds no PIN and no card data: it can be sent to support. Put the card into the PIN pad first.</p><form method=\"post\" action=\"/cards/survey\">")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
@@ -909,7 +909,7 @@ func cardsPage(p Page) templ.Component {
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 79, "<input type=\"hidden\" name=\"kind\" value=\"copy-card\"> <label><input type=\"checkbox\" name=\"overwrite\" value=\"yes\"> The target card may hold a share of another set: overwrite it without asking again on the pad</label><p><button type=\"submit\" data-testid=\"start-copy\">Start copying</button></p></form></section><section class=\"card-box\"><h2>Change a PIN</h2><p>The pad asks for the old PIN, the new PIN and the new PIN again. Change the share PIN of each card right after the key setup, so a card is not overwritten by mistake.</p><form method=\"post\" action=\"/ceremonies\">")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 79, "<p><button type=\"submit\" data-testid=\"start-survey\">Survey the card</button></p></form></section><section class=\"card-box\"><h2>Prepare cards</h2><p>Lays new cards out in this appliance's card profile where they lack it (directory, share and slot user files, their PINs), the new PINs chosen on the pad; a card still in its transport state gets its first PIN the same way. A card that does not allow it is refused with what a survey of it found and what to order instead. Nothing on a card is removed.</p><form method=\"post\" action=\"/ceremonies\">")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
@@ -917,7 +917,7 @@ func cardsPage(p Page) templ.Component {
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 80, "<input type=\"hidden\" name=\"kind\" value=\"change-pin\"> <label><input type=\"radio\" name=\"slot\" value=\"share\" checked> Backup key share PIN</label> <label><input type=\"radio\" name=\"slot\" value=\"user\"> PKCS#11 slot user PIN</label><p><button type=\"submit\" data-testid=\"start-change-pin\">Start the PIN change</button></p></form></section><section class=\"card-box\"><h2>PKCS#11 slot user cards</h2><p>Writes a slot activation credential, issued by the HSM for this very card, to the card's slot user slot; or reads it back to activate the slot. A byte-for-byte copy on another card does not activate the slot.</p><form method=\"post\" action=\"/ceremonies\">")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 80, "<input type=\"hidden\" name=\"kind\" value=\"prepare-cards\"> <label>Cards to prepare: <input type=\"number\" name=\"n\" min=\"1\" max=\"64\" value=\"3\"></label><p><button type=\"submit\" data-testid=\"start-prepare\">Start preparing cards</button></p></form></section><section class=\"card-box\"><h2>Copy a backup key share card</h2><p>Makes a one-to-one copy of one share card on another card, e.g. a second set for the disaster recovery site. Slot user cards cannot be copied (their credential is bound to the card).</p><form method=\"post\" action=\"/ceremonies\">")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
@@ -925,7 +925,23 @@ func cardsPage(p Page) templ.Component {
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 81, "<label>PKCS#11 slot: <input type=\"number\" name=\"pkcs11_slot\" min=\"0\" value=\"0\"></label><p><button type=\"submit\" name=\"kind\" value=\"slot-user-card\" data-testid=\"start-slot-user\">Write a slot user card</button> <button type=\"submit\" name=\"kind\" value=\"activate-slot\" data-testid=\"start-activate\">Activate the slot with a card</button></p></form></section>")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 81, "<input type=\"hidden\" name=\"kind\" value=\"copy-card\"> <label><input type=\"checkbox\" name=\"overwrite\" value=\"yes\"> The target card may hold a share of another set: overwrite it without asking again on the pad</label><p><button type=\"submit\" data-testid=\"start-copy\">Start copying</button></p></form></section><section class=\"card-box\"><h2>Change a PIN</h2><p>The pad asks for the old PIN, the new PIN and the new PIN again. Change the share PIN of each card right after the key setup, so a card is not overwritten by mistake.</p><form method=\"post\" action=\"/ceremonies\">")
+			if templ_7745c5c3_Err != nil {
+				return templ_7745c5c3_Err
+			}
+			templ_7745c5c3_Err = CSRFInput(p).Render(ctx, templ_7745c5c3_Buffer)
+			if templ_7745c5c3_Err != nil {
+				return templ_7745c5c3_Err
+			}
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 82, "<input type=\"hidden\" name=\"kind\" value=\"change-pin\"> <label><input type=\"radio\" name=\"slot\" value=\"share\" checked> Backup key share PIN</label> <label><input type=\"radio\" name=\"slot\" value=\"user\"> PKCS#11 slot user PIN</label><p><button type=\"submit\" data-testid=\"start-change-pin\">Start the PIN change</button></p></form></section><section class=\"card-box\"><h2>PKCS#11 slot user cards</h2><p>Writes a slot activation credential, issued by the HSM for this very card, to the card's slot user slot; or reads it back to activate the slot. A byte-for-byte copy on another card does not activate the slot.</p><form method=\"post\" action=\"/ceremonies\">")
+			if templ_7745c5c3_Err != nil {
+				return templ_7745c5c3_Err
+			}
+			templ_7745c5c3_Err = CSRFInput(p).Render(ctx, templ_7745c5c3_Buffer)
+			if templ_7745c5c3_Err != nil {
+				return templ_7745c5c3_Err
+			}
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 83, "<label>PKCS#11 slot: <input type=\"number\" name=\"pkcs11_slot\" min=\"0\" value=\"0\"></label><p><button type=\"submit\" name=\"kind\" value=\"slot-user-card\" data-testid=\"start-slot-user\">Write a slot user card</button> <button type=\"submit\" name=\"kind\" value=\"activate-slot\" data-testid=\"start-activate\">Activate the slot with a card</button></p></form></section>")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
@@ -972,79 +988,79 @@ func resetPage(p Page, v resetView) templ.Component {
 				}()
 			}
 			ctx = templ.InitializeContext(ctx)
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 82, "<h1>Factory reset</h1><section class=\"card-box warn\"><p><strong>A factory reset erases the master backup key and the application keys Keyquorum created in the HSM</strong>, and clears the ceremony state. Other software's objects in the HSM (keys, certificates, data objects Keyquorum did not create) stay; the HSM page lists them. The audit log is kept and records the reset.</p>")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 84, "<h1>Factory reset</h1><section class=\"card-box warn\"><p><strong>A factory reset erases the master backup key and the application keys Keyquorum created in the HSM</strong>, and clears the ceremony state. Other software's objects in the HSM (keys, certificates, data objects Keyquorum did not create) stay; the HSM page lists them. The audit log is kept and records the reset.</p>")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
 			if v.KeyID != "" {
-				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 83, "<p>The HSM holds the master backup key <code>")
+				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 85, "<p>The HSM holds the master backup key <code>")
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
 				var templ_7745c5c3_Var52 string
 				templ_7745c5c3_Var52, templ_7745c5c3_Err = templ.JoinStringErrs(v.KeyID)
 				if templ_7745c5c3_Err != nil {
-					return templ.Error{Err: templ_7745c5c3_Err, FileName: `webconf/pages/ceremonies.templ`, Line: 220, Col: 58}
+					return templ.Error{Err: templ_7745c5c3_Err, FileName: `webconf/pages/ceremonies.templ`, Line: 238, Col: 58}
 				}
 				_, templ_7745c5c3_Err = templ_7745c5c3_Buffer.WriteString(templ.EscapeString(templ_7745c5c3_Var52))
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
-				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 84, "</code>. After the reset, backups made under it can only be restored after loading this key again from its cards ")
+				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 86, "</code>. After the reset, backups made under it can only be restored after loading this key again from its cards ")
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
 				if v.KeySet != nil {
-					templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 85, "(")
+					templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 87, "(")
 					if templ_7745c5c3_Err != nil {
 						return templ_7745c5c3_Err
 					}
 					var templ_7745c5c3_Var53 string
 					templ_7745c5c3_Var53, templ_7745c5c3_Err = templ.JoinStringErrs(strconv.Itoa(v.KeySet.K))
 					if templ_7745c5c3_Err != nil {
-						return templ.Error{Err: templ_7745c5c3_Err, FileName: `webconf/pages/ceremonies.templ`, Line: 222, Col: 33}
+						return templ.Error{Err: templ_7745c5c3_Err, FileName: `webconf/pages/ceremonies.templ`, Line: 240, Col: 33}
 					}
 					_, templ_7745c5c3_Err = templ_7745c5c3_Buffer.WriteString(templ.EscapeString(templ_7745c5c3_Var53))
 					if templ_7745c5c3_Err != nil {
 						return templ_7745c5c3_Err
 					}
-					templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 86, " of the ")
+					templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 88, " of the ")
 					if templ_7745c5c3_Err != nil {
 						return templ_7745c5c3_Err
 					}
 					var templ_7745c5c3_Var54 string
 					templ_7745c5c3_Var54, templ_7745c5c3_Err = templ.JoinStringErrs(strconv.Itoa(v.KeySet.N))
 					if templ_7745c5c3_Err != nil {
-						return templ.Error{Err: templ_7745c5c3_Err, FileName: `webconf/pages/ceremonies.templ`, Line: 222, Col: 69}
+						return templ.Error{Err: templ_7745c5c3_Err, FileName: `webconf/pages/ceremonies.templ`, Line: 240, Col: 69}
 					}
 					_, templ_7745c5c3_Err = templ_7745c5c3_Buffer.WriteString(templ.EscapeString(templ_7745c5c3_Var54))
 					if templ_7745c5c3_Err != nil {
 						return templ_7745c5c3_Err
 					}
-					templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 87, " cards of set <code>")
+					templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 89, " cards of set <code>")
 					if templ_7745c5c3_Err != nil {
 						return templ_7745c5c3_Err
 					}
 					var templ_7745c5c3_Var55 string
 					templ_7745c5c3_Var55, templ_7745c5c3_Err = templ.JoinStringErrs(v.KeySet.SetID)
 					if templ_7745c5c3_Err != nil {
-						return templ.Error{Err: templ_7745c5c3_Err, FileName: `webconf/pages/ceremonies.templ`, Line: 222, Col: 107}
+						return templ.Error{Err: templ_7745c5c3_Err, FileName: `webconf/pages/ceremonies.templ`, Line: 240, Col: 107}
 					}
 					_, templ_7745c5c3_Err = templ_7745c5c3_Buffer.WriteString(templ.EscapeString(templ_7745c5c3_Var55))
 					if templ_7745c5c3_Err != nil {
 						return templ_7745c5c3_Err
 					}
-					templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 88, "</code>) ")
+					templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 90, "</code>) ")
 					if templ_7745c5c3_Err != nil {
 						return templ_7745c5c3_Err
 					}
 				}
-				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 89, ".</p>")
+				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 91, ".</p>")
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
 			}
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 90, "</section><form method=\"post\" action=\"/reset\" data-testid=\"reset-form\">")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 92, "</section><form method=\"post\" action=\"/reset\" data-testid=\"reset-form\">")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
@@ -1052,20 +1068,20 @@ func resetPage(p Page, v resetView) templ.Component {
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 91, "<label>To confirm, type <code>")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 93, "<label>To confirm, type <code>")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
 			var templ_7745c5c3_Var56 string
 			templ_7745c5c3_Var56, templ_7745c5c3_Err = templ.JoinStringErrs(web.ResetPhrase)
 			if templ_7745c5c3_Err != nil {
-				return templ.Error{Err: templ_7745c5c3_Err, FileName: `webconf/pages/ceremonies.templ`, Line: 229, Col: 50}
+				return templ.Error{Err: templ_7745c5c3_Err, FileName: `webconf/pages/ceremonies.templ`, Line: 247, Col: 50}
 			}
 			_, templ_7745c5c3_Err = templ_7745c5c3_Buffer.WriteString(templ.EscapeString(templ_7745c5c3_Var56))
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 92, "</code>: <input type=\"text\" name=\"confirm\" autocomplete=\"off\" data-testid=\"reset-confirm\"></label><p><button type=\"submit\" class=\"danger\" data-testid=\"reset-submit\">Erase the HSM</button></p></form>")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 94, "</code>: <input type=\"text\" name=\"confirm\" autocomplete=\"off\" data-testid=\"reset-confirm\"></label><p><button type=\"submit\" class=\"danger\" data-testid=\"reset-submit\">Erase the HSM</button></p></form>")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}

@@ -1,6 +1,6 @@
 // Package pages is the part of WebConf operators see in the browser: the status page, the key
 // setup wizard, the live view of a ceremony, the smart card tools (PIN change, copy, re-issue,
-// card check), the HSM page (backup download, restore upload, key load), the audit log and the
+// card check, the card survey, Prepare cards), the HSM page (backup download, restore upload, key load), the audit log and the
 // printable ceremony protocol, factory reset and the cluster page — their handlers, their templ
 // templates, and the one script and style sheets, embedded in the binary and served from
 // /static (the appliance is offline, and the CSP allows no inline script). The account and

@@ -23,6 +23,7 @@ type Config struct {
 	Audit     web.AuditReader
 	HSM       web.BackupHSM
 	Sim       simpanel.Simulator // nil with a real pad
+	Surveyor  web.CardSurveyor   // nil: no card survey
 	Appliance web.Appliance
 	MaxUpload int64
 	// Auth is the operator security: the account, operators and security key pages.
@@ -100,6 +101,8 @@ func (p *Pages) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /cards/reissue", sets.reissueStart)
 	mux.HandleFunc("GET /cards/check", sets.checkForm)
 	mux.HandleFunc("POST /cards/check", sets.checkStart)
+	survey := &surveyHandlers{surveyor: cfg.Surveyor, records: cfg.Records, rd: rd, log: log}
+	mux.HandleFunc("POST /cards/survey", survey.survey)
 
 	// Cluster onboarding in the browser (package cluster).
 	cl := &clusterPageHandlers{records: cfg.Records, node: cfg.Cluster, auth: cfg.Auth, rd: rd, log: log}

@@ -9,6 +9,8 @@ import (
 	"github.com/a-h/templ"
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/pinpad/sim"
+	"github.com/keyquorum/keyquorum/pinpad/tcos"
+	"github.com/keyquorum/keyquorum/pinpad/vcard"
 	"github.com/keyquorum/keyquorum/webconf/operator"
 	"github.com/keyquorum/keyquorum/webconf/web"
 )
@@ -17,6 +19,11 @@ import (
 type Simulator interface {
 	NewCard() (string, error)
 	NewForeignCard() (string, error)
+	// NewShapedCard makes a TCOS card of the shape o describes (an unprepared card, one in
+	// its transport state), for trying the survey and Prepare cards.
+	NewShapedCard(o vcard.Options) (string, error)
+	// Profile is the card profile cards are read in (and laid out in by NewCard).
+	Profile() *tcos.Profile
 	Insert(serial string) error
 	Remove() error
 	Unplug()
@@ -188,9 +195,14 @@ func (h *Handlers) remove(w http.ResponseWriter, r *http.Request) {
 func (h *Handlers) newCard(w http.ResponseWriter, r *http.Request) {
 	var err error
 	var serial string
-	if r.PostFormValue("kind") == "foreign" {
+	switch r.PostFormValue("kind") {
+	case "foreign":
 		serial, err = h.sim.NewForeignCard()
-	} else {
+	case "unprepared": // a TCOS card without Keyquorum's files, that lets them be created
+		serial, err = h.sim.NewShapedCard(vcard.Options{Creatable: true})
+	case "transport": // laid out, its PINs still in their NullPIN (transport) state
+		serial, err = h.sim.NewShapedCard(vcard.Options{Profile: h.sim.Profile(), NullPIN: true})
+	default:
 		serial, err = h.sim.NewCard()
 	}
 	if err != nil {

@@ -7,7 +7,14 @@ import (
 
 	"github.com/keyquorum/keyquorum/ceremony"
 	"github.com/keyquorum/keyquorum/hsm"
+	"github.com/keyquorum/keyquorum/pinpad/tcos"
 )
+
+// CardSurveyor reads the card in the reader without a PIN and without changing anything
+// (tcos.Survey); the pinpad/pcsc and pinpad/sim terminals implement it.
+type CardSurveyor interface {
+	SurveyCard(ctx context.Context) (*tcos.SurveyReport, error)
+}
 
 // CeremonyRunner starts ceremonies and follows them; *ceremony.Manager implements it.
 type CeremonyRunner interface {
