@@ -44,6 +44,7 @@ type Auth struct {
 	ops    *Operators
 	pki    *PKI
 	crls   *CRLSet
+	bundle []*x509.Certificate
 	audit  AuditRecorder
 	rpID   string
 	log    *slog.Logger
@@ -91,7 +92,7 @@ func NewAuth(cfg AuthConfig, now time.Time) (*Auth, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new webconf: %w", err)
 	}
-	a := &Auth{ops: cfg.Operators, pki: cfg.PKI, crls: crls, audit: cfg.Recorder, rpID: rpID, log: log,
+	a := &Auth{ops: cfg.Operators, pki: cfg.PKI, crls: crls, bundle: cfg.CABundle, audit: cfg.Recorder, rpID: rpID, log: log,
 		steps: newStepUps(), issued: newDownloads()}
 	if err := a.bootstrap(now); err != nil {
 		return nil, err
@@ -231,11 +232,17 @@ var ErrSubjectUnusable = errors.New("the client certificate's subject is empty, 
 // an error of the operator list. path is the request's, for the log.
 func (a *Auth) Admit(chain []*x509.Certificate, path string, now time.Time) (Caller, error) {
 	leaf := chain[0]
-	id := identityOfChain(chain, a.pki.CA)
+	id := identityOfChain(chain, a.pki.CA, a.bundle)
 	refused := Caller{Ident: id}
-	if id.Management && a.ops.Revoked(id.Serial) {
+	if a.ops.Revoked(id.Serial) {
+		// The operator list's revocations hold for every trusted CA: an administrator can cut
+		// off a bundle CA's certificate by its serial without waiting for that CA's CRL.
 		a.log.Warn("revoked certificate refused", "operator", id.Subject, "serial", id.Serial, "path", path)
-		return refused, &RevokedError{ID: id, By: "the management CA"}
+		by := "the management CA"
+		if !id.Management {
+			by = "an administrator of this appliance"
+		}
+		return refused, &RevokedError{ID: id, By: by}
 	}
 	if !id.Management {
 		if err := a.crls.Check(leaf, now); err != nil {

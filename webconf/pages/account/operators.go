@@ -142,10 +142,7 @@ func (h *operatorHandlers) list(w http.ResponseWriter, r *http.Request) {
 		h.rd.Problem(w, r, web.For(err, "/"))
 		return
 	}
-	v := operatorsView{Operators: ops, Certs: certs, Me: op.ID}
-	if op.Ident.Management {
-		v.MySerial = op.Ident.Serial
-	}
+	v := operatorsView{Operators: ops, Certs: certs, Me: op.ID, MySerial: op.Ident.Serial}
 	h.rd.HTML(w, r, http.StatusOK, operatorsPage(h.rd.Page(r, "Operators", "operators"), v))
 }
 
@@ -275,7 +272,7 @@ func (h *operatorHandlers) download(w http.ResponseWriter, r *http.Request) {
 func (h *operatorHandlers) revoke(w http.ResponseWriter, r *http.Request) {
 	op, _ := operator.FromContext(r.Context())
 	serial := strings.ToUpper(strings.TrimSpace(r.PostFormValue("serial")))
-	if op.Ident.Management && serial == op.Ident.Serial {
+	if serial == op.Ident.Serial { // revocations hold for every trusted CA
 		h.rd.Problem(w, r, web.Problem{Status: http.StatusConflict, Title: "That is the certificate you use now",
 			What: "Revoking the certificate of this browser session would lock you out at once.",
 			Todo: "Sign in with another administrator's certificate to revoke this one.", Back: "/operators"})
