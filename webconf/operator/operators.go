@@ -110,6 +110,12 @@ func IdentityOf(cert *x509.Certificate, ca *x509.Certificate) Identity {
 	return identityOfChain([]*x509.Certificate{cert}, ca, nil)
 }
 
+// ChainIdentity reads the identity of the leaf of a verified chain (leaf first, the CA it was
+// verified against last); ca is the management CA.
+func ChainIdentity(chain []*x509.Certificate, ca *x509.Certificate) Identity {
+	return identityOfChain(chain, ca, nil)
+}
+
 // CAKey is the hex SHA-256 of a certificate's SubjectPublicKeyInfo: how a CA is named where
 // names can be chosen by anybody who makes a CA.
 func CAKey(ca *x509.Certificate) string {
