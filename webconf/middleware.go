@@ -56,6 +56,7 @@ func (s *Server) requireClientCert(next http.Handler) http.Handler {
 		}
 		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
 			s.log.Info("request without client certificate refused", "path", r.URL.Path, "remote", r.RemoteAddr)
+			refuseUnread(w, r)
 			s.rd.Problem(w, r, web.NoCertificate(s.cfg.PKI))
 			return
 		}
@@ -63,12 +64,25 @@ func (s *Server) requireClientCert(next http.Handler) http.Handler {
 		op, err := s.auth.Admit(r.TLS.VerifiedChains[0], r.URL.Path, time.Now())
 		if err != nil {
 			s.countRevoked(err)
+			refuseUnread(w, r)
 			s.rd.Problem(w, r, admitProblem(op.Ident, err))
 			return
 		}
 		op.CSRF = s.csrf.token(leaf)
 		next.ServeHTTP(w, r.WithContext(operator.NewContext(r.Context(), op)))
 	})
+}
+
+// refuseUnread makes a refusal end the connection instead of reading the request's body: left
+// alone, net/http reads up to 256 KiB of an unread body after the answer (to keep an HTTP/1
+// connection open, and again when it closes the body), at the pace the client chooses, until
+// the read deadline. A read deadline in the past makes that read fail at once; the answer is
+// written all the same. (HTTP/2 resets the stream without reading it.)
+func refuseUnread(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 1 && r.ContentLength != 0 {
+		w.Header().Set("Connection", "close")
+		http.NewResponseController(w).SetReadDeadline(time.Unix(1, 0))
+	}
 }
 
 // csrfGuard issues and checks the per-certificate CSRF token. The token is

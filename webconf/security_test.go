@@ -1,0 +1,176 @@
+package webconf
+
+import (
+	"bufio"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// openFDs counts this process's open file descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+func heapInuse() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse
+}
+
+// TestSecuritySlowBodyFlood: 1,000 connections without a client certificate, each sending a
+// POST with a Content-Length under 256 KiB and then only a few bytes of its body, are answered
+// 401 at once and closed by the server without waiting for the body; meanwhile an operator's
+// request is answered at once, and memory and open files come back down.
+func TestSecuritySlowBodyFlood(t *testing.T) {
+	s := startService(t, t.TempDir(), serviceOptions{})
+	admin := s.browser("flood admin")
+	admin.get("/api/v1/status", http.StatusOK)
+	fds, heap := openFDs(t), heapInuse()
+
+	roots := x509.NewCertPool()
+	roots.AddCert(s.pki.CA)
+	cfg := &tls.Config{RootCAs: roots, ServerName: "localhost", NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS13}
+	const n = 1000
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		fails   []string
+		answers = make(chan struct{}, n)
+		release = make(chan struct{})
+	)
+	fail := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(fails) < 5 {
+			fails = append(fails, fmt.Sprintf(format, args...))
+		}
+	}
+	// Generous client-side timeouts: the test machine's CPU is shared, and 1,000 TLS handshakes
+	// take their time; what is measured is the operator's request and what is held afterwards.
+	dialer := &net.Dialer{Timeout: 60 * time.Second}
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := tls.DialWithDialer(dialer, "tcp", s.addr, cfg)
+			if err != nil {
+				fail("dial %d: %v", i, err)
+				answers <- struct{}{}
+				return
+			}
+			defer conn.Close()
+			fmt.Fprintf(conn, "POST /operators/role HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 200000\r\n\r\nrole=admin")
+			conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				fail("slow body %d: no answer: %v", i, err)
+				answers <- struct{}{}
+				return
+			}
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized || err != nil {
+				fail("slow body %d: %s, %v", i, resp.Status, err)
+			}
+			// The server closes the connection: nothing more comes, then EOF.
+			if _, err := conn.Read(make([]byte, 1)); err != io.EOF && !strings.Contains(fmt.Sprint(err), "close") {
+				fail("slow body %d: the connection was not closed by the server: %v", i, err)
+			}
+			answers <- struct{}{}
+			<-release
+		}()
+	}
+	// While the flood is under way, an operator's request on a new connection is answered.
+	time.Sleep(200 * time.Millisecond)
+	admin.c.CloseIdleConnections()
+	start := time.Now()
+	admin.get("/api/v1/status", http.StatusOK)
+	t.Logf("an operator's request during the flood: %s", time.Since(start).Round(time.Millisecond))
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("an operator's request during the flood took %s", d)
+	}
+	deadline := time.After(120 * time.Second)
+	for range n {
+		select {
+		case <-answers:
+		case <-deadline:
+			close(release)
+			t.Fatal("the flood's connections were not all answered within 120 s")
+		}
+	}
+	t.Logf("the flood's %d connections answered and closed within %s", n, time.Since(start).Round(time.Millisecond))
+	start = time.Now()
+	admin.get("/api/v1/status", http.StatusOK)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("an operator's request after the flood took %s", d)
+	}
+	close(release)
+	wg.Wait()
+	for _, f := range fails {
+		t.Error(f)
+	}
+	time.Sleep(time.Second) // the server's side of the last closes
+	if got := openFDs(t); got > fds+50 {
+		t.Errorf("open files: %d before the flood, %d after it", fds, got)
+	}
+	if got := heapInuse(); got > heap+32<<20 {
+		t.Errorf("heap in use: %d MiB before the flood, %d MiB after it", heap>>20, got>>20)
+	}
+}
+
+// TestSecurityConnectionLimit: at most MaxConnections connections are served at once, and a
+// connection that sends nothing (not even its TLS handshake) is closed after the handshake
+// timeout, so a client that holds every slot frees them within it.
+func TestSecurityConnectionLimit(t *testing.T) {
+	const limit = 8
+	s := startService(t, t.TempDir(), serviceOptions{maxConns: limit})
+	admin := s.browser("limit admin")
+	admin.c.CloseIdleConnections() // its connection would hold a slot
+	time.Sleep(200 * time.Millisecond)
+	var idle []net.Conn
+	for range limit {
+		c, err := net.Dial("tcp", s.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		idle = append(idle, c)
+	}
+	time.Sleep(200 * time.Millisecond) // accepted
+	start := time.Now()
+	roots := x509.NewCertPool()
+	roots.AddCert(s.pki.CA)
+	probe, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", s.addr,
+		&tls.Config{RootCAs: roots, ServerName: "localhost", NextProtos: []string{"http/1.1"}})
+	if err == nil {
+		probe.Close()
+		t.Fatalf("a connection beyond the limit of %d was served", limit)
+	}
+	// The idle connections are closed by the server at the handshake timeout.
+	for _, c := range idle {
+		c.SetReadDeadline(time.Now().Add(readHeaderTimeout + 10*time.Second))
+		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Errorf("an idle connection: %v after %s, want EOF", err, time.Since(start).Round(time.Second))
+		}
+	}
+	if d := time.Since(start); d > readHeaderTimeout+5*time.Second {
+		t.Errorf("idle connections were held %s", d)
+	}
+	admin.get("/api/v1/status", http.StatusOK)
+}
