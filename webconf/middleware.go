@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyquorum/keyquorum/cluster"
 	"github.com/keyquorum/keyquorum/webconf/operator"
 	"github.com/keyquorum/keyquorum/webconf/web"
 )
@@ -61,6 +62,25 @@ func (s *Server) requireClientCert(next http.Handler) http.Handler {
 			return
 		}
 		leaf := r.TLS.VerifiedChains[0][0]
+		if cluster.IsNodeCert(leaf, s.cfg.PKI.CA) {
+			// A node certificate fetches the state and is nobody's account: no page, no
+			// security key, no entry in the operator list.
+			if r.URL.Path != cluster.StatePath {
+				s.log.Info("node certificate refused outside the cluster state", "node", leaf.Subject.String(), "path", r.URL.Path)
+				refuseUnread(w, r)
+				s.rd.Problem(w, r, web.NodeNotOperator())
+				return
+			}
+			op, err := s.auth.AdmitNode(r.TLS.VerifiedChains[0], r.URL.Path)
+			if err != nil {
+				s.countRevoked(err)
+				refuseUnread(w, r)
+				s.rd.Problem(w, r, admitProblem(op.Ident, err))
+				return
+			}
+			next.ServeHTTP(w, r.WithContext(operator.NewContext(r.Context(), op)))
+			return
+		}
 		op, err := s.auth.Admit(r.TLS.VerifiedChains[0], r.URL.Path, time.Now())
 		if err != nil {
 			s.countRevoked(err)

@@ -4,16 +4,22 @@ import (
 	"bufio"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/keyquorum/keyquorum/cluster"
+	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/web"
 )
 
 // openFDs counts this process's open file descriptors.
@@ -173,4 +179,77 @@ func TestSecurityConnectionLimit(t *testing.T) {
 		t.Errorf("idle connections were held %s", d)
 	}
 	admin.get("/api/v1/status", http.StatusOK)
+}
+
+// TestSecurityWebAuthnTable: a certificate without a role cannot begin a key registration (so
+// it cannot fill the table of begun WebAuthn ceremonies); an operator with a role who begins
+// hundreds holds only a few entries; the administrator's confirmation still begins at once.
+// A node certificate is no operator: no account page, no key registration, no entry.
+func TestSecurityWebAuthnTable(t *testing.T) {
+	s := startService(t, t.TempDir(), serviceOptions{})
+	admin := s.browser("table admin")
+	nobody := s.browserAs("Role-less", operator.RoleNone, false)
+	custodian := s.browserAs("Busy custodian", operator.RoleCustodian, true)
+	begin := func(b *browser) int {
+		resp, _ := b.script("/webauthn/register/begin", "application/x-www-form-urlencoded", url.Values{"name": {"k"}}.Encode(), nil)
+		return resp.StatusCode
+	}
+	for i := range 300 {
+		if code := begin(nobody); code != http.StatusForbidden {
+			t.Fatalf("registration %d begun by a certificate without a role: %d", i, code)
+		}
+	}
+	// A custodian's further key needs a fresh assertion; each assertion begin is an entry too.
+	for i := range 300 {
+		resp, body := custodian.script("/webauthn/assert/begin", "application/x-www-form-urlencoded",
+			url.Values{"_path": {"/webauthn/register/begin"}}.Encode(), nil)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("custodian's assertion %d: %d %s", i, resp.StatusCode, body)
+		}
+	}
+	// The administrator still confirms a dangerous action.
+	admin.post("/operators/role", url.Values{"id": {custodian.id.ID}, "role": {"auditor"}}, http.StatusSeeOther)
+
+	node := s.nodeCert("node-z")
+	nc := s.client(&node)
+	for _, path := range []string{"/account", "/"} {
+		resp, err := nc.Get(s.url(path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("node certificate at %s: %d", path, resp.StatusCode)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodPost, s.url("/webauthn/register/begin"), strings.NewReader("name=k"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set(web.FetchHeader, "1")
+	resp, err := nc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("node certificate begins a key registration: %d", resp.StatusCode)
+	}
+	ops, err := s.ops.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range ops {
+		if strings.Contains(op.Subject, "node-z") {
+			t.Errorf("a node certificate is in the operator list: %+v", op)
+		}
+	}
+}
+
+// nodeCert issues a node certificate of the service's management CA, as add-node does.
+func (s *service) nodeCert(name string) tls.Certificate {
+	s.t.Helper()
+	cert, key, err := s.pki.IssueClient(pkix.Name{CommonName: name, Organization: []string{cluster.NodeOrganization}}, time.Now())
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return tlsCert(cert, key)
 }

@@ -266,6 +266,25 @@ func (a *Auth) Admit(chain []*x509.Certificate, path string, now time.Time) (Cal
 	return Caller{Name: name, ID: id.ID, Role: rec.Role, Ident: id, Rec: rec}, nil
 }
 
+// AdmitNode identifies a node certificate (a cluster node's, see package cluster) of a verified
+// chain: refused when revoked, otherwise a caller marked Node, without a role and never recorded
+// in the operator list. A node certificate is not an operator: it may only fetch the state.
+func (a *Auth) AdmitNode(chain []*x509.Certificate, path string) (Caller, error) {
+	id := identityOfChain(chain, a.pki.CA, a.bundle)
+	refused := Caller{Ident: id, Node: true}
+	if !id.Management {
+		return refused, errors.New("admit node: not a certificate of the management CA")
+	}
+	if a.ops.Revoked(id.Serial) {
+		a.log.Warn("revoked node certificate refused", "node", id.Subject, "serial", id.Serial, "path", path)
+		return refused, &RevokedError{ID: id, By: "the management CA"}
+	}
+	if !Printable(id.Name(), 256) {
+		return refused, ErrSubjectUnusable
+	}
+	return Caller{Name: id.Name(), Ident: id, Node: true}, nil
+}
+
 // KeyOrigin is the origin security keys work at: the relying party ID and the port this
 // request came in on.
 func (a *Auth) KeyOrigin(r *http.Request) string {
@@ -295,6 +314,8 @@ type Caller struct {
 	Role  Role
 	Ident Identity
 	Rec   Operator // the operator list's entry as it was when the request came in
+	// Node is a cluster node's certificate (AdmitNode): not an operator, no ID, no entry.
+	Node bool
 }
 
 // FromContext is the operator the middleware admitted for a request.

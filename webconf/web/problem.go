@@ -152,6 +152,7 @@ const (
 	CodeRegisterKey      = "register_key"            // 403: the operator has no security key yet
 	CodeCSRF             = "csrf"                    // 403: the request failed a CSRF check
 	CodeNotNode          = "not_node"                // 403: the cluster state is for node certificates only
+	CodeNodeCertificate  = "node_certificate"        // 403: a node certificate is not an operator
 	CodeBadRequest       = "bad_request"             // 400: the body or parameters are not acceptable
 	CodeNotFound         = "not_found"               // 404
 	CodeTooLarge         = "too_large"               // 413: the upload is over the limit
@@ -259,8 +260,15 @@ func NoRole(op operator.Caller) Problem {
 	}
 	return Problem{Status: http.StatusForbidden, Code: CodeNoRole, Title: "No role yet",
 		What: fmt.Sprintf("Your certificate is trusted, but no WebConf administrator has given it a role, so WebConf shows you nothing but your account page. You are %s (operator ID %s).", who, op.ID),
-		Todo: "Ask a WebConf administrator to give you a role (admin, custodian or auditor) on the Operators page, where you are listed under this name. Meanwhile you can register your security key on your account page.",
+		Todo: "Ask a WebConf administrator to give you a role (admin, custodian or auditor) on the Operators page, where you are listed under this name. Once you have one, register your security key on your account page.",
 		Back: "/account"}
+}
+
+// NodeNotOperator is the page of a cluster node's certificate anywhere but the cluster state.
+func NodeNotOperator() Problem {
+	return Problem{Status: http.StatusForbidden, Code: CodeNodeCertificate, Title: "A node certificate is not an operator",
+		What: "This certificate was issued for a cluster node to take over this node's state; it opens nothing else, and it is not an operator's account.",
+		Todo: "Use it only for keyquorum cluster join on the new node. To operate WebConf, use an operator's certificate."}
 }
 
 // NotAllowed is the page of an operator whose role does not allow an action.
