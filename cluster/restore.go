@@ -63,7 +63,7 @@ func restore(ctx context.Context, h HSM, r io.Reader) (*backup.Header, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := h.Restore(ctx, all); err != nil {
+	if err := SpoolRestore(ctx, h, all); err != nil {
 		return nil, err
 	}
 	return hdr, nil

@@ -82,7 +82,7 @@ func (n *Node) CheckJoiner(ctx context.Context, node string, leaf *x509.Certific
 // CheckJoiner returned) and audits it. An error in the middle of the stream can only cut it
 // off: the joining node's restore detects the truncation.
 func (n *Node) SendState(ctx context.Context, w io.Writer, node string, mine hsm.KeyID) error {
-	if err := n.HSM.Backup(ctx, w); err != nil {
+	if err := SpoolBackup(ctx, n.HSM, w); err != nil {
 		n.log().Error("cluster state transfer failed", "node", node, "err", err)
 		return err
 	}

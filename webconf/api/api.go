@@ -420,7 +420,7 @@ func (a *Handlers) backup(w http.ResponseWriter, r *http.Request) {
 	op := operator.NameOf(r)
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set(cluster.KeyIDHeader, id.String())
-	if err := a.cfg.HSM.Backup(r.Context(), w); err != nil {
+	if err := cluster.SpoolBackup(r.Context(), a.cfg.HSM, w); err != nil {
 		a.log.Error("backup failed", "operator", op, "err", err)
 		panic(http.ErrAbortHandler) // cut the stream rather than end it as if complete
 	}

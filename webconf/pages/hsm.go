@@ -68,7 +68,7 @@ func (h *hsmHandlers) backup(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": name}))
 	op := operator.NameOf(r)
-	if err := h.hsm.Backup(r.Context(), w); err != nil {
+	if err := cluster.SpoolBackup(r.Context(), h.hsm, w); err != nil {
 		h.log.Error("backup failed", "operator", op, "err", err)
 		panic(http.ErrAbortHandler) // cut the download off rather than end it as if complete
 	}
@@ -91,8 +91,9 @@ func (l *limitFlag) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// restore streams an uploaded backup into the HSM in constant memory. The HSM changes nothing
-// unless the whole backup was read and authenticated.
+// restore spools an uploaded backup (constant memory) and restores it into the HSM once it is
+// complete (cluster.SpoolRestore). The HSM changes nothing unless the whole backup was read and
+// authenticated.
 func (h *hsmHandlers) restore(w http.ResponseWriter, r *http.Request) {
 	mr, err := r.MultipartReader()
 	if err != nil {
@@ -117,7 +118,7 @@ func (h *hsmHandlers) restore(w http.ResponseWriter, r *http.Request) {
 		// The backup itself may be at most maxUpload bytes.
 		body := &limitFlag{r: http.MaxBytesReader(nil, part, h.maxUpload)}
 		op := operator.NameOf(r)
-		err = h.hsm.Restore(r.Context(), body)
+		err = cluster.SpoolRestore(r.Context(), h.hsm, body)
 		part.Close()
 		if body.hit {
 			h.log.Info("restore refused: upload too large", "operator", op)
