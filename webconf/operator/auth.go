@@ -245,7 +245,7 @@ func (a *Auth) Admit(chain []*x509.Certificate, path string, now time.Time) (Cal
 		return refused, &RevokedError{ID: id, By: by}
 	}
 	if !id.Management {
-		if err := a.crls.Check(leaf, now); err != nil {
+		if err := a.crls.CheckIssued(leaf, id.CA, now); err != nil {
 			a.log.Warn("certificate refused by its CRL", "operator", id.Subject, "serial", id.Serial, "err", err)
 			var ce *CRLError
 			if errors.As(err, &ce) {

@@ -13,7 +13,9 @@
 // CAs whose client certificates are accepted (e.g. the corporate CA of operators' PIV cards); a
 // CRL can be configured for each ([LoadCRLs]): it is read again whenever the file changes, and a
 // CA whose CRL is unusable or past its next update has its certificates refused until a current
-// one is installed (fail closed, [*CRLError]). The management CA's own revocations are kept in
+// one is installed (fail closed, [*CRLError]). A CRL file is bound by key to the CA that signed it
+// at start: a file replaced by another CA's CRL, or by an older CRL (CRL number or thisUpdate
+// going back), is unusable, never a reason to let a certificate in ([CRLSet]). The management CA's own revocations are kept in
 // the operator list and published as its CRL ([CRLFile], /crl.pem).
 //
 // # Operators, identities and roles

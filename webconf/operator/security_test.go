@@ -6,7 +6,9 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"math/big"
 	"os"
 	"path/filepath"
 	"testing"
@@ -218,4 +220,78 @@ func TestSecurityOperatorMigration(t *testing.T) {
 	if _, err := ops.Get(legacyOperatorID(bob.RawIssuer, bob.RawSubject)); err != nil {
 		t.Errorf("the unbound entry of schema 1 was lost: %v", err)
 	}
+}
+
+func (ca testCA) crl(t *testing.T, number int64, this time.Time, revoked ...*x509.Certificate) []byte {
+	t.Helper()
+	l := &x509.RevocationList{Number: big.NewInt(number), ThisUpdate: this, NextUpdate: time.Now().Add(24 * time.Hour)}
+	for _, c := range revoked {
+		l.RevokedCertificateEntries = append(l.RevokedCertificateEntries, x509.RevocationListEntry{SerialNumber: c.SerialNumber, RevocationTime: time.Now()})
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, l, ca.cert, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
+}
+
+// TestSecurityCRLSwapAndRollback: a CRL file is bound to the CA that signed it at start, by key.
+// Replaced by another trusted CA's CRL (one with the same name, even), or by an older CRL of its
+// own CA that does not list the revoked certificate yet, it lets no revoked certificate in: the
+// CA's certificates are refused until a current CRL of that CA is back, and then the revoked one
+// is still refused.
+func TestSecurityCRLSwapAndRollback(t *testing.T) {
+	corp := newTestCA(t, pkix.Name{CommonName: "Corp PIV CA"})
+	twin := newTestCA(t, pkix.Name{CommonName: "Corp PIV CA"}) // a trusted CA of the same name
+	revoked := corp.issue(t, pkix.Name{CommonName: "Revoked"})
+	good := corp.issue(t, pkix.Name{CommonName: "Good"})
+	path := filepath.Join(t.TempDir(), "corp.crl")
+	now := time.Now()
+	write := func(b []byte) {
+		t.Helper()
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		now = now.Add(CRLRecheck)
+		os.Chtimes(path, now, now)
+	}
+	write(corp.crl(t, 10, now.Add(-time.Hour), revoked))
+	set, err := LoadCRLs([]string{path}, []*x509.Certificate{corp.cert, twin.cert}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := CAKey(corp.cert)
+	expect := func(what string, c *x509.Certificate, wantRevoked, wantCRLError bool) {
+		t.Helper()
+		for _, err := range []error{set.CheckIssued(c, key, now), set.Check(c, now)} {
+			var ce *CRLError
+			switch {
+			case wantRevoked && !errors.Is(err, ErrCertRevoked):
+				t.Errorf("%s: %v, want revoked", what, err)
+			case wantCRLError && !errors.As(err, &ce):
+				t.Errorf("%s: %v, want an unusable CRL", what, err)
+			case !wantRevoked && !wantCRLError && err != nil:
+				t.Errorf("%s: %v", what, err)
+			}
+		}
+	}
+	expect("revoked, the right CRL", revoked, true, false)
+	expect("good, the right CRL", good, false, false)
+
+	write(twin.crl(t, 99, now))
+	expect("revoked, the file swapped for the same-named CA's CRL", revoked, false, true)
+	expect("good, the file swapped", good, false, true)
+
+	write(corp.crl(t, 11, now.Add(-30*time.Minute), revoked))
+	expect("revoked, the right CRL back", revoked, true, false)
+	expect("good, the right CRL back", good, false, false)
+
+	write(corp.crl(t, 5, now.Add(-2*time.Hour))) // older, still valid, without the revoked serial
+	expect("revoked, an older CRL", revoked, false, true)
+	write(corp.crl(t, 12, now.Add(-3*time.Hour))) // a newer number but an older thisUpdate
+	expect("revoked, a CRL issued before the last one", revoked, false, true)
+
+	write(corp.crl(t, 12, now.Add(-time.Minute), revoked))
+	expect("revoked, a current CRL", revoked, true, false)
+	expect("good, a current CRL", good, false, false)
 }
