@@ -3,7 +3,11 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
 	"io"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -100,5 +104,66 @@ func TestSecurityStalledClientHoldsNoHSMLock(t *testing.T) {
 	close(up.release)
 	if err := <-restored; err != nil {
 		t.Fatalf("the paused restore, once resumed: %v", err)
+	}
+}
+
+// TestSecurityNodeWithoutKeyGetsNoState: a node certificate of this CA whose node does not hold
+// the MBK gets no state — not by naming this node's key ID (which it can learn from anywhere),
+// not with a proof made under another key, not by replaying a proof — and no refusal tells it
+// the key ID.
+func TestSecurityNodeWithoutKeyGetsNoState(t *testing.T) {
+	ctx := context.Background()
+	ca := newTestCA(t, "A's management CA")
+	mbk := newMBK()
+	a := &Node{HSM: newHSM(t, mbk, 3), Issuer: ca, CA: ca.cert, Audit: &auditLog{}}
+	mine, _ := a.HSM.BackupKeyID(ctx)
+	nodeCert, _, _ := ca.issue(pkix.Name{CommonName: "node-b", Organization: []string{NodeOrganization}}, x509.ExtKeyUsageClientAuth, nil)
+	other := newHSM(t, newMBK(), 0)
+
+	check := func(what, challenge, proof string) {
+		t.Helper()
+		_, err := a.CheckJoiner(ctx, "node-b", nodeCert, challenge, proof)
+		if err == nil {
+			t.Fatalf("%s: the state would be sent", what)
+		}
+		if strings.Contains(strings.ToLower(err.Error()), mine.String()) {
+			t.Errorf("%s: the refusal names the key ID: %v", what, err)
+		}
+	}
+	ch, _ := a.Challenge(nodeCert, time.Now())
+	check("the key ID as the proof", ch.Challenge, mine.String())
+	ch, _ = a.Challenge(nodeCert, time.Now())
+	proof, err := Prove(ctx, other, ch, nodeCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("a proof under another key", ch.Challenge, proof)
+	if !a.Audit.(*auditLog).has(AuditClusterStateRefused) {
+		t.Error("the refused proof was not audited")
+	}
+	// A good proof is good once, for its own challenge.
+	same := newHSM(t, mbk, 0)
+	ch, _ = a.Challenge(nodeCert, time.Now())
+	good, _ := Prove(ctx, same, ch, nodeCert)
+	if _, err := a.CheckJoiner(ctx, "node-b", nodeCert, ch.Challenge, good); err != nil {
+		t.Fatalf("the right proof: %v", err)
+	}
+	check("a replayed proof", ch.Challenge, good)
+	ch2, _ := a.Challenge(nodeCert, time.Now())
+	check("a proof of another challenge", ch2.Challenge, good)
+
+	// Over the wire: a node without the key gets a refusal that names no key ID, and nothing.
+	u := peer(t, a, ca)
+	b := &Node{HSM: other, Audit: &auditLog{}, MaxUpload: 1 << 20}
+	_, err = b.TakeOver(ctx, u, nodeFile(t, a))
+	var pe *PeerError
+	if !errors.As(err, &pe) || !pe.ForeignKey {
+		t.Fatalf("a node of another key: %v", err)
+	}
+	if strings.Contains(strings.ToLower(err.Error()), mine.String()) {
+		t.Errorf("the refusal names the key ID: %v", err)
+	}
+	if keys, _ := other.Keys(ctx); len(keys) != 0 {
+		t.Errorf("the node without the key took over %d keys", len(keys))
 	}
 }

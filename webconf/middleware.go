@@ -63,9 +63,9 @@ func (s *Server) requireClientCert(next http.Handler) http.Handler {
 		}
 		leaf := r.TLS.VerifiedChains[0][0]
 		if cluster.IsNodeCert(leaf, s.cfg.PKI.CA) {
-			// A node certificate fetches the state and is nobody's account: no page, no
+			// A node certificate fetches a challenge and the state and is nobody's account: no page, no
 			// security key, no entry in the operator list.
-			if r.URL.Path != cluster.StatePath {
+			if r.URL.Path != cluster.StatePath && r.URL.Path != cluster.ChallengePath {
 				s.log.Info("node certificate refused outside the cluster state", "node", leaf.Subject.String(), "path", r.URL.Path)
 				refuseUnread(w, r)
 				s.rd.Problem(w, r, web.NodeNotOperator())

@@ -59,25 +59,26 @@ var routeActions = map[string]func(form url.Values) operator.Action{
 	"POST /api/v1/operators/role":    fixed(operator.ActionOperatorsManage),
 
 	// The command line's API (webconf/api).
-	"GET /api/v1/status":           fixed(operator.ActionView),
-	"GET /api/v1/ceremony":         fixed(operator.ActionView),
-	"POST /api/v1/ceremony/start":  fixed(actionInHandler), // the kind in the body
-	"POST /api/v1/ceremony/cancel": fixed(operator.ActionSteer),
-	"POST /api/v1/ceremony/retry":  fixed(operator.ActionSteer),
-	"POST /api/v1/ceremony/answer": fixed(operator.ActionSteer),
-	"POST /api/v1/ceremony/resume": fixed(operator.ActionResume),
-	"GET /api/v1/ceremony/events":  fixed(operator.ActionView),
-	"GET /api/v1/backup":           fixed(operator.ActionBackup),
-	"POST /api/v1/restore":         fixed(operator.ActionRestore),
-	"GET /api/v1/audit/verify":     fixed(operator.ActionAudit),
-	"GET /api/v1/audit/export":     fixed(operator.ActionAudit),
-	"GET /api/v1/card":             fixed(operator.ActionView),
-	"POST /api/v1/cluster/nodes":   fixed(operator.ActionOperatorsManage),
-	"GET /api/v1/cluster/state":    fixed(actionInHandler), // node certificates only, checked there
-	"POST /api/v1/cluster/join":    fixed(operator.ActionClusterJoin),
-	"GET /cluster":                 fixed(operator.ActionView),
-	"POST /cluster/nodes":          fixed(operator.ActionOperatorsManage),
-	"POST /cluster/join":           fixed(operator.ActionClusterJoin),
+	"GET /api/v1/status":            fixed(operator.ActionView),
+	"GET /api/v1/ceremony":          fixed(operator.ActionView),
+	"POST /api/v1/ceremony/start":   fixed(actionInHandler), // the kind in the body
+	"POST /api/v1/ceremony/cancel":  fixed(operator.ActionSteer),
+	"POST /api/v1/ceremony/retry":   fixed(operator.ActionSteer),
+	"POST /api/v1/ceremony/answer":  fixed(operator.ActionSteer),
+	"POST /api/v1/ceremony/resume":  fixed(operator.ActionResume),
+	"GET /api/v1/ceremony/events":   fixed(operator.ActionView),
+	"GET /api/v1/backup":            fixed(operator.ActionBackup),
+	"POST /api/v1/restore":          fixed(operator.ActionRestore),
+	"GET /api/v1/audit/verify":      fixed(operator.ActionAudit),
+	"GET /api/v1/audit/export":      fixed(operator.ActionAudit),
+	"GET /api/v1/card":              fixed(operator.ActionView),
+	"POST /api/v1/cluster/nodes":    fixed(operator.ActionOperatorsManage),
+	"GET /api/v1/cluster/state":     fixed(actionInHandler), // node certificates only, checked there
+	"GET /api/v1/cluster/challenge": fixed(actionInHandler), // node certificates only, checked there
+	"POST /api/v1/cluster/join":     fixed(operator.ActionClusterJoin),
+	"GET /cluster":                  fixed(operator.ActionView),
+	"POST /cluster/nodes":           fixed(operator.ActionOperatorsManage),
+	"POST /cluster/join":            fixed(operator.ActionClusterJoin),
 }
 
 // actionInHandler marks a route whose handler calls [Server.authorize] with the action it reads

@@ -78,6 +78,7 @@ func (a *Handlers) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/card", a.card)
 	mux.HandleFunc("POST /api/v1/cluster/nodes", a.issueNode)
 	mux.HandleFunc("GET "+cluster.StatePath, a.clusterState)
+	mux.HandleFunc("GET "+cluster.ChallengePath, a.clusterChallenge)
 	mux.HandleFunc("POST /api/v1/cluster/join", a.clusterJoin)
 	mux.HandleFunc("GET /api/v1/operators", a.operators)
 	mux.HandleFunc("POST /api/v1/operators/role", a.setRole)
