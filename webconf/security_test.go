@@ -5,17 +5,21 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	pkcs12 "software.sslmate.com/src/go-pkcs12"
 
 	"github.com/keyquorum/keyquorum/cluster"
 	"github.com/keyquorum/keyquorum/webconf/operator"
@@ -252,4 +256,100 @@ func (s *service) nodeCert(name string) tls.Certificate {
 		s.t.Fatal(err)
 	}
 	return tlsCert(cert, key)
+}
+
+// firstAdminCert is the first administrator's certificate as the PKI directory holds it now.
+func firstAdminCert(t *testing.T, s *service) tls.Certificate {
+	t.Helper()
+	der, err := os.ReadFile(s.pki.AdminP12Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw, err := os.ReadFile(s.pki.AdminPasswordPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, cert, _, err := pkcs12.DecodeChain(der, strings.TrimSpace(string(pw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}
+}
+
+// registerWithCode registers a new security key with extra form fields (the recovery code).
+func (b *browser) registerWithCode(k *softKey, code string) (int, string) {
+	b.t.Helper()
+	resp, body := b.script("/webauthn/register/begin", "application/x-www-form-urlencoded", url.Values{"name": {"after recovery"}, "recovery_code": {code}}.Encode(), nil)
+	if resp.StatusCode != http.StatusOK {
+		return resp.StatusCode, body
+	}
+	var o options
+	if err := json.Unmarshal([]byte(body), &o); err != nil {
+		b.t.Fatal(err)
+	}
+	resp, body = b.script("/webauthn/register/finish?session="+url.QueryEscape(o.Session), "application/json", string(k.create(o, b.s.origin())), nil)
+	return resp.StatusCode, body
+}
+
+// TestSecurityRecoveryCutsOffOldAdmin: after the first administrator's certificate was made anew
+// and serve --recover-admin ran, the old certificate (same name, same operator) is revoked; the
+// new one registers its first security key only with the one-time code printed on the console,
+// which is good for that one registration.
+func TestSecurityRecoveryCutsOffOldAdmin(t *testing.T) {
+	s := startService(t, t.TempDir(), serviceOptions{})
+	old := s.browserWith(firstAdminCert(t, s), operator.RoleAdmin, true)
+	old.get("/operators", http.StatusOK)
+	if s.srv.RecoveryCode() != "" {
+		t.Error("a recovery code without a recovery")
+	}
+	// The administrator lost certificate and key: admin.p12 is moved aside, a start makes a new
+	// one, a start with --recover-admin recovers it.
+	s.stop()
+	for _, f := range []string{s.pki.AdminP12Path(), s.pki.AdminPasswordPath(), filepath.Join(s.pki.Dir, operator.AdminCertFile)} {
+		if err := os.Remove(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s = startService(t, s.dir, serviceOptions{})
+	s.stop()
+	s = startService(t, s.dir, serviceOptions{recover: true})
+	code := s.srv.RecoveryCode()
+	if len(code) < 16 {
+		t.Fatalf("recovery code %q", code)
+	}
+
+	resp, err := s.client(&old.cert).Get(s.url("/account"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("the replaced administrator certificate after the recovery: %d", resp.StatusCode)
+	}
+	if es := auditEvents(t, s, operator.AuditCertRevoked); len(es) != 1 || !strings.Contains(es[0].Message, old.id.Serial) {
+		t.Errorf("revocation audit: %+v", es)
+	}
+
+	admin := s.browserWith(firstAdminCert(t, s), operator.RoleNone, false)
+	if admin.id.ID != old.id.ID {
+		t.Fatal("the new administrator certificate is another operator")
+	}
+	key := newSoftKey(t)
+	if status, body := admin.registerWithCode(key, ""); status != http.StatusForbidden || !strings.Contains(body, web.CodeRecoveryCode) {
+		t.Fatalf("first key after the recovery without the code: %d %s", status, body)
+	}
+	if status, body := admin.registerWithCode(key, "AAAAAAAAAAAAAAAA"); status != http.StatusForbidden {
+		t.Fatalf("first key after the recovery with a wrong code: %d %s", status, body)
+	}
+	if status, body := admin.registerWithCode(key, strings.ToLower(code)); status != http.StatusOK {
+		t.Fatalf("first key after the recovery with the code: %d %s", status, body)
+	}
+	if op, _ := s.ops.Get(admin.id.ID); op.RecoveryPending || len(op.Keys) != 1 {
+		t.Errorf("after the registration: pending %v, keys %d", op.RecoveryPending, len(op.Keys))
+	}
+	s.stop()
+	s = startService(t, s.dir, serviceOptions{})
+	if s.srv.RecoveryCode() != "" {
+		t.Error("a recovery code after the recovery was completed")
+	}
 }

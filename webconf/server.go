@@ -150,6 +150,10 @@ func (s *Server) TLSConfig() *tls.Config {
 	}
 }
 
+// RecoveryCode is the one-time code the first security key after an administrator recovery
+// needs ("" when none is pending): serve prints it on the appliance's console, nowhere else.
+func (s *Server) RecoveryCode() string { return s.auth.RecoveryCode() }
+
 // Handler is the whole of WebConf as an http.Handler (it expects TLS connection state).
 func (s *Server) Handler() http.Handler { return s.handler }
 

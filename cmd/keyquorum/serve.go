@@ -366,6 +366,9 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	fmt.Fprintf(stdout, "  Security keys: work at https://%s/ only (WebAuthn relying party %s); register one on the Account page before any ceremony\n", net.JoinHostPort(rpID, port), rpID)
 	fmt.Fprintf(stdout, "Import the administrator certificate into the browser, trust the CA certificate, then open the URL.\n")
+	if code := srv.RecoveryCode(); code != "" {
+		fmt.Fprintf(stdout, "Administrator recovery pending: the recovered administrator's next security key needs this one-time code: %s\n", code)
+	}
 
 	// The listener is bound and the server is about to accept: systemd may start what waits for
 	// us. Outside systemd (no NOTIFY_SOCKET) this does nothing.

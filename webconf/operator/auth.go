@@ -2,14 +2,18 @@ package operator
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/subtle"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base32"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 )
@@ -53,6 +57,10 @@ type Auth struct {
 
 	crlMu  sync.Mutex
 	crlPEM []byte
+
+	// recoveryCode is the one-time code of a pending administrator recovery ("" without one):
+	// made at every start while one is pending, printed on the console (RecoveryCode).
+	recoveryCode string
 }
 
 // AuthConfig is what an auth is built from. PKI, Operators and Recorder are required.
@@ -101,6 +109,17 @@ func NewAuth(cfg AuthConfig, now time.Time) (*Auth, error) {
 		if err := a.recoverAdmin(now); err != nil {
 			return nil, err
 		}
+	}
+	pending, err := a.ops.RecoveryPending()
+	if err != nil {
+		return nil, err
+	}
+	if pending {
+		b := make([]byte, 10)
+		if _, err := rand.Read(b); err != nil {
+			return nil, err
+		}
+		a.recoveryCode = base32.StdEncoding.EncodeToString(b) // 16 characters, 80 bits
 	}
 	if err := a.RefreshCRL(now); err != nil {
 		return nil, err
@@ -152,6 +171,20 @@ func (a *Auth) recoverAdmin(now time.Time) error {
 		return fmt.Errorf("recover administrator: %w", err)
 	}
 	const by = "keyquorum (administrator recovery at start)"
+	// The certificates this one replaces (an admin.p12 moved aside, an older one of the same
+	// name) are the same operator: they are revoked, or they would be the administrator too.
+	replaced, err := a.ops.ReplaceCerts(cert, by, now)
+	if err != nil {
+		return fmt.Errorf("recover administrator: %w", err)
+	}
+	if len(replaced) > 0 {
+		if err := a.Record("keyquorum", AuditCertRevoked, fmt.Sprintf("administrator recovery at start: the certificates %s of %s replaced by %s (serial %s) revoked", strings.Join(replaced, ", "), id.Subject, AdminP12File, id.Serial)); err != nil {
+			return err
+		}
+	}
+	if err := a.ops.SetRecoveryPending(id.ID, true); err != nil {
+		return fmt.Errorf("recover administrator: %w", err)
+	}
 	op, _, err := a.ops.SetRole(id.ID, RoleAdmin, by, now)
 	if err != nil {
 		return fmt.Errorf("recover administrator: %w", err)
@@ -161,7 +194,18 @@ func (a *Auth) recoverAdmin(now time.Time) error {
 		return fmt.Errorf("recover administrator: %w", err)
 	}
 	a.log.Warn("first administrator recovered: admin role, security keys removed", "operator", op.Name(), "keys_removed", len(removed))
-	return a.Record("keyquorum", AuditOperatorRecovery, fmt.Sprintf("administrator recovery at start: %s given the role admin and its %d security keys removed; it registers a new one with its certificate (%s)", op.Name(), len(removed), AdminP12File))
+	return a.Record("keyquorum", AuditOperatorRecovery, fmt.Sprintf("administrator recovery at start: %s given the role admin and its %d security keys removed; it registers a new one with its certificate (%s) and the one-time code on the appliance's console", op.Name(), len(removed), AdminP12File))
+}
+
+// RecoveryCode is the one-time code the next security key of a recovered administrator needs,
+// "" when no recovery is pending. serve prints it on the appliance's console, nowhere else.
+func (a *Auth) RecoveryCode() string { return a.recoveryCode }
+
+// CheckRecoveryCode reports whether code is the pending recovery's code (spaces and case do
+// not matter).
+func (a *Auth) CheckRecoveryCode(code string) bool {
+	code = strings.ToUpper(strings.Join(strings.Fields(code), ""))
+	return a.recoveryCode != "" && subtle.ConstantTimeCompare([]byte(code), []byte(a.recoveryCode)) == 1
 }
 
 // Record writes an audit entry; a failure is the caller's failure (nothing unaudited happens).

@@ -284,6 +284,10 @@ type Operator struct {
 	// WebAuthnID is the random user handle the operator's security keys are registered under.
 	WebAuthnID []byte        `json:"webauthn_id"`
 	Keys       []SecurityKey `json:"keys,omitempty"`
+	// RecoveryPending is set by an administrator recovery (serve --recover-admin): the next
+	// security key needs the one-time code the appliance prints on its console at every start
+	// until it is registered.
+	RecoveryPending bool `json:"recovery_pending,omitempty"`
 }
 
 // Name is the operator's journal name (see [Identity.Name]).
@@ -740,6 +744,91 @@ func (o *Operators) RemoveKey(id, keyID string) ([]string, error) {
 		return nil, fmt.Errorf("remove security key: %w", err)
 	}
 	return removed, nil
+}
+
+// SetRecoveryPending sets or clears an operator's pending recovery (see
+// [Operator.RecoveryPending]).
+func (o *Operators) SetRecoveryPending(id string, pending bool) error {
+	err := o.db.Update(func(tx *bolt.Tx) error {
+		op, err := getOperator(tx, id)
+		if err != nil {
+			return err
+		}
+		if op == nil {
+			return ErrNoSuchOperator
+		}
+		op.RecoveryPending = pending
+		return putOperator(tx, op)
+	})
+	if err != nil {
+		return fmt.Errorf("set recovery: %w", err)
+	}
+	return nil
+}
+
+// RecoveryPending reports whether an operator waits for a security key after a recovery.
+func (o *Operators) RecoveryPending() (bool, error) {
+	pending := false
+	err := o.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketOps).ForEach(func(_, v []byte) error {
+			var op Operator
+			if err := json.Unmarshal(v, &op); err != nil {
+				return err
+			}
+			pending = pending || op.RecoveryPending
+			return nil
+		})
+	})
+	if err != nil {
+		return false, fmt.Errorf("read operator list: %w", err)
+	}
+	return pending, nil
+}
+
+// ReplaceCerts records cert as a certificate of the management CA issued by by and revokes every
+// other unrevoked one recorded with the same subject: what an administrator recovery does when
+// the first administrator's certificate was made anew. It returns the serials revoked.
+func (o *Operators) ReplaceCerts(cert *x509.Certificate, by string, now time.Time) ([]string, error) {
+	serial, subject := SerialHex(cert), cert.Subject.String()
+	var revoked []string
+	err := o.db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketCerts).Get([]byte(serial)) == nil {
+			if err := putCert(tx, &IssuedCert{Serial: serial, Subject: subject, Issued: cert.NotBefore.UTC(), NotAfter: cert.NotAfter.UTC(), By: by}); err != nil {
+				return err
+			}
+		}
+		var old []IssuedCert
+		err := tx.Bucket(bucketCerts).ForEach(func(_, v []byte) error {
+			var c IssuedCert
+			if err := json.Unmarshal(v, &c); err != nil {
+				return err
+			}
+			if c.Subject == subject && c.Serial != serial && c.Revoked.IsZero() {
+				old = append(old, c)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, c := range old {
+			c.Revoked, c.RevokedBy = now.UTC(), by
+			if err := putCert(tx, &c); err != nil {
+				return err
+			}
+			revoked = append(revoked, c.Serial)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("replace certificates: %w", err)
+	}
+	o.mu.Lock()
+	for _, s := range revoked {
+		o.revoked[s] = true
+	}
+	o.mu.Unlock()
+	return revoked, nil
 }
 
 // Bootstrap makes the first administrator's certificate an administrator while no operator has

@@ -56,6 +56,7 @@ type PendingWebAuthn struct {
 	Action   Action
 	CLI      bool
 	KeyName  string
+	Recovery bool // a registration that used the recovery code: it clears the pending recovery
 	Session  webauthn.SessionData
 	expires  time.Time
 }
