@@ -30,7 +30,8 @@ func TestServeFlags(t *testing.T) {
 	}{
 		{nil, true, ""},
 		{[]string{"--data", "/tmp/x", "--listen", "0.0.0.0:9443", "--host", "kq.example,kq2.example"}, true, ""},
-		{[]string{"--pinpad", "pcsc", "--reader", "REINER"}, true, ""},
+		{[]string{"--pinpad", "pcsc", "--reader", "REINER"}, false, "--hsm soft with a real PIN pad is refused"},
+		{[]string{"--pinpad", "pcsc", "--reader", "REINER", "--allow-soft-hsm-with-real-cards"}, true, ""},
 		{[]string{"--pinpad", "pcsc", "--hsm", "pkcs11", "--pkcs11-module", "/lib/x.so", "--slot", "kq", "--pin-file", pinFile}, true, ""},
 		{[]string{"--reader", "REINER"}, false, "needs --pinpad pcsc"},
 		{[]string{"--pinpad", "pcsc", "--virtual-reader", "/run/kq/pad.sock"}, true, ""},
@@ -293,5 +294,30 @@ func TestServeCheck(t *testing.T) {
 	out.Reset()
 	if code := run(context.Background(), []string{"serve", "--config", conf, "--check"}, &out, &errb); code != 2 || out.Len() != 0 {
 		t.Errorf("a bad file: exit %d, out %q", code, out.String())
+	}
+}
+
+// TestSecuritySoftHSMWithRealCards: serve refuses the soft HSM (whose master backup key opens
+// from the data directory alone) with a real PIN pad, unless the loud flag says it is meant;
+// the virtual cyberJack (virtual cards) and the simulator stay allowed.
+func TestSecuritySoftHSMWithRealCards(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		ok   bool
+	}{
+		{[]string{"--pinpad", "pcsc"}, false},
+		{[]string{"--pinpad", "pcsc", "--hsm", "soft", "--reader", "REINER SCT cyberJack"}, false},
+		{[]string{"--pinpad", "pcsc", "--allow-soft-hsm-with-real-cards"}, true},
+		{[]string{"--pinpad", "pcsc", "--virtual-reader", "/run/kq/pad.sock"}, true},
+		{[]string{"--pinpad", "sim"}, true},
+	} {
+		var stderr bytes.Buffer
+		_, err := parseServe(c.args, &stderr)
+		if c.ok != (err == nil) {
+			t.Errorf("%v: err %v, stderr %s", c.args, err, stderr.String())
+		}
+		if !c.ok && !strings.Contains(stderr.String(), "--allow-soft-hsm-with-real-cards") {
+			t.Errorf("%v: the refusal does not name the way out: %s", c.args, stderr.String())
+		}
 	}
 }
