@@ -85,7 +85,7 @@ func TestClientCertificates(t *testing.T) {
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(body), "Client certificate required") ||
-				!strings.Contains(string(body), s.pki.AdminP12Path()) || !strings.Contains(string(body), "What to do") {
+				!strings.Contains(string(body), operator.AdminP12File) || strings.Contains(string(body), s.dir) || !strings.Contains(string(body), "What to do") {
 				t.Errorf("GET %s without certificate: %d\n%s", path, resp.StatusCode, excerpt(string(body)))
 			}
 			checkSecurityHeaders(t, resp.Header, path)

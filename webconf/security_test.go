@@ -353,3 +353,44 @@ func TestSecurityRecoveryCutsOffOldAdmin(t *testing.T) {
 		t.Error("a recovery code after the recovery was completed")
 	}
 }
+
+// TestSecuritySmallerPoints: the page without a certificate names no path of the appliance; a
+// redirect target a browser reads as another site is refused; 503 and 421 answers carry codes
+// that say so.
+func TestSecuritySmallerPoints(t *testing.T) {
+	s := startService(t, t.TempDir(), serviceOptions{})
+	resp, err := s.client(nil).Get(s.url("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || strings.Contains(string(body), s.dir) || strings.Contains(string(body), s.pki.Dir) {
+		t.Errorf("the page without a certificate shows a path of the appliance: %d %s", resp.StatusCode, excerpt(string(body)))
+	}
+
+	admin := s.browser("smaller admin")
+	for _, back := range []string{"/\t/evil.example", "/\\evil.example", "//evil.example"} {
+		resp, _ := admin.postRaw("/sim/cards", url.Values{"back": {back}}, http.StatusSeeOther)
+		if loc := resp.Header.Get("Location"); loc != "/" {
+			t.Errorf("back=%q: Location %q", back, loc)
+		}
+	}
+
+	if c := web.CodeOf(web.Problem{Status: http.StatusServiceUnavailable}); c != web.CodeUnavailable {
+		t.Errorf("503: code %q", c)
+	}
+	if c := web.CodeOf(web.Problem{Status: http.StatusMisdirectedRequest}); c != web.CodeMisdirected {
+		t.Errorf("421: code %q", c)
+	}
+	// A security key request at another name than the relying party's: 421 misdirected.
+	req, _ := http.NewRequest(http.MethodPost, "https://"+s.addr+"/webauthn/assert/begin", strings.NewReader(url.Values{"_path": {"/operators/role"}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set(csrfHeader, admin.csrf)
+	req.Header.Set(web.FetchHeader, "1")
+	req.Header.Set("Origin", "https://"+s.addr)
+	resp, got := admin.do(req)
+	if resp.StatusCode != http.StatusMisdirectedRequest || !strings.Contains(got, `"code":"misdirected"`) {
+		t.Errorf("security key at another host: %d %s", resp.StatusCode, got)
+	}
+}

@@ -50,7 +50,7 @@ func (a *Handlers) clusterChallenge(w http.ResponseWriter, r *http.Request) {
 		a.problem(w, r, notNode())
 		return
 	case err != nil:
-		a.problem(w, r, web.Problem{Status: http.StatusServiceUnavailable, Code: web.CodeBusy, Title: "Try again shortly", What: err.Error(), Todo: "Wait two minutes, then join again."})
+		a.problem(w, r, web.Problem{Status: http.StatusServiceUnavailable, Code: web.CodeUnavailable, Title: "Try again shortly", What: err.Error(), Todo: "Wait two minutes, then join again."})
 		return
 	}
 	web.WriteJSON(w, ch)
@@ -92,6 +92,7 @@ func (a *Handlers) clusterState(w http.ResponseWriter, r *http.Request) {
 func (a *Handlers) clusterJoin(w http.ResponseWriter, r *http.Request) {
 	op := operator.NameOf(r)
 	var req cluster.JoinRequest
+	defer func() { clear(req.NodeP12) }() // the node file holds the node certificate's key
 	if err := decodeJSON(r.Body, &req); err != nil {
 		a.badRequest(w, r, err.Error())
 		return

@@ -94,7 +94,9 @@ func (a *clusterPageHandlers) clusterPageJoin(w http.ResponseWriter, r *http.Req
 		return
 	}
 	var req cluster.JoinRequest
-	defer clear(req.NodeP12)
+	// A closure: req.NodeP12 is set below, and a deferred clear(req.NodeP12) would clear the
+	// nil it held here.
+	defer func() { clear(req.NodeP12) }()
 	for {
 		part, err := mr.NextPart()
 		if errors.Is(err, io.EOF) {
@@ -117,6 +119,7 @@ func (a *clusterPageHandlers) clusterPageJoin(w http.ResponseWriter, r *http.Req
 			req.NodePassword = string(v)
 			clear(v)
 		case "node":
+			clear(req.NodeP12) // a second node part: the first is wiped too
 			req.NodeP12 = v
 		}
 	}

@@ -43,8 +43,10 @@ const FetchHeader = "X-Keyquorum-Fetch"
 func NoCertificate(p *operator.PKI) Problem {
 	return Problem{Status: http.StatusUnauthorized, Code: CodeNoCertificate, Title: "Client certificate required",
 		What: "WebConf only serves operators who present a client certificate of this appliance's management CA (or of a CA configured with --ca-bundle). Your browser sent none.",
-		Todo: fmt.Sprintf("Import the administrator certificate %s into your browser (its password is in %s on the appliance), or a certificate your administrator issued to you, then reload this page. The CA certificate is at /ca.pem; its SHA-256 fingerprint is %s.",
-			p.AdminP12Path(), p.AdminPasswordPath(), p.Fingerprint())}
+		// Names only, no paths: whoever asks without a certificate learns nothing of the
+		// appliance's file system.
+		Todo: fmt.Sprintf("Import the administrator certificate (%s, with its password in %s, in the webconf directory of the appliance's data directory; keyquorum serve prints where) into your browser, or a certificate your administrator issued to you, then reload this page. The CA certificate is at /ca.pem; its SHA-256 fingerprint is %s.",
+			operator.AdminP12File, operator.AdminPasswordFile, p.Fingerprint())}
 }
 
 // TooLarge is an upload over limit bytes.
@@ -171,6 +173,8 @@ const (
 	CodePeer             = "peer"                    // 502: the cluster peer could not be reached or refused
 	CodeNotAvailable     = "not_available"           // 501: not possible with this appliance's pad
 	CodeStopping         = "stopping"                // 503: the service is shutting down
+	CodeUnavailable      = "unavailable"             // 503: busy for the moment (e.g. too many pending confirmations): try again shortly
+	CodeMisdirected      = "misdirected"             // 421: opened at another name or port than the one security keys are bound to
 	CodeInternal         = "internal"                // 500
 )
 
@@ -206,7 +210,9 @@ func CodeOf(p Problem) string {
 	case http.StatusRequestEntityTooLarge:
 		return CodeTooLarge
 	case http.StatusServiceUnavailable:
-		return CodeStopping
+		return CodeUnavailable // a stopping service says CodeStopping itself
+	case http.StatusMisdirectedRequest:
+		return CodeMisdirected
 	}
 	return CodeInternal
 }

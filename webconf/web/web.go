@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -33,12 +34,22 @@ func RedirectBack(w http.ResponseWriter, r *http.Request, back string) {
 	http.Redirect(w, r, back, http.StatusSeeOther)
 }
 
-// LocalPath accepts only a path on this server as a redirect target.
+// LocalPath accepts only a path on this server as a redirect target: it starts with one "/", and
+// has no backslash, space or control character anywhere — browsers drop tabs and line breaks
+// from a Location, so "/\t/evil.example" would become "//evil.example", another site.
 func LocalPath(p, fallback string) string {
-	if len(p) > 0 && p[0] == '/' && (len(p) == 1 || (p[1] != '/' && p[1] != '\\')) {
-		return p
+	if p == "" || p[0] != '/' || len(p) > 2048 || strings.HasPrefix(p, "//") {
+		return fallback
 	}
-	return fallback
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; c <= ' ' || c == 0x7f || c == '\\' {
+			return fallback
+		}
+	}
+	if u, err := url.Parse(p); err != nil || u.Scheme != "" || u.Host != "" || u.User != nil {
+		return fallback
+	}
+	return p
 }
 
 // FormatTime shows a time to an operator, in UTC; "–" for none.
