@@ -39,5 +39,5 @@ func (s *Server) routes() http.Handler {
 	// Everything else, including a known path with the wrong method, is a page, not plain text.
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { s.rd.Problem(w, r, web.NotFound()) })
 
-	return s.observe(mux, securityHeaders(s.recoverPanics(s.requireClientCert(deadlines(s.protect(s.authorizeRoutes(mux)))))))
+	return s.observe(mux, securityHeaders(s.recoverPanics(s.requireClientCert(s.limitStreams(mux, deadlines(s.protect(s.authorizeRoutes(mux))))))))
 }

@@ -394,3 +394,59 @@ func TestSecuritySmallerPoints(t *testing.T) {
 		t.Errorf("security key at another host: %d %s", resp.StatusCode, got)
 	}
 }
+
+// TestSecurityLiveStreamsPerOperator: one operator cannot hold more than a few live streams
+// open; another operator still gets one, and a closed stream frees its place.
+func TestSecurityLiveStreamsPerOperator(t *testing.T) {
+	s := startService(t, t.TempDir(), serviceOptions{})
+	greedy := s.browserAs("greedy auditor", operator.RoleAuditor, false)
+	other := s.browserAs("other auditor", operator.RoleAuditor, false)
+	open := func(b *browser, path string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, s.url(path), nil)
+		resp, err := b.c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	var streams []*http.Response
+	for i := range maxStreamsPerOperator {
+		path := "/events"
+		if i%2 == 1 {
+			path = "/api/v1/ceremony/events"
+		}
+		resp := open(greedy, path)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("stream %d: %d", i, resp.StatusCode)
+		}
+		streams = append(streams, resp)
+	}
+	resp := open(greedy, "/events")
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("a stream beyond the limit: %d %s", resp.StatusCode, excerpt(string(body)))
+	}
+	if resp := open(other, "/events"); resp.StatusCode != http.StatusOK {
+		t.Errorf("another operator's stream: %d", resp.StatusCode)
+	} else {
+		resp.Body.Close()
+	}
+	streams[0].Body.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp := open(greedy, "/events")
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a closed stream did not free its place: %d", resp.StatusCode)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, r := range streams[1:] {
+		r.Body.Close()
+	}
+}

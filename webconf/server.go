@@ -82,6 +82,7 @@ type Server struct {
 	auth    *operator.Auth
 	audit   operator.AuditRecorder
 	cluster *cluster.Node
+	streams streamLimit
 
 	mu       sync.Mutex
 	base     context.Context // lives as long as Serve: ceremonies started by requests run under it

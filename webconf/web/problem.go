@@ -174,6 +174,7 @@ const (
 	CodeNotAvailable     = "not_available"           // 501: not possible with this appliance's pad
 	CodeStopping         = "stopping"                // 503: the service is shutting down
 	CodeUnavailable      = "unavailable"             // 503: busy for the moment (e.g. too many pending confirmations): try again shortly
+	CodeTooMany          = "too_many"                // 429: too many live streams of one operator
 	CodeMisdirected      = "misdirected"             // 421: opened at another name or port than the one security keys are bound to
 	CodeInternal         = "internal"                // 500
 )
