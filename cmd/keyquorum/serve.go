@@ -220,6 +220,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		// Not fatal: systemd's LimitCORE=0 does the same; say it so an operator can act.
 		log.Warn("could not switch off core dumps", "err", err)
 	}
+	if locked, why := lockMemory(); locked {
+		log.Info("memory locked: nothing of this process goes to swap")
+	} else {
+		log.Info("memory not locked (the systemd unit keeps the service out of swap with MemorySwapMax=0)", "why", why)
+	}
 	return serve(ctx, c, stdout, log)
 }
 

@@ -18,6 +18,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestServeFlags(t *testing.T) {
@@ -319,5 +321,22 @@ func TestSecuritySoftHSMWithRealCards(t *testing.T) {
 		if !c.ok && !strings.Contains(stderr.String(), "--allow-soft-hsm-with-real-cards") {
 			t.Errorf("%v: the refusal does not name the way out: %s", c.args, stderr.String())
 		}
+	}
+}
+
+// TestSecurityLockMemory: memory is locked only under an unlimited memory-lock limit (a smaller
+// one with MCL_FUTURE would make allocations fail), and a refusal of mlockall is reported, not
+// fatal.
+func TestSecurityLockMemory(t *testing.T) {
+	called := false
+	mlock := func() error { called = true; return nil }
+	if ok, why := lockMemoryWith(func() (uint64, error) { return 8 << 20, nil }, mlock); ok || called || !strings.Contains(why, "not unlimited") {
+		t.Errorf("under an 8 MiB limit: locked %v, mlockall called %v, %q", ok, called, why)
+	}
+	if ok, _ := lockMemoryWith(func() (uint64, error) { return unix.RLIM_INFINITY, nil }, mlock); !ok || !called {
+		t.Errorf("under no limit: locked %v, mlockall called %v", ok, called)
+	}
+	if ok, why := lockMemoryWith(func() (uint64, error) { return unix.RLIM_INFINITY, nil }, func() error { return unix.ENOMEM }); ok || !strings.Contains(why, "mlockall") {
+		t.Errorf("mlockall refused: locked %v, %q", ok, why)
 	}
 }
