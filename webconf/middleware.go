@@ -135,11 +135,12 @@ const (
 var errCSRF = errors.New("csrf check failed")
 
 // check runs both CSRF checks on a state-changing request. The body is bounded before it is
-// parsed; a multipart upload carries its token in the header or the URL so that checking it
-// does not mean reading the upload.
-func (g *csrfGuard) check(r *http.Request, op operator.Caller) error {
+// parsed; a multipart upload carries its token (and its security key's) in its leading fields,
+// which are read without reading the upload that follows (web.ReadLeading); the request it
+// returns carries that stream on to the handler. No token is ever taken from the URL.
+func (g *csrfGuard) check(r *http.Request, op operator.Caller) (*http.Request, error) {
 	if err := g.cop.Check(r); err != nil {
-		return fmt.Errorf("%w: %v", errCSRF, err)
+		return r, fmt.Errorf("%w: %v", errCSRF, err)
 	}
 	got := r.Header.Get(csrfHeader)
 	if got == "" {
@@ -148,24 +149,29 @@ func (g *csrfGuard) check(r *http.Request, op operator.Caller) error {
 			// The command line's JSON or backup: a browser cannot send either cross-site
 			// without a CORS preflight, which WebConf never grants (see apiCSRF); the origin
 			// checks above still ran.
-			return apiCSRF(r)
+			return r, apiCSRF(r)
 		}
 		if ct == "multipart/form-data" {
-			got = r.URL.Query().Get(csrfField)
+			m, err := web.ReadLeading(r, csrfField, stepUpField)
+			if err != nil {
+				return r, err
+			}
+			r = r.WithContext(web.WithMultipart(r.Context(), m))
+			got = m.Fields[csrfField]
 		} else {
 			if err := r.ParseForm(); err != nil {
-				return err
+				return r, err
 			}
 			got = r.PostForm.Get(csrfField)
 		}
 	}
 	if got == "" {
-		return fmt.Errorf("%w: no token", errCSRF)
+		return r, fmt.Errorf("%w: no token", errCSRF)
 	}
 	if subtle.ConstantTimeCompare([]byte(got), []byte(op.CSRF)) != 1 {
-		return fmt.Errorf("%w: wrong token", errCSRF)
+		return r, fmt.Errorf("%w: wrong token", errCSRF)
 	}
-	return nil
+	return r, nil
 }
 
 // protect bounds request bodies and enforces the CSRF checks on every method but GET and HEAD
@@ -192,7 +198,8 @@ func (s *Server) protect(next http.Handler) http.Handler {
 			s.rd.Problem(w, r, web.NoCertificate(s.cfg.PKI))
 			return
 		}
-		if err := s.csrf.check(r, op); err != nil {
+		r, err := s.csrf.check(r, op)
+		if err != nil {
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {
 				s.rd.Problem(w, r, web.TooLarge(limit))

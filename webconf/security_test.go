@@ -2,6 +2,8 @@ package webconf
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -448,5 +450,30 @@ func TestSecurityLiveStreamsPerOperator(t *testing.T) {
 	}
 	for _, r := range streams[1:] {
 		r.Body.Close()
+	}
+}
+
+// TestSecurityCSRFTokenNotInURL: the upload forms carry the CSRF token in their body, not their
+// address, and a token in the address is not accepted.
+func TestSecurityCSRFTokenNotInURL(t *testing.T) {
+	s := startService(t, t.TempDir(), serviceOptions{})
+	admin := s.browser("csrf admin")
+	if err := s.hsm.LoadBackupKey(context.Background(), bytes.Repeat([]byte{9}, 32)); err != nil {
+		t.Fatal(err)
+	}
+	for _, page := range []string{"/hsm", "/cluster"} {
+		body := admin.get(page, http.StatusOK)
+		if strings.Contains(body, "csrf=") {
+			t.Errorf("%s: a token in a form's address", page)
+		}
+		if !strings.Contains(body, `name="csrf"`) {
+			t.Errorf("%s: no CSRF field", page)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodPost, s.url("/hsm/restore?csrf="+url.QueryEscape(admin.csrf)), strings.NewReader("--x\r\nContent-Disposition: form-data; name=\"backup\"; filename=\"b\"\r\n\r\nxx\r\n--x--\r\n"))
+	req.Header.Set("Content-Type", "multipart/form-data; boundary=x")
+	resp, body := admin.do(req)
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "CSRF") {
+		t.Errorf("a token in the URL: %d %s", resp.StatusCode, excerpt(body))
 	}
 }

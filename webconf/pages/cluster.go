@@ -82,13 +82,13 @@ const (
 )
 
 // clusterPageJoin is the join form: the peer's address, the node file and its password, as a
-// multipart upload (CSRF token in the URL, as the restore form).
+// multipart upload (the CSRF and security key tokens its leading fields, as the restore form).
 func (a *clusterPageHandlers) clusterPageJoin(w http.ResponseWriter, r *http.Request) {
 	bad := func(what string) {
 		a.rd.Problem(w, r, web.Problem{Status: http.StatusBadRequest, Code: web.CodeBadRequest, Title: "Join not started", What: what,
 			Todo: "Go back, give the node's address, choose the node file and type its password, then send the form again.", Back: "/cluster"})
 	}
-	mr, err := r.MultipartReader()
+	mr, err := web.MultipartReader(r)
 	if err != nil {
 		bad("The join form must be sent as a file upload (multipart/form-data).")
 		return

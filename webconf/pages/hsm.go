@@ -95,7 +95,7 @@ func (l *limitFlag) Read(p []byte) (int, error) {
 // complete (cluster.SpoolRestore). The HSM changes nothing unless the whole backup was read and
 // authenticated.
 func (h *hsmHandlers) restore(w http.ResponseWriter, r *http.Request) {
-	mr, err := r.MultipartReader()
+	mr, err := web.MultipartReader(r)
 	if err != nil {
 		h.rd.Problem(w, r, web.BadForm("The restore form must be sent as a file upload (multipart/form-data)."))
 		return

@@ -107,20 +107,15 @@ func hsmPage(p Page, v hsmView) templ.Component {
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 11, "). Nothing changes unless the whole file reads back intact.</p><form method=\"post\" action=\"")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 11, "). Nothing changes unless the whole file reads back intact.</p><form method=\"post\" action=\"/hsm/restore\" enctype=\"multipart/form-data\" data-testid=\"restore-form\">")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
-			var templ_7745c5c3_Var5 templ.SafeURL
-			templ_7745c5c3_Var5, templ_7745c5c3_Err = templ.JoinURLErrs(templ.SafeURL("/hsm/restore?csrf=" + p.CSRF))
-			if templ_7745c5c3_Err != nil {
-				return templ.Error{Err: templ_7745c5c3_Err, FileName: `webconf/pages/hsm.templ`, Line: 29, Col: 76}
-			}
-			_, templ_7745c5c3_Err = templ_7745c5c3_Buffer.WriteString(templ.EscapeString(templ_7745c5c3_Var5))
+			templ_7745c5c3_Err = CSRFInput(p).Render(ctx, templ_7745c5c3_Buffer)
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
-			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 12, "\" enctype=\"multipart/form-data\" data-testid=\"restore-form\"><input type=\"file\" name=\"backup\" required> <button type=\"submit\" data-testid=\"restore-submit\">Restore</button></form></section><section class=\"card-box\"><h2>Load the key from its cards</h2><p>Disaster recovery or cluster join: read the quorum of cards of a set on the PIN pad and load the master backup key into this HSM. Then restore a backup or <a href=\"/cluster\" data-testid=\"cluster-link\">take over a cluster node's state</a>.</p>")
+			templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 12, "<input type=\"file\" name=\"backup\" required> <button type=\"submit\" data-testid=\"restore-submit\">Restore</button></form></section><section class=\"card-box\"><h2>Load the key from its cards</h2><p>Disaster recovery or cluster join: read the quorum of cards of a set on the PIN pad and load the master backup key into this HSM. Then restore a backup or <a href=\"/cluster\" data-testid=\"cluster-link\">take over a cluster node's state</a>.</p>")
 			if templ_7745c5c3_Err != nil {
 				return templ_7745c5c3_Err
 			}
