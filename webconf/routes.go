@@ -13,8 +13,10 @@ import (
 )
 
 // routes wires the rooms behind the middleware: security headers on everything, then panics
-// turned into pages, the client certificate (revocation, the operator's role), the CSRF
-// checks and body limits on every POST, and the role rules of routeactions.go (with the fresh
+// turned into pages, the client certificate (revocation, the operator's role; node
+// certificates only to the cluster state), the per-operator limit of live streams, the
+// progress deadlines of an operator's request, the CSRF checks and body limits on every POST,
+// and the role rules of routeactions.go (with the fresh
 // WebAuthn assertion of a dangerous action). Every route needs an entry in routeActions; a
 // route without one is refused to everybody.
 func (s *Server) routes() http.Handler {

@@ -279,7 +279,7 @@ func TestVersion(t *testing.T) {
 
 func TestServeCheck(t *testing.T) {
 	conf := filepath.Join(t.TempDir(), "kq.conf")
-	os.WriteFile(conf, []byte("pinpad = pcsc\nhost = kq1.example\nhost = kq1\nlisten = 0.0.0.0:8443\n"), 0o644)
+	os.WriteFile(conf, []byte("pinpad = pcsc\nallow-soft-hsm-with-real-cards = true\nhost = kq1.example\nhost = kq1\nlisten = 0.0.0.0:8443\n"), 0o644)
 	var out, errb bytes.Buffer
 	if code := run(context.Background(), []string{"serve", "--config", conf, "--check", "--data", t.TempDir() + "/never"}, &out, &errb); code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
