@@ -44,14 +44,23 @@ func deadlines(next http.Handler) http.Handler {
 	})
 }
 
+// extendEvery is how often a deadline that follows progress is moved on: at most once a second
+// (HTTP/2 moves a stream's deadline through its connection's goroutine), which matters nothing
+// against deadlines of 30 s and more.
+const extendEvery = time.Second
+
 // progressBody extends the read deadline before each read and lifts it at the end of the body.
 type progressBody struct {
 	io.ReadCloser
-	rc *http.ResponseController
+	rc   *http.ResponseController
+	last time.Time
 }
 
 func (b *progressBody) Read(p []byte) (int, error) {
-	b.rc.SetReadDeadline(time.Now().Add(readTimeout))
+	if now := time.Now(); now.Sub(b.last) >= extendEvery {
+		b.rc.SetReadDeadline(now.Add(readTimeout))
+		b.last = now
+	}
 	n, err := b.ReadCloser.Read(p)
 	if errors.Is(err, io.EOF) {
 		b.rc.SetReadDeadline(time.Time{})
@@ -63,16 +72,24 @@ func (b *progressBody) Read(p []byte) (int, error) {
 // http.ResponseController reach the connection (SetReadDeadline, EnableFullDuplex).
 type progressWriter struct {
 	http.ResponseWriter
-	rc *http.ResponseController
+	rc   *http.ResponseController
+	last time.Time
+}
+
+func (w *progressWriter) extend() {
+	if now := time.Now(); now.Sub(w.last) >= extendEvery {
+		w.rc.SetWriteDeadline(now.Add(writeTimeout))
+		w.last = now
+	}
 }
 
 func (w *progressWriter) Write(p []byte) (int, error) {
-	w.rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	w.extend()
 	return w.ResponseWriter.Write(p)
 }
 
 func (w *progressWriter) FlushError() error {
-	w.rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	w.extend()
 	return w.rc.Flush()
 }
 
