@@ -122,6 +122,14 @@ func (h *operatorHandlers) removeOwnKey(w http.ResponseWriter, r *http.Request) 
 	http.Redirect(w, r, "/account", http.StatusSeeOther)
 }
 
+// shortKey is the start of a CA key hash, enough to tell two CAs of the same name apart.
+func shortKey(h string) string {
+	if len(h) > 16 {
+		return h[:16]
+	}
+	return h
+}
+
 // operatorsView is the Operators page.
 type operatorsView struct {
 	Operators []operator.Operator
