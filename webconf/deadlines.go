@@ -59,6 +59,9 @@ type progressBody struct {
 func (b *progressBody) Read(p []byte) (int, error) {
 	if now := time.Now(); now.Sub(b.last) >= extendEvery {
 		b.rc.SetReadDeadline(now.Add(readTimeout))
+		// The answer comes after the upload: its write deadline (HTTP/2: the stream's) moves
+		// with the upload's progress too.
+		b.rc.SetWriteDeadline(now.Add(writeTimeout))
 		b.last = now
 	}
 	n, err := b.ReadCloser.Read(p)

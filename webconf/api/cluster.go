@@ -102,6 +102,7 @@ func (a *Handlers) clusterJoin(w http.ResponseWriter, r *http.Request) {
 		a.badRequest(w, r, err.Error())
 		return
 	}
+	web.ExtendForWork(w, web.JoinWork)
 	res, err := a.cfg.Cluster.Join(r.Context(), op, peer, node)
 	if err != nil {
 		a.problem(w, r, web.ForJoin(err, ""))

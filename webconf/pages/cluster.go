@@ -128,6 +128,7 @@ func (a *clusterPageHandlers) clusterPageJoin(w http.ResponseWriter, r *http.Req
 		bad(err.Error())
 		return
 	}
+	web.ExtendForWork(w, web.JoinWork)
 	res, err := a.node.Join(r.Context(), operator.NameOf(r), peer, node)
 	if err != nil {
 		a.rd.Problem(w, r, web.ForJoin(err, "/cluster"))
