@@ -148,17 +148,25 @@ func newMBK() []byte {
 func peer(t *testing.T, n *Node, ca *testCA) *url.URL {
 	t.Helper()
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		leaf := r.TLS.VerifiedChains[0][0]
+		if r.URL.Path == ChallengePath {
+			ch, err := n.Challenge(leaf, time.Now())
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusForbidden)
+				return
+			}
+			json.NewEncoder(w).Encode(ch)
+			return
+		}
 		if r.URL.Path != StatePath {
 			http.NotFound(w, r)
 			return
 		}
-		leaf := r.TLS.VerifiedChains[0][0]
-		mine, err := n.CheckJoiner(r.Context(), leaf.Subject.String(), leaf, r.Header.Get(KeyIDHeader))
-		var foreign *ForeignNodeError
+		mine, err := n.CheckJoiner(r.Context(), leaf.Subject.String(), leaf, r.Header.Get(ChallengeHeader), r.Header.Get(ProofHeader))
 		switch {
-		case errors.As(err, &foreign):
+		case errors.Is(err, ErrKeyNotProven):
 			w.WriteHeader(http.StatusUnprocessableEntity)
-			json.NewEncoder(w).Encode(map[string]string{"code": ProblemForeignKey, "title": "The joining node holds another master backup key", "what": err.Error(), "todo": "load this cluster's key"})
+			json.NewEncoder(w).Encode(map[string]string{"code": ProblemForeignKey, "title": "The joining node did not prove this cluster's master backup key", "what": err.Error(), "todo": "load this cluster's key"})
 			return
 		case err != nil:
 			http.Error(w, err.Error(), http.StatusForbidden)
@@ -230,7 +238,7 @@ func TestJoinRefused(t *testing.T) {
 
 	_, err := b.Join(context.Background(), "admin of B", peer(t, a, caA), node)
 	var pe *PeerError
-	if !errors.As(err, &pe) || !pe.ForeignKey || !strings.Contains(pe.What, "another master backup key") {
+	if !errors.As(err, &pe) || !pe.ForeignKey || !strings.Contains(pe.What, "master backup key") {
 		t.Errorf("join of a node with another key: %v", err)
 	}
 	if !auditA.has(AuditClusterStateRefused) || !auditB.has(AuditClusterJoinRefused) {
@@ -248,32 +256,59 @@ func TestJoinRefused(t *testing.T) {
 	}
 }
 
-// TestCheckJoiner: only a node certificate of this CA that names this node's key ID gets the
-// state.
+// TestCheckJoiner: only a node certificate of this CA that answers a current challenge of this
+// node, handed to that certificate, with a proof made under this node's MBK gets the state; a
+// challenge is used once.
 func TestCheckJoiner(t *testing.T) {
 	ca := newTestCA(t, "A's management CA")
-	n := &Node{HSM: newHSM(t, newMBK(), 0), Issuer: ca, CA: ca.cert, Audit: &auditLog{}}
+	mbk := newMBK()
+	n := &Node{HSM: newHSM(t, mbk, 0), Issuer: ca, CA: ca.cert, Audit: &auditLog{}}
 	mine, _ := n.HSM.BackupKeyID(context.Background())
 	ctx := context.Background()
+	same := newHSM(t, mbk, 0)
 
 	nodeCert, _, _ := ca.issue(pkix.Name{CommonName: "node-b", Organization: []string{NodeOrganization}}, x509.ExtKeyUsageClientAuth, nil)
+	otherNode, _, _ := ca.issue(pkix.Name{CommonName: "node-c", Organization: []string{NodeOrganization}}, x509.ExtKeyUsageClientAuth, nil)
 	operatorCert, _, _ := ca.issue(pkix.Name{CommonName: "Alice", Organization: []string{"Keyquorum operators"}}, x509.ExtKeyUsageClientAuth, nil)
 	strangerCert, _, _ := newTestCA(t, "other").issue(pkix.Name{CommonName: "node-b", Organization: []string{NodeOrganization}}, x509.ExtKeyUsageClientAuth, nil)
+	answer := func(h HSM, leaf *x509.Certificate) (string, string) {
+		t.Helper()
+		ch, err := n.Challenge(leaf, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		proof, err := Prove(ctx, h, ch, leaf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ch.Challenge, proof
+	}
 
-	if _, err := n.CheckJoiner(ctx, "alice", operatorCert, mine.String()); !errors.Is(err, ErrNotNode) {
+	if _, err := n.Challenge(operatorCert, time.Now()); !errors.Is(err, ErrNotNode) {
+		t.Errorf("a challenge for an operator certificate: %v", err)
+	}
+	ch, proof := answer(same, nodeCert)
+	if _, err := n.CheckJoiner(ctx, "alice", operatorCert, ch, proof); !errors.Is(err, ErrNotNode) {
 		t.Errorf("an operator certificate: %v", err)
 	}
-	if _, err := n.CheckJoiner(ctx, "node-b", strangerCert, mine.String()); !errors.Is(err, ErrNotNode) {
+	if _, err := n.CheckJoiner(ctx, "node-b", strangerCert, ch, proof); !errors.Is(err, ErrNotNode) {
 		t.Errorf("a node certificate of another CA: %v", err)
 	}
-	if _, err := n.CheckJoiner(ctx, "node-b", nodeCert, "not hex"); !errors.Is(err, ErrNoKeyID) {
-		t.Errorf("no key ID: %v", err)
+	if _, err := n.CheckJoiner(ctx, "node-b", nodeCert, "", proof); !errors.Is(err, ErrNoProof) {
+		t.Errorf("no challenge: %v", err)
 	}
-	var foreign *ForeignNodeError
-	if _, err := n.CheckJoiner(ctx, "node-b", nodeCert, "0011223344556677"); !errors.As(err, &foreign) || foreign.Mine != mine {
-		t.Errorf("another key ID: %v", err)
+	if _, err := n.CheckJoiner(ctx, "node-b", nodeCert, ch, "not hex"); !errors.Is(err, ErrNoProof) {
+		t.Errorf("no proof: %v", err)
 	}
-	if got, err := n.CheckJoiner(ctx, "node-b", nodeCert, strings.ToUpper(mine.String())); err != nil || got != mine {
+	if _, err := n.CheckJoiner(ctx, "node-b", nodeCert, ch, proof); !errors.Is(err, ErrNoProof) {
+		t.Errorf("a used challenge: %v", err)
+	}
+	ch, proof = answer(same, nodeCert)
+	if _, err := n.CheckJoiner(ctx, "node-c", otherNode, ch, proof); !errors.Is(err, ErrNoProof) {
+		t.Errorf("another node certificate's challenge: %v", err)
+	}
+	ch, proof = answer(same, nodeCert)
+	if got, err := n.CheckJoiner(ctx, "node-b", nodeCert, ch, strings.ToUpper(proof)); err != nil || got != mine {
 		t.Errorf("the right node: %s, %v", got, err)
 	}
 }

@@ -16,15 +16,19 @@
 //  3. An administrator of B joins ([Node.Join]; POST /api/v1/cluster/join, `keyquorum cluster
 //     join`) with A's address and the node file: B connects to A over mutually authenticated
 //     TLS 1.3, trusting only the CA in the node file and presenting the node certificate, and
-//     asks for GET [StatePath] naming its MBK key ID in [KeyIDHeader]. A sends its object store
-//     as a backup (the hsm/backup format: encrypted under the MBK) only to a node certificate
-//     of its own CA whose node names the same MBK key ID ([Node.CheckJoiner], [Node.SendState]);
-//     B checks the backup's key ID against its own before restoring ([Restore]). Both then
-//     report the same key ID and keys.
+//     fetches a one-time challenge (GET [ChallengePath], [Node.Challenge]), answers it with
+//     its HSM's authenticator (hsm.Authenticator: HMAC-SHA256 under a key derived from the MBK)
+//     of the challenge and its node certificate ([Prove]), and asks for GET [StatePath] with
+//     both ([ChallengeHeader], [ProofHeader]). A sends its object store as a backup (the
+//     hsm/backup format: encrypted under the MBK) only to a node certificate of its own CA
+//     whose proof verifies under A's MBK, once per challenge ([Node.CheckJoiner],
+//     [Node.SendState]); B checks the backup's key ID against its own before restoring
+//     ([Restore]). Both then report the same key ID and keys.
 //
 // A peer whose server certificate is not from the node file's CA fails the TLS handshake; a
 // client without a node certificate of A's CA gets nothing from A ([ErrNotNode]); a node that
-// holds another MBK is refused by A ([ForeignNodeError]), and a backup of another MBK by B
+// cannot prove the MBK is refused by A ([ErrNoProof], [ErrKeyNotProven]) with no key ID in the
+// refusal, and a backup of another MBK by B
 // (*hsm.ForeignKeyError), before anything changes. Every outcome is audited on both sides
 // (the Audit* keys).
 //

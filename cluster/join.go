@@ -123,6 +123,42 @@ func (n *Node) Join(ctx context.Context, op string, peer *url.URL, node *NodeIde
 	return res, nil
 }
 
+// getPeer sends a GET to the peer with the node certificate; anything but 200 is a *PeerError
+// with the peer's words.
+func (n *Node) getPeer(ctx context.Context, client *http.Client, peer *url.URL, path string, header map[string]string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, peer.Scheme+"://"+peer.Host+path, nil)
+	if err != nil {
+		return nil, peerProblem(err.Error(), "Check the peer's address.")
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		var hne x509.HostnameError
+		if errors.As(err, &hne) {
+			return nil, peerProblem(fmt.Sprintf("the peer's server certificate does not cover the name %s", hne.Host),
+				"Give the peer's address by a name or IP address its server certificate covers: the ones its keyquorum serve was started with (--host, --listen), localhost or 127.0.0.1 on the same machine.")
+		}
+		var cve *tls.CertificateVerificationError
+		if errors.As(err, &cve) {
+			return nil, peerProblem(fmt.Sprintf("the peer %s is not authenticated: its server certificate is not from the CA in the node file (%v)", peer.Host, cve.Err),
+				"Check that the address is the node that issued the node file; do not join a node you cannot authenticate.")
+		}
+		return nil, peerProblem(fmt.Sprintf("the peer %s could not be reached or refused the node certificate: %v", peer.Host, err),
+			"Check the address, that the peer runs, and that the node certificate was not revoked on it.")
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		var p peerRefusal
+		json.NewDecoder(io.LimitReader(resp.Body, maxRefusal)).Decode(&p)
+		return nil, &PeerError{Title: "The peer refused the join",
+			What: fmt.Sprintf("%s answered %d %s: %s", peer.Host, resp.StatusCode, p.Title, p.What), Todo: p.Todo,
+			ForeignKey: p.Code == ProblemForeignKey}
+	}
+	return resp, nil
+}
+
 // TakeOver is the transfer of a join without its log and audit entries: fetch the peer's
 // state over mutually authenticated TLS and restore it.
 func (n *Node) TakeOver(ctx context.Context, peer *url.URL, node *NodeIdentity) (*Restored, error) {
@@ -138,34 +174,28 @@ func (n *Node) TakeOver(ctx context.Context, peer *url.URL, node *NodeIdentity) 
 		ForceAttemptHTTP2:     true,
 	}
 	defer tr.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, peer.Scheme+"://"+peer.Host+StatePath, nil)
+	client := &http.Client{Transport: tr}
+	// The peer's challenge, answered with this HSM's key derived from the MBK: the proof that
+	// this node holds the cluster's key, which is what gets it the state.
+	resp, err := n.getPeer(ctx, client, peer, ChallengePath, nil)
 	if err != nil {
-		return nil, peerProblem(err.Error(), "Check the peer's address.")
+		return nil, err
 	}
-	req.Header.Set(KeyIDHeader, mine.String())
-	resp, err := (&http.Client{Transport: tr}).Do(req)
+	var ch Challenge
+	err = json.NewDecoder(io.LimitReader(resp.Body, maxRefusal)).Decode(&ch)
+	resp.Body.Close()
 	if err != nil {
-		var hne x509.HostnameError
-		if errors.As(err, &hne) {
-			return nil, peerProblem(fmt.Sprintf("the peer's server certificate does not cover the name %s", hne.Host),
-				"Give the peer's address by a name or IP address its server certificate covers: the ones its keyquorum serve was started with (--host, --listen), localhost or 127.0.0.1 on the same machine.")
-		}
-		var cve *tls.CertificateVerificationError
-		if errors.As(err, &cve) {
-			return nil, peerProblem(fmt.Sprintf("the peer %s is not authenticated: its server certificate is not from the CA in the node file (%v)", peer.Host, cve.Err),
-				"Check that the address is the node that issued the node file; do not join a node you cannot authenticate.")
-		}
-		return nil, peerProblem(fmt.Sprintf("the peer %s could not be reached or refused the node certificate: %v", peer.Host, err),
-			"Check the address, that the peer runs, and that the node certificate was not revoked on it.")
+		return nil, peerProblem(fmt.Sprintf("the peer %s answered its challenge with something else: %v", peer.Host, err), "Check that the address is a keyquorum node of the same version.")
+	}
+	proof, err := Prove(ctx, n.HSM, ch, node.cert.Leaf)
+	if err != nil {
+		return nil, err
+	}
+	resp, err = n.getPeer(ctx, client, peer, StatePath, map[string]string{ChallengeHeader: ch.Challenge, ProofHeader: proof})
+	if err != nil {
+		return nil, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		var p peerRefusal
-		json.NewDecoder(io.LimitReader(resp.Body, maxRefusal)).Decode(&p)
-		return nil, &PeerError{Title: "The peer refused the join",
-			What: fmt.Sprintf("%s answered %d %s: %s", peer.Host, resp.StatusCode, p.Title, p.What), Todo: p.Todo,
-			ForeignKey: p.Code == ProblemForeignKey}
-	}
 	if theirs, ok := parseKeyID(resp.Header.Get(KeyIDHeader)); !ok || theirs != mine {
 		return nil, &hsm.ForeignKeyError{Got: theirs, Want: mine}
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -76,6 +77,9 @@ type Node struct {
 	MaxUpload int64
 	// Log receives operational logs (never secrets); nil discards.
 	Log *slog.Logger
+
+	mu         sync.Mutex
+	challenges map[string]challenge // handed to joining nodes, by hex
 }
 
 func (n *Node) log() *slog.Logger {

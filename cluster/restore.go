@@ -86,8 +86,15 @@ func restoreWith(ctx context.Context, h HSM, r io.Reader, opts hsm.RestoreOption
 		if opts.DryRun || opts.MakeEqual {
 			return nil, nil, errors.New("this hsm restores only plainly: no preview, no make-equal")
 		}
-		return hdr, nil, h.Restore(ctx, all)
+		return hdr, nil, SpoolRestore(ctx, h, all)
 	}
+	// The upload is read whole before the HSM takes its lock (spool.go).
+	f, err := spool(all)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	all = f
 	plan, err := store.RestoreObjects(ctx, all, opts)
 	if err != nil {
 		return nil, nil, err

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -290,7 +291,7 @@ func TestAPIClusterState(t *testing.T) {
 	ncli := s.api(t, node.TLSCertificate())
 
 	// No key here yet: nothing to send.
-	if code, body := ncli.json("GET", "/api/v1/cluster/state", nil, map[string]string{cluster.KeyIDHeader: "0011223344556677"}); code != 409 || problemCode(t, body) != web.CodeNoBackupKey {
+	if code, body := ncli.json("GET", "/api/v1/cluster/state", nil, nil); code != 409 || problemCode(t, body) != web.CodeNoBackupKey {
 		t.Fatalf("state without a key: %d %s", code, body)
 	}
 	mbk := make([]byte, 32)
@@ -300,21 +301,38 @@ func TestAPIClusterState(t *testing.T) {
 	}
 	clear(mbk)
 	id, _ := s.hsm.BackupKeyID(context.Background())
-
+	challenge := func() cluster.Challenge {
+		t.Helper()
+		code, body := ncli.json("GET", cluster.ChallengePath, nil, nil)
+		var ch cluster.Challenge
+		if code != 200 || json.Unmarshal(body, &ch) != nil {
+			t.Fatalf("challenge: %d %s", code, body)
+		}
+		return ch
+	}
+	if code, body := cli.json("GET", cluster.ChallengePath, nil, nil); code != 403 || problemCode(t, body) != web.CodeNotNode {
+		t.Errorf("challenge for an operator certificate: %d %s", code, body)
+	}
+	wrong := make([]byte, 32)
+	rand.Read(wrong)
 	for _, c := range []struct {
 		name   string
 		client *apiClient
-		keyID  string
+		header map[string]string
 		status int
 		code   string
 	}{
-		{"operator certificate", cli, id.String(), 403, web.CodeNotNode},
-		{"no key ID", ncli, "", 400, web.CodeBadRequest},
-		{"another key", ncli, "0011223344556677", 422, web.CodeForeignKey},
+		{"operator certificate", cli, nil, 403, web.CodeNotNode},
+		{"no proof", ncli, map[string]string{cluster.KeyIDHeader: id.String()}, 400, web.CodeBadRequest},
+		{"the key ID as proof", ncli, map[string]string{cluster.ChallengeHeader: challenge().Challenge, cluster.ProofHeader: id.String()}, 400, web.CodeBadRequest},
+		{"a proof under another key", ncli, map[string]string{cluster.ChallengeHeader: challenge().Challenge, cluster.ProofHeader: hex.EncodeToString(wrong)}, 422, web.CodeForeignKey},
 	} {
-		code, body := c.client.json("GET", "/api/v1/cluster/state", nil, map[string]string{cluster.KeyIDHeader: c.keyID})
+		code, body := c.client.json("GET", "/api/v1/cluster/state", nil, c.header)
 		if code != c.status || problemCode(t, body) != c.code {
 			t.Errorf("%s: %d %s", c.name, code, body)
+		}
+		if strings.Contains(strings.ToLower(string(body)), id.String()) {
+			t.Errorf("%s: the refusal names the key ID: %s", c.name, body)
 		}
 	}
 	// A node certificate of another CA fails the handshake.
@@ -324,7 +342,12 @@ func TestAPIClusterState(t *testing.T) {
 	if _, err := stranger.c.Do(req); err == nil {
 		t.Error("a certificate of another CA got an answer")
 	}
-	code, data, header := ncli.call("GET", "/api/v1/cluster/state", "", nil, map[string]string{cluster.KeyIDHeader: id.String()})
+	ch := challenge()
+	proof, err := cluster.Prove(context.Background(), s.hsm, ch, node.TLSCertificate().Leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, data, header := ncli.call("GET", "/api/v1/cluster/state", "", nil, map[string]string{cluster.ChallengeHeader: ch.Challenge, cluster.ProofHeader: proof})
 	if code != 200 || header.Get(cluster.KeyIDHeader) != id.String() || len(data) < 100 {
 		t.Fatalf("state to the node: %d %s", code, header)
 	}

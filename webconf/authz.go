@@ -74,8 +74,8 @@ func formOf(r *http.Request) url.Values {
 }
 
 // authorize checks that the request's operator may do a, and for a dangerous action consumes
-// the token of a fresh WebAuthn assertion made for a (the ApprovalHeader, the form field or
-// the URL query parameter "webauthn"). When it returns false it has answered the request. The
+// the token of a fresh WebAuthn assertion made for a (the ApprovalHeader or the form field
+// "webauthn", an upload's leading field). When it returns false it has answered the request. The
 // handlers of the JSON API that learn their action from the body call it themselves.
 func (s *Server) authorize(w http.ResponseWriter, r *http.Request, a operator.Action) bool {
 	op, ok := operator.FromContext(r.Context())
@@ -108,15 +108,15 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, a operator.Ac
 	return true
 }
 
-// stepUpField is the form field (and URL query parameter, for an upload) of the approval token.
+// stepUpField is the form field of the approval token (an upload's leading field).
 const stepUpField = "webauthn"
 
 func stepUpToken(r *http.Request) string {
 	if t := r.Header.Get(operator.ApprovalHeader); t != "" {
 		return t
 	}
-	if t := r.URL.Query().Get(stepUpField); t != "" {
-		return t
+	if m := web.MultipartOf(r); m != nil {
+		return m.Fields[stepUpField]
 	}
 	if f := formOf(r); f != nil {
 		return f.Get(stepUpField)

@@ -14,18 +14,20 @@ import (
 )
 
 // joinForm sends the cluster page's join form as the page does: multipart, the CSRF token and
-// the security key's token in the URL.
+// the security key's token its leading fields.
 func joinForm(t *testing.T, b *browser, peer string, p12 []byte, password string) (int, string) {
 	t.Helper()
 	tok := b.stepUp("/cluster/join", url.Values{"peer": {peer}})
 	var body bytes.Buffer
 	mw := multipart.NewWriter(&body)
+	mw.WriteField(csrfField, b.csrf) // the tokens lead, in the body
+	mw.WriteField(stepUpField, tok)
 	mw.WriteField("peer", peer)
 	mw.WriteField("password", password)
 	fw, _ := mw.CreateFormFile("node", "node.p12")
 	fw.Write(p12)
 	mw.Close()
-	req, _ := http.NewRequest("POST", b.s.url("/cluster/join?csrf="+url.QueryEscape(b.csrf)+"&webauthn="+url.QueryEscape(tok)), &body)
+	req, _ := http.NewRequest("POST", b.s.url("/cluster/join"), &body)
 	req.Header.Set("Content-Type", mw.FormDataContentType())
 	resp, page := b.do(req)
 	return resp.StatusCode, page
@@ -83,7 +85,7 @@ func TestClusterPage(t *testing.T) {
 		t.Fatalf("B's keys %+v, A's %+v", keysB, keysA)
 	}
 	// A join without the security key's confirmation is refused.
-	req, _ := http.NewRequest("POST", b.url("/cluster/join?csrf="+url.QueryEscape(adminB.csrf)), strings.NewReader("--x--\r\n"))
+	req, _ := http.NewRequest("POST", b.url("/cluster/join"), strings.NewReader("--x\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n"+adminB.csrf+"\r\n--x--\r\n"))
 	req.Header.Set("Content-Type", "multipart/form-data; boundary=x")
 	if resp, page := adminB.do(req); resp.StatusCode != http.StatusForbidden || !strings.Contains(page, "Security key confirmation required") {
 		t.Errorf("join without an assertion: %d %s", resp.StatusCode, excerpt(page))

@@ -35,7 +35,14 @@
 //     JSON or a backup (application/octet-stream) without cookies: a browser cannot send either
 //     cross-site without a CORS preflight, which WebConf never grants.
 //   - Request bodies are bounded ([net/http.MaxBytesReader]): forms to 64 KiB, a backup upload
-//     to [Config.MaxUpload].
+//     to [Config.MaxUpload]. A refused request (no certificate, revoked, …) is answered and its
+//     connection closed without reading its body.
+//   - Every connection has deadlines (handshake and headers, body, each write, idle; an
+//     operator's upload and streams extend theirs while they make progress), at most
+//     [Config.MaxConnections] are served at once, and one operator holds at most eight live
+//     streams (deadlines.go, streams.go).
+//   - A cluster node's certificate is no operator: it reaches the cluster challenge and state
+//     only, and is never recorded in the operator list.
 //   - Security headers on every response: a CSP that allows only this origin's script and style
 //     (no inline script), X-Frame-Options DENY, nosniff, no referrer, no caching.
 //   - A panic in a handler is an error page, not a dropped connection.

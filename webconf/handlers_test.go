@@ -85,7 +85,7 @@ func TestClientCertificates(t *testing.T) {
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(body), "Client certificate required") ||
-				!strings.Contains(string(body), s.pki.AdminP12Path()) || !strings.Contains(string(body), "What to do") {
+				!strings.Contains(string(body), operator.AdminP12File) || strings.Contains(string(body), s.dir) || !strings.Contains(string(body), "What to do") {
 				t.Errorf("GET %s without certificate: %d\n%s", path, resp.StatusCode, excerpt(string(body)))
 			}
 			checkSecurityHeaders(t, resp.Header, path)
@@ -217,9 +217,18 @@ func TestCSRF(t *testing.T) {
 // upload posts a backup file to the restore form.
 func (b *browser) upload(content io.Reader, size int64) (*http.Response, string) {
 	b.t.Helper()
+	tok := ""
+	if b.key != nil {
+		tok = b.stepUp("/hsm/restore", nil)
+	}
 	pr, pw := io.Pipe()
 	mw := multipart.NewWriter(pw)
 	go func() {
+		// The tokens lead, in the body, as the page sends them.
+		mw.WriteField(csrfField, b.csrf)
+		if tok != "" {
+			mw.WriteField(stepUpField, tok)
+		}
 		fw, _ := mw.CreateFormFile("backup", "backup.kqb")
 		_, err := io.Copy(fw, content)
 		if err == nil {
@@ -227,12 +236,7 @@ func (b *browser) upload(content io.Reader, size int64) (*http.Response, string)
 		}
 		pw.CloseWithError(err)
 	}()
-	target := "/hsm/restore?csrf=" + url.QueryEscape(b.csrf)
-	if b.key != nil {
-		if tok := b.stepUp("/hsm/restore", nil); tok != "" {
-			target += "&" + stepUpField + "=" + url.QueryEscape(tok)
-		}
-	}
+	target := "/hsm/restore"
 	req, _ := http.NewRequest(http.MethodPost, b.s.url(target), pr)
 	req.Header.Set("Content-Type", mw.FormDataContentType())
 	if size >= 0 {
@@ -251,7 +255,8 @@ func TestUploadBounded(t *testing.T) {
 	}
 
 	// Announced too large: refused before a byte of the body is read.
-	req, _ := http.NewRequest(http.MethodPost, s.url("/hsm/restore?csrf="+url.QueryEscape(b.csrf)), strings.NewReader(""))
+	req, _ := http.NewRequest(http.MethodPost, s.url("/hsm/restore"), strings.NewReader(""))
+	req.Header.Set(csrfHeader, b.csrf)
 	req.Header.Set("Content-Type", "multipart/form-data; boundary=x")
 	req.ContentLength = limit + maxForm + 1
 	req.Body = io.NopCloser(io.LimitReader(zeroReader{}, req.ContentLength))

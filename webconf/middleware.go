@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyquorum/keyquorum/cluster"
 	"github.com/keyquorum/keyquorum/webconf/operator"
 	"github.com/keyquorum/keyquorum/webconf/web"
 )
@@ -56,19 +57,52 @@ func (s *Server) requireClientCert(next http.Handler) http.Handler {
 		}
 		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
 			s.log.Info("request without client certificate refused", "path", r.URL.Path, "remote", r.RemoteAddr)
+			refuseUnread(w, r)
 			s.rd.Problem(w, r, web.NoCertificate(s.cfg.PKI))
 			return
 		}
 		leaf := r.TLS.VerifiedChains[0][0]
+		if cluster.IsNodeCert(leaf, s.cfg.PKI.CA) {
+			// A node certificate fetches a challenge and the state and is nobody's account: no page, no
+			// security key, no entry in the operator list.
+			if r.URL.Path != cluster.StatePath && r.URL.Path != cluster.ChallengePath {
+				s.log.Info("node certificate refused outside the cluster state", "node", leaf.Subject.String(), "path", r.URL.Path)
+				refuseUnread(w, r)
+				s.rd.Problem(w, r, web.NodeNotOperator())
+				return
+			}
+			op, err := s.auth.AdmitNode(r.TLS.VerifiedChains[0], r.URL.Path)
+			if err != nil {
+				s.countRevoked(err)
+				refuseUnread(w, r)
+				s.rd.Problem(w, r, admitProblem(op.Ident, err))
+				return
+			}
+			next.ServeHTTP(w, r.WithContext(operator.NewContext(r.Context(), op)))
+			return
+		}
 		op, err := s.auth.Admit(r.TLS.VerifiedChains[0], r.URL.Path, time.Now())
 		if err != nil {
 			s.countRevoked(err)
+			refuseUnread(w, r)
 			s.rd.Problem(w, r, admitProblem(op.Ident, err))
 			return
 		}
 		op.CSRF = s.csrf.token(leaf)
 		next.ServeHTTP(w, r.WithContext(operator.NewContext(r.Context(), op)))
 	})
+}
+
+// refuseUnread makes a refusal end the connection instead of reading the request's body: left
+// alone, net/http reads up to 256 KiB of an unread body after the answer (to keep an HTTP/1
+// connection open, and again when it closes the body), at the pace the client chooses, until
+// the read deadline. A read deadline in the past makes that read fail at once; the answer is
+// written all the same. (HTTP/2 resets the stream without reading it.)
+func refuseUnread(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 1 && r.ContentLength != 0 {
+		w.Header().Set("Connection", "close")
+		http.NewResponseController(w).SetReadDeadline(time.Unix(1, 0))
+	}
 }
 
 // csrfGuard issues and checks the per-certificate CSRF token. The token is
@@ -101,11 +135,12 @@ const (
 var errCSRF = errors.New("csrf check failed")
 
 // check runs both CSRF checks on a state-changing request. The body is bounded before it is
-// parsed; a multipart upload carries its token in the header or the URL so that checking it
-// does not mean reading the upload.
-func (g *csrfGuard) check(r *http.Request, op operator.Caller) error {
+// parsed; a multipart upload carries its token (and its security key's) in its leading fields,
+// which are read without reading the upload that follows (web.ReadLeading); the request it
+// returns carries that stream on to the handler. No token is ever taken from the URL.
+func (g *csrfGuard) check(r *http.Request, op operator.Caller) (*http.Request, error) {
 	if err := g.cop.Check(r); err != nil {
-		return fmt.Errorf("%w: %v", errCSRF, err)
+		return r, fmt.Errorf("%w: %v", errCSRF, err)
 	}
 	got := r.Header.Get(csrfHeader)
 	if got == "" {
@@ -114,24 +149,29 @@ func (g *csrfGuard) check(r *http.Request, op operator.Caller) error {
 			// The command line's JSON or backup: a browser cannot send either cross-site
 			// without a CORS preflight, which WebConf never grants (see apiCSRF); the origin
 			// checks above still ran.
-			return apiCSRF(r)
+			return r, apiCSRF(r)
 		}
 		if ct == "multipart/form-data" {
-			got = r.URL.Query().Get(csrfField)
+			m, err := web.ReadLeading(r, csrfField, stepUpField)
+			if err != nil {
+				return r, err
+			}
+			r = r.WithContext(web.WithMultipart(r.Context(), m))
+			got = m.Fields[csrfField]
 		} else {
 			if err := r.ParseForm(); err != nil {
-				return err
+				return r, err
 			}
 			got = r.PostForm.Get(csrfField)
 		}
 	}
 	if got == "" {
-		return fmt.Errorf("%w: no token", errCSRF)
+		return r, fmt.Errorf("%w: no token", errCSRF)
 	}
 	if subtle.ConstantTimeCompare([]byte(got), []byte(op.CSRF)) != 1 {
-		return fmt.Errorf("%w: wrong token", errCSRF)
+		return r, fmt.Errorf("%w: wrong token", errCSRF)
 	}
-	return nil
+	return r, nil
 }
 
 // protect bounds request bodies and enforces the CSRF checks on every method but GET and HEAD
@@ -158,7 +198,8 @@ func (s *Server) protect(next http.Handler) http.Handler {
 			s.rd.Problem(w, r, web.NoCertificate(s.cfg.PKI))
 			return
 		}
-		if err := s.csrf.check(r, op); err != nil {
+		r, err := s.csrf.check(r, op)
+		if err != nil {
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {
 				s.rd.Problem(w, r, web.TooLarge(limit))

@@ -83,6 +83,7 @@ var routeActions = map[string]func(form url.Values) operator.Action{
 	"GET /api/v1/card":                fixed(operator.ActionView),
 	"POST /api/v1/cluster/nodes":      fixed(operator.ActionOperatorsManage),
 	"GET /api/v1/cluster/state":       fixed(actionInHandler), // node certificates only, checked there
+	"GET /api/v1/cluster/challenge":   fixed(actionInHandler), // node certificates only, checked there
 	"POST /api/v1/cluster/join":       fixed(operator.ActionClusterJoin),
 	"GET /cluster":                    fixed(operator.ActionView),
 	"POST /cluster/nodes":             fixed(operator.ActionOperatorsManage),

@@ -13,8 +13,10 @@ import (
 )
 
 // routes wires the rooms behind the middleware: security headers on everything, then panics
-// turned into pages, the client certificate (revocation, the operator's role), the CSRF
-// checks and body limits on every POST, and the role rules of routeactions.go (with the fresh
+// turned into pages, the client certificate (revocation, the operator's role; node
+// certificates only to the cluster state), the per-operator limit of live streams, the
+// progress deadlines of an operator's request, the CSRF checks and body limits on every POST,
+// and the role rules of routeactions.go (with the fresh
 // WebAuthn assertion of a dangerous action). Every route needs an entry in routeActions; a
 // route without one is refused to everybody.
 func (s *Server) routes() http.Handler {
@@ -39,5 +41,5 @@ func (s *Server) routes() http.Handler {
 	// Everything else, including a known path with the wrong method, is a page, not plain text.
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { s.rd.Problem(w, r, web.NotFound()) })
 
-	return s.observe(mux, securityHeaders(s.recoverPanics(s.requireClientCert(s.protect(s.authorizeRoutes(mux))))))
+	return s.observe(mux, securityHeaders(s.recoverPanics(s.requireClientCert(s.limitStreams(mux, deadlines(s.protect(s.authorizeRoutes(mux))))))))
 }

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/netutil"
+
 	"github.com/keyquorum/keyquorum/cluster"
 	"github.com/keyquorum/keyquorum/webconf/monitor"
 	"github.com/keyquorum/keyquorum/webconf/operator"
@@ -65,6 +67,8 @@ type Config struct {
 	// its security keys, so that it can register a new one: the way out when every
 	// administrator has lost their security key. It is audited.
 	RecoverAdmin bool
+	// MaxConnections bounds the connections served at once; 0 means DefaultMaxConnections.
+	MaxConnections int
 	// Monitor, when set, serves /healthz without a client certificate and receives request
 	// latencies, backup and restore outcomes, TLS handshake failures and revoked-certificate
 	// refusals (webconf/monitor).
@@ -81,6 +85,7 @@ type Server struct {
 	auth    *operator.Auth
 	audit   operator.AuditRecorder
 	cluster *cluster.Node
+	streams streamLimit
 
 	mu       sync.Mutex
 	base     context.Context // lives as long as Serve: ceremonies started by requests run under it
@@ -94,6 +99,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxUpload <= 0 {
 		cfg.MaxUpload = DefaultMaxUpload
+	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = DefaultMaxConnections
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -146,11 +154,16 @@ func (s *Server) TLSConfig() *tls.Config {
 	}
 }
 
+// RecoveryCode is the one-time code the first security key after an administrator recovery
+// needs ("" when none is pending): serve prints it on the appliance's console, nowhere else.
+func (s *Server) RecoveryCode() string { return s.auth.RecoveryCode() }
+
 // Handler is the whole of WebConf as an http.Handler (it expects TLS connection state).
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Serve serves HTTPS on ln until ctx ends, then shuts down gracefully: live streams end at once,
-// other requests get up to ten seconds to finish. Ceremonies started through the server run
+// other requests get up to ten seconds to finish. Every connection has read, write and idle
+// deadlines and at most Config.MaxConnections are served at once (see deadlines.go). Ceremonies started through the server run
 // under ctx: when it ends they are journaled as interrupted.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.mu.Lock()
@@ -159,15 +172,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           s.handler,
 		TLSConfig:         s.TLSConfig(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		// No WriteTimeout: the live view is a stream that lasts as long as the page is open.
-		ErrorLog: s.errorLog(),
+		ReadHeaderTimeout: readHeaderTimeout, // also the TLS handshake's
+		ReadTimeout:       readTimeout,
+		// The live view and downloads extend it before each write (deadlines.go).
+		WriteTimeout: writeTimeout,
+		IdleTimeout:  idleTimeout,
+		ErrorLog:     s.errorLog(),
 		BaseContext: func(net.Listener) context.Context {
 			return context.WithoutCancel(ctx)
 		},
 	}
 	errc := make(chan error, 1)
+	ln = netutil.LimitListener(ln, s.cfg.MaxConnections)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
 	select {
 	case err := <-errc:

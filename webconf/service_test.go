@@ -55,6 +55,7 @@ type serviceOptions struct {
 	crls      []string
 	recover   bool // Config.RecoverAdmin
 	padStatus web.PadStatus
+	maxConns  int // Config.MaxConnections
 	// remoteRack: the simulator's Watch reports no card added to the rack, as the virtual
 	// cyberJack's panel (whose cards are files of another process) does not.
 	remoteRack bool
@@ -112,7 +113,7 @@ func startService(t testing.TB, dir string, o serviceOptions) *service {
 	s.srv, err = New(Config{PKI: s.pki, CABundle: o.bundle, Runner: s.mgr, Records: s.mgr, Audit: s.mgr, HSM: s.hsm, Sim: simulator, Surveyor: s.pad,
 		MaxUpload: o.maxUpload, Logger: log, Appliance: web.Appliance{PadName: "SIMULATOR", Pad: o.padStatus,
 			PadTimeouts: cmp.Or(o.timeouts, ceremony.DefaultTimeouts), HSMName: "soft (test)", DataDir: dir},
-		Operators: s.ops, CRLFiles: o.crls, RPID: "localhost", RecoverAdmin: o.recover})
+		Operators: s.ops, CRLFiles: o.crls, RPID: "localhost", RecoverAdmin: o.recover, MaxConnections: o.maxConns})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +224,11 @@ func (s *service) browserAs(cn string, role operator.Role, withKey bool) *browse
 
 func (s *service) browserWith(cert tls.Certificate, role operator.Role, withKey bool) *browser {
 	s.t.Helper()
-	b := &browser{t: s.t, s: s, c: s.client(&cert), cert: cert, id: operator.IdentityOf(cert.Leaf, s.pki.CA)}
+	chains, err := cert.Leaf.Verify(x509.VerifyOptions{Roots: s.pki.ClientCAs(s.srv.cfg.CABundle), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	b := &browser{t: s.t, s: s, c: s.client(&cert), cert: cert, id: operator.ChainIdentity(chains[0], s.pki.CA)}
 	if role != operator.RoleNone {
 		if _, err := s.ops.Seen(b.id, time.Now()); err != nil {
 			s.t.Fatal(err)

@@ -49,6 +49,7 @@ type serveConfig struct {
 	crls         []string
 	hosts        []string
 	recoverAdmin bool
+	softReal     bool // --allow-soft-hsm-with-real-cards
 	maxUpload    int64
 	verbose      bool
 	logFormat    string // "text" or "json"
@@ -132,6 +133,7 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	fs.DurationVar(&c.timeouts.PIN, "timeout-pin", d.PIN, "how long the PIN pad waits for one PIN entry (each entry of a PIN change gets its own); at most 255s, the longest a pad can be asked to wait")
 	fs.DurationVar(&c.timeouts.Removal, "timeout-removal", d.Removal, "how long the PIN pad waits for the card to be taken out")
 	fs.BoolVar(&c.recoverAdmin, "recover-admin", false, "at this start, give the first administrator's certificate (DATA/webconf/admin.p12) the admin role again and remove its security keys, so it can register a new one: the way out when every administrator lost their security key (audited)")
+	fs.BoolVar(&c.softReal, "allow-soft-hsm-with-real-cards", false, "accept --hsm soft with a real PIN pad (--pinpad pcsc without --virtual-reader): the soft HSM's master backup key can be opened from DATA/hsm alone (its device key lies beside it), so a real card set's key would live on the appliance's disk. Only for trials; never for a key that matters")
 	fs.BoolVar(&c.verbose, "v", false, "log debug records too")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log lines as `text` (key=value) or json (one JSON object a line, for log shippers)")
 	fs.StringVar(&c.configFile, "config", "", "read flags from this `file` (\"name = value\" lines); command-line flags win")
@@ -169,6 +171,9 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 			if set[f] {
 				return nil, usageErr(stderr, "--%s configures a PKCS#11 HSM: it needs --hsm pkcs11", f)
 			}
+		}
+		if c.pinpad == "pcsc" && c.virtual == "" && !c.softReal {
+			return nil, usageErr(stderr, "--hsm soft with a real PIN pad is refused: the soft HSM keeps the master backup key under a device key that lies beside it in DATA/hsm, so whoever copies the data directory opens the key of your real cards. Use --hsm pkcs11 with a real HSM, or, for a trial only, give --allow-soft-hsm-with-real-cards")
 		}
 	case "pkcs11":
 		if c.pkcs11Module == "" || c.slot == "" || c.pinFile == "" {
@@ -268,6 +273,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := disableCoreDumps(); err != nil {
 		// Not fatal: systemd's LimitCORE=0 does the same; say it so an operator can act.
 		log.Warn("could not switch off core dumps", "err", err)
+	}
+	if locked, why := lockMemory(); locked {
+		log.Info("memory locked: nothing of this process goes to swap")
+	} else {
+		log.Info("memory not locked (the systemd unit keeps the service out of swap with MemorySwapMax=0)", "why", why)
 	}
 	return serve(ctx, c, stdout, log)
 }
@@ -433,6 +443,13 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	fmt.Fprintf(stdout, "  Security keys: work at https://%s/ only (WebAuthn relying party %s); register one on the Account page before any ceremony\n", net.JoinHostPort(rpID, port), rpID)
 	fmt.Fprintf(stdout, "Import the administrator certificate into the browser, trust the CA certificate, then open the URL.\n")
+	if c.hsm == "soft" && c.pinpad == "pcsc" && c.virtual == "" {
+		fmt.Fprintf(stdout, "WARNING: the soft HSM with real cards (--allow-soft-hsm-with-real-cards): the master backup key can be opened from %s alone. Trials only.\n", filepath.Join(c.dataDir, "hsm"))
+		log.Warn("soft HSM with a real PIN pad: the master backup key can be opened from the data directory alone", "data", c.dataDir)
+	}
+	if code := srv.RecoveryCode(); code != "" {
+		fmt.Fprintf(stdout, "Administrator recovery pending: the recovered administrator's next security key needs this one-time code: %s\n", code)
+	}
 
 	// The listener is bound and the server is about to accept: systemd may start what waits for
 	// us. Outside systemd (no NOTIFY_SOCKET) this does nothing.

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/keyquorum/keyquorum/ceremony"
+	"golang.org/x/sys/unix"
 )
 
 func TestServeFlags(t *testing.T) {
@@ -37,7 +38,8 @@ func TestServeFlags(t *testing.T) {
 	}{
 		{nil, true, ""},
 		{[]string{"--data", "/tmp/x", "--listen", "0.0.0.0:9443", "--host", "kq.example,kq2.example"}, true, ""},
-		{[]string{"--pinpad", "pcsc", "--reader", "REINER"}, true, ""},
+		{[]string{"--pinpad", "pcsc", "--reader", "REINER"}, false, "--hsm soft with a real PIN pad is refused"},
+		{[]string{"--pinpad", "pcsc", "--reader", "REINER", "--allow-soft-hsm-with-real-cards"}, true, ""},
 		{[]string{"--pinpad", "pcsc", "--hsm", "pkcs11", "--pkcs11-module", "/lib/x.so", "--slot", "kq", "--pin-file", pinFile}, true, ""},
 		{[]string{"--reader", "REINER"}, false, "needs --pinpad pcsc"},
 		{[]string{"--pinpad", "pcsc", "--virtual-reader", "/run/kq/pad.sock"}, true, ""},
@@ -294,7 +296,7 @@ func TestVersion(t *testing.T) {
 
 func TestServeCheck(t *testing.T) {
 	conf := filepath.Join(t.TempDir(), "kq.conf")
-	os.WriteFile(conf, []byte("pinpad = pcsc\nhost = kq1.example\nhost = kq1\nlisten = 0.0.0.0:8443\n"), 0o644)
+	os.WriteFile(conf, []byte("pinpad = pcsc\nallow-soft-hsm-with-real-cards = true\nhost = kq1.example\nhost = kq1\nlisten = 0.0.0.0:8443\n"), 0o644)
 	var out, errb bytes.Buffer
 	if code := run(context.Background(), []string{"serve", "--config", conf, "--check", "--data", t.TempDir() + "/never"}, &out, &errb); code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
@@ -311,5 +313,47 @@ func TestServeCheck(t *testing.T) {
 	out.Reset()
 	if code := run(context.Background(), []string{"serve", "--config", conf, "--check"}, &out, &errb); code != 2 || out.Len() != 0 {
 		t.Errorf("a bad file: exit %d, out %q", code, out.String())
+	}
+}
+
+// TestSecuritySoftHSMWithRealCards: serve refuses the soft HSM (whose master backup key opens
+// from the data directory alone) with a real PIN pad, unless the loud flag says it is meant;
+// the virtual cyberJack (virtual cards) and the simulator stay allowed.
+func TestSecuritySoftHSMWithRealCards(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		ok   bool
+	}{
+		{[]string{"--pinpad", "pcsc"}, false},
+		{[]string{"--pinpad", "pcsc", "--hsm", "soft", "--reader", "REINER SCT cyberJack"}, false},
+		{[]string{"--pinpad", "pcsc", "--allow-soft-hsm-with-real-cards"}, true},
+		{[]string{"--pinpad", "pcsc", "--virtual-reader", "/run/kq/pad.sock"}, true},
+		{[]string{"--pinpad", "sim"}, true},
+	} {
+		var stderr bytes.Buffer
+		_, err := parseServe(c.args, &stderr)
+		if c.ok != (err == nil) {
+			t.Errorf("%v: err %v, stderr %s", c.args, err, stderr.String())
+		}
+		if !c.ok && !strings.Contains(stderr.String(), "--allow-soft-hsm-with-real-cards") {
+			t.Errorf("%v: the refusal does not name the way out: %s", c.args, stderr.String())
+		}
+	}
+}
+
+// TestSecurityLockMemory: memory is locked only under an unlimited memory-lock limit (a smaller
+// one with MCL_FUTURE would make allocations fail), and a refusal of mlockall is reported, not
+// fatal.
+func TestSecurityLockMemory(t *testing.T) {
+	called := false
+	mlock := func() error { called = true; return nil }
+	if ok, why := lockMemoryWith(func() (uint64, error) { return 8 << 20, nil }, mlock); ok || called || !strings.Contains(why, "not unlimited") {
+		t.Errorf("under an 8 MiB limit: locked %v, mlockall called %v, %q", ok, called, why)
+	}
+	if ok, _ := lockMemoryWith(func() (uint64, error) { return unix.RLIM_INFINITY, nil }, mlock); !ok || !called {
+		t.Errorf("under no limit: locked %v, mlockall called %v", ok, called)
+	}
+	if ok, why := lockMemoryWith(func() (uint64, error) { return unix.RLIM_INFINITY, nil }, func() error { return unix.ENOMEM }); ok || !strings.Contains(why, "mlockall") {
+		t.Errorf("mlockall refused: locked %v, %q", ok, why)
 	}
 }

@@ -79,6 +79,7 @@ func printServeSettings(w io.Writer, c *serveConfig) error {
 		{"ca-bundle", c.caBundle}, {"crl", strings.Join(c.crls, ",")},
 		{"max-upload", strconv.FormatInt(c.maxUpload, 10)}, {"log-format", c.logFormat},
 		{"v", strconv.FormatBool(c.verbose)}, {"recover-admin", strconv.FormatBool(c.recoverAdmin)},
+		{"allow-soft-hsm-with-real-cards", strconv.FormatBool(c.softReal)},
 	}
 	for _, r := range rows {
 		if r.value != "" {

@@ -85,6 +85,7 @@ func (a *Handlers) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /api/v1/card/survey", a.survey)
 	mux.HandleFunc("POST /api/v1/cluster/nodes", a.issueNode)
 	mux.HandleFunc("GET "+cluster.StatePath, a.clusterState)
+	mux.HandleFunc("GET "+cluster.ChallengePath, a.clusterChallenge)
 	mux.HandleFunc("POST /api/v1/cluster/join", a.clusterJoin)
 	mux.HandleFunc("GET /api/v1/operators", a.operators)
 	mux.HandleFunc("POST /api/v1/operators/role", a.setRole)

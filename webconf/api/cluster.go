@@ -2,8 +2,8 @@ package api
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/keyquorum/keyquorum/cluster"
 	"github.com/keyquorum/keyquorum/webconf/operator"
@@ -34,26 +34,46 @@ func (a *Handlers) issueNode(w http.ResponseWriter, r *http.Request) {
 	clear(nb.P12)
 }
 
+// notNode is the refusal of the cluster endpoints to a certificate that is not a node's.
+func notNode() web.Problem {
+	return web.Problem{Status: http.StatusForbidden, Code: web.CodeNotNode, Title: "Not a node certificate",
+		What: "This node sends its state only to a node certificate issued by its own management CA.",
+		Todo: "On this node, issue a node certificate (keyquorum cluster add-node) and join with it from the new node (keyquorum cluster join)."}
+}
+
+// clusterChallenge is GET /api/v1/cluster/challenge: a one-time challenge for a node
+// certificate of this management CA, to be answered with the joining node's proof of the MBK.
+func (a *Handlers) clusterChallenge(w http.ResponseWriter, r *http.Request) {
+	ch, err := a.cfg.Cluster.Challenge(r.TLS.VerifiedChains[0][0], time.Now())
+	switch {
+	case errors.Is(err, cluster.ErrNotNode):
+		a.problem(w, r, notNode())
+		return
+	case err != nil:
+		a.problem(w, r, web.Problem{Status: http.StatusServiceUnavailable, Code: web.CodeUnavailable, Title: "Try again shortly", What: err.Error(), Todo: "Wait two minutes, then join again."})
+		return
+	}
+	web.WriteJSON(w, ch)
+}
+
 // clusterState is GET /api/v1/cluster/state: this node's key database as a backup under the
-// MBK, for a joining node. Only a node certificate of this management CA gets it, and only
-// when the node names (cluster.KeyIDHeader) the MBK this node holds.
+// MBK, for a joining node. Only a node certificate of this management CA gets it, and only when
+// it answers a challenge of this node with a proof made with the MBK (cluster.ChallengeHeader,
+// cluster.ProofHeader). A refusal names no key ID.
 func (a *Handlers) clusterState(w http.ResponseWriter, r *http.Request) {
 	op, _ := operator.FromContext(r.Context())
 	leaf := r.TLS.VerifiedChains[0][0]
-	mine, err := a.cfg.Cluster.CheckJoiner(r.Context(), op.Name, leaf, r.Header.Get(cluster.KeyIDHeader))
-	var foreign *cluster.ForeignNodeError
+	mine, err := a.cfg.Cluster.CheckJoiner(r.Context(), op.Name, leaf, r.Header.Get(cluster.ChallengeHeader), r.Header.Get(cluster.ProofHeader))
 	switch {
 	case errors.Is(err, cluster.ErrNotNode):
-		a.problem(w, r, web.Problem{Status: http.StatusForbidden, Code: web.CodeNotNode, Title: "Not a node certificate",
-			What: "This node sends its state only to a node certificate issued by its own management CA.",
-			Todo: "On this node, issue a node certificate (keyquorum cluster add-node) and join with it from the new node (keyquorum cluster join)."})
+		a.problem(w, r, notNode())
 		return
-	case errors.Is(err, cluster.ErrNoKeyID):
+	case errors.Is(err, cluster.ErrNoProof):
 		a.badRequest(w, r, err.Error())
 		return
-	case errors.As(err, &foreign):
-		a.problem(w, r, web.Problem{Status: http.StatusUnprocessableEntity, Code: web.CodeForeignKey, Title: "The joining node holds another master backup key",
-			What: fmt.Sprintf("This node holds the master backup key %s; the joining node holds %s. Nodes of one cluster share one key.", foreign.Mine, foreign.Theirs),
+	case errors.Is(err, cluster.ErrKeyNotProven):
+		a.problem(w, r, web.Problem{Status: http.StatusUnprocessableEntity, Code: web.CodeForeignKey, Title: "The joining node did not prove this cluster's master backup key",
+			What: "Nodes of one cluster share one master backup key; the joining node's proof does not verify under this node's key.",
 			Todo: "On the joining node: factory reset, then load the key from the cards of this cluster's set, then join again."})
 		return
 	case err != nil:
@@ -79,6 +99,7 @@ func (a *Handlers) clusterState(w http.ResponseWriter, r *http.Request) {
 func (a *Handlers) clusterJoin(w http.ResponseWriter, r *http.Request) {
 	op := operator.NameOf(r)
 	var req cluster.JoinRequest
+	defer func() { clear(req.NodeP12) }() // the node file holds the node certificate's key
 	if err := decodeJSON(r.Body, &req); err != nil {
 		a.badRequest(w, r, err.Error())
 		return
@@ -88,6 +109,7 @@ func (a *Handlers) clusterJoin(w http.ResponseWriter, r *http.Request) {
 		a.badRequest(w, r, err.Error())
 		return
 	}
+	web.ExtendForWork(w, web.JoinWork)
 	res, err := a.cfg.Cluster.Join(r.Context(), op, peer, node)
 	if err != nil {
 		a.problem(w, r, web.ForJoin(err, ""))

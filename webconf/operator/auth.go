@@ -2,14 +2,18 @@ package operator
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/subtle"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base32"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 )
@@ -44,6 +48,7 @@ type Auth struct {
 	ops    *Operators
 	pki    *PKI
 	crls   *CRLSet
+	bundle []*x509.Certificate
 	audit  AuditRecorder
 	rpID   string
 	log    *slog.Logger
@@ -52,6 +57,10 @@ type Auth struct {
 
 	crlMu  sync.Mutex
 	crlPEM []byte
+
+	// recoveryCode is the one-time code of a pending administrator recovery ("" without one):
+	// made at every start while one is pending, printed on the console (RecoveryCode).
+	recoveryCode string
 }
 
 // AuthConfig is what an auth is built from. PKI, Operators and Recorder are required.
@@ -91,7 +100,7 @@ func NewAuth(cfg AuthConfig, now time.Time) (*Auth, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new webconf: %w", err)
 	}
-	a := &Auth{ops: cfg.Operators, pki: cfg.PKI, crls: crls, audit: cfg.Recorder, rpID: rpID, log: log,
+	a := &Auth{ops: cfg.Operators, pki: cfg.PKI, crls: crls, bundle: cfg.CABundle, audit: cfg.Recorder, rpID: rpID, log: log,
 		steps: newStepUps(), issued: newDownloads()}
 	if err := a.bootstrap(now); err != nil {
 		return nil, err
@@ -100,6 +109,17 @@ func NewAuth(cfg AuthConfig, now time.Time) (*Auth, error) {
 		if err := a.recoverAdmin(now); err != nil {
 			return nil, err
 		}
+	}
+	pending, err := a.ops.RecoveryPending()
+	if err != nil {
+		return nil, err
+	}
+	if pending {
+		b := make([]byte, 10)
+		if _, err := rand.Read(b); err != nil {
+			return nil, err
+		}
+		a.recoveryCode = base32.StdEncoding.EncodeToString(b) // 16 characters, 80 bits
 	}
 	if err := a.RefreshCRL(now); err != nil {
 		return nil, err
@@ -151,6 +171,20 @@ func (a *Auth) recoverAdmin(now time.Time) error {
 		return fmt.Errorf("recover administrator: %w", err)
 	}
 	const by = "keyquorum (administrator recovery at start)"
+	// The certificates this one replaces (an admin.p12 moved aside, an older one of the same
+	// name) are the same operator: they are revoked, or they would be the administrator too.
+	replaced, err := a.ops.ReplaceCerts(cert, by, now)
+	if err != nil {
+		return fmt.Errorf("recover administrator: %w", err)
+	}
+	if len(replaced) > 0 {
+		if err := a.Record("keyquorum", AuditCertRevoked, fmt.Sprintf("administrator recovery at start: the certificates %s of %s replaced by %s (serial %s) revoked", strings.Join(replaced, ", "), id.Subject, AdminP12File, id.Serial)); err != nil {
+			return err
+		}
+	}
+	if err := a.ops.SetRecoveryPending(id.ID, true); err != nil {
+		return fmt.Errorf("recover administrator: %w", err)
+	}
 	op, _, err := a.ops.SetRole(id.ID, RoleAdmin, by, now)
 	if err != nil {
 		return fmt.Errorf("recover administrator: %w", err)
@@ -160,7 +194,18 @@ func (a *Auth) recoverAdmin(now time.Time) error {
 		return fmt.Errorf("recover administrator: %w", err)
 	}
 	a.log.Warn("first administrator recovered: admin role, security keys removed", "operator", op.Name(), "keys_removed", len(removed))
-	return a.Record("keyquorum", AuditOperatorRecovery, fmt.Sprintf("administrator recovery at start: %s given the role admin and its %d security keys removed; it registers a new one with its certificate (%s)", op.Name(), len(removed), AdminP12File))
+	return a.Record("keyquorum", AuditOperatorRecovery, fmt.Sprintf("administrator recovery at start: %s given the role admin and its %d security keys removed; it registers a new one with its certificate (%s) and the one-time code on the appliance's console", op.Name(), len(removed), AdminP12File))
+}
+
+// RecoveryCode is the one-time code the next security key of a recovered administrator needs,
+// "" when no recovery is pending. serve prints it on the appliance's console, nowhere else.
+func (a *Auth) RecoveryCode() string { return a.recoveryCode }
+
+// CheckRecoveryCode reports whether code is the pending recovery's code (spaces and case do
+// not matter).
+func (a *Auth) CheckRecoveryCode(code string) bool {
+	code = strings.ToUpper(strings.Join(strings.Fields(code), ""))
+	return a.recoveryCode != "" && subtle.ConstantTimeCompare([]byte(code), []byte(a.recoveryCode)) == 1
 }
 
 // Record writes an audit entry; a failure is the caller's failure (nothing unaudited happens).
@@ -231,14 +276,20 @@ var ErrSubjectUnusable = errors.New("the client certificate's subject is empty, 
 // an error of the operator list. path is the request's, for the log.
 func (a *Auth) Admit(chain []*x509.Certificate, path string, now time.Time) (Caller, error) {
 	leaf := chain[0]
-	id := identityOfChain(chain, a.pki.CA)
+	id := identityOfChain(chain, a.pki.CA, a.bundle)
 	refused := Caller{Ident: id}
-	if id.Management && a.ops.Revoked(id.Serial) {
+	if a.ops.Revoked(id.Serial) {
+		// The operator list's revocations hold for every trusted CA: an administrator can cut
+		// off a bundle CA's certificate by its serial without waiting for that CA's CRL.
 		a.log.Warn("revoked certificate refused", "operator", id.Subject, "serial", id.Serial, "path", path)
-		return refused, &RevokedError{ID: id, By: "the management CA"}
+		by := "the management CA"
+		if !id.Management {
+			by = "an administrator of this appliance"
+		}
+		return refused, &RevokedError{ID: id, By: by}
 	}
 	if !id.Management {
-		if err := a.crls.Check(leaf, now); err != nil {
+		if err := a.crls.CheckIssued(leaf, id.CA, now); err != nil {
 			a.log.Warn("certificate refused by its CRL", "operator", id.Subject, "serial", id.Serial, "err", err)
 			var ce *CRLError
 			if errors.As(err, &ce) {
@@ -257,6 +308,25 @@ func (a *Auth) Admit(chain []*x509.Certificate, path string, now time.Time) (Cal
 		return refused, err
 	}
 	return Caller{Name: name, ID: id.ID, Role: rec.Role, Ident: id, Rec: rec}, nil
+}
+
+// AdmitNode identifies a node certificate (a cluster node's, see package cluster) of a verified
+// chain: refused when revoked, otherwise a caller marked Node, without a role and never recorded
+// in the operator list. A node certificate is not an operator: it may only fetch the state.
+func (a *Auth) AdmitNode(chain []*x509.Certificate, path string) (Caller, error) {
+	id := identityOfChain(chain, a.pki.CA, a.bundle)
+	refused := Caller{Ident: id, Node: true}
+	if !id.Management {
+		return refused, errors.New("admit node: not a certificate of the management CA")
+	}
+	if a.ops.Revoked(id.Serial) {
+		a.log.Warn("revoked node certificate refused", "node", id.Subject, "serial", id.Serial, "path", path)
+		return refused, &RevokedError{ID: id, By: "the management CA"}
+	}
+	if !Printable(id.Name(), 256) {
+		return refused, ErrSubjectUnusable
+	}
+	return Caller{Name: id.Name(), Ident: id, Node: true}, nil
 }
 
 // KeyOrigin is the origin security keys work at: the relying party ID and the port this
@@ -288,6 +358,8 @@ type Caller struct {
 	Role  Role
 	Ident Identity
 	Rec   Operator // the operator list's entry as it was when the request came in
+	// Node is a cluster node's certificate (AdmitNode): not an operator, no ID, no entry.
+	Node bool
 }
 
 // FromContext is the operator the middleware admitted for a request.

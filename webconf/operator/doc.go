@@ -13,15 +13,23 @@
 // CAs whose client certificates are accepted (e.g. the corporate CA of operators' PIV cards); a
 // CRL can be configured for each ([LoadCRLs]): it is read again whenever the file changes, and a
 // CA whose CRL is unusable or past its next update has its certificates refused until a current
-// one is installed (fail closed, [*CRLError]). The management CA's own revocations are kept in
+// one is installed (fail closed, [*CRLError]). A CRL file is bound by key to the CA that signed it
+// at start: a file replaced by another CA's CRL, or by an older CRL (CRL number or thisUpdate
+// going back), is unusable, never a reason to let a certificate in ([CRLSet]). The management CA's own revocations are kept in
 // the operator list and published as its CRL ([CRLFile], /crl.pem).
 //
 // # Operators, identities and roles
 //
 // [Operators] is the operator list, a bbolt file of its own beside the management PKI (the
-// schema is drawn on the type). An operator is keyed by a hash of the certificate's issuer and
-// subject ([Identity].ID): a renewed certificate is the same operator, the same subject from
-// another CA is not. The subject, with its UPN or e-mail subject alternative name in brackets,
+// schema is drawn on the type). An operator is keyed by a hash of the public key of the CA the
+// chain was verified against ([Identity].CA, [CAKey]) and the certificate's issuer and subject
+// ([Identity].ID): a renewed certificate is the same operator; the same subject from another
+// CA is not, even when that CA has the same name (two appliances with the same short host name
+// have same-named management CAs). An entry of schema 1, keyed by names only, is taken over on
+// first sight by a certificate of the management CA when its issuer name is the management
+// CA's, or of a bundle CA when no other configured CA has that CA's name; otherwise it stays
+// unbound and the certificate is a new operator without a role. Revocations on the Operators
+// page hold for the certificates of every trusted CA, not only the management CA's. The subject, with its UPN or e-mail subject alternative name in brackets,
 // is the operator's name ([Identity.Name]): the ceremony journal and the audit log record it.
 // [Auth.Admit] identifies the operator of every request's verified certificate chain, refuses a
 // revoked one ([*RevokedError]) and records a new one on first sight, without a role.

@@ -206,7 +206,7 @@ func TestOperatorsSchema(t *testing.T) {
 				t.Errorf("bucket %s missing", b)
 			}
 		}
-		if v := tx.Bucket(bucketOpMeta).Get(keyOpSchema); !bytes.Equal(v, []byte{0, 0, 0, 1}) {
+		if v := tx.Bucket(bucketOpMeta).Get(keyOpSchema); !bytes.Equal(v, []byte{0, 0, 0, 2}) {
 			t.Errorf("schema %x", v)
 		}
 		return nil

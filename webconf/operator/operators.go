@@ -62,17 +62,26 @@ func (r Role) String() string {
 
 // Identity is who a verified client certificate names.
 type Identity struct {
-	// ID keys the operator list: a hash of the issuer's and the subject's distinguished names, so
-	// a certificate of another CA with the same subject is another operator, and a renewed
-	// certificate (new key, new serial) is the same one.
+	// ID keys the operator list: a hash of the public key of the CA that verified the chain
+	// (see CA), the issuer's and the subject's distinguished names, so that a certificate of
+	// another CA with the same subject is another operator — even when that CA has the same
+	// name — and a renewed certificate (new key, new serial) is the same one.
 	ID      string
 	Subject string // RFC 2253, as the journal records it
 	Issuer  string
-	UPN     string // the Microsoft UPN of a PIV/CAC certificate's subject alternative name, if any
-	Email   string // the first e-mail address of the subject alternative name, if any
-	Serial  string // hex
-	// Management is true for a certificate of WebConf's own management CA.
+	// CA is the hex SHA-256 of the SubjectPublicKeyInfo of the CA certificate the chain was
+	// verified against (the management CA or a CA of --ca-bundle): what the operator is bound to.
+	CA     string
+	UPN    string // the Microsoft UPN of a PIV/CAC certificate's subject alternative name, if any
+	Email  string // the first e-mail address of the subject alternative name, if any
+	Serial string // hex
+	// Management is true for a certificate of WebConf's own management CA (by its key).
 	Management bool
+
+	// legacyID is the key of schema 1 (issuer name and subject) under which an entry made
+	// before operators were bound to their CA's key may wait; set only when the rule of
+	// [Operators.Seen] allows this certificate to take such an entry over.
+	legacyID string
 }
 
 // Name is the operator's name as the ceremony journal and the audit log record it: the subject,
@@ -98,24 +107,60 @@ var (
 
 // IdentityOf reads the identity of a leaf certificate; ca is the management CA.
 func IdentityOf(cert *x509.Certificate, ca *x509.Certificate) Identity {
-	return identityOfChain([]*x509.Certificate{cert}, ca)
+	return identityOfChain([]*x509.Certificate{cert}, ca, nil)
+}
+
+// ChainIdentity reads the identity of the leaf of a verified chain (leaf first, the CA it was
+// verified against last); ca is the management CA.
+func ChainIdentity(chain []*x509.Certificate, ca *x509.Certificate) Identity {
+	return identityOfChain(chain, ca, nil)
+}
+
+// CAKey is the hex SHA-256 of a certificate's SubjectPublicKeyInfo: how a CA is named where
+// names can be chosen by anybody who makes a CA.
+func CAKey(ca *x509.Certificate) string {
+	sum := sha256.Sum256(ca.RawSubjectPublicKeyInfo)
+	return hex.EncodeToString(sum[:])
 }
 
 // identityOfChain reads the identity of the leaf of a chain the TLS layer verified: the chain
-// ends at the CA it was verified against, which says, without another signature check, whether
-// the certificate is the management CA's.
-func identityOfChain(chain []*x509.Certificate, ca *x509.Certificate) Identity {
+// ends at the CA it was verified against, and that CA's key — never its name — says whether the
+// certificate is the management CA's and which CA the operator is bound to. A single
+// certificate (no chain) is the management CA's when that CA signed it. bundle are the other
+// configured CAs (for the rule that binds entries of schema 1, see [Operators.Seen]).
+func identityOfChain(chain []*x509.Certificate, ca *x509.Certificate, bundle []*x509.Certificate) Identity {
 	cert := chain[0]
-	mgmt := len(chain) > 1 && chain[len(chain)-1].Equal(ca)
+	root := chain[len(chain)-1]
 	if len(chain) == 1 {
-		mgmt = bytes.Equal(cert.RawIssuer, ca.RawSubject) && cert.CheckSignatureFrom(ca) == nil
+		root = nil
+		if bytes.Equal(cert.RawIssuer, ca.RawSubject) && cert.CheckSignatureFrom(ca) == nil {
+			root = ca
+		}
 	}
+	mgmtKey := CAKey(ca)
 	id := Identity{
-		ID:         operatorID(cert.RawIssuer, cert.RawSubject),
-		Subject:    cert.Subject.String(),
-		Issuer:     cert.Issuer.String(),
-		Serial:     SerialHex(cert),
-		Management: mgmt,
+		Subject: cert.Subject.String(),
+		Issuer:  cert.Issuer.String(),
+		Serial:  SerialHex(cert),
+	}
+	if root != nil {
+		id.CA = CAKey(root)
+		id.Management = id.CA == mgmtKey
+	}
+	id.ID = operatorID(id.CA, cert.RawIssuer, cert.RawSubject)
+	if root != nil && bytes.Equal(cert.RawIssuer, root.RawSubject) {
+		// An entry of schema 1 is keyed by issuer name and subject only. It belongs to the
+		// management CA when that CA has the name; to a bundle CA only when no other
+		// configured CA (the management CA included) has the same name.
+		named := 0
+		for _, c := range append([]*x509.Certificate{ca}, bundle...) {
+			if bytes.Equal(c.RawSubject, root.RawSubject) && CAKey(c) != id.CA {
+				named++
+			}
+		}
+		if id.Management || named == 0 {
+			id.legacyID = legacyOperatorID(cert.RawIssuer, cert.RawSubject)
+		}
 	}
 	for _, e := range cert.EmailAddresses {
 		if Printable(e, 256) {
@@ -133,7 +178,22 @@ func identityOfChain(chain []*x509.Certificate, ca *x509.Certificate) Identity {
 	return id
 }
 
-func operatorID(issuer, subject []byte) string {
+// operatorID is the operator list's key of schema 2: the verifying CA's key hash, the issuer's
+// and the subject's DER names.
+func operatorID(caKey string, issuer, subject []byte) string {
+	h := sha256.New()
+	h.Write([]byte("keyquorum operator v2\x00"))
+	h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(caKey))))
+	h.Write([]byte(caKey))
+	h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(issuer))))
+	h.Write(issuer)
+	h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(subject))))
+	h.Write(subject)
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// legacyOperatorID is the key of schema 1: issuer and subject names only.
+func legacyOperatorID(issuer, subject []byte) string {
 	h := sha256.New()
 	h.Write([]byte("keyquorum operator v1\x00"))
 	h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(issuer))))
@@ -210,9 +270,12 @@ type Operator struct {
 	ID      string `json:"id"`
 	Subject string `json:"subject"`
 	Issuer  string `json:"issuer"`
-	UPN     string `json:"upn,omitempty"`
-	Email   string `json:"email,omitempty"`
-	Role    Role   `json:"role,omitempty"`
+	// CA is the key hash of the CA the operator is bound to (Identity.CA); "" on an entry of
+	// schema 1 that has not been seen since (see Operators.Seen).
+	CA    string `json:"ca,omitempty"`
+	UPN   string `json:"upn,omitempty"`
+	Email string `json:"email,omitempty"`
+	Role  Role   `json:"role,omitempty"`
 	// RoleBy and RoleAt say who gave the role, and when.
 	RoleBy    string    `json:"role_by,omitempty"`
 	RoleAt    time.Time `json:"role_at,omitzero"`
@@ -221,6 +284,10 @@ type Operator struct {
 	// WebAuthnID is the random user handle the operator's security keys are registered under.
 	WebAuthnID []byte        `json:"webauthn_id"`
 	Keys       []SecurityKey `json:"keys,omitempty"`
+	// RecoveryPending is set by an administrator recovery (serve --recover-admin): the next
+	// security key needs the one-time code the appliance prints on its console at every start
+	// until it is registered.
+	RecoveryPending bool `json:"recovery_pending,omitempty"`
 }
 
 // Name is the operator's journal name (see [Identity.Name]).
@@ -286,7 +353,8 @@ const OperatorsFile = "operators.db"
 //	certs/
 //	    <serial>    JSON IssuedCert (serial: upper-case hex)
 //
-// The revoked serials are also kept in memory: every request is checked against them.
+// The revoked serials are also kept in memory: every request is checked against them, whatever
+// CA verified its certificate (a serial revoked here is refused from every trusted CA).
 type Operators struct {
 	db *bolt.DB
 
@@ -316,6 +384,12 @@ var operatorMigrations = []func(tx *bolt.Tx) error{
 		}
 		return nil
 	},
+	// 2: operators are keyed by the key of the CA that verified them (Identity.ID of schema 2)
+	// and carry that key ("ca"). An entry of schema 1 (keyed by issuer name and subject) keeps
+	// its key and has no "ca" until a certificate that may take it over is seen (see
+	// Operators.Seen); nothing is rewritten here because the CAs' keys are not known to the
+	// file. The version keeps an older keyquorum, which would key by name, from opening it.
+	func(tx *bolt.Tx) error { return nil },
 }
 
 // Conditions of the operator list.
@@ -441,11 +515,11 @@ func (o *Operators) Seen(id Identity, now time.Time) (Operator, error) {
 	if cur != nil && now.Sub(cur.LastSeen) < seenRecording && cur.UPN == id.UPN && cur.Email == id.Email {
 		return *cur, nil
 	}
-	unrecorded := Operator{ID: id.ID, Subject: id.Subject, Issuer: id.Issuer, UPN: id.UPN, Email: id.Email}
+	unrecorded := Operator{ID: id.ID, Subject: id.Subject, Issuer: id.Issuer, CA: id.CA, UPN: id.UPN, Email: id.Email}
 	o.mu.RLock()
 	full := o.recorded >= maxOperators
 	o.mu.RUnlock()
-	if cur == nil && full {
+	if cur == nil && full && id.legacyID == "" {
 		// The list is full: an unknown certificate gets no role and no record, without a
 		// write per request.
 		return unrecorded, nil
@@ -456,6 +530,11 @@ func (o *Operators) Seen(id Identity, now time.Time) (Operator, error) {
 		op, err := getOperator(tx, id.ID)
 		if err != nil {
 			return err
+		}
+		if op == nil && id.legacyID != "" {
+			if op, err = bindLegacy(tx, id); err != nil {
+				return err
+			}
 		}
 		if op == nil {
 			if full {
@@ -482,12 +561,27 @@ func (o *Operators) Seen(id Identity, now time.Time) (Operator, error) {
 	return out, nil
 }
 
+// bindLegacy moves an entry of schema 1 that id may take over (see identityOfChain: the
+// management CA's certificate, or a bundle CA whose name no other configured CA has) to id's key
+// and binds it to id's CA. It returns nil when there is none or it is bound already.
+func bindLegacy(tx *bolt.Tx, id Identity) (*Operator, error) {
+	op, err := getOperator(tx, id.legacyID)
+	if err != nil || op == nil || op.CA != "" {
+		return nil, err
+	}
+	if err := tx.Bucket(bucketOps).Delete([]byte(id.legacyID)); err != nil {
+		return nil, err
+	}
+	op.ID, op.CA, op.Issuer = id.ID, id.CA, id.Issuer
+	return op, nil
+}
+
 func newOperator(id Identity, now time.Time) (*Operator, error) {
 	handle := make([]byte, 32)
 	if _, err := rand.Read(handle); err != nil {
 		return nil, err
 	}
-	return &Operator{ID: id.ID, Subject: id.Subject, Issuer: id.Issuer, UPN: id.UPN, Email: id.Email,
+	return &Operator{ID: id.ID, Subject: id.Subject, Issuer: id.Issuer, CA: id.CA, UPN: id.UPN, Email: id.Email,
 		FirstSeen: now.UTC(), WebAuthnID: handle}, nil
 }
 
@@ -652,6 +746,91 @@ func (o *Operators) RemoveKey(id, keyID string) ([]string, error) {
 	return removed, nil
 }
 
+// SetRecoveryPending sets or clears an operator's pending recovery (see
+// [Operator.RecoveryPending]).
+func (o *Operators) SetRecoveryPending(id string, pending bool) error {
+	err := o.db.Update(func(tx *bolt.Tx) error {
+		op, err := getOperator(tx, id)
+		if err != nil {
+			return err
+		}
+		if op == nil {
+			return ErrNoSuchOperator
+		}
+		op.RecoveryPending = pending
+		return putOperator(tx, op)
+	})
+	if err != nil {
+		return fmt.Errorf("set recovery: %w", err)
+	}
+	return nil
+}
+
+// RecoveryPending reports whether an operator waits for a security key after a recovery.
+func (o *Operators) RecoveryPending() (bool, error) {
+	pending := false
+	err := o.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketOps).ForEach(func(_, v []byte) error {
+			var op Operator
+			if err := json.Unmarshal(v, &op); err != nil {
+				return err
+			}
+			pending = pending || op.RecoveryPending
+			return nil
+		})
+	})
+	if err != nil {
+		return false, fmt.Errorf("read operator list: %w", err)
+	}
+	return pending, nil
+}
+
+// ReplaceCerts records cert as a certificate of the management CA issued by by and revokes every
+// other unrevoked one recorded with the same subject: what an administrator recovery does when
+// the first administrator's certificate was made anew. It returns the serials revoked.
+func (o *Operators) ReplaceCerts(cert *x509.Certificate, by string, now time.Time) ([]string, error) {
+	serial, subject := SerialHex(cert), cert.Subject.String()
+	var revoked []string
+	err := o.db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketCerts).Get([]byte(serial)) == nil {
+			if err := putCert(tx, &IssuedCert{Serial: serial, Subject: subject, Issued: cert.NotBefore.UTC(), NotAfter: cert.NotAfter.UTC(), By: by}); err != nil {
+				return err
+			}
+		}
+		var old []IssuedCert
+		err := tx.Bucket(bucketCerts).ForEach(func(_, v []byte) error {
+			var c IssuedCert
+			if err := json.Unmarshal(v, &c); err != nil {
+				return err
+			}
+			if c.Subject == subject && c.Serial != serial && c.Revoked.IsZero() {
+				old = append(old, c)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, c := range old {
+			c.Revoked, c.RevokedBy = now.UTC(), by
+			if err := putCert(tx, &c); err != nil {
+				return err
+			}
+			revoked = append(revoked, c.Serial)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("replace certificates: %w", err)
+	}
+	o.mu.Lock()
+	for _, s := range revoked {
+		o.revoked[s] = true
+	}
+	o.mu.Unlock()
+	return revoked, nil
+}
+
 // Bootstrap makes the first administrator's certificate an administrator while no operator has
 // the admin role (the first start, or an operator list that was lost). It reports whether it
 // gave the role.
@@ -675,6 +854,11 @@ func (o *Operators) Bootstrap(admin *x509.Certificate, ca *x509.Certificate, now
 		op, err := getOperator(tx, id.ID)
 		if err != nil {
 			return err
+		}
+		if op == nil && id.legacyID != "" {
+			if op, err = bindLegacy(tx, id); err != nil {
+				return err
+			}
 		}
 		if op == nil {
 			if op, err = newOperator(id, now); err != nil {
@@ -713,6 +897,11 @@ func (o *Operators) RecordIssued(c IssuedCert, id Identity, role Role, by string
 		op, err := getOperator(tx, id.ID)
 		if err != nil {
 			return err
+		}
+		if op == nil && id.legacyID != "" {
+			if op, err = bindLegacy(tx, id); err != nil {
+				return err
+			}
 		}
 		if op == nil {
 			if op, err = newOperator(id, now); err != nil {
@@ -785,7 +974,9 @@ func (o *Operators) Revoke(serial, by string, now time.Time) (IssuedCert, bool, 
 	return out, was, nil
 }
 
-// Revoked reports whether a serial of the management CA is revoked.
+// Revoked reports whether a serial is revoked in the operator list. It is checked for the
+// certificates of every trusted CA, not only the management CA's: an administrator who revokes
+// a bundle CA's certificate by its serial on the Operators page cuts it off.
 func (o *Operators) Revoked(serial string) bool {
 	o.mu.RLock()
 	defer o.mu.RUnlock()

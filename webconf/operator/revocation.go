@@ -64,10 +64,14 @@ func (p *PKI) writeCRL(certs []IssuedCert, now time.Time) ([]byte, error) {
 	return out, nil
 }
 
-// CRLSet holds the configured CRLs of the bundle's CAs (--crl). Each file is read again when it
-// changes (checked at most every crlRecheck), so an administrator can drop in a fresh CRL
-// without a restart. It fails closed: while a CA's CRL is unusable, that CA's certificates are
-// refused.
+// CRLSet holds the configured CRLs of the bundle's CAs (--crl). Each file is bound, by key, to
+// the CA that validly signed it at start; it is read again when it changes (checked at most every
+// crlRecheck, when a certificate of that CA comes in), so an administrator can drop in a fresh
+// CRL without a restart. Every reload checks the signature against the bound CA and that the CRL
+// is not older than the last one seen (its CRL number and thisUpdate never go back). It fails
+// closed: while a CA's CRL is unusable — unreadable, signed by another CA (a swapped file), older
+// than the last one, or past its next update — that CA's certificates are refused. The last CRL
+// seen is remembered for the life of the process.
 type CRLSet struct {
 	cas   []*x509.Certificate // the CAs a CRL may be signed by
 	mu    sync.Mutex
@@ -78,15 +82,17 @@ type CRLSet struct {
 const CRLRecheck = 5 * time.Second
 
 type crlFile struct {
-	path     string
-	mod      time.Time
-	size     int64
-	checked  time.Time
-	issuer   []byte // raw subject of the CA that signed it
-	issuerDN string
-	revoked  map[string]bool
-	next     time.Time
-	err      error
+	path    string
+	mod     time.Time
+	size    int64
+	checked time.Time
+	ca      *x509.Certificate // the CA the file is bound to (its first valid signer)
+	caKey   string            // CAKey(ca)
+	number  *big.Int          // the CRL number of the last CRL accepted (nil: none had one)
+	this    time.Time         // its thisUpdate
+	revoked map[string]bool
+	next    time.Time
+	err     error
 }
 
 // LoadCRLs reads the configured CRL files. A file that cannot be used at start is an error:
@@ -100,8 +106,8 @@ func LoadCRLs(paths []string, cas []*x509.Certificate, now time.Time) (*CRLSet, 
 			return nil, f.err
 		}
 		for _, other := range s.files {
-			if bytes.Equal(other.issuer, f.issuer) {
-				return nil, &CRLError{Path: p, Problem: "a second CRL of the same CA (" + f.issuerDN + "): give each CA's CRL once"}
+			if other.caKey == f.caKey {
+				return nil, &CRLError{Path: p, Problem: "a second CRL of the same CA (" + f.ca.Subject.String() + "): give each CA's CRL once"}
 			}
 		}
 		s.files = append(s.files, f)
@@ -129,22 +135,36 @@ func (f *crlFile) load(cas []*x509.Certificate, now time.Time) {
 		f.err = &CRLError{Path: f.path, Problem: err.Error()}
 		return
 	}
-	var signer *x509.Certificate
-	for _, ca := range cas {
-		if bytes.Equal(ca.RawSubject, list.RawIssuer) && list.CheckSignatureFrom(ca) == nil {
-			signer = ca
-			break
+	if f.ca == nil {
+		for _, ca := range cas {
+			if bytes.Equal(ca.RawSubject, list.RawIssuer) && list.CheckSignatureFrom(ca) == nil {
+				f.ca, f.caKey = ca, CAKey(ca)
+				break
+			}
 		}
+		if f.ca == nil {
+			f.err = &CRLError{Path: f.path, Problem: "not signed by the management CA or a CA of --ca-bundle (issuer " + list.Issuer.String() + ")"}
+			return
+		}
+	} else if !bytes.Equal(f.ca.RawSubject, list.RawIssuer) || list.CheckSignatureFrom(f.ca) != nil {
+		f.err = &CRLError{Path: f.path, Problem: "not signed by the CA it belongs to (" + f.ca.Subject.String() + ", by its key): the file was replaced by another CA's CRL; install a current CRL of " + f.ca.Subject.String()}
+		return
 	}
-	if signer == nil {
-		f.err = &CRLError{Path: f.path, Problem: "not signed by the management CA or a CA of --ca-bundle (issuer " + list.Issuer.String() + ")"}
+	if f.number != nil && (list.Number == nil || list.Number.Cmp(f.number) < 0) {
+		f.err = &CRLError{Path: f.path, Problem: fmt.Sprintf("older than the CRL seen before (CRL number %v, last seen %v): install a current CRL of %s", list.Number, f.number, f.ca.Subject.String())}
+		return
+	}
+	if !f.this.IsZero() && list.ThisUpdate.Before(f.this) {
+		f.err = &CRLError{Path: f.path, Problem: fmt.Sprintf("older than the CRL seen before (issued %s, last seen %s): install a current CRL of %s",
+			list.ThisUpdate.UTC().Format(time.RFC3339), f.this.UTC().Format(time.RFC3339), f.ca.Subject.String())}
 		return
 	}
 	revoked := make(map[string]bool, len(list.RevokedCertificateEntries))
 	for _, e := range list.RevokedCertificateEntries {
 		revoked[strings.ToUpper(e.SerialNumber.Text(16))] = true
 	}
-	f.mod, f.size, f.issuer, f.issuerDN, f.revoked, f.next, f.err = fi.ModTime(), fi.Size(), signer.RawSubject, signer.Subject.String(), revoked, list.NextUpdate, nil
+	f.mod, f.size, f.revoked, f.next, f.err = fi.ModTime(), fi.Size(), revoked, list.NextUpdate, nil
+	f.number, f.this = list.Number, list.ThisUpdate
 }
 
 // ParseCRL decodes a CRL in PEM ("X509 CRL") or DER.
@@ -163,15 +183,30 @@ func ParseCRL(data []byte) (*x509.RevocationList, error) {
 }
 
 // Check refuses a certificate its CA's configured CRL lists, or any certificate of a CA whose
-// CRL is unusable or out of date. A CA without a configured CRL is not checked here.
+// CRL is unusable or out of date. A CA without a configured CRL is not checked here. The CA is
+// the one whose key signed cert; [CRLSet.CheckIssued] names it by key instead.
 func (s *CRLSet) Check(cert *x509.Certificate, now time.Time) error {
+	if s == nil {
+		return nil
+	}
+	for _, f := range s.files {
+		if bytes.Equal(f.ca.RawSubject, cert.RawIssuer) && cert.CheckSignatureFrom(f.ca) == nil {
+			return s.CheckIssued(cert, f.caKey, now)
+		}
+	}
+	return nil
+}
+
+// CheckIssued is Check for a certificate whose chain was verified against the CA with key hash
+// caKey ([CAKey]): the CRL bound to that CA decides, whatever any CRL file says of its issuer.
+func (s *CRLSet) CheckIssued(cert *x509.Certificate, caKey string, now time.Time) error {
 	if s == nil {
 		return nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, f := range s.files {
-		if !bytes.Equal(f.issuer, cert.RawIssuer) {
+		if f.caKey != caKey {
 			continue
 		}
 		if now.Sub(f.checked) >= CRLRecheck {
@@ -181,7 +216,7 @@ func (s *CRLSet) Check(cert *x509.Certificate, now time.Time) error {
 			return f.err
 		}
 		if !f.next.IsZero() && now.After(f.next) {
-			return &CRLError{Path: f.path, Problem: fmt.Sprintf("out of date since %s (its next update): install a current CRL of %s", f.next.UTC().Format("2006-01-02 15:04:05 UTC"), f.issuerDN)}
+			return &CRLError{Path: f.path, Problem: fmt.Sprintf("out of date since %s (its next update): install a current CRL of %s", f.next.UTC().Format("2006-01-02 15:04:05 UTC"), f.ca.Subject.String())}
 		}
 		if f.revoked[SerialHex(cert)] {
 			return ErrCertRevoked

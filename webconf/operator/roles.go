@@ -66,8 +66,11 @@ var rules = map[Action]Rule{
 	ActionClusterJoin:       {Roles: adminOnly, Fresh: true, What: "join a cluster"},
 	ActionOperatorsView:     {Roles: adminOnly, What: "see the operator list"},
 	ActionOperatorsManage:   {Roles: adminOnly, Fresh: true, What: "manage operators (roles, certificates, security keys)"},
-	ActionKeyAdd:            {Roles: anyOperator, Fresh: true, What: "register a security key"},
-	ActionKeyRemove:         {Roles: anyOperator, Fresh: true, What: "remove a security key"},
+	// Registering a key needs a role: an administrator's decision about the certificate. A
+	// trusted certificate without one (any certificate of a bundle CA, seen once) cannot tie a
+	// key to itself, nor fill the table of begun registrations.
+	ActionKeyAdd:    {Roles: everyRole, Fresh: true, What: "register a security key"},
+	ActionKeyRemove: {Roles: anyOperator, Fresh: true, What: "remove a security key"},
 
 	ActionForKind(ceremony.KindGenerate):     {Roles: adminOnly, Fresh: true, What: "start a key generation"},
 	ActionForKind(ceremony.KindLoad):         {Roles: adminOnly, Fresh: true, What: "start a key load"},

@@ -23,6 +23,10 @@ const (
 	PageGrantTTL    = 2 * time.Minute // a page's token, from the assertion to the form it sends
 	CLIGrantTTL     = 5 * time.Minute // a command-line approval, from the page to the command
 	maxPending      = 256             // begun ceremonies and unused tokens, all operators together
+	// maxPendingPerOp bounds one operator's begun ceremonies and unused tokens: a further one
+	// replaces that operator's oldest, so one certificate can neither fill the table for
+	// everybody nor lock itself out.
+	maxPendingPerOp = 4
 )
 
 // Conditions of the step-up tokens; their texts end up on the refusal page.
@@ -52,6 +56,7 @@ type PendingWebAuthn struct {
 	Action   Action
 	CLI      bool
 	KeyName  string
+	Recovery bool // a registration that used the recovery code: it clears the pending recovery
 	Session  webauthn.SessionData
 	expires  time.Time
 }
@@ -102,7 +107,18 @@ func (s *StepUps) Begin(p *PendingWebAuthn, now time.Time) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.purge(now)
-	if len(s.pending) >= maxPending {
+	oldest, mine := "", 0
+	for k, q := range s.pending {
+		if q.Op == p.Op {
+			mine++
+			if oldest == "" || q.expires.Before(s.pending[oldest].expires) {
+				oldest = k
+			}
+		}
+	}
+	if mine >= maxPendingPerOp {
+		delete(s.pending, oldest)
+	} else if len(s.pending) >= maxPending {
 		return "", errTooMany
 	}
 	p.expires = now.Add(webauthnTimeout)
@@ -131,7 +147,18 @@ func (s *StepUps) Grant(op string, a Action, ttl time.Duration, now time.Time) (
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.purge(now)
-	if len(s.grants) >= maxPending {
+	oldest, mine := "", 0
+	for k, g := range s.grants {
+		if g.op == op {
+			mine++
+			if oldest == "" || g.expires.Before(s.grants[oldest].expires) {
+				oldest = k
+			}
+		}
+	}
+	if mine >= maxPendingPerOp {
+		delete(s.grants, oldest)
+	} else if len(s.grants) >= maxPending {
 		return "", errTooMany
 	}
 	s.grants[tokenKey(tok)] = &grant{op: op, action: a, expires: now.Add(ttl)}

@@ -77,7 +77,7 @@ func (h *ceremonyHandlers) start(w http.ResponseWriter, r *http.Request) {
 func (h *ceremonyHandlers) startRequest(w http.ResponseWriter, r *http.Request, req ceremony.Request, back string) {
 	ctx, err := h.ceremonyCtx()
 	if err != nil {
-		h.rd.Problem(w, r, web.Problem{Status: http.StatusServiceUnavailable, Title: "The service is stopping", What: err.Error(),
+		h.rd.Problem(w, r, web.Problem{Status: http.StatusServiceUnavailable, Code: web.CodeStopping, Title: "The service is stopping", What: err.Error(),
 			Todo: "Wait for the service to start again, then reload."})
 		return
 	}
@@ -204,7 +204,7 @@ func (h *ceremonyHandlers) cancel(w http.ResponseWriter, r *http.Request) {
 func (h *ceremonyHandlers) resume(w http.ResponseWriter, r *http.Request) {
 	ctx, err := h.ceremonyCtx()
 	if err != nil {
-		h.rd.Problem(w, r, web.Problem{Status: http.StatusServiceUnavailable, Title: "The service is stopping", What: err.Error(),
+		h.rd.Problem(w, r, web.Problem{Status: http.StatusServiceUnavailable, Code: web.CodeStopping, Title: "The service is stopping", What: err.Error(),
 			Todo: "Wait for the service to start again, then reload."})
 		return
 	}

@@ -82,19 +82,21 @@ const (
 )
 
 // clusterPageJoin is the join form: the peer's address, the node file and its password, as a
-// multipart upload (CSRF token in the URL, as the restore form).
+// multipart upload (the CSRF and security key tokens its leading fields, as the restore form).
 func (a *clusterPageHandlers) clusterPageJoin(w http.ResponseWriter, r *http.Request) {
 	bad := func(what string) {
 		a.rd.Problem(w, r, web.Problem{Status: http.StatusBadRequest, Code: web.CodeBadRequest, Title: "Join not started", What: what,
 			Todo: "Go back, give the node's address, choose the node file and type its password, then send the form again.", Back: "/cluster"})
 	}
-	mr, err := r.MultipartReader()
+	mr, err := web.MultipartReader(r)
 	if err != nil {
 		bad("The join form must be sent as a file upload (multipart/form-data).")
 		return
 	}
 	var req cluster.JoinRequest
-	defer clear(req.NodeP12)
+	// A closure: req.NodeP12 is set below, and a deferred clear(req.NodeP12) would clear the
+	// nil it held here.
+	defer func() { clear(req.NodeP12) }()
 	for {
 		part, err := mr.NextPart()
 		if errors.Is(err, io.EOF) {
@@ -117,6 +119,7 @@ func (a *clusterPageHandlers) clusterPageJoin(w http.ResponseWriter, r *http.Req
 			req.NodePassword = string(v)
 			clear(v)
 		case "node":
+			clear(req.NodeP12) // a second node part: the first is wiped too
 			req.NodeP12 = v
 		}
 	}
@@ -125,6 +128,7 @@ func (a *clusterPageHandlers) clusterPageJoin(w http.ResponseWriter, r *http.Req
 		bad(err.Error())
 		return
 	}
+	web.ExtendForWork(w, web.JoinWork)
 	res, err := a.node.Join(r.Context(), operator.NameOf(r), peer, node)
 	if err != nil {
 		a.rd.Problem(w, r, web.ForJoin(err, "/cluster"))

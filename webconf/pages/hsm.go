@@ -219,12 +219,16 @@ func planViewOf(p *hsm.RestorePlan) planView {
 // uploadedBackup streams the "backup" file of a multipart form into fn, with the form's fields
 // sent before it (the form puts its options first); it answers the upload's own problems.
 func (h *hsmHandlers) uploadedBackup(w http.ResponseWriter, r *http.Request, fn func(form url.Values, body io.Reader) error) (error, bool) {
-	mr, err := r.MultipartReader()
+	// The upload stream continues after the leading token fields the CSRF check read.
+	mr, err := web.MultipartReader(r)
 	if err != nil {
 		h.rd.Problem(w, r, web.BadForm("The form must be sent as a file upload (multipart/form-data)."))
 		return nil, false
 	}
 	form := url.Values{}
+	for k, v := range mr.Fields {
+		form.Set(k, v)
+	}
 	for {
 		part, err := mr.NextPart()
 		if err != nil {
@@ -356,26 +360,47 @@ func (h *hsmHandlers) importObject(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := r.ParseMultipartForm(1 << 20); err != nil {
+	// The upload stream continues after the leading token fields the CSRF check read; the
+	// fields and the file come in the form's order, the file last.
+	mr, err := web.MultipartReader(r)
+	if err != nil {
 		h.rd.Problem(w, r, web.BadForm("The import form must be sent as a file upload of at most 1 MiB."))
 		return
 	}
-	f, _, err := r.FormFile("file")
-	if err != nil {
+	form := url.Values{}
+	var data []byte
+	for {
+		part, perr := mr.NextPart()
+		if perr != nil {
+			break
+		}
+		if part.FormName() == "file" {
+			data, err = io.ReadAll(io.LimitReader(part, 1<<20+1))
+			part.Close()
+			break
+		}
+		b, _ := io.ReadAll(io.LimitReader(part, 1024))
+		form.Set(part.FormName(), string(b))
+		part.Close()
+	}
+	if data == nil && err == nil {
 		h.rd.Problem(w, r, web.BadForm("Choose the file to import and send the form again."))
 		return
 	}
-	data, err := io.ReadAll(io.LimitReader(f, 1<<20+1))
-	f.Close()
+	if len(data) > 1<<20 {
+		hsm.Zero(data)
+		h.rd.Problem(w, r, web.BadForm("The import form must be sent as a file upload of at most 1 MiB."))
+		return
+	}
 	defer hsm.Zero(data)
-	id, ierr := formID(r.FormValue("id"))
+	id, ierr := formID(form.Get("id"))
 	if err == nil {
 		err = ierr
 	}
 	if err == nil {
 		var objs []hsm.Object
-		objs, err = c.ImportObject(r.Context(), hsm.ImportSpec{What: r.FormValue("what"), Label: r.FormValue("label"), ID: id,
-			Application: r.FormValue("application"), Data: data})
+		objs, err = c.ImportObject(r.Context(), hsm.ImportSpec{What: form.Get("what"), Label: form.Get("label"), ID: id,
+			Application: form.Get("application"), Data: data})
 		h.recordCreated(r, "imported", objs)
 	}
 	if err != nil {

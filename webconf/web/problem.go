@@ -43,8 +43,10 @@ const FetchHeader = "X-Keyquorum-Fetch"
 func NoCertificate(p *operator.PKI) Problem {
 	return Problem{Status: http.StatusUnauthorized, Code: CodeNoCertificate, Title: "Client certificate required",
 		What: "WebConf only serves operators who present a client certificate of this appliance's management CA (or of a CA configured with --ca-bundle). Your browser sent none.",
-		Todo: fmt.Sprintf("Import the administrator certificate %s into your browser (its password is in %s on the appliance), or a certificate your administrator issued to you, then reload this page. The CA certificate is at /ca.pem; its SHA-256 fingerprint is %s.",
-			p.AdminP12Path(), p.AdminPasswordPath(), p.Fingerprint())}
+		// Names only, no paths: whoever asks without a certificate learns nothing of the
+		// appliance's file system.
+		Todo: fmt.Sprintf("Import the administrator certificate (%s, with its password in %s, in the webconf directory of the appliance's data directory; keyquorum serve prints where) into your browser, or a certificate your administrator issued to you, then reload this page. The CA certificate is at /ca.pem; its SHA-256 fingerprint is %s.",
+			operator.AdminP12File, operator.AdminPasswordFile, p.Fingerprint())}
 }
 
 // TooLarge is an upload over limit bytes.
@@ -182,6 +184,8 @@ const (
 	CodeRegisterKey      = "register_key"            // 403: the operator has no security key yet
 	CodeCSRF             = "csrf"                    // 403: the request failed a CSRF check
 	CodeNotNode          = "not_node"                // 403: the cluster state is for node certificates only
+	CodeNodeCertificate  = "node_certificate"        // 403: a node certificate is not an operator
+	CodeRecoveryCode     = "recovery_code"           // 403: a key after a recovery needs the console's code
 	CodeBadRequest       = "bad_request"             // 400: the body or parameters are not acceptable
 	CodeNotFound         = "not_found"               // 404
 	CodeTooLarge         = "too_large"               // 413: the upload is over the limit
@@ -200,6 +204,9 @@ const (
 	CodePeer             = "peer"                    // 502: the cluster peer could not be reached or refused
 	CodeNotAvailable     = "not_available"           // 501: not possible with this appliance's pad
 	CodeStopping         = "stopping"                // 503: the service is shutting down
+	CodeUnavailable      = "unavailable"             // 503: busy for the moment (e.g. too many pending confirmations): try again shortly
+	CodeTooMany          = "too_many"                // 429: too many live streams of one operator
+	CodeMisdirected      = "misdirected"             // 421: opened at another name or port than the one security keys are bound to
 	CodeInternal         = "internal"                // 500
 	CodeBackupIncomplete = "backup_incomplete"       // 422: objects cannot be carried; nothing written
 	CodeRestorePending   = "restore_pending"         // 409: another backup's restore stopped half-way
@@ -264,7 +271,9 @@ func CodeOf(p Problem) string {
 	case http.StatusRequestEntityTooLarge:
 		return CodeTooLarge
 	case http.StatusServiceUnavailable:
-		return CodeStopping
+		return CodeUnavailable // a stopping service says CodeStopping itself
+	case http.StatusMisdirectedRequest:
+		return CodeMisdirected
 	}
 	return CodeInternal
 }
@@ -319,8 +328,15 @@ func NoRole(op operator.Caller) Problem {
 	}
 	return Problem{Status: http.StatusForbidden, Code: CodeNoRole, Title: "No role yet",
 		What: fmt.Sprintf("Your certificate is trusted, but no WebConf administrator has given it a role, so WebConf shows you nothing but your account page. You are %s (operator ID %s).", who, op.ID),
-		Todo: "Ask a WebConf administrator to give you a role (admin, custodian or auditor) on the Operators page, where you are listed under this name. Meanwhile you can register your security key on your account page.",
+		Todo: "Ask a WebConf administrator to give you a role (admin, custodian or auditor) on the Operators page, where you are listed under this name. Once you have one, register your security key on your account page.",
 		Back: "/account"}
+}
+
+// NodeNotOperator is the page of a cluster node's certificate anywhere but the cluster state.
+func NodeNotOperator() Problem {
+	return Problem{Status: http.StatusForbidden, Code: CodeNodeCertificate, Title: "A node certificate is not an operator",
+		What: "This certificate was issued for a cluster node to take over this node's state; it opens nothing else, and it is not an operator's account.",
+		Todo: "Use it only for keyquorum cluster join on the new node. To operate WebConf, use an operator's certificate."}
 }
 
 // NotAllowed is the page of an operator whose role does not allow an action.

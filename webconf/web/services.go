@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/keyquorum/keyquorum/ceremony"
+	"github.com/keyquorum/keyquorum/cluster"
 	"github.com/keyquorum/keyquorum/hsm"
 	"github.com/keyquorum/keyquorum/pinpad/tcos"
 )
@@ -93,10 +94,14 @@ func (a Appliance) PadNow(ctx context.Context) (name, problem string) {
 // in its header) instead of refusing the backup. An HSM without an object store backs up
 // plainly.
 func BackupTo(ctx context.Context, h BackupHSM, w io.Writer, skip bool) error {
-	if store, ok := h.(hsm.ObjectStore); ok {
-		return store.BackupObjects(ctx, w, hsm.BackupOptions{Skip: skip})
-	}
-	return h.Backup(ctx, w)
+	// Made under the HSM's lock into a spool file, sent without it: a client that stops
+	// reading holds a connection, not the HSM (cluster/spool.go).
+	return cluster.SpoolTo(w, func(f io.Writer) error {
+		if store, ok := h.(hsm.ObjectStore); ok {
+			return store.BackupObjects(ctx, f, hsm.BackupOptions{Skip: skip})
+		}
+		return h.Backup(ctx, f)
+	})
 }
 
 // PlanSummary says in one line what a restore did: "3 added, 1 replaced, 0 unchanged, 2 kept,

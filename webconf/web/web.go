@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -33,12 +34,33 @@ func RedirectBack(w http.ResponseWriter, r *http.Request, back string) {
 	http.Redirect(w, r, back, http.StatusSeeOther)
 }
 
-// LocalPath accepts only a path on this server as a redirect target.
+// JoinWork is how long a cluster join may take, from the request to its answer: fetching and
+// restoring a peer's state (bounded by --max-upload) over a slow link.
+const JoinWork = 15 * time.Minute
+
+// ExtendForWork gives a handler that waits on something other than its client (a cluster join
+// fetching a peer's state) time for it: the connection's write deadline (HTTP/2: the stream's)
+// moves d ahead, past the server's write timeout.
+func ExtendForWork(w http.ResponseWriter, d time.Duration) {
+	http.NewResponseController(w).SetWriteDeadline(time.Now().Add(d))
+}
+
+// LocalPath accepts only a path on this server as a redirect target: it starts with one "/", and
+// has no backslash, space or control character anywhere — browsers drop tabs and line breaks
+// from a Location, so "/\t/evil.example" would become "//evil.example", another site.
 func LocalPath(p, fallback string) string {
-	if len(p) > 0 && p[0] == '/' && (len(p) == 1 || (p[1] != '/' && p[1] != '\\')) {
-		return p
+	if p == "" || p[0] != '/' || len(p) > 2048 || strings.HasPrefix(p, "//") {
+		return fallback
 	}
-	return fallback
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; c <= ' ' || c == 0x7f || c == '\\' {
+			return fallback
+		}
+	}
+	if u, err := url.Parse(p); err != nil || u.Scheme != "" || u.Host != "" || u.User != nil {
+		return fallback
+	}
+	return p
 }
 
 // FormatTime shows a time to an operator, in UTC; "–" for none.

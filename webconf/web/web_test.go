@@ -43,5 +43,26 @@ func FuzzLocalPath(f *testing.F) {
 		if u, err := url.Parse(got); err == nil && (u.Host != "" || u.Scheme != "") {
 			t.Fatalf("localPath(%q) = %q leaves the server", p, got)
 		}
+		// What a browser makes of a Location: tabs and line breaks removed, backslashes as
+		// slashes (WHATWG URL parsing of special schemes).
+		seen := strings.NewReplacer("\t", "", "\n", "", "\r", "", "\\", "/").Replace(got)
+		if strings.HasPrefix(seen, "//") {
+			t.Fatalf("localPath(%q) = %q, which a browser reads as %q: another site", p, got, seen)
+		}
 	})
+}
+
+// TestSecurityLocalPath: redirect targets a browser would read as another site are refused.
+func TestSecurityLocalPath(t *testing.T) {
+	for _, p := range []string{"/\t/evil.example", "/\n/evil.example", "/\r\n/evil.example", "/ /evil.example", "/\\evil.example",
+		"//evil.example", "/\x00/x", "https://evil.example", "/a\\b"} {
+		if got := LocalPath(p, "/"); got != "/" {
+			t.Errorf("LocalPath(%q) = %q", p, got)
+		}
+	}
+	for _, p := range []string{"/", "/ceremony", "/cards?x=1", "/a/b#c", "/%09/x"} {
+		if got := LocalPath(p, "/"); got != p {
+			t.Errorf("LocalPath(%q) = %q, want it kept", p, got)
+		}
+	}
 }

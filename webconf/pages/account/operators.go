@@ -122,6 +122,14 @@ func (h *operatorHandlers) removeOwnKey(w http.ResponseWriter, r *http.Request) 
 	http.Redirect(w, r, "/account", http.StatusSeeOther)
 }
 
+// shortKey is the start of a CA key hash, enough to tell two CAs of the same name apart.
+func shortKey(h string) string {
+	if len(h) > 16 {
+		return h[:16]
+	}
+	return h
+}
+
 // operatorsView is the Operators page.
 type operatorsView struct {
 	Operators []operator.Operator
@@ -142,10 +150,7 @@ func (h *operatorHandlers) list(w http.ResponseWriter, r *http.Request) {
 		h.rd.Problem(w, r, web.For(err, "/"))
 		return
 	}
-	v := operatorsView{Operators: ops, Certs: certs, Me: op.ID}
-	if op.Ident.Management {
-		v.MySerial = op.Ident.Serial
-	}
+	v := operatorsView{Operators: ops, Certs: certs, Me: op.ID, MySerial: op.Ident.Serial}
 	h.rd.HTML(w, r, http.StatusOK, operatorsPage(h.rd.Page(r, "Operators", "operators"), v))
 }
 
@@ -275,7 +280,7 @@ func (h *operatorHandlers) download(w http.ResponseWriter, r *http.Request) {
 func (h *operatorHandlers) revoke(w http.ResponseWriter, r *http.Request) {
 	op, _ := operator.FromContext(r.Context())
 	serial := strings.ToUpper(strings.TrimSpace(r.PostFormValue("serial")))
-	if op.Ident.Management && serial == op.Ident.Serial {
+	if serial == op.Ident.Serial { // revocations hold for every trusted CA
 		h.rd.Problem(w, r, web.Problem{Status: http.StatusConflict, Title: "That is the certificate you use now",
 			What: "Revoking the certificate of this browser session would lock you out at once.",
 			Todo: "Sign in with another administrator's certificate to revoke this one.", Back: "/operators"})

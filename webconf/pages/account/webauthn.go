@@ -90,6 +90,15 @@ func (h *webauthnHandlers) registerBegin(w http.ResponseWriter, r *http.Request)
 		h.rd.Problem(w, r, web.BadForm("The name of the security key may have at most 64 printable characters."))
 		return
 	}
+	if rec.RecoveryPending && !h.auth.CheckRecoveryCode(r.PostFormValue("recovery_code")) {
+		// After serve --recover-admin the certificate alone is not enough: whoever registers
+		// the key must also read the appliance's console.
+		h.log.Warn("security key registration after a recovery refused: wrong or missing recovery code", "operator", op.Name)
+		h.rd.Problem(w, r, web.Problem{Status: http.StatusForbidden, Code: web.CodeRecoveryCode, Title: "Recovery code required",
+			What: "This administrator was recovered at the appliance (serve --recover-admin): the first security key after a recovery needs the one-time code the appliance printed on its console when it started.",
+			Todo: "Read the code from the console (or the service's output) of the appliance and enter it with the key's name, then register again.", Back: "/account"})
+		return
+	}
 	user := operator.WebAuthnUser{Op: rec}
 	creation, session, err := wa.BeginRegistration(user,
 		webauthn.WithAuthenticatorSelection(protocol.AuthenticatorSelection{
@@ -104,7 +113,7 @@ func (h *webauthnHandlers) registerBegin(w http.ResponseWriter, r *http.Request)
 		return
 	}
 	now := time.Now()
-	id, err := h.auth.Steps().Begin(&operator.PendingWebAuthn{Op: op.ID, Register: true, KeyName: name, Session: *session}, now)
+	id, err := h.auth.Steps().Begin(&operator.PendingWebAuthn{Op: op.ID, Register: true, KeyName: name, Recovery: rec.RecoveryPending, Session: *session}, now)
 	if err != nil {
 		h.rd.Problem(w, r, web.Problem{Status: http.StatusServiceUnavailable, Title: "Try again shortly", What: err.Error(), Todo: "Wait two minutes, then try again."})
 		return
@@ -141,6 +150,12 @@ func (h *webauthnHandlers) registerFinish(w http.ResponseWriter, r *http.Request
 	if err := h.auth.Operators().AddKey(op.ID, operator.SecurityKey{Name: pend.KeyName, Added: now.UTC(), Credential: *cred}); err != nil {
 		h.rd.Problem(w, r, web.ForAuth(err, "/account"))
 		return
+	}
+	if pend.Recovery {
+		if err := h.auth.Operators().SetRecoveryPending(op.ID, false); err != nil {
+			h.rd.Problem(w, r, web.ForAuth(err, "/account"))
+			return
+		}
 	}
 	if err := h.auth.Record(op.Name, operator.AuditOperatorKeyAdded, fmt.Sprintf("security key %q registered for %s", pend.KeyName, op.Name)); err != nil {
 		h.rd.Problem(w, r, web.ForAuth(err, "/account"))

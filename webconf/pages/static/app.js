@@ -237,19 +237,16 @@
 		params.set('_path', action.pathname);
 		confirmWithKey(params).then(function (token) {
 			if (token) {
-				if (form.enctype === 'multipart/form-data') {
-					action.searchParams.set('webauthn', token);
-					form.action = action.toString();
-				} else {
-					var input = form.querySelector('input[name="webauthn"]');
-					if (!input) {
-						input = document.createElement('input');
-						input.type = 'hidden';
-						input.name = 'webauthn';
-						form.appendChild(input);
-					}
-					input.value = token;
+				// In the body, never the URL; first in the form, so that an upload's token
+				// comes before its file (the server reads the leading fields only).
+				var input = form.querySelector('input[name="webauthn"]');
+				if (!input) {
+					input = document.createElement('input');
+					input.type = 'hidden';
+					input.name = 'webauthn';
+					form.insertBefore(input, form.firstChild);
 				}
+				input.value = token;
 			}
 			form.dataset.confirmed = '1';
 			if (submitter) {

@@ -1,0 +1,479 @@
+package webconf
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	pkcs12 "software.sslmate.com/src/go-pkcs12"
+
+	"github.com/keyquorum/keyquorum/cluster"
+	"github.com/keyquorum/keyquorum/webconf/operator"
+	"github.com/keyquorum/keyquorum/webconf/web"
+)
+
+// openFDs counts this process's open file descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+func heapInuse() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse
+}
+
+// TestSecuritySlowBodyFlood: 1,000 connections without a client certificate, each sending a
+// POST with a Content-Length under 256 KiB and then only a few bytes of its body, are answered
+// 401 at once and closed by the server without waiting for the body; meanwhile an operator's
+// request is answered at once, and memory and open files come back down.
+func TestSecuritySlowBodyFlood(t *testing.T) {
+	s := startService(t, t.TempDir(), serviceOptions{})
+	admin := s.browser("flood admin")
+	admin.get("/api/v1/status", http.StatusOK)
+	fds, heap := openFDs(t), heapInuse()
+
+	roots := x509.NewCertPool()
+	roots.AddCert(s.pki.CA)
+	cfg := &tls.Config{RootCAs: roots, ServerName: "localhost", NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS13}
+	const n = 1000
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		fails   []string
+		answers = make(chan struct{}, n)
+		release = make(chan struct{})
+	)
+	fail := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(fails) < 5 {
+			fails = append(fails, fmt.Sprintf(format, args...))
+		}
+	}
+	// Generous client-side timeouts: the test machine's CPU is shared, and 1,000 TLS handshakes
+	// take their time; what is measured is the operator's request and what is held afterwards.
+	dialer := &net.Dialer{Timeout: 60 * time.Second}
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := tls.DialWithDialer(dialer, "tcp", s.addr, cfg)
+			if err != nil {
+				fail("dial %d: %v", i, err)
+				answers <- struct{}{}
+				return
+			}
+			defer conn.Close()
+			fmt.Fprintf(conn, "POST /operators/role HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 200000\r\n\r\nrole=admin")
+			conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				fail("slow body %d: no answer: %v", i, err)
+				answers <- struct{}{}
+				return
+			}
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized || err != nil {
+				fail("slow body %d: %s, %v", i, resp.Status, err)
+			}
+			// The server closes the connection: nothing more comes, then EOF.
+			if _, err := conn.Read(make([]byte, 1)); err != io.EOF && !strings.Contains(fmt.Sprint(err), "close") {
+				fail("slow body %d: the connection was not closed by the server: %v", i, err)
+			}
+			answers <- struct{}{}
+			<-release
+		}()
+	}
+	// While the flood is under way, an operator's request on a new connection is answered.
+	time.Sleep(200 * time.Millisecond)
+	admin.c.CloseIdleConnections()
+	start := time.Now()
+	admin.get("/api/v1/status", http.StatusOK)
+	t.Logf("an operator's request during the flood: %s", time.Since(start).Round(time.Millisecond))
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("an operator's request during the flood took %s", d)
+	}
+	deadline := time.After(120 * time.Second)
+	for range n {
+		select {
+		case <-answers:
+		case <-deadline:
+			close(release)
+			t.Fatal("the flood's connections were not all answered within 120 s")
+		}
+	}
+	t.Logf("the flood's %d connections answered and closed within %s", n, time.Since(start).Round(time.Millisecond))
+	start = time.Now()
+	admin.get("/api/v1/status", http.StatusOK)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("an operator's request after the flood took %s", d)
+	}
+	close(release)
+	wg.Wait()
+	for _, f := range fails {
+		t.Error(f)
+	}
+	time.Sleep(time.Second) // the server's side of the last closes
+	if got := openFDs(t); got > fds+50 {
+		t.Errorf("open files: %d before the flood, %d after it", fds, got)
+	}
+	if got := heapInuse(); got > heap+32<<20 {
+		t.Errorf("heap in use: %d MiB before the flood, %d MiB after it", heap>>20, got>>20)
+	}
+}
+
+// TestSecurityConnectionLimit: at most MaxConnections connections are served at once, and a
+// connection that sends nothing (not even its TLS handshake) is closed after the handshake
+// timeout, so a client that holds every slot frees them within it.
+func TestSecurityConnectionLimit(t *testing.T) {
+	const limit = 8
+	s := startService(t, t.TempDir(), serviceOptions{maxConns: limit})
+	admin := s.browser("limit admin")
+	admin.c.CloseIdleConnections() // its connection would hold a slot
+	time.Sleep(200 * time.Millisecond)
+	var idle []net.Conn
+	for range limit {
+		c, err := net.Dial("tcp", s.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		idle = append(idle, c)
+	}
+	time.Sleep(200 * time.Millisecond) // accepted
+	start := time.Now()
+	roots := x509.NewCertPool()
+	roots.AddCert(s.pki.CA)
+	probe, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", s.addr,
+		&tls.Config{RootCAs: roots, ServerName: "localhost", NextProtos: []string{"http/1.1"}})
+	if err == nil {
+		probe.Close()
+		t.Fatalf("a connection beyond the limit of %d was served", limit)
+	}
+	// The idle connections are closed by the server at the handshake timeout.
+	for _, c := range idle {
+		c.SetReadDeadline(time.Now().Add(readHeaderTimeout + 10*time.Second))
+		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Errorf("an idle connection: %v after %s, want EOF", err, time.Since(start).Round(time.Second))
+		}
+	}
+	if d := time.Since(start); d > readHeaderTimeout+5*time.Second {
+		t.Errorf("idle connections were held %s", d)
+	}
+	admin.get("/api/v1/status", http.StatusOK)
+}
+
+// TestSecurityWebAuthnTable: a certificate without a role cannot begin a key registration (so
+// it cannot fill the table of begun WebAuthn ceremonies); an operator with a role who begins
+// hundreds holds only a few entries; the administrator's confirmation still begins at once.
+// A node certificate is no operator: no account page, no key registration, no entry.
+func TestSecurityWebAuthnTable(t *testing.T) {
+	s := startService(t, t.TempDir(), serviceOptions{})
+	admin := s.browser("table admin")
+	nobody := s.browserAs("Role-less", operator.RoleNone, false)
+	custodian := s.browserAs("Busy custodian", operator.RoleCustodian, true)
+	begin := func(b *browser) int {
+		resp, _ := b.script("/webauthn/register/begin", "application/x-www-form-urlencoded", url.Values{"name": {"k"}}.Encode(), nil)
+		return resp.StatusCode
+	}
+	for i := range 300 {
+		if code := begin(nobody); code != http.StatusForbidden {
+			t.Fatalf("registration %d begun by a certificate without a role: %d", i, code)
+		}
+	}
+	// A custodian's further key needs a fresh assertion; each assertion begin is an entry too.
+	for i := range 300 {
+		resp, body := custodian.script("/webauthn/assert/begin", "application/x-www-form-urlencoded",
+			url.Values{"_path": {"/webauthn/register/begin"}}.Encode(), nil)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("custodian's assertion %d: %d %s", i, resp.StatusCode, body)
+		}
+	}
+	// The administrator still confirms a dangerous action.
+	admin.post("/operators/role", url.Values{"id": {custodian.id.ID}, "role": {"auditor"}}, http.StatusSeeOther)
+
+	node := s.nodeCert("node-z")
+	nc := s.client(&node)
+	for _, path := range []string{"/account", "/"} {
+		resp, err := nc.Get(s.url(path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("node certificate at %s: %d", path, resp.StatusCode)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodPost, s.url("/webauthn/register/begin"), strings.NewReader("name=k"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set(web.FetchHeader, "1")
+	resp, err := nc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("node certificate begins a key registration: %d", resp.StatusCode)
+	}
+	ops, err := s.ops.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range ops {
+		if strings.Contains(op.Subject, "node-z") {
+			t.Errorf("a node certificate is in the operator list: %+v", op)
+		}
+	}
+}
+
+// nodeCert issues a node certificate of the service's management CA, as add-node does.
+func (s *service) nodeCert(name string) tls.Certificate {
+	s.t.Helper()
+	cert, key, err := s.pki.IssueClient(pkix.Name{CommonName: name, Organization: []string{cluster.NodeOrganization}}, time.Now())
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return tlsCert(cert, key)
+}
+
+// firstAdminCert is the first administrator's certificate as the PKI directory holds it now.
+func firstAdminCert(t *testing.T, s *service) tls.Certificate {
+	t.Helper()
+	der, err := os.ReadFile(s.pki.AdminP12Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw, err := os.ReadFile(s.pki.AdminPasswordPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, cert, _, err := pkcs12.DecodeChain(der, strings.TrimSpace(string(pw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}
+}
+
+// registerWithCode registers a new security key with extra form fields (the recovery code).
+func (b *browser) registerWithCode(k *softKey, code string) (int, string) {
+	b.t.Helper()
+	resp, body := b.script("/webauthn/register/begin", "application/x-www-form-urlencoded", url.Values{"name": {"after recovery"}, "recovery_code": {code}}.Encode(), nil)
+	if resp.StatusCode != http.StatusOK {
+		return resp.StatusCode, body
+	}
+	var o options
+	if err := json.Unmarshal([]byte(body), &o); err != nil {
+		b.t.Fatal(err)
+	}
+	resp, body = b.script("/webauthn/register/finish?session="+url.QueryEscape(o.Session), "application/json", string(k.create(o, b.s.origin())), nil)
+	return resp.StatusCode, body
+}
+
+// TestSecurityRecoveryCutsOffOldAdmin: after the first administrator's certificate was made anew
+// and serve --recover-admin ran, the old certificate (same name, same operator) is revoked; the
+// new one registers its first security key only with the one-time code printed on the console,
+// which is good for that one registration.
+func TestSecurityRecoveryCutsOffOldAdmin(t *testing.T) {
+	s := startService(t, t.TempDir(), serviceOptions{})
+	old := s.browserWith(firstAdminCert(t, s), operator.RoleAdmin, true)
+	old.get("/operators", http.StatusOK)
+	if s.srv.RecoveryCode() != "" {
+		t.Error("a recovery code without a recovery")
+	}
+	// The administrator lost certificate and key: admin.p12 is moved aside, a start makes a new
+	// one, a start with --recover-admin recovers it.
+	s.stop()
+	for _, f := range []string{s.pki.AdminP12Path(), s.pki.AdminPasswordPath(), filepath.Join(s.pki.Dir, operator.AdminCertFile)} {
+		if err := os.Remove(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s = startService(t, s.dir, serviceOptions{})
+	s.stop()
+	s = startService(t, s.dir, serviceOptions{recover: true})
+	code := s.srv.RecoveryCode()
+	if len(code) < 16 {
+		t.Fatalf("recovery code %q", code)
+	}
+
+	resp, err := s.client(&old.cert).Get(s.url("/account"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("the replaced administrator certificate after the recovery: %d", resp.StatusCode)
+	}
+	if es := auditEvents(t, s, operator.AuditCertRevoked); len(es) != 1 || !strings.Contains(es[0].Message, old.id.Serial) {
+		t.Errorf("revocation audit: %+v", es)
+	}
+
+	admin := s.browserWith(firstAdminCert(t, s), operator.RoleNone, false)
+	if admin.id.ID != old.id.ID {
+		t.Fatal("the new administrator certificate is another operator")
+	}
+	key := newSoftKey(t)
+	if status, body := admin.registerWithCode(key, ""); status != http.StatusForbidden || !strings.Contains(body, web.CodeRecoveryCode) {
+		t.Fatalf("first key after the recovery without the code: %d %s", status, body)
+	}
+	if status, body := admin.registerWithCode(key, "AAAAAAAAAAAAAAAA"); status != http.StatusForbidden {
+		t.Fatalf("first key after the recovery with a wrong code: %d %s", status, body)
+	}
+	if status, body := admin.registerWithCode(key, strings.ToLower(code)); status != http.StatusOK {
+		t.Fatalf("first key after the recovery with the code: %d %s", status, body)
+	}
+	if op, _ := s.ops.Get(admin.id.ID); op.RecoveryPending || len(op.Keys) != 1 {
+		t.Errorf("after the registration: pending %v, keys %d", op.RecoveryPending, len(op.Keys))
+	}
+	s.stop()
+	s = startService(t, s.dir, serviceOptions{})
+	if s.srv.RecoveryCode() != "" {
+		t.Error("a recovery code after the recovery was completed")
+	}
+}
+
+// TestSecuritySmallerPoints: the page without a certificate names no path of the appliance; a
+// redirect target a browser reads as another site is refused; 503 and 421 answers carry codes
+// that say so.
+func TestSecuritySmallerPoints(t *testing.T) {
+	s := startService(t, t.TempDir(), serviceOptions{})
+	resp, err := s.client(nil).Get(s.url("/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || strings.Contains(string(body), s.dir) || strings.Contains(string(body), s.pki.Dir) {
+		t.Errorf("the page without a certificate shows a path of the appliance: %d %s", resp.StatusCode, excerpt(string(body)))
+	}
+
+	admin := s.browser("smaller admin")
+	for _, back := range []string{"/\t/evil.example", "/\\evil.example", "//evil.example"} {
+		resp, _ := admin.postRaw("/sim/cards", url.Values{"back": {back}}, http.StatusSeeOther)
+		if loc := resp.Header.Get("Location"); loc != "/" {
+			t.Errorf("back=%q: Location %q", back, loc)
+		}
+	}
+
+	if c := web.CodeOf(web.Problem{Status: http.StatusServiceUnavailable}); c != web.CodeUnavailable {
+		t.Errorf("503: code %q", c)
+	}
+	if c := web.CodeOf(web.Problem{Status: http.StatusMisdirectedRequest}); c != web.CodeMisdirected {
+		t.Errorf("421: code %q", c)
+	}
+	// A security key request at another name than the relying party's: 421 misdirected.
+	req, _ := http.NewRequest(http.MethodPost, "https://"+s.addr+"/webauthn/assert/begin", strings.NewReader(url.Values{"_path": {"/operators/role"}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set(csrfHeader, admin.csrf)
+	req.Header.Set(web.FetchHeader, "1")
+	req.Header.Set("Origin", "https://"+s.addr)
+	resp, got := admin.do(req)
+	if resp.StatusCode != http.StatusMisdirectedRequest || !strings.Contains(got, `"code":"misdirected"`) {
+		t.Errorf("security key at another host: %d %s", resp.StatusCode, got)
+	}
+}
+
+// TestSecurityLiveStreamsPerOperator: one operator cannot hold more than a few live streams
+// open; another operator still gets one, and a closed stream frees its place.
+func TestSecurityLiveStreamsPerOperator(t *testing.T) {
+	s := startService(t, t.TempDir(), serviceOptions{})
+	greedy := s.browserAs("greedy auditor", operator.RoleAuditor, false)
+	other := s.browserAs("other auditor", operator.RoleAuditor, false)
+	open := func(b *browser, path string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, s.url(path), nil)
+		resp, err := b.c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	var streams []*http.Response
+	for i := range maxStreamsPerOperator {
+		path := "/events"
+		if i%2 == 1 {
+			path = "/api/v1/ceremony/events"
+		}
+		resp := open(greedy, path)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("stream %d: %d", i, resp.StatusCode)
+		}
+		streams = append(streams, resp)
+	}
+	resp := open(greedy, "/events")
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("a stream beyond the limit: %d %s", resp.StatusCode, excerpt(string(body)))
+	}
+	if resp := open(other, "/events"); resp.StatusCode != http.StatusOK {
+		t.Errorf("another operator's stream: %d", resp.StatusCode)
+	} else {
+		resp.Body.Close()
+	}
+	streams[0].Body.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp := open(greedy, "/events")
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a closed stream did not free its place: %d", resp.StatusCode)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, r := range streams[1:] {
+		r.Body.Close()
+	}
+}
+
+// TestSecurityCSRFTokenNotInURL: the upload forms carry the CSRF token in their body, not their
+// address, and a token in the address is not accepted.
+func TestSecurityCSRFTokenNotInURL(t *testing.T) {
+	s := startService(t, t.TempDir(), serviceOptions{})
+	admin := s.browser("csrf admin")
+	if err := s.hsm.LoadBackupKey(context.Background(), bytes.Repeat([]byte{9}, 32)); err != nil {
+		t.Fatal(err)
+	}
+	for _, page := range []string{"/hsm", "/cluster"} {
+		body := admin.get(page, http.StatusOK)
+		if strings.Contains(body, "csrf=") {
+			t.Errorf("%s: a token in a form's address", page)
+		}
+		if !strings.Contains(body, `name="csrf"`) {
+			t.Errorf("%s: no CSRF field", page)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodPost, s.url("/hsm/restore?csrf="+url.QueryEscape(admin.csrf)), strings.NewReader("--x\r\nContent-Disposition: form-data; name=\"backup\"; filename=\"b\"\r\n\r\nxx\r\n--x--\r\n"))
+	req.Header.Set("Content-Type", "multipart/form-data; boundary=x")
+	resp, body := admin.do(req)
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "CSRF") {
+		t.Errorf("a token in the URL: %d %s", resp.StatusCode, excerpt(body))
+	}
+}

@@ -1,0 +1,103 @@
+package web
+
+import (
+	"context"
+	"errors"
+	"io"
+	"mime/multipart"
+	"net/http"
+)
+
+// An upload form (multipart/form-data) carries its CSRF token and its security key's token as
+// its first fields, in the body — never in the URL, where they would end up in logs and
+// history. The CSRF check reads those leading small fields and nothing more (the file that
+// follows stays unread until the handler wants it); the handler then continues the same
+// multipart stream with [MultipartReader].
+
+// Multipart is an upload's multipart stream after its leading fields were read.
+type Multipart struct {
+	r      *multipart.Reader
+	next   *multipart.Part // the first part not read yet; nil when the stream ended
+	ended  bool
+	Fields map[string]string // the leading fields read (csrf, webauthn)
+}
+
+type multipartKey struct{}
+
+// maxLeadingField bounds a leading token field.
+const maxLeadingField = 1 << 10
+
+// ReadLeading opens r's multipart body and reads its leading fields named in names (each at most
+// 1 KiB, not a file), stopping at the first other part. The result goes into the request's
+// context ([WithMultipart]) for the handler.
+func ReadLeading(r *http.Request, names ...string) (*Multipart, error) {
+	mr, err := r.MultipartReader()
+	if err != nil {
+		return nil, err
+	}
+	m := &Multipart{r: mr, Fields: map[string]string{}}
+	for {
+		part, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			m.ended = true
+			return m, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		name, known := part.FormName(), false
+		for _, n := range names {
+			known = known || n == name
+		}
+		if !known || part.FileName() != "" || m.Fields[name] != "" {
+			m.next = part
+			return m, nil
+		}
+		v, err := io.ReadAll(io.LimitReader(part, maxLeadingField+1))
+		part.Close()
+		if err != nil {
+			return nil, err
+		}
+		if len(v) > maxLeadingField {
+			return nil, errors.New("a form field is too long")
+		}
+		m.Fields[name] = string(v)
+	}
+}
+
+// WithMultipart keeps an upload's stream in ctx for its handler.
+func WithMultipart(ctx context.Context, m *Multipart) context.Context {
+	return context.WithValue(ctx, multipartKey{}, m)
+}
+
+// MultipartOf is the upload stream the CSRF check read the leading fields of, if any.
+func MultipartOf(r *http.Request) *Multipart {
+	m, _ := r.Context().Value(multipartKey{}).(*Multipart)
+	return m
+}
+
+// MultipartReader continues the upload stream after its leading fields, or opens r's
+// multipart body when nothing was read of it yet.
+func MultipartReader(r *http.Request) (*Multipart, error) {
+	if m := MultipartOf(r); m != nil {
+		return m, nil
+	}
+	mr, err := r.MultipartReader()
+	if err != nil {
+		return nil, err
+	}
+	return &Multipart{r: mr, Fields: map[string]string{}}, nil
+}
+
+// NextPart is the next part of the upload (the one the leading fields stopped at, first).
+func (m *Multipart) NextPart() (*multipart.Part, error) {
+	if m.next != nil {
+		p := m.next
+		m.next = nil
+		return p, nil
+	}
+	if m.ended {
+		return nil, io.EOF
+	}
+	return m.r.NextPart()
+}

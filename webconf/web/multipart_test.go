@@ -1,0 +1,91 @@
+package web
+
+import (
+	"bytes"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func multipartRequest(body, boundary string) *http.Request {
+	r, _ := http.NewRequest(http.MethodPost, "/hsm/restore", strings.NewReader(body))
+	r.Header.Set("Content-Type", "multipart/form-data; boundary="+boundary)
+	return r
+}
+
+// TestReadLeading: the leading token fields are read, the file after them is left for the
+// handler, whole.
+func TestReadLeading(t *testing.T) {
+	var b bytes.Buffer
+	mw := multipart.NewWriter(&b)
+	mw.WriteField("webauthn", "tok")
+	mw.WriteField("csrf", "c")
+	fw, _ := mw.CreateFormFile("backup", "b.kqb")
+	fw.Write(bytes.Repeat([]byte{7}, 100000))
+	mw.WriteField("after", "x")
+	mw.Close()
+	r := multipartRequest(b.String(), mw.Boundary())
+	m, err := ReadLeading(r, "csrf", "webauthn")
+	if err != nil || m.Fields["csrf"] != "c" || m.Fields["webauthn"] != "tok" {
+		t.Fatalf("leading fields: %v %v", m, err)
+	}
+	r = r.WithContext(WithMultipart(r.Context(), m))
+	mr, err := MultipartReader(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := mr.NextPart()
+	if err != nil || p.FormName() != "backup" {
+		t.Fatalf("first part after the tokens: %v %v", p, err)
+	}
+	if n, _ := io.Copy(io.Discard, p); n != 100000 {
+		t.Errorf("file: %d bytes", n)
+	}
+	if p, err := mr.NextPart(); err != nil || p.FormName() != "after" {
+		t.Errorf("then: %v %v", p, err)
+	}
+	if _, err := mr.NextPart(); err != io.EOF {
+		t.Errorf("end: %v", err)
+	}
+	// A token field that is too long, or a file named like a token, is not a token.
+	long := "--x\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n" + strings.Repeat("a", 2000) + "\r\n--x--\r\n"
+	if _, err := ReadLeading(multipartRequest(long, "x"), "csrf"); err == nil {
+		t.Error("a 2,000-byte token accepted")
+	}
+	file := "--x\r\nContent-Disposition: form-data; name=\"csrf\"; filename=\"f\"\r\n\r\nc\r\n--x--\r\n"
+	if m, err := ReadLeading(multipartRequest(file, "x"), "csrf"); err != nil || m.Fields["csrf"] != "" {
+		t.Errorf("a file named csrf: %v %v", m.Fields, err)
+	}
+}
+
+// FuzzReadLeading feeds the leading-field reader with any body: it ends with fields of at most
+// 1 KiB, or an error, and never panics.
+func FuzzReadLeading(f *testing.F) {
+	for _, s := range []string{
+		"--x\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\nc\r\n--x\r\nContent-Disposition: form-data; name=\"backup\"; filename=\"b\"\r\n\r\ndata\r\n--x--\r\n",
+		"--x--\r\n",
+		"garbage",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		m, err := ReadLeading(multipartRequest(body, "x"), "csrf", "webauthn")
+		if err != nil {
+			return
+		}
+		for k, v := range m.Fields {
+			if len(v) > maxLeadingField || (k != "csrf" && k != "webauthn") {
+				t.Fatalf("field %q of %d bytes", k, len(v))
+			}
+		}
+		for {
+			p, err := m.NextPart()
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, io.LimitReader(p, 1<<20))
+		}
+	})
+}
