@@ -18,13 +18,14 @@ func (b *browser) postBackupForm(path string, fields map[string]string, content 
 	b.t.Helper()
 	var body bytes.Buffer
 	mw := multipart.NewWriter(&body)
+	mw.WriteField(csrfField, b.csrf) // the token leads, in the body, as the page sends it
 	for k, v := range fields {
 		mw.WriteField(k, v)
 	}
 	fw, _ := mw.CreateFormFile("backup", "backup.kqb")
 	fw.Write(content)
 	mw.Close()
-	req, _ := http.NewRequest(http.MethodPost, b.s.url(path+"?csrf="+url.QueryEscape(b.csrf)), &body)
+	req, _ := http.NewRequest(http.MethodPost, b.s.url(path), &body)
 	req.Header.Set("Content-Type", mw.FormDataContentType())
 	return b.do(req)
 }

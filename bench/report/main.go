@@ -443,7 +443,7 @@ func (r *report) sse(ctx context.Context) {
 func (r *report) sseFanout(ctx context.Context) {
 	r.order = orderWebConf
 	step("webconf: PIN-pad event to 500 watching live views")
-	what := "PIN-pad event → its SSE message at 500 live views (50 operators × 10, each its own mTLS connection)"
+	what := "PIN-pad event → its SSE message at 500 live views (100 operators × 5 views, an HTTP/2 mTLS connection each)"
 	src := "`BenchmarkPadEventSSEFanout` (webconf)"
 	n := max(r.p.sseEvents/25, 4)
 	lines, err := r.goBench(ctx, "webconf", "webconf-sse-fanout", 10*time.Minute,
