@@ -428,7 +428,7 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 		fmt.Fprintf(stdout, "  PIN pad:       %s\n", padName)
 	}
 	fmt.Fprintf(stdout, "  Pad timeouts:  OK %v, card %v, PIN %v, removal %v\n", c.timeouts.OK, c.timeouts.Card, c.timeouts.PIN, c.timeouts.Removal)
-	fmt.Fprintf(stdout, "  card profile:  %s (%s)\n", c.profile.Name, c.profile.Description)
+	fmt.Fprintf(stdout, "  Card profile:  %s (%s)\n", c.profile.Name, c.profile.Description)
 	fmt.Fprintf(stdout, "  HSM:           %s\n", hsmName)
 	if metricsURL != "" {
 		fmt.Fprintf(stdout, "  Metrics:       %s (and /healthz there)\n", metricsURL)
