@@ -59,7 +59,8 @@ func TestOperatorCap(t *testing.T) {
 	}
 	before := txid()
 	for i := range 5 {
-		op, err := ops.Seen(Identity{ID: fmt.Sprintf("stranger-%d", i), Subject: "CN=stranger", Issuer: "CN=elsewhere"}, now)
+		// legacyID: a certificate that could take over an entry of schema 1 (there is none).
+		op, err := ops.Seen(Identity{ID: fmt.Sprintf("stranger-%d", i), Subject: "CN=stranger", Issuer: "CN=elsewhere", legacyID: fmt.Sprintf("legacy-%d", i)}, now)
 		if err != nil || op.Role != RoleNone || op.Subject != "CN=stranger" {
 			t.Errorf("unknown certificate on a full list: %+v %v", op, err)
 		}

@@ -363,6 +363,49 @@ type Operators struct {
 	// recorded counts the operators in the list, kept in memory so that the cap on recording
 	// unknown certificates costs nothing per request (counting the bucket walks all of it).
 	recorded int
+	// seen caches decoded operator records by ID with the transaction ID they were read at:
+	// admitting a request reads its operator without decoding JSON again while nothing was
+	// written since (any write moves the transaction ID, so a changed role or key is never
+	// served stale).
+	seen map[string]seenOp
+}
+
+type seenOp struct {
+	txid int
+	op   Operator
+}
+
+// maxSeenCache bounds the cache of decoded operator records; when full it starts again.
+const maxSeenCache = 4096
+
+// cachedOperator reads the operator id inside tx through the cache.
+func (o *Operators) cachedOperator(tx *bolt.Tx, id string) (*Operator, error) {
+	txid := tx.ID()
+	o.mu.RLock()
+	c, ok := o.seen[id]
+	o.mu.RUnlock()
+	if ok && c.txid == txid {
+		op := c.op.clone()
+		return &op, nil
+	}
+	cur, err := getOperator(tx, id)
+	if err != nil || cur == nil {
+		return cur, err
+	}
+	o.mu.Lock()
+	if o.seen == nil || len(o.seen) >= maxSeenCache {
+		o.seen = map[string]seenOp{}
+	}
+	o.seen[id] = seenOp{txid: txid, op: cur.clone()}
+	o.mu.Unlock()
+	return cur, nil
+}
+
+// clone copies the record's slices, so that a caller's change cannot reach the cache.
+func (op Operator) clone() Operator {
+	op.WebAuthnID = slices.Clone(op.WebAuthnID)
+	op.Keys = slices.Clone(op.Keys)
+	return op
 }
 
 var (
@@ -505,8 +548,13 @@ func (o *Operators) Get(id string) (Operator, error) {
 // have no role.
 func (o *Operators) Seen(id Identity, now time.Time) (Operator, error) {
 	var cur *Operator
+	legacy := false // an entry of schema 1 waits to be bound to this certificate's CA
 	err := o.db.View(func(tx *bolt.Tx) (err error) {
-		cur, err = getOperator(tx, id.ID)
+		cur, err = o.cachedOperator(tx, id.ID)
+		if err == nil && cur == nil && id.legacyID != "" {
+			old, lerr := getOperator(tx, id.legacyID)
+			legacy = lerr == nil && old != nil && old.CA == ""
+		}
 		return err
 	})
 	if err != nil {
@@ -519,7 +567,7 @@ func (o *Operators) Seen(id Identity, now time.Time) (Operator, error) {
 	o.mu.RLock()
 	full := o.recorded >= maxOperators
 	o.mu.RUnlock()
-	if cur == nil && full && id.legacyID == "" {
+	if cur == nil && full && !legacy {
 		// The list is full: an unknown certificate gets no role and no record, without a
 		// write per request.
 		return unrecorded, nil
