@@ -15,7 +15,7 @@ import (
 
 	"github.com/keyquorum/keyquorum/hsm"
 	"github.com/keyquorum/keyquorum/hsm/internal/hsmtest"
-	"github.com/keyquorum/keyquorum/hsm/internal/memstat"
+	"github.com/keyquorum/keyquorum/internal/memstat"
 )
 
 // mixedToken puts n objects of every kind onto the token, in equal parts: RSA-2048 and EC P-256
