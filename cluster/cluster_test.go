@@ -40,7 +40,7 @@ type testCA struct {
 	fail   error    // returned by IssueNode when set
 }
 
-func newTestCA(t *testing.T, cn string) *testCA {
+func newTestCA(t testing.TB, cn string) *testCA {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn}, NotBefore: time.Now().Add(-time.Hour),
@@ -119,7 +119,7 @@ func (a *auditLog) has(event string) bool {
 }
 
 // newHSM is a soft HSM holding mbk and keys application keys.
-func newHSM(t *testing.T, mbk []byte, keys int) *soft.HSM {
+func newHSM(t testing.TB, mbk []byte, keys int) *soft.HSM {
 	t.Helper()
 	h, err := soft.Open(t.TempDir())
 	if err != nil {
@@ -145,7 +145,7 @@ func newMBK() []byte {
 
 // peer serves node n's state the way WebConf's API does, over TLS with client certificates
 // of ca, and returns its address.
-func peer(t *testing.T, n *Node, ca *testCA) *url.URL {
+func peer(t testing.TB, n *Node, ca *testCA) *url.URL {
 	t.Helper()
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		leaf := r.TLS.VerifiedChains[0][0]
@@ -192,7 +192,7 @@ func peer(t *testing.T, n *Node, ca *testCA) *url.URL {
 }
 
 // nodeFile issues a node certificate on a and returns the joining node's identity from it.
-func nodeFile(t *testing.T, a *Node) *NodeIdentity {
+func nodeFile(t testing.TB, a *Node) *NodeIdentity {
 	t.Helper()
 	nb, err := a.IssueNodeCert("admin of A", "node-b")
 	if err != nil {

@@ -22,7 +22,7 @@ const (
 
 type curve struct {
 	what  string
-	bench string // benchmark name with %d for the size
+	bench string // benchmark name with %s for the size
 	flat  bool   // must not grow
 }
 
@@ -44,7 +44,7 @@ func (r *report) growth(ctx context.Context) {
 		{"audit verify (every entry)", "BenchmarkAuditGrowth/verify/entries=%s", false},
 		{"audit export (every entry)", "BenchmarkAuditGrowth/export/entries=%s", false},
 	}
-	r.curves(audit, sizes, "entries", src, lines, err)
+	r.curves(audit, sizes, "entries", src, "1 run of 20 operations per size", "", lines, err)
 
 	step("ceremony: journal growth at 10 / 1000 / 100000 ceremonies")
 	src = "`BenchmarkJournalGrowth` (ceremony)"
@@ -56,7 +56,7 @@ func (r *report) growth(ctx context.Context) {
 		{"ceremonies: newest 10 of the list", "BenchmarkJournalGrowth/list-newest/ceremonies=%s", true},
 		{"ceremonies: newest 10 card checks", "BenchmarkJournalGrowth/list-card-checks/ceremonies=%s", true},
 	}
-	r.curves(journal, []string{"10", "1000", "100000"}, "ceremonies", src, lines, err)
+	r.curves(journal, []string{"10", "1000", "100000"}, "ceremonies", src, "1 run of 20 operations per size", "", lines, err)
 
 	step("webconf/operator: operators, revoked serials and CRL entries at 10 / 1000 / 10000")
 	src = "`BenchmarkOperatorsGrowth` (webconf/operator)"
@@ -68,10 +68,54 @@ func (r *report) growth(ctx context.Context) {
 		{"the Operators page's operator list", "BenchmarkOperatorsGrowth/list-operators/size=%s", false},
 		{"the Operators page's certificate list", "BenchmarkOperatorsGrowth/list-certificates/size=%s", false},
 	}
-	r.curves(operators, []string{"10", "1000", "10000"}, "each", src, lines, err)
+	r.curves(operators, []string{"10", "1000", "10000"}, "each", src, "1 run of 20 operations per size", "", lines, err)
+
+	r.objectGrowth(ctx)
 }
 
-func (r *report) curves(cs []curve, sizes []string, unit, src string, lines []benchLine, err error) {
+// objectGrowth gives the curves of the HSM object store: the soft HSM's backup and restore and
+// a cluster join at r.p.storeSizes objects, SoftHSM2's backup and restore at the smaller
+// r.p.p11Sizes (its restore searches the token before every write, so it grows faster than
+// linearly and 10 000 objects would take minutes).
+func (r *report) objectGrowth(ctx context.Context) {
+	const once = "1 operation per size"
+	sizes := strings.Split(r.p.storeSizes, ",")
+	step("hsm/soft: object store growth at " + r.p.storeSizes + " objects")
+	src := "`BenchmarkSoftStoreGrowth` (hsm/soft)"
+	os.Setenv("KQ_STORE_SIZES", r.p.storeSizes)
+	lines, err := r.goBench(ctx, "hsm/soft", "soft-store-growth", 60*time.Minute,
+		"-test.bench", "^BenchmarkSoftStoreGrowth$", "-test.benchtime", "1x", "-test.count", "1", "-test.timeout", "70m")
+	r.curves([]curve{
+		{"soft HSM: backup of the object store (mixed objects)", "BenchmarkSoftStoreGrowth/backup/objects=%s", false},
+		{"soft HSM: restore onto an empty store (mixed objects)", "BenchmarkSoftStoreGrowth/restore/objects=%s", false},
+	}, sizes, "objects", src, once, "peak-RSS-MiB", lines, err)
+
+	step("cluster: join growth at " + r.p.storeSizes + " keys")
+	src = "`BenchmarkJoinGrowth` (cluster)"
+	lines, err = r.goBench(ctx, "cluster", "cluster-join-growth", 60*time.Minute,
+		"-test.bench", "^BenchmarkJoinGrowth$", "-test.benchtime", "1x", "-test.count", "1", "-test.timeout", "70m")
+	os.Unsetenv("KQ_STORE_SIZES")
+	r.curves([]curve{
+		{"cluster join between two soft HSMs (TLS, state transfer, restore)", "BenchmarkJoinGrowth/join/keys=%s", false},
+	}, sizes, "keys", src, once, "peak-RSS-MiB", lines, err)
+
+	sizes = strings.Split(r.p.p11Sizes, ",")
+	step("hsm/pkcs11: SoftHSM2 object store growth at " + r.p.p11Sizes + " objects")
+	src = "`BenchmarkPKCS11StoreGrowth` (hsm/pkcs11)"
+	os.Setenv("KQ_PKCS11_SIZES", r.p.p11Sizes)
+	lines, err = r.goBench(ctx, "hsm/pkcs11", "pkcs11-store-growth", 60*time.Minute,
+		"-test.bench", "^BenchmarkPKCS11StoreGrowth$", "-test.benchtime", "1x", "-test.count", "1", "-test.timeout", "70m")
+	os.Unsetenv("KQ_PKCS11_SIZES")
+	small := " (at " + r.p.p11Sizes + " objects, not 100 000: SoftHSM2 searches the token before every restore write, kept for crash safety across processes)"
+	r.curves([]curve{
+		{"SoftHSM2 token: backup of the object store (mixed objects)" + small, "BenchmarkPKCS11StoreGrowth/backup/objects=%s", false},
+		{"SoftHSM2 token: restore onto an empty token (mixed objects)" + small, "BenchmarkPKCS11StoreGrowth/restore/objects=%s", false},
+	}, sizes, "objects", src, once, "peak-RSS-MiB", lines, err)
+}
+
+// curves adds a row per curve; rss names the metric of the peak RSS the benchmarks report
+// at each size, or is empty.
+func (r *report) curves(cs []curve, sizes []string, unit, src, runs, rss string, lines []benchLine, err error) {
 	for _, c := range cs {
 		if err != nil {
 			r.fail(c.what, src, err)
@@ -91,6 +135,15 @@ func (r *report) curves(cs []curve, sizes []string, unit, src string, lines []be
 			t := median(v) / 1e9
 			n, _ := strconv.ParseFloat(size, 64)
 			fig := strings.TrimSpace(humanCount(n)+" "+unit) + ": " + dur(t)
+			if rss != "" {
+				m, err := metric(lines, fmt.Sprintf(c.bench, size), rss)
+				if err != nil {
+					r.fail(c.what, src, err)
+					bad = true
+					break
+				}
+				fig += fmt.Sprintf(", peak RSS %.0f MiB", median(m))
+			}
 			if i > 0 && prev > 0 {
 				e := math.Log(t/prev) / math.Log(n/prevSize)
 				worst = math.Max(worst, e)
@@ -111,7 +164,7 @@ func (r *report) curves(cs []curve, sizes []string, unit, src string, lines []be
 		case worst > maxExponent:
 			verdict = fmt.Sprintf("**worse than linear (exponent %.2f > %.1f)**", worst, maxExponent)
 		}
-		r.add(c.what, strings.Join(figs, "; ")+" — "+verdict, "1 run of 20 operations per size", src)
+		r.add(c.what, strings.Join(figs, "; ")+" — "+verdict, runs, src)
 	}
 }
 

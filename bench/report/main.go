@@ -49,14 +49,16 @@ type plan struct {
 	ceremonies int    // simulator ceremonies per run
 	auditSizes string // audit log sizes of the growth curves (KQ_AUDIT_SIZES)
 	objects    int    // objects in the HSM object-store backup benchmarks
+	storeSizes string // object-store sizes of the soft HSM's and the join's growth curves (KQ_STORE_SIZES)
+	p11Sizes   string // object-store sizes of SoftHSM2's growth curves (KQ_PKCS11_SIZES)
 }
 
 var full = plan{backupMiB: 1024, runs: 5, slowRuns: 3, backupRuns: 5, apdus: 2000, requests: 20000, sseEvents: 500, benchtime: "0.2s", ceremonies: 10,
-	auditSizes: "10000,1000000,10000000", objects: 10000}
+	auditSizes: "10000,1000000,10000000", objects: 10000, storeSizes: "100,10000,100000", p11Sizes: "100,1000,5000"}
 
 // quick checks the report itself in a minute; its figures are not the table's.
 var quick = plan{backupMiB: 64, runs: 2, slowRuns: 1, backupRuns: 1, apdus: 200, requests: 2000, sseEvents: 50, benchtime: "0.05s", ceremonies: 2,
-	auditSizes: "1000,10000,100000", objects: 300}
+	auditSizes: "1000,10000,100000", objects: 300, storeSizes: "100,1000", p11Sizes: "30,100"}
 
 func main() {
 	out := flag.String("out", "bench/RESULTS.md", "write the table to `file` (\"\" = print only)")
@@ -178,7 +180,7 @@ func (r *report) fail(what, source string, err error) {
 func step(name string) { fmt.Printf("== %s (%s)\n", name, time.Now().Format("15:04:05")) }
 
 // testBinaries are the packages whose benchmarks the table uses, compiled once.
-var testBinaries = []string{"sharing", "ceremony", "webconf", "webconf/operator", "pinpad/pcsc", "pinpad/cyberjacksim", "hsm/soft", "hsm/pkcs11"}
+var testBinaries = []string{"sharing", "ceremony", "webconf", "webconf/operator", "pinpad/pcsc", "pinpad/cyberjacksim", "hsm/soft", "hsm/pkcs11", "cluster"}
 
 func (r *report) build(ctx context.Context) {
 	step("build test binaries, keyquorum and bench tools")

@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,7 +16,7 @@ import (
 
 	"github.com/keyquorum/keyquorum/hsm"
 	"github.com/keyquorum/keyquorum/hsm/internal/hsmtest"
-	"github.com/keyquorum/keyquorum/hsm/internal/memstat"
+	"github.com/keyquorum/keyquorum/internal/memstat"
 )
 
 // mixedToken puts n objects of every kind onto the token, in equal parts: RSA-2048 and EC P-256
@@ -159,4 +160,71 @@ func benchToken(b *testing.B) *HSM {
 	}
 	b.Cleanup(func() { h.Close() })
 	return h
+}
+
+// BenchmarkPKCS11StoreGrowth: backup, and restore onto an empty SoftHSM2 token, of a token of
+// mixed objects at each size of KQ_PKCS11_SIZES (100 / 1 000 / 5 000 unless set: SoftHSM2's
+// restore grows faster than linearly, every write follows a search of the token, and 10 000
+// would take minutes); each operation also reports the process's peak RSS during it.
+func BenchmarkPKCS11StoreGrowth(b *testing.B) {
+	if env.missing != "" {
+		if os.Getenv("CI") == "true" {
+			b.Fatal("SoftHSM2 missing: " + env.missing)
+		}
+		b.Skip("SoftHSM2 missing: " + env.missing)
+	}
+	v := os.Getenv("KQ_PKCS11_SIZES")
+	if v == "" {
+		v = "100,1000,5000"
+	}
+	for _, s := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n <= 0 {
+			b.Fatalf("KQ_PKCS11_SIZES: %q is not an object count", s)
+		}
+		mbk := hsmtest.NewMBK(b)
+		src := benchToken(b)
+		src.LoadBackupKey(b.Context(), mbk)
+		mixedToken(b, src, n)
+		var backup bytes.Buffer
+		if err := src.Backup(b.Context(), &backup); err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprintf("backup/objects=%d", n), func(b *testing.B) {
+			var peak float64
+			var buf bytes.Buffer
+			for b.Loop() {
+				b.StopTimer()
+				buf.Reset()
+				runtime.GC()
+				memstat.ResetPeak()
+				b.StartTimer()
+				if err := src.Backup(b.Context(), &buf); err != nil {
+					b.Fatal(err)
+				}
+				peak = max(peak, memstat.PeakMiB())
+			}
+			b.ReportMetric(peak, "peak-RSS-MiB")
+		})
+		b.Run(fmt.Sprintf("restore/objects=%d", n), func(b *testing.B) {
+			var peak float64
+			for b.Loop() {
+				b.StopTimer()
+				dst := benchToken(b)
+				dst.LoadBackupKey(b.Context(), mbk)
+				runtime.GC()
+				memstat.ResetPeak()
+				b.StartTimer()
+				plan, err := dst.RestoreObjects(b.Context(), bytes.NewReader(backup.Bytes()), hsm.RestoreOptions{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				peak = max(peak, memstat.PeakMiB())
+				if plan.Count(hsm.ActionAdd) != n {
+					b.Fatalf("restored %d objects of %d", plan.Count(hsm.ActionAdd), n)
+				}
+			}
+			b.ReportMetric(peak, "peak-RSS-MiB")
+		})
+	}
 }

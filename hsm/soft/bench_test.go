@@ -13,6 +13,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,7 +22,7 @@ import (
 	"github.com/keyquorum/keyquorum/hsm"
 	"github.com/keyquorum/keyquorum/hsm/backup"
 	"github.com/keyquorum/keyquorum/hsm/internal/hsmtest"
-	"github.com/keyquorum/keyquorum/hsm/internal/memstat"
+	"github.com/keyquorum/keyquorum/internal/memstat"
 )
 
 // mixedStore fills h with n objects of every kind, in equal parts: RSA-2048 and EC P-256 key
@@ -156,4 +157,85 @@ func BenchmarkSoftBackupRestore10k(b *testing.B) {
 	b.ReportMetric(backupPeak, "backup-peak-RSS-MiB")
 	b.ReportMetric(restorePeak, "restore-peak-RSS-MiB")
 	b.ReportMetric(float64(size)/(1<<20), "backup-MiB")
+}
+
+// storeSizes are the object counts of the growth benchmarks: KQ_STORE_SIZES (comma-separated)
+// or 100, 10 000 and 100 000.
+func storeSizes(b *testing.B) []int {
+	v := os.Getenv("KQ_STORE_SIZES")
+	if v == "" {
+		v = "100,10000,100000"
+	}
+	var sizes []int
+	for _, s := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n <= 0 {
+			b.Fatalf("KQ_STORE_SIZES: %q is not an object count", s)
+		}
+		sizes = append(sizes, n)
+	}
+	return sizes
+}
+
+// BenchmarkSoftStoreGrowth: backup, and restore onto an empty soft HSM, of a store of mixed
+// objects at each size of KQ_STORE_SIZES (100 / 10 000 / 100 000 unless set), so that the
+// report can show how the time grows with the store; each operation also reports the
+// process's peak RSS during it.
+func BenchmarkSoftStoreGrowth(b *testing.B) {
+	for _, n := range storeSizes(b) {
+		mbk := hsmtest.NewMBK(b)
+		src, err := Open(b.TempDir(), WithSource("bench"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		src.LoadBackupKey(b.Context(), mbk)
+		mixedStore(b, src, n)
+		var backup bytes.Buffer
+		if err := src.Backup(b.Context(), &backup); err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprintf("backup/objects=%d", n), func(b *testing.B) {
+			var peak float64
+			var buf bytes.Buffer
+			for b.Loop() {
+				b.StopTimer()
+				buf.Reset()
+				runtime.GC()
+				memstat.ResetPeak()
+				b.StartTimer()
+				if err := src.Backup(b.Context(), &buf); err != nil {
+					b.Fatal(err)
+				}
+				peak = max(peak, memstat.PeakMiB())
+			}
+			b.ReportMetric(peak, "peak-RSS-MiB")
+		})
+		b.Run(fmt.Sprintf("restore/objects=%d", n), func(b *testing.B) {
+			var peak float64
+			for b.Loop() {
+				b.StopTimer()
+				dst, err := Open(b.TempDir(), WithSource("bench"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				dst.LoadBackupKey(b.Context(), mbk)
+				runtime.GC()
+				memstat.ResetPeak()
+				b.StartTimer()
+				plan, err := dst.RestoreObjects(b.Context(), bytes.NewReader(backup.Bytes()), hsm.RestoreOptions{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				peak = max(peak, memstat.PeakMiB())
+				b.StopTimer()
+				if plan.Count(hsm.ActionAdd) != n {
+					b.Fatalf("restored %d objects of %d", plan.Count(hsm.ActionAdd), n)
+				}
+				dst.Close()
+				b.StartTimer()
+			}
+			b.ReportMetric(peak, "peak-RSS-MiB")
+		})
+		src.Close()
+	}
 }

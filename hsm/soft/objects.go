@@ -589,6 +589,10 @@ func (h *HSM) RestoreObjects(ctx context.Context, r io.Reader, opts hsm.RestoreO
 			groups[k] = append(groups[k], s)
 		}
 		staging := tx.Bucket(bucketStaging)
+		// The new objects go in in handle order: bbolt splits a page only at commit, so
+		// random handles would each shift the ever larger leaf they land in (a restore of
+		// 100 000 objects took twenty times as long as one of 10 000).
+		var puts []stagedObj
 		for _, k := range keys {
 			old := onStore[k]
 			matched := map[int]bool{}
@@ -627,17 +631,19 @@ func (h *HSM) RestoreObjects(ctx context.Context, r io.Reader, opts hsm.RestoreO
 			if opts.DryRun {
 				continue
 			}
-			for _, s := range create {
-				if err := objs.Put(s.handle, staging.Get(s.handle)); err != nil {
-					return err
-				}
-			}
+			puts = append(puts, create...)
 			for i, e := range old {
 				if !matched[i] {
 					if err := objs.Delete(e.handle); err != nil {
 						return err
 					}
 				}
+			}
+		}
+		slices.SortFunc(puts, func(a, b stagedObj) int { return bytes.Compare(a.handle, b.handle) })
+		for _, s := range puts {
+			if err := objs.Put(s.handle, staging.Get(s.handle)); err != nil {
+				return err
 			}
 		}
 		for _, e := range order {
