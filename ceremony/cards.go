@@ -59,7 +59,7 @@ func (r *run) copyCard() (*result, error) {
 				serials: []string{serial}, indexes: []int{got.Index}},
 				func(j *Journal) {
 					j.SetID, j.KeyID, j.K, j.N = got.SetID.String(), got.KeyID.String(), got.K, got.N
-					j.setCard(CardEntry{Serial: serial, Index: got.Index, Role: RoleCopySource, State: CardRead, Time: now})
+					j.SetCard(CardEntry{Serial: serial, Index: got.Index, Role: RoleCopySource, State: CardRead, Time: now})
 				}); err != nil {
 				got.Zero()
 				sharing.Zero(b)
@@ -110,7 +110,7 @@ func (r *run) copyCard() (*result, error) {
 			now := time.Now().UTC()
 			if err := r.commitWith(&auditSpec{event: AuditCardWriting, message: fmt.Sprintf("copying share %d to card %s", rec.Index, serial), serials: []string{serial}, indexes: []int{rec.Index}},
 				func(j *Journal) {
-					j.setCard(CardEntry{Serial: serial, Index: rec.Index, Role: RoleCopyTarget, State: CardWriting, Time: now, Profile: profileOf(card)})
+					j.SetCard(CardEntry{Serial: serial, Index: rec.Index, Role: RoleCopyTarget, State: CardWriting, Time: now, Profile: profileOf(card)})
 				}, func(tx *bolt.Tx, _ *Journal) error {
 					if already {
 						return nil
@@ -138,7 +138,7 @@ func (r *run) copyCard() (*result, error) {
 			if err := r.commitWith(&auditSpec{event: AuditCardWritten, message: fmt.Sprintf("share %d copied from card %s to card %s and verified", rec.Index, source, serial),
 				serials: []string{source, serial}, indexes: []int{rec.Index}},
 				func(j *Journal) {
-					j.setCard(CardEntry{Serial: serial, Index: rec.Index, Role: RoleCopyTarget, State: CardWritten, Time: now, Profile: profileOf(card)})
+					j.SetCard(CardEntry{Serial: serial, Index: rec.Index, Role: RoleCopyTarget, State: CardWritten, Time: now, Profile: profileOf(card)})
 				}, func(tx *bolt.Tx, _ *Journal) error { return addCopy(tx, rec.SetID.String(), rec.Index, serial) }); err != nil {
 				return err
 			}
@@ -179,7 +179,7 @@ func (r *run) changePINOn(card pinpad.Card, slot pinpad.Slot) error {
 		}
 		now := time.Now().UTC()
 		if err := r.commit(nil, func(j *Journal) {
-			j.setCard(CardEntry{Serial: serial, Role: RolePIN, State: CardWriting, Time: now, Note: slot.String()})
+			j.SetCard(CardEntry{Serial: serial, Role: RolePIN, State: CardWriting, Time: now, Note: slot.String()})
 		}); err != nil {
 			return err
 		}
@@ -194,7 +194,7 @@ func (r *run) changePINOn(card pinpad.Card, slot pinpad.Slot) error {
 			now := time.Now().UTC()
 			return r.commit(&auditSpec{event: AuditPINChanged, message: fmt.Sprintf("PIN of the %s slot of card %s changed", slot, serial), serials: []string{serial}},
 				func(j *Journal) {
-					j.setCard(CardEntry{Serial: serial, Role: RolePIN, State: CardDone, Time: now, Note: slot.String()})
+					j.SetCard(CardEntry{Serial: serial, Role: RolePIN, State: CardDone, Time: now, Note: slot.String()})
 					j.LastError = ""
 				})
 		case errors.As(err, &wrong):
@@ -215,7 +215,7 @@ func (r *run) changePINOn(card pinpad.Card, slot pinpad.Slot) error {
 			}
 			now := time.Now().UTC()
 			return r.commit(nil, func(j *Journal) {
-				j.setCard(CardEntry{Serial: serial, Role: RolePIN, State: CardDone, Time: now, Note: slot.String()})
+				j.SetCard(CardEntry{Serial: serial, Role: RolePIN, State: CardDone, Time: now, Note: slot.String()})
 				j.LastError = ""
 			})
 		default:
@@ -247,7 +247,7 @@ func (r *run) writeSlotUser() (*result, error) {
 			now := time.Now().UTC()
 			if err := r.commit(&auditSpec{event: AuditCardWriting, message: fmt.Sprintf("writing the credential of PKCS#11 slot %d to card %s", slot, serial), serials: []string{serial}},
 				func(j *Journal) {
-					j.setCard(CardEntry{Serial: serial, Role: RoleSlotUser, State: CardWriting, Time: now, Note: fmt.Sprintf("PKCS#11 slot %d", slot), Profile: profileOf(card)})
+					j.SetCard(CardEntry{Serial: serial, Role: RoleSlotUser, State: CardWriting, Time: now, Note: fmt.Sprintf("PKCS#11 slot %d", slot), Profile: profileOf(card)})
 				}); err != nil {
 				return err
 			}
@@ -267,7 +267,7 @@ func (r *run) writeSlotUser() (*result, error) {
 			now = time.Now().UTC()
 			return r.commit(&auditSpec{event: AuditCardWritten, message: fmt.Sprintf("credential of PKCS#11 slot %d written to card %s and verified", slot, serial), serials: []string{serial}},
 				func(j *Journal) {
-					j.setCard(CardEntry{Serial: serial, Role: RoleSlotUser, State: CardWritten, Time: now, Note: fmt.Sprintf("PKCS#11 slot %d", slot), Profile: profileOf(card)})
+					j.SetCard(CardEntry{Serial: serial, Role: RoleSlotUser, State: CardWritten, Time: now, Note: fmt.Sprintf("PKCS#11 slot %d", slot), Profile: profileOf(card)})
 				})
 		})
 	})
@@ -309,7 +309,7 @@ func (r *run) activateSlot() (*result, error) {
 			now := time.Now().UTC()
 			return r.commit(&auditSpec{event: AuditSlotActivated, message: fmt.Sprintf("PKCS#11 slot %d activated with card %s", slot, serial), serials: []string{serial}},
 				func(j *Journal) {
-					j.setCard(CardEntry{Serial: serial, Role: RoleSlotUser, State: CardDone, Time: now, Note: fmt.Sprintf("PKCS#11 slot %d", slot)})
+					j.SetCard(CardEntry{Serial: serial, Role: RoleSlotUser, State: CardDone, Time: now, Note: fmt.Sprintf("PKCS#11 slot %d", slot)})
 				})
 		})
 	})

@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
 
 // Conditions a caller of the Manager can test for. Texts are safe to show an operator.
 var (
-	ErrNoCeremony = errors.New("no such ceremony")
+	ErrNoCeremony = journal.ErrNoCeremony
 	ErrNotRunning = errors.New("no ceremony is running")
 	ErrNotStalled = errors.New("the ceremony is not waiting for a retry")
 	ErrNotAsking  = errors.New("the ceremony is not waiting for a confirmation")

@@ -6,31 +6,6 @@ import (
 	"time"
 )
 
-// Step is what a ceremony is doing now, finer than its [Phase]; WebConf and the CLI show it.
-type Step string
-
-const (
-	StepIdle         Step = "idle"
-	StepConfirm      Step = "confirm"       // waiting for OK on the pad ("Write New Key press OK/Cancel")
-	StepInsertCard   Step = "insert-card"   // waiting for a card and OK
-	StepConfirmLast  Step = "confirm-last"  // the next PIN try is the last: waiting for OK
-	StepConfirmWrite Step = "confirm-write" // the card holds data that would be overwritten
-	StepEnterPIN     Step = "enter-pin"     // PIN entry on the pad
-	StepChangePIN    Step = "change-pin"    // old PIN, new PIN, new PIN again on the pad
-	StepWriteCard    Step = "write-card"    // writing and reading back
-	StepReadCard     Step = "read-card"     // reading a card
-	StepRemoveCard   Step = "remove-card"   // waiting for the card to be removed
-	StepCombine      Step = "combine"       // combining the shares read
-	StepLoadKey      Step = "load-key"      // loading the key into the HSM
-	StepResetHSM     Step = "reset-hsm"     // zeroizing the HSM
-	StepIssueCred    Step = "issue-credential"
-	StepActivate     Step = "activate-slot"
-	StepSplit        Step = "split"      // Re-issue: splitting the key again for the new set
-	StepCheckCard    Step = "check-card" // Card check: checking the card's share
-	StepWaitRetry    Step = "wait-retry" // stalled: waiting for Retry or Cancel from the operator
-	StepFinished     Step = "finished"
-)
-
 // Wait is what the ceremony is waiting for.
 type Wait string
 
@@ -97,22 +72,6 @@ type Event struct {
 	// Sets is how far each card set a read has seen got, when cards of more than one set were
 	// read (a Load finishes with the first set that reaches its quorum).
 	Sets []SetProgress `json:"sets,omitempty"`
-}
-
-// Question is a question of the pad that the operator answers on the screen (WebConf, CLI)
-// because the pad cannot report its OK and Cancel keys. Its ID binds an answer to it: an answer
-// to a question no longer asked is refused ([*StaleAnswerError]).
-type Question struct {
-	// ID is unique on this appliance: the ceremony, and the question's number in it.
-	ID string `json:"id"`
-	// Text is the pad's text ("Card not empty overwrite? OK/Cancel"), Detail what it is about
-	// in words (which card, which share, what is lost).
-	Text   string `json:"text"`
-	Detail string `json:"detail,omitempty"`
-	// Destructive is a question whose OK destroys something (overwrites a card's data, spends
-	// a card's last PIN try). The screen must get a fresh confirmation of the operator's
-	// security key before sending OK to it; [Manager.Answer] refuses an OK without one.
-	Destructive bool `json:"destructive,omitempty"`
 }
 
 // SetProgress is how many distinct shares of one card set a read holds, of the k it needs.

@@ -14,6 +14,8 @@ import (
 	"github.com/keyquorum/keyquorum/hsm"
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/sharing"
+
+	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
 
 // Pad texts of the appliance's manual (seed 003).
@@ -75,7 +77,7 @@ func (r *run) writeNewKey(k, n int, label string) error {
 	err = r.commitWith(&auditSpec{event: AuditKeyGenerated, message: fmt.Sprintf("key %s generated in memory and split %d of %d as set %s", keyID, k, n, setID)},
 		func(j *Journal) { j.Phase, j.SetID, j.KeyID = PhaseWriting, setID.String(), keyID.String() },
 		func(tx *bolt.Tx, j *Journal) error {
-			return putSet(tx, issuingSet(j, label, OriginGenerate, tags, now))
+			return journal.PutSet(tx, issuingSet(j, label, OriginGenerate, tags, now))
 		})
 	if err != nil {
 		return err
@@ -111,7 +113,7 @@ func issuingSet(j *Journal, label, origin string, tags map[int]string, now time.
 		Created: now, Ceremony: j.ID}
 	for i := 1; i <= j.N; i++ {
 		if t := tags[i]; t != "" {
-			cs.setShare(ShareInfo{Index: i, Authenticator: t})
+			cs.SetShare(ShareInfo{Index: i, Authenticator: t})
 		}
 	}
 	return cs
@@ -192,7 +194,7 @@ func (r *run) writeShare(rec *sharing.Record, written map[int]string) error {
 			now := time.Now().UTC()
 			if err := r.commitWith(&auditSpec{event: AuditCardWriting, message: fmt.Sprintf("writing share %d to card %s", i, serial), serials: []string{serial}, indexes: []int{i}},
 				func(j *Journal) {
-					j.setCard(CardEntry{Serial: serial, Index: i, Role: RoleShare, State: CardWriting, Time: now, Profile: profileOf(card)})
+					j.SetCard(CardEntry{Serial: serial, Index: i, Role: RoleShare, State: CardWriting, Time: now, Profile: profileOf(card)})
 				}, func(tx *bolt.Tx, _ *Journal) error { return forgetCard(tx, serial) }); err != nil {
 				return err
 			}
@@ -217,7 +219,7 @@ func (r *run) writeShare(rec *sharing.Record, written map[int]string) error {
 		}
 		if err := r.commit(&auditSpec{event: AuditCardWritten, message: msg, serials: []string{serial}, indexes: []int{i}},
 			func(j *Journal) {
-				j.setCard(CardEntry{Serial: serial, Index: i, Role: RoleShare, State: CardWritten, Time: now, Profile: profileOf(card)})
+				j.SetCard(CardEntry{Serial: serial, Index: i, Role: RoleShare, State: CardWritten, Time: now, Profile: profileOf(card)})
 				j.LastError = ""
 			}); err != nil {
 			return err
@@ -607,7 +609,7 @@ func (r *run) readShare(exp *expectation, rd *reading) error {
 				} else {
 					j.SetID, j.KeyID, j.K, j.N = lead.setID.String(), lead.keyID.String(), lead.k, lead.n
 				}
-				j.setCard(CardEntry{Serial: serial, Index: rec.Index, SetID: rec.SetID.String(), Role: RoleRead, State: CardRead, Time: now, Profile: profileOf(card)})
+				j.SetCard(CardEntry{Serial: serial, Index: rec.Index, SetID: rec.SetID.String(), Role: RoleRead, State: CardRead, Time: now, Profile: profileOf(card)})
 				j.LastError = ""
 			}); err != nil {
 			delete(g.records, rec.Index)

@@ -16,6 +16,8 @@ import (
 	"github.com/keyquorum/keyquorum/hsm"
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/sharing"
+
+	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
 
 // Config is what a Manager is built from.
@@ -52,7 +54,7 @@ type Transition struct {
 // methods are safe for concurrent use.
 type Manager struct {
 	cfg    Config
-	st     *store
+	st     *journal.Store
 	log    *slog.Logger
 	events *broker
 
@@ -75,14 +77,14 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	st, err := openStore(cfg.Dir)
+	st, err := journal.Open(cfg.Dir)
 	if err != nil {
 		return nil, err
 	}
 	m := &Manager{cfg: cfg, st: st, log: log, events: newBroker()}
-	st.onAudit = m.logAudit
+	st.OnAudit = m.logAudit
 	if err := m.recover(ctx); err != nil {
-		st.close()
+		st.Close()
 		return nil, err
 	}
 	return m, nil
@@ -104,7 +106,7 @@ func (m *Manager) Close() error {
 		<-cur.done
 	}
 	m.events.close()
-	return m.st.close()
+	return m.st.Close()
 }
 
 // logAudit writes a committed audit entry as one structured log line, so that a log shipper sees
@@ -135,14 +137,14 @@ func (m *Manager) logAudit(e AuditEntry) {
 }
 
 // Commits is the number of journal transactions committed since Open.
-func (m *Manager) Commits() uint64 { return m.st.commits.Load() }
+func (m *Manager) Commits() uint64 { return m.st.Commits.Load() }
 
 // Subscribe delivers every event from now on, starting with the latest one sent.
 func (m *Manager) Subscribe() *Subscription { return m.events.subscribe() }
 
 func (m *Manager) afterCommit(j *Journal, event string) {
 	if m.cfg.AfterCommit != nil {
-		m.cfg.AfterCommit(Transition{Commit: m.st.commits.Load(), Ceremony: j.ID, Kind: j.Kind, Status: j.Status, Phase: j.Phase, Event: event})
+		m.cfg.AfterCommit(Transition{Commit: m.st.Commits.Load(), Ceremony: j.ID, Kind: j.Kind, Status: j.Status, Phase: j.Phase, Event: event})
 	}
 }
 
@@ -239,8 +241,8 @@ func (m *Manager) Start(ctx context.Context, operator string, req Request) (*Han
 		return nil, err
 	}
 	var pending *Pending
-	if err := m.st.view(func(tx *bolt.Tx) (err error) {
-		pending, err = loadPending(tx)
+	if err := m.st.View(func(tx *bolt.Tx) (err error) {
+		pending, err = journal.LoadPending(tx)
 		return err
 	}); err != nil {
 		return nil, fmt.Errorf("start ceremony: %w", err)
@@ -284,8 +286,8 @@ func (m *Manager) Start(ctx context.Context, operator string, req Request) (*Han
 		Participants: []Participant{{Operator: operator, Action: "start", Time: now}},
 		K:            req.K, N: req.N,
 	}
-	err := m.st.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketCeremonies)
+	err := m.st.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(journal.BucketCeremonies)
 		id, err := b.NextSequence()
 		if err != nil {
 			return err
@@ -293,20 +295,20 @@ func (m *Manager) Start(ctx context.Context, operator string, req Request) (*Han
 		j.ID = id
 		if pending != nil && pending.Next == NextRestartRead {
 			// A new key ceremony replaces the interrupted load.
-			if err := tx.Bucket(bucketState).Delete(keyPending); err != nil {
+			if err := tx.Bucket(journal.BucketState).Delete(journal.KeyPending); err != nil {
 				return err
 			}
 		}
 		e := &AuditEntry{Time: now, Operator: operator, Ceremony: id, Kind: req.Kind, Event: AuditCeremonyStarted,
 			Message: startMessage(req)}
-		if err := appendAudit(tx, e); err != nil {
+		if err := journal.AppendAudit(tx, e); err != nil {
 			return err
 		}
 		j.AuditHead = e.Hash
-		if err := putJSON(b, u64key(id), j); err != nil {
+		if err := journal.PutJSON(b, journal.U64Key(id), j); err != nil {
 			return err
 		}
-		return tx.Bucket(bucketState).Put(keyCurrent, u64key(id))
+		return tx.Bucket(journal.BucketState).Put(journal.KeyCurrent, journal.U64Key(id))
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start ceremony: journal: %w", err)
@@ -361,8 +363,8 @@ func (m *Manager) Resume(ctx context.Context, operator string) (*Handle, error) 
 		return nil, err
 	}
 	var j *Journal
-	err := m.st.view(func(tx *bolt.Tx) error {
-		p, err := loadPending(tx)
+	err := m.st.View(func(tx *bolt.Tx) error {
+		p, err := journal.LoadPending(tx)
 		if err != nil {
 			return err
 		}
@@ -372,7 +374,7 @@ func (m *Manager) Resume(ctx context.Context, operator string) (*Handle, error) 
 			}
 			return ErrNothingToResume
 		}
-		j, err = loadJournal(tx, p.Ceremony)
+		j, err = journal.LoadJournal(tx, p.Ceremony)
 		return err
 	})
 	var pe *PendingError
@@ -396,21 +398,21 @@ func (m *Manager) Resume(ctx context.Context, operator string) (*Handle, error) 
 		j.Phase = PhaseStarted
 		j.SetID, j.KeyID, j.K, j.N = "", "", 0, 0
 	}
-	err = m.st.update(func(tx *bolt.Tx) error {
+	err = m.st.Update(func(tx *bolt.Tx) error {
 		e := &AuditEntry{Time: now, Operator: operator, Ceremony: j.ID, Kind: j.Kind, Event: AuditCeremonyResumed,
 			Message: fmt.Sprintf("%s resumed (attempt %d): reading the cards", j.Kind.Title(), j.Attempt), SetID: j.SetID, KeyID: j.KeyID}
-		if err := appendAudit(tx, e); err != nil {
+		if err := journal.AppendAudit(tx, e); err != nil {
 			return err
 		}
 		j.AuditHead = e.Hash
-		st := tx.Bucket(bucketState)
-		if err := st.Delete(keyPending); err != nil {
+		st := tx.Bucket(journal.BucketState)
+		if err := st.Delete(journal.KeyPending); err != nil {
 			return err
 		}
-		if err := putJSON(tx.Bucket(bucketCeremonies), u64key(j.ID), j); err != nil {
+		if err := journal.PutJSON(tx.Bucket(journal.BucketCeremonies), journal.U64Key(j.ID), j); err != nil {
 			return err
 		}
-		return st.Put(keyCurrent, u64key(j.ID))
+		return st.Put(journal.KeyCurrent, journal.U64Key(j.ID))
 	})
 	if err != nil {
 		return nil, fmt.Errorf("resume ceremony: journal: %w", err)
@@ -546,17 +548,17 @@ func (m *Manager) Overview(ctx context.Context) (Overview, error) {
 			o.Running = &ev
 		}
 	}
-	err = m.st.view(func(tx *bolt.Tx) error {
+	err = m.st.View(func(tx *bolt.Tx) error {
 		var err error
-		if o.KeySet, err = loadKeySet(tx); err != nil {
+		if o.KeySet, err = journal.LoadKeySet(tx); err != nil {
 			return err
 		}
-		if o.Pending, err = loadPending(tx); err != nil {
+		if o.Pending, err = journal.LoadPending(tx); err != nil {
 			return err
 		}
-		k, v := tx.Bucket(bucketCeremonies).Cursor().Last()
+		k, v := tx.Bucket(journal.BucketCeremonies).Cursor().Last()
 		if k != nil {
-			if o.Last, err = decodeJournal(v); err != nil {
+			if o.Last, err = journal.DecodeJournal(v); err != nil {
 				return err
 			}
 		}
@@ -571,8 +573,8 @@ func (m *Manager) Overview(ctx context.Context) (Overview, error) {
 // Ceremony returns the journal of ceremony id.
 func (m *Manager) Ceremony(id uint64) (Journal, error) {
 	var j *Journal
-	err := m.st.view(func(tx *bolt.Tx) (err error) {
-		j, err = loadJournal(tx, id)
+	err := m.st.View(func(tx *bolt.Tx) (err error) {
+		j, err = journal.LoadJournal(tx, id)
 		return err
 	})
 	if err != nil {
@@ -584,10 +586,10 @@ func (m *Manager) Ceremony(id uint64) (Journal, error) {
 // Ceremonies lists the journals of every ceremony, newest first, at most limit (0: all).
 func (m *Manager) Ceremonies(limit int) ([]Journal, error) {
 	var out []Journal
-	err := m.st.view(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketCeremonies).Cursor()
+	err := m.st.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(journal.BucketCeremonies).Cursor()
 		for k, v := c.Last(); k != nil; k, v = c.Prev() {
-			j, err := decodeJournal(v)
+			j, err := journal.DecodeJournal(v)
 			if err != nil {
 				return err
 			}
@@ -608,8 +610,8 @@ func (m *Manager) Ceremonies(limit int) ([]Journal, error) {
 // from the end. A break is an [*AuditError] naming the entry.
 func (m *Manager) VerifyAudit() (AuditSummary, error) {
 	var s AuditSummary
-	err := m.st.view(func(tx *bolt.Tx) (err error) {
-		s, err = verifyAudit(tx)
+	err := m.st.View(func(tx *bolt.Tx) (err error) {
+		s, err = journal.VerifyAudit(tx)
 		return err
 	})
 	if err != nil {
@@ -625,12 +627,12 @@ func (m *Manager) VerifyAudit() (AuditSummary, error) {
 // (audit verify), which checks every entry.
 func (m *Manager) VerifyAuditIncremental() (AuditSummary, error) {
 	var s AuditSummary
-	var cp auditHead
-	err := m.st.view(func(tx *bolt.Tx) (err error) {
-		if _, err := getJSON(tx.Bucket(bucketMeta), keyAuditVerified, &cp); err != nil {
-			cp = auditHead{} // an unreadable checkpoint: check everything
+	var cp journal.AuditHead
+	err := m.st.View(func(tx *bolt.Tx) (err error) {
+		if _, err := journal.GetJSON(tx.Bucket(journal.BucketMeta), journal.KeyAuditVerified, &cp); err != nil {
+			cp = journal.AuditHead{} // an unreadable checkpoint: check everything
 		}
-		s, err = verifyAuditFrom(tx, cp)
+		s, err = journal.VerifyAuditFrom(tx, cp)
 		return err
 	})
 	if err != nil {
@@ -644,20 +646,20 @@ func (m *Manager) saveAuditCheckpoint(s AuditSummary) error {
 	if s.Entries == 0 {
 		return nil
 	}
-	return m.st.update(func(tx *bolt.Tx) error {
-		var cp auditHead
-		getJSON(tx.Bucket(bucketMeta), keyAuditVerified, &cp)
+	return m.st.Update(func(tx *bolt.Tx) error {
+		var cp journal.AuditHead
+		journal.GetJSON(tx.Bucket(journal.BucketMeta), journal.KeyAuditVerified, &cp)
 		if cp.Seq >= s.Entries {
 			return nil
 		}
-		return putJSON(tx.Bucket(bucketMeta), keyAuditVerified, auditHead{Seq: s.Entries, Hash: s.Head})
+		return journal.PutJSON(tx.Bucket(journal.BucketMeta), journal.KeyAuditVerified, journal.AuditHead{Seq: s.Entries, Hash: s.Head})
 	})
 }
 
 // ExportAudit writes the audit log as JSON lines, one [AuditEntry] per line, oldest first.
 // [VerifyAuditExport] checks such a file.
 func (m *Manager) ExportAudit(w io.Writer) error {
-	err := m.st.view(func(tx *bolt.Tx) error { return exportAudit(tx, w) })
+	err := m.st.View(func(tx *bolt.Tx) error { return journal.ExportAudit(tx, w) })
 	if err != nil {
 		return fmt.Errorf("export audit log: %w", err)
 	}
@@ -668,12 +670,12 @@ func (m *Manager) ExportAudit(w io.Writer) error {
 // index (ceremony 0: every entry, which reads the whole log — pages use [Manager.AuditPage]).
 func (m *Manager) AuditLog(ceremony uint64) ([]AuditEntry, error) {
 	var out []AuditEntry
-	err := m.st.view(func(tx *bolt.Tx) (err error) {
+	err := m.st.View(func(tx *bolt.Tx) (err error) {
 		if ceremony == 0 {
-			out, err = auditEntries(tx, func(*AuditEntry) bool { return true })
+			out, err = journal.AuditEntries(tx, func(*AuditEntry) bool { return true })
 			return err
 		}
-		out, err = ceremonyAudit(tx, ceremony)
+		out, err = journal.CeremonyAudit(tx, ceremony)
 		return err
 	})
 	return out, err
@@ -682,13 +684,13 @@ func (m *Manager) AuditLog(ceremony uint64) ([]AuditEntry, error) {
 // recover classifies a ceremony the journal shows as running: the process stopped under it.
 func (m *Manager) recover(ctx context.Context) error {
 	var j *Journal
-	err := m.st.view(func(tx *bolt.Tx) error {
-		id := currentID(tx)
+	err := m.st.View(func(tx *bolt.Tx) error {
+		id := journal.CurrentID(tx)
 		if id == 0 {
 			return nil
 		}
 		var err error
-		j, err = loadJournal(tx, id)
+		j, err = journal.LoadJournal(tx, id)
 		return err
 	})
 	if err != nil {
@@ -699,7 +701,7 @@ func (m *Manager) recover(ctx context.Context) error {
 	}
 	if j.Status.Ended() {
 		// Only the pointer was left behind.
-		return m.st.update(func(tx *bolt.Tx) error { return tx.Bucket(bucketState).Delete(keyCurrent) })
+		return m.st.Update(func(tx *bolt.Tx) error { return tx.Bucket(journal.BucketState).Delete(journal.KeyCurrent) })
 	}
 	loaded := m.loadedKeyID(ctx, j)
 	c := classify(j, loaded, nil)

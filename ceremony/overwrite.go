@@ -10,6 +10,8 @@ import (
 
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/sharing"
+
+	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
 
 // Every ceremony that writes a share to a card asks before it overwrites what the card holds.
@@ -96,7 +98,7 @@ func (r *run) inspectTarget(serial string, have []byte, rec *sharing.Record, cop
 	case cs != nil && cs.Status == SetCurrent:
 		status = "the current set " + old.SetID.Short()
 	case cs != nil && cs.Status == SetIssuing:
-		status = fmt.Sprintf("set %s, which %s #%d is still issuing", old.SetID.Short(), originTitle(cs.Origin), cs.Ceremony)
+		status = fmt.Sprintf("set %s, which %s #%d is still issuing", old.SetID.Short(), journal.OriginTitle(cs.Origin), cs.Ceremony)
 	case copying && old.SetID == rec.SetID:
 		status = "set " + old.SetID.Short() + ", the set being copied from"
 	case cs == nil || cs.Status == SetFormer:
@@ -118,7 +120,7 @@ func (r *run) inspectTarget(serial string, have []byte, rec *sharing.Record, cop
 		l.known = true
 		holders := map[int][]string{}
 		for _, sh := range cs.Shares {
-			holders[sh.Index] = sh.holders()
+			holders[sh.Index] = sh.Holders()
 		}
 		holders[old.Index] = slices.DeleteFunc(slices.Clone(holders[old.Index]), func(s string) bool { return s == serial })
 		if old.SetID == rec.SetID && !slices.Contains(holders[rec.Index], serial) {
@@ -169,25 +171,11 @@ func (r *run) confirmOverwrite(o *overwrite, box bool) error {
 		serials: []string{o.serial}, indexes: []int{o.loss.index}, setID: o.loss.setID}, nil)
 }
 
-// holders are the cards known to hold the share: the one it was written to and its copies.
-func (sh ShareInfo) holders() []string {
-	var out []string
-	if sh.Serial != "" {
-		out = append(out, sh.Serial)
-	}
-	for _, c := range sh.Copies {
-		if !slices.Contains(out, c) {
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
 // forgetCard removes serial from every share of every set: the card is about to be
 // overwritten, so it no longer holds what the registry says. It runs in the transaction that
 // journals the write.
 func forgetCard(tx *bolt.Tx, serial string) error {
-	sets, err := allSets(tx)
+	sets, err := journal.AllSets(tx)
 	if err != nil {
 		return err
 	}
@@ -203,7 +191,7 @@ func forgetCard(tx *bolt.Tx, serial string) error {
 			}
 		}
 		if changed {
-			if err := putSet(tx, s); err != nil {
+			if err := journal.PutSet(tx, s); err != nil {
 				return err
 			}
 		}
@@ -214,7 +202,7 @@ func forgetCard(tx *bolt.Tx, serial string) error {
 // addCopy records that serial holds a copy of share index of set setID, when the appliance
 // knows the set.
 func addCopy(tx *bolt.Tx, setID string, index int, serial string) error {
-	cs, err := getSet(tx, setID)
+	cs, err := journal.GetSet(tx, setID)
 	if err != nil || cs == nil {
 		return err
 	}
@@ -224,11 +212,11 @@ func addCopy(tx *bolt.Tx, setID string, index int, serial string) error {
 				return nil
 			}
 			cs.Shares[i].Copies = append(slices.Clone(sh.Copies), serial)
-			return putSet(tx, cs)
+			return journal.PutSet(tx, cs)
 		}
 	}
-	cs.setShare(ShareInfo{Index: index, Copies: []string{serial}})
-	return putSet(tx, cs)
+	cs.SetShare(ShareInfo{Index: index, Copies: []string{serial}})
+	return journal.PutSet(tx, cs)
 }
 
 // confirmShareTarget asks before a generation or re-issue writes rec over what a card holds

@@ -9,10 +9,6 @@ import (
 	"github.com/keyquorum/keyquorum/pinpad"
 )
 
-// KindPrepareCards lays N cards out in the card profile the pad reads them with (DF, slot
-// files, slot PINs) where they lack it, the first PINs typed on the pad.
-const KindPrepareCards Kind = "prepare-cards"
-
 // RolePrepared is a card a Prepare cards ceremony laid out; Note says what was created.
 const RolePrepared CardRole = "prepared"
 
@@ -66,7 +62,7 @@ func (r *run) prepareOn(card pinpad.Card) error {
 	now := time.Now().UTC()
 	if err := r.commit(&auditSpec{event: AuditCardWriting, message: fmt.Sprintf("preparing card %s in card profile %s", serial, card.ProfileName()), serials: []string{serial}},
 		func(j *Journal) {
-			j.setCard(CardEntry{Serial: serial, Role: RolePrepared, State: CardWriting, Time: now, Profile: card.ProfileName()})
+			j.SetCard(CardEntry{Serial: serial, Role: RolePrepared, State: CardWriting, Time: now, Profile: card.ProfileName()})
 		}); err != nil {
 		return err
 	}
@@ -91,7 +87,7 @@ func (r *run) prepareOn(card pinpad.Card) error {
 	now = time.Now().UTC()
 	return r.commit(&auditSpec{event: AuditCardWritten, message: fmt.Sprintf("card %s prepared in card profile %s: %s", serial, card.ProfileName(), what), serials: []string{serial}},
 		func(j *Journal) {
-			j.setCard(CardEntry{Serial: serial, Role: RolePrepared, State: CardDone, Time: now, Note: what, Profile: card.ProfileName()})
+			j.SetCard(CardEntry{Serial: serial, Role: RolePrepared, State: CardDone, Time: now, Note: what, Profile: card.ProfileName()})
 			j.LastError = ""
 		})
 }

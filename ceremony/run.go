@@ -8,7 +8,23 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
+
+// ending is how a ceremony attempt ended and what it leaves to do.
+type ending struct {
+	status     Status
+	next       NextAction
+	outcome    string
+	lastErr    string
+	unusable   []string
+	keyset     *KeySet
+	clearState bool
+	audits     []AuditEntry
+	setTags    map[int]string
+	setLabel   string
+}
 
 func (m *Manager) launch(ctx context.Context, j *Journal, operator string) *run {
 	rctx, cancel := context.WithCancelCause(ctx)
@@ -23,7 +39,7 @@ func (m *Manager) launch(ctx context.Context, j *Journal, operator string) *run 
 func (r *run) snapshotJournal() *Journal {
 	r.jmu.Lock()
 	defer r.jmu.Unlock()
-	return r.j.clone()
+	return r.j.Clone()
 }
 
 func (r *run) main() {
@@ -154,7 +170,7 @@ func (r *run) actor(err error) string {
 // card set registry, the audit entries, and frees the current pointer, all in one transaction.
 func (m *Manager) commitEnd(j *Journal, e ending, operator string) error {
 	now := time.Now().UTC()
-	next := j.clone()
+	next := j.Clone()
 	next.Status, next.Next, next.Outcome, next.Ended, next.Updated = e.status, e.next, e.outcome, now, now
 	next.Step = StepFinished
 	next.Question = nil // an ended attempt asks nothing, even if it ended (or the process died) while asking
@@ -179,7 +195,7 @@ func (m *Manager) commitEnd(j *Journal, e ending, operator string) error {
 	case StatusInterrupted:
 		event = AuditCeremonyInterrupted
 	}
-	err := m.st.update(func(tx *bolt.Tx) error {
+	err := m.st.Update(func(tx *bolt.Tx) error {
 		for i := range e.audits {
 			a := e.audits[i]
 			a.Time, a.Operator, a.Ceremony, a.Kind = now, operator, next.ID, next.Kind
@@ -189,41 +205,41 @@ func (m *Manager) commitEnd(j *Journal, e ending, operator string) error {
 			if a.KeyID == "" {
 				a.KeyID = next.KeyID
 			}
-			if err := appendAudit(tx, &a); err != nil {
+			if err := journal.AppendAudit(tx, &a); err != nil {
 				return err
 			}
 		}
 		fe := &AuditEntry{Time: now, Operator: operator, Ceremony: next.ID, Kind: next.Kind, Event: event,
 			Message: e.outcome, Serials: e.unusable, SetID: next.SetID, KeyID: next.KeyID}
-		if err := appendAudit(tx, fe); err != nil {
+		if err := journal.AppendAudit(tx, fe); err != nil {
 			return err
 		}
 		next.AuditHead = fe.Hash
-		if err := putJSON(tx.Bucket(bucketCeremonies), u64key(next.ID), next); err != nil {
+		if err := journal.PutJSON(tx.Bucket(journal.BucketCeremonies), journal.U64Key(next.ID), next); err != nil {
 			return err
 		}
-		st := tx.Bucket(bucketState)
-		if err := st.Delete(keyCurrent); err != nil {
+		st := tx.Bucket(journal.BucketState)
+		if err := st.Delete(journal.KeyCurrent); err != nil {
 			return err
 		}
 		if e.clearState {
-			if err := st.Delete(keyKeySet); err != nil {
+			if err := st.Delete(journal.KeyKeySet); err != nil {
 				return err
 			}
 		}
 		if e.keyset != nil {
-			if err := putJSON(st, keyKeySet, e.keyset); err != nil {
+			if err := journal.PutJSON(st, journal.KeyKeySet, e.keyset); err != nil {
 				return err
 			}
 		}
-		if err := updateSets(tx, next, e, now); err != nil {
+		if err := journal.UpdateSets(tx, next, journal.SetsEnding{Status: e.status, Next: e.next, SetLabel: e.setLabel, SetTags: e.setTags}, now); err != nil {
 			return err
 		}
 		if e.next != NextNone {
-			return putJSON(st, keyPending, Pending{Ceremony: next.ID, Kind: next.Kind, Next: e.next, Message: e.outcome, Unusable: e.unusable})
+			return journal.PutJSON(st, journal.KeyPending, Pending{Ceremony: next.ID, Kind: next.Kind, Next: e.next, Message: e.outcome, Unusable: e.unusable})
 		}
 		if e.status == StatusDone || e.clearState {
-			return st.Delete(keyPending)
+			return st.Delete(journal.KeyPending)
 		}
 		return nil
 	})

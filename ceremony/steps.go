@@ -13,6 +13,8 @@ import (
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/sharing"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
 
 // The steps every ceremony kind is made of (generate.go, cards.go, cardcheck.go, reissue.go):
@@ -85,14 +87,14 @@ func (r *run) commit(a *auditSpec, mutate func(j *Journal)) error {
 // commitWith is commit with more work in the same transaction (the card set registry), done
 // after the journal and audit entry are prepared; next is the journal being committed.
 func (r *run) commitWith(a *auditSpec, mutate func(j *Journal), also func(tx *bolt.Tx, next *Journal) error) error {
-	next := r.j.clone()
+	next := r.j.Clone()
 	next.Step = r.ev.Step
 	if mutate != nil {
 		mutate(next)
 	}
 	next.Updated = time.Now().UTC()
 	event := ""
-	err := r.m.st.update(func(tx *bolt.Tx) error {
+	err := r.m.st.Update(func(tx *bolt.Tx) error {
 		if a != nil {
 			op := a.operator
 			if op == "" {
@@ -103,7 +105,7 @@ func (r *run) commitWith(a *auditSpec, mutate func(j *Journal), also func(tx *bo
 			if a.setID != "" {
 				e.SetID = a.setID
 			}
-			if err := appendAudit(tx, e); err != nil {
+			if err := journal.AppendAudit(tx, e); err != nil {
 				return err
 			}
 			next.AuditHead = e.Hash
@@ -114,7 +116,7 @@ func (r *run) commitWith(a *auditSpec, mutate func(j *Journal), also func(tx *bo
 				return err
 			}
 		}
-		return putJSON(tx.Bucket(bucketCeremonies), u64key(next.ID), next)
+		return journal.PutJSON(tx.Bucket(journal.BucketCeremonies), journal.U64Key(next.ID), next)
 	})
 	if err != nil {
 		return fmt.Errorf("commit journal: %w", err)
@@ -202,7 +204,7 @@ func (r *run) stall(cause error) error {
 		if len(r.ev.Sets) > 1 {
 			var parts []string
 			for _, p := range r.ev.Sets {
-				parts = append(parts, fmt.Sprintf("set %s: %d of %d", short(p.SetID), p.Read, p.K))
+				parts = append(parts, fmt.Sprintf("set %s: %d of %d", journal.Short(p.SetID), p.Read, p.K))
 			}
 			hint += " (cards read per set: " + strings.Join(parts, ", ") + ")"
 		}
@@ -694,9 +696,9 @@ func (r *run) refuseRetired(serial string, rec *sharing.Record) error {
 	if cs != nil && cs.Status.Refused() {
 		hint := "take it out and insert a card of the current set"
 		if cur, _ := r.m.CurrentSet(); cur != nil {
-			hint = fmt.Sprintf("take it out and insert a card of the current set %s; overwrite or destroy the retired card: it still holds a share of the key", short(cur.SetID))
+			hint = fmt.Sprintf("take it out and insert a card of the current set %s; overwrite or destroy the retired card: it still holds a share of the key", journal.Short(cur.SetID))
 		}
-		return &refusal{serial: serial, err: retiredError(cs, rec.Index), hint: hint}
+		return &refusal{serial: serial, err: journal.NewRetiredSetError(cs, rec.Index), hint: hint}
 	}
 	return nil
 }
