@@ -3,6 +3,7 @@ package ceremony
 import (
 	"io"
 
+	"github.com/keyquorum/keyquorum/ceremony/internal/attempt"
 	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
 
@@ -160,3 +161,61 @@ var (
 // the journal: every line an entry, numbered from 1, each carrying the hash of the one before.
 // It returns the number of entries and the hash of the last (see [journal.VerifyAuditExport]).
 func VerifyAuditExport(r io.Reader) (AuditSummary, error) { return journal.VerifyAuditExport(r) }
+
+// The Manager's configuration, its devices, its events and its errors are defined by package
+// attempt (ceremony/internal/attempt), which runs the ceremonies; ceremony names them here, as
+// the same types and values. Their documentation is there.
+
+type (
+	BusyError        = attempt.BusyError
+	CancelledError   = attempt.CancelledError
+	Config           = attempt.Config
+	Event            = attempt.Event
+	EventType        = attempt.EventType
+	HSM              = attempt.HSM
+	Pad              = attempt.Pad
+	PendingError     = attempt.PendingError
+	SetProgress      = attempt.SetProgress
+	StaleAnswerError = attempt.StaleAnswerError
+	Subscription     = attempt.Subscription
+	Timeouts         = attempt.Timeouts
+	Transition       = attempt.Transition
+	Wait             = attempt.Wait
+)
+
+const (
+	EventOutcome       = attempt.EventOutcome
+	EventPINTries      = attempt.EventPINTries
+	EventProblem       = attempt.EventProblem
+	EventProgress      = attempt.EventProgress
+	EventPrompt        = attempt.EventPrompt
+	EventRecovered     = attempt.EventRecovered
+	EventStalled       = attempt.EventStalled
+	EventStarted       = attempt.EventStarted
+	RolePrepared       = attempt.RolePrepared
+	SubscriptionBuffer = attempt.SubscriptionBuffer
+	WaitCard           = attempt.WaitCard
+	WaitConfirm        = attempt.WaitConfirm
+	WaitNone           = attempt.WaitNone
+	WaitOK             = attempt.WaitOK
+	WaitPIN            = attempt.WaitPIN
+	WaitRemoval        = attempt.WaitRemoval
+	WaitRetry          = attempt.WaitRetry
+)
+
+var (
+	DefaultTimeouts    = attempt.DefaultTimeouts
+	ErrBadOperator     = attempt.ErrBadOperator
+	ErrBadRequest      = attempt.ErrBadRequest
+	ErrClosed          = attempt.ErrClosed
+	ErrKeyLoaded       = attempt.ErrKeyLoaded
+	ErrNoCeremony      = attempt.ErrNoCeremony
+	ErrNoKey           = attempt.ErrNoKey
+	ErrNotAsking       = attempt.ErrNotAsking
+	ErrNotRunning      = attempt.ErrNotRunning
+	ErrNotStalled      = attempt.ErrNotStalled
+	ErrNothingToResume = attempt.ErrNothingToResume
+	ErrStaleAnswer     = attempt.ErrStaleAnswer
+	ErrStepUpRequired  = attempt.ErrStepUpRequired
+	ErrStopped         = attempt.ErrStopped
+)

@@ -46,7 +46,7 @@ func TestAuditPage(t *testing.T) {
 	// The log of a fresh manager may hold entries of its own; start counting after them.
 	base, _ := e.m.AuditPage(AuditQuery{Limit: 1})
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	fillAudit(t, e.m.st, 2000, t0)
+	fillAudit(t, e.m.h.St, 2000, t0)
 	seqOf := func(i int) uint64 { return base.Total + uint64(i) + 1 }
 
 	// Newest first, paged without gaps or repeats.
@@ -125,12 +125,12 @@ func seqRange(from, to uint64) []uint64 {
 func TestVerifyAuditIncremental(t *testing.T) {
 	e := newEnv(t)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	fillAudit(t, e.m.st, 100, t0)
+	fillAudit(t, e.m.h.St, 100, t0)
 	s, err := e.m.VerifyAuditIncremental()
 	if err != nil || s.From != 0 {
 		t.Fatalf("first incremental verification checks everything: %+v %v", s, err)
 	}
-	fillAudit(t, e.m.st, 10, t0.Add(time.Hour))
+	fillAudit(t, e.m.h.St, 10, t0.Add(time.Hour))
 	s2, err := e.m.VerifyAuditIncremental()
 	if err != nil || s2.From != s.Entries || s2.Entries != s.Entries+10 {
 		t.Fatalf("second: %+v %v (first %+v)", s2, err, s)
@@ -139,7 +139,7 @@ func TestVerifyAuditIncremental(t *testing.T) {
 	// full verification.
 	edit := func(seq uint64) {
 		t.Helper()
-		err := e.m.st.Update(func(tx *bolt.Tx) error {
+		err := e.m.h.St.Update(func(tx *bolt.Tx) error {
 			var a AuditEntry
 			if _, err := journal.GetJSON(tx.Bucket(journal.BucketAudit), journal.U64Key(seq), &a); err != nil {
 				return err
@@ -169,10 +169,10 @@ func TestVerifyAuditIncremental(t *testing.T) {
 func TestMigration3(t *testing.T) {
 	e := newEnv(t)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	fillAudit(t, e.m.st, 50, t0)
+	fillAudit(t, e.m.h.St, 50, t0)
 	want, _ := e.m.AuditPage(AuditQuery{Ceremony: 3})
 	// Back to schema 2: no index.
-	err := e.m.st.Update(func(tx *bolt.Tx) error {
+	err := e.m.h.St.Update(func(tx *bolt.Tx) error {
 		if err := tx.DeleteBucket(journal.BucketAuditIndex); err != nil {
 			return err
 		}
@@ -224,7 +224,7 @@ func fillCeremonies(tb testing.TB, st *journal.Store, n int) {
 
 func TestCeremoniesPage(t *testing.T) {
 	e := newEnv(t)
-	fillCeremonies(t, e.m.st, 100)
+	fillCeremonies(t, e.m.h.St, 100)
 	ids := func(js []Journal) []uint64 {
 		var out []uint64
 		for _, j := range js {

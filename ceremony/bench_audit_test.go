@@ -13,6 +13,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
+
+	"github.com/keyquorum/keyquorum/ceremony/internal/attempt"
 )
 
 // auditBenchSizes are the audit log sizes of the growth benchmarks: KQ_AUDIT_SIZES (comma
@@ -55,7 +57,7 @@ func benchAuditStore(b *testing.B, n int) *journal.Store {
 func BenchmarkAuditGrowth(b *testing.B) {
 	for _, n := range auditBenchSizes(b) {
 		st := benchAuditStore(b, n)
-		m := &Manager{st: st}
+		m := &Manager{h: attempt.Host{St: st}}
 		b.Run(fmt.Sprintf("append/entries=%d", n), func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				err := st.Update(func(tx *bolt.Tx) error {
@@ -127,7 +129,7 @@ func BenchmarkAuditGrowth(b *testing.B) {
 func BenchmarkJournalGrowth(b *testing.B) {
 	for _, n := range []int{10, 1_000, 100_000} {
 		e := newEnv(b)
-		fillCeremonies(b, e.m.st, n)
+		fillCeremonies(b, e.m.h.St, n)
 		ctx := context.Background()
 		b.Run(fmt.Sprintf("open/ceremonies=%d", n), func(b *testing.B) {
 			for i := 0; i < b.N; i++ {

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
+
+	"github.com/keyquorum/keyquorum/ceremony/internal/attempt"
 )
 
 // FuzzVerifyAuditExport feeds arbitrary files to the verifier of exported audit logs (an
@@ -57,8 +59,8 @@ func FuzzDecodeJournal(f *testing.F) {
 			t.Fatalf("round trip changed the journal: %+v → %+v", j, k)
 		}
 		// Classification of whatever was decoded must not panic.
-		_ = classify(j, "", nil)
-		_ = classify(j, j.KeyID, errDeclined)
+		_ = attempt.Classify(j, "", nil)
+		_ = attempt.Classify(j, j.KeyID, attempt.ErrDeclined)
 	})
 }
 

@@ -29,7 +29,7 @@ type Protocol struct {
 // Protocol assembles the protocol of ceremony id.
 func (m *Manager) Protocol(id uint64) (*Protocol, error) {
 	p := &Protocol{Printed: time.Now().UTC()}
-	err := m.st.View(func(tx *bolt.Tx) error {
+	err := m.h.St.View(func(tx *bolt.Tx) error {
 		j, err := journal.LoadJournal(tx, id)
 		if err != nil {
 			return err

@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
-	"github.com/keyquorum/keyquorum/sharing"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -19,7 +18,7 @@ import (
 func (m *Manager) AuditPage(q AuditQuery) (AuditPage, error) {
 	q.Limit = pageLimit(q.Limit)
 	var page AuditPage
-	err := m.st.View(func(tx *bolt.Tx) error {
+	err := m.h.St.View(func(tx *bolt.Tx) error {
 		var err error
 		page, err = journal.PageAudit(tx, q)
 		return err
@@ -37,7 +36,7 @@ func (m *Manager) CeremoniesPage(q CeremonyQuery) ([]Journal, uint64, error) {
 	q.Limit = pageLimit(q.Limit)
 	var out []Journal
 	var next uint64
-	err := m.st.View(func(tx *bolt.Tx) (err error) {
+	err := m.h.St.View(func(tx *bolt.Tx) (err error) {
 		out, next, err = journal.CeremoniesPage(tx, q)
 		return err
 	})
@@ -58,7 +57,7 @@ func pageLimit(n int) int {
 // CardSets lists every card set the appliance knows, oldest first.
 func (m *Manager) CardSets() ([]CardSet, error) {
 	var out []CardSet
-	err := m.st.View(func(tx *bolt.Tx) (err error) {
+	err := m.h.St.View(func(tx *bolt.Tx) (err error) {
 		out, err = journal.AllSets(tx)
 		return err
 	})
@@ -69,27 +68,4 @@ func (m *Manager) CardSets() ([]CardSet, error) {
 }
 
 // CurrentSet returns the current card set, or nil when there is none.
-func (m *Manager) CurrentSet() (*CardSet, error) {
-	var s *CardSet
-	err := m.st.View(func(tx *bolt.Tx) (err error) {
-		s, err = journal.CurrentSet(tx)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read current card set: %w", err)
-	}
-	return s, nil
-}
-
-// lookupSet returns the set of a card's record, or nil when it is unknown.
-func (m *Manager) lookupSet(id sharing.SetID) (*CardSet, error) {
-	var s *CardSet
-	err := m.st.View(func(tx *bolt.Tx) (err error) {
-		s, err = journal.GetSet(tx, id.String())
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read card set: %w", err)
-	}
-	return s, nil
-}
+func (m *Manager) CurrentSet() (*CardSet, error) { return m.h.CurrentSet() }

@@ -285,7 +285,7 @@ func TestReissueCancelWhileWriting(t *testing.T) {
 func TestReissueOfAnUnrecordedSet(t *testing.T) {
 	e := newEnv(t)
 	old, gen := e.generate(2, 3)
-	if err := e.m.st.Update(func(tx *bolt.Tx) error {
+	if err := e.m.h.St.Update(func(tx *bolt.Tx) error {
 		k, _ := journal.SetKey(gen.SetID)
 		return tx.Bucket(journal.BucketSets).Delete(k)
 	}); err != nil {

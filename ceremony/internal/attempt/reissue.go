@@ -1,4 +1,4 @@
-package ceremony
+package attempt
 
 import (
 	"crypto/subtle"
@@ -26,8 +26,8 @@ const textWriteNewSet = "Write New Set press OK/Cancel"
 // current and retires the old one in one transaction; until then the old set is current and
 // whole (its cards are refused as targets of the new shares), so an interrupted re-issue loses
 // nothing.
-func (r *run) reissue() (*result, error) {
-	id, err := r.m.cfg.HSM.BackupKeyID(r.ctx)
+func (r *Run) reissue() (*result, error) {
+	id, err := r.m.Cfg.HSM.BackupKeyID(r.ctx)
 	switch {
 	case errors.Is(err, hsm.ErrNoBackupKey):
 		return nil, ErrNoKey
@@ -132,16 +132,16 @@ func (r *run) reissue() (*result, error) {
 // reissueAuthenticators has the HSM authenticate the new records. A token whose MBK an older
 // keyquorum loaded has no authenticator key: loading the same key again (secret, just checked
 // against the HSM's key ID, so nothing changes) makes it.
-func (r *run) reissueAuthenticators(records []*sharing.Record, secret []byte) (map[int]string, error) {
-	auth, ok := r.m.cfg.HSM.(hsm.Authenticator)
+func (r *Run) reissueAuthenticators(records []*sharing.Record, secret []byte) (map[int]string, error) {
+	auth, ok := r.m.Cfg.HSM.(hsm.Authenticator)
 	if !ok {
-		r.m.log.Warn("the hsm cannot authenticate share records: card checks of the new set cannot vouch for its cards", "ceremony", r.j.ID)
+		r.m.Log.Warn("the hsm cannot authenticate share records: card checks of the new set cannot vouch for its cards", "ceremony", r.j.ID)
 		return nil, nil
 	}
 	sign := func(data []byte) ([]byte, error) { return auth.Authenticate(r.ctx, data) }
 	tags, err := authenticators(records, sign)
 	if errors.Is(err, hsm.ErrNoAuthenticatorKey) {
-		if err := r.m.cfg.HSM.LoadBackupKey(r.ctx, secret); err != nil {
+		if err := r.m.Cfg.HSM.LoadBackupKey(r.ctx, secret); err != nil {
 			return nil, fmt.Errorf("load the key again for its authenticator key: %w", err)
 		}
 		tags, err = authenticators(records, sign)

@@ -1,4 +1,4 @@
-package ceremony
+package attempt
 
 import (
 	"context"
@@ -26,30 +26,33 @@ type ending struct {
 	setLabel   string
 }
 
-func (m *Manager) launch(ctx context.Context, j *Journal, operator string) *run {
+// Launch starts an attempt of the ceremony j, whose journal is committed, for operator; the
+// caller holds Mu.
+func (m *Host) Launch(ctx context.Context, j *Journal, operator string) *Run {
 	rctx, cancel := context.WithCancelCause(ctx)
-	r := &run{m: m, ctx: rctx, cancel: cancel, operator: operator, j: j, retry: make(chan string, 1), confirm: make(chan confirmation, 1), done: make(chan struct{})}
+	r := &Run{m: m, ctx: rctx, Cancel: cancel, operator: operator, j: j, Retry: make(chan string, 1), Confirm: make(chan Confirmation, 1), Done: make(chan struct{})}
 	r.ev = Event{Ceremony: j.ID, Kind: j.Kind, Operator: j.Operator, Status: j.Status, Phase: j.Phase, Step: StepIdle, PINTries: -1}
-	m.cur = r
+	m.Cur = r
 	r.emit(EventStarted, nil)
 	go r.main()
 	return r
 }
 
-func (r *run) snapshotJournal() *Journal {
+// SnapshotJournal is a copy of the journal as last committed.
+func (r *Run) SnapshotJournal() *Journal {
 	r.jmu.Lock()
 	defer r.jmu.Unlock()
 	return r.j.Clone()
 }
 
-func (r *run) main() {
-	defer close(r.done)
-	defer r.cancel(nil)
+func (r *Run) main() {
+	defer close(r.Done)
+	defer r.Cancel(nil)
 	res, err := r.body()
 	r.finish(res, err)
 }
 
-func (r *run) body() (*result, error) {
+func (r *Run) body() (*result, error) {
 	switch r.j.Kind {
 	case KindGenerate:
 		return r.generate()
@@ -76,9 +79,9 @@ func (r *run) body() (*result, error) {
 }
 
 // finish commits how the attempt ended and frees the Manager for the next ceremony.
-func (r *run) finish(res *result, err error) {
+func (r *Run) finish(res *result, err error) {
 	var e ending
-	j := r.snapshotJournal()
+	j := r.SnapshotJournal()
 	switch {
 	case err == nil:
 		e = ending{status: StatusDone, outcome: res.outcome, keyset: res.keyset, clearState: res.clearState, audits: res.audits,
@@ -87,14 +90,14 @@ func (r *run) finish(res *result, err error) {
 		// The service is stopping: treat it exactly like a crash, so the same words and the
 		// same next action appear whichever way the process ended.
 		hctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), 5*time.Second)
-		loaded := r.m.loadedKeyID(hctx, j)
+		loaded := r.m.LoadedKeyID(hctx, j)
 		cancel()
-		e = classify(j, loaded, nil)
+		e = Classify(j, loaded, nil)
 	default:
-		e = classify(j, "", r.abortCause(err))
+		e = Classify(j, "", r.abortCause(err))
 	}
-	if cerr := r.m.commitEnd(j, e, r.actor(err)); cerr != nil {
-		r.m.log.Error("commit ceremony outcome", "ceremony", j.ID, "err", cerr)
+	if cerr := r.m.CommitEnd(j, e, r.actor(err)); cerr != nil {
+		r.m.Log.Error("commit ceremony outcome", "ceremony", j.ID, "err", cerr)
 		if err == nil {
 			err = cerr
 		}
@@ -103,16 +106,16 @@ func (r *run) finish(res *result, err error) {
 	if lerr != nil {
 		final = *j
 	}
-	r.final = &final
+	r.Final = &final
 	switch {
 	case err == nil:
-		r.err = nil
+		r.Err = nil
 	case r.stopped():
-		r.err = fmt.Errorf("%s interrupted: %w", j.Kind.Title(), context.Cause(r.ctx))
+		r.Err = fmt.Errorf("%s interrupted: %w", j.Kind.Title(), context.Cause(r.ctx))
 	default:
-		r.err = fmt.Errorf("%s aborted: %w", j.Kind.Title(), r.abortCause(err))
+		r.Err = fmt.Errorf("%s aborted: %w", j.Kind.Title(), r.abortCause(err))
 	}
-	r.m.log.Info("ceremony ended", "ceremony", j.ID, "kind", j.Kind, "status", e.status, "next", e.next)
+	r.m.Log.Info("ceremony ended", "ceremony", j.ID, "kind", j.Kind, "status", e.status, "next", e.next)
 	r.ev.Display, r.ev.Waiting, r.ev.Deadline = "", WaitNone, time.Time{}
 	r.emit(EventOutcome, func(ev *Event) {
 		ev.Status, ev.Phase, ev.Step, ev.Outcome, ev.Next = final.Status, final.Phase, StepFinished, e.outcome, e.next
@@ -121,11 +124,11 @@ func (r *run) finish(res *result, err error) {
 		}
 	})
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), time.Second)
-	r.m.cfg.Pad.Show(sctx, padOutcome(e.status)) // best effort: the pad may be gone
+	r.m.Cfg.Pad.Show(sctx, padOutcome(e.status)) // best effort: the pad may be gone
 	cancel()
-	r.m.mu.Lock()
-	r.m.cur = nil
-	r.m.mu.Unlock()
+	r.m.Mu.Lock()
+	r.m.Cur = nil
+	r.m.Mu.Unlock()
 }
 
 func padOutcome(s Status) string {
@@ -140,7 +143,7 @@ func padOutcome(s Status) string {
 
 // stopped reports whether the attempt's context ended for another reason than an operator's
 // Cancel: the service is stopping.
-func (r *run) stopped() bool {
+func (r *Run) stopped() bool {
 	if r.ctx.Err() == nil {
 		return false
 	}
@@ -150,7 +153,7 @@ func (r *run) stopped() bool {
 
 // abortCause is the error to report for an abort: the operator's cancel rather than the
 // context error the pad returned.
-func (r *run) abortCause(err error) error {
+func (r *Run) abortCause(err error) error {
 	var c *CancelledError
 	if cause := context.Cause(r.ctx); errors.As(cause, &c) {
 		return c
@@ -158,7 +161,7 @@ func (r *run) abortCause(err error) error {
 	return err
 }
 
-func (r *run) actor(err error) string {
+func (r *Run) actor(err error) string {
 	var c *CancelledError
 	if err != nil && errors.As(context.Cause(r.ctx), &c) {
 		return c.Operator
@@ -168,7 +171,7 @@ func (r *run) actor(err error) string {
 
 // commitEnd records the end of an attempt: the journal, the pending action, the key set, the
 // card set registry, the audit entries, and frees the current pointer, all in one transaction.
-func (m *Manager) commitEnd(j *Journal, e ending, operator string) error {
+func (m *Host) CommitEnd(j *Journal, e ending, operator string) error {
 	now := time.Now().UTC()
 	next := j.Clone()
 	next.Status, next.Next, next.Outcome, next.Ended, next.Updated = e.status, e.next, e.outcome, now, now
@@ -195,7 +198,7 @@ func (m *Manager) commitEnd(j *Journal, e ending, operator string) error {
 	case StatusInterrupted:
 		event = AuditCeremonyInterrupted
 	}
-	err := m.st.Update(func(tx *bolt.Tx) error {
+	err := m.St.Update(func(tx *bolt.Tx) error {
 		for i := range e.audits {
 			a := e.audits[i]
 			a.Time, a.Operator, a.Ceremony, a.Kind = now, operator, next.ID, next.Kind
@@ -246,14 +249,14 @@ func (m *Manager) commitEnd(j *Journal, e ending, operator string) error {
 	if err != nil {
 		return fmt.Errorf("commit outcome: %w", err)
 	}
-	m.afterCommit(next, event)
+	m.AfterCommit(next, event)
 	return nil
 }
 
-// classify decides how an attempt that did not succeed ended and what it leaves to do. cause
+// Classify decides how an attempt that did not succeed ended and what it leaves to do. cause
 // nil means the process stopped (crash, shutdown); otherwise the attempt was aborted for cause.
 // loadedKey is the key ID the HSM holds, when the journal stopped at loading it.
-func classify(j *Journal, loadedKey string, cause error) ending {
+func Classify(j *Journal, loadedKey string, cause error) ending {
 	e := ending{status: StatusInterrupted}
 	what := "was interrupted"
 	if cause != nil {

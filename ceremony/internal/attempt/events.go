@@ -1,4 +1,4 @@
-package ceremony
+package attempt
 
 import (
 	"sync"
@@ -89,7 +89,7 @@ const SubscriptionBuffer = 64
 // Subscription receives events until it is closed.
 type Subscription struct {
 	c       chan Event
-	b       *broker
+	b       *Broker
 	dropped atomic.Uint64
 	once    sync.Once
 }
@@ -105,7 +105,7 @@ func (s *Subscription) Dropped() uint64 { return s.dropped.Load() }
 func (s *Subscription) Close() { s.b.remove(s) }
 
 // broker fans events out to subscribers without ever blocking the sender.
-type broker struct {
+type Broker struct {
 	mu     sync.Mutex
 	subs   map[*Subscription]struct{}
 	seq    uint64
@@ -113,9 +113,9 @@ type broker struct {
 	closed bool
 }
 
-func newBroker() *broker { return &broker{subs: make(map[*Subscription]struct{})} }
+func NewBroker() *Broker { return &Broker{subs: make(map[*Subscription]struct{})} }
 
-func (b *broker) subscribe() *Subscription {
+func (b *Broker) Subscribe() *Subscription {
 	s := &Subscription{c: make(chan Event, SubscriptionBuffer), b: b}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -130,7 +130,7 @@ func (b *broker) subscribe() *Subscription {
 	return s
 }
 
-func (b *broker) remove(s *Subscription) {
+func (b *Broker) remove(s *Subscription) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if _, ok := b.subs[s]; ok {
@@ -141,7 +141,7 @@ func (b *broker) remove(s *Subscription) {
 
 // publish stamps ev and delivers it. A full subscriber loses its oldest pending event; only
 // publish sends on the channels and it holds the lock, so after one receive there is room.
-func (b *broker) publish(ev Event) Event {
+func (b *Broker) Publish(ev Event) Event {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.seq++
@@ -173,13 +173,13 @@ func (b *broker) publish(ev Event) Event {
 	return ev
 }
 
-func (b *broker) latest() (Event, bool) {
+func (b *Broker) Latest() (Event, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.last, b.seq > 0
 }
 
-func (b *broker) close() {
+func (b *Broker) Close() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.closed = true

@@ -1,4 +1,4 @@
-package ceremony
+package attempt
 
 import (
 	"errors"
@@ -13,7 +13,7 @@ var (
 	ErrNoCeremony = journal.ErrNoCeremony
 	ErrNotRunning = errors.New("no ceremony is running")
 	ErrNotStalled = errors.New("the ceremony is not waiting for a retry")
-	ErrNotAsking  = errors.New("the ceremony is not waiting for a confirmation")
+	ErrNotAsking  = errors.New("the ceremony is not waiting for a Confirmation")
 	// ErrStepUpRequired refuses OK to a destructive question (Question.Destructive) that the
 	// caller did not confirm with a fresh security-key confirmation.
 	ErrStepUpRequired  = errors.New("this answer destroys data on a card: confirm it with your security key first")

@@ -1,4 +1,4 @@
-package ceremony
+package attempt
 
 import (
 	"errors"
@@ -77,7 +77,7 @@ func (l *shareLoss) padText() string {
 // inspectTarget says what a card about to receive rec holds (have: its share slot, nil when
 // unreadable) and, for a share of a set in use, what overwriting it loses. copying says rec is
 // the share a Copy card copies (its set is in use too).
-func (r *run) inspectTarget(serial string, have []byte, rec *sharing.Record, copying bool) (*overwrite, error) {
+func (r *Run) inspectTarget(serial string, have []byte, rec *sharing.Record, copying bool) (*overwrite, error) {
 	o := &overwrite{serial: serial, what: "data that is not a share record"}
 	if have == nil {
 		o.what = "data that cannot be read"
@@ -104,7 +104,7 @@ func (r *run) inspectTarget(serial string, have []byte, rec *sharing.Record, cop
 	case cs == nil || cs.Status == SetFormer:
 		// A set this appliance has no record of, or moved away from without retiring it: its
 		// cards still load the key the HSM holds, if it is that set's key.
-		if id, err := r.m.cfg.HSM.BackupKeyID(r.ctx); err == nil && id.String() == old.KeyID.String() {
+		if id, err := r.m.Cfg.HSM.BackupKeyID(r.ctx); err == nil && id.String() == old.KeyID.String() {
 			status = fmt.Sprintf("set %s of the key this HSM holds", old.SetID.Short())
 		}
 	}
@@ -149,7 +149,7 @@ func (r *run) inspectTarget(serial string, have []byte, rec *sharing.Record, cop
 // card described by o may be overwritten. A share of a set in use is asked about even when the
 // ceremony may overwrite other data without asking (box): the question names the loss, and an
 // OK is audited with it.
-func (r *run) confirmOverwrite(o *overwrite, box bool) error {
+func (r *Run) confirmOverwrite(o *overwrite, box bool) error {
 	if o.loss == nil && box {
 		return nil
 	}
@@ -162,7 +162,7 @@ func (r *run) confirmOverwrite(o *overwrite, box bool) error {
 	r.problem(problem, "press OK on the pad to overwrite it, or Cancel on the pad to keep it and use another card")
 	err := r.waitOK(ask{step: StepConfirmWrite, text: text, detail: detail, destructive: true})
 	if errors.Is(err, pinpad.ErrCancelled) && r.ctx.Err() == nil {
-		return refuse(o.serial, "take it out and insert another card", "overwriting the card was %w", errDeclined)
+		return refuse(o.serial, "take it out and insert another card", "overwriting the card was %w", ErrDeclined)
 	}
 	if err != nil || o.loss == nil {
 		return err
@@ -223,7 +223,7 @@ func addCopy(tx *bolt.Tx, setID string, index int, serial string) error {
 // (have; nil when unreadable). The very share about to be written (a card pulled out mid-write
 // and inserted again) is written again without a question; another share of the same
 // ceremony, and for a re-issue a share of the set it replaces, are refused outright.
-func (r *run) confirmShareTarget(serial string, have []byte, rec *sharing.Record) error {
+func (r *Run) confirmShareTarget(serial string, have []byte, rec *sharing.Record) error {
 	if have != nil {
 		if old, err := sharing.Unmarshal(have); err == nil {
 			sameSet, sameIndex, index, set := old.SetID == rec.SetID, old.Index == rec.Index, old.Index, old.SetID

@@ -1,4 +1,4 @@
-package ceremony
+package attempt
 
 import (
 	"crypto/subtle"
@@ -19,7 +19,7 @@ const (
 
 // copyCard copies the share of a source card onto a target card, one to one (a second set for a
 // DR site). Only share cards can be copied: a slot user credential is bound to its card.
-func (r *run) copyCard() (*result, error) {
+func (r *Run) copyCard() (*result, error) {
 	var data []byte // the source's record: secret, zeroed on the way out
 	defer func() { sharing.Zero(data) }()
 	var source string
@@ -153,7 +153,7 @@ func (r *run) copyCard() (*result, error) {
 }
 
 // changePIN changes the PIN of one slot of a card, entered on the pad.
-func (r *run) changePIN() (*result, error) {
+func (r *Run) changePIN() (*result, error) {
 	slot := r.j.Request.Slot
 	if err := r.commit(nil, func(j *Journal) { j.Phase = PhaseCard }); err != nil {
 		return nil, err
@@ -171,7 +171,7 @@ func (r *run) changePIN() (*result, error) {
 	return &result{outcome: fmt.Sprintf("The PIN of the %s slot of card %s was changed.", slot, serial)}, nil
 }
 
-func (r *run) changePINOn(card pinpad.Card, slot pinpad.Slot) error {
+func (r *Run) changePINOn(card pinpad.Card, slot pinpad.Slot) error {
 	serial := card.Serial()
 	for {
 		if err := r.checkTries(card, slot, "old PIN", "take it out"); err != nil {
@@ -183,7 +183,7 @@ func (r *run) changePINOn(card pinpad.Card, slot pinpad.Slot) error {
 		}); err != nil {
 			return err
 		}
-		t := r.m.cfg.Timeouts.PIN
+		t := r.m.Cfg.Timeouts.PIN
 		// Each of the three entries has the whole PIN time on the pad: the prompt's deadline
 		// is the latest the last one can end.
 		r.prompt(StepChangePIN, WaitPIN, "Old PIN, new PIN, new PIN again", 3*t)
@@ -226,7 +226,7 @@ func (r *run) changePINOn(card pinpad.Card, slot pinpad.Slot) error {
 
 // writeSlotUser writes a PKCS#11 slot credential, issued by the HSM for this card's serial, to
 // the card's slot user slot.
-func (r *run) writeSlotUser() (*result, error) {
+func (r *Run) writeSlotUser() (*result, error) {
 	slot := r.j.Request.PKCS11Slot
 	if err := r.commit(nil, func(j *Journal) { j.Phase = PhaseCard }); err != nil {
 		return nil, err
@@ -239,7 +239,7 @@ func (r *run) writeSlotUser() (*result, error) {
 				return err
 			}
 			r.working(StepIssueCred, "")
-			cred, err := r.m.cfg.HSM.IssueSlotCredential(r.ctx, slot, serial)
+			cred, err := r.m.Cfg.HSM.IssueSlotCredential(r.ctx, slot, serial)
 			if err != nil {
 				return fmt.Errorf("issue slot credential: %w", err)
 			}
@@ -278,7 +278,7 @@ func (r *run) writeSlotUser() (*result, error) {
 }
 
 // activateSlot reads a slot user card and has the HSM activate the slot with its credential.
-func (r *run) activateSlot() (*result, error) {
+func (r *Run) activateSlot() (*result, error) {
 	slot := r.j.Request.PKCS11Slot
 	if err := r.commit(nil, func(j *Journal) { j.Phase = PhaseCard }); err != nil {
 		return nil, err
@@ -300,7 +300,7 @@ func (r *run) activateSlot() (*result, error) {
 			}
 			defer sharing.Zero(cred)
 			r.working(StepActivate, "")
-			if err := r.m.cfg.HSM.ActivateSlot(r.ctx, slot, serial, cred); err != nil {
+			if err := r.m.Cfg.HSM.ActivateSlot(r.ctx, slot, serial, cred); err != nil {
 				if r.ctx.Err() != nil {
 					return err
 				}
@@ -321,12 +321,12 @@ func (r *run) activateSlot() (*result, error) {
 
 // factoryReset zeroizes the HSM and clears the ceremony state. The audit log and the journal of
 // past ceremonies are kept: the reset is recorded in both.
-func (r *run) factoryReset() (*result, error) {
+func (r *Run) factoryReset() (*result, error) {
 	if err := r.commit(nil, func(j *Journal) { j.Phase = PhaseResetting }); err != nil {
 		return nil, err
 	}
 	r.working(StepResetHSM, "")
-	if err := r.m.cfg.HSM.Reset(r.ctx); err != nil {
+	if err := r.m.Cfg.HSM.Reset(r.ctx); err != nil {
 		return nil, fmt.Errorf("reset the hsm: %w", err)
 	}
 	return &result{

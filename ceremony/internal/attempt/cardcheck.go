@@ -1,4 +1,4 @@
-package ceremony
+package attempt
 
 import (
 	"encoding/hex"
@@ -16,7 +16,7 @@ import (
 // cardCheck has one custodian check one card: PIN on the pad, the share record read and judged
 // against the card set registry and the HSM's authenticator of that share. No quorum, no
 // reconstruction, nothing written to the card.
-func (r *run) cardCheck() (*result, error) {
+func (r *Run) cardCheck() (*result, error) {
 	if err := r.commit(nil, func(j *Journal) { j.Phase = PhaseCard }); err != nil {
 		return nil, err
 	}
@@ -65,7 +65,7 @@ func (r *run) cardCheck() (*result, error) {
 // judgeCard decides the verdict on what a card's share slot gave: data, or the error readErr
 // (not a condition of the pad). An error is returned only when the check itself failed (the HSM
 // or the journal could not be asked).
-func (r *run) judgeCard(serial string, data []byte, readErr error) (*CardCheck, error) {
+func (r *Run) judgeCard(serial string, data []byte, readErr error) (*CardCheck, error) {
 	c := &CardCheck{Serial: serial}
 	switch {
 	case errors.Is(readErr, pinpad.ErrEmpty) || (readErr == nil && len(data) == 0):
@@ -97,7 +97,7 @@ func (r *run) judgeCard(serial string, data []byte, readErr error) (*CardCheck, 
 		return nil, err
 	}
 	hsmKey := ""
-	switch id, err := r.m.cfg.HSM.BackupKeyID(r.ctx); {
+	switch id, err := r.m.Cfg.HSM.BackupKeyID(r.ctx); {
 	case err == nil:
 		hsmKey = id.String()
 	case !errors.Is(err, hsm.ErrNoBackupKey):
@@ -148,7 +148,7 @@ func (r *run) judgeCard(serial string, data []byte, readErr error) (*CardCheck, 
 	if cs.Status == SetIssuing {
 		status = fmt.Sprintf("set %s, which %s #%d is still issuing", journal.Short(cs.SetID), journal.OriginTitle(cs.Origin), cs.Ceremony)
 	}
-	auth, canAuth := r.m.cfg.HSM.(hsm.Authenticator)
+	auth, canAuth := r.m.Cfg.HSM.(hsm.Authenticator)
 	tag, terr := hex.DecodeString(sh.Authenticator)
 	switch {
 	case !canAuth:
