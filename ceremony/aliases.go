@@ -3,6 +3,7 @@ package ceremony
 import (
 	"io"
 
+	"github.com/keyquorum/keyquorum/ceremony/internal/api"
 	"github.com/keyquorum/keyquorum/ceremony/internal/attempt"
 	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
@@ -152,6 +153,7 @@ const (
 var (
 	ErrCorrupt      = journal.ErrCorrupt
 	ErrLocked       = journal.ErrLocked
+	ErrNoCeremony   = journal.ErrNoCeremony
 	ErrRetiredSet   = journal.ErrRetiredSet
 	ErrSchemaTooNew = journal.ErrSchemaTooNew
 	Kinds           = journal.Kinds
@@ -163,59 +165,58 @@ var (
 func VerifyAuditExport(r io.Reader) (AuditSummary, error) { return journal.VerifyAuditExport(r) }
 
 // The Manager's configuration, its devices, its events and its errors are defined by package
-// attempt (ceremony/internal/attempt), which runs the ceremonies; ceremony names them here, as
-// the same types and values. Their documentation is there.
+// api (ceremony/internal/api), so that package attempt, which runs the ceremonies, shares them;
+// ceremony names them here, as the same types and values. Their documentation is there.
 
 type (
-	BusyError        = attempt.BusyError
-	CancelledError   = attempt.CancelledError
-	Config           = attempt.Config
-	Event            = attempt.Event
-	EventType        = attempt.EventType
-	HSM              = attempt.HSM
-	Pad              = attempt.Pad
-	PendingError     = attempt.PendingError
-	SetProgress      = attempt.SetProgress
-	StaleAnswerError = attempt.StaleAnswerError
-	Subscription     = attempt.Subscription
-	Timeouts         = attempt.Timeouts
-	Transition       = attempt.Transition
-	Wait             = attempt.Wait
+	BusyError        = api.BusyError
+	CancelledError   = api.CancelledError
+	Config           = api.Config
+	Event            = api.Event
+	EventType        = api.EventType
+	HSM              = api.HSM
+	Pad              = api.Pad
+	PendingError     = api.PendingError
+	SetProgress      = api.SetProgress
+	StaleAnswerError = api.StaleAnswerError
+	Subscription     = api.Subscription
+	Timeouts         = api.Timeouts
+	Transition       = api.Transition
+	Wait             = api.Wait
 )
 
 const (
-	EventOutcome       = attempt.EventOutcome
-	EventPINTries      = attempt.EventPINTries
-	EventProblem       = attempt.EventProblem
-	EventProgress      = attempt.EventProgress
-	EventPrompt        = attempt.EventPrompt
-	EventRecovered     = attempt.EventRecovered
-	EventStalled       = attempt.EventStalled
-	EventStarted       = attempt.EventStarted
+	EventOutcome       = api.EventOutcome
+	EventPINTries      = api.EventPINTries
+	EventProblem       = api.EventProblem
+	EventProgress      = api.EventProgress
+	EventPrompt        = api.EventPrompt
+	EventRecovered     = api.EventRecovered
+	EventStalled       = api.EventStalled
+	EventStarted       = api.EventStarted
 	RolePrepared       = attempt.RolePrepared
-	SubscriptionBuffer = attempt.SubscriptionBuffer
-	WaitCard           = attempt.WaitCard
-	WaitConfirm        = attempt.WaitConfirm
-	WaitNone           = attempt.WaitNone
-	WaitOK             = attempt.WaitOK
-	WaitPIN            = attempt.WaitPIN
-	WaitRemoval        = attempt.WaitRemoval
-	WaitRetry          = attempt.WaitRetry
+	SubscriptionBuffer = api.SubscriptionBuffer
+	WaitCard           = api.WaitCard
+	WaitConfirm        = api.WaitConfirm
+	WaitNone           = api.WaitNone
+	WaitOK             = api.WaitOK
+	WaitPIN            = api.WaitPIN
+	WaitRemoval        = api.WaitRemoval
+	WaitRetry          = api.WaitRetry
 )
 
 var (
-	DefaultTimeouts    = attempt.DefaultTimeouts
-	ErrBadOperator     = attempt.ErrBadOperator
-	ErrBadRequest      = attempt.ErrBadRequest
-	ErrClosed          = attempt.ErrClosed
-	ErrKeyLoaded       = attempt.ErrKeyLoaded
-	ErrNoCeremony      = attempt.ErrNoCeremony
-	ErrNoKey           = attempt.ErrNoKey
-	ErrNotAsking       = attempt.ErrNotAsking
-	ErrNotRunning      = attempt.ErrNotRunning
-	ErrNotStalled      = attempt.ErrNotStalled
-	ErrNothingToResume = attempt.ErrNothingToResume
-	ErrStaleAnswer     = attempt.ErrStaleAnswer
-	ErrStepUpRequired  = attempt.ErrStepUpRequired
-	ErrStopped         = attempt.ErrStopped
+	DefaultTimeouts    = api.DefaultTimeouts
+	ErrBadOperator     = api.ErrBadOperator
+	ErrBadRequest      = api.ErrBadRequest
+	ErrClosed          = api.ErrClosed
+	ErrKeyLoaded       = api.ErrKeyLoaded
+	ErrNoKey           = api.ErrNoKey
+	ErrNotAsking       = api.ErrNotAsking
+	ErrNotRunning      = api.ErrNotRunning
+	ErrNotStalled      = api.ErrNotStalled
+	ErrNothingToResume = api.ErrNothingToResume
+	ErrStaleAnswer     = api.ErrStaleAnswer
+	ErrStepUpRequired  = api.ErrStepUpRequired
+	ErrStopped         = api.ErrStopped
 )

@@ -16,6 +16,7 @@ import (
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/sharing"
 
+	"github.com/keyquorum/keyquorum/ceremony/internal/api"
 	"github.com/keyquorum/keyquorum/ceremony/internal/attempt"
 	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
@@ -44,7 +45,7 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Manager{h: attempt.Host{Cfg: cfg, St: st, Log: log, Events: attempt.NewBroker()}}
+	m := &Manager{h: attempt.Host{Cfg: cfg, St: st, Log: log, Events: api.NewBroker()}}
 	st.OnAudit = m.logAudit
 	if err := m.recover(ctx); err != nil {
 		st.Close()

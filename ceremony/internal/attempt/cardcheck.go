@@ -11,6 +11,8 @@ import (
 	"github.com/keyquorum/keyquorum/sharing"
 
 	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
+
+	. "github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
 
 // cardCheck has one custodian check one card: PIN on the pad, the share record read and judged

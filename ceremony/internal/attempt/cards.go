@@ -10,6 +10,10 @@ import (
 
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/sharing"
+
+	. "github.com/keyquorum/keyquorum/ceremony/internal/api"
+	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
+	. "github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
 
 const (
@@ -115,7 +119,7 @@ func (r *Run) copyCard() (*result, error) {
 					if already {
 						return nil
 					}
-					return forgetCard(tx, serial)
+					return journal.ForgetCard(tx, serial)
 				}); err != nil {
 				return err
 			}
@@ -139,7 +143,7 @@ func (r *Run) copyCard() (*result, error) {
 				serials: []string{source, serial}, indexes: []int{rec.Index}},
 				func(j *Journal) {
 					j.SetCard(CardEntry{Serial: serial, Index: rec.Index, Role: RoleCopyTarget, State: CardWritten, Time: now, Profile: profileOf(card)})
-				}, func(tx *bolt.Tx, _ *Journal) error { return addCopy(tx, rec.SetID.String(), rec.Index, serial) }); err != nil {
+				}, func(tx *bolt.Tx, _ *Journal) error { return journal.AddCopy(tx, rec.SetID.String(), rec.Index, serial) }); err != nil {
 				return err
 			}
 			target = serial

@@ -16,6 +16,9 @@ import (
 	"github.com/keyquorum/keyquorum/sharing"
 
 	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
+
+	. "github.com/keyquorum/keyquorum/ceremony/internal/api"
+	. "github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
 
 // Pad texts of the appliance's manual (seed 003).
@@ -195,7 +198,7 @@ func (r *Run) writeShare(rec *sharing.Record, written map[int]string) error {
 			if err := r.commitWith(&auditSpec{event: AuditCardWriting, message: fmt.Sprintf("writing share %d to card %s", i, serial), serials: []string{serial}, indexes: []int{i}},
 				func(j *Journal) {
 					j.SetCard(CardEntry{Serial: serial, Index: i, Role: RoleShare, State: CardWriting, Time: now, Profile: profileOf(card)})
-				}, func(tx *bolt.Tx, _ *Journal) error { return forgetCard(tx, serial) }); err != nil {
+				}, func(tx *bolt.Tx, _ *Journal) error { return journal.ForgetCard(tx, serial) }); err != nil {
 				return err
 			}
 			r.working(StepWriteCard, "")

@@ -6,12 +6,12 @@ import (
 	"slices"
 	"strings"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/sharing"
 
 	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
+
+	. "github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
 
 // Every ceremony that writes a share to a card asks before it overwrites what the card holds.
@@ -169,54 +169,6 @@ func (r *Run) confirmOverwrite(o *overwrite, box bool) error {
 	}
 	return r.commit(&auditSpec{event: AuditShareOverwrite, message: "overwrite confirmed: " + o.what,
 		serials: []string{o.serial}, indexes: []int{o.loss.index}, setID: o.loss.setID}, nil)
-}
-
-// forgetCard removes serial from every share of every set: the card is about to be
-// overwritten, so it no longer holds what the registry says. It runs in the transaction that
-// journals the write.
-func forgetCard(tx *bolt.Tx, serial string) error {
-	sets, err := journal.AllSets(tx)
-	if err != nil {
-		return err
-	}
-	for i := range sets {
-		s := &sets[i]
-		changed := false
-		for j, sh := range s.Shares {
-			if sh.Serial == serial {
-				s.Shares[j].Serial, changed = "", true
-			}
-			if slices.Contains(sh.Copies, serial) {
-				s.Shares[j].Copies, changed = slices.DeleteFunc(slices.Clone(sh.Copies), func(c string) bool { return c == serial }), true
-			}
-		}
-		if changed {
-			if err := journal.PutSet(tx, s); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// addCopy records that serial holds a copy of share index of set setID, when the appliance
-// knows the set.
-func addCopy(tx *bolt.Tx, setID string, index int, serial string) error {
-	cs, err := journal.GetSet(tx, setID)
-	if err != nil || cs == nil {
-		return err
-	}
-	for i, sh := range cs.Shares {
-		if sh.Index == index {
-			if sh.Serial == serial || slices.Contains(sh.Copies, serial) {
-				return nil
-			}
-			cs.Shares[i].Copies = append(slices.Clone(sh.Copies), serial)
-			return journal.PutSet(tx, cs)
-		}
-	}
-	cs.SetShare(ShareInfo{Index: index, Copies: []string{serial}})
-	return journal.PutSet(tx, cs)
 }
 
 // confirmShareTarget asks before a generation or re-issue writes rec over what a card holds

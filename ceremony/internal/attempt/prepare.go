@@ -7,6 +7,9 @@ import (
 	"time"
 
 	"github.com/keyquorum/keyquorum/pinpad"
+
+	. "github.com/keyquorum/keyquorum/ceremony/internal/api"
+	. "github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
 
 // RolePrepared is a card a Prepare cards ceremony laid out; Note says what was created.

@@ -14,6 +14,9 @@ import (
 	"github.com/keyquorum/keyquorum/sharing"
 
 	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
+
+	. "github.com/keyquorum/keyquorum/ceremony/internal/api"
+	. "github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
 
 // textWriteNewSet asks for OK before the cards of a re-issued set are written; the key is not

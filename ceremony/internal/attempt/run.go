@@ -10,6 +10,9 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
+
+	. "github.com/keyquorum/keyquorum/ceremony/internal/api"
+	. "github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
 
 // ending is how a ceremony attempt ended and what it leaves to do.

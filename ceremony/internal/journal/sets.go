@@ -387,3 +387,51 @@ func UpdateSets(tx *bolt.Tx, j *Journal, e SetsEnding, now time.Time) error {
 	}
 	return nil
 }
+
+// ForgetCard removes serial from every share of every set: the card is about to be
+// overwritten, so it no longer holds what the registry says. It runs in the transaction that
+// journals the write.
+func ForgetCard(tx *bolt.Tx, serial string) error {
+	sets, err := AllSets(tx)
+	if err != nil {
+		return err
+	}
+	for i := range sets {
+		s := &sets[i]
+		changed := false
+		for j, sh := range s.Shares {
+			if sh.Serial == serial {
+				s.Shares[j].Serial, changed = "", true
+			}
+			if slices.Contains(sh.Copies, serial) {
+				s.Shares[j].Copies, changed = slices.DeleteFunc(slices.Clone(sh.Copies), func(c string) bool { return c == serial }), true
+			}
+		}
+		if changed {
+			if err := PutSet(tx, s); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// AddCopy records that serial holds a copy of share index of set setID, when the appliance
+// knows the set.
+func AddCopy(tx *bolt.Tx, setID string, index int, serial string) error {
+	cs, err := GetSet(tx, setID)
+	if err != nil || cs == nil {
+		return err
+	}
+	for i, sh := range cs.Shares {
+		if sh.Index == index {
+			if sh.Serial == serial || slices.Contains(sh.Copies, serial) {
+				return nil
+			}
+			cs.Shares[i].Copies = append(slices.Clone(sh.Copies), serial)
+			return PutSet(tx, cs)
+		}
+	}
+	cs.SetShare(ShareInfo{Index: index, Copies: []string{serial}})
+	return PutSet(tx, cs)
+}

@@ -1,9 +1,11 @@
-package attempt
+package api
 
 import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	. "github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
 
 // Wait is what the ceremony is waiting for.

@@ -1,16 +1,15 @@
-package attempt
+package api
 
 import (
 	"errors"
 	"fmt"
 	"time"
 
-	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
+	. "github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
 
 // Conditions a caller of the Manager can test for. Texts are safe to show an operator.
 var (
-	ErrNoCeremony = journal.ErrNoCeremony
 	ErrNotRunning = errors.New("no ceremony is running")
 	ErrNotStalled = errors.New("the ceremony is not waiting for a retry")
 	ErrNotAsking  = errors.New("the ceremony is not waiting for a Confirmation")
