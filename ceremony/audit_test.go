@@ -12,19 +12,21 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
 
 // auditStore returns a store with n audit entries.
-func auditStore(t *testing.T, n int) *store {
+func auditStore(t *testing.T, n int) *journal.Store {
 	t.Helper()
-	st, err := openStore(t.TempDir())
+	st, err := journal.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { st.close() })
+	t.Cleanup(func() { st.Close() })
 	for i := 1; i <= n; i++ {
-		err := st.update(func(tx *bolt.Tx) error {
-			return appendAudit(tx, &AuditEntry{Time: time.Unix(1700000000, int64(i)), Operator: "CN=alice", Ceremony: 1, Kind: KindGenerate,
+		err := st.Update(func(tx *bolt.Tx) error {
+			return journal.AppendAudit(tx, &AuditEntry{Time: time.Unix(1700000000, int64(i)), Operator: "CN=alice", Ceremony: 1, Kind: KindGenerate,
 				Event: AuditCardWritten, Message: fmt.Sprintf("share %d written", i), Serials: []string{fmt.Sprintf("S%d", i)}, Indexes: []int{i},
 				SetID: "00112233445566778899aabbccddeeff", KeyID: "0011223344556677"})
 		})
@@ -35,26 +37,26 @@ func auditStore(t *testing.T, n int) *store {
 	return st
 }
 
-func verifyStore(st *store) (AuditSummary, error) {
+func verifyStore(st *journal.Store) (AuditSummary, error) {
 	var s AuditSummary
-	err := st.view(func(tx *bolt.Tx) (err error) {
-		s, err = verifyAudit(tx)
+	err := st.View(func(tx *bolt.Tx) (err error) {
+		s, err = journal.VerifyAudit(tx)
 		return err
 	})
 	return s, err
 }
 
 // rewrite changes entry seq in place with f.
-func rewrite(t *testing.T, st *store, seq uint64, f func(e *AuditEntry)) {
+func rewrite(t *testing.T, st *journal.Store, seq uint64, f func(e *AuditEntry)) {
 	t.Helper()
-	err := st.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketAudit)
+	err := st.DB().Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(journal.BucketAudit)
 		var e AuditEntry
-		if err := json.Unmarshal(b.Get(u64key(seq)), &e); err != nil {
+		if err := json.Unmarshal(b.Get(journal.U64Key(seq)), &e); err != nil {
 			return err
 		}
 		f(&e)
-		return putJSON(b, u64key(seq), &e)
+		return journal.PutJSON(b, journal.U64Key(seq), &e)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -64,50 +66,50 @@ func rewrite(t *testing.T, st *store, seq uint64, f func(e *AuditEntry)) {
 func TestAuditChain(t *testing.T) {
 	type tamper struct {
 		name    string
-		do      func(t *testing.T, st *store)
+		do      func(t *testing.T, st *journal.Store)
 		wantSeq uint64
 		wantMsg string
 	}
 	tests := []tamper{
-		{"untouched", func(*testing.T, *store) {}, 0, ""},
-		{"message edited", func(t *testing.T, st *store) {
+		{"untouched", func(*testing.T, *journal.Store) {}, 0, ""},
+		{"message edited", func(t *testing.T, st *journal.Store) {
 			rewrite(t, st, 3, func(e *AuditEntry) { e.Message = "nothing happened" })
 		}, 3, "altered"},
-		{"operator edited", func(t *testing.T, st *store) {
+		{"operator edited", func(t *testing.T, st *journal.Store) {
 			rewrite(t, st, 1, func(e *AuditEntry) { e.Operator = "CN=mallory" })
 		}, 1, "altered"},
-		{"share index edited", func(t *testing.T, st *store) {
+		{"share index edited", func(t *testing.T, st *journal.Store) {
 			rewrite(t, st, 4, func(e *AuditEntry) { e.Indexes = []int{9} })
 		}, 4, "altered"},
-		{"time edited", func(t *testing.T, st *store) {
+		{"time edited", func(t *testing.T, st *journal.Store) {
 			rewrite(t, st, 2, func(e *AuditEntry) { e.Time = e.Time.Add(time.Hour) })
 		}, 2, "altered"},
-		{"edited and rehashed", func(t *testing.T, st *store) {
+		{"edited and rehashed", func(t *testing.T, st *journal.Store) {
 			rewrite(t, st, 2, func(e *AuditEntry) {
 				e.Message = "forged"
 				e.Hash, _ = e.ComputeHash()
 			})
 		}, 3, "entry before it"},
-		{"middle entry deleted", func(t *testing.T, st *store) {
-			st.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketAudit).Delete(u64key(3)) })
+		{"middle entry deleted", func(t *testing.T, st *journal.Store) {
+			st.DB().Update(func(tx *bolt.Tx) error { return tx.Bucket(journal.BucketAudit).Delete(journal.U64Key(3)) })
 		}, 3, "missing"},
-		{"two entries deleted", func(t *testing.T, st *store) {
-			st.db.Update(func(tx *bolt.Tx) error {
-				tx.Bucket(bucketAudit).Delete(u64key(2))
-				return tx.Bucket(bucketAudit).Delete(u64key(3))
+		{"two entries deleted", func(t *testing.T, st *journal.Store) {
+			st.DB().Update(func(tx *bolt.Tx) error {
+				tx.Bucket(journal.BucketAudit).Delete(journal.U64Key(2))
+				return tx.Bucket(journal.BucketAudit).Delete(journal.U64Key(3))
 			})
 		}, 2, "entries 2 to 3 are missing"},
-		{"first entry deleted", func(t *testing.T, st *store) {
-			st.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketAudit).Delete(u64key(1)) })
+		{"first entry deleted", func(t *testing.T, st *journal.Store) {
+			st.DB().Update(func(tx *bolt.Tx) error { return tx.Bucket(journal.BucketAudit).Delete(journal.U64Key(1)) })
 		}, 1, "missing"},
-		{"last entry deleted", func(t *testing.T, st *store) {
-			st.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketAudit).Delete(u64key(5)) })
+		{"last entry deleted", func(t *testing.T, st *journal.Store) {
+			st.DB().Update(func(tx *bolt.Tx) error { return tx.Bucket(journal.BucketAudit).Delete(journal.U64Key(5)) })
 		}, 5, "removed"},
-		{"entry renumbered", func(t *testing.T, st *store) {
+		{"entry renumbered", func(t *testing.T, st *journal.Store) {
 			rewrite(t, st, 4, func(e *AuditEntry) { e.Seq = 40 })
 		}, 4, "another number"},
-		{"garbage entry", func(t *testing.T, st *store) {
-			st.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketAudit).Put(u64key(2), []byte("{")) })
+		{"garbage entry", func(t *testing.T, st *journal.Store) {
+			st.DB().Update(func(tx *bolt.Tx) error { return tx.Bucket(journal.BucketAudit).Put(journal.U64Key(2), []byte("{")) })
 		}, 2, "cannot be read"},
 	}
 	for _, tc := range tests {
@@ -146,7 +148,7 @@ func TestAuditEmptyLogVerifies(t *testing.T) {
 func TestAuditExportVerifies(t *testing.T) {
 	st := auditStore(t, 6)
 	var buf bytes.Buffer
-	if err := st.view(func(tx *bolt.Tx) error { return exportAudit(tx, &buf) }); err != nil {
+	if err := st.View(func(tx *bolt.Tx) error { return journal.ExportAudit(tx, &buf) }); err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
@@ -181,8 +183,8 @@ func TestAuditExportVerifies(t *testing.T) {
 
 func TestAuditHashIsFieldBound(t *testing.T) {
 	// Moving bytes between adjacent string fields must change the hash (length prefixes).
-	a := AuditEntry{Prev: zeroHash, Operator: "ab", Event: "c"}
-	b := AuditEntry{Prev: zeroHash, Operator: "a", Event: "bc"}
+	a := AuditEntry{Prev: journal.ZeroHash, Operator: "ab", Event: "c"}
+	b := AuditEntry{Prev: journal.ZeroHash, Operator: "a", Event: "bc"}
 	ha, _ := a.ComputeHash()
 	hb, _ := b.ComputeHash()
 	if ha == hb {

@@ -7,15 +7,17 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
 
 // fillAudit appends n entries in batches: ceremonies of 10 entries each, two operators, a
 // serial on every card event, one second apart from t0.
-func fillAudit(tb testing.TB, st *store, n int, t0 time.Time) {
+func fillAudit(tb testing.TB, st *journal.Store, n int, t0 time.Time) {
 	tb.Helper()
 	const batch = 5000
 	for done := 0; done < n; {
-		err := st.update(func(tx *bolt.Tx) error {
+		err := st.Update(func(tx *bolt.Tx) error {
 			for i := 0; i < batch && done < n; i, done = i+1, done+1 {
 				e := &AuditEntry{Time: t0.Add(time.Duration(done) * time.Second), Operator: fmt.Sprintf("CN=operator %d", done%2),
 					Ceremony: uint64(done/10 + 1), Kind: KindGenerate, Event: AuditCardWritten, Message: fmt.Sprintf("entry %d", done)}
@@ -27,7 +29,7 @@ func fillAudit(tb testing.TB, st *store, n int, t0 time.Time) {
 				default:
 					e.Serials = []string{fmt.Sprintf("CARD%04d", done%1000)}
 				}
-				if err := appendAudit(tx, e); err != nil {
+				if err := journal.AppendAudit(tx, e); err != nil {
 					return err
 				}
 			}
@@ -44,7 +46,7 @@ func TestAuditPage(t *testing.T) {
 	// The log of a fresh manager may hold entries of its own; start counting after them.
 	base, _ := e.m.AuditPage(AuditQuery{Limit: 1})
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	fillAudit(t, e.m.st, 2000, t0)
+	fillAudit(t, e.m.h.St, 2000, t0)
 	seqOf := func(i int) uint64 { return base.Total + uint64(i) + 1 }
 
 	// Newest first, paged without gaps or repeats.
@@ -123,12 +125,12 @@ func seqRange(from, to uint64) []uint64 {
 func TestVerifyAuditIncremental(t *testing.T) {
 	e := newEnv(t)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	fillAudit(t, e.m.st, 100, t0)
+	fillAudit(t, e.m.h.St, 100, t0)
 	s, err := e.m.VerifyAuditIncremental()
 	if err != nil || s.From != 0 {
 		t.Fatalf("first incremental verification checks everything: %+v %v", s, err)
 	}
-	fillAudit(t, e.m.st, 10, t0.Add(time.Hour))
+	fillAudit(t, e.m.h.St, 10, t0.Add(time.Hour))
 	s2, err := e.m.VerifyAuditIncremental()
 	if err != nil || s2.From != s.Entries || s2.Entries != s.Entries+10 {
 		t.Fatalf("second: %+v %v (first %+v)", s2, err, s)
@@ -137,13 +139,13 @@ func TestVerifyAuditIncremental(t *testing.T) {
 	// full verification.
 	edit := func(seq uint64) {
 		t.Helper()
-		err := e.m.st.update(func(tx *bolt.Tx) error {
+		err := e.m.h.St.Update(func(tx *bolt.Tx) error {
 			var a AuditEntry
-			if _, err := getJSON(tx.Bucket(bucketAudit), u64key(seq), &a); err != nil {
+			if _, err := journal.GetJSON(tx.Bucket(journal.BucketAudit), journal.U64Key(seq), &a); err != nil {
 				return err
 			}
 			a.Message = "rewritten"
-			return putJSON(tx.Bucket(bucketAudit), u64key(seq), &a)
+			return journal.PutJSON(tx.Bucket(journal.BucketAudit), journal.U64Key(seq), &a)
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -167,14 +169,14 @@ func TestVerifyAuditIncremental(t *testing.T) {
 func TestMigration3(t *testing.T) {
 	e := newEnv(t)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	fillAudit(t, e.m.st, 50, t0)
+	fillAudit(t, e.m.h.St, 50, t0)
 	want, _ := e.m.AuditPage(AuditQuery{Ceremony: 3})
 	// Back to schema 2: no index.
-	err := e.m.st.update(func(tx *bolt.Tx) error {
-		if err := tx.DeleteBucket(bucketAuditIndex); err != nil {
+	err := e.m.h.St.Update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket(journal.BucketAuditIndex); err != nil {
 			return err
 		}
-		return tx.Bucket(bucketMeta).Put(keySchema, []byte{0, 0, 0, 2})
+		return tx.Bucket(journal.BucketMeta).Put(journal.KeySchema, []byte{0, 0, 0, 2})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -182,18 +184,18 @@ func TestMigration3(t *testing.T) {
 	e.restart()
 	got, err := e.m.AuditPage(AuditQuery{Ceremony: 3})
 	if err != nil || len(got.Entries) != 10 || fmt.Sprint(got.Entries) != fmt.Sprint(want.Entries) {
-		t.Errorf("after the migration: %d entries, %v", len(got.Entries), err)
+		t.Errorf("after the journal.Migration: %d entries, %v", len(got.Entries), err)
 	}
 }
 
 // fillCeremonies journals n ended ceremonies (every 7th a card check, the rest loads) with
 // their ceremony.started audit entries, in batches.
-func fillCeremonies(tb testing.TB, st *store, n int) {
+func fillCeremonies(tb testing.TB, st *journal.Store, n int) {
 	tb.Helper()
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for done := 0; done < n; {
-		err := st.update(func(tx *bolt.Tx) error {
-			b := tx.Bucket(bucketCeremonies)
+		err := st.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(journal.BucketCeremonies)
 			for i := 0; i < 2000 && done < n; i, done = i+1, done+1 {
 				id, err := b.NextSequence()
 				if err != nil {
@@ -205,10 +207,10 @@ func fillCeremonies(tb testing.TB, st *store, n int) {
 				}
 				now := t0.Add(time.Duration(id) * time.Minute)
 				j := &Journal{ID: id, Kind: kind, Status: StatusDone, Operator: "CN=bench", Started: now, Updated: now, Ended: now, Attempt: 1}
-				if err := appendAudit(tx, &AuditEntry{Time: now, Operator: "CN=bench", Ceremony: id, Kind: kind, Event: AuditCeremonyStarted, Message: "started"}); err != nil {
+				if err := journal.AppendAudit(tx, &AuditEntry{Time: now, Operator: "CN=bench", Ceremony: id, Kind: kind, Event: AuditCeremonyStarted, Message: "started"}); err != nil {
 					return err
 				}
-				if err := putJSON(b, u64key(id), j); err != nil {
+				if err := journal.PutJSON(b, journal.U64Key(id), j); err != nil {
 					return err
 				}
 			}
@@ -222,7 +224,7 @@ func fillCeremonies(tb testing.TB, st *store, n int) {
 
 func TestCeremoniesPage(t *testing.T) {
 	e := newEnv(t)
-	fillCeremonies(t, e.m.st, 100)
+	fillCeremonies(t, e.m.h.St, 100)
 	ids := func(js []Journal) []uint64 {
 		var out []uint64
 		for _, j := range js {

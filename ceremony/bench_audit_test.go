@@ -11,6 +11,10 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
+
+	"github.com/keyquorum/keyquorum/ceremony/internal/attempt"
 )
 
 // auditBenchSizes are the audit log sizes of the growth benchmarks: KQ_AUDIT_SIZES (comma
@@ -33,14 +37,14 @@ func auditBenchSizes(b *testing.B) []int {
 }
 
 // benchAuditStore opens a journal holding n audit entries (written once per size and process).
-func benchAuditStore(b *testing.B, n int) *store {
+func benchAuditStore(b *testing.B, n int) *journal.Store {
 	b.Helper()
 	dir := b.TempDir()
-	st, err := openStore(dir)
+	st, err := journal.Open(dir)
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { st.close() })
+	b.Cleanup(func() { st.Close() })
 	start := time.Now()
 	fillAudit(b, st, n, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	b.Logf("%d entries written in %v", n, time.Since(start).Round(time.Millisecond))
@@ -53,11 +57,11 @@ func benchAuditStore(b *testing.B, n int) *store {
 func BenchmarkAuditGrowth(b *testing.B) {
 	for _, n := range auditBenchSizes(b) {
 		st := benchAuditStore(b, n)
-		m := &Manager{st: st}
+		m := &Manager{h: attempt.Host{St: st}}
 		b.Run(fmt.Sprintf("append/entries=%d", n), func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
-				err := st.update(func(tx *bolt.Tx) error {
-					return appendAudit(tx, &AuditEntry{Time: time.Now(), Operator: "CN=bench", Ceremony: 1, Kind: KindLoad,
+				err := st.Update(func(tx *bolt.Tx) error {
+					return journal.AppendAudit(tx, &AuditEntry{Time: time.Now(), Operator: "CN=bench", Ceremony: 1, Kind: KindLoad,
 						Event: AuditCardRead, Message: "bench", Serials: []string{"CARD0001"}})
 				})
 				if err != nil {
@@ -125,7 +129,7 @@ func BenchmarkAuditGrowth(b *testing.B) {
 func BenchmarkJournalGrowth(b *testing.B) {
 	for _, n := range []int{10, 1_000, 100_000} {
 		e := newEnv(b)
-		fillCeremonies(b, e.m.st, n)
+		fillCeremonies(b, e.m.h.St, n)
 		ctx := context.Background()
 		b.Run(fmt.Sprintf("open/ceremonies=%d", n), func(b *testing.B) {
 			for i := 0; i < b.N; i++ {

@@ -76,7 +76,7 @@ func TestGenerateDeclinedOnScreen(t *testing.T) {
 	if !errors.Is(err, pinpad.ErrCancelled) {
 		t.Fatalf("declined Write New Key: %v", err)
 	}
-	if e.backupKeyID() != "" || len(j.cardsWith(RoleShare, CardWritten)) != 0 {
+	if e.backupKeyID() != "" || len(j.CardsWith(RoleShare, CardWritten)) != 0 {
 		t.Fatalf("declined ceremony changed something: key %q, journal %+v", e.backupKeyID(), j)
 	}
 }

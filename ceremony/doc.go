@@ -93,25 +93,24 @@
 // A pad timeout or a disconnected reader stalls the ceremony instead of ending it: finished
 // cards stay done, and [Manager.Retry] repeats the step that failed.
 //
+// # Rooms inside
+//
+// Package ceremony is the Manager and its public API (manager.go, queries.go, protocol.go,
+// record_audit.go); the rest lives in three internal packages, imported one way:
+//
+//	ceremony                    the Manager: start, resume, retry, answer, cancel, queries
+//	  ceremony/internal/attempt the run of one attempt and every kind's state machine
+//	  ceremony/internal/api     Config, Pad and HSM, events and their broker, errors
+//	  ceremony/internal/journal the bbolt store and migrations, the records, the audit log
+//	                            (chain, index, queries), the card set registry
+//
+// attempt imports api and journal, api imports journal, journal imports none of them. The types
+// callers use keep their names here (aliases.go: ceremony.Journal is journal.Journal, …).
+//
 // # Schema
 //
-// One bbolt file, ceremony.db, in the data directory:
-//
-//	meta/
-//	    schema        uint32 big-endian: the schema version (see migrations)
-//	    audit-head    JSON auditHead: seq and hash of the last audit entry
-//	state/            what a factory reset clears
-//	    current       uint64 big-endian: the ceremony that is running or was interrupted
-//	    pending       JSON Pending: what an interrupted ceremony requires (resume, reset)
-//	    keyset        JSON KeySet: the card set of the loaded MBK (IDs, quorum, serials)
-//	sets/             the card set registry (schema 2); kept by a factory reset, like the audit log
-//	    <set id>      16 bytes → JSON CardSet: quorum, status, per share the card, the cards
-//	                  copies went to, and the authenticator; at most one set has status "current"
-//	ceremonies/       one entry per ceremony, never deleted
-//	    <id>          uint64 big-endian → JSON Journal, rewritten at every transition
-//	audit/            append-only, hash-chained
-//	    <seq>         uint64 big-endian → JSON AuditEntry
-//
+// One bbolt file, ceremony.db, in the data directory, with the buckets meta, state, sets,
+// ceremonies, audit and audit-index; package journal draws the tree and keeps the migrations.
 // Byte slices read from bbolt are copied (or decoded) before their transaction ends. Nothing
 // talks to a card, the pad or the HSM inside a transaction.
 //

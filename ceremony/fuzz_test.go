@@ -5,6 +5,10 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
+
+	"github.com/keyquorum/keyquorum/ceremony/internal/attempt"
 )
 
 // FuzzVerifyAuditExport feeds arbitrary files to the verifier of exported audit logs (an
@@ -28,7 +32,7 @@ func FuzzVerifyAuditExport(f *testing.F) {
 		if s.Entries != uint64(lines) {
 			t.Fatalf("accepted %d entries from %d lines", s.Entries, lines)
 		}
-		if s.Entries == 0 && s.Head != zeroHash {
+		if s.Entries == 0 && s.Head != journal.ZeroHash {
 			t.Fatalf("empty log with head %s", s.Head)
 		}
 	})
@@ -39,7 +43,7 @@ func FuzzVerifyAuditExport(f *testing.F) {
 func FuzzDecodeJournal(f *testing.F) {
 	f.Add([]byte(`{"id":1,"kind":"generate","status":"running","phase":"writing"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		j, err := decodeJournal(data)
+		j, err := journal.DecodeJournal(data)
 		if err != nil {
 			return
 		}
@@ -47,7 +51,7 @@ func FuzzDecodeJournal(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-encode: %v", err)
 		}
-		k, err := decodeJournal(raw)
+		k, err := journal.DecodeJournal(raw)
 		if err != nil {
 			t.Fatalf("re-decode: %v", err)
 		}
@@ -55,8 +59,8 @@ func FuzzDecodeJournal(f *testing.F) {
 			t.Fatalf("round trip changed the journal: %+v → %+v", j, k)
 		}
 		// Classification of whatever was decoded must not panic.
-		_ = classify(j, "", nil)
-		_ = classify(j, j.KeyID, errDeclined)
+		_ = attempt.Classify(j, "", nil)
+		_ = attempt.Classify(j, j.KeyID, attempt.ErrDeclined)
 	})
 }
 
@@ -66,7 +70,7 @@ func FuzzDecodeJournal(f *testing.F) {
 func FuzzDecodeCardSet(f *testing.F) {
 	f.Add([]byte(`{"set_id":"00112233445566778899aabbccddeeff","key_id":"0102030405060708","k":2,"n":3,"status":"current","origin":"generate","created":"2026-05-01T12:00:00Z","shares":[{"index":1,"serial":"A1","authenticator":"00ff"}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		s, err := decodeCardSet(data)
+		s, err := journal.DecodeCardSet(data)
 		if err != nil {
 			return
 		}
@@ -74,7 +78,7 @@ func FuzzDecodeCardSet(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-encode: %v", err)
 		}
-		u, err := decodeCardSet(raw)
+		u, err := journal.DecodeCardSet(raw)
 		if err != nil {
 			t.Fatalf("re-decode: %v", err)
 		}
@@ -84,7 +88,7 @@ func FuzzDecodeCardSet(f *testing.F) {
 		for i := 0; i <= s.N+1; i++ {
 			s.Share(i)
 		}
-		_ = retiredError(s, 1).Error()
-		s.setShare(ShareInfo{Index: 1, Serial: "X"})
+		_ = journal.NewRetiredSetError(s, 1).Error()
+		s.SetShare(ShareInfo{Index: 1, Serial: "X"})
 	})
 }

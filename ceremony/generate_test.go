@@ -90,7 +90,7 @@ func TestGenerate(t *testing.T) {
 					t.Errorf("card %s not journaled as share %d: %+v", serial, i+1, j.Cards)
 				}
 			}
-			if got := len(j.cardsWith(RoleRead, CardRead)); got != q.k {
+			if got := len(j.CardsWith(RoleRead, CardRead)); got != q.k {
 				t.Errorf("%d cards read back, want %d", got, q.k)
 			}
 			if got := e.backupKeyID(); got != j.KeyID {

@@ -48,7 +48,7 @@ func TestLoad(t *testing.T) {
 		t.Fatalf("journal %+v, hsm %s", j, e.backupKeyID())
 	}
 	var read []int
-	for _, c := range j.cardsWith(RoleRead, CardRead) {
+	for _, c := range j.CardsWith(RoleRead, CardRead) {
 		read = append(read, c.Index)
 	}
 	if !slices.Equal(read, []int{5, 2, 3}) {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -16,49 +15,16 @@ import (
 	"github.com/keyquorum/keyquorum/hsm"
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/sharing"
+
+	"github.com/keyquorum/keyquorum/ceremony/internal/api"
+	"github.com/keyquorum/keyquorum/ceremony/internal/attempt"
+	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
-
-// Config is what a Manager is built from.
-type Config struct {
-	// Dir is the data directory; the journal is Dir/ceremony.db.
-	Dir string
-	Pad Pad
-	HSM HSM
-	// Logger receives operational logs (never secrets), and every committed audit entry once
-	// more as a structured line (attribute audit_event), for log shippers; the hash-chained
-	// audit log stays the record. Nil discards.
-	Logger   *slog.Logger
-	Timeouts Timeouts
-	// OnAudit, when set, is called with every audit entry after it is committed (metrics). It
-	// must not block or call back into the Manager.
-	OnAudit func(AuditEntry)
-	// AfterCommit, when set, is called synchronously after each transition is durable, before
-	// the ceremony touches a card or the HSM again. For metrics and crash tests; it must not
-	// call back into the Manager.
-	AfterCommit func(Transition)
-}
-
-// Transition describes one committed write to the journal.
-type Transition struct {
-	Commit   uint64 // number of commits since Open, from 1
-	Ceremony uint64
-	Kind     Kind
-	Status   Status
-	Phase    Phase
-	Event    string // the audit event key recorded with it, if any
-}
 
 // Manager runs ceremonies, one at a time, and answers for their journal and audit log. Its
 // methods are safe for concurrent use.
 type Manager struct {
-	cfg    Config
-	st     *store
-	log    *slog.Logger
-	events *broker
-
-	mu     sync.Mutex
-	cur    *run
-	closed bool
+	h attempt.Host // the devices, the journal, the events and the current attempt (under h.Mu)
 }
 
 // SystemOperator is the operator name of entries the Manager makes by itself (recovery at Open).
@@ -70,19 +36,19 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	if cfg.Dir == "" || cfg.Pad == nil || cfg.HSM == nil {
 		return nil, errors.New("open ceremony manager: data dir, pad and hsm are required")
 	}
-	cfg.Timeouts = cfg.Timeouts.withDefaults()
+	cfg.Timeouts = cfg.Timeouts.WithDefaults()
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	st, err := openStore(cfg.Dir)
+	st, err := journal.Open(cfg.Dir)
 	if err != nil {
 		return nil, err
 	}
-	m := &Manager{cfg: cfg, st: st, log: log, events: newBroker()}
-	st.onAudit = m.logAudit
+	m := &Manager{h: attempt.Host{Cfg: cfg, St: st, Log: log, Events: api.NewBroker()}}
+	st.OnAudit = m.logAudit
 	if err := m.recover(ctx); err != nil {
-		st.close()
+		st.Close()
 		return nil, err
 	}
 	return m, nil
@@ -91,20 +57,20 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 // Close stops a running ceremony (it is journaled as interrupted, exactly as if the process had
 // died, and classified the same way), closes every subscription and the journal.
 func (m *Manager) Close() error {
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
+	m.h.Mu.Lock()
+	if m.h.Closed {
+		m.h.Mu.Unlock()
 		return nil
 	}
-	m.closed = true
-	cur := m.cur
-	m.mu.Unlock()
+	m.h.Closed = true
+	cur := m.h.Cur
+	m.h.Mu.Unlock()
 	if cur != nil {
-		cur.cancel(ErrStopped)
-		<-cur.done
+		cur.Cancel(ErrStopped)
+		<-cur.Done
 	}
-	m.events.close()
-	return m.st.close()
+	m.h.Events.Close()
+	return m.h.St.Close()
 }
 
 // logAudit writes a committed audit entry as one structured log line, so that a log shipper sees
@@ -128,23 +94,17 @@ func (m *Manager) logAudit(e AuditEntry) {
 	if e.KeyID != "" {
 		attrs = append(attrs, slog.String("key_id", e.KeyID))
 	}
-	m.log.Info(e.Message, attrs...)
-	if m.cfg.OnAudit != nil {
-		m.cfg.OnAudit(e)
+	m.h.Log.Info(e.Message, attrs...)
+	if m.h.Cfg.OnAudit != nil {
+		m.h.Cfg.OnAudit(e)
 	}
 }
 
 // Commits is the number of journal transactions committed since Open.
-func (m *Manager) Commits() uint64 { return m.st.commits.Load() }
+func (m *Manager) Commits() uint64 { return m.h.St.Commits.Load() }
 
 // Subscribe delivers every event from now on, starting with the latest one sent.
-func (m *Manager) Subscribe() *Subscription { return m.events.subscribe() }
-
-func (m *Manager) afterCommit(j *Journal, event string) {
-	if m.cfg.AfterCommit != nil {
-		m.cfg.AfterCommit(Transition{Commit: m.st.commits.Load(), Ceremony: j.ID, Kind: j.Kind, Status: j.Status, Phase: j.Phase, Event: event})
-	}
-}
+func (m *Manager) Subscribe() *Subscription { return m.h.Events.Subscribe() }
 
 // validOperator checks an operator identity (WebConf passes the client certificate subject).
 func validOperator(op string) error {
@@ -181,8 +141,8 @@ func validRequest(req Request) error {
 			return bad("slot must be the backup key share slot or the slot user slot")
 		}
 	case KindPrepareCards:
-		if req.N < 1 || req.N > maxPrepare {
-			return bad("n must be the number of cards to prepare, 1 to %d", maxPrepare)
+		if req.N < 1 || req.N > attempt.MaxPrepare {
+			return bad("n must be the number of cards to prepare, 1 to %d", attempt.MaxPrepare)
 		}
 	case KindLoad, KindCopyCard, KindSlotUserCard, KindActivateSlot, KindFactoryReset, KindCardCheck:
 	default:
@@ -195,7 +155,7 @@ func validRequest(req Request) error {
 type Handle struct {
 	id   uint64
 	kind Kind
-	r    *run
+	r    *attempt.Run
 }
 
 // ID is the ceremony's number in the journal.
@@ -205,14 +165,14 @@ func (h *Handle) ID() uint64 { return h.id }
 func (h *Handle) Kind() Kind { return h.kind }
 
 // Done is closed when the ceremony has ended and its outcome is committed.
-func (h *Handle) Done() <-chan struct{} { return h.r.done }
+func (h *Handle) Done() <-chan struct{} { return h.r.Done }
 
 // Wait waits for the ceremony to end and returns its final journal and, when it did not
 // succeed, why. If ctx ends first, Wait returns ctx's error and the ceremony goes on.
 func (h *Handle) Wait(ctx context.Context) (Journal, error) {
 	select {
-	case <-h.r.done:
-		return *h.r.final, h.r.err
+	case <-h.r.Done:
+		return *h.r.Final, h.r.Err
 	case <-ctx.Done():
 		return Journal{}, ctx.Err()
 	}
@@ -233,14 +193,14 @@ func (m *Manager) Start(ctx context.Context, operator string, req Request) (*Han
 	if err := validRequest(req); err != nil {
 		return nil, fmt.Errorf("start ceremony: %w", err)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.h.Mu.Lock()
+	defer m.h.Mu.Unlock()
 	if err := m.startable(); err != nil {
 		return nil, err
 	}
 	var pending *Pending
-	if err := m.st.view(func(tx *bolt.Tx) (err error) {
-		pending, err = loadPending(tx)
+	if err := m.h.St.View(func(tx *bolt.Tx) (err error) {
+		pending, err = journal.LoadPending(tx)
 		return err
 	}); err != nil {
 		return nil, fmt.Errorf("start ceremony: %w", err)
@@ -252,7 +212,7 @@ func (m *Manager) Start(ctx context.Context, operator string, req Request) (*Han
 		}
 	}
 	if req.Kind == KindGenerate {
-		id, err := m.cfg.HSM.BackupKeyID(ctx)
+		id, err := m.h.Cfg.HSM.BackupKeyID(ctx)
 		switch {
 		case err == nil:
 			return nil, fmt.Errorf("start ceremony: %w (key %s)", ErrKeyLoaded, id)
@@ -261,7 +221,7 @@ func (m *Manager) Start(ctx context.Context, operator string, req Request) (*Han
 		}
 	}
 	if req.Kind == KindReissue {
-		_, err := m.cfg.HSM.BackupKeyID(ctx)
+		_, err := m.h.Cfg.HSM.BackupKeyID(ctx)
 		switch {
 		case errors.Is(err, hsm.ErrNoBackupKey):
 			return nil, fmt.Errorf("start ceremony: %w", ErrNoKey)
@@ -284,8 +244,8 @@ func (m *Manager) Start(ctx context.Context, operator string, req Request) (*Han
 		Participants: []Participant{{Operator: operator, Action: "start", Time: now}},
 		K:            req.K, N: req.N,
 	}
-	err := m.st.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketCeremonies)
+	err := m.h.St.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(journal.BucketCeremonies)
 		id, err := b.NextSequence()
 		if err != nil {
 			return err
@@ -293,27 +253,27 @@ func (m *Manager) Start(ctx context.Context, operator string, req Request) (*Han
 		j.ID = id
 		if pending != nil && pending.Next == NextRestartRead {
 			// A new key ceremony replaces the interrupted load.
-			if err := tx.Bucket(bucketState).Delete(keyPending); err != nil {
+			if err := tx.Bucket(journal.BucketState).Delete(journal.KeyPending); err != nil {
 				return err
 			}
 		}
 		e := &AuditEntry{Time: now, Operator: operator, Ceremony: id, Kind: req.Kind, Event: AuditCeremonyStarted,
 			Message: startMessage(req)}
-		if err := appendAudit(tx, e); err != nil {
+		if err := journal.AppendAudit(tx, e); err != nil {
 			return err
 		}
 		j.AuditHead = e.Hash
-		if err := putJSON(b, u64key(id), j); err != nil {
+		if err := journal.PutJSON(b, journal.U64Key(id), j); err != nil {
 			return err
 		}
-		return tx.Bucket(bucketState).Put(keyCurrent, u64key(id))
+		return tx.Bucket(journal.BucketState).Put(journal.KeyCurrent, journal.U64Key(id))
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start ceremony: journal: %w", err)
 	}
-	m.afterCommit(j, AuditCeremonyStarted)
-	m.log.Info("ceremony started", "ceremony", j.ID, "kind", j.Kind, "operator", operator)
-	r := m.launch(ctx, j, operator)
+	m.h.AfterCommit(j, AuditCeremonyStarted)
+	m.h.Log.Info("ceremony started", "ceremony", j.ID, "kind", j.Kind, "operator", operator)
+	r := m.h.Launch(ctx, j, operator)
 	return &Handle{id: j.ID, kind: j.Kind, r: r}, nil
 }
 
@@ -333,15 +293,15 @@ func startMessage(req Request) string {
 	return req.Kind.Title() + " started"
 }
 
-// startable reports why no ceremony can start now. m.mu is held.
+// startable reports why no ceremony can start now. m.h.Mu is held.
 func (m *Manager) startable() error {
-	if m.closed {
+	if m.h.Closed {
 		return ErrClosed
 	}
-	if m.cur != nil {
-		j := m.cur.snapshotJournal()
+	if m.h.Cur != nil {
+		j := m.h.Cur.SnapshotJournal()
 		step := j.Step
-		if ev, ok := m.events.latest(); ok && ev.Ceremony == j.ID {
+		if ev, ok := m.h.Events.Latest(); ok && ev.Ceremony == j.ID {
 			step = ev.Step
 		}
 		return &BusyError{ID: j.ID, Kind: j.Kind, Operator: j.Operator, Started: j.Started, Step: step}
@@ -355,14 +315,14 @@ func (m *Manager) Resume(ctx context.Context, operator string) (*Handle, error) 
 	if err := validOperator(operator); err != nil {
 		return nil, fmt.Errorf("resume ceremony: %w", err)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.h.Mu.Lock()
+	defer m.h.Mu.Unlock()
 	if err := m.startable(); err != nil {
 		return nil, err
 	}
 	var j *Journal
-	err := m.st.view(func(tx *bolt.Tx) error {
-		p, err := loadPending(tx)
+	err := m.h.St.View(func(tx *bolt.Tx) error {
+		p, err := journal.LoadPending(tx)
 		if err != nil {
 			return err
 		}
@@ -372,7 +332,7 @@ func (m *Manager) Resume(ctx context.Context, operator string) (*Handle, error) 
 			}
 			return ErrNothingToResume
 		}
-		j, err = loadJournal(tx, p.Ceremony)
+		j, err = journal.LoadJournal(tx, p.Ceremony)
 		return err
 	})
 	var pe *PendingError
@@ -396,28 +356,28 @@ func (m *Manager) Resume(ctx context.Context, operator string) (*Handle, error) 
 		j.Phase = PhaseStarted
 		j.SetID, j.KeyID, j.K, j.N = "", "", 0, 0
 	}
-	err = m.st.update(func(tx *bolt.Tx) error {
+	err = m.h.St.Update(func(tx *bolt.Tx) error {
 		e := &AuditEntry{Time: now, Operator: operator, Ceremony: j.ID, Kind: j.Kind, Event: AuditCeremonyResumed,
 			Message: fmt.Sprintf("%s resumed (attempt %d): reading the cards", j.Kind.Title(), j.Attempt), SetID: j.SetID, KeyID: j.KeyID}
-		if err := appendAudit(tx, e); err != nil {
+		if err := journal.AppendAudit(tx, e); err != nil {
 			return err
 		}
 		j.AuditHead = e.Hash
-		st := tx.Bucket(bucketState)
-		if err := st.Delete(keyPending); err != nil {
+		st := tx.Bucket(journal.BucketState)
+		if err := st.Delete(journal.KeyPending); err != nil {
 			return err
 		}
-		if err := putJSON(tx.Bucket(bucketCeremonies), u64key(j.ID), j); err != nil {
+		if err := journal.PutJSON(tx.Bucket(journal.BucketCeremonies), journal.U64Key(j.ID), j); err != nil {
 			return err
 		}
-		return st.Put(keyCurrent, u64key(j.ID))
+		return st.Put(journal.KeyCurrent, journal.U64Key(j.ID))
 	})
 	if err != nil {
 		return nil, fmt.Errorf("resume ceremony: journal: %w", err)
 	}
-	m.afterCommit(j, AuditCeremonyResumed)
-	m.log.Info("ceremony resumed", "ceremony", j.ID, "kind", j.Kind, "operator", operator, "attempt", j.Attempt)
-	r := m.launch(ctx, j, operator)
+	m.h.AfterCommit(j, AuditCeremonyResumed)
+	m.h.Log.Info("ceremony resumed", "ceremony", j.ID, "kind", j.Kind, "operator", operator, "attempt", j.Attempt)
+	r := m.h.Launch(ctx, j, operator)
 	return &Handle{id: j.ID, kind: j.Kind, r: r}, nil
 }
 
@@ -427,16 +387,16 @@ func (m *Manager) Retry(operator string) error {
 	if err := validOperator(operator); err != nil {
 		return fmt.Errorf("retry: %w", err)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.cur == nil {
+	m.h.Mu.Lock()
+	defer m.h.Mu.Unlock()
+	if m.h.Cur == nil {
 		return fmt.Errorf("retry: %w", ErrNotRunning)
 	}
-	if !m.cur.stalled.Load() {
+	if !m.h.Cur.Stalled.Load() {
 		return fmt.Errorf("retry: %w", ErrNotStalled)
 	}
 	select {
-	case m.cur.retry <- operator:
+	case m.h.Cur.Retry <- operator:
 		return nil
 	default:
 		return fmt.Errorf("retry: %w", ErrNotStalled) // a retry is already on its way
@@ -462,12 +422,12 @@ func (m *Manager) Answer(operator string, a Answer) error {
 	if err := validOperator(operator); err != nil {
 		return fmt.Errorf("answer: %w", err)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.cur == nil {
+	m.h.Mu.Lock()
+	defer m.h.Mu.Unlock()
+	if m.h.Cur == nil {
 		return fmt.Errorf("answer: %w", ErrNotRunning)
 	}
-	q := m.cur.question.Load()
+	q := m.h.Cur.Asked.Load()
 	switch {
 	case q == nil && a.Question == "":
 		return fmt.Errorf("answer: %w", ErrNotAsking)
@@ -477,21 +437,21 @@ func (m *Manager) Answer(operator string, a Answer) error {
 		return fmt.Errorf("answer %q: %w", q.Text, ErrStepUpRequired)
 	}
 	// The first answer takes the question: a second one (a double click) finds none asked.
-	if !m.cur.question.CompareAndSwap(q, nil) {
-		return fmt.Errorf("answer: %w", &StaleAnswerError{Answered: a.Question, Asked: m.cur.question.Load()})
+	if !m.h.Cur.Asked.CompareAndSwap(q, nil) {
+		return fmt.Errorf("answer: %w", &StaleAnswerError{Answered: a.Question, Asked: m.h.Cur.Asked.Load()})
 	}
-	m.cur.confirm <- confirmation{operator: operator, question: q.ID, ok: a.OK} // drained before each question: room for one
+	m.h.Cur.Confirm <- attempt.Confirmation{Operator: operator, Question: q.ID, OK: a.OK} // drained before each question: room for one
 	return nil
 }
 
 // Question returns the question the running ceremony asks on the screen now, if any.
 func (m *Manager) Question() (Question, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.cur == nil {
+	m.h.Mu.Lock()
+	defer m.h.Mu.Unlock()
+	if m.h.Cur == nil {
 		return Question{}, false
 	}
-	if q := m.cur.question.Load(); q != nil {
+	if q := m.h.Cur.Asked.Load(); q != nil {
 		return *q, true
 	}
 	return Question{}, false
@@ -503,12 +463,12 @@ func (m *Manager) Cancel(operator string) error {
 	if err := validOperator(operator); err != nil {
 		return fmt.Errorf("cancel: %w", err)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.cur == nil {
+	m.h.Mu.Lock()
+	defer m.h.Mu.Unlock()
+	if m.h.Cur == nil {
 		return fmt.Errorf("cancel: %w", ErrNotRunning)
 	}
-	m.cur.cancel(&CancelledError{Operator: operator})
+	m.h.Cur.Cancel(&CancelledError{Operator: operator})
 	return nil
 }
 
@@ -531,32 +491,32 @@ type Overview struct {
 // Overview reports the HSM's key, the card set, the running ceremony and what is pending.
 func (m *Manager) Overview(ctx context.Context) (Overview, error) {
 	var o Overview
-	id, err := m.cfg.HSM.BackupKeyID(ctx)
+	id, err := m.h.Cfg.HSM.BackupKeyID(ctx)
 	switch {
 	case err == nil:
 		o.BackupKeyID = id.String()
 	case !errors.Is(err, hsm.ErrNoBackupKey):
 		o.HSMError = err.Error()
 	}
-	m.mu.Lock()
-	running := m.cur != nil
-	m.mu.Unlock()
+	m.h.Mu.Lock()
+	running := m.h.Cur != nil
+	m.h.Mu.Unlock()
 	if running {
-		if ev, ok := m.events.latest(); ok {
+		if ev, ok := m.h.Events.Latest(); ok {
 			o.Running = &ev
 		}
 	}
-	err = m.st.view(func(tx *bolt.Tx) error {
+	err = m.h.St.View(func(tx *bolt.Tx) error {
 		var err error
-		if o.KeySet, err = loadKeySet(tx); err != nil {
+		if o.KeySet, err = journal.LoadKeySet(tx); err != nil {
 			return err
 		}
-		if o.Pending, err = loadPending(tx); err != nil {
+		if o.Pending, err = journal.LoadPending(tx); err != nil {
 			return err
 		}
-		k, v := tx.Bucket(bucketCeremonies).Cursor().Last()
+		k, v := tx.Bucket(journal.BucketCeremonies).Cursor().Last()
 		if k != nil {
-			if o.Last, err = decodeJournal(v); err != nil {
+			if o.Last, err = journal.DecodeJournal(v); err != nil {
 				return err
 			}
 		}
@@ -569,25 +529,15 @@ func (m *Manager) Overview(ctx context.Context) (Overview, error) {
 }
 
 // Ceremony returns the journal of ceremony id.
-func (m *Manager) Ceremony(id uint64) (Journal, error) {
-	var j *Journal
-	err := m.st.view(func(tx *bolt.Tx) (err error) {
-		j, err = loadJournal(tx, id)
-		return err
-	})
-	if err != nil {
-		return Journal{}, err
-	}
-	return *j, nil
-}
+func (m *Manager) Ceremony(id uint64) (Journal, error) { return m.h.Ceremony(id) }
 
 // Ceremonies lists the journals of every ceremony, newest first, at most limit (0: all).
 func (m *Manager) Ceremonies(limit int) ([]Journal, error) {
 	var out []Journal
-	err := m.st.view(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketCeremonies).Cursor()
+	err := m.h.St.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(journal.BucketCeremonies).Cursor()
 		for k, v := c.Last(); k != nil; k, v = c.Prev() {
-			j, err := decodeJournal(v)
+			j, err := journal.DecodeJournal(v)
 			if err != nil {
 				return err
 			}
@@ -608,8 +558,8 @@ func (m *Manager) Ceremonies(limit int) ([]Journal, error) {
 // from the end. A break is an [*AuditError] naming the entry.
 func (m *Manager) VerifyAudit() (AuditSummary, error) {
 	var s AuditSummary
-	err := m.st.view(func(tx *bolt.Tx) (err error) {
-		s, err = verifyAudit(tx)
+	err := m.h.St.View(func(tx *bolt.Tx) (err error) {
+		s, err = journal.VerifyAudit(tx)
 		return err
 	})
 	if err != nil {
@@ -625,12 +575,12 @@ func (m *Manager) VerifyAudit() (AuditSummary, error) {
 // (audit verify), which checks every entry.
 func (m *Manager) VerifyAuditIncremental() (AuditSummary, error) {
 	var s AuditSummary
-	var cp auditHead
-	err := m.st.view(func(tx *bolt.Tx) (err error) {
-		if _, err := getJSON(tx.Bucket(bucketMeta), keyAuditVerified, &cp); err != nil {
-			cp = auditHead{} // an unreadable checkpoint: check everything
+	var cp journal.AuditHead
+	err := m.h.St.View(func(tx *bolt.Tx) (err error) {
+		if _, err := journal.GetJSON(tx.Bucket(journal.BucketMeta), journal.KeyAuditVerified, &cp); err != nil {
+			cp = journal.AuditHead{} // an unreadable checkpoint: check everything
 		}
-		s, err = verifyAuditFrom(tx, cp)
+		s, err = journal.VerifyAuditFrom(tx, cp)
 		return err
 	})
 	if err != nil {
@@ -644,20 +594,20 @@ func (m *Manager) saveAuditCheckpoint(s AuditSummary) error {
 	if s.Entries == 0 {
 		return nil
 	}
-	return m.st.update(func(tx *bolt.Tx) error {
-		var cp auditHead
-		getJSON(tx.Bucket(bucketMeta), keyAuditVerified, &cp)
+	return m.h.St.Update(func(tx *bolt.Tx) error {
+		var cp journal.AuditHead
+		journal.GetJSON(tx.Bucket(journal.BucketMeta), journal.KeyAuditVerified, &cp)
 		if cp.Seq >= s.Entries {
 			return nil
 		}
-		return putJSON(tx.Bucket(bucketMeta), keyAuditVerified, auditHead{Seq: s.Entries, Hash: s.Head})
+		return journal.PutJSON(tx.Bucket(journal.BucketMeta), journal.KeyAuditVerified, journal.AuditHead{Seq: s.Entries, Hash: s.Head})
 	})
 }
 
 // ExportAudit writes the audit log as JSON lines, one [AuditEntry] per line, oldest first.
 // [VerifyAuditExport] checks such a file.
 func (m *Manager) ExportAudit(w io.Writer) error {
-	err := m.st.view(func(tx *bolt.Tx) error { return exportAudit(tx, w) })
+	err := m.h.St.View(func(tx *bolt.Tx) error { return journal.ExportAudit(tx, w) })
 	if err != nil {
 		return fmt.Errorf("export audit log: %w", err)
 	}
@@ -668,12 +618,12 @@ func (m *Manager) ExportAudit(w io.Writer) error {
 // index (ceremony 0: every entry, which reads the whole log — pages use [Manager.AuditPage]).
 func (m *Manager) AuditLog(ceremony uint64) ([]AuditEntry, error) {
 	var out []AuditEntry
-	err := m.st.view(func(tx *bolt.Tx) (err error) {
+	err := m.h.St.View(func(tx *bolt.Tx) (err error) {
 		if ceremony == 0 {
-			out, err = auditEntries(tx, func(*AuditEntry) bool { return true })
+			out, err = journal.AuditEntries(tx, func(*AuditEntry) bool { return true })
 			return err
 		}
-		out, err = ceremonyAudit(tx, ceremony)
+		out, err = journal.CeremonyAudit(tx, ceremony)
 		return err
 	})
 	return out, err
@@ -682,13 +632,13 @@ func (m *Manager) AuditLog(ceremony uint64) ([]AuditEntry, error) {
 // recover classifies a ceremony the journal shows as running: the process stopped under it.
 func (m *Manager) recover(ctx context.Context) error {
 	var j *Journal
-	err := m.st.view(func(tx *bolt.Tx) error {
-		id := currentID(tx)
+	err := m.h.St.View(func(tx *bolt.Tx) error {
+		id := journal.CurrentID(tx)
 		if id == 0 {
 			return nil
 		}
 		var err error
-		j, err = loadJournal(tx, id)
+		j, err = journal.LoadJournal(tx, id)
 		return err
 	})
 	if err != nil {
@@ -699,28 +649,7 @@ func (m *Manager) recover(ctx context.Context) error {
 	}
 	if j.Status.Ended() {
 		// Only the pointer was left behind.
-		return m.st.update(func(tx *bolt.Tx) error { return tx.Bucket(bucketState).Delete(keyCurrent) })
+		return m.h.St.Update(func(tx *bolt.Tx) error { return tx.Bucket(journal.BucketState).Delete(journal.KeyCurrent) })
 	}
-	loaded := m.loadedKeyID(ctx, j)
-	c := classify(j, loaded, nil)
-	if err := m.commitEnd(j, c, SystemOperator); err != nil {
-		return fmt.Errorf("recover ceremony: %w", err)
-	}
-	m.log.Warn("interrupted ceremony found", "ceremony", j.ID, "kind", j.Kind, "phase", j.Phase, "next", c.next)
-	m.events.publish(Event{Type: EventRecovered, Ceremony: j.ID, Kind: j.Kind, Operator: j.Operator, Status: c.status,
-		Phase: j.Phase, Step: StepFinished, Outcome: c.outcome, Next: c.next, PINTries: -1})
-	return nil
-}
-
-// loadedKeyID asks the HSM for its key when that decides the classification of j: a ceremony
-// interrupted while loading may have loaded the key already.
-func (m *Manager) loadedKeyID(ctx context.Context, j *Journal) string {
-	if j.Phase != PhaseLoading || j.KeyID == "" {
-		return ""
-	}
-	id, err := m.cfg.HSM.BackupKeyID(ctx)
-	if err != nil {
-		return ""
-	}
-	return id.String()
+	return m.h.Recover(ctx, j, SystemOperator)
 }

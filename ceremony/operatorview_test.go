@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/keyquorum/keyquorum/ceremony/internal/attempt"
 )
 
 // What the operators see says what is true: the pad's last prompt does not linger through the
@@ -26,7 +28,7 @@ func TestOperatorSeesTheTruth(t *testing.T) {
 					t.Errorf("step %s shows %q on the pad", ev.Step, ev.Display)
 				}
 			}
-			if ev.Type == EventPrompt && ev.Display == textReadNewKey {
+			if ev.Type == EventPrompt && ev.Display == attempt.TextReadNewKey {
 				sawReadPrompt = true
 				if ev.CardsDone != 0 || ev.CardsTotal != 2 {
 					t.Errorf("%q with %d of %d cards", ev.Display, ev.CardsDone, ev.CardsTotal)

@@ -42,7 +42,7 @@ func TestPrepareCards(t *testing.T) {
 			}
 			e.op.use(cards...)
 			j := e.mustSucceed(e.start("CN=admin", Request{Kind: KindPrepareCards, N: 2}))
-			got := j.cardsWith(RolePrepared, CardDone)
+			got := j.CardsWith(RolePrepared, CardDone)
 			if len(got) != 2 {
 				t.Fatalf("prepared %+v", j.Cards)
 			}
@@ -100,7 +100,7 @@ func TestPrepareCardsRefusedCard(t *testing.T) {
 	if !e.problemWith("order cards personalised") {
 		t.Errorf("problems %q", e.events.problems())
 	}
-	if d := j.cardsWith(RolePrepared, CardDone); len(d) != 1 || d[0].Serial != open {
+	if d := j.CardsWith(RolePrepared, CardDone); len(d) != 1 || d[0].Serial != open {
 		t.Errorf("prepared %+v", d)
 	}
 	if after, _ := os.ReadFile(path); !bytes.Equal(before, after) {

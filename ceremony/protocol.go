@@ -9,6 +9,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
 
 // Protocol is the printable record of one ceremony for sign-off: who took part, which cards
@@ -27,17 +29,17 @@ type Protocol struct {
 // Protocol assembles the protocol of ceremony id.
 func (m *Manager) Protocol(id uint64) (*Protocol, error) {
 	p := &Protocol{Printed: time.Now().UTC()}
-	err := m.st.view(func(tx *bolt.Tx) error {
-		j, err := loadJournal(tx, id)
+	err := m.h.St.View(func(tx *bolt.Tx) error {
+		j, err := journal.LoadJournal(tx, id)
 		if err != nil {
 			return err
 		}
 		p.Journal = *j
-		if p.Audit, err = auditEntries(tx, func(e *AuditEntry) bool { return e.Ceremony == id }); err != nil {
+		if p.Audit, err = journal.AuditEntries(tx, func(e *AuditEntry) bool { return e.Ceremony == id }); err != nil {
 			return err
 		}
-		var head auditHead
-		if _, err := getJSON(tx.Bucket(bucketMeta), keyAuditHead, &head); err != nil {
+		var head journal.AuditHead
+		if _, err := journal.GetJSON(tx.Bucket(journal.BucketMeta), journal.KeyAuditHead, &head); err != nil {
 			return err
 		}
 		p.AuditHead, p.AuditEntries = head.Hash, head.Seq

@@ -8,6 +8,8 @@ import (
 	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
 
 // ErrBadAuditEvent refuses an audit event whose key or message cannot be recorded as given.
@@ -27,14 +29,14 @@ func (m *Manager) RecordAudit(operator, event, message string) error {
 	if !validEventKey(event) || ceremonyEvents[event] || !validMessage(message) {
 		return fmt.Errorf("record audit event: %w", ErrBadAuditEvent)
 	}
-	m.mu.Lock()
-	closed := m.closed
-	m.mu.Unlock()
+	m.h.Mu.Lock()
+	closed := m.h.Closed
+	m.h.Mu.Unlock()
 	if closed {
 		return fmt.Errorf("record audit event: %w", ErrClosed)
 	}
 	e := &AuditEntry{Time: time.Now().UTC(), Operator: operator, Event: event, Message: message}
-	if err := m.st.update(func(tx *bolt.Tx) error { return appendAudit(tx, e) }); err != nil {
+	if err := m.h.St.Update(func(tx *bolt.Tx) error { return journal.AppendAudit(tx, e) }); err != nil {
 		return fmt.Errorf("record audit event: %w", err)
 	}
 	return nil

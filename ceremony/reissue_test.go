@@ -11,6 +11,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/keyquorum/keyquorum/pinpad"
+
+	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
 
 // reissue re-issues the current set of e: the operator reads the given old cards, then writes
@@ -283,9 +285,9 @@ func TestReissueCancelWhileWriting(t *testing.T) {
 func TestReissueOfAnUnrecordedSet(t *testing.T) {
 	e := newEnv(t)
 	old, gen := e.generate(2, 3)
-	if err := e.m.st.update(func(tx *bolt.Tx) error {
-		k, _ := setKey(gen.SetID)
-		return tx.Bucket(bucketSets).Delete(k)
+	if err := e.m.h.St.Update(func(tx *bolt.Tx) error {
+		k, _ := journal.SetKey(gen.SetID)
+		return tx.Bucket(journal.BucketSets).Delete(k)
 	}); err != nil {
 		t.Fatal(err)
 	}

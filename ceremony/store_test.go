@@ -8,20 +8,22 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
 
 func TestOpenStoreCreatesSchema(t *testing.T) {
 	dir := t.TempDir()
-	st, err := openStore(dir)
+	st, err := journal.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.close()
-	err = st.view(func(tx *bolt.Tx) error {
-		if got := schemaOf(tx); got != schemaVersion {
-			t.Errorf("schema = %d, want %d", got, schemaVersion)
+	defer st.Close()
+	err = st.View(func(tx *bolt.Tx) error {
+		if got := journal.SchemaOf(tx); got != journal.SchemaVersion {
+			t.Errorf("schema = %d, want %d", got, journal.SchemaVersion)
 		}
-		for _, b := range [][]byte{bucketMeta, bucketState, bucketCeremonies, bucketAudit, bucketSets} {
+		for _, b := range [][]byte{journal.BucketMeta, journal.BucketState, journal.BucketCeremonies, journal.BucketAudit, journal.BucketSets} {
 			if tx.Bucket(b) == nil {
 				t.Errorf("bucket %s missing", b)
 			}
@@ -31,8 +33,8 @@ func TestOpenStoreCreatesSchema(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := st.commits.Load(); got != uint64(len(migrations)) {
-		t.Errorf("commits = %d, want one per migration (%d)", got, len(migrations))
+	if got := st.Commits.Load(); got != uint64(len(journal.Migrations)) {
+		t.Errorf("commits = %d, want one per journal.Migration (%d)", got, len(journal.Migrations))
 	}
 }
 
@@ -43,15 +45,15 @@ func TestMigration1(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if err := db.Update(migrations[0].fn); err != nil {
+	if err := db.Update(journal.Migrations[0].Fn); err != nil {
 		t.Fatal(err)
 	}
 	// Idempotent: a migration interrupted before its version was written runs again.
-	if err := db.Update(migrations[0].fn); err != nil {
+	if err := db.Update(journal.Migrations[0].Fn); err != nil {
 		t.Fatalf("second run: %v", err)
 	}
 	db.View(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketState, bucketCeremonies, bucketAudit} {
+		for _, b := range [][]byte{journal.BucketMeta, journal.BucketState, journal.BucketCeremonies, journal.BucketAudit} {
 			if tx.Bucket(b) == nil {
 				t.Errorf("bucket %s missing", b)
 			}
@@ -70,21 +72,21 @@ func TestMigration2(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { db.Close() })
-		if err := db.Update(migrations[0].fn); err != nil {
+		if err := db.Update(journal.Migrations[0].Fn); err != nil {
 			t.Fatal(err)
 		}
 		return db
 	}
 	t.Run("without a key set", func(t *testing.T) {
 		db := open1(t)
-		if err := db.Update(migrations[1].fn); err != nil {
+		if err := db.Update(journal.Migrations[1].Fn); err != nil {
 			t.Fatal(err)
 		}
 		db.View(func(tx *bolt.Tx) error {
-			if tx.Bucket(bucketSets) == nil {
+			if tx.Bucket(journal.BucketSets) == nil {
 				t.Error("sets bucket missing")
 			}
-			if s, err := currentSet(tx); err != nil || s != nil {
+			if s, err := journal.CurrentSet(tx); err != nil || s != nil {
 				t.Errorf("current set %+v, %v", s, err)
 			}
 			return nil
@@ -100,16 +102,16 @@ func TestMigration2(t *testing.T) {
 				{Serial: "C3", Index: 3, Role: RoleShare, State: CardWritten, Time: loaded},
 				{Serial: "A1", Index: 1, Role: RoleRead, State: CardRead, Time: loaded.Add(time.Minute)},
 			}}
-		if err := db.Update(func(tx *bolt.Tx) error { return putJSON(tx.Bucket(bucketState), keyKeySet, ks) }); err != nil {
+		if err := db.Update(func(tx *bolt.Tx) error { return journal.PutJSON(tx.Bucket(journal.BucketState), journal.KeyKeySet, ks) }); err != nil {
 			t.Fatal(err)
 		}
 		for range 2 { // idempotent: an interrupted migration runs again
-			if err := db.Update(migrations[1].fn); err != nil {
+			if err := db.Update(journal.Migrations[1].Fn); err != nil {
 				t.Fatal(err)
 			}
 		}
 		db.View(func(tx *bolt.Tx) error {
-			s, err := currentSet(tx)
+			s, err := journal.CurrentSet(tx)
 			if err != nil || s == nil {
 				t.Fatalf("current set %+v, %v", s, err)
 			}
@@ -122,7 +124,7 @@ func TestMigration2(t *testing.T) {
 					t.Errorf("share %+v", sh)
 				}
 			}
-			sets, _ := allSets(tx)
+			sets, _ := journal.AllSets(tx)
 			if len(sets) != 1 {
 				t.Errorf("%d sets", len(sets))
 			}
@@ -136,31 +138,31 @@ func TestMigration2(t *testing.T) {
 			t.Fatal(err)
 		}
 		err = db.Update(func(tx *bolt.Tx) error {
-			if err := migrations[0].fn(tx); err != nil {
+			if err := journal.Migrations[0].Fn(tx); err != nil {
 				return err
 			}
-			if err := tx.Bucket(bucketMeta).Put(keySchema, binary.BigEndian.AppendUint32(nil, 1)); err != nil {
+			if err := tx.Bucket(journal.BucketMeta).Put(journal.KeySchema, binary.BigEndian.AppendUint32(nil, 1)); err != nil {
 				return err
 			}
-			return putJSON(tx.Bucket(bucketState), keyKeySet, KeySet{SetID: "00112233445566778899aabbccddeeff", KeyID: "0102030405060708", K: 2, N: 2})
+			return journal.PutJSON(tx.Bucket(journal.BucketState), journal.KeyKeySet, KeySet{SetID: "00112233445566778899aabbccddeeff", KeyID: "0102030405060708", K: 2, N: 2})
 		})
 		db.Close()
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, err := openStore(dir)
+		st, err := journal.Open(dir)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer st.close()
-		if got := st.commits.Load(); got != uint64(len(migrations)-1) {
-			t.Errorf("upgrade committed %d transactions, want one per migration after the first (%d)", got, len(migrations)-1)
+		defer st.Close()
+		if got := st.Commits.Load(); got != uint64(len(journal.Migrations)-1) {
+			t.Errorf("upgrade committed %d transactions, want one per journal.Migration after the first (%d)", got, len(journal.Migrations)-1)
 		}
-		st.view(func(tx *bolt.Tx) error {
-			if schemaOf(tx) != schemaVersion {
-				t.Errorf("schema %d", schemaOf(tx))
+		st.View(func(tx *bolt.Tx) error {
+			if journal.SchemaOf(tx) != journal.SchemaVersion {
+				t.Errorf("schema %d", journal.SchemaOf(tx))
 			}
-			if s, _ := currentSet(tx); s == nil || s.SetID != "00112233445566778899aabbccddeeff" {
+			if s, _ := journal.CurrentSet(tx); s == nil || s.SetID != "00112233445566778899aabbccddeeff" {
 				t.Errorf("current set %+v", s)
 			}
 			return nil
@@ -170,32 +172,32 @@ func TestMigration2(t *testing.T) {
 
 func TestReopenKeepsSchemaAndRunsNoMigration(t *testing.T) {
 	dir := t.TempDir()
-	st, err := openStore(dir)
+	st, err := journal.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	st.close()
-	st, err = openStore(dir)
+	st.Close()
+	st, err = journal.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.close()
-	if got := st.commits.Load(); got != 0 {
+	defer st.Close()
+	if got := st.Commits.Load(); got != 0 {
 		t.Errorf("reopen committed %d transactions, want 0", got)
 	}
 }
 
 func TestOpenStoreRefusesNewerSchema(t *testing.T) {
 	dir := t.TempDir()
-	st, err := openStore(dir)
+	st, err := journal.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	st.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMeta).Put(keySchema, binary.BigEndian.AppendUint32(nil, schemaVersion+1))
+	st.DB().Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(journal.BucketMeta).Put(journal.KeySchema, binary.BigEndian.AppendUint32(nil, journal.SchemaVersion+1))
 	})
-	st.close()
-	_, err = openStore(dir)
+	st.Close()
+	_, err = journal.Open(dir)
 	if !errors.Is(err, ErrSchemaTooNew) {
 		t.Fatalf("err = %v, want ErrSchemaTooNew", err)
 	}
@@ -203,12 +205,12 @@ func TestOpenStoreRefusesNewerSchema(t *testing.T) {
 
 func TestOpenStoreLocked(t *testing.T) {
 	dir := t.TempDir()
-	st, err := openStore(dir)
+	st, err := journal.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.close()
-	_, err = openStore(dir)
+	defer st.Close()
+	_, err = journal.Open(dir)
 	if !errors.Is(err, ErrLocked) {
 		t.Fatalf("err = %v, want ErrLocked", err)
 	}

@@ -1,4 +1,4 @@
-package ceremony
+package journal
 
 import (
 	"encoding/hex"
@@ -95,7 +95,7 @@ func (s *CardSet) Share(i int) (ShareInfo, bool) {
 }
 
 // setShare adds or updates the share of info.Index, keeping what info leaves empty.
-func (s *CardSet) setShare(info ShareInfo) {
+func (s *CardSet) SetShare(info ShareInfo) {
 	for i, sh := range s.Shares {
 		if sh.Index != info.Index {
 			continue
@@ -124,7 +124,21 @@ func (s *CardSet) setShare(info ShareInfo) {
 	slices.SortFunc(s.Shares, func(a, b ShareInfo) int { return a.Index - b.Index })
 }
 
-func setKey(setID string) ([]byte, error) {
+// Holders are the cards known to hold the share: the one it was written to and its copies.
+func (sh ShareInfo) Holders() []string {
+	var out []string
+	if sh.Serial != "" {
+		out = append(out, sh.Serial)
+	}
+	for _, c := range sh.Copies {
+		if !slices.Contains(out, c) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func SetKey(setID string) ([]byte, error) {
 	b, err := hex.DecodeString(setID)
 	if err != nil || len(b) != len(sharing.SetID{}) {
 		return nil, fmt.Errorf("%w: set id %q", ErrCorrupt, setID)
@@ -132,13 +146,13 @@ func setKey(setID string) ([]byte, error) {
 	return b, nil
 }
 
-// decodeCardSet decodes a set entry strictly (a damaged database is outside data too).
-func decodeCardSet(b []byte) (*CardSet, error) {
+// DecodeCardSet decodes a set entry strictly (a damaged database is outside data too).
+func DecodeCardSet(b []byte) (*CardSet, error) {
 	var s CardSet
 	if err := json.Unmarshal(b, &s); err != nil {
 		return nil, fmt.Errorf("%w: card set: %v", ErrCorrupt, err)
 	}
-	if _, err := setKey(s.SetID); err != nil {
+	if _, err := SetKey(s.SetID); err != nil {
 		return nil, err
 	}
 	if kb, err := hex.DecodeString(s.KeyID); err != nil || len(kb) != len(sharing.KeyID{}) {
@@ -165,32 +179,32 @@ func decodeCardSet(b []byte) (*CardSet, error) {
 	return &s, nil
 }
 
-// getSet returns the set with the hex ID, or nil when the appliance does not know it.
-func getSet(tx *bolt.Tx, setID string) (*CardSet, error) {
-	k, err := setKey(setID)
+// GetSet returns the set with the hex ID, or nil when the appliance does not know it.
+func GetSet(tx *bolt.Tx, setID string) (*CardSet, error) {
+	k, err := SetKey(setID)
 	if err != nil {
 		return nil, err
 	}
-	raw := tx.Bucket(bucketSets).Get(k)
+	raw := tx.Bucket(BucketSets).Get(k)
 	if raw == nil {
 		return nil, nil
 	}
-	return decodeCardSet(raw)
+	return DecodeCardSet(raw)
 }
 
-func putSet(tx *bolt.Tx, s *CardSet) error {
-	k, err := setKey(s.SetID)
+func PutSet(tx *bolt.Tx, s *CardSet) error {
+	k, err := SetKey(s.SetID)
 	if err != nil {
 		return err
 	}
-	return putJSON(tx.Bucket(bucketSets), k, s)
+	return PutJSON(tx.Bucket(BucketSets), k, s)
 }
 
-// allSets returns every set, in the order of their creation.
-func allSets(tx *bolt.Tx) ([]CardSet, error) {
+// AllSets returns every set, in the order of their creation.
+func AllSets(tx *bolt.Tx) ([]CardSet, error) {
 	var out []CardSet
-	err := tx.Bucket(bucketSets).ForEach(func(_, v []byte) error {
-		s, err := decodeCardSet(v)
+	err := tx.Bucket(BucketSets).ForEach(func(_, v []byte) error {
+		s, err := DecodeCardSet(v)
 		if err != nil {
 			return err
 		}
@@ -201,9 +215,9 @@ func allSets(tx *bolt.Tx) ([]CardSet, error) {
 	return out, err
 }
 
-// currentSet returns the current set, or nil.
-func currentSet(tx *bolt.Tx) (*CardSet, error) {
-	sets, err := allSets(tx)
+// CurrentSet returns the current set, or nil.
+func CurrentSet(tx *bolt.Tx) (*CardSet, error) {
+	sets, err := AllSets(tx)
 	if err != nil {
 		return nil, err
 	}
@@ -221,7 +235,7 @@ func retire(tx *bolt.Tx, j *Journal, now time.Time) error {
 	if j.FromSetID == "" {
 		return nil
 	}
-	from, err := getSet(tx, j.FromSetID)
+	from, err := GetSet(tx, j.FromSetID)
 	if err != nil {
 		return err
 	}
@@ -229,65 +243,26 @@ func retire(tx *bolt.Tx, j *Journal, now time.Time) error {
 		from = &CardSet{SetID: j.FromSetID, KeyID: j.KeyID, K: j.FromK, N: j.FromN, Origin: OriginLoad, Created: now, Ceremony: j.ID}
 	}
 	from.Status, from.Changed, from.ChangedBy = SetRetired, now, j.ID
-	return putSet(tx, from)
+	return PutSet(tx, from)
 }
 
 // makeCurrent makes s the current set; the set current before becomes prev (retired by a
 // re-issue, former otherwise). Both are written.
 func makeCurrent(tx *bolt.Tx, s *CardSet, prev SetStatus, ceremony uint64, now time.Time) error {
-	old, err := currentSet(tx)
+	old, err := CurrentSet(tx)
 	if err != nil {
 		return err
 	}
 	if old != nil && old.SetID != s.SetID {
 		old.Status, old.Changed, old.ChangedBy = prev, now, ceremony
-		if err := putSet(tx, old); err != nil {
+		if err := PutSet(tx, old); err != nil {
 			return err
 		}
 	}
 	if s.Status != SetCurrent {
 		s.Status, s.Changed, s.ChangedBy = SetCurrent, now, ceremony
 	}
-	return putSet(tx, s)
-}
-
-// CardSets lists every card set the appliance knows, oldest first.
-func (m *Manager) CardSets() ([]CardSet, error) {
-	var out []CardSet
-	err := m.st.view(func(tx *bolt.Tx) (err error) {
-		out, err = allSets(tx)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list card sets: %w", err)
-	}
-	return out, nil
-}
-
-// CurrentSet returns the current card set, or nil when there is none.
-func (m *Manager) CurrentSet() (*CardSet, error) {
-	var s *CardSet
-	err := m.st.view(func(tx *bolt.Tx) (err error) {
-		s, err = currentSet(tx)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read current card set: %w", err)
-	}
-	return s, nil
-}
-
-// lookupSet returns the set of a card's record, or nil when it is unknown.
-func (m *Manager) lookupSet(id sharing.SetID) (*CardSet, error) {
-	var s *CardSet
-	err := m.st.view(func(tx *bolt.Tx) (err error) {
-		s, err = getSet(tx, id.String())
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read card set: %w", err)
-	}
-	return s, nil
+	return PutSet(tx, s)
 }
 
 // ErrRetiredSet is the condition of a card of a retired or abandoned set; [*RetiredSetError]
@@ -310,18 +285,18 @@ func (e *RetiredSetError) Error() string {
 	when := e.When.UTC().Format("2006-01-02 15:04 UTC")
 	if e.Status == SetAbandoned {
 		return fmt.Sprintf("%v: share %d of set %s, whose %s #%d ended on %s before the set was complete, so it never became current",
-			ErrRetiredSet, e.Index, short(e.SetID), originTitle(e.Origin), e.Ceremony, when)
+			ErrRetiredSet, e.Index, Short(e.SetID), OriginTitle(e.Origin), e.Ceremony, when)
 	}
-	return fmt.Sprintf("%v: share %d of set %s, retired by re-issue #%d on %s", ErrRetiredSet, e.Index, short(e.SetID), e.By, when)
+	return fmt.Sprintf("%v: share %d of set %s, retired by re-issue #%d on %s", ErrRetiredSet, e.Index, Short(e.SetID), e.By, when)
 }
 
 func (e *RetiredSetError) Is(target error) bool { return target == ErrRetiredSet }
 
-func retiredError(s *CardSet, index int) *RetiredSetError {
+func NewRetiredSetError(s *CardSet, index int) *RetiredSetError {
 	return &RetiredSetError{SetID: s.SetID, Index: index, Status: s.Status, Ceremony: s.Ceremony, Origin: s.Origin, By: s.ChangedBy, When: s.Changed}
 }
 
-func originTitle(origin string) string {
+func OriginTitle(origin string) string {
 	switch origin {
 	case OriginGenerate:
 		return "key generation"
@@ -331,73 +306,67 @@ func originTitle(origin string) string {
 	return "ceremony"
 }
 
-// short is a set ID as sharing.SetID.Short shows it: the first 8 hex digits and an ellipsis.
-func short(hexID string) string {
+// Short is a set ID as sharing.SetID.Short shows it: the first 8 hex digits and an ellipsis.
+func Short(hexID string) string {
 	if len(hexID) > 8 {
 		return hexID[:8] + "…"
 	}
 	return hexID
 }
 
-// ending is how a ceremony attempt ended and what it leaves to do.
-type ending struct {
-	status     Status
-	next       NextAction
-	outcome    string
-	lastErr    string
-	unusable   []string
-	keyset     *KeySet
-	clearState bool
-	audits     []AuditEntry
-	setTags    map[int]string
-	setLabel   string
+// SetsEnding is what UpdateSets needs to know of how a ceremony attempt ended.
+type SetsEnding struct {
+	Status   Status
+	Next     NextAction
+	SetLabel string         // a Load's label for a set it registers
+	SetTags  map[int]string // a Load's authenticators of the cards it read, by share index
 }
 
-// updateSets records in the card set registry what the end of ceremony j (ending e) means for
+// UpdateSets records in the card set registry what the end of ceremony j (SetsEnding e) means for
 // the sets: a generation or re-issue that finished makes its set current (a re-issue retires the
 // set it replaced), one that ended before its set was complete abandons it, a load makes the set
 // it read current (registering it, with the authenticators of the cards read, when it is new).
 // It runs inside commitEnd's transaction.
-func updateSets(tx *bolt.Tx, j *Journal, e ending, now time.Time) error {
+func UpdateSets(tx *bolt.Tx, j *Journal, e SetsEnding, now time.Time) error {
 	switch j.Kind {
 	case KindGenerate, KindReissue:
 		if j.SetID == "" {
 			return nil // ended before its set was split
 		}
-		cs, err := getSet(tx, j.SetID)
+		cs, err := GetSet(tx, j.SetID)
 		if err != nil || cs == nil {
 			return err
 		}
 		for _, c := range j.Cards {
 			if c.Role == RoleShare && c.State == CardWritten {
-				cs.setShare(ShareInfo{Index: c.Index, Serial: c.Serial, Written: c.Time, Profile: c.Profile})
+				cs.SetShare(ShareInfo{Index: c.Index, Serial: c.Serial, Written: c.Time, Profile: c.Profile})
 			}
 		}
 		switch {
-		case e.status == StatusDone && j.Kind == KindReissue:
+		case e.Status == StatusDone && j.Kind == KindReissue:
 			if err := retire(tx, j, now); err != nil {
 				return err
 			}
 			return makeCurrent(tx, cs, SetFormer, j.ID, now)
-		case e.status == StatusDone:
+		case e.Status == StatusDone:
 			return makeCurrent(tx, cs, SetFormer, j.ID, now)
-		case e.next == NextResume:
-			return putSet(tx, cs) // all cards written: the set waits for Resume to read them back
+		case e.Next == NextResume:
+			return PutSet(tx, cs) // all cards written: the set waits for Resume to read them back
 		case cs.Status == SetIssuing:
 			cs.Status, cs.Changed, cs.ChangedBy = SetAbandoned, now, j.ID
-			return putSet(tx, cs)
+			return PutSet(tx, cs)
 		}
 		return nil
 	case KindLoad:
-		if e.status != StatusDone || j.SetID == "" {
+		if e.Status != StatusDone || j.SetID == "" {
 			return nil
 		}
-		cs, err := getSet(tx, j.SetID)
+		cs, err := GetSet(tx, j.SetID)
 		if err != nil {
 			return err
 		}
 		if cs == nil {
-			cs = &CardSet{SetID: j.SetID, KeyID: j.KeyID, K: j.K, N: j.N, Label: e.setLabel, Origin: OriginLoad,
+			cs = &CardSet{SetID: j.SetID, KeyID: j.KeyID, K: j.K, N: j.N, Label: e.SetLabel, Origin: OriginLoad,
 				Created: now, Ceremony: j.ID}
 		}
 		for _, c := range j.Cards {
@@ -410,11 +379,59 @@ func updateSets(tx *bolt.Tx, j *Journal, e ending, now time.Time) error {
 				info.Serial, info.Written = c.Serial, c.Time
 			}
 			if !known || have.Authenticator == "" {
-				info.Authenticator = e.setTags[c.Index]
+				info.Authenticator = e.SetTags[c.Index]
 			}
-			cs.setShare(info)
+			cs.SetShare(info)
 		}
 		return makeCurrent(tx, cs, SetFormer, j.ID, now)
 	}
 	return nil
+}
+
+// ForgetCard removes serial from every share of every set: the card is about to be
+// overwritten, so it no longer holds what the registry says. It runs in the transaction that
+// journals the write.
+func ForgetCard(tx *bolt.Tx, serial string) error {
+	sets, err := AllSets(tx)
+	if err != nil {
+		return err
+	}
+	for i := range sets {
+		s := &sets[i]
+		changed := false
+		for j, sh := range s.Shares {
+			if sh.Serial == serial {
+				s.Shares[j].Serial, changed = "", true
+			}
+			if slices.Contains(sh.Copies, serial) {
+				s.Shares[j].Copies, changed = slices.DeleteFunc(slices.Clone(sh.Copies), func(c string) bool { return c == serial }), true
+			}
+		}
+		if changed {
+			if err := PutSet(tx, s); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// AddCopy records that serial holds a copy of share index of set setID, when the appliance
+// knows the set.
+func AddCopy(tx *bolt.Tx, setID string, index int, serial string) error {
+	cs, err := GetSet(tx, setID)
+	if err != nil || cs == nil {
+		return err
+	}
+	for i, sh := range cs.Shares {
+		if sh.Index == index {
+			if sh.Serial == serial || slices.Contains(sh.Copies, serial) {
+				return nil
+			}
+			cs.Shares[i].Copies = append(slices.Clone(sh.Copies), serial)
+			return PutSet(tx, cs)
+		}
+	}
+	cs.SetShare(ShareInfo{Index: index, Copies: []string{serial}})
+	return PutSet(tx, cs)
 }

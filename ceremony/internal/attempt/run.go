@@ -1,4 +1,4 @@
-package ceremony
+package attempt
 
 import (
 	"context"
@@ -8,32 +8,54 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
+
+	. "github.com/keyquorum/keyquorum/ceremony/internal/api"
+	. "github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
 
-func (m *Manager) launch(ctx context.Context, j *Journal, operator string) *run {
+// ending is how a ceremony attempt ended and what it leaves to do.
+type ending struct {
+	status     Status
+	next       NextAction
+	outcome    string
+	lastErr    string
+	unusable   []string
+	keyset     *KeySet
+	clearState bool
+	audits     []AuditEntry
+	setTags    map[int]string
+	setLabel   string
+}
+
+// Launch starts an attempt of the ceremony j, whose journal is committed, for operator; the
+// caller holds Mu.
+func (m *Host) Launch(ctx context.Context, j *Journal, operator string) *Run {
 	rctx, cancel := context.WithCancelCause(ctx)
-	r := &run{m: m, ctx: rctx, cancel: cancel, operator: operator, j: j, retry: make(chan string, 1), confirm: make(chan confirmation, 1), done: make(chan struct{})}
+	r := &Run{m: m, ctx: rctx, Cancel: cancel, operator: operator, j: j, Retry: make(chan string, 1), Confirm: make(chan Confirmation, 1), Done: make(chan struct{})}
 	r.ev = Event{Ceremony: j.ID, Kind: j.Kind, Operator: j.Operator, Status: j.Status, Phase: j.Phase, Step: StepIdle, PINTries: -1}
-	m.cur = r
+	m.Cur = r
 	r.emit(EventStarted, nil)
 	go r.main()
 	return r
 }
 
-func (r *run) snapshotJournal() *Journal {
+// SnapshotJournal is a copy of the journal as last committed.
+func (r *Run) SnapshotJournal() *Journal {
 	r.jmu.Lock()
 	defer r.jmu.Unlock()
-	return r.j.clone()
+	return r.j.Clone()
 }
 
-func (r *run) main() {
-	defer close(r.done)
-	defer r.cancel(nil)
+func (r *Run) main() {
+	defer close(r.Done)
+	defer r.Cancel(nil)
 	res, err := r.body()
 	r.finish(res, err)
 }
 
-func (r *run) body() (*result, error) {
+func (r *Run) body() (*result, error) {
 	switch r.j.Kind {
 	case KindGenerate:
 		return r.generate()
@@ -60,9 +82,9 @@ func (r *run) body() (*result, error) {
 }
 
 // finish commits how the attempt ended and frees the Manager for the next ceremony.
-func (r *run) finish(res *result, err error) {
+func (r *Run) finish(res *result, err error) {
 	var e ending
-	j := r.snapshotJournal()
+	j := r.SnapshotJournal()
 	switch {
 	case err == nil:
 		e = ending{status: StatusDone, outcome: res.outcome, keyset: res.keyset, clearState: res.clearState, audits: res.audits,
@@ -71,14 +93,14 @@ func (r *run) finish(res *result, err error) {
 		// The service is stopping: treat it exactly like a crash, so the same words and the
 		// same next action appear whichever way the process ended.
 		hctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), 5*time.Second)
-		loaded := r.m.loadedKeyID(hctx, j)
+		loaded := r.m.LoadedKeyID(hctx, j)
 		cancel()
-		e = classify(j, loaded, nil)
+		e = Classify(j, loaded, nil)
 	default:
-		e = classify(j, "", r.abortCause(err))
+		e = Classify(j, "", r.abortCause(err))
 	}
-	if cerr := r.m.commitEnd(j, e, r.actor(err)); cerr != nil {
-		r.m.log.Error("commit ceremony outcome", "ceremony", j.ID, "err", cerr)
+	if cerr := r.m.CommitEnd(j, e, r.actor(err)); cerr != nil {
+		r.m.Log.Error("commit ceremony outcome", "ceremony", j.ID, "err", cerr)
 		if err == nil {
 			err = cerr
 		}
@@ -87,16 +109,16 @@ func (r *run) finish(res *result, err error) {
 	if lerr != nil {
 		final = *j
 	}
-	r.final = &final
+	r.Final = &final
 	switch {
 	case err == nil:
-		r.err = nil
+		r.Err = nil
 	case r.stopped():
-		r.err = fmt.Errorf("%s interrupted: %w", j.Kind.Title(), context.Cause(r.ctx))
+		r.Err = fmt.Errorf("%s interrupted: %w", j.Kind.Title(), context.Cause(r.ctx))
 	default:
-		r.err = fmt.Errorf("%s aborted: %w", j.Kind.Title(), r.abortCause(err))
+		r.Err = fmt.Errorf("%s aborted: %w", j.Kind.Title(), r.abortCause(err))
 	}
-	r.m.log.Info("ceremony ended", "ceremony", j.ID, "kind", j.Kind, "status", e.status, "next", e.next)
+	r.m.Log.Info("ceremony ended", "ceremony", j.ID, "kind", j.Kind, "status", e.status, "next", e.next)
 	r.ev.Display, r.ev.Waiting, r.ev.Deadline = "", WaitNone, time.Time{}
 	r.emit(EventOutcome, func(ev *Event) {
 		ev.Status, ev.Phase, ev.Step, ev.Outcome, ev.Next = final.Status, final.Phase, StepFinished, e.outcome, e.next
@@ -105,11 +127,11 @@ func (r *run) finish(res *result, err error) {
 		}
 	})
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), time.Second)
-	r.m.cfg.Pad.Show(sctx, padOutcome(e.status)) // best effort: the pad may be gone
+	r.m.Cfg.Pad.Show(sctx, padOutcome(e.status)) // best effort: the pad may be gone
 	cancel()
-	r.m.mu.Lock()
-	r.m.cur = nil
-	r.m.mu.Unlock()
+	r.m.Mu.Lock()
+	r.m.Cur = nil
+	r.m.Mu.Unlock()
 }
 
 func padOutcome(s Status) string {
@@ -124,7 +146,7 @@ func padOutcome(s Status) string {
 
 // stopped reports whether the attempt's context ended for another reason than an operator's
 // Cancel: the service is stopping.
-func (r *run) stopped() bool {
+func (r *Run) stopped() bool {
 	if r.ctx.Err() == nil {
 		return false
 	}
@@ -134,7 +156,7 @@ func (r *run) stopped() bool {
 
 // abortCause is the error to report for an abort: the operator's cancel rather than the
 // context error the pad returned.
-func (r *run) abortCause(err error) error {
+func (r *Run) abortCause(err error) error {
 	var c *CancelledError
 	if cause := context.Cause(r.ctx); errors.As(cause, &c) {
 		return c
@@ -142,7 +164,7 @@ func (r *run) abortCause(err error) error {
 	return err
 }
 
-func (r *run) actor(err error) string {
+func (r *Run) actor(err error) string {
 	var c *CancelledError
 	if err != nil && errors.As(context.Cause(r.ctx), &c) {
 		return c.Operator
@@ -152,9 +174,9 @@ func (r *run) actor(err error) string {
 
 // commitEnd records the end of an attempt: the journal, the pending action, the key set, the
 // card set registry, the audit entries, and frees the current pointer, all in one transaction.
-func (m *Manager) commitEnd(j *Journal, e ending, operator string) error {
+func (m *Host) CommitEnd(j *Journal, e ending, operator string) error {
 	now := time.Now().UTC()
-	next := j.clone()
+	next := j.Clone()
 	next.Status, next.Next, next.Outcome, next.Ended, next.Updated = e.status, e.next, e.outcome, now, now
 	next.Step = StepFinished
 	next.Question = nil // an ended attempt asks nothing, even if it ended (or the process died) while asking
@@ -179,7 +201,7 @@ func (m *Manager) commitEnd(j *Journal, e ending, operator string) error {
 	case StatusInterrupted:
 		event = AuditCeremonyInterrupted
 	}
-	err := m.st.update(func(tx *bolt.Tx) error {
+	err := m.St.Update(func(tx *bolt.Tx) error {
 		for i := range e.audits {
 			a := e.audits[i]
 			a.Time, a.Operator, a.Ceremony, a.Kind = now, operator, next.ID, next.Kind
@@ -189,55 +211,55 @@ func (m *Manager) commitEnd(j *Journal, e ending, operator string) error {
 			if a.KeyID == "" {
 				a.KeyID = next.KeyID
 			}
-			if err := appendAudit(tx, &a); err != nil {
+			if err := journal.AppendAudit(tx, &a); err != nil {
 				return err
 			}
 		}
 		fe := &AuditEntry{Time: now, Operator: operator, Ceremony: next.ID, Kind: next.Kind, Event: event,
 			Message: e.outcome, Serials: e.unusable, SetID: next.SetID, KeyID: next.KeyID}
-		if err := appendAudit(tx, fe); err != nil {
+		if err := journal.AppendAudit(tx, fe); err != nil {
 			return err
 		}
 		next.AuditHead = fe.Hash
-		if err := putJSON(tx.Bucket(bucketCeremonies), u64key(next.ID), next); err != nil {
+		if err := journal.PutJSON(tx.Bucket(journal.BucketCeremonies), journal.U64Key(next.ID), next); err != nil {
 			return err
 		}
-		st := tx.Bucket(bucketState)
-		if err := st.Delete(keyCurrent); err != nil {
+		st := tx.Bucket(journal.BucketState)
+		if err := st.Delete(journal.KeyCurrent); err != nil {
 			return err
 		}
 		if e.clearState {
-			if err := st.Delete(keyKeySet); err != nil {
+			if err := st.Delete(journal.KeyKeySet); err != nil {
 				return err
 			}
 		}
 		if e.keyset != nil {
-			if err := putJSON(st, keyKeySet, e.keyset); err != nil {
+			if err := journal.PutJSON(st, journal.KeyKeySet, e.keyset); err != nil {
 				return err
 			}
 		}
-		if err := updateSets(tx, next, e, now); err != nil {
+		if err := journal.UpdateSets(tx, next, journal.SetsEnding{Status: e.status, Next: e.next, SetLabel: e.setLabel, SetTags: e.setTags}, now); err != nil {
 			return err
 		}
 		if e.next != NextNone {
-			return putJSON(st, keyPending, Pending{Ceremony: next.ID, Kind: next.Kind, Next: e.next, Message: e.outcome, Unusable: e.unusable})
+			return journal.PutJSON(st, journal.KeyPending, Pending{Ceremony: next.ID, Kind: next.Kind, Next: e.next, Message: e.outcome, Unusable: e.unusable})
 		}
 		if e.status == StatusDone || e.clearState {
-			return st.Delete(keyPending)
+			return st.Delete(journal.KeyPending)
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("commit outcome: %w", err)
 	}
-	m.afterCommit(next, event)
+	m.AfterCommit(next, event)
 	return nil
 }
 
-// classify decides how an attempt that did not succeed ended and what it leaves to do. cause
+// Classify decides how an attempt that did not succeed ended and what it leaves to do. cause
 // nil means the process stopped (crash, shutdown); otherwise the attempt was aborted for cause.
 // loadedKey is the key ID the HSM holds, when the journal stopped at loading it.
-func classify(j *Journal, loadedKey string, cause error) ending {
+func Classify(j *Journal, loadedKey string, cause error) ending {
 	e := ending{status: StatusInterrupted}
 	what := "was interrupted"
 	if cause != nil {

@@ -1,4 +1,4 @@
-package ceremony
+package attempt
 
 import (
 	"encoding/hex"
@@ -9,55 +9,16 @@ import (
 	"github.com/keyquorum/keyquorum/hsm"
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/sharing"
+
+	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
+
+	. "github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
-
-// Verdict is what a card check found.
-type Verdict string
-
-const (
-	// VerdictIntact: the card holds a share of the current set, exactly as it was written.
-	VerdictIntact Verdict = "intact"
-	// VerdictAltered: the card's share record is damaged, or does not match the authenticator
-	// made when the share was written.
-	VerdictAltered Verdict = "altered"
-	// VerdictRetired: the card holds a share of a set a re-issue retired (or of one whose
-	// ceremony never completed it).
-	VerdictRetired Verdict = "retired"
-	// VerdictForeign: the card holds a share of a set that is not this appliance's current one
-	// (another key, another appliance, a former set).
-	VerdictForeign Verdict = "foreign"
-	// VerdictNotShare: the card holds no share record.
-	VerdictNotShare Verdict = "not-share"
-	// VerdictUnverified: the card holds a well-formed share of the current set, but the HSM
-	// cannot vouch for it (no key loaded, no authenticator kept for that share).
-	VerdictUnverified Verdict = "unverified"
-)
-
-// CardCheck is the result of a card check. It never holds the share.
-type CardCheck struct {
-	Serial  string  `json:"serial"`
-	Verdict Verdict `json:"verdict"`
-	// What the card's record says, when it could be decoded.
-	Index   int       `json:"index,omitempty"`
-	K       int       `json:"k,omitempty"`
-	N       int       `json:"n,omitempty"`
-	SetID   string    `json:"set_id,omitempty"`
-	KeyID   string    `json:"key_id,omitempty"`
-	Created time.Time `json:"created,omitzero"` // when the set was split
-	// SetStatus is the status of the card's set on this appliance ("" when unknown).
-	SetStatus SetStatus `json:"set_status,omitempty"`
-	// Written is when the share was written to a card and verified, WrittenTo the serial of
-	// that card; a WrittenTo other than Serial means this card is a copy.
-	Written   time.Time `json:"written,omitzero"`
-	WrittenTo string    `json:"written_to,omitempty"`
-	// Detail says the verdict in words, with what to do.
-	Detail string `json:"detail"`
-}
 
 // cardCheck has one custodian check one card: PIN on the pad, the share record read and judged
 // against the card set registry and the HSM's authenticator of that share. No quorum, no
 // reconstruction, nothing written to the card.
-func (r *run) cardCheck() (*result, error) {
+func (r *Run) cardCheck() (*result, error) {
 	if err := r.commit(nil, func(j *Journal) { j.Phase = PhaseCard }); err != nil {
 		return nil, err
 	}
@@ -83,12 +44,12 @@ func (r *run) cardCheck() (*result, error) {
 			a := &auditSpec{event: AuditCardChecked, message: fmt.Sprintf("card %s checked: %s", serial, c.Verdict), serials: []string{serial}}
 			if c.Index > 0 {
 				a.indexes = []int{c.Index}
-				a.message = fmt.Sprintf("card %s checked: %s (share %d of set %s)", serial, c.Verdict, c.Index, short(c.SetID))
+				a.message = fmt.Sprintf("card %s checked: %s (share %d of set %s)", serial, c.Verdict, c.Index, journal.Short(c.SetID))
 			}
 			if err := r.commit(a, func(j *Journal) {
 				j.SetID, j.KeyID, j.K, j.N = c.SetID, c.KeyID, c.K, c.N
 				j.Check = c
-				j.setCard(CardEntry{Serial: serial, Index: c.Index, Role: RoleChecked, State: CardDone, Time: now, Note: string(c.Verdict)})
+				j.SetCard(CardEntry{Serial: serial, Index: c.Index, Role: RoleChecked, State: CardDone, Time: now, Note: string(c.Verdict)})
 				j.LastError = ""
 			}); err != nil {
 				return err
@@ -106,7 +67,7 @@ func (r *run) cardCheck() (*result, error) {
 // judgeCard decides the verdict on what a card's share slot gave: data, or the error readErr
 // (not a condition of the pad). An error is returned only when the check itself failed (the HSM
 // or the journal could not be asked).
-func (r *run) judgeCard(serial string, data []byte, readErr error) (*CardCheck, error) {
+func (r *Run) judgeCard(serial string, data []byte, readErr error) (*CardCheck, error) {
 	c := &CardCheck{Serial: serial}
 	switch {
 	case errors.Is(readErr, pinpad.ErrEmpty) || (readErr == nil && len(data) == 0):
@@ -138,7 +99,7 @@ func (r *run) judgeCard(serial string, data []byte, readErr error) (*CardCheck, 
 		return nil, err
 	}
 	hsmKey := ""
-	switch id, err := r.m.cfg.HSM.BackupKeyID(r.ctx); {
+	switch id, err := r.m.Cfg.HSM.BackupKeyID(r.ctx); {
 	case err == nil:
 		hsmKey = id.String()
 	case !errors.Is(err, hsm.ErrNoBackupKey):
@@ -150,7 +111,7 @@ func (r *run) judgeCard(serial string, data []byte, readErr error) (*CardCheck, 
 	}
 	currentIs := ""
 	if cur != nil && (cs == nil || cur.SetID != cs.SetID) {
-		currentIs = fmt.Sprintf(" The current set is %s (%d of %d).", short(cur.SetID), cur.K, cur.N)
+		currentIs = fmt.Sprintf(" The current set is %s (%d of %d).", journal.Short(cur.SetID), cur.K, cur.N)
 	}
 	if cs != nil {
 		c.SetStatus = cs.Status
@@ -169,7 +130,7 @@ func (r *run) judgeCard(serial string, data []byte, readErr error) (*CardCheck, 
 		return c, nil
 	case cs.Status.Refused():
 		c.Verdict = VerdictRetired
-		c.Detail = fmt.Sprintf("Card %s: %v.%s Overwrite or destroy the card: it still holds a share of the key.", serial, retiredError(cs, rec.Index), currentIs)
+		c.Detail = fmt.Sprintf("Card %s: %v.%s Overwrite or destroy the card: it still holds a share of the key.", serial, journal.NewRetiredSetError(cs, rec.Index), currentIs)
 		return c, nil
 	case cs.Status == SetFormer:
 		c.Verdict = VerdictForeign
@@ -182,14 +143,14 @@ func (r *run) judgeCard(serial string, data []byte, readErr error) (*CardCheck, 
 	c.Written, c.WrittenTo = sh.Written, sh.Serial
 	if rec.KeyID.String() != cs.KeyID || rec.K != cs.K || rec.N != cs.N {
 		c.Verdict = VerdictAltered
-		c.Detail = fmt.Sprintf("Card %s claims %s, but set %s is %d of %d of key %s: the record was altered. Do not count on it.", serial, what, short(cs.SetID), cs.K, cs.N, cs.KeyID)
+		c.Detail = fmt.Sprintf("Card %s claims %s, but set %s is %d of %d of key %s: the record was altered. Do not count on it.", serial, what, journal.Short(cs.SetID), cs.K, cs.N, cs.KeyID)
 		return c, nil
 	}
-	status := "the current set " + short(cs.SetID)
+	status := "the current set " + journal.Short(cs.SetID)
 	if cs.Status == SetIssuing {
-		status = fmt.Sprintf("set %s, which %s #%d is still issuing", short(cs.SetID), originTitle(cs.Origin), cs.Ceremony)
+		status = fmt.Sprintf("set %s, which %s #%d is still issuing", journal.Short(cs.SetID), journal.OriginTitle(cs.Origin), cs.Ceremony)
 	}
-	auth, canAuth := r.m.cfg.HSM.(hsm.Authenticator)
+	auth, canAuth := r.m.Cfg.HSM.(hsm.Authenticator)
 	tag, terr := hex.DecodeString(sh.Authenticator)
 	switch {
 	case !canAuth:

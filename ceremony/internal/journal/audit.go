@@ -1,4 +1,4 @@
-package ceremony
+package journal
 
 import (
 	"bufio"
@@ -67,11 +67,11 @@ const (
 	AuditShareOverwrite = "share.overwrite-confirmed"
 )
 
-const zeroHash = "0000000000000000000000000000000000000000000000000000000000000000"
+const ZeroHash = "0000000000000000000000000000000000000000000000000000000000000000"
 
-// auditHead is the seq and hash of the last entry, kept in meta so that removing entries from
+// AuditHead is the seq and hash of the last entry, kept in meta so that removing entries from
 // the end of the log is detected too.
-type auditHead struct {
+type AuditHead struct {
 	Seq  uint64 `json:"seq"`
 	Hash string `json:"hash"`
 }
@@ -118,17 +118,17 @@ func (e *AuditEntry) ComputeHash() (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// appendAudit adds e to the log inside tx, filling Seq, Prev and Hash, and moves the head.
-func appendAudit(tx *bolt.Tx, e *AuditEntry) error {
-	meta := tx.Bucket(bucketMeta)
-	var head auditHead
-	if _, err := getJSON(meta, keyAuditHead, &head); err != nil {
+// AppendAudit adds e to the log inside tx, filling Seq, Prev and Hash, and moves the head.
+func AppendAudit(tx *bolt.Tx, e *AuditEntry) error {
+	meta := tx.Bucket(BucketMeta)
+	var head AuditHead
+	if _, err := GetJSON(meta, KeyAuditHead, &head); err != nil {
 		return err
 	}
 	if head.Hash == "" {
-		head.Hash = zeroHash
+		head.Hash = ZeroHash
 	}
-	b := tx.Bucket(bucketAudit)
+	b := tx.Bucket(BucketAudit)
 	seq, err := b.NextSequence()
 	if err != nil {
 		return err
@@ -139,24 +139,24 @@ func appendAudit(tx *bolt.Tx, e *AuditEntry) error {
 	if e.Hash, err = e.ComputeHash(); err != nil {
 		return err
 	}
-	if err := putJSON(b, u64key(seq), e); err != nil {
+	if err := PutJSON(b, U64Key(seq), e); err != nil {
 		return err
 	}
 	if err := indexAudit(tx, e); err != nil {
 		return err
 	}
-	return putJSON(meta, keyAuditHead, auditHead{Seq: seq, Hash: e.Hash})
+	return PutJSON(meta, KeyAuditHead, AuditHead{Seq: seq, Hash: e.Hash})
 }
 
 // auditHeadSeq is the seq of the last audit entry (0 for an empty log or a journal still
 // being created).
 func auditHeadSeq(tx *bolt.Tx) uint64 {
-	meta := tx.Bucket(bucketMeta)
+	meta := tx.Bucket(BucketMeta)
 	if meta == nil {
 		return 0
 	}
-	var head auditHead
-	if _, err := getJSON(meta, keyAuditHead, &head); err != nil {
+	var head AuditHead
+	if _, err := GetJSON(meta, KeyAuditHead, &head); err != nil {
 		return 0
 	}
 	return head.Seq
@@ -164,13 +164,13 @@ func auditHeadSeq(tx *bolt.Tx) uint64 {
 
 // auditEntriesAfter returns the entries appended after seq, in order.
 func auditEntriesAfter(tx *bolt.Tx, seq uint64) ([]AuditEntry, error) {
-	b := tx.Bucket(bucketAudit)
+	b := tx.Bucket(BucketAudit)
 	if b == nil {
 		return nil, nil
 	}
 	var out []AuditEntry
 	c := b.Cursor()
-	for k, v := c.Seek(u64key(seq + 1)); k != nil; k, v = c.Next() {
+	for k, v := c.Seek(U64Key(seq + 1)); k != nil; k, v = c.Next() {
 		var e AuditEntry
 		if err := json.Unmarshal(v, &e); err != nil {
 			return nil, fmt.Errorf("read audit entry: %w", ErrCorrupt)
@@ -205,7 +205,7 @@ type chainChecker struct {
 	prev string
 }
 
-func newChainChecker() *chainChecker { return &chainChecker{next: 1, prev: zeroHash} }
+func newChainChecker() *chainChecker { return &chainChecker{next: 1, prev: ZeroHash} }
 
 func (c *chainChecker) check(e *AuditEntry) error {
 	switch {
@@ -236,20 +236,20 @@ func (c *chainChecker) summary() AuditSummary {
 	return AuditSummary{Entries: c.next - 1, Head: c.prev}
 }
 
-// verifyAudit checks the whole chain inside tx and the head kept in meta.
-func verifyAudit(tx *bolt.Tx) (AuditSummary, error) { return verifyAuditFrom(tx, auditHead{}) }
+// VerifyAudit checks the whole chain inside tx and the head kept in meta.
+func VerifyAudit(tx *bolt.Tx) (AuditSummary, error) { return VerifyAuditFrom(tx, AuditHead{}) }
 
-// verifyAuditFrom checks the chain after the checkpoint cp (an entry verified before: its seq
+// VerifyAuditFrom checks the chain after the checkpoint cp (an entry verified before: its seq
 // and hash; the zero value checks the whole chain) and the head kept in meta. The checkpoint's
 // own entry must still carry the hash recorded for it.
-func verifyAuditFrom(tx *bolt.Tx, cp auditHead) (AuditSummary, error) {
+func VerifyAuditFrom(tx *bolt.Tx, cp AuditHead) (AuditSummary, error) {
 	c := newChainChecker()
-	cur := tx.Bucket(bucketAudit).Cursor()
+	cur := tx.Bucket(BucketAudit).Cursor()
 	k, v := cur.First()
 	if cp.Seq > 0 {
-		ck, cv := cur.Seek(u64key(cp.Seq))
+		ck, cv := cur.Seek(U64Key(cp.Seq))
 		var e AuditEntry
-		if ck == nil || !bytes.Equal(ck, u64key(cp.Seq)) || json.Unmarshal(cv, &e) != nil {
+		if ck == nil || !bytes.Equal(ck, U64Key(cp.Seq)) || json.Unmarshal(cv, &e) != nil {
 			return AuditSummary{}, &AuditError{Seq: cp.Seq, Problem: "the entry verified last time is gone"}
 		}
 		if sum, err := e.ComputeHash(); err != nil || sum != cp.Hash || e.Hash != cp.Hash {
@@ -259,7 +259,7 @@ func verifyAuditFrom(tx *bolt.Tx, cp auditHead) (AuditSummary, error) {
 		k, v = cur.Next()
 	}
 	for ; k != nil; k, v = cur.Next() {
-		seq, ok := keyU64(k)
+		seq, ok := KeyU64(k)
 		if !ok {
 			return AuditSummary{}, &AuditError{Seq: c.next, Problem: "foreign key in the audit bucket"}
 		}
@@ -274,8 +274,8 @@ func verifyAuditFrom(tx *bolt.Tx, cp auditHead) (AuditSummary, error) {
 			return AuditSummary{}, err
 		}
 	}
-	var head auditHead
-	if _, err := getJSON(tx.Bucket(bucketMeta), keyAuditHead, &head); err != nil {
+	var head AuditHead
+	if _, err := GetJSON(tx.Bucket(BucketMeta), KeyAuditHead, &head); err != nil {
 		return AuditSummary{}, &AuditError{Seq: c.next, Problem: "the log head cannot be read"}
 	}
 	s := c.summary()
@@ -324,11 +324,11 @@ func VerifyAuditExport(r io.Reader) (AuditSummary, error) {
 	return c.summary(), nil
 }
 
-// exportAudit writes every entry as one JSON line. The entries are decoded and re-encoded
+// ExportAudit writes every entry as one JSON line. The entries are decoded and re-encoded
 // inside the transaction, so nothing written points into bbolt's pages.
-func exportAudit(tx *bolt.Tx, w io.Writer) error {
+func ExportAudit(tx *bolt.Tx, w io.Writer) error {
 	bw := bufio.NewWriter(w)
-	cur := tx.Bucket(bucketAudit).Cursor()
+	cur := tx.Bucket(BucketAudit).Cursor()
 	for k, v := cur.First(); k != nil; k, v = cur.Next() {
 		var e AuditEntry
 		if err := json.Unmarshal(v, &e); err != nil {
@@ -344,10 +344,10 @@ func exportAudit(tx *bolt.Tx, w io.Writer) error {
 	return bw.Flush()
 }
 
-// auditEntries returns the entries that satisfy keep, copied out of the transaction.
-func auditEntries(tx *bolt.Tx, keep func(*AuditEntry) bool) ([]AuditEntry, error) {
+// AuditEntries returns the entries that satisfy keep, copied out of the transaction.
+func AuditEntries(tx *bolt.Tx, keep func(*AuditEntry) bool) ([]AuditEntry, error) {
 	var out []AuditEntry
-	cur := tx.Bucket(bucketAudit).Cursor()
+	cur := tx.Bucket(BucketAudit).Cursor()
 	for k, v := cur.First(); k != nil; k, v = cur.Next() {
 		var e AuditEntry
 		if err := json.Unmarshal(v, &e); err != nil {

@@ -1,4 +1,4 @@
-package ceremony
+package api
 
 import (
 	"sync"
@@ -7,12 +7,12 @@ import (
 )
 
 func TestBrokerManySubscribers(t *testing.T) {
-	b := newBroker()
+	b := NewBroker()
 	const subs, events = 5, 20
 	var wg sync.WaitGroup
 	got := make([][]uint64, subs)
 	for i := 0; i < subs; i++ {
-		s := b.subscribe()
+		s := b.Subscribe()
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
@@ -25,9 +25,9 @@ func TestBrokerManySubscribers(t *testing.T) {
 		}(i)
 	}
 	for i := 0; i < events-1; i++ {
-		b.publish(Event{Type: EventProgress, CardsDone: i})
+		b.Publish(Event{Type: EventProgress, CardsDone: i})
 	}
-	b.publish(Event{Type: EventOutcome})
+	b.Publish(Event{Type: EventOutcome})
 	wg.Wait()
 	for i, seqs := range got {
 		if len(seqs) != events {
@@ -44,9 +44,9 @@ func TestBrokerManySubscribers(t *testing.T) {
 
 // A subscriber that never reads must neither block the sender nor miss the latest event.
 func TestBrokerSlowSubscriberDoesNotBlock(t *testing.T) {
-	b := newBroker()
-	slow := b.subscribe()
-	fast := b.subscribe()
+	b := NewBroker()
+	slow := b.Subscribe()
+	fast := b.Subscribe()
 	var fastGot int
 	done := make(chan struct{})
 	go func() {
@@ -59,7 +59,7 @@ func TestBrokerSlowSubscriberDoesNotBlock(t *testing.T) {
 	finished := make(chan struct{})
 	go func() {
 		for i := 1; i <= n; i++ {
-			b.publish(Event{Type: EventProgress, CardsDone: i})
+			b.Publish(Event{Type: EventProgress, CardsDone: i})
 		}
 		close(finished)
 	}()
@@ -86,9 +86,9 @@ func TestBrokerSlowSubscriberDoesNotBlock(t *testing.T) {
 }
 
 func TestBrokerSubscribeGetsLatestAndUnsubscribe(t *testing.T) {
-	b := newBroker()
-	b.publish(Event{Type: EventPrompt, Display: "Insert 1. card press OK/Cancel"})
-	s := b.subscribe()
+	b := NewBroker()
+	b.Publish(Event{Type: EventPrompt, Display: "Insert 1. card press OK/Cancel"})
+	s := b.Subscribe()
 	ev := <-s.C()
 	if ev.Display != "Insert 1. card press OK/Cancel" {
 		t.Fatalf("late subscriber first got %+v", ev)
@@ -98,9 +98,9 @@ func TestBrokerSubscribeGetsLatestAndUnsubscribe(t *testing.T) {
 	if _, ok := <-s.C(); ok {
 		t.Fatal("channel open after Close")
 	}
-	b.publish(Event{}) // no panic on a closed subscription
-	b.close()
-	s2 := b.subscribe()
+	b.Publish(Event{}) // no panic on a closed subscription
+	b.Close()
+	s2 := b.Subscribe()
 	if _, ok := <-s2.C(); ok {
 		t.Fatal("subscription on a closed broker is open")
 	}

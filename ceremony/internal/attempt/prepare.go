@@ -1,4 +1,4 @@
-package ceremony
+package attempt
 
 import (
 	"errors"
@@ -7,20 +7,19 @@ import (
 	"time"
 
 	"github.com/keyquorum/keyquorum/pinpad"
-)
 
-// KindPrepareCards lays N cards out in the card profile the pad reads them with (DF, slot
-// files, slot PINs) where they lack it, the first PINs typed on the pad.
-const KindPrepareCards Kind = "prepare-cards"
+	. "github.com/keyquorum/keyquorum/ceremony/internal/api"
+	. "github.com/keyquorum/keyquorum/ceremony/internal/journal"
+)
 
 // RolePrepared is a card a Prepare cards ceremony laid out; Note says what was created.
 const RolePrepared CardRole = "prepared"
 
-// maxPrepare bounds the cards of one Prepare cards ceremony.
-const maxPrepare = 64
+// MaxPrepare bounds the cards of one Prepare cards ceremony.
+const MaxPrepare = 64
 
 // prepareCards prepares Request.N cards, one after the other.
-func (r *run) prepareCards() (*result, error) {
+func (r *Run) prepareCards() (*result, error) {
 	n := r.j.Request.N
 	if err := r.commit(nil, func(j *Journal) { j.Phase = PhaseCard }); err != nil {
 		return nil, err
@@ -51,7 +50,7 @@ func (r *run) prepareCards() (*result, error) {
 // prepared lists the cards this attempt prepared.
 func prepared(j *Journal) []string { return serialsOf(j, RolePrepared, CardDone) }
 
-func (r *run) profileName() string {
+func (r *Run) profileName() string {
 	for _, c := range r.j.Cards {
 		if c.Profile != "" {
 			return c.Profile
@@ -61,12 +60,12 @@ func (r *run) profileName() string {
 }
 
 // prepareOn lays one card out and has its new PINs set on the pad.
-func (r *run) prepareOn(card pinpad.Card) error {
+func (r *Run) prepareOn(card pinpad.Card) error {
 	serial := card.Serial()
 	now := time.Now().UTC()
 	if err := r.commit(&auditSpec{event: AuditCardWriting, message: fmt.Sprintf("preparing card %s in card profile %s", serial, card.ProfileName()), serials: []string{serial}},
 		func(j *Journal) {
-			j.setCard(CardEntry{Serial: serial, Role: RolePrepared, State: CardWriting, Time: now, Profile: card.ProfileName()})
+			j.SetCard(CardEntry{Serial: serial, Role: RolePrepared, State: CardWriting, Time: now, Profile: card.ProfileName()})
 		}); err != nil {
 		return err
 	}
@@ -91,7 +90,7 @@ func (r *run) prepareOn(card pinpad.Card) error {
 	now = time.Now().UTC()
 	return r.commit(&auditSpec{event: AuditCardWritten, message: fmt.Sprintf("card %s prepared in card profile %s: %s", serial, card.ProfileName(), what), serials: []string{serial}},
 		func(j *Journal) {
-			j.setCard(CardEntry{Serial: serial, Role: RolePrepared, State: CardDone, Time: now, Note: what, Profile: card.ProfileName()})
+			j.SetCard(CardEntry{Serial: serial, Role: RolePrepared, State: CardDone, Time: now, Note: what, Profile: card.ProfileName()})
 			j.LastError = ""
 		})
 }
@@ -100,12 +99,12 @@ func (r *run) prepareOn(card pinpad.Card) error {
 // state, typed twice on the pad. Two entries that differ, or a PIN of the wrong length, ask
 // again; a card that turns out not to be in that state is refused (a reader can make the
 // 69 85 a VERIFY answered).
-func (r *run) firstPIN(card pinpad.Card, slot pinpad.Slot) error {
+func (r *Run) firstPIN(card pinpad.Card, slot pinpad.Slot) error {
 	serial := card.Serial()
 	r.problem(fmt.Errorf("card %s: the PIN of its %s slot is not set yet (transport state)", serial, slot),
 		"choose its PIN now: type the new PIN on the pad, then again to confirm")
 	for {
-		t := r.m.cfg.Timeouts.PIN
+		t := r.m.Cfg.Timeouts.PIN
 		r.prompt(StepChangePIN, WaitPIN, "New PIN, new PIN again", t)
 		err := card.SetFirstPIN(r.ctx, slot, t)
 		switch {

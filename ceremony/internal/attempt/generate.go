@@ -1,4 +1,4 @@
-package ceremony
+package attempt
 
 import (
 	"crypto/rand"
@@ -14,12 +14,17 @@ import (
 	"github.com/keyquorum/keyquorum/hsm"
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/sharing"
+
+	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
+
+	. "github.com/keyquorum/keyquorum/ceremony/internal/api"
+	. "github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
 
 // Pad texts of the appliance's manual (seed 003).
 const (
 	textWriteNewKey = "Write New Key press OK/Cancel"
-	textReadNewKey  = "Read New Key press OK/Cancel"
+	TextReadNewKey  = "Read New Key press OK/Cancel"
 	textReadKey     = "Read Key press OK/Cancel"
 )
 
@@ -27,7 +32,7 @@ func insertText(i int) string { return fmt.Sprintf("Insert %d. card press OK/Can
 
 // generate: MBK in memory → split → write n cards → read k back → load. A resumed Generate
 // (all n cards were written before an interruption) starts at reading.
-func (r *run) generate() (*result, error) {
+func (r *Run) generate() (*result, error) {
 	j := r.j
 	if j.Phase == PhaseStarted {
 		if err := r.writeNewKey(j.K, j.N, j.Request.Label); err != nil {
@@ -38,13 +43,13 @@ func (r *run) generate() (*result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return r.readAndLoad(&expectation{setID: &setID, keyID: &keyID, k: r.j.K, n: r.j.N}, textReadNewKey)
+	return r.readAndLoad(&expectation{setID: &setID, keyID: &keyID, k: r.j.K, n: r.j.N}, TextReadNewKey)
 }
 
 // writeNewKey generates the MBK, splits it and writes the n cards. The MBK is zeroed right after
 // the split and the shares as soon as the last card is written: from then on the key exists
 // only on the cards until it is read back.
-func (r *run) writeNewKey(k, n int, label string) error {
+func (r *Run) writeNewKey(k, n int, label string) error {
 	mbk := make([]byte, sharing.KeySize)
 	if _, err := rand.Read(mbk); err != nil {
 		return fmt.Errorf("generate key: %w", err)
@@ -75,7 +80,7 @@ func (r *run) writeNewKey(k, n int, label string) error {
 	err = r.commitWith(&auditSpec{event: AuditKeyGenerated, message: fmt.Sprintf("key %s generated in memory and split %d of %d as set %s", keyID, k, n, setID)},
 		func(j *Journal) { j.Phase, j.SetID, j.KeyID = PhaseWriting, setID.String(), keyID.String() },
 		func(tx *bolt.Tx, j *Journal) error {
-			return putSet(tx, issuingSet(j, label, OriginGenerate, tags, now))
+			return journal.PutSet(tx, issuingSet(j, label, OriginGenerate, tags, now))
 		})
 	if err != nil {
 		return err
@@ -111,7 +116,7 @@ func issuingSet(j *Journal, label, origin string, tags map[int]string, now time.
 		Created: now, Ceremony: j.ID}
 	for i := 1; i <= j.N; i++ {
 		if t := tags[i]; t != "" {
-			cs.setShare(ShareInfo{Index: i, Authenticator: t})
+			cs.SetShare(ShareInfo{Index: i, Authenticator: t})
 		}
 	}
 	return cs
@@ -121,7 +126,7 @@ func issuingSet(j *Journal, label, origin string, tags map[int]string, now time.
 // custodians insert, zeroing each record once its card is written and verified. The last card
 // stays in: a generation may read it back first, as the manual allows, and a re-issue is done
 // as soon as it is verified (no wait after it could leave a complete set uncommitted).
-func (r *run) writeCards(records []*sharing.Record, confirm string) error {
+func (r *Run) writeCards(records []*sharing.Record, confirm string) error {
 	n := len(records)
 	r.progress(0, n)
 	if err := r.retryable(func() error { return r.waitOK(ask{step: StepConfirm, text: confirm}) }); err != nil {
@@ -146,7 +151,7 @@ func (r *run) writeCards(records []*sharing.Record, confirm string) error {
 
 // writeShare writes rec to a card the custodian inserts and checks it, retrying with another
 // card when one is refused.
-func (r *run) writeShare(rec *sharing.Record, written map[int]string) error {
+func (r *Run) writeShare(rec *sharing.Record, written map[int]string) error {
 	i := rec.Index
 	return r.withCard(insertText(i), func(card pinpad.Card) error {
 		serial := card.Serial()
@@ -192,8 +197,8 @@ func (r *run) writeShare(rec *sharing.Record, written map[int]string) error {
 			now := time.Now().UTC()
 			if err := r.commitWith(&auditSpec{event: AuditCardWriting, message: fmt.Sprintf("writing share %d to card %s", i, serial), serials: []string{serial}, indexes: []int{i}},
 				func(j *Journal) {
-					j.setCard(CardEntry{Serial: serial, Index: i, Role: RoleShare, State: CardWriting, Time: now, Profile: profileOf(card)})
-				}, func(tx *bolt.Tx, _ *Journal) error { return forgetCard(tx, serial) }); err != nil {
+					j.SetCard(CardEntry{Serial: serial, Index: i, Role: RoleShare, State: CardWriting, Time: now, Profile: profileOf(card)})
+				}, func(tx *bolt.Tx, _ *Journal) error { return journal.ForgetCard(tx, serial) }); err != nil {
 				return err
 			}
 			r.working(StepWriteCard, "")
@@ -217,7 +222,7 @@ func (r *run) writeShare(rec *sharing.Record, written map[int]string) error {
 		}
 		if err := r.commit(&auditSpec{event: AuditCardWritten, message: msg, serials: []string{serial}, indexes: []int{i}},
 			func(j *Journal) {
-				j.setCard(CardEntry{Serial: serial, Index: i, Role: RoleShare, State: CardWritten, Time: now, Profile: profileOf(card)})
+				j.SetCard(CardEntry{Serial: serial, Index: i, Role: RoleShare, State: CardWritten, Time: now, Profile: profileOf(card)})
 				j.LastError = ""
 			}); err != nil {
 			return err
@@ -228,7 +233,7 @@ func (r *run) writeShare(rec *sharing.Record, written map[int]string) error {
 }
 
 // wasWriting reports whether the journal has serial as being written with share index.
-func (r *run) wasWriting(serial string, index int) bool {
+func (r *Run) wasWriting(serial string, index int) bool {
 	for _, c := range r.j.Cards {
 		if c.Serial == serial && c.Index == index && c.Role == RoleShare && c.State == CardWriting {
 			return true
@@ -238,7 +243,7 @@ func (r *run) wasWriting(serial string, index int) bool {
 }
 
 // journalIDs returns the set and key ID the journal records.
-func (r *run) journalIDs() (sharing.SetID, sharing.KeyID, error) {
+func (r *Run) journalIDs() (sharing.SetID, sharing.KeyID, error) {
 	var s sharing.SetID
 	var k sharing.KeyID
 	sb, err1 := hex.DecodeString(r.j.SetID)
@@ -261,9 +266,9 @@ type expectation struct {
 }
 
 // load: read k distinct cards of one set, combine, check, load into the HSM.
-func (r *run) load() (*result, error) {
+func (r *Run) load() (*result, error) {
 	exp := &expectation{}
-	id, err := r.m.cfg.HSM.BackupKeyID(r.ctx)
+	id, err := r.m.Cfg.HSM.BackupKeyID(r.ctx)
 	switch {
 	case err == nil:
 		k := sharing.KeyID(id)
@@ -373,7 +378,7 @@ func (rd *reading) zero() {
 
 // readAndLoad reads cards until k distinct shares of one set reconstruct the key, loads it into
 // the HSM and zeroes it. With a damaged card among them it reads one more card to find it.
-func (r *run) readAndLoad(exp *expectation, confirm string) (*result, error) {
+func (r *Run) readAndLoad(exp *expectation, confirm string) (*result, error) {
 	rd := &reading{}
 	defer rd.zero()
 	secret, g, err := r.readQuorum(exp, confirm, rd)
@@ -392,7 +397,7 @@ func (r *run) readAndLoad(exp *expectation, confirm string) (*result, error) {
 		return nil, err
 	}
 	r.working(StepLoadKey, "")
-	if err := r.m.cfg.HSM.LoadBackupKey(r.ctx, secret); err != nil {
+	if err := r.m.Cfg.HSM.LoadBackupKey(r.ctx, secret); err != nil {
 		return nil, fmt.Errorf("load key into the hsm: %w", err)
 	}
 	sharing.Zero(secret)
@@ -430,8 +435,8 @@ func (r *run) readAndLoad(exp *expectation, confirm string) (*result, error) {
 
 // loadedAuthenticators has the HSM authenticate the records read; a record it cannot
 // authenticate is left without (the card check then says so), the load succeeds anyway.
-func (r *run) loadedAuthenticators(records map[int]*sharing.Record) map[int]string {
-	auth, ok := r.m.cfg.HSM.(hsm.Authenticator)
+func (r *Run) loadedAuthenticators(records map[int]*sharing.Record) map[int]string {
+	auth, ok := r.m.Cfg.HSM.(hsm.Authenticator)
 	if !ok {
 		return nil
 	}
@@ -441,7 +446,7 @@ func (r *run) loadedAuthenticators(records map[int]*sharing.Record) map[int]stri
 	}
 	tags, err := authenticators(list, func(data []byte) ([]byte, error) { return auth.Authenticate(r.ctx, data) })
 	if err != nil {
-		r.m.log.Warn("authenticate the shares read", "ceremony", r.j.ID, "err", err)
+		r.m.Log.Warn("authenticate the shares read", "ceremony", r.j.ID, "err", err)
 		return nil
 	}
 	return tags
@@ -449,7 +454,7 @@ func (r *run) loadedAuthenticators(records map[int]*sharing.Record) map[int]stri
 
 // showReading publishes how far the read got: the leading set's cards of its quorum, and each
 // set's when cards of several were read.
-func (r *run) showReading(rd *reading) {
+func (r *Run) showReading(rd *reading) {
 	done, total := 0, r.j.K
 	if g := rd.leader(); g != nil {
 		done, total = len(g.records), g.need
@@ -463,7 +468,7 @@ func (r *run) showReading(rd *reading) {
 // and the first set to reach its quorum ends the read, so a foreign first card never locks out
 // the others. With a damaged card among a set's cards it reads one more card of that set to
 // find it. The key's ID is checked against exp.
-func (r *run) readQuorum(exp *expectation, confirm string, rd *reading) ([]byte, *readGroup, error) {
+func (r *Run) readQuorum(exp *expectation, confirm string, rd *reading) ([]byte, *readGroup, error) {
 	// Nothing is read yet: the counter the writing left behind must not show on this prompt.
 	r.emit(EventProgress, func(ev *Event) { ev.CardsDone, ev.CardsTotal, ev.Sets = 0, exp.k, nil })
 	if err := r.retryable(func() error { return r.waitOK(ask{step: StepConfirm, text: confirm}) }); err != nil {
@@ -526,7 +531,7 @@ func (r *run) readQuorum(exp *expectation, confirm string, rd *reading) ([]byte,
 // readShare reads one card and adds its record to its set's group, refusing (and naming why) a
 // card read before, a copy of a share read before, a card of a set or key the read cannot use,
 // an empty card or a damaged record.
-func (r *run) readShare(exp *expectation, rd *reading) error {
+func (r *Run) readShare(exp *expectation, rd *reading) error {
 	return r.withCard(insertText(rd.cards()+1), func(card pinpad.Card) error {
 		serial := card.Serial()
 		if idx, g, ok := rd.read(serial); ok {
@@ -607,7 +612,7 @@ func (r *run) readShare(exp *expectation, rd *reading) error {
 				} else {
 					j.SetID, j.KeyID, j.K, j.N = lead.setID.String(), lead.keyID.String(), lead.k, lead.n
 				}
-				j.setCard(CardEntry{Serial: serial, Index: rec.Index, SetID: rec.SetID.String(), Role: RoleRead, State: CardRead, Time: now, Profile: profileOf(card)})
+				j.SetCard(CardEntry{Serial: serial, Index: rec.Index, SetID: rec.SetID.String(), Role: RoleRead, State: CardRead, Time: now, Profile: profileOf(card)})
 				j.LastError = ""
 			}); err != nil {
 			delete(g.records, rec.Index)
@@ -619,7 +624,7 @@ func (r *run) readShare(exp *expectation, rd *reading) error {
 		}
 		keep = true
 		if len(rd.groups) > 1 {
-			r.m.log.Info("cards of several sets read", "ceremony", r.j.ID, "sets", rd.summary())
+			r.m.Log.Info("cards of several sets read", "ceremony", r.j.ID, "sets", rd.summary())
 		}
 		return nil
 	})
@@ -627,7 +632,7 @@ func (r *run) readShare(exp *expectation, rd *reading) error {
 
 // dropDamaged takes the record with share index idx out of the read and records its card as
 // refused.
-func (r *run) dropDamaged(records map[int]*sharing.Record, serials map[string]int, idx int) error {
+func (r *Run) dropDamaged(records map[int]*sharing.Record, serials map[string]int, idx int) error {
 	rec := records[idx]
 	if rec == nil {
 		return nil

@@ -1,4 +1,4 @@
-package ceremony
+package attempt
 
 import (
 	"crypto/subtle"
@@ -10,6 +10,10 @@ import (
 
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/sharing"
+
+	. "github.com/keyquorum/keyquorum/ceremony/internal/api"
+	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
+	. "github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
 
 const (
@@ -19,7 +23,7 @@ const (
 
 // copyCard copies the share of a source card onto a target card, one to one (a second set for a
 // DR site). Only share cards can be copied: a slot user credential is bound to its card.
-func (r *run) copyCard() (*result, error) {
+func (r *Run) copyCard() (*result, error) {
 	var data []byte // the source's record: secret, zeroed on the way out
 	defer func() { sharing.Zero(data) }()
 	var source string
@@ -59,7 +63,7 @@ func (r *run) copyCard() (*result, error) {
 				serials: []string{serial}, indexes: []int{got.Index}},
 				func(j *Journal) {
 					j.SetID, j.KeyID, j.K, j.N = got.SetID.String(), got.KeyID.String(), got.K, got.N
-					j.setCard(CardEntry{Serial: serial, Index: got.Index, Role: RoleCopySource, State: CardRead, Time: now})
+					j.SetCard(CardEntry{Serial: serial, Index: got.Index, Role: RoleCopySource, State: CardRead, Time: now})
 				}); err != nil {
 				got.Zero()
 				sharing.Zero(b)
@@ -110,12 +114,12 @@ func (r *run) copyCard() (*result, error) {
 			now := time.Now().UTC()
 			if err := r.commitWith(&auditSpec{event: AuditCardWriting, message: fmt.Sprintf("copying share %d to card %s", rec.Index, serial), serials: []string{serial}, indexes: []int{rec.Index}},
 				func(j *Journal) {
-					j.setCard(CardEntry{Serial: serial, Index: rec.Index, Role: RoleCopyTarget, State: CardWriting, Time: now, Profile: profileOf(card)})
+					j.SetCard(CardEntry{Serial: serial, Index: rec.Index, Role: RoleCopyTarget, State: CardWriting, Time: now, Profile: profileOf(card)})
 				}, func(tx *bolt.Tx, _ *Journal) error {
 					if already {
 						return nil
 					}
-					return forgetCard(tx, serial)
+					return journal.ForgetCard(tx, serial)
 				}); err != nil {
 				return err
 			}
@@ -138,8 +142,8 @@ func (r *run) copyCard() (*result, error) {
 			if err := r.commitWith(&auditSpec{event: AuditCardWritten, message: fmt.Sprintf("share %d copied from card %s to card %s and verified", rec.Index, source, serial),
 				serials: []string{source, serial}, indexes: []int{rec.Index}},
 				func(j *Journal) {
-					j.setCard(CardEntry{Serial: serial, Index: rec.Index, Role: RoleCopyTarget, State: CardWritten, Time: now, Profile: profileOf(card)})
-				}, func(tx *bolt.Tx, _ *Journal) error { return addCopy(tx, rec.SetID.String(), rec.Index, serial) }); err != nil {
+					j.SetCard(CardEntry{Serial: serial, Index: rec.Index, Role: RoleCopyTarget, State: CardWritten, Time: now, Profile: profileOf(card)})
+				}, func(tx *bolt.Tx, _ *Journal) error { return journal.AddCopy(tx, rec.SetID.String(), rec.Index, serial) }); err != nil {
 				return err
 			}
 			target = serial
@@ -153,7 +157,7 @@ func (r *run) copyCard() (*result, error) {
 }
 
 // changePIN changes the PIN of one slot of a card, entered on the pad.
-func (r *run) changePIN() (*result, error) {
+func (r *Run) changePIN() (*result, error) {
 	slot := r.j.Request.Slot
 	if err := r.commit(nil, func(j *Journal) { j.Phase = PhaseCard }); err != nil {
 		return nil, err
@@ -171,7 +175,7 @@ func (r *run) changePIN() (*result, error) {
 	return &result{outcome: fmt.Sprintf("The PIN of the %s slot of card %s was changed.", slot, serial)}, nil
 }
 
-func (r *run) changePINOn(card pinpad.Card, slot pinpad.Slot) error {
+func (r *Run) changePINOn(card pinpad.Card, slot pinpad.Slot) error {
 	serial := card.Serial()
 	for {
 		if err := r.checkTries(card, slot, "old PIN", "take it out"); err != nil {
@@ -179,11 +183,11 @@ func (r *run) changePINOn(card pinpad.Card, slot pinpad.Slot) error {
 		}
 		now := time.Now().UTC()
 		if err := r.commit(nil, func(j *Journal) {
-			j.setCard(CardEntry{Serial: serial, Role: RolePIN, State: CardWriting, Time: now, Note: slot.String()})
+			j.SetCard(CardEntry{Serial: serial, Role: RolePIN, State: CardWriting, Time: now, Note: slot.String()})
 		}); err != nil {
 			return err
 		}
-		t := r.m.cfg.Timeouts.PIN
+		t := r.m.Cfg.Timeouts.PIN
 		// Each of the three entries has the whole PIN time on the pad: the prompt's deadline
 		// is the latest the last one can end.
 		r.prompt(StepChangePIN, WaitPIN, "Old PIN, new PIN, new PIN again", 3*t)
@@ -194,7 +198,7 @@ func (r *run) changePINOn(card pinpad.Card, slot pinpad.Slot) error {
 			now := time.Now().UTC()
 			return r.commit(&auditSpec{event: AuditPINChanged, message: fmt.Sprintf("PIN of the %s slot of card %s changed", slot, serial), serials: []string{serial}},
 				func(j *Journal) {
-					j.setCard(CardEntry{Serial: serial, Role: RolePIN, State: CardDone, Time: now, Note: slot.String()})
+					j.SetCard(CardEntry{Serial: serial, Role: RolePIN, State: CardDone, Time: now, Note: slot.String()})
 					j.LastError = ""
 				})
 		case errors.As(err, &wrong):
@@ -215,7 +219,7 @@ func (r *run) changePINOn(card pinpad.Card, slot pinpad.Slot) error {
 			}
 			now := time.Now().UTC()
 			return r.commit(nil, func(j *Journal) {
-				j.setCard(CardEntry{Serial: serial, Role: RolePIN, State: CardDone, Time: now, Note: slot.String()})
+				j.SetCard(CardEntry{Serial: serial, Role: RolePIN, State: CardDone, Time: now, Note: slot.String()})
 				j.LastError = ""
 			})
 		default:
@@ -226,7 +230,7 @@ func (r *run) changePINOn(card pinpad.Card, slot pinpad.Slot) error {
 
 // writeSlotUser writes a PKCS#11 slot credential, issued by the HSM for this card's serial, to
 // the card's slot user slot.
-func (r *run) writeSlotUser() (*result, error) {
+func (r *Run) writeSlotUser() (*result, error) {
 	slot := r.j.Request.PKCS11Slot
 	if err := r.commit(nil, func(j *Journal) { j.Phase = PhaseCard }); err != nil {
 		return nil, err
@@ -239,7 +243,7 @@ func (r *run) writeSlotUser() (*result, error) {
 				return err
 			}
 			r.working(StepIssueCred, "")
-			cred, err := r.m.cfg.HSM.IssueSlotCredential(r.ctx, slot, serial)
+			cred, err := r.m.Cfg.HSM.IssueSlotCredential(r.ctx, slot, serial)
 			if err != nil {
 				return fmt.Errorf("issue slot credential: %w", err)
 			}
@@ -247,7 +251,7 @@ func (r *run) writeSlotUser() (*result, error) {
 			now := time.Now().UTC()
 			if err := r.commit(&auditSpec{event: AuditCardWriting, message: fmt.Sprintf("writing the credential of PKCS#11 slot %d to card %s", slot, serial), serials: []string{serial}},
 				func(j *Journal) {
-					j.setCard(CardEntry{Serial: serial, Role: RoleSlotUser, State: CardWriting, Time: now, Note: fmt.Sprintf("PKCS#11 slot %d", slot), Profile: profileOf(card)})
+					j.SetCard(CardEntry{Serial: serial, Role: RoleSlotUser, State: CardWriting, Time: now, Note: fmt.Sprintf("PKCS#11 slot %d", slot), Profile: profileOf(card)})
 				}); err != nil {
 				return err
 			}
@@ -267,7 +271,7 @@ func (r *run) writeSlotUser() (*result, error) {
 			now = time.Now().UTC()
 			return r.commit(&auditSpec{event: AuditCardWritten, message: fmt.Sprintf("credential of PKCS#11 slot %d written to card %s and verified", slot, serial), serials: []string{serial}},
 				func(j *Journal) {
-					j.setCard(CardEntry{Serial: serial, Role: RoleSlotUser, State: CardWritten, Time: now, Note: fmt.Sprintf("PKCS#11 slot %d", slot), Profile: profileOf(card)})
+					j.SetCard(CardEntry{Serial: serial, Role: RoleSlotUser, State: CardWritten, Time: now, Note: fmt.Sprintf("PKCS#11 slot %d", slot), Profile: profileOf(card)})
 				})
 		})
 	})
@@ -278,7 +282,7 @@ func (r *run) writeSlotUser() (*result, error) {
 }
 
 // activateSlot reads a slot user card and has the HSM activate the slot with its credential.
-func (r *run) activateSlot() (*result, error) {
+func (r *Run) activateSlot() (*result, error) {
 	slot := r.j.Request.PKCS11Slot
 	if err := r.commit(nil, func(j *Journal) { j.Phase = PhaseCard }); err != nil {
 		return nil, err
@@ -300,7 +304,7 @@ func (r *run) activateSlot() (*result, error) {
 			}
 			defer sharing.Zero(cred)
 			r.working(StepActivate, "")
-			if err := r.m.cfg.HSM.ActivateSlot(r.ctx, slot, serial, cred); err != nil {
+			if err := r.m.Cfg.HSM.ActivateSlot(r.ctx, slot, serial, cred); err != nil {
 				if r.ctx.Err() != nil {
 					return err
 				}
@@ -309,7 +313,7 @@ func (r *run) activateSlot() (*result, error) {
 			now := time.Now().UTC()
 			return r.commit(&auditSpec{event: AuditSlotActivated, message: fmt.Sprintf("PKCS#11 slot %d activated with card %s", slot, serial), serials: []string{serial}},
 				func(j *Journal) {
-					j.setCard(CardEntry{Serial: serial, Role: RoleSlotUser, State: CardDone, Time: now, Note: fmt.Sprintf("PKCS#11 slot %d", slot)})
+					j.SetCard(CardEntry{Serial: serial, Role: RoleSlotUser, State: CardDone, Time: now, Note: fmt.Sprintf("PKCS#11 slot %d", slot)})
 				})
 		})
 	})
@@ -321,12 +325,12 @@ func (r *run) activateSlot() (*result, error) {
 
 // factoryReset zeroizes the HSM and clears the ceremony state. The audit log and the journal of
 // past ceremonies are kept: the reset is recorded in both.
-func (r *run) factoryReset() (*result, error) {
+func (r *Run) factoryReset() (*result, error) {
 	if err := r.commit(nil, func(j *Journal) { j.Phase = PhaseResetting }); err != nil {
 		return nil, err
 	}
 	r.working(StepResetHSM, "")
-	if err := r.m.cfg.HSM.Reset(r.ctx); err != nil {
+	if err := r.m.Cfg.HSM.Reset(r.ctx); err != nil {
 		return nil, fmt.Errorf("reset the hsm: %w", err)
 	}
 	return &result{

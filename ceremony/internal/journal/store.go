@@ -1,4 +1,4 @@
-package ceremony
+package journal
 
 import (
 	"encoding/binary"
@@ -18,40 +18,40 @@ const DBFile = "ceremony.db"
 
 // Bucket and key names; the package documentation draws the tree.
 var (
-	bucketMeta       = []byte("meta")
-	bucketState      = []byte("state")
-	bucketCeremonies = []byte("ceremonies")
-	bucketAudit      = []byte("audit")
-	bucketSets       = []byte("sets")
-	bucketAuditIndex = []byte("audit-index")
+	BucketMeta       = []byte("meta")
+	BucketState      = []byte("state")
+	BucketCeremonies = []byte("ceremonies")
+	BucketAudit      = []byte("audit")
+	BucketSets       = []byte("sets")
+	BucketAuditIndex = []byte("audit-index")
 
-	keySchema    = []byte("schema")
-	keyAuditHead = []byte("audit-head")
-	// keyAuditVerified is the checkpoint of the last successful verification (JSON auditHead).
-	keyAuditVerified = []byte("audit-verified")
-	keyCurrent       = []byte("current")
-	keyPending       = []byte("pending")
-	keyKeySet        = []byte("keyset")
+	KeySchema    = []byte("schema")
+	KeyAuditHead = []byte("audit-head")
+	// KeyAuditVerified is the checkpoint of the last successful verification (JSON AuditHead).
+	KeyAuditVerified = []byte("audit-verified")
+	KeyCurrent       = []byte("current")
+	KeyPending       = []byte("pending")
+	KeyKeySet        = []byte("keyset")
 )
 
-// migration brings the schema from version i to i+1, where i is its position in migrations.
+// Migration brings the schema from version i to i+1, where i is its position in Migrations.
 // Migrations are never edited once released: a change of schema is a new one at the end.
-type migration struct {
-	name string
-	fn   func(tx *bolt.Tx) error
+type Migration struct {
+	Name string
+	Fn   func(tx *bolt.Tx) error
 }
 
-var migrations = []migration{
+var Migrations = []Migration{
 	{"create the meta, state, ceremonies and audit buckets", migrateCreateBuckets},
 	{"create the sets bucket and register the card set of the loaded key as current", migrateCardSets},
 	{"create the audit index and index the entries in the log", migrateAuditIndex},
 }
 
-// schemaVersion is the schema this build writes: one version per migration.
-var schemaVersion = uint32(len(migrations))
+// SchemaVersion is the schema this build writes: one version per Migration.
+var SchemaVersion = uint32(len(Migrations))
 
 func migrateCreateBuckets(tx *bolt.Tx) error {
-	for _, name := range [][]byte{bucketMeta, bucketState, bucketCeremonies, bucketAudit} {
+	for _, name := range [][]byte{BucketMeta, BucketState, BucketCeremonies, BucketAudit} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("create bucket %s: %w", name, err)
 		}
@@ -64,15 +64,15 @@ func migrateCreateBuckets(tx *bolt.Tx) error {
 // authenticators: its cards load and copy as before; a card check says it cannot vouch for
 // them until the set is re-issued.
 func migrateCardSets(tx *bolt.Tx) error {
-	sets, err := tx.CreateBucketIfNotExists(bucketSets)
+	sets, err := tx.CreateBucketIfNotExists(BucketSets)
 	if err != nil {
-		return fmt.Errorf("create bucket %s: %w", bucketSets, err)
+		return fmt.Errorf("create bucket %s: %w", BucketSets, err)
 	}
-	ks, err := loadKeySet(tx)
+	ks, err := LoadKeySet(tx)
 	if err != nil || ks == nil {
 		return err
 	}
-	k, err := setKey(ks.SetID)
+	k, err := SetKey(ks.SetID)
 	if err != nil {
 		return err
 	}
@@ -83,10 +83,10 @@ func migrateCardSets(tx *bolt.Tx) error {
 		Origin: OriginMigration, Created: ks.Loaded, Ceremony: ks.Ceremony}
 	for _, c := range ks.Cards {
 		if c.Index > 0 && c.Index <= ks.N {
-			cs.setShare(ShareInfo{Index: c.Index, Serial: c.Serial, Written: c.Time})
+			cs.SetShare(ShareInfo{Index: c.Index, Serial: c.Serial, Written: c.Time})
 		}
 	}
-	return putSet(tx, cs)
+	return PutSet(tx, cs)
 }
 
 // Conditions of the journal database.
@@ -96,20 +96,22 @@ var (
 	// ErrSchemaTooNew means the journal was written by a newer Keyquorum.
 	ErrSchemaTooNew = errors.New("the ceremony journal was written by a newer version of keyquorum")
 	// ErrCorrupt means a journal record could not be decoded.
-	ErrCorrupt = errors.New("the ceremony journal holds a record that cannot be read")
+	// ErrNoCeremony means no ceremony has the ID asked for.
+	ErrNoCeremony = errors.New("no such ceremony")
+	ErrCorrupt    = errors.New("the ceremony journal holds a record that cannot be read")
 )
 
-// store is the bbolt file. It counts committed write transactions, which is what the
+// Store is the bbolt file. It counts committed write transactions, which is what the
 // benchmark reports and what the crash test kills on.
-type store struct {
+type Store struct {
 	db      *bolt.DB
-	commits atomic.Uint64
-	// onAudit, when set (before the store is shared), sees every audit entry once the
+	Commits atomic.Uint64
+	// onAudit, when set (before the Store is shared), sees every audit entry once the
 	// transaction that appended it has committed: the manager logs each as a structured line.
-	onAudit func(AuditEntry)
+	OnAudit func(AuditEntry)
 }
 
-func openStore(dir string) (*store, error) {
+func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open journal: %w", err)
 	}
@@ -120,7 +122,7 @@ func openStore(dir string) (*store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open journal: %w", err)
 	}
-	s := &store{db: db}
+	s := &Store{db: db}
 	if err := s.migrate(); err != nil {
 		db.Close()
 		return nil, err
@@ -130,43 +132,43 @@ func openStore(dir string) (*store, error) {
 
 // migrate runs the migrations the file has not seen yet, each in its own transaction together
 // with the new version number, so an interrupted upgrade resumes where it stopped.
-func (s *store) migrate() error {
+func (s *Store) migrate() error {
 	var have uint32
 	err := s.db.View(func(tx *bolt.Tx) error {
-		have = schemaOf(tx)
+		have = SchemaOf(tx)
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("read journal schema: %w", err)
 	}
-	if have > schemaVersion {
-		return fmt.Errorf("open journal: %w (schema %d, this build knows %d)", ErrSchemaTooNew, have, schemaVersion)
+	if have > SchemaVersion {
+		return fmt.Errorf("open journal: %w (schema %d, this build knows %d)", ErrSchemaTooNew, have, SchemaVersion)
 	}
-	for v := have; v < schemaVersion; v++ {
-		m := migrations[v]
-		err := s.update(func(tx *bolt.Tx) error {
-			if err := m.fn(tx); err != nil {
+	for v := have; v < SchemaVersion; v++ {
+		m := Migrations[v]
+		err := s.Update(func(tx *bolt.Tx) error {
+			if err := m.Fn(tx); err != nil {
 				return err
 			}
-			meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+			meta, err := tx.CreateBucketIfNotExists(BucketMeta)
 			if err != nil {
 				return err
 			}
-			return meta.Put(keySchema, binary.BigEndian.AppendUint32(nil, v+1))
+			return meta.Put(KeySchema, binary.BigEndian.AppendUint32(nil, v+1))
 		})
 		if err != nil {
-			return fmt.Errorf("migrate journal to schema %d (%s): %w", v+1, m.name, err)
+			return fmt.Errorf("migrate journal to schema %d (%s): %w", v+1, m.Name, err)
 		}
 	}
 	return nil
 }
 
-func schemaOf(tx *bolt.Tx) uint32 {
-	meta := tx.Bucket(bucketMeta)
+func SchemaOf(tx *bolt.Tx) uint32 {
+	meta := tx.Bucket(BucketMeta)
 	if meta == nil {
 		return 0
 	}
-	v := meta.Get(keySchema)
+	v := meta.Get(KeySchema)
 	if len(v) != 4 {
 		return 0
 	}
@@ -174,10 +176,10 @@ func schemaOf(tx *bolt.Tx) uint32 {
 }
 
 // update runs one logical transition in one read-write transaction.
-func (s *store) update(fn func(tx *bolt.Tx) error) error {
+func (s *Store) Update(fn func(tx *bolt.Tx) error) error {
 	var appended []AuditEntry
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		if s.onAudit == nil {
+		if s.OnAudit == nil {
 			return fn(tx)
 		}
 		before := auditHeadSeq(tx)
@@ -191,20 +193,24 @@ func (s *store) update(fn func(tx *bolt.Tx) error) error {
 	if err != nil {
 		return err
 	}
-	s.commits.Add(1)
+	s.Commits.Add(1)
 	for _, e := range appended {
-		s.onAudit(e)
+		s.OnAudit(e)
 	}
 	return nil
 }
 
-func (s *store) view(fn func(tx *bolt.Tx) error) error { return s.db.View(fn) }
+func (s *Store) View(fn func(tx *bolt.Tx) error) error { return s.db.View(fn) }
 
-func (s *store) close() error { return s.db.Close() }
+func (s *Store) Close() error { return s.db.Close() }
 
-func u64key(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+// DB is the bbolt file itself, bypassing the commit count and OnAudit: for tests that damage a
+// journal the way a disk or an attacker would.
+func (s *Store) DB() *bolt.DB { return s.db }
 
-func keyU64(k []byte) (uint64, bool) {
+func U64Key(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+func KeyU64(k []byte) (uint64, bool) {
 	if len(k) != 8 {
 		return 0, false
 	}

@@ -1,34 +1,11 @@
-package ceremony
+package api
 
 import (
 	"sync"
 	"sync/atomic"
 	"time"
-)
 
-// Step is what a ceremony is doing now, finer than its [Phase]; WebConf and the CLI show it.
-type Step string
-
-const (
-	StepIdle         Step = "idle"
-	StepConfirm      Step = "confirm"       // waiting for OK on the pad ("Write New Key press OK/Cancel")
-	StepInsertCard   Step = "insert-card"   // waiting for a card and OK
-	StepConfirmLast  Step = "confirm-last"  // the next PIN try is the last: waiting for OK
-	StepConfirmWrite Step = "confirm-write" // the card holds data that would be overwritten
-	StepEnterPIN     Step = "enter-pin"     // PIN entry on the pad
-	StepChangePIN    Step = "change-pin"    // old PIN, new PIN, new PIN again on the pad
-	StepWriteCard    Step = "write-card"    // writing and reading back
-	StepReadCard     Step = "read-card"     // reading a card
-	StepRemoveCard   Step = "remove-card"   // waiting for the card to be removed
-	StepCombine      Step = "combine"       // combining the shares read
-	StepLoadKey      Step = "load-key"      // loading the key into the HSM
-	StepResetHSM     Step = "reset-hsm"     // zeroizing the HSM
-	StepIssueCred    Step = "issue-credential"
-	StepActivate     Step = "activate-slot"
-	StepSplit        Step = "split"      // Re-issue: splitting the key again for the new set
-	StepCheckCard    Step = "check-card" // Card check: checking the card's share
-	StepWaitRetry    Step = "wait-retry" // stalled: waiting for Retry or Cancel from the operator
-	StepFinished     Step = "finished"
+	. "github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
 
 // Wait is what the ceremony is waiting for.
@@ -99,22 +76,6 @@ type Event struct {
 	Sets []SetProgress `json:"sets,omitempty"`
 }
 
-// Question is a question of the pad that the operator answers on the screen (WebConf, CLI)
-// because the pad cannot report its OK and Cancel keys. Its ID binds an answer to it: an answer
-// to a question no longer asked is refused ([*StaleAnswerError]).
-type Question struct {
-	// ID is unique on this appliance: the ceremony, and the question's number in it.
-	ID string `json:"id"`
-	// Text is the pad's text ("Card not empty overwrite? OK/Cancel"), Detail what it is about
-	// in words (which card, which share, what is lost).
-	Text   string `json:"text"`
-	Detail string `json:"detail,omitempty"`
-	// Destructive is a question whose OK destroys something (overwrites a card's data, spends
-	// a card's last PIN try). The screen must get a fresh confirmation of the operator's
-	// security key before sending OK to it; [Manager.Answer] refuses an OK without one.
-	Destructive bool `json:"destructive,omitempty"`
-}
-
 // SetProgress is how many distinct shares of one card set a read holds, of the k it needs.
 type SetProgress struct {
 	SetID string `json:"set_id"` // hex
@@ -130,7 +91,7 @@ const SubscriptionBuffer = 64
 // Subscription receives events until it is closed.
 type Subscription struct {
 	c       chan Event
-	b       *broker
+	b       *Broker
 	dropped atomic.Uint64
 	once    sync.Once
 }
@@ -146,7 +107,7 @@ func (s *Subscription) Dropped() uint64 { return s.dropped.Load() }
 func (s *Subscription) Close() { s.b.remove(s) }
 
 // broker fans events out to subscribers without ever blocking the sender.
-type broker struct {
+type Broker struct {
 	mu     sync.Mutex
 	subs   map[*Subscription]struct{}
 	seq    uint64
@@ -154,9 +115,9 @@ type broker struct {
 	closed bool
 }
 
-func newBroker() *broker { return &broker{subs: make(map[*Subscription]struct{})} }
+func NewBroker() *Broker { return &Broker{subs: make(map[*Subscription]struct{})} }
 
-func (b *broker) subscribe() *Subscription {
+func (b *Broker) Subscribe() *Subscription {
 	s := &Subscription{c: make(chan Event, SubscriptionBuffer), b: b}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -171,7 +132,7 @@ func (b *broker) subscribe() *Subscription {
 	return s
 }
 
-func (b *broker) remove(s *Subscription) {
+func (b *Broker) remove(s *Subscription) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if _, ok := b.subs[s]; ok {
@@ -182,7 +143,7 @@ func (b *broker) remove(s *Subscription) {
 
 // publish stamps ev and delivers it. A full subscriber loses its oldest pending event; only
 // publish sends on the channels and it holds the lock, so after one receive there is room.
-func (b *broker) publish(ev Event) Event {
+func (b *Broker) Publish(ev Event) Event {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.seq++
@@ -214,13 +175,13 @@ func (b *broker) publish(ev Event) Event {
 	return ev
 }
 
-func (b *broker) latest() (Event, bool) {
+func (b *Broker) Latest() (Event, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.last, b.seq > 0
 }
 
-func (b *broker) close() {
+func (b *Broker) Close() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.closed = true

@@ -1,4 +1,4 @@
-package ceremony
+package attempt
 
 import (
 	"context"
@@ -13,6 +13,11 @@ import (
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/sharing"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
+
+	. "github.com/keyquorum/keyquorum/ceremony/internal/api"
+	. "github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
 
 // The steps every ceremony kind is made of (generate.go, cards.go, cardcheck.go, reissue.go):
@@ -27,30 +32,30 @@ const (
 	textInsertCard = "Insert card press OK/Cancel"
 )
 
-// run is one attempt of a ceremony: the goroutine that drives the pad and the HSM. Only that
+// Run is one attempt of a ceremony: the goroutine that drives the pad and the HSM. Only that
 // goroutine touches j and ev; the Manager reads the committed journal through jmu.
-type run struct {
-	m        *Manager
+type Run struct {
+	m        *Host
 	ctx      context.Context
-	cancel   context.CancelCauseFunc
+	Cancel   context.CancelCauseFunc
 	operator string // who started or resumed this attempt
 
 	jmu sync.Mutex
 	j   *Journal // last committed state
 
 	ev      Event
-	retry   chan string
-	stalled atomic.Bool
+	Retry   chan string // the operator who asked for a retry of a stalled step
+	Stalled atomic.Bool
 
-	// confirm carries an operator's answer to a question the pad cannot ask itself (a pad
-	// without OK key reporting); question is the question open on the screen, nil when none
+	// Confirm carries an operator's answer to a question the pad cannot ask itself (a pad
+	// without OK key reporting); Asked is the question open on the screen, nil when none
 	// is.
-	confirm  chan confirmation
-	question atomic.Pointer[Question]
+	Confirm chan Confirmation
+	Asked   atomic.Pointer[Question]
 
-	done  chan struct{}
-	final *Journal
-	err   error
+	Done  chan struct{} // closed when the attempt has ended; Final and Err are set then
+	Final *Journal
+	Err   error
 }
 
 // result is what a successful ceremony leaves behind.
@@ -78,21 +83,21 @@ type auditSpec struct {
 // commit applies mutate to a copy of the journal and commits it, with the audit entry, in one
 // transaction. Only then does the in-memory journal change: a failed commit leaves the run
 // where the disk is.
-func (r *run) commit(a *auditSpec, mutate func(j *Journal)) error {
+func (r *Run) commit(a *auditSpec, mutate func(j *Journal)) error {
 	return r.commitWith(a, mutate, nil)
 }
 
 // commitWith is commit with more work in the same transaction (the card set registry), done
 // after the journal and audit entry are prepared; next is the journal being committed.
-func (r *run) commitWith(a *auditSpec, mutate func(j *Journal), also func(tx *bolt.Tx, next *Journal) error) error {
-	next := r.j.clone()
+func (r *Run) commitWith(a *auditSpec, mutate func(j *Journal), also func(tx *bolt.Tx, next *Journal) error) error {
+	next := r.j.Clone()
 	next.Step = r.ev.Step
 	if mutate != nil {
 		mutate(next)
 	}
 	next.Updated = time.Now().UTC()
 	event := ""
-	err := r.m.st.update(func(tx *bolt.Tx) error {
+	err := r.m.St.Update(func(tx *bolt.Tx) error {
 		if a != nil {
 			op := a.operator
 			if op == "" {
@@ -103,7 +108,7 @@ func (r *run) commitWith(a *auditSpec, mutate func(j *Journal), also func(tx *bo
 			if a.setID != "" {
 				e.SetID = a.setID
 			}
-			if err := appendAudit(tx, e); err != nil {
+			if err := journal.AppendAudit(tx, e); err != nil {
 				return err
 			}
 			next.AuditHead = e.Hash
@@ -114,7 +119,7 @@ func (r *run) commitWith(a *auditSpec, mutate func(j *Journal), also func(tx *bo
 				return err
 			}
 		}
-		return putJSON(tx.Bucket(bucketCeremonies), u64key(next.ID), next)
+		return journal.PutJSON(tx.Bucket(journal.BucketCeremonies), journal.U64Key(next.ID), next)
 	})
 	if err != nil {
 		return fmt.Errorf("commit journal: %w", err)
@@ -123,19 +128,19 @@ func (r *run) commitWith(a *auditSpec, mutate func(j *Journal), also func(tx *bo
 	r.j = next
 	r.jmu.Unlock()
 	r.ev.Status, r.ev.Phase = next.Status, next.Phase
-	r.m.afterCommit(next, event)
+	r.m.AfterCommit(next, event)
 	return nil
 }
 
 // emit updates the snapshot and publishes it.
-func (r *run) emit(t EventType, f func(ev *Event)) {
+func (r *Run) emit(t EventType, f func(ev *Event)) {
 	if f != nil {
 		f(&r.ev)
 	}
 	ev := r.ev
 	ev.Type = t
 	ev.Time = time.Time{}
-	r.ev = r.m.events.publish(ev)
+	r.ev = r.m.Events.Publish(ev)
 	// Error and Hint belong to the event that reported them.
 	if t != EventProblem && t != EventStalled {
 		return
@@ -144,7 +149,7 @@ func (r *run) emit(t EventType, f func(ev *Event)) {
 }
 
 // prompt announces a wait on the pad with its deadline.
-func (r *run) prompt(step Step, wait Wait, text string, timeout time.Duration) {
+func (r *Run) prompt(step Step, wait Wait, text string, timeout time.Duration) {
 	r.emit(EventPrompt, func(ev *Event) {
 		ev.Step, ev.Waiting, ev.Display = step, wait, text
 		ev.Deadline = time.Now().Add(timeout).UTC()
@@ -154,25 +159,25 @@ func (r *run) prompt(step Step, wait Wait, text string, timeout time.Duration) {
 // working announces a step without a wait. The pad's prompt is over (the cyberJack clears its
 // display after an entry), so the display is text, usually none: a watcher must not go on
 // reading "Enter PIN" through the write, the combine and the load.
-func (r *run) working(step Step, text string) {
+func (r *Run) working(step Step, text string) {
 	r.emit(EventProgress, func(ev *Event) {
 		ev.Step, ev.Waiting, ev.Deadline, ev.Display = step, WaitNone, time.Time{}, text
 	})
 }
 
-func (r *run) problem(err error, hint string) {
-	r.m.log.Info("ceremony problem", "ceremony", r.j.ID, "step", r.ev.Step, "err", err)
+func (r *Run) problem(err error, hint string) {
+	r.m.Log.Info("ceremony problem", "ceremony", r.j.ID, "step", r.ev.Step, "err", err)
 	r.emit(EventProblem, func(ev *Event) { ev.Error, ev.Hint = err.Error(), hint })
 }
 
-func (r *run) progress(done, total int) {
+func (r *Run) progress(done, total int) {
 	r.emit(EventProgress, func(ev *Event) { ev.CardsDone, ev.CardsTotal = done, total })
 }
 
 // retryable runs step and, when it fails in a way the operator can put right (a timeout, the
 // reader unplugged), stalls until Retry (and runs step again) or Cancel. Work finished before
 // step stays finished.
-func (r *run) retryable(step func() error) error {
+func (r *Run) retryable(step func() error) error {
 	for {
 		err := step()
 		if err == nil || !stalls(err) || r.ctx.Err() != nil {
@@ -195,14 +200,14 @@ func stallHint(err error) string {
 	return "plug the card reader back in, then press Retry (cards already done stay done), or Cancel"
 }
 
-func (r *run) stall(cause error) error {
+func (r *Run) stall(cause error) error {
 	hint := stallHint(cause)
 	if r.j.Phase == PhaseReading && r.ev.CardsTotal > 0 && r.ev.CardsDone < r.ev.CardsTotal {
 		hint += fmt.Sprintf("; %d of the %d cards needed were read: %d more needed", r.ev.CardsDone, r.ev.CardsTotal, r.ev.CardsTotal-r.ev.CardsDone)
 		if len(r.ev.Sets) > 1 {
 			var parts []string
 			for _, p := range r.ev.Sets {
-				parts = append(parts, fmt.Sprintf("set %s: %d of %d", short(p.SetID), p.Read, p.K))
+				parts = append(parts, fmt.Sprintf("set %s: %d of %d", journal.Short(p.SetID), p.Read, p.K))
 			}
 			hint += " (cards read per set: " + strings.Join(parts, ", ") + ")"
 		}
@@ -212,19 +217,19 @@ func (r *run) stall(cause error) error {
 	}); err != nil {
 		return err
 	}
-	r.stalled.Store(true)
+	r.Stalled.Store(true)
 	r.emit(EventStalled, func(ev *Event) {
 		ev.Step, ev.Waiting, ev.Deadline, ev.Display = StepWaitRetry, WaitRetry, time.Time{}, ""
 		ev.Error, ev.Hint = cause.Error(), hint
 	})
 	var op string
 	select {
-	case op = <-r.retry:
+	case op = <-r.Retry:
 	case <-r.ctx.Done():
-		r.stalled.Store(false)
+		r.Stalled.Store(false)
 		return fmt.Errorf("wait for retry: %w", context.Cause(r.ctx))
 	}
-	r.stalled.Store(false)
+	r.Stalled.Store(false)
 	now := time.Now().UTC()
 	return r.commit(&auditSpec{event: AuditCeremonyRetried, operator: op, message: "step retried"}, func(j *Journal) {
 		j.Status = StatusRunning
@@ -248,9 +253,9 @@ func refuse(serial string, hint string, format string, a ...any) *refusal {
 	return &refusal{serial: serial, err: fmt.Errorf(format, a...), hint: hint}
 }
 
-// errDeclined is Cancel pressed at a question about one card (last PIN try, overwrite): that
+// ErrDeclined is Cancel pressed at a question about one card (last PIN try, overwrite): that
 // card is not used, the ceremony goes on.
-var errDeclined = errors.New("declined on the PIN pad")
+var ErrDeclined = errors.New("declined on the PIN pad")
 
 // ask is a question on the pad: OK goes on, Cancel declines.
 type ask struct {
@@ -269,8 +274,8 @@ type ask struct {
 // A question with a detail (what an overwrite loses, whose last PIN try it is) carries it in
 // Event.Question while it waits, so the screen shows it beside the pad's short text; on the pad
 // the question has no ID (it is answered on the pad).
-func (r *run) waitOK(q ask) error {
-	t := r.m.cfg.Timeouts.OK
+func (r *Run) waitOK(q ask) error {
+	t := r.m.Cfg.Timeouts.OK
 	r.emit(EventPrompt, func(ev *Event) {
 		ev.Step, ev.Waiting, ev.Display = q.step, WaitOK, q.text
 		ev.Deadline = time.Now().Add(t).UTC()
@@ -278,7 +283,7 @@ func (r *run) waitOK(q ask) error {
 			ev.Question = &Question{Text: q.text, Detail: q.detail, Destructive: q.destructive}
 		}
 	})
-	err := r.m.cfg.Pad.WaitForOK(r.ctx, q.text, t)
+	err := r.m.Cfg.Pad.WaitForOK(r.ctx, q.text, t)
 	if errors.Is(err, pinpad.ErrNoOKKey) {
 		err = r.waitConfirm(q, t)
 	}
@@ -287,26 +292,26 @@ func (r *run) waitOK(q ask) error {
 	return err
 }
 
-// confirmation is an operator's answer on the screen.
-type confirmation struct {
-	operator string
-	question string
-	ok       bool
+// Confirmation is an operator's answer on the screen.
+type Confirmation struct {
+	Operator string
+	Question string // the ID of the question answered
+	OK       bool
 }
 
 // waitConfirm asks q on the screen and waits for [Manager.Answer] to it, until timeout. The
 // question gets an ID, journaled before it is shown; an answer naming another ID is not taken.
-func (r *run) waitConfirm(q ask, timeout time.Duration) error {
-	for len(r.confirm) > 0 { // an answer to an earlier question does not count
-		<-r.confirm
+func (r *Run) waitConfirm(q ask, timeout time.Duration) error {
+	for len(r.Confirm) > 0 { // an answer to an earlier question does not count
+		<-r.Confirm
 	}
 	question := &Question{ID: fmt.Sprintf("c%d-q%d", r.j.ID, r.j.Questions+1), Text: q.text, Detail: q.detail, Destructive: q.destructive}
 	if err := r.commit(nil, func(j *Journal) { j.Questions++; j.Question = question }); err != nil {
 		return err
 	}
-	r.question.Store(question)
+	r.Asked.Store(question)
 	defer func() {
-		r.question.Store(nil)
+		r.Asked.Store(nil)
 		r.ev.Question = nil
 		if r.j.Question != nil {
 			// Best effort: a failed commit leaves the question in the journal, where the next
@@ -322,27 +327,27 @@ func (r *run) waitConfirm(q ask, timeout time.Duration) error {
 	defer timer.Stop()
 	for {
 		select {
-		case c := <-r.confirm:
-			if c.question != question.ID {
+		case c := <-r.Confirm:
+			if c.Question != question.ID {
 				continue // raced with the end of an earlier question
 			}
 			action, err := "confirm", error(nil)
-			if !c.ok {
+			if !c.OK {
 				action, err = "decline", pinpad.ErrCancelled
 			}
 			now := time.Now().UTC()
-			answer := map[bool]string{true: "OK", false: "Cancel"}[c.ok]
+			answer := map[bool]string{true: "OK", false: "Cancel"}[c.OK]
 			msg := fmt.Sprintf("question %s %q answered %s on the screen", question.ID, question.Text, answer)
 			if question.Detail != "" {
 				msg = fmt.Sprintf("question %s %q (%s) answered %s on the screen", question.ID, question.Text, question.Detail, answer)
 			}
-			if c.ok && question.Destructive {
+			if c.OK && question.Destructive {
 				msg += ", confirmed with the operator's security key"
 			}
-			r.question.Store(nil)
-			if cerr := r.commit(&auditSpec{event: AuditCeremonyConfirmed, operator: c.operator, message: msg}, func(j *Journal) {
+			r.Asked.Store(nil)
+			if cerr := r.commit(&auditSpec{event: AuditCeremonyConfirmed, operator: c.Operator, message: msg}, func(j *Journal) {
 				j.Question = nil
-				j.Participants = append(j.Participants, Participant{Operator: c.operator, Action: action, Time: now})
+				j.Participants = append(j.Participants, Participant{Operator: c.Operator, Action: action, Time: now})
 			}); cerr != nil {
 				return cerr
 			}
@@ -358,11 +363,11 @@ func (r *run) waitConfirm(q ask, timeout time.Duration) error {
 // withCard prompts for a card and runs fn on it until fn succeeds. A refused card is recorded,
 // taken out, and the prompt repeats; a card pulled out mid-operation is asked for again (its
 // data is checked again before it counts). Other errors end the loop.
-func (r *run) withCard(text string, fn func(card pinpad.Card) error) error {
+func (r *Run) withCard(text string, fn func(card pinpad.Card) error) error {
 	for {
-		t := r.m.cfg.Timeouts.Card
+		t := r.m.Cfg.Timeouts.Card
 		r.prompt(StepInsertCard, WaitCard, text, t)
-		card, err := r.m.cfg.Pad.WaitForCard(r.ctx, text, t)
+		card, err := r.m.Cfg.Pad.WaitForCard(r.ctx, text, t)
 		if err != nil && cardProblem(err) && r.ctx.Err() == nil {
 			if err := r.refused(refuse("", "take it out and insert a card of this appliance", "%w", err)); err != nil {
 				return err
@@ -409,7 +414,7 @@ func (r *run) withCard(text string, fn func(card pinpad.Card) error) error {
 }
 
 // refused records a refused card and waits for it to be taken out.
-func (r *run) refused(ref *refusal) error {
+func (r *Run) refused(ref *refusal) error {
 	msg := ref.err.Error()
 	if ref.serial != "" {
 		msg = fmt.Sprintf("card %s refused: %s", ref.serial, msg)
@@ -442,7 +447,7 @@ func refusalText(err error) string {
 	switch {
 	case errors.Is(err, pinpad.ErrPINBlocked):
 		return "Card blocked"
-	case errors.Is(err, errDeclined):
+	case errors.Is(err, ErrDeclined):
 		return "" // the custodian said no on the pad: no reason to show
 	case errors.Is(err, pinpad.ErrWriteVerify), errors.Is(err, pinpad.ErrMemory), errors.Is(err, pinpad.ErrTooLarge):
 		return "Card failed"
@@ -451,30 +456,30 @@ func refusalText(err error) string {
 }
 
 // removeCard waits for the card to be taken out.
-func (r *run) removeCard() error { return r.removeCardSaying("") }
+func (r *Run) removeCard() error { return r.removeCardSaying("") }
 
 // removeCardSaying waits for the card to be taken out, showing why first when reason is set.
-func (r *run) removeCardSaying(reason string) error {
-	t := r.m.cfg.Timeouts.Removal
+func (r *Run) removeCardSaying(reason string) error {
+	t := r.m.Cfg.Timeouts.Removal
 	text := "Remove card"
 	if reason != "" {
 		text = reason + " Remove card"
 	}
 	r.prompt(StepRemoveCard, WaitRemoval, text, t)
-	err := r.m.cfg.Pad.WaitForRemoval(r.ctx, text, t)
+	err := r.m.Cfg.Pad.WaitForRemoval(r.ctx, text, t)
 	r.emit(EventProgress, func(ev *Event) { ev.Serial, ev.Waiting, ev.Deadline, ev.PINTries = "", WaitNone, time.Time{}, -1 })
 	return err
 }
 
 // verifyPIN has the custodian enter the slot's PIN on the pad. It shows the tries left, asks
 // for an explicit OK before the last one, and asks again after a wrong PIN.
-func (r *run) verifyPIN(card pinpad.Card, slot pinpad.Slot) error {
+func (r *Run) verifyPIN(card pinpad.Card, slot pinpad.Slot) error {
 	serial := card.Serial()
 	for {
 		if err := r.checkTries(card, slot, "PIN", "take it out and insert another card"); err != nil {
 			return err
 		}
-		t := r.m.cfg.Timeouts.PIN
+		t := r.m.Cfg.Timeouts.PIN
 		r.prompt(StepEnterPIN, WaitPIN, "Enter PIN", t)
 		err := card.VerifyPIN(r.ctx, slot, t)
 		var wrong *pinpad.WrongPINError
@@ -511,12 +516,12 @@ func (r *run) verifyPIN(card pinpad.Card, slot pinpad.Slot) error {
 // checkTries reads and shows the PIN tries the slot has left before a PIN entry. A blocked card
 // is refused; before the last try the custodian must confirm on the pad, and Cancel there
 // declines this card (refuseHint says what to do with it). pin names what will be typed.
-func (r *run) checkTries(card pinpad.Card, slot pinpad.Slot, pin, refuseHint string) error {
+func (r *Run) checkTries(card pinpad.Card, slot pinpad.Slot, pin, refuseHint string) error {
 	serial := card.Serial()
 	tries, err := card.PINTries(r.ctx, slot)
 	if errors.Is(err, pinpad.ErrTriesUnknown) {
 		// Not fatal: the card only keeps its count to itself. Say so and go on to the PIN.
-		r.m.log.Info("PIN tries unknown", "ceremony", r.j.ID, "serial", serial, "slot", slot.String(), "err", err)
+		r.m.Log.Info("PIN tries unknown", "ceremony", r.j.ID, "serial", serial, "slot", slot.String(), "err", err)
 		r.emit(EventPINTries, func(ev *Event) { ev.PINTries = -1 })
 		r.problem(fmt.Errorf("card %s: PIN tries unknown (the card does not tell them without risking a try)", serial),
 			"enter the "+pin+" carefully on the pad: a card blocks after 3 wrong entries")
@@ -535,7 +540,7 @@ func (r *run) checkTries(card pinpad.Card, slot pinpad.Slot, pin, refuseHint str
 		err := r.waitOK(ask{step: StepConfirmLast, text: "Last PIN try press OK/Cancel", destructive: true,
 			detail: fmt.Sprintf("card %s has 1 PIN try left: a wrong %s blocks the card", serial, pin)})
 		if errors.Is(err, pinpad.ErrCancelled) && r.ctx.Err() == nil {
-			return refuse(serial, refuseHint, "the last PIN try was %w", errDeclined)
+			return refuse(serial, refuseHint, "the last PIN try was %w", ErrDeclined)
 		}
 		return err
 	}
@@ -544,7 +549,7 @@ func (r *run) checkTries(card pinpad.Card, slot pinpad.Slot, pin, refuseHint str
 
 // profileHint says what to do with a card that lacks the files of its profile when the
 // current card set was written in another card profile ("" otherwise).
-func (r *run) profileHint(card pinpad.Card, err error) string {
+func (r *Run) profileHint(card pinpad.Card, err error) string {
 	if !errors.Is(err, pinpad.ErrNotPersonalised) {
 		return ""
 	}
@@ -564,7 +569,7 @@ func (r *run) profileHint(card pinpad.Card, err error) string {
 // profileOf names the card profile a card is read with.
 func profileOf(card pinpad.Card) string { return card.ProfileName() }
 
-func (r *run) pinBlocked(serial string) error {
+func (r *Run) pinBlocked(serial string) error {
 	if err := r.commit(&auditSpec{event: AuditPINBlocked, message: fmt.Sprintf("card %s is blocked (no PIN tries left)", serial), serials: []string{serial}}, nil); err != nil {
 		return err
 	}
@@ -627,7 +632,7 @@ func keySetOf(j *Journal) *KeySet {
 // readSlot returns what the slot holds, nil when it is empty. A slot the card cannot return
 // (a write cut short leaves it so) is reported as unreadable, not as an error; conditions of
 // the pad (card removed, reader gone, cancel) are errors.
-func (r *run) readSlot(card pinpad.Card, slot pinpad.Slot) (data []byte, unreadable bool, err error) {
+func (r *Run) readSlot(card pinpad.Card, slot pinpad.Slot) (data []byte, unreadable bool, err error) {
 	have, err := card.Read(r.ctx, slot)
 	switch {
 	case errors.Is(err, pinpad.ErrEmpty):
@@ -670,7 +675,7 @@ func cardProblem(err error) bool {
 // writeFailed turns a failed write into a refusal of the card (its share slot may hold a partial
 // record, which the journal keeps as "writing"), unless the card was pulled out or the reader
 // is gone: then the card is asked for again.
-func (r *run) writeFailed(serial string, index int, err error) error {
+func (r *Run) writeFailed(serial string, index int, err error) error {
 	switch {
 	case errors.Is(err, pinpad.ErrCardRemoved), errors.Is(err, pinpad.ErrReaderGone), r.ctx.Err() != nil:
 		return err
@@ -686,7 +691,7 @@ func (r *run) writeFailed(serial string, index int, err error) error {
 
 // refuseRetired refuses a card whose set was retired by a re-issue or abandoned by a ceremony
 // that never completed it.
-func (r *run) refuseRetired(serial string, rec *sharing.Record) error {
+func (r *Run) refuseRetired(serial string, rec *sharing.Record) error {
 	cs, err := r.m.lookupSet(rec.SetID)
 	if err != nil {
 		return err
@@ -694,9 +699,9 @@ func (r *run) refuseRetired(serial string, rec *sharing.Record) error {
 	if cs != nil && cs.Status.Refused() {
 		hint := "take it out and insert a card of the current set"
 		if cur, _ := r.m.CurrentSet(); cur != nil {
-			hint = fmt.Sprintf("take it out and insert a card of the current set %s; overwrite or destroy the retired card: it still holds a share of the key", short(cur.SetID))
+			hint = fmt.Sprintf("take it out and insert a card of the current set %s; overwrite or destroy the retired card: it still holds a share of the key", journal.Short(cur.SetID))
 		}
-		return &refusal{serial: serial, err: retiredError(cs, rec.Index), hint: hint}
+		return &refusal{serial: serial, err: journal.NewRetiredSetError(cs, rec.Index), hint: hint}
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package ceremony
+package journal
 
 import (
 	"encoding/json"
@@ -218,7 +218,7 @@ type Journal struct {
 
 // clone returns a deep copy, so a run can prepare a transition without touching the committed
 // state until the commit succeeded.
-func (j *Journal) clone() *Journal {
+func (j *Journal) Clone() *Journal {
 	c := *j
 	c.Participants = slices.Clone(j.Participants)
 	c.Cards = slices.Clone(j.Cards)
@@ -235,7 +235,7 @@ func (j *Journal) clone() *Journal {
 }
 
 // cards returns the entries of the current attempt with the given role and state.
-func (j *Journal) cardsWith(role CardRole, state CardState) []CardEntry {
+func (j *Journal) CardsWith(role CardRole, state CardState) []CardEntry {
 	var out []CardEntry
 	for _, c := range j.Cards {
 		if c.Role == role && c.State == state && c.Attempt == j.Attempt {
@@ -246,7 +246,7 @@ func (j *Journal) cardsWith(role CardRole, state CardState) []CardEntry {
 }
 
 // setCard updates the entry of the current attempt for serial and role, or adds one.
-func (j *Journal) setCard(e CardEntry) {
+func (j *Journal) SetCard(e CardEntry) {
 	e.Attempt = j.Attempt
 	for i, c := range j.Cards {
 		if c.Serial == e.Serial && c.Role == e.Role && c.Attempt == e.Attempt && c.Index == e.Index {
@@ -257,7 +257,7 @@ func (j *Journal) setCard(e CardEntry) {
 	j.Cards = append(j.Cards, e)
 }
 
-func decodeJournal(b []byte) (*Journal, error) {
+func DecodeJournal(b []byte) (*Journal, error) {
 	var j Journal
 	if err := json.Unmarshal(b, &j); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
@@ -289,7 +289,7 @@ type KeySet struct {
 	Loaded   time.Time   `json:"loaded"`
 }
 
-func getJSON(b *bolt.Bucket, key []byte, v any) (bool, error) {
+func GetJSON(b *bolt.Bucket, key []byte, v any) (bool, error) {
 	raw := b.Get(key)
 	if raw == nil {
 		return false, nil
@@ -300,7 +300,7 @@ func getJSON(b *bolt.Bucket, key []byte, v any) (bool, error) {
 	return true, nil
 }
 
-func putJSON(b *bolt.Bucket, key []byte, v any) error {
+func PutJSON(b *bolt.Bucket, key []byte, v any) error {
 	raw, err := json.Marshal(v)
 	if err != nil {
 		return err
@@ -308,31 +308,31 @@ func putJSON(b *bolt.Bucket, key []byte, v any) error {
 	return b.Put(key, raw)
 }
 
-func loadJournal(tx *bolt.Tx, id uint64) (*Journal, error) {
-	raw := tx.Bucket(bucketCeremonies).Get(u64key(id))
+func LoadJournal(tx *bolt.Tx, id uint64) (*Journal, error) {
+	raw := tx.Bucket(BucketCeremonies).Get(U64Key(id))
 	if raw == nil {
 		return nil, fmt.Errorf("read ceremony %d: %w", id, ErrNoCeremony)
 	}
-	return decodeJournal(raw) // decodes into new memory: nothing points into the page
+	return DecodeJournal(raw) // decodes into new memory: nothing points into the page
 }
 
-func currentID(tx *bolt.Tx) uint64 {
-	v, _ := keyU64(tx.Bucket(bucketState).Get(keyCurrent))
+func CurrentID(tx *bolt.Tx) uint64 {
+	v, _ := KeyU64(tx.Bucket(BucketState).Get(KeyCurrent))
 	return v
 }
 
-func loadPending(tx *bolt.Tx) (*Pending, error) {
+func LoadPending(tx *bolt.Tx) (*Pending, error) {
 	var p Pending
-	ok, err := getJSON(tx.Bucket(bucketState), keyPending, &p)
+	ok, err := GetJSON(tx.Bucket(BucketState), KeyPending, &p)
 	if err != nil || !ok {
 		return nil, err
 	}
 	return &p, nil
 }
 
-func loadKeySet(tx *bolt.Tx) (*KeySet, error) {
+func LoadKeySet(tx *bolt.Tx) (*KeySet, error) {
 	var k KeySet
-	ok, err := getJSON(tx.Bucket(bucketState), keyKeySet, &k)
+	ok, err := GetJSON(tx.Bucket(BucketState), KeyKeySet, &k)
 	if err != nil || !ok {
 		return nil, err
 	}

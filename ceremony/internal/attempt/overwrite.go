@@ -1,4 +1,4 @@
-package ceremony
+package attempt
 
 import (
 	"errors"
@@ -6,10 +6,12 @@ import (
 	"slices"
 	"strings"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/sharing"
+
+	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
+
+	. "github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
 
 // Every ceremony that writes a share to a card asks before it overwrites what the card holds.
@@ -75,7 +77,7 @@ func (l *shareLoss) padText() string {
 // inspectTarget says what a card about to receive rec holds (have: its share slot, nil when
 // unreadable) and, for a share of a set in use, what overwriting it loses. copying says rec is
 // the share a Copy card copies (its set is in use too).
-func (r *run) inspectTarget(serial string, have []byte, rec *sharing.Record, copying bool) (*overwrite, error) {
+func (r *Run) inspectTarget(serial string, have []byte, rec *sharing.Record, copying bool) (*overwrite, error) {
 	o := &overwrite{serial: serial, what: "data that is not a share record"}
 	if have == nil {
 		o.what = "data that cannot be read"
@@ -96,13 +98,13 @@ func (r *run) inspectTarget(serial string, have []byte, rec *sharing.Record, cop
 	case cs != nil && cs.Status == SetCurrent:
 		status = "the current set " + old.SetID.Short()
 	case cs != nil && cs.Status == SetIssuing:
-		status = fmt.Sprintf("set %s, which %s #%d is still issuing", old.SetID.Short(), originTitle(cs.Origin), cs.Ceremony)
+		status = fmt.Sprintf("set %s, which %s #%d is still issuing", old.SetID.Short(), journal.OriginTitle(cs.Origin), cs.Ceremony)
 	case copying && old.SetID == rec.SetID:
 		status = "set " + old.SetID.Short() + ", the set being copied from"
 	case cs == nil || cs.Status == SetFormer:
 		// A set this appliance has no record of, or moved away from without retiring it: its
 		// cards still load the key the HSM holds, if it is that set's key.
-		if id, err := r.m.cfg.HSM.BackupKeyID(r.ctx); err == nil && id.String() == old.KeyID.String() {
+		if id, err := r.m.Cfg.HSM.BackupKeyID(r.ctx); err == nil && id.String() == old.KeyID.String() {
 			status = fmt.Sprintf("set %s of the key this HSM holds", old.SetID.Short())
 		}
 	}
@@ -118,7 +120,7 @@ func (r *run) inspectTarget(serial string, have []byte, rec *sharing.Record, cop
 		l.known = true
 		holders := map[int][]string{}
 		for _, sh := range cs.Shares {
-			holders[sh.Index] = sh.holders()
+			holders[sh.Index] = sh.Holders()
 		}
 		holders[old.Index] = slices.DeleteFunc(slices.Clone(holders[old.Index]), func(s string) bool { return s == serial })
 		if old.SetID == rec.SetID && !slices.Contains(holders[rec.Index], serial) {
@@ -147,7 +149,7 @@ func (r *run) inspectTarget(serial string, have []byte, rec *sharing.Record, cop
 // card described by o may be overwritten. A share of a set in use is asked about even when the
 // ceremony may overwrite other data without asking (box): the question names the loss, and an
 // OK is audited with it.
-func (r *run) confirmOverwrite(o *overwrite, box bool) error {
+func (r *Run) confirmOverwrite(o *overwrite, box bool) error {
 	if o.loss == nil && box {
 		return nil
 	}
@@ -160,7 +162,7 @@ func (r *run) confirmOverwrite(o *overwrite, box bool) error {
 	r.problem(problem, "press OK on the pad to overwrite it, or Cancel on the pad to keep it and use another card")
 	err := r.waitOK(ask{step: StepConfirmWrite, text: text, detail: detail, destructive: true})
 	if errors.Is(err, pinpad.ErrCancelled) && r.ctx.Err() == nil {
-		return refuse(o.serial, "take it out and insert another card", "overwriting the card was %w", errDeclined)
+		return refuse(o.serial, "take it out and insert another card", "overwriting the card was %w", ErrDeclined)
 	}
 	if err != nil || o.loss == nil {
 		return err
@@ -169,73 +171,11 @@ func (r *run) confirmOverwrite(o *overwrite, box bool) error {
 		serials: []string{o.serial}, indexes: []int{o.loss.index}, setID: o.loss.setID}, nil)
 }
 
-// holders are the cards known to hold the share: the one it was written to and its copies.
-func (sh ShareInfo) holders() []string {
-	var out []string
-	if sh.Serial != "" {
-		out = append(out, sh.Serial)
-	}
-	for _, c := range sh.Copies {
-		if !slices.Contains(out, c) {
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
-// forgetCard removes serial from every share of every set: the card is about to be
-// overwritten, so it no longer holds what the registry says. It runs in the transaction that
-// journals the write.
-func forgetCard(tx *bolt.Tx, serial string) error {
-	sets, err := allSets(tx)
-	if err != nil {
-		return err
-	}
-	for i := range sets {
-		s := &sets[i]
-		changed := false
-		for j, sh := range s.Shares {
-			if sh.Serial == serial {
-				s.Shares[j].Serial, changed = "", true
-			}
-			if slices.Contains(sh.Copies, serial) {
-				s.Shares[j].Copies, changed = slices.DeleteFunc(slices.Clone(sh.Copies), func(c string) bool { return c == serial }), true
-			}
-		}
-		if changed {
-			if err := putSet(tx, s); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// addCopy records that serial holds a copy of share index of set setID, when the appliance
-// knows the set.
-func addCopy(tx *bolt.Tx, setID string, index int, serial string) error {
-	cs, err := getSet(tx, setID)
-	if err != nil || cs == nil {
-		return err
-	}
-	for i, sh := range cs.Shares {
-		if sh.Index == index {
-			if sh.Serial == serial || slices.Contains(sh.Copies, serial) {
-				return nil
-			}
-			cs.Shares[i].Copies = append(slices.Clone(sh.Copies), serial)
-			return putSet(tx, cs)
-		}
-	}
-	cs.setShare(ShareInfo{Index: index, Copies: []string{serial}})
-	return putSet(tx, cs)
-}
-
 // confirmShareTarget asks before a generation or re-issue writes rec over what a card holds
 // (have; nil when unreadable). The very share about to be written (a card pulled out mid-write
 // and inserted again) is written again without a question; another share of the same
 // ceremony, and for a re-issue a share of the set it replaces, are refused outright.
-func (r *run) confirmShareTarget(serial string, have []byte, rec *sharing.Record) error {
+func (r *Run) confirmShareTarget(serial string, have []byte, rec *sharing.Record) error {
 	if have != nil {
 		if old, err := sharing.Unmarshal(have); err == nil {
 			sameSet, sameIndex, index, set := old.SetID == rec.SetID, old.Index == rec.Index, old.Index, old.SetID

@@ -1,17 +1,18 @@
-package ceremony
+package api
 
 import (
 	"errors"
 	"fmt"
 	"time"
+
+	. "github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
 
 // Conditions a caller of the Manager can test for. Texts are safe to show an operator.
 var (
-	ErrNoCeremony = errors.New("no such ceremony")
 	ErrNotRunning = errors.New("no ceremony is running")
 	ErrNotStalled = errors.New("the ceremony is not waiting for a retry")
-	ErrNotAsking  = errors.New("the ceremony is not waiting for a confirmation")
+	ErrNotAsking  = errors.New("the ceremony is not waiting for a Confirmation")
 	// ErrStepUpRequired refuses OK to a destructive question (Question.Destructive) that the
 	// caller did not confirm with a fresh security-key confirmation.
 	ErrStepUpRequired  = errors.New("this answer destroys data on a card: confirm it with your security key first")

@@ -1,4 +1,4 @@
-package ceremony
+package attempt
 
 import (
 	"crypto/subtle"
@@ -12,6 +12,11 @@ import (
 
 	"github.com/keyquorum/keyquorum/hsm"
 	"github.com/keyquorum/keyquorum/sharing"
+
+	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
+
+	. "github.com/keyquorum/keyquorum/ceremony/internal/api"
+	. "github.com/keyquorum/keyquorum/ceremony/internal/journal"
 )
 
 // textWriteNewSet asks for OK before the cards of a re-issued set are written; the key is not
@@ -24,8 +29,8 @@ const textWriteNewSet = "Write New Set press OK/Cancel"
 // current and retires the old one in one transaction; until then the old set is current and
 // whole (its cards are refused as targets of the new shares), so an interrupted re-issue loses
 // nothing.
-func (r *run) reissue() (*result, error) {
-	id, err := r.m.cfg.HSM.BackupKeyID(r.ctx)
+func (r *Run) reissue() (*result, error) {
+	id, err := r.m.Cfg.HSM.BackupKeyID(r.ctx)
 	switch {
 	case errors.Is(err, hsm.ErrNoBackupKey):
 		return nil, ErrNoKey
@@ -103,14 +108,14 @@ func (r *run) reissue() (*result, error) {
 	setID := fresh[0].SetID
 	from := fromSet
 	now := time.Now().UTC()
-	err = r.commitWith(&auditSpec{event: AuditSetSplit, message: fmt.Sprintf("key %s split again %d of %d as set %s, to replace set %s (%d of %d)", keyID, k, n, setID.Short(), short(from), fromK, fromN)},
+	err = r.commitWith(&auditSpec{event: AuditSetSplit, message: fmt.Sprintf("key %s split again %d of %d as set %s, to replace set %s (%d of %d)", keyID, k, n, setID.Short(), journal.Short(from), fromK, fromN)},
 		func(j *Journal) {
 			j.Phase, j.SetID, j.K, j.N = PhaseWriting, setID.String(), k, n
 			j.FromSetID, j.FromK, j.FromN = fromSet, fromK, fromN
 			j.Request.Label = label // what the new cards carry: the old set's label unless another was asked for
 		},
 		func(tx *bolt.Tx, j *Journal) error {
-			return putSet(tx, issuingSet(j, label, OriginReissue, tags, now))
+			return journal.PutSet(tx, issuingSet(j, label, OriginReissue, tags, now))
 		})
 	if err != nil {
 		return nil, err
@@ -120,26 +125,26 @@ func (r *run) reissue() (*result, error) {
 	}
 	return &result{
 		outcome: fmt.Sprintf("Card set re-issued: set %s (%d of %d) is written to %d cards and is now current; set %s (%d of %d) is retired and its cards are refused. The key (%s) did not change: every backup stays restorable. Collect the old cards and overwrite or destroy them: they still hold shares of the key.",
-			setID.Short(), k, n, n, short(from), r.j.FromK, r.j.FromN, keyID),
+			setID.Short(), k, n, n, journal.Short(from), r.j.FromK, r.j.FromN, keyID),
 		keyset: keySetOf(r.j),
 		audits: []AuditEntry{{Event: AuditSetRetired, SetID: from,
-			Message: fmt.Sprintf("set %s retired by the re-issue: set %s is current, the retired set's cards are refused", short(from), setID.Short())}},
+			Message: fmt.Sprintf("set %s retired by the re-issue: set %s is current, the retired set's cards are refused", journal.Short(from), setID.Short())}},
 	}, nil
 }
 
 // reissueAuthenticators has the HSM authenticate the new records. A token whose MBK an older
 // keyquorum loaded has no authenticator key: loading the same key again (secret, just checked
 // against the HSM's key ID, so nothing changes) makes it.
-func (r *run) reissueAuthenticators(records []*sharing.Record, secret []byte) (map[int]string, error) {
-	auth, ok := r.m.cfg.HSM.(hsm.Authenticator)
+func (r *Run) reissueAuthenticators(records []*sharing.Record, secret []byte) (map[int]string, error) {
+	auth, ok := r.m.Cfg.HSM.(hsm.Authenticator)
 	if !ok {
-		r.m.log.Warn("the hsm cannot authenticate share records: card checks of the new set cannot vouch for its cards", "ceremony", r.j.ID)
+		r.m.Log.Warn("the hsm cannot authenticate share records: card checks of the new set cannot vouch for its cards", "ceremony", r.j.ID)
 		return nil, nil
 	}
 	sign := func(data []byte) ([]byte, error) { return auth.Authenticate(r.ctx, data) }
 	tags, err := authenticators(records, sign)
 	if errors.Is(err, hsm.ErrNoAuthenticatorKey) {
-		if err := r.m.cfg.HSM.LoadBackupKey(r.ctx, secret); err != nil {
+		if err := r.m.Cfg.HSM.LoadBackupKey(r.ctx, secret); err != nil {
 			return nil, fmt.Errorf("load the key again for its authenticator key: %w", err)
 		}
 		tags, err = authenticators(records, sign)
@@ -153,7 +158,7 @@ func (r *run) reissueAuthenticators(records []*sharing.Record, secret []byte) (m
 func classifyReissue(j *Journal, e ending, what string) ending {
 	from := "the card set in use"
 	if j.FromSetID != "" {
-		from = "set " + short(j.FromSetID)
+		from = "set " + journal.Short(j.FromSetID)
 	}
 	written := serialsOf(j, RoleShare, CardWritten)
 	busy := serialsOf(j, RoleShare, CardWriting)
@@ -162,10 +167,10 @@ func classifyReissue(j *Journal, e ending, what string) ending {
 	case j.Phase == PhaseWriting && e.status == StatusInterrupted && j.N > 0 && countWritten(j) == j.N:
 		e.status, e.lastErr = StatusDone, ""
 		e.outcome = fmt.Sprintf("Card set re-issue finished: all %d new cards were written and verified just before the interruption. Set %s (%d of %d) is current; %s is retired and its cards are refused. The key (%s) did not change.",
-			j.N, short(j.SetID), j.K, j.N, from, j.KeyID)
+			j.N, journal.Short(j.SetID), j.K, j.N, from, j.KeyID)
 		e.keyset = keySetOf(j)
 		e.audits = []AuditEntry{{Event: AuditSetRetired, SetID: j.FromSetID,
-			Message: fmt.Sprintf("%s retired by the re-issue: set %s is current, the retired set's cards are refused", from, short(j.SetID))}}
+			Message: fmt.Sprintf("%s retired by the re-issue: set %s is current, the retired set's cards are refused", from, journal.Short(j.SetID))}}
 	case j.Phase == PhaseWriting && len(touched) > 0:
 		var which []string
 		if len(written) > 0 {
@@ -175,7 +180,7 @@ func classifyReissue(j *Journal, e ending, what string) ending {
 			which = append(which, "the card that was being written ("+strings.Join(busy, ", ")+")")
 		}
 		e.outcome = fmt.Sprintf("Card set re-issue %s while writing the new cards (%d of %d written). The key did not change and %s stays current: its cards stay valid. %s hold shares of set %s, which was abandoned: they are refused from now on, and a new re-issue may overwrite them.",
-			what, len(written), j.N, from, capitalize(strings.Join(which, " and ")), short(j.SetID))
+			what, len(written), j.N, from, capitalize(strings.Join(which, " and ")), journal.Short(j.SetID))
 		e.unusable = touched
 	default:
 		e.outcome = fmt.Sprintf("Card set re-issue %s before any new card was written. Nothing changed: %s stays current.", what, from)

@@ -1,4 +1,4 @@
-package ceremony
+package journal
 
 import (
 	"bytes"
@@ -58,7 +58,7 @@ func operatorPrefix(op string) []byte {
 
 // indexAudit adds e's index keys inside tx.
 func indexAudit(tx *bolt.Tx, e *AuditEntry) error {
-	idx := tx.Bucket(bucketAuditIndex)
+	idx := tx.Bucket(BucketAuditIndex)
 	if idx == nil {
 		return nil // a journal still being migrated: the migration indexes the log
 	}
@@ -76,15 +76,15 @@ func indexAudit(tx *bolt.Tx, e *AuditEntry) error {
 // migrateAuditIndex creates the audit index and indexes the entries already in the log, in
 // one transaction (an interrupted run starts again from an empty index).
 func migrateAuditIndex(tx *bolt.Tx) error {
-	if tx.Bucket(bucketAuditIndex) != nil {
-		if err := tx.DeleteBucket(bucketAuditIndex); err != nil {
+	if tx.Bucket(BucketAuditIndex) != nil {
+		if err := tx.DeleteBucket(BucketAuditIndex); err != nil {
 			return err
 		}
 	}
-	if _, err := tx.CreateBucket(bucketAuditIndex); err != nil {
-		return fmt.Errorf("create bucket %s: %w", bucketAuditIndex, err)
+	if _, err := tx.CreateBucket(BucketAuditIndex); err != nil {
+		return fmt.Errorf("create bucket %s: %w", BucketAuditIndex, err)
 	}
-	cur := tx.Bucket(bucketAudit).Cursor()
+	cur := tx.Bucket(BucketAudit).Cursor()
 	for k, v := cur.First(); k != nil; k, v = cur.Next() {
 		var e AuditEntry
 		if err := json.Unmarshal(v, &e); err != nil {
@@ -127,32 +127,8 @@ type AuditPage struct {
 	Total uint64
 }
 
-// AuditPage returns one page of matching audit entries, newest first. Its cost depends on the
-// page and on the entries that match the most selective field set (ceremony, serial, event,
-// operator, in that order) between Before and the time range, never on the size of the log:
-// every field is found through the audit index and the time range by binary search over the
-// sequence numbers.
-func (m *Manager) AuditPage(q AuditQuery) (AuditPage, error) {
-	if q.Limit <= 0 {
-		q.Limit = DefaultAuditPage
-	}
-	if q.Limit > MaxAuditPage {
-		q.Limit = MaxAuditPage
-	}
-	var page AuditPage
-	err := m.st.view(func(tx *bolt.Tx) error {
-		var err error
-		page, err = auditPage(tx, q)
-		return err
-	})
-	if err != nil {
-		return AuditPage{}, fmt.Errorf("read audit log: %w", err)
-	}
-	return page, nil
-}
-
-func auditPage(tx *bolt.Tx, q AuditQuery) (AuditPage, error) {
-	log := tx.Bucket(bucketAudit)
+func PageAudit(tx *bolt.Tx, q AuditQuery) (AuditPage, error) {
+	log := tx.Bucket(BucketAudit)
 	total := auditHeadSeq(tx)
 	page := AuditPage{Total: total}
 	hi := total // newest seq that may be returned
@@ -161,7 +137,7 @@ func auditPage(tx *bolt.Tx, q AuditQuery) (AuditPage, error) {
 	}
 	var lo uint64 = 1
 	read := func(seq uint64) (*AuditEntry, error) {
-		v := log.Get(u64key(seq))
+		v := log.Get(U64Key(seq))
 		if v == nil {
 			return nil, nil
 		}
@@ -242,7 +218,7 @@ func auditPage(tx *bolt.Tx, q AuditQuery) (AuditPage, error) {
 			return seq, true
 		}
 	} else {
-		idx := tx.Bucket(bucketAuditIndex)
+		idx := tx.Bucket(BucketAuditIndex)
 		if idx == nil {
 			return AuditPage{}, fmt.Errorf("the audit index is missing: %w", ErrCorrupt)
 		}
@@ -291,13 +267,13 @@ func auditPage(tx *bolt.Tx, q AuditQuery) (AuditPage, error) {
 	}
 }
 
-// ceremonyAudit returns the entries of one ceremony, oldest first, through the index.
-func ceremonyAudit(tx *bolt.Tx, id uint64) ([]AuditEntry, error) {
-	idx := tx.Bucket(bucketAuditIndex)
+// CeremonyAudit returns the entries of one ceremony, oldest first, through the index.
+func CeremonyAudit(tx *bolt.Tx, id uint64) ([]AuditEntry, error) {
+	idx := tx.Bucket(BucketAuditIndex)
 	if idx == nil {
 		return nil, fmt.Errorf("the audit index is missing: %w", ErrCorrupt)
 	}
-	log := tx.Bucket(bucketAudit)
+	log := tx.Bucket(BucketAudit)
 	prefix := ceremonyPrefix(id)
 	var out []AuditEntry
 	c := idx.Cursor()
@@ -327,26 +303,20 @@ type CeremonyQuery struct {
 	Kind   Kind   // "" for every kind
 }
 
-// CeremoniesPage returns one page of ceremonies, newest first, and the Before of the next
-// (older) page, 0 when there is none. Its cost is the page's, whatever the journal holds: a
-// kind is found through the audit index.
-func (m *Manager) CeremoniesPage(q CeremonyQuery) ([]Journal, uint64, error) {
-	if q.Limit <= 0 {
-		q.Limit = DefaultAuditPage
-	}
-	if q.Limit > MaxAuditPage {
-		q.Limit = MaxAuditPage
-	}
+// CeremoniesPage returns one page of ceremonies (q.Limit of them, which the caller bounds),
+// newest first, and the Before of the next (older) page, 0 when there is none. A kind is
+// found through the audit index.
+func CeremoniesPage(tx *bolt.Tx, q CeremonyQuery) ([]Journal, uint64, error) {
 	var out []Journal
 	var next uint64
-	err := m.st.view(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketCeremonies)
+	err := func() error {
+		b := tx.Bucket(BucketCeremonies)
 		add := func(v []byte) (bool, error) {
 			if len(out) == q.Limit {
 				next = out[len(out)-1].ID
 				return false, nil
 			}
-			j, err := decodeJournal(v)
+			j, err := DecodeJournal(v)
 			if err != nil {
 				return false, err
 			}
@@ -357,7 +327,7 @@ func (m *Manager) CeremoniesPage(q CeremonyQuery) ([]Journal, uint64, error) {
 			c := b.Cursor()
 			k, v := c.Last()
 			if q.Before != 0 {
-				k, v = c.Seek(u64key(q.Before))
+				k, v = c.Seek(U64Key(q.Before))
 				if k == nil {
 					k, v = c.Last()
 				} else {
@@ -371,7 +341,7 @@ func (m *Manager) CeremoniesPage(q CeremonyQuery) ([]Journal, uint64, error) {
 			}
 			return nil
 		}
-		idx := tx.Bucket(bucketAuditIndex)
+		idx := tx.Bucket(BucketAuditIndex)
 		if idx == nil {
 			return fmt.Errorf("the audit index is missing: %w", ErrCorrupt)
 		}
@@ -397,9 +367,6 @@ func (m *Manager) CeremoniesPage(q CeremonyQuery) ([]Journal, uint64, error) {
 			}
 		}
 		return nil
-	})
-	if err != nil {
-		return nil, 0, fmt.Errorf("list ceremonies: %w", err)
-	}
-	return out, next, nil
+	}()
+	return out, next, err
 }

@@ -1,4 +1,4 @@
-package ceremony
+package api
 
 import (
 	"context"
@@ -42,7 +42,7 @@ type Timeouts struct {
 // minute too short for people at a pad (web-eid/libpcsc-cpp raised theirs to 90 s).
 var DefaultTimeouts = Timeouts{OK: 2 * time.Minute, Card: 3 * time.Minute, PIN: 90 * time.Second, Removal: 2 * time.Minute}
 
-func (t Timeouts) withDefaults() Timeouts {
+func (t Timeouts) WithDefaults() Timeouts {
 	if t.OK <= 0 {
 		t.OK = DefaultTimeouts.OK
 	}
