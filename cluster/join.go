@@ -201,7 +201,7 @@ func (n *Node) TakeOver(ctx context.Context, peer *url.URL, node *NodeIdentity) 
 	}
 	hdr, err := Restore(ctx, n.HSM, http.MaxBytesReader(nil, resp.Body, n.MaxUpload))
 	if errors.Is(err, ErrTooLarge) {
-		return nil, peerProblem(fmt.Sprintf("the peer's state is larger than %s", byteSize(n.MaxUpload)), "Start this node with a larger --max-upload and join again.")
+		return nil, peerProblem(fmt.Sprintf("the peer's state is larger than %s", ByteSize(n.MaxUpload)), "Start this node with a larger --max-upload and join again.")
 	}
 	if err != nil {
 		return nil, err

@@ -129,8 +129,8 @@ func (l *limitFlag) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// byteSize says a size for an operator.
-func byteSize(n int64) string {
+// ByteSize says a size for an operator: 64 MiB, 12 KiB, 300 bytes.
+func ByteSize(n int64) string {
 	switch {
 	case n >= 1<<20 && n%(1<<20) == 0:
 		return fmt.Sprintf("%d MiB", n>>20)

@@ -169,21 +169,6 @@ func (h *hsmHandlers) backup(w http.ResponseWriter, r *http.Request) {
 	h.record(op, cluster.AuditBackup, fmt.Sprintf("backup of the HSM's key database downloaded by %s, encrypted under the master backup key %s", op, id))
 }
 
-// limitFlag remembers that the upload hit its bound, whatever the HSM wraps the read error in.
-type limitFlag struct {
-	r   io.Reader
-	hit bool
-}
-
-func (l *limitFlag) Read(p []byte) (int, error) {
-	n, err := l.r.Read(p)
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
-		l.hit = true
-	}
-	return n, err
-}
-
 // planView is the page of a restore's plan: what it did, or (preview) would do.
 type planView struct {
 	Source, Created, BackupID string
@@ -246,13 +231,10 @@ func (h *hsmHandlers) uploadedBackup(w http.ResponseWriter, r *http.Request, fn 
 			part.Close()
 			continue
 		}
-		// The backup itself may be at most maxUpload bytes.
-		body := &limitFlag{r: http.MaxBytesReader(nil, part, h.maxUpload)}
-		err = fn(form, body)
+		// The backup itself may be at most maxUpload bytes; cluster.RestoreWith reports a
+		// backup that hits the bound as cluster.ErrTooLarge.
+		err = fn(form, http.MaxBytesReader(nil, part, h.maxUpload))
 		part.Close()
-		if body.hit {
-			return &http.MaxBytesError{Limit: h.maxUpload}, true
-		}
 		return err, true
 	}
 }
@@ -305,6 +287,10 @@ func (h *hsmHandlers) preview(w http.ResponseWriter, r *http.Request) {
 		return err
 	})
 	if !ok {
+		return
+	}
+	if errors.Is(err, cluster.ErrTooLarge) {
+		h.rd.Problem(w, r, web.TooLarge(h.maxUpload))
 		return
 	}
 	if err != nil {

@@ -164,15 +164,7 @@ func For(err error, back string) Problem {
 }
 
 // ByteSize says a size for an operator: 64 MiB, 12 KiB, 300 bytes.
-func ByteSize(n int64) string {
-	switch {
-	case n >= 1<<20 && n%(1<<20) == 0:
-		return fmt.Sprintf("%d MiB", n>>20)
-	case n >= 1<<10:
-		return fmt.Sprintf("%d KiB", n>>10)
-	}
-	return fmt.Sprintf("%d bytes", n)
-}
+func ByteSize(n int64) string { return cluster.ByteSize(n) }
 
 // API error codes: stable identifiers a script may test. The HTTP status goes with them.
 const (
