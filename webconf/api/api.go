@@ -490,6 +490,7 @@ func (a *Handlers) backup(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set(cluster.KeyIDHeader, id.String())
 	cw := &countingWriter{w: w}
+	web.ExtendForWork(w, web.SlowWork)
 	if err := web.BackupTo(r.Context(), a.cfg.HSM, cw, skip); err != nil {
 		if cw.n == 0 {
 			w.Header().Del(cluster.KeyIDHeader)
@@ -558,6 +559,7 @@ func (a *Handlers) restore(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *Handlers) auditVerify(w http.ResponseWriter, r *http.Request) {
+	web.ExtendForWork(w, web.SlowWork)
 	sum, err := a.cfg.Audit.VerifyAudit()
 	if err != nil {
 		var ae *ceremony.AuditError

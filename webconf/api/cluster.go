@@ -83,6 +83,7 @@ func (a *Handlers) clusterState(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set(cluster.KeyIDHeader, mine.String())
 	cw := &countingWriter{w: w}
+	web.ExtendForWork(w, web.SlowWork)
 	if err := a.cfg.Cluster.SendState(r.Context(), cw, op.Name, mine); err != nil {
 		if cw.n == 0 {
 			// Refused before a byte (objects that cannot leave): the joining node shows why.

@@ -152,6 +152,7 @@ func (h *auditHandlers) page(w http.ResponseWriter, r *http.Request) {
 	verify := h.audit.VerifyAuditIncremental
 	if v.Full {
 		verify = h.audit.VerifyAudit
+		web.ExtendForWork(w, web.SlowWork)
 	}
 	sum, err := verify()
 	v.Summary = sum

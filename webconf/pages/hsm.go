@@ -152,6 +152,7 @@ func (h *hsmHandlers) backup(w http.ResponseWriter, r *http.Request) {
 	}}
 	op := operator.NameOf(r)
 	skip := r.URL.Query().Get("skip") != ""
+	web.ExtendForWork(w, web.SlowWork)
 	if err := web.BackupTo(r.Context(), h.hsm, fw, skip); err != nil {
 		if fw.n == 0 {
 			h.log.Info("backup refused", "operator", op, "err", err)

@@ -38,6 +38,11 @@ func RedirectBack(w http.ResponseWriter, r *http.Request, back string) {
 // restoring a peer's state (bounded by --max-upload) over a slow link.
 const JoinWork = 15 * time.Minute
 
+// SlowWork is the time a handler may compute before its first byte: a backup of a large object
+// store made into the spool under the HSM's lock, a verification of a long audit log. Past the
+// server's write timeout the answer would otherwise be lost without a word.
+const SlowWork = 15 * time.Minute
+
 // ExtendForWork gives a handler that waits on something other than its client (a cluster join
 // fetching a peer's state) time for it: the connection's write deadline (HTTP/2: the stream's)
 // moves d ahead, past the server's write timeout.
