@@ -635,21 +635,12 @@ func newOperator(id Identity, now time.Time) (*Operator, error) {
 
 // List returns every operator, administrators first, then by subject.
 func (o *Operators) List() ([]Operator, error) {
-	var out []Operator
-	err := o.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketOps).ForEach(func(k, v []byte) error {
-			var op Operator
-			if err := json.Unmarshal(v, &op); err != nil {
-				return fmt.Errorf("operator %s: %w", k, err)
-			}
-			out = append(out, op)
-			return nil
-		})
-	})
+	out, err := decodeAll[Operator](o.db, bucketOps, "operator")
 	if err != nil {
 		return nil, fmt.Errorf("list operators: %w", err)
 	}
-	rank := func(r Role) int { return slices.Index(append(slices.Clone(Roles), RoleNone), r) }
+	order := append(slices.Clone(Roles), RoleNone)
+	rank := func(r Role) int { return slices.Index(order, r) }
 	slices.SortFunc(out, func(a, b Operator) int {
 		if d := rank(a.Role) - rank(b.Role); d != 0 {
 			return d
@@ -657,6 +648,22 @@ func (o *Operators) List() ([]Operator, error) {
 		return strings.Compare(a.Subject, b.Subject)
 	})
 	return out, nil
+}
+
+// decodeAll decodes every record of a bucket; what names a record in an error.
+func decodeAll[T any](db *bolt.DB, bucket []byte, what string) ([]T, error) {
+	var out []T
+	err := db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucket).ForEach(func(k, v []byte) error {
+			var x T
+			if err := json.Unmarshal(v, &x); err != nil {
+				return fmt.Errorf("%s %s: %w", what, k, err)
+			}
+			out = append(out, x)
+			return nil
+		})
+	})
+	return out, err
 }
 
 // SetRole gives an operator a role (RoleNone takes it away) and returns the role it had. The
@@ -970,17 +977,7 @@ func (o *Operators) RecordIssued(c IssuedCert, id Identity, role Role, by string
 
 // Certs lists the management CA's certificates WebConf knows of, newest first.
 func (o *Operators) Certs() ([]IssuedCert, error) {
-	var out []IssuedCert
-	err := o.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketCerts).ForEach(func(k, v []byte) error {
-			var c IssuedCert
-			if err := json.Unmarshal(v, &c); err != nil {
-				return fmt.Errorf("certificate %s: %w", k, err)
-			}
-			out = append(out, c)
-			return nil
-		})
-	})
+	out, err := decodeAll[IssuedCert](o.db, bucketCerts, "certificate")
 	if err != nil {
 		return nil, fmt.Errorf("list certificates: %w", err)
 	}
