@@ -148,7 +148,7 @@ func TestAPIDestructiveAnswerWithApproval(t *testing.T) {
 		}
 	}
 	id := liveQuestionID(t, waitLive(t, b, "Last PIN try press OK/Cancel"))
-	code, raw := cli.json("POST", "/api/v1/ceremony/answer", map[string]any{"question": id, "ok": true}, approval(t, b, operator.ActionAnswerDestructive))
+	code, raw := cli.json("POST", "/api/v1/ceremony/answer", map[string]any{"question": id, "ok": true}, approval(t, b, operator.ActionAnswerDestructive, url.Values{"question": {id}, "ok": {"true"}}))
 	if code != http.StatusOK {
 		t.Fatalf("API destructive OK with approval: %d %s", code, raw)
 	}

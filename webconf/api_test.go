@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -76,9 +77,11 @@ func problemCode(t *testing.T, body []byte) string {
 	return p.Code
 }
 
-func approval(t *testing.T, b *browser, a operator.Action) map[string]string {
+// approval makes a command-line approval of action a with the request's details stated as
+// fields (the JSON body's fields by name, query parameters as "?name"), as a script may.
+func approval(t *testing.T, b *browser, a operator.Action, details url.Values) map[string]string {
 	t.Helper()
-	tok, refusal := b.tryStepUp("", nil, a)
+	tok, refusal := b.tryStepUp("", details, a)
 	if refusal != "" {
 		t.Fatal(refusal)
 	}
@@ -157,7 +160,7 @@ func TestAPICeremonyAndBackup(t *testing.T) {
 	cli := s.api(t, admin.cert)
 	cards := newCards(t, s.pad, 3)
 
-	code, body := cli.json("POST", "/api/v1/ceremony/start", api.StartRequest{Kind: ceremony.KindGenerate, K: 2, N: 3, Label: "api"}, approval(t, admin, operator.ActionForKind(ceremony.KindGenerate)))
+	code, body := cli.json("POST", "/api/v1/ceremony/start", api.StartRequest{Kind: ceremony.KindGenerate, K: 2, N: 3, Label: "api"}, approval(t, admin, operator.ActionForKind(ceremony.KindGenerate), url.Values{"kind": {"generate"}, "k": {"2"}, "n": {"3"}, "label": {"api"}}))
 	var started api.StartedJSON
 	if code != http.StatusAccepted || json.Unmarshal(body, &started) != nil || started.Kind != ceremony.KindGenerate {
 		t.Fatalf("start: %d %s", code, body)
@@ -242,7 +245,7 @@ func TestAPICeremonyAndBackup(t *testing.T) {
 		t.Fatal(err)
 	}
 	other.Close()
-	code, body, _ = cli.call("POST", "/api/v1/restore", "application/octet-stream", &foreign, approval(t, admin, operator.ActionRestore))
+	code, body, _ = cli.call("POST", "/api/v1/restore", "application/octet-stream", &foreign, approval(t, admin, operator.ActionRestore, nil))
 	if code != http.StatusUnprocessableEntity || problemCode(t, body) != web.CodeForeignKey {
 		t.Fatalf("foreign restore: %d %s", code, body)
 	}
@@ -253,7 +256,7 @@ func TestAPICeremonyAndBackup(t *testing.T) {
 		t.Errorf("refused restore audit: %+v", es)
 	}
 	// The real backup restores.
-	code, body, _ = cli.call("POST", "/api/v1/restore", "application/octet-stream", bytes.NewReader(backupBytes), approval(t, admin, operator.ActionRestore))
+	code, body, _ = cli.call("POST", "/api/v1/restore", "application/octet-stream", bytes.NewReader(backupBytes), approval(t, admin, operator.ActionRestore, nil))
 	var res api.RestoredJSON
 	if code != 200 || json.Unmarshal(body, &res) != nil || res.BackupKeyID != j.KeyID || res.Keys != 1 {
 		t.Fatalf("restore: %d %s", code, body)
@@ -276,7 +279,7 @@ func TestAPIClusterState(t *testing.T) {
 	if code != 403 || problemCode(t, body) != web.CodeApprovalRequired {
 		t.Fatalf("issue node without approval: %d %s", code, body)
 	}
-	code, body = cli.json("POST", "/api/v1/cluster/nodes", cluster.NodeRequest{Name: "node-b"}, approval(t, admin, operator.ActionOperatorsManage))
+	code, body = cli.json("POST", "/api/v1/cluster/nodes", cluster.NodeRequest{Name: "node-b"}, approval(t, admin, operator.ActionOperatorsManage, url.Values{"name": {"node-b"}}))
 	var nb cluster.NodeBundle
 	if code != 200 || json.Unmarshal(body, &nb) != nil || nb.Password == "" || len(nb.P12) == 0 || nb.CAFingerprint != s.pki.Fingerprint() {
 		t.Fatalf("issue node: %d %s", code, body)

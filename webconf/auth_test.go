@@ -201,10 +201,10 @@ func TestFreshAssertion(t *testing.T) {
 func TestCommandLineApproval(t *testing.T) {
 	s := startService(t, t.TempDir(), serviceOptions{})
 	admin := s.browser("Alice Admin")
-	if page := admin.get("/account", http.StatusOK); !strings.Contains(page, `data-testid="approve-form"`) || !strings.Contains(page, "start a key load") {
+	if page := admin.get("/account", http.StatusOK); !strings.Contains(page, `data-testid="no-requests"`) || !strings.Contains(page, "Command-line requests waiting for your approval") {
 		t.Fatal("the account page offers no command-line approval")
 	}
-	tok, refusal := admin.tryStepUp("", nil, operator.ActionForKind(ceremony.KindLoad))
+	tok, refusal := admin.tryStepUp("", url.Values{"kind": {"load"}}, operator.ActionForKind(ceremony.KindLoad))
 	if refusal != "" {
 		t.Fatal(refusal)
 	}
@@ -625,14 +625,18 @@ func TestOperatorsAPI(t *testing.T) {
 	}
 	setBob := `{"id":"` + bob.id.ID + `","role":"auditor"}`
 	code, body = call("POST", "/api/v1/operators/role", setBob, nil)
-	if code != http.StatusForbidden || !strings.Contains(body, `"title":"Security key confirmation required"`) {
+	if code != http.StatusForbidden || !strings.Contains(body, `"code":"approval_required"`) || !strings.Contains(body, `role \"auditor\"`) {
 		t.Errorf("role change without an approval: %d %s", code, body)
 	}
+	request := mustFind(t, `Approval required: request ([A-Z2-7]{4}-[A-Z2-7]{4})`, body)
 	code, _ = call("POST", "/api/v1/operators/role", setBob, map[string]string{"Origin": "https://evil.example"})
 	if code != http.StatusForbidden {
 		t.Errorf("cross-origin JSON: %d", code)
 	}
-	tok, refusal := admin.tryStepUp("", nil, operator.ActionOperatorsManage)
+	if page := admin.get("/account", http.StatusOK); !strings.Contains(page, request) || !strings.Contains(page, "manage operators (roles, certificates, security keys): id &#34;"+bob.id.ID) {
+		t.Errorf("the account page does not show the pending request %s in words: %s", request, excerpt(page))
+	}
+	tok, refusal := admin.approveRequest(request)
 	if refusal != "" {
 		t.Fatal(refusal)
 	}

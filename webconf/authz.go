@@ -6,6 +6,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/keyquorum/keyquorum/webconf/operator"
@@ -99,14 +100,71 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, a operator.Ac
 		s.rd.Problem(w, r, web.RegisterKey(op, a, s.auth.RPID()))
 		return false
 	}
-	if err := s.auth.Steps().Consume(stepUpToken(r), op.ID, a, time.Now()); err != nil {
+	d, bound, err := requestDetails(r, a)
+	if err != nil {
+		s.rd.Problem(w, r, web.BadForm(err.Error()))
+		return false
+	}
+	var dp *operator.Details
+	if bound {
+		dp = &d
+	}
+	now := time.Now()
+	tok := stepUpToken(r)
+	if err := s.auth.Steps().Consume(tok, op.ID, a, dp, now); err != nil {
 		s.log.Info("dangerous action refused without a fresh assertion", "operator", op.Name, "action", a, "err", err)
-		s.rd.Problem(w, r, web.NeedAssertion(a, err))
+		p := web.NeedAssertion(a, err)
+		if web.IsAPI(r) && bound {
+			// The command line cannot ask for a security key: the request waits, by a short ID
+			// and in words, on the operator's account page for exactly this approval.
+			if pr, herr := s.auth.Steps().Hold(op.ID, d, now); herr == nil {
+				p = web.ApproveRequest(pr, err, tok != "")
+			}
+		}
+		s.rd.Problem(w, r, p)
 		return false
 	}
 	s.log.Info("fresh assertion accepted", "operator", op.Name, "action", a)
 	return true
 }
+
+// requestDetails are the parameters of a dangerous request that its approval binds (see
+// operator.Details): an urlencoded form's fields (without the CSRF and approval tokens), or an
+// API request's JSON body (kept by protect) and query parameters. bound is false for a page's
+// upload, whose fields come after the file the handler has not read yet: its approval binds
+// the action alone, as does registering a further security key.
+func requestDetails(r *http.Request, a operator.Action) (d operator.Details, bound bool, err error) {
+	if a == operator.ActionKeyAdd {
+		// A further security key: the assertion is made for registering a key on this page;
+		// the key's name is no detail worth binding.
+		return operator.Details{Action: a}, false, nil
+	}
+	if web.IsAPI(r) {
+		body, _ := r.Context().Value(jsonBodyKey{}).([]byte)
+		d, err := operator.DetailsOfJSON(a, body, r.URL.Query())
+		return d, true, err
+	}
+	if web.MultipartOf(r) != nil {
+		return operator.Details{Action: a}, false, nil
+	}
+	return operator.NewDetails(a, detailFields(formOf(r))), true, nil
+}
+
+// detailFields are the fields of a form that say what it does: not its CSRF token, its
+// approval token, nor the page script's own fields (named "_…").
+func detailFields(form url.Values) url.Values {
+	out := url.Values{}
+	for k, v := range form {
+		if k != csrfField && k != stepUpField && !strings.HasPrefix(k, "_") {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// jsonBodyKey keeps an API request's JSON body in its context (see protect): the handler reads
+// the body, and the approval check its details.
+type jsonBodyKey struct{}
 
 // stepUpField is the form field of the approval token (an upload's leading field).
 const stepUpField = "webauthn"

@@ -33,6 +33,7 @@ func BenchmarkStepUp(b *testing.B) {
 		return rec.Code, rec.Body.String()
 	}
 	form := url.Values{"_path": {"/ceremonies"}, "kind": {"load"}}.Encode()
+	loadDetails := operator.NewDetails(operator.ActionForKind("load"), url.Values{"kind": {"load"}})
 	b.ReportAllocs()
 	for b.Loop() {
 		code, body := send("/webauthn/assert/begin", "application/x-www-form-urlencoded", form)
@@ -45,7 +46,7 @@ func BenchmarkStepUp(b *testing.B) {
 		if code != 200 || json.Unmarshal([]byte(body), &f) != nil {
 			b.Fatalf("finish: %d %s", code, body)
 		}
-		if err := s.srv.auth.Steps().Consume(f.Token, admin.id.ID, operator.ActionForKind("load"), time.Now()); err != nil {
+		if err := s.srv.auth.Steps().Consume(f.Token, admin.id.ID, operator.ActionForKind("load"), &loadDetails, time.Now()); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -54,7 +54,10 @@
 // who may use it. The middleware lets a request through only if the operator's role allows the
 // action and, for a dangerous one (a ceremony, a resume, a restore, a cluster join, operator
 // management), the request carries the token of a fresh security key assertion made for that
-// action — from the page script, or a command-line approval in operator.ApprovalHeader. A
+// action and its details (operator.Details: the form's fields, or the API request's JSON fields
+// and query parameters, which protect keeps for this check) — from the page script, or a
+// command-line approval in operator.ApprovalHeader. An API request without one is kept as a
+// pending request its operator approves on the account page. A
 // handler of the API that learns its action only from the body maps to actionInHandler and
 // calls the server's authorize itself before doing anything.
 //

@@ -1,6 +1,8 @@
 package webconf
 
 import (
+	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -8,6 +10,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"net/http"
 	"strings"
@@ -210,6 +213,21 @@ func (s *Server) protect(next http.Handler) http.Handler {
 				What: "The form you sent did not carry this page's security token, or it came from another site.",
 				Todo: "Go back, reload the page and send the form again. If you did not send a form yourself, close the other site's tab."})
 			return
+		}
+		if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); web.IsAPI(r) && ct == "application/json" {
+			// A JSON body (at most maxForm) is kept for the approval check, which binds its
+			// fields (requestDetails); the handler reads it as it came.
+			b, err := io.ReadAll(r.Body)
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				s.rd.Problem(w, r, web.TooLarge(limit))
+				return
+			} else if err != nil {
+				s.rd.Problem(w, r, web.BadForm("The request's body could not be read: "+err.Error()+"."))
+				return
+			}
+			r = r.WithContext(context.WithValue(r.Context(), jsonBodyKey{}, b))
+			r.Body = io.NopCloser(bytes.NewReader(b))
 		}
 		next.ServeHTTP(w, r)
 	})

@@ -21,17 +21,22 @@ import (
 // route without one is refused to everybody.
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
-	// actionFor is the action a form sent to path (POST) is checked for: what the page script
-	// asks before it sends a form that needs a security key.
-	actionFor := func(path string, form url.Values) (operator.Action, bool) {
+	// detailsFor is the action and details a form sent to path (POST) is checked for: what the
+	// page script asks before it sends a form that needs a security key (see
+	// account.Config.DetailsFor).
+	detailsFor := func(path string, form url.Values) (operator.Details, bool) {
+		if path == "" { // a command-line request stated as fields, its action in _action
+			return operator.NewDetails(operator.Action(form.Get("_action")), detailFields(form)), true
+		}
 		req := &http.Request{Method: http.MethodPost, URL: &url.URL{Path: path}, Host: "webconf"}
 		_, pattern := mux.Handler(req)
-		return actionOf(pattern, form)
+		a, ok := actionOf(pattern, form)
+		return operator.NewDetails(a, detailFields(form)), ok
 	}
 	pages.New(pages.Config{Runner: s.cfg.Runner, Records: s.cfg.Records, Audit: s.cfg.Audit, HSM: s.cfg.HSM, Sim: s.cfg.Sim, Surveyor: s.cfg.Surveyor,
 		Appliance: s.cfg.Appliance, MaxUpload: s.cfg.MaxUpload, Auth: s.auth, Recorder: s.audit, Cluster: s.cluster,
 		CeremonyContext: s.ceremonyContext, Stopping: s.stopping, Log: s.log}, s.rd).Register(mux)
-	account.New(account.Config{Auth: s.auth, ActionFor: actionFor, Log: s.log}, s.rd).Register(mux)
+	account.New(account.Config{Auth: s.auth, DetailsFor: detailsFor, Log: s.log}, s.rd).Register(mux)
 	if s.cfg.Sim != nil {
 		simpanel.NewHandlers(s.cfg.Sim, s.rd, s.log).Register(mux)
 	}

@@ -23,7 +23,9 @@ import (
 
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
 
+	"github.com/keyquorum/keyquorum/ceremony"
 	"github.com/keyquorum/keyquorum/cluster"
+	"github.com/keyquorum/keyquorum/webconf/api"
 	"github.com/keyquorum/keyquorum/webconf/operator"
 	"github.com/keyquorum/keyquorum/webconf/web"
 )
@@ -475,5 +477,88 @@ func TestSecurityCSRFTokenNotInURL(t *testing.T) {
 	resp, body := admin.do(req)
 	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "CSRF") {
 		t.Errorf("a token in the URL: %d %s", resp.StatusCode, excerpt(body))
+	}
+}
+
+// TestSecurityApprovalBoundToDetails (issue 20, point 8): an approval binds the request's
+// details, not only its action: a "2 of 3" approval does not start "3 of 5", neither from the
+// command line (a pending request approved on the account page) nor through the web form.
+func TestSecurityApprovalBoundToDetails(t *testing.T) {
+	s := startService(t, t.TempDir(), serviceOptions{})
+	admin := s.browser("Alice Admin")
+	cli := s.api(t, admin.cert)
+	start := func(k, n int, header map[string]string) (int, []byte) {
+		return cli.json("POST", "/api/v1/ceremony/start", api.StartRequest{Kind: ceremony.KindGenerate, K: k, N: n, Label: "vault"}, header)
+	}
+
+	// The command line: refused once, the request waits on the account page in words.
+	code, body := start(2, 3, nil)
+	if code != http.StatusForbidden || problemCode(t, body) != web.CodeApprovalRequired {
+		t.Fatalf("start without an approval: %d %s", code, body)
+	}
+	request := mustFind(t, `Approval required: request ([A-Z2-7]{4}-[A-Z2-7]{4})`, string(body))
+	if !strings.Contains(string(body), `start a key generation: 2 of 3, label \"vault\"`) {
+		t.Errorf("the refusal does not say what is to be approved: %s", body)
+	}
+	page := admin.get("/account", http.StatusOK)
+	if !strings.Contains(page, request) || !strings.Contains(page, "start a key generation: 2 of 3, label &#34;vault&#34;") {
+		t.Fatalf("the account page does not show request %s in words: %s", request, excerpt(page))
+	}
+	tok, refusal := admin.approveRequest(request)
+	if refusal != "" {
+		t.Fatal(refusal)
+	}
+	if page := admin.get("/account", http.StatusOK); strings.Contains(page, request) {
+		t.Error("an approved request is still listed as waiting")
+	}
+	// The approval of "2 of 3" used for "3 of 5": refused, saying both, and burnt.
+	code, body = start(3, 5, map[string]string{operator.ApprovalHeader: tok})
+	if code != http.StatusForbidden || problemCode(t, body) != web.CodeApprovalRequired ||
+		!strings.Contains(string(body), "another request") || !strings.Contains(string(body), "2 of 3") || !strings.Contains(string(body), "3 of 5") {
+		t.Fatalf("a 2-of-3 approval used for 3 of 5: %d %s", code, body)
+	}
+	if code, body := start(2, 3, map[string]string{operator.ApprovalHeader: tok}); code != http.StatusForbidden {
+		t.Fatalf("an approval refused once is used again: %d %s", code, body)
+	}
+	if js, _ := s.mgr.Ceremonies(10); len(js) != 0 {
+		t.Fatalf("a ceremony started: %+v", js)
+	}
+	// Approved for exactly "2 of 3", the same request starts.
+	code, body = start(2, 3, nil)
+	tok, refusal = admin.approveRequest(mustFind(t, `Approval required: request ([A-Z2-7]{4}-[A-Z2-7]{4})`, string(body)))
+	if refusal != "" {
+		t.Fatal(refusal)
+	}
+	if code, body := start(2, 3, map[string]string{operator.ApprovalHeader: tok}); code != http.StatusAccepted {
+		t.Fatalf("the approved request: %d %s", code, body)
+	}
+	waitRunning(t, s)
+	admin.post("/ceremony/cancel", nil, http.StatusSeeOther)
+	waitEnded(t, s)
+
+	// The web form: the page's confirmation of "2 of 3" sent with a "3 of 5" form.
+	two := url.Values{"kind": {"generate"}, "quorum": {"custom"}, "k": {"2"}, "n": {"3"}, "label": {"vault"}}
+	five := url.Values{"kind": {"generate"}, "quorum": {"custom"}, "k": {"3"}, "n": {"5"}, "label": {"vault"}}
+	tok = admin.stepUp("/ceremonies", two)
+	five.Set(stepUpField, tok)
+	_, page = admin.postRaw("/ceremonies", five, http.StatusForbidden)
+	if !strings.Contains(page, "another request") {
+		t.Errorf("the web form's refusal: %s", excerpt(page))
+	}
+	// The same through the approval header of a command-line approval stated for 2 of 3.
+	tok, refusal = admin.tryStepUp("", two, operator.ActionForKind(ceremony.KindGenerate))
+	if refusal != "" {
+		t.Fatal(refusal)
+	}
+	five.Del(stepUpField)
+	req, _ := http.NewRequest(http.MethodPost, s.url("/ceremonies"), strings.NewReader(five.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set(csrfHeader, admin.csrf)
+	req.Header.Set(operator.ApprovalHeader, tok)
+	if resp, body := admin.do(req); resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "another request") {
+		t.Errorf("a 2-of-3 approval in the header of a 3-of-5 form: %d %s", resp.StatusCode, excerpt(body))
+	}
+	if js, _ := s.mgr.Ceremonies(10); len(js) != 1 {
+		t.Fatalf("ceremonies: %+v", js)
 	}
 }

@@ -171,6 +171,13 @@ func (b *browser) stepUp(path string, form url.Values) string {
 	return tok
 }
 
+// approveRequest approves a pending command-line request by its ID, as its Approve button on
+// the account page does, and returns the token or the refusal.
+func (b *browser) approveRequest(id string) (string, string) {
+	b.t.Helper()
+	return b.tryStepUp("", url.Values{"_request": {id}}, "")
+}
+
 // tryStepUp is stepUp that reports a refusal instead of failing; cliAction set asks for a
 // command-line approval of that action instead.
 func (b *browser) tryStepUp(path string, form url.Values, cliAction operator.Action) (string, string) {
@@ -184,6 +191,8 @@ func (b *browser) tryStepUp(path string, form url.Values, cliAction operator.Act
 	if cliAction != "" {
 		params.Set("_purpose", "cli")
 		params.Set("_action", string(cliAction))
+	} else if params.Get("_request") != "" {
+		params.Set("_purpose", "cli")
 	} else {
 		params.Set("_path", path)
 	}
@@ -195,7 +204,7 @@ func (b *browser) tryStepUp(path string, form url.Values, cliAction operator.Act
 	if err := json.Unmarshal([]byte(body), &o); err != nil {
 		b.t.Fatal(err)
 	}
-	if !o.Needed && cliAction == "" {
+	if !o.Needed && cliAction == "" && params.Get("_purpose") != "cli" {
 		return "", ""
 	}
 	if b.key == nil {

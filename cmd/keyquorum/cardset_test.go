@@ -12,12 +12,8 @@ import (
 	"github.com/keyquorum/keyquorum/ceremony"
 )
 
-// cardCheck runs `keyquorum card check` (with an approval) while the pad is driven with card.
+// cardCheck runs `keyquorum card check` (approved as cliApproved does) while the pad is driven with card.
 func (n *node) cardCheck(ctx context.Context, card string, extra ...string) (string, string, int, error) {
-	tok, err := n.approve("ceremony." + string(ceremony.KindCardCheck))
-	if err != nil {
-		return "", "", 0, err
-	}
 	dctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	var derr error
@@ -26,7 +22,7 @@ func (n *node) cardCheck(ctx context.Context, card string, extra ...string) (str
 		defer wg.Done()
 		derr = n.drive(dctx, []string{card})
 	}()
-	out, errOut, code := cli(ctx, append(n.env(), "KEYQUORUM_APPROVAL="+tok), append([]string{"card", "check"}, extra...)...)
+	out, errOut, code := n.cliApproved(ctx, "ceremony."+string(ceremony.KindCardCheck), append([]string{"card", "check"}, extra...)...)
 	cancel()
 	wg.Wait()
 	return out, errOut, code, derr

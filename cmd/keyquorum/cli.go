@@ -263,7 +263,7 @@ type startFlags struct {
 var ceremonyStartCmd = cliCommand{
 	approval: true,
 	usage: "ceremony start KIND [flags]\n\nStarts a ceremony on the appliance's PIN pad. KIND is one of " + kindNames() + ".\n" +
-		"A start needs an approval (--approval, made on your account page with your security key).\n" +
+		"A start needs an approval for this very start: run it, approve the request it names on your\naccount page with your security key, run it again with --approval TOKEN.\n" +
 		"generate and reissue take --k and --n (default 2 of 3) and --label (reissue: the new set's; without\n" +
 		"--label it keeps the current set's); change-pin takes --slot share|user;\n" +
 		"slot-user-card and activate-slot take --pkcs11-slot; copy-card may take --overwrite (it covers\n" +

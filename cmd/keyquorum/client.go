@@ -61,9 +61,14 @@ const clientEnvHelp = `connection (flags, else environment, else the defaults):
 `
 
 // approvalEnvHelp documents the approval of the commands that need one.
-const approvalEnvHelp = `  --approval  KEYQUORUM_APPROVAL          approval token for this action: make it on your
-                                          account page with your security key; it is spent
-                                          by the first request that uses it
+const approvalEnvHelp = `  --approval  KEYQUORUM_APPROVAL          approval token for this very request: run the
+                                          command without it first; it is refused (exit 4)
+                                          and names a request (e.g. KQ7D-M2XA) with what it
+                                          would do; approve that request on your account
+                                          page with your security key, then run the same
+                                          command again with the token shown. It is spent
+                                          by the first request that uses it, and refused for
+                                          a request with other values (quorum, label, peer)
 `
 
 // exitError carries an exit status and, when the message was printed already, nothing more.

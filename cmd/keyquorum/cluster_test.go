@@ -77,12 +77,8 @@ func TestClusterJoin(t *testing.T) {
 	}
 
 	// A's administrator issues B's node certificate.
-	tok, err := a.approve(string(operator.ActionOperatorsManage))
-	if err != nil {
-		t.Fatal(err)
-	}
 	nodeFile := filepath.Join(root, "node-b.p12")
-	if out, errOut, code := cli(ctx, append(a.env(), "KEYQUORUM_APPROVAL="+tok), "cluster", "add-node", "node-b", "-o", nodeFile); code != 0 {
+	if out, errOut, code := a.cliApproved(ctx, string(operator.ActionOperatorsManage), "cluster", "add-node", "node-b", "-o", nodeFile); code != 0 {
 		t.Fatalf("add-node: %d %s %s", code, out, errOut)
 	}
 	for _, f := range []string{nodeFile, nodeFile + ".password"} {
@@ -97,8 +93,7 @@ func TestClusterJoin(t *testing.T) {
 	}
 	b := nodeT(t, "b", dirB)
 	// Before the key is loaded, a join is refused: nothing to check the peer's state against.
-	tok, _ = b.approve(string(operator.ActionClusterJoin))
-	_, errOut, code := cli(ctx, append(b.env(), "KEYQUORUM_APPROVAL="+tok), "cluster", "join", a.url(""), "--node", nodeFile)
+	_, errOut, code := b.cliApproved(ctx, string(operator.ActionClusterJoin), "cluster", "join", a.url(""), "--node", nodeFile)
 	if code != exitConflict || !strings.Contains(errOut, "No master backup key is loaded") {
 		t.Fatalf("join before load: exit %d %s", code, errOut)
 	}
@@ -109,11 +104,10 @@ func TestClusterJoin(t *testing.T) {
 	}
 	// A join without an approval is refused for who it is.
 	_, errOut, code = cli(ctx, b.env(), "cluster", "join", a.url(""), "--node", nodeFile)
-	if code != exitDenied || !strings.Contains(errOut, "Security key confirmation required") {
+	if code != exitDenied || !strings.Contains(errOut, "Approval required: request") {
 		t.Fatalf("join without approval: exit %d %s", code, errOut)
 	}
-	tok, _ = b.approve(string(operator.ActionClusterJoin))
-	out, errOut, code := cli(ctx, append(b.env(), "KEYQUORUM_APPROVAL="+tok), "cluster", "join", a.url(""), "--node", nodeFile)
+	out, errOut, code := b.cliApproved(ctx, string(operator.ActionClusterJoin), "cluster", "join", a.url(""), "--node", nodeFile)
 	if code != 0 || !strings.Contains(out, stA.BackupKeyID) {
 		t.Fatalf("join: exit %d %s %s", code, out, errOut)
 	}
@@ -139,13 +133,11 @@ func TestClusterJoin(t *testing.T) {
 	if stC.BackupKeyID == "" || stC.BackupKeyID == stA.BackupKeyID {
 		t.Fatalf("C's key %q", stC.BackupKeyID)
 	}
-	tok, _ = a.approve(string(operator.ActionOperatorsManage))
 	nodeFileC := filepath.Join(root, "node-c.p12")
-	if _, errOut, code := cli(ctx, append(a.env(), "KEYQUORUM_APPROVAL="+tok), "cluster", "add-node", "node-c", "-o", nodeFileC); code != 0 {
+	if _, errOut, code := a.cliApproved(ctx, string(operator.ActionOperatorsManage), "cluster", "add-node", "node-c", "-o", nodeFileC); code != 0 {
 		t.Fatalf("add-node c: %d %s", code, errOut)
 	}
-	tok, _ = c.approve(string(operator.ActionClusterJoin))
-	_, errOut, code = cli(ctx, append(c.env(), "KEYQUORUM_APPROVAL="+tok), "cluster", "join", a.url(""), "--node", nodeFileC)
+	_, errOut, code = c.cliApproved(ctx, string(operator.ActionClusterJoin), "cluster", "join", a.url(""), "--node", nodeFileC)
 	if code != exitFailed || !strings.Contains(errOut, "did not prove this cluster's master backup key") {
 		t.Fatalf("join of C: exit %d %s", code, errOut)
 	}
@@ -153,16 +145,14 @@ func TestClusterJoin(t *testing.T) {
 		t.Fatalf("C changed after a refused join: %+v", st)
 	}
 	// A's backup is refused by C too, from its header, before anything changes.
-	tok, _ = c.approve(string(operator.ActionRestore))
-	_, errOut, code = cli(ctx, append(c.env(), "KEYQUORUM_APPROVAL="+tok), "restore", backupFile)
+	_, errOut, code = c.cliApproved(ctx, string(operator.ActionRestore), "restore", backupFile)
 	if code != exitFailed || !strings.Contains(errOut, "Backup of another key") {
 		t.Fatalf("restore of A's backup on C: exit %d %s", code, errOut)
 	}
 
 	// An unauthenticated peer: B given C's address with A's node file. C's server certificate
 	// is not from A's CA, so the TLS handshake fails and B changes nothing.
-	tok, _ = b.approve(string(operator.ActionClusterJoin))
-	_, errOut, code = cli(ctx, append(b.env(), "KEYQUORUM_APPROVAL="+tok), "cluster", "join", c.url(""), "--node", nodeFile)
+	_, errOut, code = b.cliApproved(ctx, string(operator.ActionClusterJoin), "cluster", "join", c.url(""), "--node", nodeFile)
 	if code != exitFailed || !strings.Contains(errOut, "is not authenticated") {
 		t.Fatalf("join of an unauthenticated peer: exit %d %s", code, errOut)
 	}
@@ -219,23 +209,20 @@ func TestDisasterRecovery(t *testing.T) {
 		t.Fatalf("after reset: %+v", st)
 	}
 	// Without the key nothing can be restored.
-	tok, _ := d.approve(string(operator.ActionRestore))
-	_, errOut, code := cli(ctx, append(d.env(), "KEYQUORUM_APPROVAL="+tok), "restore", backupFile)
+	_, errOut, code := d.cliApproved(ctx, string(operator.ActionRestore), "restore", backupFile)
 	if code != exitConflict || !strings.Contains(errOut, "No master backup key is loaded") {
 		t.Fatalf("restore before load: exit %d %s", code, errOut)
 	}
 	mustCeremony(t, ctx, d, []string{cards[2], cards[0]}, "load")
 	// The foreign backup is refused; the HSM is as it was (key loaded, no keys).
-	tok, _ = d.approve(string(operator.ActionRestore))
-	_, errOut, code = cli(ctx, append(d.env(), "KEYQUORUM_APPROVAL="+tok), "restore", foreign)
+	_, errOut, code = d.cliApproved(ctx, string(operator.ActionRestore), "restore", foreign)
 	if code != exitFailed || !strings.Contains(errOut, "Backup of another key") {
 		t.Fatalf("foreign restore: exit %d %s", code, errOut)
 	}
 	if st := mustStatus(t, d); st.BackupKeyID != before.BackupKeyID || len(st.Keys) != 0 {
 		t.Fatalf("after the refused restore: %+v", st)
 	}
-	tok, _ = d.approve(string(operator.ActionRestore))
-	out, errOut, code := cli(ctx, append(d.env(), "KEYQUORUM_APPROVAL="+tok), "restore", backupFile)
+	out, errOut, code := d.cliApproved(ctx, string(operator.ActionRestore), "restore", backupFile)
 	if code != 0 || !strings.Contains(out, "3 application keys") {
 		t.Fatalf("restore: exit %d %s %s", code, out, errOut)
 	}
@@ -250,8 +237,7 @@ func TestDisasterRecovery(t *testing.T) {
 	}
 	f := nodeT(t, "f", dirF)
 	mustCeremony(t, ctx, f, []string{cards[1], cards[0]}, "load")
-	tok, _ = f.approve(string(operator.ActionRestore))
-	if out, errOut, code := cli(ctx, append(f.env(), "KEYQUORUM_APPROVAL="+tok), "restore", backupFile); code != 0 {
+	if out, errOut, code := f.cliApproved(ctx, string(operator.ActionRestore), "restore", backupFile); code != 0 {
 		t.Fatalf("restore on the fresh appliance: exit %d %s %s", code, out, errOut)
 	}
 	if st := mustStatus(t, f); st.BackupKeyID != before.BackupKeyID || !slices.Equal(keyIDs(st), keyIDs(before)) {

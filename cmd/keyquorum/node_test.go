@@ -248,32 +248,59 @@ func (n *node) registerKey() error {
 	return err
 }
 
-// approve makes a command-line approval of action, as the account page does with a security
-// key, and returns its token.
-func (n *node) approve(action string) (string, error) {
+// approveRequest approves the pending command-line request id, as its Approve button on the
+// account page does with a security key, and returns the token and the request's action.
+func (n *node) approveRequest(id string) (string, string, error) {
 	if n.key == nil {
 		if err := n.registerKey(); err != nil {
-			return "", fmt.Errorf("register security key: %w", err)
+			return "", "", fmt.Errorf("register security key: %w", err)
 		}
 	}
-	b, err := n.form("/webauthn/assert/begin", url.Values{"_purpose": {"cli"}, "_action": {action}})
+	b, err := n.form("/webauthn/assert/begin", url.Values{"_purpose": {"cli"}, "_request": {id}})
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	var o webauthnOptions
 	if err := json.Unmarshal(b, &o); err != nil {
-		return "", err
+		return "", "", err
 	}
 	b, status, err := n.do(http.MethodPost, "/webauthn/assert/finish?session="+url.QueryEscape(o.Session), "application/json",
 		bytes.NewReader(n.key.get(o, n.url(""))), nil)
 	if err != nil || status != http.StatusOK {
-		return "", fmt.Errorf("assert finish: %d %v %s", status, err, b)
+		return "", "", fmt.Errorf("assert finish: %d %v %s", status, err, b)
 	}
-	var f struct{ Token string }
+	var f struct{ Token, Action string }
 	if err := json.Unmarshal(b, &f); err != nil || f.Token == "" {
-		return "", fmt.Errorf("no approval token: %s", b)
+		return "", "", fmt.Errorf("no approval token: %s", b)
 	}
-	return f.Token, nil
+	return f.Token, f.Action, nil
+}
+
+// requestRE finds the pending request a command refused for want of an approval names.
+var requestRE = regexp.MustCompile(`Approval required: request ([A-Z2-7]{4}-[A-Z2-7]{4})`)
+
+// cliApproved runs a dangerous command as an operator at 5 a.m. does: once without an
+// approval (refused, naming a pending request), then approves that request (which must be of
+// action) with the security key, and runs the same command again with the token.
+func (n *node) cliApproved(ctx context.Context, action string, args ...string) (string, string, int) {
+	if n.key == nil {
+		if err := n.registerKey(); err != nil {
+			return "", "register security key: " + err.Error(), -1
+		}
+	}
+	out, errOut, code := cli(ctx, n.env(), args...)
+	m := requestRE.FindStringSubmatch(errOut)
+	if code != exitDenied || m == nil {
+		return out, errOut, code // refused before the approval (bad arguments), or not dangerous
+	}
+	tok, got, err := n.approveRequest(m[1])
+	if err != nil {
+		return "", "approve " + m[1] + ": " + err.Error(), -1
+	}
+	if got != action {
+		return "", fmt.Sprintf("request %s is for %s, not %s", m[1], got, action), -1
+	}
+	return cli(ctx, append(n.env(), "KEYQUORUM_APPROVAL="+tok), args...)
 }
 
 // newCards makes n blank virtual cards through the simulator panel and returns their serials.
@@ -390,13 +417,9 @@ func cli(ctx context.Context, env []string, args ...string) (string, string, int
 	return stdout.String(), stderr.String(), code
 }
 
-// ceremony starts a ceremony of kind with the CLI (an approval made for it) and drives the
+// ceremony starts a ceremony of kind with the CLI (approved as cliApproved does) and drives the
 // pad with cards until `--watch` reports the end; it returns the CLI's output and status.
 func (n *node) ceremony(ctx context.Context, cards []string, kind string, args ...string) (string, int, error) {
-	tok, err := n.approve("ceremony." + kind)
-	if err != nil {
-		return "", 0, err
-	}
 	dctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	var derr error
@@ -405,8 +428,7 @@ func (n *node) ceremony(ctx context.Context, cards []string, kind string, args .
 		defer wg.Done()
 		derr = n.drive(dctx, cards)
 	}()
-	env := append(n.env(), "KEYQUORUM_APPROVAL="+tok)
-	out, errOut, code := cli(ctx, env, append([]string{"ceremony", "start", kind, "--watch"}, args...)...)
+	out, errOut, code := n.cliApproved(ctx, "ceremony."+kind, append([]string{"ceremony", "start", kind, "--watch"}, args...)...)
 	cancel()
 	wg.Wait()
 	if derr != nil {

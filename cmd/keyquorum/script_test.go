@@ -28,7 +28,9 @@ import (
 //	hsmkeys NAME LABEL...     put application keys into NAME's soft HSM (before `node NAME`)
 //	hsmobject NAME KIND LABEL [locked]  put an object of KIND into NAME's soft HSM ("_" in LABEL
 //	                          is a space; locked: not extractable)
-//	approve NAME ACTION       make an approval with the administrator's security key: KEYQUORUM_APPROVAL
+//	approve NAME ACTION       arm an approval: the next kq refused for want of one has the request it
+//	                          names approved with the administrator's security key (it must be of
+//	                          ACTION) and runs again with KEYQUORUM_APPROVAL
 //	cards NAME N              make N blank virtual cards on NAME: $NAME_CARD1 … $NAME_CARDN
 //	insert NAME SERIAL        put a virtual card into NAME's pad
 //	drive NAME SERIAL...      play the custodians on NAME's pad until the running ceremony ends
@@ -126,11 +128,16 @@ func cmdHSMKeys(ts *testscript.TestScript, neg bool, a []string) {
 	ts.Check(createKeys(ts.MkAbs(a[0]), a[1:]...))
 }
 
+// cmdApprove arms an approval: the next kq command refused for want of one (exit 4, naming
+// a pending request) has that request approved on node NAME with its security key — it must
+// be of ACTION — and runs again with the token, as an operator does with the account page.
 func cmdApprove(ts *testscript.TestScript, neg bool, a []string) {
 	args(ts, neg, a, 2, "approve NAME ACTION")
-	tok, err := nodeOf(ts, a[0]).approve(a[1])
-	ts.Check(err)
-	ts.Setenv("KEYQUORUM_APPROVAL", tok)
+	n := nodeOf(ts, a[0])
+	if n.key == nil {
+		ts.Check(n.registerKey())
+	}
+	ts.Setenv("KQ_APPROVE", a[0]+" "+a[1])
 }
 
 func cmdCards(ts *testscript.TestScript, neg bool, a []string) {
@@ -185,6 +192,20 @@ func cmdKQ(ts *testscript.TestScript, neg bool, a []string) {
 	want, err := strconv.Atoi(a[0])
 	ts.Check(err)
 	err = ts.Exec("keyquorum", a[1:]...)
+	if armed := ts.Getenv("KQ_APPROVE"); armed != "" && want != exitDenied {
+		var ee *exec.ExitError
+		if m := requestRE.FindStringSubmatch(ts.ReadFile("stderr")); m != nil && errors.As(err, &ee) && ee.ExitCode() == exitDenied {
+			name, action, _ := strings.Cut(armed, " ")
+			tok, got, aerr := nodeOf(ts, name).approveRequest(m[1])
+			ts.Check(aerr)
+			if got != action {
+				ts.Fatalf("request %s is for %s, not %s", m[1], got, action)
+			}
+			ts.Setenv("KQ_APPROVE", "")
+			ts.Setenv("KEYQUORUM_APPROVAL", tok)
+			err = ts.Exec("keyquorum", a[1:]...)
+		}
+	}
 	got := 0
 	var ee *exec.ExitError
 	switch {

@@ -53,9 +53,13 @@
 // [*OriginError] says where to open the page instead). The first security key of an operator
 // needs only the certificate (the bootstrap); every further one needs an assertion with a
 // registered key. [StepUps] keeps the WebAuthn ceremonies under way and the tokens their
-// assertions earned: random, kept only as a hash, bound to one operator and one action, valid
-// once, for two minutes from a page ([PageGrantTTL]) or five minutes as a command-line approval
-// ([CLIGrantTTL]) that the CLI sends in the [ApprovalHeader].
+// assertions earned: random, kept only as a hash, bound to one operator, one action and the
+// request's [Details] (its parameters by name, as a digest: an approval of "2 of 3" does not
+// start "3 of 5", [*DetailsError]), valid once, for two minutes from a page ([PageGrantTTL]) or
+// five minutes as a command-line approval ([CLIGrantTTL]) that the CLI sends in the
+// [ApprovalHeader]. A command-line request refused for want of an approval waits as a
+// [PendingRequest] ([StepUps.Hold], ten minutes, [RequestTTL]) that its operator sees in words
+// on the account page and approves there.
 //
 // # Issued certificates
 //

@@ -41,12 +41,14 @@ var (
 	ErrCloneWarning = errors.New("the security key's signature counter went back: it may have been cloned")
 )
 
-// StepUps keeps the WebAuthn ceremonies under way and the tokens their assertions earned. A
-// token is bound to one operator and one action, used once, and expires; only its hash is kept.
+// StepUps keeps the WebAuthn ceremonies under way, the tokens their assertions earned and the
+// command-line requests waiting for an approval. A token is bound to one operator, one action
+// and its details ([Details]), used once, and expires; only its hash is kept.
 type StepUps struct {
-	mu      sync.Mutex
-	pending map[string]*PendingWebAuthn
-	grants  map[string]*grant
+	mu       sync.Mutex
+	pending  map[string]*PendingWebAuthn
+	grants   map[string]*grant
+	requests map[string]*PendingRequest
 }
 
 // PendingWebAuthn is a begun registration or assertion of an operator, until it is finished.
@@ -54,6 +56,7 @@ type PendingWebAuthn struct {
 	Op       string
 	Register bool
 	Action   Action
+	Details  Details // what the assertion approves: the action and its parameters
 	CLI      bool
 	KeyName  string
 	Recovery bool // a registration that used the recovery code: it clears the pending recovery
@@ -64,11 +67,13 @@ type PendingWebAuthn struct {
 type grant struct {
 	op      string
 	action  Action
+	digest  string // of the approved Details
+	summary string // the approved request in words, for a refusal
 	expires time.Time
 }
 
 func newStepUps() *StepUps {
-	return &StepUps{pending: map[string]*PendingWebAuthn{}, grants: map[string]*grant{}}
+	return &StepUps{pending: map[string]*PendingWebAuthn{}, grants: map[string]*grant{}, requests: map[string]*PendingRequest{}}
 }
 
 func randomToken() (string, error) {
@@ -94,6 +99,11 @@ func (s *StepUps) purge(now time.Time) {
 	for k, g := range s.grants {
 		if now.After(g.expires) {
 			delete(s.grants, k)
+		}
+	}
+	for k, p := range s.requests {
+		if now.After(p.Expires) {
+			delete(s.requests, k)
 		}
 	}
 }
@@ -138,8 +148,9 @@ func (s *StepUps) Take(id, op string, register bool, now time.Time) (*PendingWeb
 	return p, nil
 }
 
-// Grant mints a token for op and action.
-func (s *StepUps) Grant(op string, a Action, ttl time.Duration, now time.Time) (string, error) {
+// Grant mints a token for op and the request d; a pending command-line request of op with those
+// details is approved by it and no longer pending.
+func (s *StepUps) Grant(op string, d Details, ttl time.Duration, now time.Time) (string, error) {
 	tok, err := randomToken()
 	if err != nil {
 		return "", err
@@ -161,13 +172,22 @@ func (s *StepUps) Grant(op string, a Action, ttl time.Duration, now time.Time) (
 	} else if len(s.grants) >= maxPending {
 		return "", errTooMany
 	}
-	s.grants[tokenKey(tok)] = &grant{op: op, action: a, expires: now.Add(ttl)}
+	digest := d.Digest()
+	s.grants[tokenKey(tok)] = &grant{op: op, action: d.Action, digest: digest, summary: d.Summary(), expires: now.Add(ttl)}
+	for k, p := range s.requests {
+		if p.Op == op && p.Details.Digest() == digest {
+			delete(s.requests, k)
+		}
+	}
 	return tok, nil
 }
 
-// Consume uses up a token: it must be of operator op, for action a, and unexpired. A token
-// presented by another operator or for another action is burnt too.
-func (s *StepUps) Consume(tok, op string, a Action, now time.Time) error {
+// Consume uses up a token: it must be of operator op, for action a, for the request's details
+// d, and unexpired. d nil is a request whose details cannot be told before its handler reads
+// the body (a page's upload): the action is checked alone. A token presented by another
+// operator, for another action or other details is burnt too; other details are a
+// *[DetailsError] that says what was approved and what was asked.
+func (s *StepUps) Consume(tok, op string, a Action, d *Details, now time.Time) error {
 	if tok == "" {
 		return errNoToken
 	}
@@ -184,6 +204,9 @@ func (s *StepUps) Consume(tok, op string, a Action, now time.Time) error {
 	}
 	if g.action != a {
 		return errTokenAction
+	}
+	if d != nil && subtle.ConstantTimeCompare([]byte(g.digest), []byte(d.Digest())) != 1 {
+		return &DetailsError{Approved: g.summary, Requested: d.Summary()}
 	}
 	return nil
 }

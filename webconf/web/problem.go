@@ -292,6 +292,21 @@ func NeedAssertion(a operator.Action, err error) Problem {
 		Todo: "Go back and press the button again: your browser then asks for your security key and its PIN or fingerprint. From the command line, pass an approval made on your account page (it is valid for 5 minutes, for one action)."}
 }
 
+// ApproveRequest is the refusal of a command-line request that needs an approval: the request
+// waits as pr on the operator's account page, named by its ID and in words, for an approval of
+// exactly it. err says what was wrong with the approval sent (none, used, another request's);
+// sent reports whether one was sent at all.
+func ApproveRequest(pr operator.PendingRequest, err error, sent bool) Problem {
+	what := fmt.Sprintf("This command would %s. That needs an approval with your security key, made for this very request", pr.Summary())
+	if sent {
+		what += fmt.Sprintf(", and the approval sent does not do: %v", err)
+	}
+	return Problem{Status: http.StatusForbidden, Code: CodeApprovalRequired, Title: "Approval required: request " + pr.ID,
+		What: what + ".",
+		Todo: fmt.Sprintf("Open your account page in WebConf (/account), find request %s under \"Command-line requests waiting for your approval\", check that it says what you meant, press Approve and use your security key. Then run the same command again with --approval and the token the page shows (within %s; the request waits %s).",
+			pr.ID, Minutes(operator.CLIGrantTTL), Minutes(operator.RequestTTL))}
+}
+
 // ForAuth explains an error of the operator list, or any other as problemFor does.
 func ForAuth(err error, back string) Problem {
 	p := Problem{Status: http.StatusConflict, What: err.Error(), Back: back}

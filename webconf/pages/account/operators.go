@@ -21,10 +21,12 @@ import (
 type Config struct {
 	// Auth is the operator security: identities, roles, security keys, certificates.
 	Auth *operator.Auth
-	// ActionFor is the action a form sent to path would be checked for (the route table's):
-	// what the page script asks before it sends a form that may need a security key.
-	ActionFor func(path string, form url.Values) (operator.Action, bool)
-	Log       *slog.Logger
+	// DetailsFor is the action (the route table's) and the details a form sent to path would
+	// be checked for: what the page script asks before it sends a form that may need a
+	// security key. With path "" it is a command-line request's details stated as form
+	// fields: the JSON body's fields by name ("a.b" when nested), query parameters as "?name".
+	DetailsFor func(path string, form url.Values) (operator.Details, bool)
+	Log        *slog.Logger
 }
 
 // accountPages are the account page, the security key endpoints of the page script and the
@@ -40,7 +42,7 @@ func New(cfg Config, rd *pages.Renderer) *Account {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Account{wa: &webauthnHandlers{auth: cfg.Auth, actionFor: cfg.ActionFor, rd: rd, log: log},
+	return &Account{wa: &webauthnHandlers{auth: cfg.Auth, detailsFor: cfg.DetailsFor, rd: rd, log: log},
 		op: &operatorHandlers{auth: cfg.Auth, rd: rd, log: log}}
 }
 
@@ -85,6 +87,8 @@ type accountView struct {
 	Want       string // the origin security keys work at
 	RightHost  bool
 	Approvable []operator.Action // the dangerous actions this operator may approve for the command line
+	// Requests are this operator's command-line requests waiting for an approval.
+	Requests []operator.PendingRequest
 }
 
 func (h *operatorHandlers) account(w http.ResponseWriter, r *http.Request) {
@@ -105,6 +109,7 @@ func (h *operatorHandlers) account(w http.ResponseWriter, r *http.Request) {
 			v.Approvable = append(v.Approvable, a)
 		}
 	}
+	v.Requests = h.auth.Steps().Requests(op.ID, time.Now())
 	h.rd.HTML(w, r, http.StatusOK, accountPage(h.rd.Page(r, "Your account", "account"), v))
 }
 

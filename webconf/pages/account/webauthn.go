@@ -19,10 +19,11 @@ import (
 // webauthnHandlers register security keys and make the assertions that dangerous actions need.
 type webauthnHandlers struct {
 	auth *operator.Auth
-	// actionFor is the action a form sent to path (POST) would be checked for.
-	actionFor func(path string, form url.Values) (operator.Action, bool)
-	rd        *pages.Renderer
-	log       *slog.Logger
+	// detailsFor is the action and details a form sent to path (POST) would be checked for
+	// (see Config.DetailsFor).
+	detailsFor func(path string, form url.Values) (operator.Details, bool)
+	rd         *pages.Renderer
+	log        *slog.Logger
 }
 
 // relyingPartyProblem explains why security keys cannot be used at this page.
@@ -175,9 +176,24 @@ func (h *webauthnHandlers) assertBegin(w http.ResponseWriter, r *http.Request) {
 	}
 	form := r.PostForm
 	cli := form.Get("_purpose") == "cli"
-	var a operator.Action
+	var d operator.Details
 	if cli {
-		a = operator.Action(form.Get("_action"))
+		now := time.Now()
+		if id := form.Get("_request"); id != "" {
+			// A command-line request that was refused for want of an approval: the approval
+			// is for exactly it.
+			pr, err := h.auth.Steps().Request(id, op.ID, now)
+			if err != nil {
+				h.rd.Problem(w, r, web.Problem{Status: http.StatusNotFound, Code: web.CodeNotFound, Title: "No such command-line request",
+					What: err.Error() + ".", Todo: "Run the command again: it names a new request, which then appears on this page.", Back: "/account"})
+				return
+			}
+			d = pr.Details
+		} else {
+			// A request stated field by field (scripts): the fields of its JSON body.
+			d, _ = h.detailsFor("", form)
+		}
+		a := d.Action
 		listed := operator.Listed(a)
 		kind, isStart := strings.CutPrefix(string(a), "ceremony.")
 		if !listed && isStart { // a ceremony kind the rule table does not name yet
@@ -196,11 +212,12 @@ func (h *webauthnHandlers) assertBegin(w http.ResponseWriter, r *http.Request) {
 			path = u.Path
 		}
 		var known bool
-		if a, known = h.actionFor(path, form); !known {
+		if d, known = h.detailsFor(path, form); !known {
 			h.rd.Problem(w, r, web.NotFound())
 			return
 		}
 	}
+	a := d.Action
 	if !operator.Allowed(op.Role, a) {
 		if op.Role == operator.RoleNone {
 			h.rd.Problem(w, r, web.NoRole(op))
@@ -229,12 +246,12 @@ func (h *webauthnHandlers) assertBegin(w http.ResponseWriter, r *http.Request) {
 		h.rd.Problem(w, r, webauthnProblem("Security key confirmation could not start", err))
 		return
 	}
-	id, err := h.auth.Steps().Begin(&operator.PendingWebAuthn{Op: op.ID, Action: a, CLI: cli, Session: *session}, time.Now())
+	id, err := h.auth.Steps().Begin(&operator.PendingWebAuthn{Op: op.ID, Action: a, Details: d, CLI: cli, Session: *session}, time.Now())
 	if err != nil {
 		h.rd.Problem(w, r, web.Problem{Status: http.StatusServiceUnavailable, Title: "Try again shortly", What: err.Error(), Todo: "Wait two minutes, then try again."})
 		return
 	}
-	web.WriteJSON(w, map[string]any{"needed": true, "session": id, "action": a, "what": operator.RuleOf(a).What, "publicKey": assertion.Response})
+	web.WriteJSON(w, map[string]any{"needed": true, "session": id, "action": a, "what": operator.RuleOf(a).What, "request": d.Summary(), "publicKey": assertion.Response})
 }
 
 // assertFinish checks the assertion and answers with the token it earned.
@@ -277,16 +294,16 @@ func (h *webauthnHandlers) assertFinish(w http.ResponseWriter, r *http.Request) 
 	if pend.CLI {
 		ttl = operator.CLIGrantTTL
 	}
-	tok, err := h.auth.Steps().Grant(op.ID, pend.Action, ttl, now)
+	tok, err := h.auth.Steps().Grant(op.ID, pend.Details, ttl, now)
 	if err != nil {
 		h.rd.Problem(w, r, web.Problem{Status: http.StatusServiceUnavailable, Title: "Try again shortly", What: err.Error(), Todo: "Wait two minutes, then try again."})
 		return
 	}
 	if pend.CLI {
-		if err := h.auth.Record(op.Name, operator.AuditOperatorApproval, fmt.Sprintf("%s approved a command-line action with a security key: %s (valid %s, once)", op.Name, operator.RuleOf(pend.Action).What, web.Minutes(operator.CLIGrantTTL))); err != nil {
+		if err := h.auth.Record(op.Name, operator.AuditOperatorApproval, fmt.Sprintf("%s approved a command-line action with a security key: %s (valid %s, once)", op.Name, pend.Details.Summary(), web.Minutes(operator.CLIGrantTTL))); err != nil {
 			h.rd.Problem(w, r, web.ForAuth(err, "/account"))
 			return
 		}
 	}
-	web.WriteJSON(w, map[string]any{"token": tok, "action": pend.Action, "expires": now.Add(ttl).UTC().Format(time.RFC3339)})
+	web.WriteJSON(w, map[string]any{"token": tok, "action": pend.Action, "request": pend.Details.Summary(), "expires": now.Add(ttl).UTC().Format(time.RFC3339)})
 }
