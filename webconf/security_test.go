@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -560,5 +561,76 @@ func TestSecurityApprovalBoundToDetails(t *testing.T) {
 	}
 	if js, _ := s.mgr.Ceremonies(10); len(js) != 1 {
 		t.Fatalf("ceremonies: %+v", js)
+	}
+}
+
+// TestSecurityRevokedNodeCertificate (issue 19 point 4): a cluster node's certificate is
+// listed as such on the Operators page, is no operator, and once revoked there gets nothing
+// from the cluster endpoints at once — not even with a challenge and proof it obtained before —
+// and is listed in the management CA's CRL that other nodes load with --crl.
+func TestSecurityRevokedNodeCertificate(t *testing.T) {
+	s := startService(t, t.TempDir(), serviceOptions{})
+	admin := s.browser("Alice Admin")
+	cli := s.api(t, admin.cert)
+	code, body := cli.json("POST", "/api/v1/cluster/nodes", cluster.NodeRequest{Name: "node-b"}, approval(t, admin, operator.ActionOperatorsManage, url.Values{"name": {"node-b"}}))
+	var nb cluster.NodeBundle
+	if code != http.StatusOK || json.Unmarshal(body, &nb) != nil {
+		t.Fatalf("issue node: %d %s", code, body)
+	}
+	_, node, err := cluster.ParseJoin(cluster.JoinRequest{Peer: s.url(""), NodeP12: nb.P12, NodePassword: nb.Password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial := operator.SerialHex(node.TLSCertificate().Leaf)
+	ncli := s.api(t, node.TLSCertificate())
+	mbk := make([]byte, 32)
+	rand.Read(mbk)
+	if err := s.hsm.LoadBackupKey(context.Background(), mbk); err != nil {
+		t.Fatal(err)
+	}
+	clear(mbk)
+
+	page := admin.get("/operators", http.StatusOK)
+	if !strings.Contains(page, `data-testid="node-cert-`+serial+`"`) {
+		t.Errorf("the Operators page does not mark %s as a node certificate: %s", serial, excerpt(page))
+	}
+	if ops, _ := s.srv.auth.Operators().List(); len(ops) != 2 { // the first administrator and Alice
+		t.Errorf("the node certificate became an operator: %+v", ops)
+	}
+	code, body = ncli.json("GET", cluster.ChallengePath, nil, nil)
+	var ch cluster.Challenge
+	if code != http.StatusOK || json.Unmarshal(body, &ch) != nil {
+		t.Fatalf("challenge before the revocation: %d %s", code, body)
+	}
+	proof, err := cluster.Prove(context.Background(), s.hsm, ch, node.TLSCertificate().Leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	admin.post("/operators/revoke", url.Values{"serial": {serial}}, http.StatusSeeOther)
+	// The same client (its connection reused): refused at once, for the challenge and the state.
+	if code, body := ncli.json("GET", cluster.ChallengePath, nil, nil); code != http.StatusForbidden || problemCode(t, body) != web.CodeRevoked {
+		t.Errorf("challenge of a revoked node: %d %s", code, body)
+	}
+	code, data, header := ncli.call("GET", cluster.StatePath, "", nil, map[string]string{cluster.ChallengeHeader: ch.Challenge, cluster.ProofHeader: proof})
+	if code != http.StatusForbidden || problemCode(t, data) != web.CodeRevoked || header.Get(cluster.KeyIDHeader) != "" {
+		t.Errorf("state to a revoked node with a valid proof: %d %s", code, data)
+	}
+	if es := auditEvents(t, s, cluster.AuditClusterStateSent); len(es) != 0 {
+		t.Errorf("state sent to a revoked node: %+v", es)
+	}
+	if es := auditEvents(t, s, operator.AuditCertRevoked); len(es) != 1 || !strings.Contains(es[0].Message, "cluster node certificate serial "+serial) {
+		t.Errorf("revocation audit: %+v", es)
+	}
+	resp, err := s.client(nil).Get(s.url("/crl.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	crlPEM, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	list, err := operator.ParseCRL(crlPEM)
+	if err != nil || list.CheckSignatureFrom(s.pki.CA) != nil || len(list.RevokedCertificateEntries) != 1 ||
+		operator.SerialHex(&x509.Certificate{SerialNumber: list.RevokedCertificateEntries[0].SerialNumber}) != serial {
+		t.Errorf("the management CA's CRL does not list the node: %v %+v", err, list)
 	}
 }

@@ -380,12 +380,16 @@ func NameOf(r *http.Request) string {
 // its operator, with role, when that operator is new), and returns it with the identity it
 // names and its PKCS#12 file under a new one-time password. Nothing of it is written to disk.
 func (a *Auth) IssueRecorded(subject pkix.Name, email string, role Role, by string, now time.Time) (*x509.Certificate, Identity, []byte, string, error) {
+	return a.issueRecorded(subject, email, role, by, false, now)
+}
+
+func (a *Auth) issueRecorded(subject pkix.Name, email string, role Role, by string, node bool, now time.Time) (*x509.Certificate, Identity, []byte, string, error) {
 	cert, p12, password, err := IssuePKCS12(a.pki, subject, email, now)
 	if err != nil {
 		return nil, Identity{}, nil, "", err
 	}
 	id := IdentityOf(cert, a.pki.CA)
-	rec := IssuedCert{Serial: id.Serial, Subject: id.Subject, Issued: now.UTC(), NotAfter: cert.NotAfter.UTC(), By: by}
+	rec := IssuedCert{Serial: id.Serial, Subject: id.Subject, Issued: now.UTC(), NotAfter: cert.NotAfter.UTC(), By: by, Node: node}
 	if err := a.ops.RecordIssued(rec, id, role, by, now); err != nil {
 		clear(p12)
 		return nil, Identity{}, nil, "", err
@@ -393,10 +397,12 @@ func (a *Auth) IssueRecorded(subject pkix.Name, email string, role Role, by stri
 	return cert, id, p12, password, nil
 }
 
-// IssueNode issues and records a node certificate for cluster onboarding (cluster.Issuer): a
-// certificate without a role, listed and revocable like every certificate issued here.
+// IssueNode issues and records a node certificate for cluster onboarding (cluster.Issuer):
+// listed (marked as a node's) and revocable on the Operators page like every certificate issued
+// here, but no operator. A revoked node certificate is refused at once ([Auth.AdmitNode]) and
+// listed in the management CA's CRL, which other nodes load with --crl.
 func (a *Auth) IssueNode(subject pkix.Name, by string, now time.Time) (*x509.Certificate, []byte, string, error) {
-	cert, _, p12, password, err := a.IssueRecorded(subject, "", RoleNone, by, now)
+	cert, _, p12, password, err := a.issueRecorded(subject, "", RoleNone, by, true, now)
 	return cert, p12, password, err
 }
 

@@ -338,6 +338,9 @@ type IssuedCert struct {
 	By        string    `json:"by,omitempty"`
 	Revoked   time.Time `json:"revoked,omitzero"`
 	RevokedBy string    `json:"revoked_by,omitempty"`
+	// Node marks a cluster node's certificate ([Auth.IssueNode]): listed and revocable like
+	// every certificate, never an operator.
+	Node bool `json:"node,omitempty"`
 }
 
 // OperatorsFile is the operator list's bbolt file in the management PKI's directory.
@@ -948,6 +951,9 @@ func (o *Operators) RecordIssued(c IssuedCert, id Identity, role Role, by string
 	err := o.db.Update(func(tx *bolt.Tx) error {
 		if err := putCert(tx, &c); err != nil {
 			return err
+		}
+		if c.Node {
+			return nil // a node certificate is never an operator
 		}
 		op, err := getOperator(tx, id.ID)
 		if err != nil {

@@ -305,7 +305,11 @@ func (h *operatorHandlers) revoke(w http.ResponseWriter, r *http.Request) {
 		if subject == "" {
 			subject = "a certificate WebConf did not issue"
 		}
-		if err := h.auth.Record(op.Name, operator.AuditCertRevoked, fmt.Sprintf("certificate serial %s (%s) revoked by %s", c.Serial, subject, op.Name)); err != nil {
+		what := "certificate"
+		if c.Node {
+			what = "cluster node certificate"
+		}
+		if err := h.auth.Record(op.Name, operator.AuditCertRevoked, fmt.Sprintf("%s serial %s (%s) revoked by %s", what, c.Serial, subject, op.Name)); err != nil {
 			h.rd.Problem(w, r, web.ForAuth(err, "/operators"))
 			return
 		}
