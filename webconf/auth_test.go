@@ -528,7 +528,7 @@ func TestBundleCRL(t *testing.T) {
 	}
 
 	// The CRL check itself: a replaced file is read again; an out-of-date CRL refuses all.
-	set, err := operator.LoadCRLs([]string{crlPath}, []*x509.Certificate{corp.cert}, time.Now())
+	set, err := operator.LoadCRLs([]string{crlPath}, []*x509.Certificate{corp.cert}, nil, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -566,7 +566,7 @@ func TestBundleCRL(t *testing.T) {
 	other := newCorpCA(t, "Other CA")
 	otherPath := filepath.Join(dir, "other.crl")
 	os.WriteFile(otherPath, bundleCRL(t, other.cert, other.key, time.Now().Add(time.Hour)), 0o644)
-	if _, err := operator.LoadCRLs([]string{otherPath}, []*x509.Certificate{corp.cert}, time.Now()); !errors.As(err, &ce) || !strings.Contains(ce.Problem, "not signed") {
+	if _, err := operator.LoadCRLs([]string{otherPath}, []*x509.Certificate{corp.cert}, nil, time.Now()); !errors.As(err, &ce) || !strings.Contains(ce.Problem, "not signed") {
 		t.Errorf("CRL of an untrusted CA: %v", err)
 	}
 }

@@ -96,7 +96,7 @@ func NewAuth(cfg AuthConfig, now time.Time) (*Auth, error) {
 	if rpID == "" {
 		rpID = DefaultRPID
 	}
-	crls, err := LoadCRLs(cfg.CRLFiles, append([]*x509.Certificate{cfg.PKI.CA}, cfg.CABundle...), now)
+	crls, err := LoadCRLs(cfg.CRLFiles, append([]*x509.Certificate{cfg.PKI.CA}, cfg.CABundle...), cfg.Operators, now)
 	if err != nil {
 		return nil, fmt.Errorf("new webconf: %w", err)
 	}

@@ -15,7 +15,9 @@
 // CA whose CRL is unusable or past its next update has its certificates refused until a current
 // one is installed (fail closed, [*CRLError]). A CRL file is bound by key to the CA that signed it
 // at start: a file replaced by another CA's CRL, or by an older CRL (CRL number or thisUpdate
-// going back), is unusable, never a reason to let a certificate in ([CRLSet]). The management CA's own revocations are kept in
+// going back, also across restarts: the last CRL seen of each CA is kept in the operator list,
+// [CRLMemory]), is unusable, never a reason to let a certificate in ([CRLSet]); at start it
+// is an error. The management CA's own revocations are kept in
 // the operator list and published as its CRL ([CRLFile], /crl.pem).
 //
 // # Operators, identities and roles

@@ -201,12 +201,12 @@ func TestOperatorsSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 	o.db.View(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketOpMeta, bucketOps, bucketCerts} {
+		for _, b := range [][]byte{bucketOpMeta, bucketOps, bucketCerts, bucketCRLs} {
 			if tx.Bucket(b) == nil {
 				t.Errorf("bucket %s missing", b)
 			}
 		}
-		if v := tx.Bucket(bucketOpMeta).Get(keyOpSchema); !bytes.Equal(v, []byte{0, 0, 0, 2}) {
+		if v := tx.Bucket(bucketOpMeta).Get(keyOpSchema); !bytes.Equal(v, []byte{0, 0, 0, 3}) {
 			t.Errorf("schema %x", v)
 		}
 		return nil
@@ -261,4 +261,44 @@ func FuzzParseCABundle(f *testing.F) {
 			t.Fatal("no error and no certificate")
 		}
 	})
+}
+
+// TestOperatorsMigration3: a file of schema 2 gets the bucket of the last CRLs seen; its
+// operators and certificates stay.
+func TestOperatorsMigration3(t *testing.T) {
+	path := filepath.Join(t.TempDir(), OperatorsFile)
+	o, err := OpenOperators(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.RecordIssued(IssuedCert{Serial: "0A", Subject: "CN=x"}, Identity{ID: "x"}, RoleNone, "test", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	o.db.Update(func(tx *bolt.Tx) error { // as schema 2 left it
+		if err := tx.DeleteBucket(bucketCRLs); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketOpMeta).Put(keyOpSchema, []byte{0, 0, 0, 2})
+	})
+	o.Close()
+	o, err = OpenOperators(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	o.db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketCRLs) == nil || !bytes.Equal(tx.Bucket(bucketOpMeta).Get(keyOpSchema), []byte{0, 0, 0, 3}) {
+			t.Error("schema 3 not reached")
+		}
+		return nil
+	})
+	if certs, _ := o.Certs(); len(certs) != 1 {
+		t.Errorf("certificates after the migration: %+v", certs)
+	}
+	if err := o.SeenCRL("ca", CRLSeen{Number: "7", ThisUpdate: time.Unix(1, 0).UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok, err := o.LastCRL("ca"); err != nil || !ok || got.Number != "7" {
+		t.Errorf("last crl: %+v %v %v", got, ok, err)
+	}
 }

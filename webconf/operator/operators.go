@@ -355,6 +355,9 @@ const OperatorsFile = "operators.db"
 //	    <id>        JSON Operator (id: hex, see Identity.ID)
 //	certs/
 //	    <serial>    JSON IssuedCert (serial: upper-case hex)
+//	crls/
+//	    <ca key>    JSON CRLSeen: the last CRL accepted of a CA of --crl (key: CAKey), so that
+//	                a restart with an older CRL file is refused
 //
 // The revoked serials are also kept in memory: every request is checked against them, whatever
 // CA verified its certificate (a serial revoked here is refused from every trusted CA).
@@ -415,6 +418,7 @@ var (
 	bucketOpMeta  = []byte("meta")
 	bucketOps     = []byte("operators")
 	bucketCerts   = []byte("certs")
+	bucketCRLs    = []byte("crls")
 	keyOpSchema   = []byte("schema")
 	maxOperators  = 1000 // unknown certificates recorded at most; a flood of them is not kept
 	seenRecording = time.Minute
@@ -436,6 +440,12 @@ var operatorMigrations = []func(tx *bolt.Tx) error{
 	// Operators.Seen); nothing is rewritten here because the CAs' keys are not known to the
 	// file. The version keeps an older keyquorum, which would key by name, from opening it.
 	func(tx *bolt.Tx) error { return nil },
+	// 3: the last CRL seen of each CA with a configured CRL (CRLSeen), so that a CRL's number
+	// and thisUpdate never go back, across restarts too.
+	func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketCRLs)
+		return err
+	},
 }
 
 // Conditions of the operator list.
@@ -1023,6 +1033,36 @@ func (o *Operators) Revoke(serial, by string, now time.Time) (IssuedCert, bool, 
 	o.revoked[serial] = true
 	o.mu.Unlock()
 	return out, was, nil
+}
+
+// LastCRL is the last CRL accepted of the CA with key hash caKey, if any ([CRLMemory]).
+func (o *Operators) LastCRL(caKey string) (CRLSeen, bool, error) {
+	var out CRLSeen
+	found := false
+	err := o.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketCRLs).Get([]byte(caKey))
+		if v == nil {
+			return nil
+		}
+		found = true
+		return json.Unmarshal(v, &out)
+	})
+	if err != nil {
+		return CRLSeen{}, false, fmt.Errorf("read last crl: %w", err)
+	}
+	return out, found, nil
+}
+
+// SeenCRL remembers seen as the last CRL accepted of the CA with key hash caKey ([CRLMemory]).
+func (o *Operators) SeenCRL(caKey string, seen CRLSeen) error {
+	v, err := json.Marshal(seen)
+	if err != nil {
+		return err
+	}
+	if err := o.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketCRLs).Put([]byte(caKey), v) }); err != nil {
+		return fmt.Errorf("remember crl: %w", err)
+	}
+	return nil
 }
 
 // Revoked reports whether a serial is revoked in the operator list. It is checked for the

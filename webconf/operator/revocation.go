@@ -71,11 +71,27 @@ func (p *PKI) writeCRL(certs []IssuedCert, now time.Time) ([]byte, error) {
 // is not older than the last one seen (its CRL number and thisUpdate never go back). It fails
 // closed: while a CA's CRL is unusable — unreadable, signed by another CA (a swapped file), older
 // than the last one, or past its next update — that CA's certificates are refused. The last CRL
-// seen is remembered for the life of the process.
+// seen of each CA (its number and thisUpdate) is remembered in a [CRLMemory] (the operator
+// list), so that a restart with an older file is refused too.
 type CRLSet struct {
 	cas   []*x509.Certificate // the CAs a CRL may be signed by
+	mem   CRLMemory           // nil: remembered for the life of the process only
 	mu    sync.Mutex
 	files []*crlFile
+}
+
+// CRLSeen is the last CRL accepted of a CA: what a later one must not go back from.
+type CRLSeen struct {
+	Number     string    `json:"number,omitempty"` // decimal; "" for a CRL without a number
+	ThisUpdate time.Time `json:"this_update"`
+	Path       string    `json:"path,omitempty"` // where it was read, for the administrator
+}
+
+// CRLMemory keeps the last CRL seen of each CA across restarts, by the CA's key hash ([CAKey]);
+// *Operators implements it.
+type CRLMemory interface {
+	LastCRL(caKey string) (CRLSeen, bool, error)
+	SeenCRL(caKey string, seen CRLSeen) error
 }
 
 // CRLRecheck is how often a configured CRL file is looked at for a change.
@@ -90,18 +106,21 @@ type crlFile struct {
 	caKey   string            // CAKey(ca)
 	number  *big.Int          // the CRL number of the last CRL accepted (nil: none had one)
 	this    time.Time         // its thisUpdate
-	revoked map[string]bool
-	next    time.Time
-	err     error
+	// recalled is set once the last CRL remembered of the bound CA (CRLMemory) was read.
+	recalled bool
+	revoked  map[string]bool
+	next     time.Time
+	err      error
 }
 
 // LoadCRLs reads the configured CRL files. A file that cannot be used at start is an error:
-// the service would refuse every certificate of that CA.
-func LoadCRLs(paths []string, cas []*x509.Certificate, now time.Time) (*CRLSet, error) {
-	s := &CRLSet{cas: cas}
+// the service would refuse every certificate of that CA — among them a CRL older than the last
+// one mem remembers of its CA. mem nil remembers only for the life of the process.
+func LoadCRLs(paths []string, cas []*x509.Certificate, mem CRLMemory, now time.Time) (*CRLSet, error) {
+	s := &CRLSet{cas: cas, mem: mem}
 	for _, p := range paths {
 		f := &crlFile{path: p}
-		f.load(cas, now)
+		f.load(cas, mem, now)
 		if f.err != nil {
 			return nil, f.err
 		}
@@ -115,7 +134,7 @@ func LoadCRLs(paths []string, cas []*x509.Certificate, now time.Time) (*CRLSet, 
 	return s, nil
 }
 
-func (f *crlFile) load(cas []*x509.Certificate, now time.Time) {
+func (f *crlFile) load(cas []*x509.Certificate, mem CRLMemory, now time.Time) {
 	f.checked = now
 	fi, err := os.Stat(f.path)
 	if err != nil {
@@ -150,8 +169,27 @@ func (f *crlFile) load(cas []*x509.Certificate, now time.Time) {
 		f.err = &CRLError{Path: f.path, Problem: "not signed by the CA it belongs to (" + f.ca.Subject.String() + ", by its key): the file was replaced by another CA's CRL; install a current CRL of " + f.ca.Subject.String()}
 		return
 	}
+	if mem != nil && !f.recalled {
+		last, ok, err := mem.LastCRL(f.caKey)
+		if err != nil {
+			f.err = &CRLError{Path: f.path, Problem: "the last CRL seen of its CA cannot be read from the operator list: " + err.Error()}
+			return
+		}
+		if ok {
+			if last.Number != "" {
+				n, good := new(big.Int).SetString(last.Number, 10)
+				if !good {
+					f.err = &CRLError{Path: f.path, Problem: fmt.Sprintf("the operator list remembers an unreadable CRL number %q of its CA", last.Number)}
+					return
+				}
+				f.number = n
+			}
+			f.this = last.ThisUpdate
+		}
+		f.recalled = true
+	}
 	if f.number != nil && (list.Number == nil || list.Number.Cmp(f.number) < 0) {
-		f.err = &CRLError{Path: f.path, Problem: fmt.Sprintf("older than the CRL seen before (CRL number %v, last seen %v): install a current CRL of %s", list.Number, f.number, f.ca.Subject.String())}
+		f.err = &CRLError{Path: f.path, Problem: fmt.Sprintf("older than the CRL seen before (CRL number %v, last seen %v, remembered across restarts): install a current CRL of %s", list.Number, f.number, f.ca.Subject.String())}
 		return
 	}
 	if !f.this.IsZero() && list.ThisUpdate.Before(f.this) {
@@ -162,6 +200,19 @@ func (f *crlFile) load(cas []*x509.Certificate, now time.Time) {
 	revoked := make(map[string]bool, len(list.RevokedCertificateEntries))
 	for _, e := range list.RevokedCertificateEntries {
 		revoked[strings.ToUpper(e.SerialNumber.Text(16))] = true
+	}
+	advanced := !list.ThisUpdate.Equal(f.this) || (list.Number != nil && (f.number == nil || list.Number.Cmp(f.number) != 0))
+	if mem != nil && advanced {
+		seen := CRLSeen{ThisUpdate: list.ThisUpdate.UTC(), Path: f.path}
+		if list.Number != nil {
+			seen.Number = list.Number.String()
+		}
+		// Remembered before it is used: a CRL that cannot be remembered could be rolled back
+		// by the next restart, so it is not used (fail closed).
+		if err := mem.SeenCRL(f.caKey, seen); err != nil {
+			f.err = &CRLError{Path: f.path, Problem: "the CRL cannot be remembered in the operator list: " + err.Error()}
+			return
+		}
 	}
 	f.mod, f.size, f.revoked, f.next, f.err = fi.ModTime(), fi.Size(), revoked, list.NextUpdate, nil
 	f.number, f.this = list.Number, list.ThisUpdate
@@ -210,7 +261,7 @@ func (s *CRLSet) CheckIssued(cert *x509.Certificate, caKey string, now time.Time
 			continue
 		}
 		if now.Sub(f.checked) >= CRLRecheck {
-			f.load(s.cas, now)
+			f.load(s.cas, s.mem, now)
 		}
 		if f.err != nil {
 			return f.err

@@ -11,6 +11,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -256,7 +257,7 @@ func TestSecurityCRLSwapAndRollback(t *testing.T) {
 		os.Chtimes(path, now, now)
 	}
 	write(corp.crl(t, 10, now.Add(-time.Hour), revoked))
-	set, err := LoadCRLs([]string{path}, []*x509.Certificate{corp.cert, twin.cert}, now)
+	set, err := LoadCRLs([]string{path}, []*x509.Certificate{corp.cert, twin.cert}, nil, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,4 +295,86 @@ func TestSecurityCRLSwapAndRollback(t *testing.T) {
 	write(corp.crl(t, 12, now.Add(-time.Minute), revoked))
 	expect("revoked, a current CRL", revoked, true, false)
 	expect("good, a current CRL", good, false, false)
+}
+
+// TestSecurityCRLRollbackAcrossRestart: the last CRL seen of a CA is remembered in the operator
+// list, so a restart with an older CRL file (still valid, without the revoked serial) is
+// refused as a running service refuses it; without that memory the same file would load.
+func TestSecurityCRLRollbackAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	p, err := LoadPKI(dir, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	corp := newTestCA(t, pkix.Name{CommonName: "Corp PIV CA"})
+	revoked := corp.issue(t, pkix.Name{CommonName: "Revoked"})
+	crlPath := filepath.Join(dir, "corp.crl")
+	now := time.Now()
+	write := func(b []byte) {
+		t.Helper()
+		if err := os.WriteFile(crlPath, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		now = now.Add(CRLRecheck)
+		os.Chtimes(crlPath, now, now)
+	}
+	older := corp.crl(t, 5, now.Add(-2*time.Hour)) // valid, but before the revocation
+	write(corp.crl(t, 10, now.Add(-time.Hour), revoked))
+	opsPath := filepath.Join(dir, OperatorsFile)
+	start := func() (*Auth, *Operators, error) {
+		t.Helper()
+		ops, err := OpenOperators(opsPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := NewAuth(AuthConfig{PKI: p, Operators: ops, CABundle: []*x509.Certificate{corp.cert}, CRLFiles: []string{crlPath}, Recorder: discardRecorder{}}, now)
+		if err != nil {
+			ops.Close()
+		}
+		return a, ops, err
+	}
+	a, ops, err := start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := verifiedChain(t, p, []*x509.Certificate{corp.cert}, revoked)
+	var re *RevokedError
+	if _, err := a.Admit(chain, "/", now); !errors.As(err, &re) {
+		t.Fatalf("revoked certificate with the current CRL: %v", err)
+	}
+	// A newer CRL dropped in while running is remembered too.
+	write(corp.crl(t, 11, now.Add(-30*time.Minute), revoked))
+	if _, err := a.Admit(chain, "/", now); !errors.As(err, &re) {
+		t.Fatalf("revoked certificate with the newer CRL: %v", err)
+	}
+	if last, ok, err := ops.LastCRL(CAKey(corp.cert)); err != nil || !ok || last.Number != "11" {
+		t.Fatalf("remembered CRL: %+v %v %v", last, ok, err)
+	}
+	ops.Close()
+
+	// The restart: the file was put back to an older CRL.
+	write(older)
+	var ce *CRLError
+	if _, _, err := start(); !errors.As(err, &ce) || !strings.Contains(ce.Problem, "older than the CRL seen before") || !strings.Contains(ce.Problem, "last seen 11") {
+		t.Fatalf("start with an older CRL: %v", err)
+	}
+	// Without the memory (the attack as it was) the same file loads: the memory refuses it.
+	if _, err := LoadCRLs([]string{crlPath}, []*x509.Certificate{corp.cert}, nil, now); err != nil {
+		t.Fatalf("the older CRL without memory: %v", err)
+	}
+	// A current CRL back: the service starts and the revoked certificate stays out.
+	write(corp.crl(t, 12, now.Add(-time.Minute), revoked))
+	a, ops, err = start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ops.Close()
+	if _, err := a.Admit(chain, "/", now); !errors.As(err, &re) {
+		t.Fatalf("revoked certificate after the restart: %v", err)
+	}
+	// Rolled back while running after the restart: refused as well.
+	write(older)
+	if _, err := a.Admit(chain, "/", now); !errors.As(err, &ce) {
+		t.Fatalf("older CRL while running: %v", err)
+	}
 }
