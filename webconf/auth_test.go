@@ -221,7 +221,7 @@ func TestCommandLineApproval(t *testing.T) {
 	send := func(tok string) (int, string) {
 		req, _ := http.NewRequest(http.MethodPost, s.url("/ceremonies"), strings.NewReader(url.Values{"kind": {"load"}}.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.Header.Set(csrfHeader, s.srv.csrf.token(renewed.Leaf))
+		req.Header.Set(csrfHeader, s.srv.csrf.token(renewed.Leaf, time.Now()))
 		req.Header.Set(web.FetchHeader, "1")
 		if tok != "" {
 			req.Header.Set(operator.ApprovalHeader, tok)

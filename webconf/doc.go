@@ -30,8 +30,9 @@
 //     long): [operator.Auth.Admit] refuses a certificate the management CA revoked or a
 //     configured CRL lists, and every certificate of a CA whose CRL is unusable (fail closed).
 //   - Every POST passes two CSRF checks: [net/http.CrossOriginProtection] (Sec-Fetch-Site /
-//     Origin) and a token bound to the client certificate (HMAC under a key kept beside the
-//     management PKI), for browsers that send neither header. A POST under /api/ must instead be
+//     Origin) and a token bound to the client certificate (HMAC under a key derived per
+//     12-hour period from a key kept beside the management PKI: accepted in its period and the
+//     next, so it rotates and a leaked one ages out), for browsers that send neither header. A POST under /api/ must instead be
 //     JSON or a backup (application/octet-stream) without cookies: a browser cannot send either
 //     cross-site without a CORS preflight, which WebConf never grants.
 //   - Request bodies are bounded ([net/http.MaxBytesReader]): forms to 64 KiB, a backup upload

@@ -194,10 +194,11 @@ func TestCSRF(t *testing.T) {
 	}
 	// The token survives a restart: a page left open in a browser still works.
 	cert := s.operatorCert("Carol")
-	tok := s.srv.csrf.token(cert.Leaf)
+	now := time.Now()
+	tok := s.srv.csrf.token(cert.Leaf, now)
 	s.stop()
 	s = startService(t, s.dir, serviceOptions{})
-	if s.srv.csrf.token(cert.Leaf) != tok {
+	if s.srv.csrf.token(cert.Leaf, now) != tok {
 		t.Error("CSRF token changed with a restart")
 	}
 	b = s.browser("Carol")
@@ -487,7 +488,7 @@ func TestNoSimulatorWithRealPad(t *testing.T) {
 		}
 	}
 	rec := httptest.NewRecorder()
-	req := httptest.NewRequest("POST", "/sim/key", strings.NewReader("key=1&csrf="+url.QueryEscape(s.srv.csrf.token(cert.Leaf))))
+	req := httptest.NewRequest("POST", "/sim/key", strings.NewReader("key=1&csrf="+url.QueryEscape(s.srv.csrf.token(cert.Leaf, time.Now()))))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{cert.Leaf}}}
 	h.ServeHTTP(rec, req)

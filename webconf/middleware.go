@@ -8,6 +8,7 @@ import (
 	"crypto/subtle"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -91,7 +92,7 @@ func (s *Server) requireClientCert(next http.Handler) http.Handler {
 			s.rd.Problem(w, r, admitProblem(op.Ident, err))
 			return
 		}
-		op.CSRF = s.csrf.token(leaf)
+		op.CSRF = s.csrf.token(leaf, time.Now())
 		next.ServeHTTP(w, r.WithContext(operator.NewContext(r.Context(), op)))
 	})
 }
@@ -108,24 +109,51 @@ func refuseUnread(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// csrfGuard issues and checks the per-certificate CSRF token. The token is
-// HMAC-SHA256(key, SHA-256(client certificate)) under a key kept beside the management PKI: it
-// needs no session state, differs per operator and certificate, and survives a restart.
+// csrfGuard issues and checks the CSRF tokens. A token is HMAC-SHA256 under a key derived for
+// its time bucket (csrfPeriod) from a master key kept beside the management PKI, over
+// SHA-256(client certificate): it needs no session state, differs per operator and certificate,
+// survives a restart, and rotates — a page's token is accepted in its own bucket and the next,
+// so a token that leaks (a screenshot, a proxy log of a form) is worthless within at most two
+// periods, and a page left open longer says to reload it.
 type csrfGuard struct {
 	key []byte
 	cop *http.CrossOriginProtection
 }
 
+// csrfPeriod is a CSRF token's time bucket: a token is valid for one to two periods. Long
+// enough for the longest ceremony with its live view open, short enough to age out a leak.
+const csrfPeriod = 12 * time.Hour
+
 func newCSRFGuard(key []byte) *csrfGuard {
 	return &csrfGuard{key: key, cop: http.NewCrossOriginProtection()}
 }
 
-func (g *csrfGuard) token(cert *x509.Certificate) string {
+// token is the CSRF token of cert for the time bucket of now: what a page rendered now carries.
+func (g *csrfGuard) token(cert *x509.Certificate, now time.Time) string {
+	return g.tokenIn(cert, now.Unix()/int64(csrfPeriod/time.Second))
+}
+
+func (g *csrfGuard) tokenIn(cert *x509.Certificate, bucket int64) string {
+	// The bucket's key: the master key's HMAC of the bucket number, so every period signs
+	// with a key of its own.
+	km := hmac.New(sha256.New, g.key)
+	km.Write([]byte("keyquorum webconf csrf key\x00"))
+	km.Write(binary.BigEndian.AppendUint64(nil, uint64(bucket)))
 	sum := sha256.Sum256(cert.Raw)
-	m := hmac.New(sha256.New, g.key)
-	m.Write([]byte("keyquorum webconf csrf\x00"))
+	m := hmac.New(sha256.New, km.Sum(nil))
+	m.Write([]byte("keyquorum webconf csrf v2\x00"))
 	m.Write(sum[:])
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// valid reports whether got is cert's token of now's bucket or the one before.
+func (g *csrfGuard) valid(got string, cert *x509.Certificate, now time.Time) bool {
+	b := now.Unix() / int64(csrfPeriod/time.Second)
+	ok := 0
+	for _, bucket := range []int64{b, b - 1} {
+		ok |= subtle.ConstantTimeCompare([]byte(got), []byte(g.tokenIn(cert, bucket)))
+	}
+	return ok == 1
 }
 
 // csrfField is the form field, csrfHeader the header (script requests) that carry the token.
@@ -141,7 +169,7 @@ var errCSRF = errors.New("csrf check failed")
 // parsed; a multipart upload carries its token (and its security key's) in its leading fields,
 // which are read without reading the upload that follows (web.ReadLeading); the request it
 // returns carries that stream on to the handler. No token is ever taken from the URL.
-func (g *csrfGuard) check(r *http.Request, op operator.Caller) (*http.Request, error) {
+func (g *csrfGuard) check(r *http.Request) (*http.Request, error) {
 	if err := g.cop.Check(r); err != nil {
 		return r, fmt.Errorf("%w: %v", errCSRF, err)
 	}
@@ -171,8 +199,8 @@ func (g *csrfGuard) check(r *http.Request, op operator.Caller) (*http.Request, e
 	if got == "" {
 		return r, fmt.Errorf("%w: no token", errCSRF)
 	}
-	if subtle.ConstantTimeCompare([]byte(got), []byte(op.CSRF)) != 1 {
-		return r, fmt.Errorf("%w: wrong token", errCSRF)
+	if !g.valid(got, r.TLS.VerifiedChains[0][0], time.Now()) {
+		return r, fmt.Errorf("%w: wrong or expired token", errCSRF)
 	}
 	return r, nil
 }
@@ -201,7 +229,7 @@ func (s *Server) protect(next http.Handler) http.Handler {
 			s.rd.Problem(w, r, web.NoCertificate(s.cfg.PKI))
 			return
 		}
-		r, err := s.csrf.check(r, op)
+		r, err := s.csrf.check(r)
 		if err != nil {
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {
@@ -210,7 +238,7 @@ func (s *Server) protect(next http.Handler) http.Handler {
 			}
 			s.log.Warn("csrf check failed", "path", r.URL.Path, "operator", op.Name, "err", err)
 			s.rd.Problem(w, r, web.Problem{Status: http.StatusForbidden, Code: web.CodeCSRF, Title: "Request refused (CSRF check)",
-				What: "The form you sent did not carry this page's security token, or it came from another site.",
+				What: "The form you sent did not carry this page's security token, its token has expired (tokens last 12 to 24 hours: a page left open that long), or it came from another site.",
 				Todo: "Go back, reload the page and send the form again. If you did not send a form yourself, close the other site's tab."})
 			return
 		}

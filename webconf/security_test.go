@@ -634,3 +634,53 @@ func TestSecurityRevokedNodeCertificate(t *testing.T) {
 		t.Errorf("the management CA's CRL does not list the node: %v %+v", err, list)
 	}
 }
+
+// TestSecurityCSRFTokenRotates (issue 20 point 9): the CSRF token of a certificate is not
+// forever: it changes every csrfPeriod under a key of that period, is accepted in its own period
+// and the next, and refused after; a refused old token says the page must be reloaded.
+func TestSecurityCSRFTokenRotates(t *testing.T) {
+	g := newCSRFGuard([]byte("0123456789abcdef0123456789abcdef"))
+	ca := newTestCA(t)
+	cert, other := ca.Leaf, newTestCA(t).Leaf
+	period := int64(csrfPeriod / time.Second)
+	t0 := time.Unix((time.Now().Unix()/period)*period+1, 0) // the start of a period
+	tok := g.token(cert, t0)
+	for _, c := range []struct {
+		name string
+		at   time.Time
+		want bool
+	}{
+		{"its own period", t0, true},
+		{"the end of its period", t0.Add(csrfPeriod - 2*time.Second), true},
+		{"the next period", t0.Add(csrfPeriod), true},
+		{"two periods on", t0.Add(2 * csrfPeriod), false},
+		{"a period before it was made", t0.Add(-csrfPeriod), false},
+	} {
+		if got := g.valid(tok, cert, c.at); got != c.want {
+			t.Errorf("%s: valid %v, want %v", c.name, got, c.want)
+		}
+	}
+	if g.token(cert, t0.Add(csrfPeriod)) == tok {
+		t.Error("the token did not change with the period")
+	}
+	if g.token(other, t0) == tok || g.valid(tok, other, t0) {
+		t.Error("one certificate's token is another's")
+	}
+	if newCSRFGuard([]byte("another key, another appliance..")).valid(tok, cert, t0) {
+		t.Error("a token of another key accepted")
+	}
+
+	// Through the server: the page carries the current token; one of two periods ago is
+	// refused with the advice to reload, one of the period before is still accepted.
+	s := startService(t, t.TempDir(), serviceOptions{})
+	admin := s.browser("Alice Admin")
+	now := time.Now()
+	if admin.csrf != s.srv.csrf.token(admin.cert.Leaf, now) && admin.csrf != s.srv.csrf.token(admin.cert.Leaf, now.Add(-csrfPeriod)) {
+		t.Fatal("the page does not carry the current token")
+	}
+	_, body := admin.postRaw("/sim/cards", url.Values{csrfField: {s.srv.csrf.token(admin.cert.Leaf, now.Add(-2*csrfPeriod))}}, http.StatusForbidden)
+	if !strings.Contains(body, "expired") || !strings.Contains(body, "reload the page") {
+		t.Errorf("an expired token's refusal: %s", excerpt(body))
+	}
+	admin.postRaw("/sim/cards", url.Values{csrfField: {s.srv.csrf.token(admin.cert.Leaf, now.Add(-csrfPeriod))}}, http.StatusSeeOther)
+}

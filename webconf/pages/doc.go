@@ -17,7 +17,8 @@
 //
 // # Forms
 //
-// Every form carries the CSRF token ([CSRFInput]; a multipart upload carries it in its URL).
+// Every form carries the CSRF token ([CSRFInput]; a multipart upload as its leading field, never
+// in its URL). The token rotates: a page rendered now carries the current period's.
 // Before a form that does a dangerous action is sent, the page script asks
 // /webauthn/assert/begin whether it needs a security key and, if so, sends the token of the
 // assertion with it. Every error is a page that says what happened and what to do next
