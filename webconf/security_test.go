@@ -4,13 +4,17 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/url"
@@ -683,4 +687,129 @@ func TestSecurityCSRFTokenRotates(t *testing.T) {
 		t.Errorf("an expired token's refusal: %s", excerpt(body))
 	}
 	admin.postRaw("/sim/cards", url.Values{csrfField: {s.srv.csrf.token(admin.cert.Leaf, now.Add(-csrfPeriod))}}, http.StatusSeeOther)
+}
+
+// attestationCA is a security key vendor's attestation root and an attestation certificate
+// under it for a model (packed attestation's certificate requirements, WebAuthn §8.2.1).
+func attestationCA(t *testing.T, cn string, aaguid []byte) (root *x509.Certificate, leafDER []byte, leafKey *ecdsa.PrivateKey) {
+	t.Helper()
+	rootKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	rootTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	rootDER, err := x509.CreateCertificate(rand.Reader, rootTmpl, rootTmpl, &rootKey.PublicKey, rootKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ = x509.ParseCertificate(rootDER)
+	leafKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ext, _ := asn1.Marshal(aaguid)
+	leafTmpl := &x509.Certificate{SerialNumber: big.NewInt(2),
+		Subject:   pkix.Name{Country: []string{"SE"}, Organization: []string{"Test Vendor"}, OrganizationalUnit: []string{"Authenticator Attestation"}, CommonName: cn + " key"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), BasicConstraintsValid: true,
+		ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 45724, 1, 1, 4}, Value: ext}}}
+	leafDER, err = x509.CreateCertificate(rand.Reader, leafTmpl, root, &leafKey.PublicKey, rootKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root, leafDER, leafKey
+}
+
+// tryRegister registers k for b's operator and returns the finish's status and body.
+func (b *browser) tryRegister(k *softKey, name string) (int, string) {
+	b.t.Helper()
+	resp, body := b.script("/webauthn/register/begin", "application/x-www-form-urlencoded", url.Values{"name": {name}}.Encode(), nil)
+	if resp.StatusCode != http.StatusOK {
+		return resp.StatusCode, body
+	}
+	var o options
+	if err := json.Unmarshal([]byte(body), &o); err != nil {
+		b.t.Fatal(err)
+	}
+	resp, body = b.script("/webauthn/register/finish?session="+url.QueryEscape(o.Session), "application/json", string(k.create(o, b.s.origin())), nil)
+	return resp.StatusCode, body
+}
+
+// TestSecurityAttestationPolicy (issue 20 point 8): registration can be restricted to allowed
+// authenticator models (AAGUIDs) proven by a vendor's attestation root, or to attestation
+// formats. The default requires none, and the account page says so. A key that sends no
+// attestation, attests itself, is of another model, chains to another root or whose packed
+// attestation signature does not verify is refused with a clear message, and nothing is
+// registered.
+func TestSecurityAttestationPolicy(t *testing.T) {
+	allowed := []byte{0xcb, 0x69, 0x48, 0x1e, 0x8f, 0xf7, 0x40, 0x39, 0x93, 0xec, 0x0a, 0x27, 0x29, 0xa1, 0x54, 0xa8}
+	other := []byte{0xee, 0x88, 0x28, 0x79, 0x72, 0x1c, 0x49, 0x13, 0x97, 0x75, 0x3d, 0xfc, 0xce, 0x97, 0x07, 0x2a}
+	vendor, vendorLeaf, vendorKey := attestationCA(t, "Test Vendor Attestation Root", allowed)
+	_, otherLeaf, otherKey := attestationCA(t, "Other Vendor Attestation Root", allowed)
+	_, vendorOtherModel, vendorOtherKey := attestationCA(t, "Test Vendor Attestation Root 2", other)
+
+	// The default: no attestation required, and the page says so.
+	s := startService(t, t.TempDir(), serviceOptions{})
+	alice := s.browserAs("Alice Admin", operator.RoleAdmin, false)
+	if page := alice.get("/account", http.StatusOK); !strings.Contains(page, "No attestation is required") {
+		t.Errorf("the account page does not state the default policy: %s", excerpt(page))
+	}
+	if code, body := alice.tryRegister(newSoftKey(t), "plain"); code != http.StatusOK {
+		t.Fatalf("a key without attestation under the default policy: %d %s", code, body)
+	}
+	s.stop()
+
+	policy, err := operator.ParseAAGUIDs("CB69481E-8FF7-4039-93EC-0A2729A154A8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = startService(t, t.TempDir(), serviceOptions{attest: operator.AttestationPolicy{AAGUIDs: policy, Roots: []*x509.Certificate{vendor}}})
+	bob := s.browserAs("Bob Admin", operator.RoleAdmin, false)
+	if page := bob.get("/account", http.StatusOK); !strings.Contains(page, "only these authenticator models (AAGUID): cb69481e-8ff7-4039-93ec-0a2729a154a8") ||
+		!strings.Contains(page, "Test Vendor Attestation Root") {
+		t.Errorf("the account page does not state the policy: %s", excerpt(page))
+	}
+	key := func(attest string, aaguid []byte, leaf []byte, lk *ecdsa.PrivateKey) *softKey {
+		k := newSoftKey(t)
+		k.attest, k.aaguid, k.attKey = attest, aaguid, lk
+		if leaf != nil {
+			k.x5c = [][]byte{leaf}
+		}
+		return k
+	}
+	badSig := key("basic", allowed, vendorLeaf, vendorKey)
+	badSig.badSig = true
+	for _, c := range []struct {
+		name string
+		k    *softKey
+		says string
+	}{
+		{"no attestation", key("", nil, nil, nil), "sent no attestation"},
+		{"no attestation, an allowed AAGUID claimed", key("", allowed, nil, nil), "sent no attestation"},
+		{"self attestation of the allowed model", key("self", allowed, nil, nil), "attests itself"},
+		{"another vendor's root", key("basic", allowed, otherLeaf, otherKey), "does not chain to an allowed vendor root"},
+		{"another model of the vendor", key("basic", other, vendorOtherModel, vendorOtherKey), "its model is not one of the allowed"},
+		{"a packed signature that does not verify", badSig, "Signature validation error"},
+	} {
+		code, body := bob.tryRegister(c.k, c.name)
+		if code != http.StatusForbidden && code != http.StatusBadRequest || !strings.Contains(body, c.says) {
+			t.Errorf("%s: %d %s", c.name, code, body)
+		}
+	}
+	if rec, _ := s.ops.Get(bob.id.ID); len(rec.Keys) != 0 {
+		t.Fatalf("refused keys were registered: %+v", rec.Keys)
+	}
+	good := key("basic", allowed, vendorLeaf, vendorKey)
+	if code, body := bob.tryRegister(good, "allowed model"); code != http.StatusOK {
+		t.Fatalf("a key of the allowed model with the vendor's attestation: %d %s", code, body)
+	}
+	if rec, _ := s.ops.Get(bob.id.ID); len(rec.Keys) != 1 || rec.Keys[0].Credential.AttestationFormat != "packed" {
+		t.Fatalf("the allowed key: %+v", rec.Keys)
+	}
+	s.stop()
+
+	// Formats only: a packed self attestation passes, "none" does not.
+	s = startService(t, t.TempDir(), serviceOptions{attest: operator.AttestationPolicy{Formats: []string{"packed"}}})
+	carol := s.browserAs("Carol Admin", operator.RoleAdmin, false)
+	if code, body := carol.tryRegister(key("", nil, nil, nil), "none"); code != http.StatusForbidden || !strings.Contains(body, "attestation format is not one of packed") {
+		t.Errorf("format none under a packed-only policy: %d %s", code, body)
+	}
+	if code, body := carol.tryRegister(key("self", other, nil, nil), "self"); code != http.StatusOK {
+		t.Errorf("packed self attestation under a packed-only policy: %d %s", code, body)
+	}
 }

@@ -67,6 +67,9 @@ type Config struct {
 	// its security keys, so that it can register a new one: the way out when every
 	// administrator has lost their security key. It is audited.
 	RecoverAdmin bool
+	// Attestation restricts which security keys may be registered (serve --webauthn-aaguids,
+	// --webauthn-attestation-formats, --webauthn-attestation-roots); zero: any.
+	Attestation operator.AttestationPolicy
 	// MaxConnections bounds the connections served at once; 0 means DefaultMaxConnections.
 	MaxConnections int
 	// Monitor, when set, serves /healthz without a client certificate and receives request
@@ -126,7 +129,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("new webconf: an audit recorder is required (the ceremony manager)")
 	}
 	a, err := operator.NewAuth(operator.AuthConfig{PKI: cfg.PKI, Operators: cfg.Operators, CABundle: cfg.CABundle, CRLFiles: cfg.CRLFiles,
-		Recorder: rec, RPID: cfg.RPID, RecoverAdmin: cfg.RecoverAdmin, Logger: log}, time.Now())
+		Recorder: rec, RPID: cfg.RPID, RecoverAdmin: cfg.RecoverAdmin, Attestation: cfg.Attestation, Logger: log}, time.Now())
 	if err != nil {
 		return nil, err
 	}

@@ -59,6 +59,7 @@ type serviceOptions struct {
 	// remoteRack: the simulator's Watch reports no card added to the rack, as the virtual
 	// cyberJack's panel (whose cards are files of another process) does not.
 	remoteRack bool
+	attest     operator.AttestationPolicy // Config.Attestation
 }
 
 // remoteRackSim is the simulator seen as through the virtual cyberJack's panel: Watch sends
@@ -113,7 +114,7 @@ func startService(t testing.TB, dir string, o serviceOptions) *service {
 	s.srv, err = New(Config{PKI: s.pki, CABundle: o.bundle, Runner: s.mgr, Records: s.mgr, Audit: s.mgr, HSM: s.hsm, Sim: simulator, Surveyor: s.pad,
 		MaxUpload: o.maxUpload, Logger: log, Appliance: web.Appliance{PadName: "SIMULATOR", Pad: o.padStatus,
 			PadTimeouts: cmp.Or(o.timeouts, ceremony.DefaultTimeouts), HSMName: "soft (test)", DataDir: dir},
-		Operators: s.ops, CRLFiles: o.crls, RPID: "localhost", RecoverAdmin: o.recover, MaxConnections: o.maxConns})
+		Operators: s.ops, CRLFiles: o.crls, RPID: "localhost", RecoverAdmin: o.recover, MaxConnections: o.maxConns, Attestation: o.attest})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,14 @@ type softKey struct {
 	id      []byte
 	counter uint32
 	noUV    bool // the key does not verify the user (no PIN, no fingerprint)
+	// The attestation of a registration: "" sends format none (as a browser asked for none
+	// does); "self" a packed self attestation (signed with the credential's key); "basic" a
+	// packed basic attestation signed with attKey, with the certificate chain x5c.
+	attest string
+	aaguid []byte // the model; zeros when nil
+	attKey *ecdsa.PrivateKey
+	x5c    [][]byte
+	badSig bool // the attestation signature does not verify
 }
 
 func newSoftKey(t testing.TB) *softKey {
@@ -68,7 +76,11 @@ func (k *softKey) authData(rpID string, attested bool) []byte {
 	out := append(rp[:], flags)
 	out = binary.BigEndian.AppendUint32(out, k.counter)
 	if attested {
-		out = append(out, make([]byte, 16)...) // AAGUID: none
+		aaguid := k.aaguid
+		if aaguid == nil {
+			aaguid = make([]byte, 16) // AAGUID: none
+		}
+		out = append(out, aaguid...)
 		out = binary.BigEndian.AppendUint16(out, uint16(len(k.id)))
 		out = append(out, k.id...)
 		enc, _ := cbor.CTAP2EncOptions().EncMode()
@@ -92,7 +104,28 @@ func clientData(typ, challenge, origin string) []byte {
 func (k *softKey) create(o options, origin string) []byte {
 	cd := clientData("webauthn.create", o.PublicKey.Challenge, origin)
 	enc, _ := cbor.CTAP2EncOptions().EncMode()
-	att, err := enc.Marshal(map[string]any{"fmt": "none", "attStmt": map[string]any{}, "authData": k.authData(o.PublicKey.RP.ID, true)})
+	ad := k.authData(o.PublicKey.RP.ID, true)
+	format, stmt := "none", map[string]any{}
+	if k.attest != "" {
+		h := sha256.Sum256(cd)
+		digest := sha256.Sum256(append(append([]byte{}, ad...), h[:]...))
+		signer := k.key
+		if k.attest == "basic" {
+			signer = k.attKey
+		}
+		sig, err := ecdsa.SignASN1(rand.Reader, signer, digest[:])
+		if err != nil {
+			panic(err)
+		}
+		if k.badSig {
+			sig[len(sig)-1] ^= 1
+		}
+		format, stmt = "packed", map[string]any{"alg": -7, "sig": sig}
+		if k.attest == "basic" {
+			stmt["x5c"] = k.x5c
+		}
+	}
+	att, err := enc.Marshal(map[string]any{"fmt": format, "attStmt": stmt, "authData": ad})
 	if err != nil {
 		panic(err)
 	}

@@ -48,6 +48,8 @@ type serveConfig struct {
 	caBundle     string
 	crls         []string
 	hosts        []string
+	attest       operator.AttestationPolicy // Roots are read at start from attestRoots
+	attestRoots  string
 	recoverAdmin bool
 	softReal     bool // --allow-soft-hsm-with-real-cards
 	maxUpload    int64
@@ -126,6 +128,17 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 		}
 		return nil
 	})
+	fs.Func("webauthn-aaguids", "allow only security keys of these models to be registered: their `AAGUID`s (UUIDs, e.g. cb69481e-8ff7-4039-93ec-0a2729a154a8); repeat or separate with commas. Registration then asks for the key's attestation and refuses a key that sends none. Default: any FIDO2 key", func(v string) error {
+		ids, err := operator.ParseAAGUIDs(v)
+		c.attest.AAGUIDs = append(c.attest.AAGUIDs, ids...)
+		return err
+	})
+	fs.Func("webauthn-attestation-formats", "allow only registrations whose attestation statement has one of these `formats` (packed, fido-u2f, tpm, apple, android-key, none); repeat or separate with commas. Default: any", func(v string) error {
+		formats, err := operator.ParseAttestationFormats(v)
+		c.attest.Formats = append(c.attest.Formats, formats...)
+		return err
+	})
+	fs.StringVar(&c.attestRoots, "webauthn-attestation-roots", "", "PEM `file` of the security key vendors' attestation root CAs: a key is registered only when its attestation certificate chains to one of them (proves its model; self-attested keys are refused). Default: none required")
 	fs.Int64Var(&c.maxUpload, "max-upload", webconf.DefaultMaxUpload, "largest backup upload accepted, in `bytes`")
 	d := ceremony.DefaultTimeouts
 	fs.DurationVar(&c.timeouts.OK, "timeout-ok", d.OK, "how long the PIN pad waits for OK or Cancel at a question (\"Write New Key press OK/Cancel\") before the ceremony stalls for Retry")
@@ -293,6 +306,13 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 			return err
 		}
 	}
+	if c.attestRoots != "" {
+		roots, err := operator.LoadCABundle(c.attestRoots)
+		if err != nil {
+			return fmt.Errorf("--webauthn-attestation-roots: %w", err)
+		}
+		c.attest.Roots = roots
+	}
 
 	// Listen first: a port in use is found before anything else is touched.
 	ln, err := net.Listen("tcp", c.listen)
@@ -405,7 +425,7 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 		Appliance: web.Appliance{PadName: padName, Pad: padStatus, PadTimeouts: c.timeouts, HSMName: hsmName, DataDir: c.dataDir},
 		Logger:    log.With("room", "webconf"),
 		Operators: ops, CRLFiles: c.crls, RPID: rpID, RecoverAdmin: c.recoverAdmin,
-		Monitor: metrics,
+		Attestation: c.attest, Monitor: metrics,
 	}
 	if simPad != nil {
 		cfg.Sim = simPad

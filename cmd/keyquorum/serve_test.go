@@ -296,12 +296,14 @@ func TestVersion(t *testing.T) {
 
 func TestServeCheck(t *testing.T) {
 	conf := filepath.Join(t.TempDir(), "kq.conf")
-	os.WriteFile(conf, []byte("pinpad = pcsc\nallow-soft-hsm-with-real-cards = true\nhost = kq1.example\nhost = kq1\nlisten = 0.0.0.0:8443\n"), 0o644)
+	os.WriteFile(conf, []byte("pinpad = pcsc\nallow-soft-hsm-with-real-cards = true\nhost = kq1.example\nhost = kq1\nlisten = 0.0.0.0:8443\n"+
+		"webauthn-aaguids = CB69481E-8FF7-4039-93EC-0A2729A154A8\nwebauthn-attestation-formats = packed\n"), 0o644)
 	var out, errb bytes.Buffer
 	if code := run(context.Background(), []string{"serve", "--config", conf, "--check", "--data", t.TempDir() + "/never"}, &out, &errb); code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
-	for _, want := range []string{"configuration is valid", "  pinpad = pcsc\n", "  host = kq1.example,kq1\n", "  listen = 0.0.0.0:8443\n"} {
+	for _, want := range []string{"configuration is valid", "  pinpad = pcsc\n", "  host = kq1.example,kq1\n", "  listen = 0.0.0.0:8443\n",
+		"  webauthn-aaguids = cb69481e-8ff7-4039-93ec-0a2729a154a8\n", "  webauthn-attestation-formats = packed\n"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--check output lacks %q:\n%s", want, out.String())
 		}
@@ -309,10 +311,12 @@ func TestServeCheck(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(filepath.Dir(conf), "never")); !os.IsNotExist(err) {
 		t.Error("--check created the data directory")
 	}
-	os.WriteFile(conf, []byte("pinpad = usb\n"), 0o644)
-	out.Reset()
-	if code := run(context.Background(), []string{"serve", "--config", conf, "--check"}, &out, &errb); code != 2 || out.Len() != 0 {
-		t.Errorf("a bad file: exit %d, out %q", code, out.String())
+	for _, bad := range []string{"pinpad = usb\n", "webauthn-aaguids = yubikey\n", "webauthn-attestation-formats = x509\n"} {
+		os.WriteFile(conf, []byte(bad), 0o644)
+		out.Reset()
+		if code := run(context.Background(), []string{"serve", "--config", conf, "--check"}, &out, &errb); code != 2 || out.Len() != 0 {
+			t.Errorf("a bad file %q: exit %d, out %q", bad, code, out.String())
+		}
 	}
 }
 

@@ -77,6 +77,8 @@ func printServeSettings(w io.Writer, c *serveConfig) error {
 		{"pinpad", c.pinpad}, {"reader", c.reader}, {"virtual-reader", c.virtual},
 		{"hsm", c.hsm}, {"pkcs11-module", c.pkcs11Module}, {"slot", c.slot}, {"pin-file", c.pinFile},
 		{"ca-bundle", c.caBundle}, {"crl", strings.Join(c.crls, ",")},
+		{"webauthn-aaguids", strings.Join(c.attest.AAGUIDs, ",")}, {"webauthn-attestation-formats", strings.Join(c.attest.Formats, ",")},
+		{"webauthn-attestation-roots", c.attestRoots},
 		{"max-upload", strconv.FormatInt(c.maxUpload, 10)}, {"log-format", c.logFormat},
 		{"v", strconv.FormatBool(c.verbose)}, {"recover-admin", strconv.FormatBool(c.recoverAdmin)},
 		{"allow-soft-hsm-with-real-cards", strconv.FormatBool(c.softReal)},

@@ -54,6 +54,7 @@ type Auth struct {
 	log    *slog.Logger
 	steps  *StepUps
 	issued *Downloads
+	attest AttestationPolicy
 
 	crlMu  sync.Mutex
 	crlPEM []byte
@@ -77,6 +78,9 @@ type AuthConfig struct {
 	// RecoverAdmin gives the first administrator's certificate the admin role again and
 	// removes its security keys (serve --recover-admin).
 	RecoverAdmin bool
+	// Attestation restricts which security keys may be registered; the zero policy requires
+	// no attestation.
+	Attestation AttestationPolicy
 	// Logger receives operational logs (never secrets); nil discards.
 	Logger *slog.Logger
 }
@@ -101,7 +105,7 @@ func NewAuth(cfg AuthConfig, now time.Time) (*Auth, error) {
 		return nil, fmt.Errorf("new webconf: %w", err)
 	}
 	a := &Auth{ops: cfg.Operators, pki: cfg.PKI, crls: crls, bundle: cfg.CABundle, audit: cfg.Recorder, rpID: rpID, log: log,
-		steps: newStepUps(), issued: newDownloads()}
+		steps: newStepUps(), issued: newDownloads(), attest: cfg.Attestation}
 	if err := a.bootstrap(now); err != nil {
 		return nil, err
 	}
@@ -235,6 +239,9 @@ func (a *Auth) RefreshCRL(now time.Time) error {
 
 // Operators is the operator list.
 func (a *Auth) Operators() *Operators { return a.ops }
+
+// Attestation is the policy on which security keys may be registered.
+func (a *Auth) Attestation() AttestationPolicy { return a.attest }
 
 // PKI is the management PKI.
 func (a *Auth) PKI() *PKI { return a.pki }

@@ -54,7 +54,9 @@
 // enough. [Auth.RelyingParty] binds WebAuthn to the configured host name and port (an
 // [*OriginError] says where to open the page instead). The first security key of an operator
 // needs only the certificate (the bootstrap); every further one needs an assertion with a
-// registered key. [StepUps] keeps the WebAuthn ceremonies under way and the tokens their
+// registered key. Which keys may be registered at all is an [AttestationPolicy] (allowed
+// models by AAGUID, attestation formats, vendors' attestation roots; by default none is
+// required), checked after the library verified the attestation statement ([*AttestationError]). [StepUps] keeps the WebAuthn ceremonies under way and the tokens their
 // assertions earned: random, kept only as a hash, bound to one operator, one action and the
 // request's [Details] (its parameters by name, as a digest: an approval of "2 of 3" does not
 // start "3 of 5", [*DetailsError]), valid once, for two minutes from a page ([PageGrantTTL]) or

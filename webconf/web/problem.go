@@ -178,6 +178,7 @@ const (
 	CodeNotNode          = "not_node"                // 403: the cluster state is for node certificates only
 	CodeNodeCertificate  = "node_certificate"        // 403: a node certificate is not an operator
 	CodeRecoveryCode     = "recovery_code"           // 403: a key after a recovery needs the console's code
+	CodeKeyNotAllowed    = "key_not_allowed"         // 403: the attestation policy refuses this security key's model
 	CodeBadRequest       = "bad_request"             // 400: the body or parameters are not acceptable
 	CodeNotFound         = "not_found"               // 404
 	CodeTooLarge         = "too_large"               // 413: the upload is over the limit

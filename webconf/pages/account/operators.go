@@ -89,6 +89,8 @@ type accountView struct {
 	Approvable []operator.Action // the dangerous actions this operator may approve for the command line
 	// Requests are this operator's command-line requests waiting for an approval.
 	Requests []operator.PendingRequest
+	// Attestation says which security keys may be registered here.
+	Attestation string
 }
 
 func (h *operatorHandlers) account(w http.ResponseWriter, r *http.Request) {
@@ -101,7 +103,7 @@ func (h *operatorHandlers) account(w http.ResponseWriter, r *http.Request) {
 	if errors.Is(err, operator.ErrNoSuchOperator) {
 		rec = op.Rec
 	}
-	v := accountView{Op: op, Rec: rec, Want: h.auth.KeyOrigin(r)}
+	v := accountView{Op: op, Rec: rec, Want: h.auth.KeyOrigin(r), Attestation: h.auth.Attestation().Describe()}
 	_, _, rpErr := h.auth.RelyingParty(r)
 	v.RightHost = rpErr == nil
 	for _, a := range operator.ApprovableActions() {

@@ -101,13 +101,18 @@ func (h *webauthnHandlers) registerBegin(w http.ResponseWriter, r *http.Request)
 		return
 	}
 	user := operator.WebAuthnUser{Op: rec}
+	conveyance := protocol.PreferNoAttestation
+	if h.auth.Attestation().Required() {
+		// The policy checks the key's model and attestation: ask the browser for them.
+		conveyance = protocol.PreferDirectAttestation
+	}
 	creation, session, err := wa.BeginRegistration(user,
 		webauthn.WithAuthenticatorSelection(protocol.AuthenticatorSelection{
 			ResidentKey:      protocol.ResidentKeyRequirementDiscouraged,
 			UserVerification: protocol.VerificationRequired,
 		}),
 		webauthn.WithExclusions(webauthn.Credentials(user.WebAuthnCredentials()).CredentialDescriptors()),
-		webauthn.WithConveyancePreference(protocol.PreferNoAttestation),
+		webauthn.WithConveyancePreference(conveyance),
 		webauthn.WithRegistrationOrigin(origin))
 	if err != nil {
 		h.rd.Problem(w, r, webauthnProblem("Security key registration could not start", err))
@@ -146,6 +151,14 @@ func (h *webauthnHandlers) registerFinish(w http.ResponseWriter, r *http.Request
 	}
 	if !cred.Flags.UserVerified {
 		h.rd.Problem(w, r, webauthnProblem("Security key not registered", operator.ErrNotVerified))
+		return
+	}
+	if err := h.auth.Attestation().Check(cred, now); err != nil {
+		h.log.Info("security key registration refused by the attestation policy", "operator", op.Name, "err", err)
+		h.rd.Problem(w, r, web.Problem{Status: http.StatusForbidden, Code: web.CodeKeyNotAllowed, Title: "Security key not allowed here",
+			What: "This appliance accepts only some security keys (" + h.auth.Attestation().Describe() + ") and " + err.Error() + ".",
+			Todo: "Register one of the allowed security keys, and let the browser share the key's make and model when it asks. If this key should be allowed, ask the appliance's administrator (serve --webauthn-aaguids, --webauthn-attestation-formats, --webauthn-attestation-roots).",
+			Back: "/account"})
 		return
 	}
 	if err := h.auth.Operators().AddKey(op.ID, operator.SecurityKey{Name: pend.KeyName, Added: now.UTC(), Credential: *cred}); err != nil {
