@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -86,6 +88,20 @@ func approval(t *testing.T, b *browser, a operator.Action, details url.Values) m
 		t.Fatal(refusal)
 	}
 	return map[string]string{operator.ApprovalHeader: tok}
+}
+
+// uploadApproval is the headers of an API upload of body that needs an approval for a: the
+// body's SHA-256 (as the command line sends it) and an approval stated for it and query.
+func uploadApproval(t *testing.T, b *browser, a operator.Action, body []byte, query url.Values) map[string]string {
+	t.Helper()
+	sum := sha256.Sum256(body)
+	details := url.Values{"content_sha256": {hex.EncodeToString(sum[:])}}
+	for k, v := range query {
+		details["?"+k] = v
+	}
+	h := approval(t, b, a, details)
+	h[operator.ContentDigestHeader] = hex.EncodeToString(sum[:])
+	return h
 }
 
 // TestAPIRequestHygiene: the API's CSRF rule (JSON or a backup only, origin checks first),
@@ -245,7 +261,8 @@ func TestAPICeremonyAndBackup(t *testing.T) {
 		t.Fatal(err)
 	}
 	other.Close()
-	code, body, _ = cli.call("POST", "/api/v1/restore", "application/octet-stream", &foreign, approval(t, admin, operator.ActionRestore, nil))
+	foreignBytes := foreign.Bytes()
+	code, body, _ = cli.call("POST", "/api/v1/restore", "application/octet-stream", bytes.NewReader(foreignBytes), uploadApproval(t, admin, operator.ActionRestore, foreignBytes, nil))
 	if code != http.StatusUnprocessableEntity || problemCode(t, body) != web.CodeForeignKey {
 		t.Fatalf("foreign restore: %d %s", code, body)
 	}
@@ -255,8 +272,34 @@ func TestAPICeremonyAndBackup(t *testing.T) {
 	if es := auditEvents(t, s, cluster.AuditRestoreRefused); len(es) != 1 || !strings.Contains(es[0].Message, "nothing changed") {
 		t.Errorf("refused restore audit: %+v", es)
 	}
+	// An approval binds the file: the real backup's approval does not restore another file,
+	// neither named as itself (refused before reading) nor passed off under the approved
+	// file's digest (refused at the end of the upload, before anything changes).
+	code, body, _ = cli.call("POST", "/api/v1/restore", "application/octet-stream", bytes.NewReader(backupBytes),
+		map[string]string{operator.ContentDigestHeader: fmt.Sprintf("%x", sha256.Sum256(backupBytes))})
+	if code != http.StatusForbidden || problemCode(t, body) != web.CodeApprovalRequired || !strings.Contains(string(body), "content sha256") {
+		t.Fatalf("restore without an approval: %d %s", code, body)
+	}
+	h := uploadApproval(t, admin, operator.ActionRestore, backupBytes, nil)
+	h[operator.ContentDigestHeader] = fmt.Sprintf("%x", sha256.Sum256(foreignBytes))
+	code, body, _ = cli.call("POST", "/api/v1/restore", "application/octet-stream", bytes.NewReader(foreignBytes), h)
+	if code != http.StatusForbidden || !strings.Contains(string(body), "another request") {
+		t.Errorf("another file under its own digest: %d %s", code, body)
+	}
+	// Another backup of this very HSM (same key, other bytes) passed off as the approved one.
+	code, backup2, _ := cli.call("GET", "/api/v1/backup", "", nil, nil)
+	if code != 200 || bytes.Equal(backup2, backupBytes) {
+		t.Fatalf("second backup: %d", code)
+	}
+	code, body, _ = cli.call("POST", "/api/v1/restore", "application/octet-stream", bytes.NewReader(backup2), uploadApproval(t, admin, operator.ActionRestore, backupBytes, nil))
+	if code != http.StatusUnprocessableEntity || problemCode(t, body) != web.CodeContentMismatch {
+		t.Errorf("another file under the approved file's digest: %d %s", code, body)
+	}
+	if keys, _ := s.hsm.Keys(context.Background()); len(keys) != 1 || keys[0].Label != "payments" {
+		t.Fatalf("keys after the refused restores: %+v", keys)
+	}
 	// The real backup restores.
-	code, body, _ = cli.call("POST", "/api/v1/restore", "application/octet-stream", bytes.NewReader(backupBytes), approval(t, admin, operator.ActionRestore, nil))
+	code, body, _ = cli.call("POST", "/api/v1/restore", "application/octet-stream", bytes.NewReader(backupBytes), uploadApproval(t, admin, operator.ActionRestore, backupBytes, nil))
 	var res api.RestoredJSON
 	if code != 200 || json.Unmarshal(body, &res) != nil || res.BackupKeyID != j.KeyID || res.Keys != 1 {
 		t.Fatalf("restore: %d %s", code, body)

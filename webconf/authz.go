@@ -142,12 +142,30 @@ func requestDetails(r *http.Request, a operator.Action) (d operator.Details, bou
 	if web.IsAPI(r) {
 		body, _ := r.Context().Value(jsonBodyKey{}).([]byte)
 		d, err := operator.DetailsOfJSON(a, body, r.URL.Query())
+		if err == nil && apiUpload(r) {
+			// The file itself: its SHA-256, which protect checks the body against.
+			sum := strings.ToLower(r.Header.Get(operator.ContentDigestHeader))
+			if sum == "" {
+				return d, true, errors.New("an upload that needs an approval must name its content: send its SHA-256 in the " + operator.ContentDigestHeader + " header (the keyquorum command does)")
+			}
+			d.Fields = append(d.Fields, [2]string{"content_sha256", sum})
+			d = operator.NewDetails(d.Action, fieldsOf(d))
+		}
 		return d, true, err
 	}
 	if web.MultipartOf(r) != nil {
 		return operator.Details{Action: a}, false, nil
 	}
 	return operator.NewDetails(a, detailFields(formOf(r))), true, nil
+}
+
+// fieldsOf are d's fields as form values (to build Details again, sorted, with one more).
+func fieldsOf(d operator.Details) url.Values {
+	out := url.Values{}
+	for _, f := range d.Fields {
+		out[f[0]] = append(out[f[0]], f[1])
+	}
+	return out
 }
 
 // detailFields are the fields of a form that say what it does: not its CSRF token, its

@@ -9,8 +9,10 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"mime"
 	"net/http"
@@ -242,6 +244,17 @@ func (s *Server) protect(next http.Handler) http.Handler {
 				Todo: "Go back, reload the page and send the form again. If you did not send a form yourself, close the other site's tab."})
 			return
 		}
+		if sum := r.Header.Get(operator.ContentDigestHeader); sum != "" && apiUpload(r) {
+			want, err := hex.DecodeString(sum)
+			if err != nil || len(want) != sha256.Size {
+				s.rd.Problem(w, r, web.BadForm("The "+operator.ContentDigestHeader+" header must be the upload's SHA-256 in hex (64 digits)."))
+				return
+			}
+			// The handlers read an upload whole before they change anything (a restore spools
+			// it, an import reads it): the end of the body is where a file other than the
+			// approved one is found, in time.
+			r.Body = &digestReader{r: r.Body, h: sha256.New(), want: want}
+		}
 		if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); web.IsAPI(r) && ct == "application/json" {
 			// A JSON body (at most maxForm) is kept for the approval check, which binds its
 			// fields (requestDetails); the handler reads it as it came.
@@ -302,6 +315,25 @@ func apiCSRF(r *http.Request) error {
 	}
 	return fmt.Errorf("%w: an API request must be sent as application/json or application/octet-stream", errCSRF)
 }
+
+// digestReader is an upload's body that fails at its end, with web.ErrContentDigest, when its
+// SHA-256 is not the one its header named.
+type digestReader struct {
+	r    io.ReadCloser
+	h    hash.Hash
+	want []byte
+}
+
+func (d *digestReader) Read(p []byte) (int, error) {
+	n, err := d.r.Read(p)
+	d.h.Write(p[:n])
+	if err == io.EOF && !hmac.Equal(d.h.Sum(nil), d.want) {
+		return n, web.ErrContentDigest
+	}
+	return n, err
+}
+
+func (d *digestReader) Close() error { return d.r.Close() }
 
 // apiUpload reports whether a request is an API upload, bounded by MaxUpload rather than the
 // form limit.

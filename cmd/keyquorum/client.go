@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -246,11 +248,23 @@ func (o *clientOptions) certificate() (tls.Certificate, error) {
 // other than 2xx is an *apiError; a failure to connect an *unreachableError.
 func (c *client) request(ctx context.Context, method, path string, body any, approve bool) (*http.Response, error) {
 	var rd io.Reader
-	ctype := ""
+	ctype, digest := "", ""
 	switch b := body.(type) {
 	case nil:
 	case io.Reader:
 		rd, ctype = b, "application/octet-stream"
+		if rs, ok := b.(io.ReadSeeker); ok {
+			// The file's SHA-256 goes with it: an approval binds it, and the service refuses
+			// the upload if the body turns out to be another file.
+			h := sha256.New()
+			if _, err := io.Copy(h, rs); err != nil {
+				return nil, fmt.Errorf("read the file to send: %w", err)
+			}
+			if _, err := rs.Seek(0, io.SeekStart); err != nil {
+				return nil, fmt.Errorf("read the file to send: %w", err)
+			}
+			digest = hex.EncodeToString(h.Sum(nil))
+		}
 	default:
 		j, err := json.Marshal(b)
 		if err != nil {
@@ -275,6 +289,9 @@ func (c *client) request(ctx context.Context, method, path string, body any, app
 	}
 	if approve && c.approval != "" {
 		req.Header.Set(operator.ApprovalHeader, c.approval)
+	}
+	if digest != "" {
+		req.Header.Set(operator.ContentDigestHeader, digest)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {

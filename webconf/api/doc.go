@@ -2,7 +2,9 @@
 // listener as the pages and behind the same middleware: the client certificate names the
 // operator, the role table decides, and a dangerous action needs an approval in the
 // operator.ApprovalHeader, made on the operator's account page with a security key for exactly
-// this request (its JSON fields and query parameters): a request without one is refused once
+// this request (its JSON fields and query parameters, an upload's SHA-256 in
+// operator.ContentDigestHeader, which the middleware checks the body against at its end): a
+// request without one is refused once
 // and waits there, by a short ID and in words (code approval_required). The
 // handlers: status (with the HSM's keys), the running ceremony and its events as JSON lines,
 // start / cancel / retry / answer / resume a ceremony, backup and restore, audit verify and

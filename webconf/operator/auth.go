@@ -39,6 +39,11 @@ const (
 // dangerous action needs. Pages put it into a form field; the command line sends it here.
 const ApprovalHeader = "X-Keyquorum-Approval"
 
+// ContentDigestHeader carries the SHA-256 (hex) of an API upload's body (a backup to restore,
+// an object to import): the approval binds it, and WebConf refuses the upload when the body
+// turns out to be another file.
+const ContentDigestHeader = "X-Keyquorum-Content-SHA256"
+
 // DefaultRPID is the WebAuthn relying party ID without a configured host name.
 const DefaultRPID = "localhost"
 

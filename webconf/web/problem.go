@@ -69,6 +69,10 @@ func BadForm(what string) Problem {
 }
 
 // For explains an error of the ceremony manager or the HSM.
+// ErrContentDigest is an upload whose body is not the file its content digest (and so its
+// approval) names.
+var ErrContentDigest = errors.New("the upload is not the file its approval names: its SHA-256 differs from the " + operator.ContentDigestHeader + " header")
+
 func For(err error, back string) Problem {
 	p := Problem{Status: http.StatusInternalServerError, Title: "Operation failed", What: err.Error(), Back: back,
 		Todo: "Check the service log for details, then try again."}
@@ -81,6 +85,10 @@ func For(err error, back string) Problem {
 	var incomplete *hsm.IncompleteBackupError
 	var pendingRestore *hsm.PendingRestoreError
 	switch {
+	case errors.Is(err, ErrContentDigest):
+		p.Status, p.Title = http.StatusUnprocessableEntity, "Upload does not match its approval"
+		p.Code = CodeContentMismatch
+		p.Todo = "Nothing was changed. Send the file that was approved, or run the command again with this file and approve that request."
 	case errors.As(err, &incomplete):
 		p.Status, p.Title = http.StatusUnprocessableEntity, "Backup refused: objects in the HSM cannot be carried"
 		p.Code = CodeBackupIncomplete
@@ -193,6 +201,7 @@ const (
 	CodeNothingToResume  = "nothing_to_resume"       // 409
 	CodeForeignKey       = cluster.ProblemForeignKey // 422: a backup or peer of another master backup key
 	CodeBadBackup        = "bad_backup"              // 422: damaged, truncated or not a backup; nothing changed
+	CodeContentMismatch  = "content_mismatch"        // 422: the upload is not the file its approval names; nothing changed
 	CodeAuditBroken      = "audit_broken"            // 409: the audit chain does not verify
 	CodePeer             = "peer"                    // 502: the cluster peer could not be reached or refused
 	CodeNotAvailable     = "not_available"           // 501: not possible with this appliance's pad
