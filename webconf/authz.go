@@ -102,7 +102,9 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, a operator.Ac
 	}
 	d, bound, err := requestDetails(r, a)
 	if err != nil {
-		s.rd.Problem(w, r, web.BadForm(err.Error()))
+		s.rd.Problem(w, r, web.Problem{Status: http.StatusBadRequest, Code: web.CodeBadRequest, Title: "Request not accepted",
+			What: "The request's details cannot be taken for its approval: " + err.Error() + ".",
+			Todo: "Check the request (keyquorum help) and send it again."})
 		return false
 	}
 	var dp *operator.Details

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keyquorum/keyquorum/cluster"
 	"github.com/keyquorum/keyquorum/webconf/operator"
 	"github.com/keyquorum/keyquorum/webconf/pages"
 	"github.com/keyquorum/keyquorum/webconf/web"
@@ -78,6 +79,12 @@ func (h *operatorHandlers) crl(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/pkix-crl")
 	w.Header().Set("Content-Disposition", `attachment; filename="keyquorum-management-ca.crl.pem"`)
 	w.Write(b)
+}
+
+// isNodeCert reports whether an issued certificate is a cluster node's: marked so since issue
+// 19, or (issued before) by the node organisation in its subject.
+func isNodeCert(c operator.IssuedCert) bool {
+	return c.Node || strings.HasSuffix(c.Subject, ",O="+cluster.NodeOrganization)
 }
 
 // accountView is the account page.
@@ -308,7 +315,7 @@ func (h *operatorHandlers) revoke(w http.ResponseWriter, r *http.Request) {
 			subject = "a certificate WebConf did not issue"
 		}
 		what := "certificate"
-		if c.Node {
+		if isNodeCert(c) {
 			what = "cluster node certificate"
 		}
 		if err := h.auth.Record(op.Name, operator.AuditCertRevoked, fmt.Sprintf("%s serial %s (%s) revoked by %s", what, c.Serial, subject, op.Name)); err != nil {
