@@ -132,9 +132,9 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, a operator.Ac
 
 // requestDetails are the parameters of a dangerous request that its approval binds (see
 // operator.Details): an urlencoded form's fields (without the CSRF and approval tokens), or an
-// API request's JSON body (kept by protect) and query parameters. bound is false for a page's
-// upload, whose fields come after the file the handler has not read yet: its approval binds
-// the action alone, as does registering a further security key.
+// API request's JSON body (kept by protect) and query parameters (with an upload's SHA-256),
+// or an upload form's leading fields. bound is false for registering a further security key,
+// whose approval binds the action alone.
 func requestDetails(r *http.Request, a operator.Action) (d operator.Details, bound bool, err error) {
 	if a == operator.ActionKeyAdd {
 		// A further security key: the assertion is made for registering a key on this page;
@@ -155,8 +155,14 @@ func requestDetails(r *http.Request, a operator.Action) (d operator.Details, bou
 		}
 		return d, true, err
 	}
-	if web.MultipartOf(r) != nil {
-		return operator.Details{Action: a}, false, nil
+	if m := web.MultipartOf(r); m != nil {
+		// An upload form: the fields the page puts before its file (ReadLeading); the file
+		// itself is not bound.
+		form := url.Values{}
+		for k, v := range m.Fields {
+			form.Set(k, v)
+		}
+		return operator.NewDetails(a, detailFields(form)), true, nil
 	}
 	return operator.NewDetails(a, detailFields(formOf(r))), true, nil
 }
@@ -171,11 +177,12 @@ func fieldsOf(d operator.Details) url.Values {
 }
 
 // detailFields are the fields of a form that say what it does: not its CSRF token, its
-// approval token, nor the page script's own fields (named "_…").
+// approval token, the page script's own fields (named "_…"), nor a password (the page script
+// leaves password inputs out; an upload's leading fields stop at one).
 func detailFields(form url.Values) url.Values {
 	out := url.Values{}
 	for k, v := range form {
-		if k != csrfField && k != stepUpField && !strings.HasPrefix(k, "_") {
+		if k != csrfField && k != stepUpField && !strings.HasPrefix(k, "_") && !strings.Contains(strings.ToLower(k), "password") {
 			out[k] = v
 		}
 	}

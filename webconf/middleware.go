@@ -185,7 +185,7 @@ func (g *csrfGuard) check(r *http.Request) (*http.Request, error) {
 			return r, apiCSRF(r)
 		}
 		if ct == "multipart/form-data" {
-			m, err := web.ReadLeading(r, csrfField, stepUpField)
+			m, err := web.ReadLeading(r)
 			if err != nil {
 				return r, err
 			}

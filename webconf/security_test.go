@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"mime/multipart"
 	"net"
 	"net/http"
 	"net/url"
@@ -565,6 +566,23 @@ func TestSecurityApprovalBoundToDetails(t *testing.T) {
 	}
 	if js, _ := s.mgr.Ceremonies(10); len(js) != 1 {
 		t.Fatalf("ceremonies: %+v", js)
+	}
+
+	// An upload form binds the options it puts before its file: a confirmation of a plain
+	// restore does not make the HSM equal to the backup.
+	tok = admin.stepUp("/hsm/restore", url.Values{})
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	mw.WriteField(stepUpField, tok) // as the page script puts it: first
+	mw.WriteField(csrfField, admin.csrf)
+	mw.WriteField("make_equal", "1")
+	fw, _ := mw.CreateFormFile("backup", "b.kqb")
+	fw.Write([]byte("not read"))
+	mw.Close()
+	req, _ = http.NewRequest(http.MethodPost, s.url("/hsm/restore"), &buf)
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	if resp, body := admin.do(req); resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "another request") || !strings.Contains(body, "make equal") {
+		t.Errorf("a plain restore's confirmation used with make-equal: %d %s", resp.StatusCode, excerpt(body))
 	}
 }
 

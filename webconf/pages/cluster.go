@@ -82,7 +82,8 @@ const (
 )
 
 // clusterPageJoin is the join form: the peer's address, the node file and its password, as a
-// multipart upload (the CSRF and security key tokens its leading fields, as the restore form).
+// multipart upload (the CSRF and security key tokens and the peer its leading fields, as the
+// restore form; the password after the file, read here as bytes).
 func (a *clusterPageHandlers) clusterPageJoin(w http.ResponseWriter, r *http.Request) {
 	bad := func(what string) {
 		a.rd.Problem(w, r, web.Problem{Status: http.StatusBadRequest, Code: web.CodeBadRequest, Title: "Join not started", What: what,
@@ -97,6 +98,7 @@ func (a *clusterPageHandlers) clusterPageJoin(w http.ResponseWriter, r *http.Req
 	// A closure: req.NodeP12 is set below, and a deferred clear(req.NodeP12) would clear the
 	// nil it held here.
 	defer func() { clear(req.NodeP12) }()
+	req.Peer = strings.TrimSpace(mr.Fields["peer"]) // a leading field (the CSRF check read it)
 	for {
 		part, err := mr.NextPart()
 		if errors.Is(err, io.EOF) {

@@ -205,7 +205,7 @@ func planViewOf(p *hsm.RestorePlan) planView {
 // uploadedBackup streams the "backup" file of a multipart form into fn, with the form's fields
 // sent before it (the form puts its options first); it answers the upload's own problems.
 func (h *hsmHandlers) uploadedBackup(w http.ResponseWriter, r *http.Request, fn func(form url.Values, body io.Reader) error) (error, bool) {
-	// The upload stream continues after the leading token fields the CSRF check read.
+	// The upload stream continues after the leading fields (tokens, options) the CSRF check read.
 	mr, err := web.MultipartReader(r)
 	if err != nil {
 		h.rd.Problem(w, r, web.BadForm("The form must be sent as a file upload (multipart/form-data)."))
@@ -347,14 +347,17 @@ func (h *hsmHandlers) importObject(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	// The upload stream continues after the leading token fields the CSRF check read; the
-	// fields and the file come in the form's order, the file last.
+	// The upload stream continues after the leading fields (tokens, options) the CSRF check
+	// read; any further fields and the file come in the form's order, the file last.
 	mr, err := web.MultipartReader(r)
 	if err != nil {
 		h.rd.Problem(w, r, web.BadForm("The import form must be sent as a file upload of at most 1 MiB."))
 		return
 	}
 	form := url.Values{}
+	for k, v := range mr.Fields { // the leading fields the CSRF check read
+		form.Set(k, v)
+	}
 	var data []byte
 	for {
 		part, perr := mr.NextPart()

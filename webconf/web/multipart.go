@@ -6,31 +6,38 @@ import (
 	"io"
 	"mime/multipart"
 	"net/http"
+	"strings"
 )
 
 // An upload form (multipart/form-data) carries its CSRF token and its security key's token as
 // its first fields, in the body — never in the URL, where they would end up in logs and
-// history. The CSRF check reads those leading small fields and nothing more (the file that
-// follows stays unread until the handler wants it); the handler then continues the same
-// multipart stream with [MultipartReader].
+// history; the form's options follow them, before its file, so that a security key's approval
+// can bind them. The CSRF check reads those leading small fields and nothing more (the file
+// that follows stays unread until the handler wants it); the handler takes them from
+// [Multipart].Fields and continues the same multipart stream with [MultipartReader].
 
 // Multipart is an upload's multipart stream after its leading fields were read.
 type Multipart struct {
 	r      *multipart.Reader
 	next   *multipart.Part // the first part not read yet; nil when the stream ended
 	ended  bool
-	Fields map[string]string // the leading fields read (csrf, webauthn)
+	Fields map[string]string // the leading fields read (csrf, webauthn, the form's options)
 }
 
 type multipartKey struct{}
 
-// maxLeadingField bounds a leading token field.
-const maxLeadingField = 1 << 10
+// maxLeadingField bounds a leading field; maxLeadingFields their number.
+const (
+	maxLeadingField  = 1 << 10
+	maxLeadingFields = 16
+)
 
-// ReadLeading opens r's multipart body and reads its leading fields named in names (each at most
-// 1 KiB, not a file), stopping at the first other part. The result goes into the request's
-// context ([WithMultipart]) for the handler.
-func ReadLeading(r *http.Request, names ...string) (*Multipart, error) {
+// ReadLeading opens r's multipart body and reads its leading fields (each at most 1 KiB, at
+// most 16): the CSRF and approval tokens, and the form's options the page puts before its file,
+// which an approval binds. It stops at the first file, at a field whose name says it is a
+// password (a secret goes to its handler as bytes, never into a string here), or at a name
+// repeated. The result goes into the request's context ([WithMultipart]) for the handler.
+func ReadLeading(r *http.Request) (*Multipart, error) {
 	mr, err := r.MultipartReader()
 	if err != nil {
 		return nil, err
@@ -45,11 +52,9 @@ func ReadLeading(r *http.Request, names ...string) (*Multipart, error) {
 		if err != nil {
 			return nil, err
 		}
-		name, known := part.FormName(), false
-		for _, n := range names {
-			known = known || n == name
-		}
-		if !known || part.FileName() != "" || m.Fields[name] != "" {
+		name := part.FormName()
+		_, seen := m.Fields[name]
+		if part.FileName() != "" || seen || name == "" || strings.Contains(strings.ToLower(name), "password") || len(m.Fields) >= maxLeadingFields {
 			m.next = part
 			return m, nil
 		}

@@ -22,13 +22,14 @@ func TestReadLeading(t *testing.T) {
 	mw := multipart.NewWriter(&b)
 	mw.WriteField("webauthn", "tok")
 	mw.WriteField("csrf", "c")
+	mw.WriteField("make_equal", "1")
 	fw, _ := mw.CreateFormFile("backup", "b.kqb")
 	fw.Write(bytes.Repeat([]byte{7}, 100000))
 	mw.WriteField("after", "x")
 	mw.Close()
 	r := multipartRequest(b.String(), mw.Boundary())
-	m, err := ReadLeading(r, "csrf", "webauthn")
-	if err != nil || m.Fields["csrf"] != "c" || m.Fields["webauthn"] != "tok" {
+	m, err := ReadLeading(r)
+	if err != nil || m.Fields["csrf"] != "c" || m.Fields["webauthn"] != "tok" || m.Fields["make_equal"] != "1" || len(m.Fields) != 3 {
 		t.Fatalf("leading fields: %v %v", m, err)
 	}
 	r = r.WithContext(WithMultipart(r.Context(), m))
@@ -51,12 +52,21 @@ func TestReadLeading(t *testing.T) {
 	}
 	// A token field that is too long, or a file named like a token, is not a token.
 	long := "--x\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n" + strings.Repeat("a", 2000) + "\r\n--x--\r\n"
-	if _, err := ReadLeading(multipartRequest(long, "x"), "csrf"); err == nil {
+	if _, err := ReadLeading(multipartRequest(long, "x")); err == nil {
 		t.Error("a 2,000-byte token accepted")
 	}
 	file := "--x\r\nContent-Disposition: form-data; name=\"csrf\"; filename=\"f\"\r\n\r\nc\r\n--x--\r\n"
-	if m, err := ReadLeading(multipartRequest(file, "x"), "csrf"); err != nil || m.Fields["csrf"] != "" {
+	if m, err := ReadLeading(multipartRequest(file, "x")); err != nil || m.Fields["csrf"] != "" {
 		t.Errorf("a file named csrf: %v %v", m.Fields, err)
+	}
+	// A password is left to the handler (read as bytes and cleared), and what follows it too.
+	pw := "--x\r\nContent-Disposition: form-data; name=\"peer\"\r\n\r\nhttps://a\r\n--x\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\nsecret\r\n--x--\r\n"
+	m, err = ReadLeading(multipartRequest(pw, "x"))
+	if err != nil || m.Fields["peer"] != "https://a" || len(m.Fields) != 1 {
+		t.Fatalf("leading fields before a password: %v %v", m.Fields, err)
+	}
+	if p, err := m.NextPart(); err != nil || p.FormName() != "password" {
+		t.Errorf("the password part: %v %v", p, err)
 	}
 }
 
@@ -71,12 +81,15 @@ func FuzzReadLeading(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, body string) {
-		m, err := ReadLeading(multipartRequest(body, "x"), "csrf", "webauthn")
+		m, err := ReadLeading(multipartRequest(body, "x"))
 		if err != nil {
 			return
 		}
+		if len(m.Fields) > maxLeadingFields {
+			t.Fatalf("%d fields", len(m.Fields))
+		}
 		for k, v := range m.Fields {
-			if len(v) > maxLeadingField || (k != "csrf" && k != "webauthn") {
+			if len(v) > maxLeadingField || strings.Contains(strings.ToLower(k), "password") {
 				t.Fatalf("field %q of %d bytes", k, len(v))
 			}
 		}
