@@ -46,7 +46,15 @@ func NewDetails(a Action, fields map[string][]string) Details {
 	return d
 }
 
+// sort puts the fields in order and keeps of a secret field (a node file, its password) only
+// its SHA-256: the digest still binds it, and no pending request or token holds it.
 func (d *Details) sort() {
+	for i, f := range d.Fields {
+		if secretField(f[0]) && !strings.HasPrefix(f[1], secretPrefix) {
+			sum := sha256.Sum256([]byte(f[1]))
+			d.Fields[i][1] = secretPrefix + hex.EncodeToString(sum[:])
+		}
+	}
 	slices.SortFunc(d.Fields, func(x, y [2]string) int {
 		if c := strings.Compare(x[0], y[0]); c != 0 {
 			return c
@@ -54,6 +62,9 @@ func (d *Details) sort() {
 		return strings.Compare(x[1], y[1])
 	})
 }
+
+// secretPrefix marks a secret field's value kept as its SHA-256.
+const secretPrefix = "sha256:"
 
 // ErrDetailsJSON is a JSON body whose details cannot be taken: not an object, too deep or too
 // many fields.

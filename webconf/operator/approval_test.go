@@ -48,6 +48,15 @@ func TestDetails(t *testing.T) {
 	if s := join.Summary(); strings.Contains(s, "hunter2") || strings.Contains(s, "c2VjcmV0") || !strings.Contains(s, "https://a:8443") {
 		t.Errorf("join summary %q", s)
 	}
+	for _, f := range join.Fields {
+		if strings.Contains(f[1], "hunter2") || strings.Contains(f[1], "c2VjcmV0") {
+			t.Errorf("a secret kept in the details: %q", f)
+		}
+	}
+	other, _ := DetailsOfJSON(ActionClusterJoin, []byte(`{"peer":"https://a:8443","node_p12":"c2VjcmV0","node_password":"hunter3"}`), nil)
+	if other.Digest() == join.Digest() {
+		t.Error("another password, the same digest")
+	}
 	restore, _ := DetailsOfJSON(ActionRestore, nil, url.Values{"make_equal": {"true"}})
 	if s := restore.Summary(); s != `restore a backup: make equal "true"` {
 		t.Errorf("restore summary %q", s)
