@@ -134,7 +134,20 @@ func TestClusterJoin(t *testing.T) {
 		t.Fatalf("C's key %q", stC.BackupKeyID)
 	}
 	nodeFileC := filepath.Join(root, "node-c.p12")
-	if _, errOut, code := a.cliApproved(ctx, string(operator.ActionOperatorsManage), "cluster", "add-node", "node-c", "-o", nodeFileC); code != 0 {
+	// A script may state the request instead of running it first: an approval of add-node
+	// "node-d" stated field by field does not issue "node-c"; one of "node-c" does.
+	tok, err := a.approve(string(operator.ActionOperatorsManage), "name=node-d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := cli(ctx, append(a.env(), "KEYQUORUM_APPROVAL="+tok), "cluster", "add-node", "node-c", "-o", nodeFileC); code != exitDenied || !strings.Contains(errOut, "another request") {
+		t.Fatalf("add-node c with an approval of node-d: %d %s", code, errOut)
+	}
+	tok, err = a.approve(string(operator.ActionOperatorsManage), "name=node-c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := cli(ctx, append(a.env(), "KEYQUORUM_APPROVAL="+tok), "cluster", "add-node", "node-c", "-o", nodeFileC); code != 0 {
 		t.Fatalf("add-node c: %d %s", code, errOut)
 	}
 	_, errOut, code = c.cliApproved(ctx, string(operator.ActionClusterJoin), "cluster", "join", a.url(""), "--node", nodeFileC)
