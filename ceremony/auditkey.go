@@ -1,0 +1,78 @@
+package ceremony
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/keyquorum/keyquorum/hsm"
+
+	"github.com/keyquorum/keyquorum/ceremony/internal/api"
+)
+
+// hsmAuditKey authenticates the audit log with the HSM's [hsm.Authenticator]: HMAC-SHA256 under
+// the key the HSM derives from the master backup key, which never leaves the HSM (see
+// docs/design.md, "The audit log"). The journal calls it inside the transaction that appends
+// entries, so each HSM call is bounded.
+type hsmAuditKey struct {
+	h   api.HSM
+	log *slog.Logger
+}
+
+// auditKeyTimeout bounds one HSM call made for the audit log.
+const auditKeyTimeout = 30 * time.Second
+
+// errNoAuthenticator: the HSM cannot make MACs at all.
+var errNoAuthenticator = errors.New("this HSM cannot authenticate data (no authenticator)")
+
+func (k hsmAuditKey) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), auditKeyTimeout)
+}
+
+func (k hsmAuditKey) KeyID() (string, error) {
+	ctx, cancel := k.ctx()
+	defer cancel()
+	id, err := k.h.BackupKeyID(ctx)
+	if errors.Is(err, hsm.ErrNoBackupKey) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	if _, ok := k.h.(hsm.Authenticator); !ok {
+		return "", errNoAuthenticator
+	}
+	return id.String(), nil
+}
+
+func (k hsmAuditKey) MAC(msg []byte) ([]byte, error) {
+	a, ok := k.h.(hsm.Authenticator)
+	if !ok {
+		return nil, errNoAuthenticator
+	}
+	ctx, cancel := k.ctx()
+	defer cancel()
+	return a.Authenticate(ctx, msg)
+}
+
+func (k hsmAuditKey) CheckMAC(msg, tag []byte) (bool, error) {
+	a, ok := k.h.(hsm.Authenticator)
+	if !ok {
+		return false, errNoAuthenticator
+	}
+	ctx, cancel := k.ctx()
+	defer cancel()
+	err := a.CheckAuthenticator(ctx, msg, tag)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, hsm.ErrAuthenticatorMismatch):
+		return false, nil
+	default:
+		return false, fmt.Errorf("the HSM could not check it: %w", err)
+	}
+}
+
+func (k hsmAuditKey) warn(msg string, err error) { k.log.Warn(msg, "err", err) }
