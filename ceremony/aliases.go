@@ -73,6 +73,7 @@ const (
 	AuditSlotActivated       = journal.AuditSlotActivated
 	AuditKeyed               = journal.AuditKeyed
 	AuditUnkeyed             = journal.AuditUnkeyed
+	AuditJournalUpgraded     = journal.AuditJournalUpgraded
 	CardDone                 = journal.CardDone
 	CardRead                 = journal.CardRead
 	CardRefused              = journal.CardRefused

@@ -49,11 +49,35 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	st.OnAudit = m.logAudit
 	ak := hsmAuditKey{h: cfg.HSM, log: log}
 	st.Key, st.Warn = ak, ak.warn
+	if err := m.recordUpgrade(); err != nil {
+		st.Close()
+		return nil, err
+	}
 	if err := m.recover(ctx); err != nil {
 		st.Close()
 		return nil, err
 	}
 	return m, nil
+}
+
+// recordUpgrade records in the audit log that the journal was migrated at this start. From a
+// schema before 4 this is also where the log's authentication starts when the HSM holds a key
+// (the append is authenticated, with an audit.keyed entry): the entries before carry no MAC,
+// which a verification then reports instead of failing on them.
+func (m *Manager) recordUpgrade() error {
+	from := m.h.St.MigratedFrom
+	if from == 0 {
+		return nil
+	}
+	msg := fmt.Sprintf("The ceremony journal was upgraded from schema %d to %d.", from, journal.SchemaVersion)
+	if from < 4 {
+		msg += " Audit entries before this one carry no MAC: keyquorum authenticates its audit log from schema 4 on."
+	}
+	e := &AuditEntry{Time: time.Now().UTC(), Operator: SystemOperator, Event: journal.AuditJournalUpgraded, Message: msg}
+	if err := m.h.St.Update(func(tx *bolt.Tx) error { return journal.AppendAudit(tx, e) }); err != nil {
+		return fmt.Errorf("record the journal upgrade: %w", err)
+	}
+	return nil
 }
 
 // Close stops a running ceremony (it is journaled as interrupted, exactly as if the process had

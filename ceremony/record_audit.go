@@ -51,7 +51,7 @@ var ceremonyEvents = map[string]bool{
 	AuditCardsWritten: true, AuditCardRead: true, AuditCardRefused: true, AuditCardRemoved: true,
 	AuditPINWrong: true, AuditPINBlocked: true, AuditPINChanged: true, AuditSlotActivated: true,
 	AuditFactoryReset: true, AuditSetSplit: true, AuditSetRetired: true, AuditCardChecked: true,
-	AuditShareOverwrite: true,
+	AuditShareOverwrite: true, AuditKeyed: true, AuditUnkeyed: true, AuditJournalUpgraded: true,
 }
 
 func validEventKey(k string) bool {

@@ -78,6 +78,8 @@ const (
 	// AuditUnkeyed: from this transaction on, entries are appended without a MAC: the HSM holds
 	// no master backup key any more (a factory reset) or cannot authenticate.
 	AuditUnkeyed = "audit.unkeyed"
+	// AuditJournalUpgraded: the journal was migrated to a newer schema at this start.
+	AuditJournalUpgraded = "journal.upgraded"
 )
 
 const ZeroHash = "0000000000000000000000000000000000000000000000000000000000000000"

@@ -122,6 +122,9 @@ type Store struct {
 	// could not.
 	Key  AuditKey
 	Warn func(msg string, err error)
+	// MigratedFrom is the schema the file had when Open found it older than this build's (0:
+	// new or current).
+	MigratedFrom uint32
 }
 
 func Open(dir string) (*Store, error) {
@@ -156,6 +159,9 @@ func (s *Store) migrate() error {
 	}
 	if have > SchemaVersion {
 		return fmt.Errorf("open journal: %w (schema %d, this build knows %d)", ErrSchemaTooNew, have, SchemaVersion)
+	}
+	if have > 0 && have < SchemaVersion {
+		s.MigratedFrom = have
 	}
 	for v := have; v < SchemaVersion; v++ {
 		m := Migrations[v]
