@@ -94,6 +94,7 @@ const (
 	KindSlotUserCard         = journal.KindSlotUserCard
 	MaxAuditLine             = journal.MaxAuditLine
 	MaxCheckpoint            = journal.MaxCheckpoint
+	CheckpointFormat         = journal.CheckpointFormat
 	MaxAuditPage             = journal.MaxAuditPage
 	NextNone                 = journal.NextNone
 	NextReset                = journal.NextReset

@@ -207,22 +207,22 @@ func (e *AuditError) Error() string {
 
 // AuditSummary is the result of a successful verification.
 type AuditSummary struct {
-	Entries uint64
-	Head    string // hash of the last entry
+	Entries uint64 `json:"entries"`
+	Head    string `json:"head"` // hash of the last entry
 	// From is the entry an incremental verification started after (its checkpoint); 0 when
 	// the whole chain was checked.
-	From uint64
+	From uint64 `json:"from,omitempty"`
 	// KeyID is the key ID of the master backup key the HSM holds, whose MACs were checked; ""
 	// when none were (NotChecked says why).
-	KeyID string
+	KeyID string `json:"key_id,omitempty"`
 	// Authenticated is the last entry whose MAC checked under KeyID: it and, through the chain,
 	// every entry before it are authenticated. When the HSM holds a key it is the last entry of
 	// a log that verifies.
-	Authenticated uint64
-	MACsChecked   uint64
-	NotChecked    string
+	Authenticated uint64 `json:"authenticated"`
+	MACsChecked   uint64 `json:"macs_checked"`
+	NotChecked    string `json:"not_checked,omitempty"`
 	// Spans are the runs of entries by how they are authenticated, oldest first.
-	Spans []AuditSpan
+	Spans []AuditSpan `json:"spans,omitempty"`
 }
 
 // chainChecker checks entries one at a time, in order.
