@@ -16,6 +16,7 @@
 //	    schema        uint32 big-endian: the schema version (see Migrations)
 //	    audit-head    JSON AuditHead: seq and hash of the last audit entry
 //	    audit-verified JSON AuditHead: the checkpoint of the last verification
+//	    audit-epoch   (schema 4) JSON AuditEpoch: the key the last append was authenticated under
 //	state/            what a factory reset clears
 //	    current       uint64 big-endian: the ceremony that is running or was interrupted
 //	    pending       JSON Pending: what an interrupted ceremony requires (resume, reset)
@@ -24,7 +25,7 @@
 //	    <set id>      16 bytes → JSON CardSet
 //	ceremonies/       one entry per ceremony, never deleted
 //	    <id>          uint64 big-endian → JSON Journal, rewritten at every transition
-//	audit/            append-only, hash-chained
+//	audit/            append-only, hash-chained, MAC'd while the HSM holds a key (schema 4)
 //	    <seq>         uint64 big-endian → JSON AuditEntry
 //	audit-index/      (schema 3) empty values under field|seq keys: see auditquery.go
 //
@@ -34,8 +35,10 @@
 // # What this room must never do
 //
 // Import package ceremony or anything that talks to a device: no card, pad or HSM is touched
-// here, and nothing here waits. Hold a byte slice read from bbolt past its transaction (records
+// here, and nothing here waits — but for the [AuditKey] package ceremony hands to [Store]: the
+// HSM makes and checks the audit MACs (auditauth.go), bounded, inside the appending transaction. Hold a byte slice read from bbolt past its transaction (records
 // are decoded or copied first). Store key material, a share or a PIN: the records name cards,
 // share indexes, set and key IDs and authenticators (MACs), never a secret. Rewrite or delete an
-// audit entry: the log only grows, and [VerifyAudit] finds any edit.
+// audit entry: the log only grows (the MAC of an entry is added in the transaction that
+// appends it), and [VerifyAudit] finds any edit.
 package journal
