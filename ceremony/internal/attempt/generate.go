@@ -12,6 +12,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/keyquorum/keyquorum/hsm"
+	"github.com/keyquorum/keyquorum/internal/secmem"
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/sharing"
 
@@ -50,7 +51,9 @@ func (r *Run) generate() (*result, error) {
 // the split and the shares as soon as the last card is written: from then on the key exists
 // only on the cards until it is read back.
 func (r *Run) writeNewKey(k, n int, label string) error {
-	mbk := make([]byte, sharing.KeySize)
+	buf := secmem.New(sharing.KeySize) // locked memory (the shares too: sharing.Split)
+	defer buf.Free()
+	mbk := buf.Bytes()
 	if _, err := rand.Read(mbk); err != nil {
 		return fmt.Errorf("generate key: %w", err)
 	}
