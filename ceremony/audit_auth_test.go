@@ -16,8 +16,10 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/keyquorum/keyquorum/ceremony/internal/attempt"
 	"github.com/keyquorum/keyquorum/ceremony/internal/journal"
 	"github.com/keyquorum/keyquorum/hsm"
+	"github.com/keyquorum/keyquorum/hsm/soft"
 )
 
 // record appends n entries through the Manager, as the services around the ceremonies do.
@@ -350,5 +352,47 @@ func TestMigration4(t *testing.T) {
 	e.restart()
 	if s2, err := e.m.VerifyAudit(); err != nil || s2.Entries != 22 {
 		t.Fatalf("after a restart: %+v, %v", s2, err)
+	}
+}
+
+// noAuthHSM holds a key but cannot authenticate: a PKCS#11 token whose MBK an older keyquorum
+// loaded.
+type noAuthHSM struct{ *soft.HSM }
+
+func (noAuthHSM) Authenticate(context.Context, []byte) ([]byte, error) {
+	return nil, hsm.ErrNoAuthenticatorKey
+}
+
+func (noAuthHSM) CheckAuthenticator(context.Context, []byte, []byte) error {
+	return hsm.ErrNoAuthenticatorKey
+}
+
+// TestAuditHSMCannotAuthenticate: an HSM that holds a key but cannot make MACs leaves the
+// entries without one, and a verification says why it checked none instead of failing.
+func TestAuditHSMCannotAuthenticate(t *testing.T) {
+	h, err := soft.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if err := h.LoadBackupKey(context.Background(), bytes.Repeat([]byte{9}, 32)); err != nil {
+		t.Fatal(err)
+	}
+	st, err := journal.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var warned []string
+	st.Key = hsmAuditKey{h: noAuthHSM{h}}
+	st.Warn = func(msg string, err error) { warned = append(warned, msg+": "+err.Error()) }
+	fillAudit(t, st, 3, time.Now())
+	m := &Manager{h: attempt.Host{St: st}}
+	s, err := m.VerifyAudit()
+	if err != nil || s.Entries != 3 || s.KeyID != "" || !strings.Contains(s.NotChecked, "authenticator key") {
+		t.Fatalf("verify = %+v, %v", s, err)
+	}
+	if len(warned) == 0 {
+		t.Error("the appends without a MAC were not logged")
 	}
 }

@@ -43,11 +43,21 @@ func (k hsmAuditKey) KeyID() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if _, ok := k.h.(hsm.Authenticator); !ok {
+	a, ok := k.h.(hsm.Authenticator)
+	if !ok {
 		return "", errNoAuthenticator
+	}
+	// An HSM can hold a key and still be unable to authenticate (a PKCS#11 token whose MBK an
+	// older keyquorum loaded has no authenticator key): then the log is not authenticated, and
+	// says so, rather than carrying a key it has no MACs for.
+	if _, err := a.Authenticate(ctx, []byte(auditProbe)); err != nil {
+		return "", err
 	}
 	return id.String(), nil
 }
+
+// auditProbe is what KeyID authenticates to learn whether the HSM can.
+const auditProbe = "keyquorum audit probe v1"
 
 func (k hsmAuditKey) MAC(msg []byte) ([]byte, error) {
 	a, ok := k.h.(hsm.Authenticator)
