@@ -3,8 +3,9 @@
 // operator, the role table decides, and a dangerous action needs an approval in the
 // operator.ApprovalHeader (made on the operator's account page with a security key). The
 // handlers: status (with the HSM's keys), the running ceremony and its events as JSON lines,
-// start / cancel / retry / answer / resume a ceremony, backup and restore, audit verify and
-// export, the card in the simulator's reader, the card survey (no PIN, nothing written), the
+// start / cancel / retry / answer / resume a ceremony, backup and restore, audit verify (with an
+// auditor's checkpoint), export and checkpoint,
+// the card in the simulator's reader, the card survey (no PIN, nothing written), the
 // operator list and roles, and cluster
 // onboarding (node certificates, the state for a joining node, the join; package cluster).
 //
