@@ -4,10 +4,9 @@
 // operator.ApprovalHeader (made on the operator's account page with a security key). The
 // handlers: status (with the HSM's keys), the running ceremony and its events as JSON lines,
 // start / cancel / retry / answer / resume a ceremony, backup and restore, audit verify (with an
-// auditor's checkpoint), export and checkpoint,
-// the card in the simulator's reader, the card survey (no PIN, nothing written), the
-// operator list and roles, and cluster
-// onboarding (node certificates, the state for a joining node, the join; package cluster).
+// auditor's checkpoint), export and checkpoint, the card in the simulator's reader, the card
+// survey (no PIN, nothing written), the operator list and roles, and cluster onboarding (node
+// certificates, the state for a joining node, the join; package cluster).
 //
 // Requests and answers are the exported *Request and *JSON types; a body is decoded strictly
 // (unknown fields and trailing data are refused). Every refusal is a JSON problem
