@@ -1,6 +1,7 @@
 // Package journal is the room of the ceremony journal's persistence: the bbolt file
 // (ceremony.db) and its migrations, the records written into it, the hash-chained audit log with
-// its index and queries, and the card set registry. Everything here is a plain type or a function
+// its index and queries, its MACs and auditor checkpoints (auditauth.go), and the card set
+// registry. Everything here is a plain type or a function
 // over a *bolt.Tx, so a caller composes several of them into the one transaction that makes a
 // transition durable; [Store] runs those transactions and counts them.
 //
