@@ -27,7 +27,7 @@ import (
 //	use NAME                  point KEYQUORUM_ADDR, KEYQUORUM_P12 and KEYQUORUM_CA at node NAME
 //	hsmkeys NAME LABEL...     put application keys into NAME's soft HSM (before `node NAME`)
 //	hsmmbk NAME               load a random master backup key into NAME's soft HSM (before `node NAME`)
-//	auditforge NAME SEQ       rewrite NAME's audit log from entry SEQ on, the unkeyed chain recomputed (NAME stopped)
+//	forgelog NAME SEQ         rewrite NAME's audit log from entry SEQ on, the unkeyed chain recomputed (NAME stopped)
 //	hsmobject NAME KIND LABEL [locked]  put an object of KIND into NAME's soft HSM ("_" in LABEL
 //	                          is a space; locked: not extractable)
 //	approve NAME ACTION       make an approval with the administrator's security key: KEYQUORUM_APPROVAL
@@ -52,19 +52,19 @@ func scriptParams(dir string) testscript.Params {
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"node":       cmdNode,
-			"use":        cmdUse,
-			"hsmkeys":    cmdHSMKeys,
-			"hsmmbk":     cmdHSMMBK,
-			"auditforge": cmdAuditForge,
-			"hsmobject":  cmdHSMObject,
-			"approve":    cmdApprove,
-			"cards":      cmdCards,
-			"insert":     cmdInsert,
-			"drive":      cmdDrive,
-			"carry":      cmdCarry,
-			"stopnode":   cmdStopNode,
-			"kq":         cmdKQ,
+			"node":      cmdNode,
+			"use":       cmdUse,
+			"hsmkeys":   cmdHSMKeys,
+			"hsmmbk":    cmdHSMMBK,
+			"forgelog":  cmdForgeLog,
+			"hsmobject": cmdHSMObject,
+			"approve":   cmdApprove,
+			"cards":     cmdCards,
+			"insert":    cmdInsert,
+			"drive":     cmdDrive,
+			"carry":     cmdCarry,
+			"stopnode":  cmdStopNode,
+			"kq":        cmdKQ,
 		},
 	}
 }

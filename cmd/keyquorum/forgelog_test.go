@@ -41,12 +41,12 @@ func cmdHSMMBK(ts *testscript.TestScript, neg bool, a []string) {
 	ts.Check(h.LoadBackupKey(context.Background(), mbk))
 }
 
-// cmdAuditForge rewrites NAME's audit log in ceremony.db (the node stopped) as someone who can
+// cmdForgeLog rewrites NAME's audit log in ceremony.db (the node stopped) as someone who can
 // write the file but does not hold the key would: entry SEQ's message is changed and the
 // unkeyed hash chain recomputed from there to the head, so that the chain alone still verifies;
 // the MACs stay as they were.
-func cmdAuditForge(ts *testscript.TestScript, neg bool, a []string) {
-	args(ts, neg, a, 2, "auditforge NAME SEQ")
+func cmdForgeLog(ts *testscript.TestScript, neg bool, a []string) {
+	args(ts, neg, a, 2, "forgelog NAME SEQ")
 	from, err := strconv.ParseUint(a[1], 10, 64)
 	ts.Check(err)
 	db, err := bolt.Open(filepath.Join(ts.MkAbs(a[0]), "ceremony.db"), 0o600, &bolt.Options{Timeout: time.Second})
