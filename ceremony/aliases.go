@@ -18,6 +18,9 @@ type (
 	AuditPage       = journal.AuditPage
 	AuditQuery      = journal.AuditQuery
 	AuditSummary    = journal.AuditSummary
+	AuditSpan       = journal.AuditSpan
+	AuditCheckpoint = journal.AuditCheckpoint
+	CheckpointError = journal.CheckpointError
 	CardCheck       = journal.CardCheck
 	CardEntry       = journal.CardEntry
 	CardRole        = journal.CardRole
@@ -68,6 +71,9 @@ const (
 	AuditSetSplit            = journal.AuditSetSplit
 	AuditShareOverwrite      = journal.AuditShareOverwrite
 	AuditSlotActivated       = journal.AuditSlotActivated
+	AuditKeyed               = journal.AuditKeyed
+	AuditUnkeyed             = journal.AuditUnkeyed
+	AuditJournalUpgraded     = journal.AuditJournalUpgraded
 	CardDone                 = journal.CardDone
 	CardRead                 = journal.CardRead
 	CardRefused              = journal.CardRefused
@@ -87,6 +93,8 @@ const (
 	KindReissue              = journal.KindReissue
 	KindSlotUserCard         = journal.KindSlotUserCard
 	MaxAuditLine             = journal.MaxAuditLine
+	MaxCheckpoint            = journal.MaxCheckpoint
+	CheckpointFormat         = journal.CheckpointFormat
 	MaxAuditPage             = journal.MaxAuditPage
 	NextNone                 = journal.NextNone
 	NextReset                = journal.NextReset
@@ -164,6 +172,15 @@ var (
 // It returns the number of entries and the hash of the last (see [journal.VerifyAuditExport]).
 func VerifyAuditExport(r io.Reader) (AuditSummary, error) { return journal.VerifyAuditExport(r) }
 
+// VerifyAuditExportCheckpoint is [VerifyAuditExport] that also checks that the export extends
+// an auditor's checkpoint (a [*CheckpointError] when not).
+func VerifyAuditExportCheckpoint(r io.Reader, cp AuditCheckpoint) (AuditSummary, error) {
+	return journal.VerifyAuditExportCheckpoint(r, &cp)
+}
+
+// DecodeCheckpoint reads an auditor's checkpoint file ([Manager.AuditCheckpoint] made it).
+func DecodeCheckpoint(data []byte) (AuditCheckpoint, error) { return journal.DecodeCheckpoint(data) }
+
 // The Manager's configuration, its devices, its events and its errors are defined by package
 // api (ceremony/internal/api), so that package attempt, which runs the ceremonies, shares them;
 // ceremony names them here, as the same types and values. Their documentation is there.
@@ -207,6 +224,7 @@ const (
 
 var (
 	DefaultTimeouts    = api.DefaultTimeouts
+	ErrBadCheckpoint   = journal.ErrBadCheckpoint
 	ErrBadOperator     = api.ErrBadOperator
 	ErrBadRequest      = api.ErrBadRequest
 	ErrClosed          = api.ErrClosed

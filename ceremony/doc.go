@@ -112,7 +112,9 @@
 // One bbolt file, ceremony.db, in the data directory, with the buckets meta, state, sets,
 // ceremonies, audit and audit-index; package journal draws the tree and keeps the migrations.
 // Byte slices read from bbolt are copied (or decoded) before their transaction ends. Nothing
-// talks to a card, the pad or the HSM inside a transaction.
+// talks to a card or the pad inside a transaction; the one HSM call made inside one is the MAC
+// of the audit entries it appends (auditkey.go: bounded, microseconds on the soft HSM), so that
+// no entry is ever committed without the MAC it should carry.
 //
 // # Events and the audit log
 //
@@ -122,8 +124,12 @@
 // one. A slow subscriber loses intermediate events, never the latest, and never blocks a
 // ceremony. The audit log ([Manager.VerifyAudit], [Manager.ExportAudit]) records who did what,
 // with which cards, share indexes and key ID; each entry carries the hash of the one before, so
-// an edited or deleted entry is found. [Manager.Protocol] assembles the printable record of one
-// ceremony.
+// an edited or deleted entry is found, and, while the HSM holds a master backup key, a MAC the
+// HSM makes over its seq and hash under a key derived from the MBK, so that a history rewritten
+// with recomputed hashes is found too, naming the first forged entry. [Manager.AuditCheckpoint]
+// gives an auditor a checkpoint to keep outside the appliance; [Manager.VerifyAuditCheckpoint]
+// proves the log still extends it (which finds a cut log, or a rewrite by someone holding the
+// MBK). [Manager.Protocol] assembles the printable record of one ceremony.
 //
 // # What this room must never do
 //

@@ -3,6 +3,7 @@ package ceremony
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 
@@ -90,5 +91,40 @@ func FuzzDecodeCardSet(f *testing.F) {
 		}
 		_ = journal.NewRetiredSetError(s, 1).Error()
 		s.SetShare(ShareInfo{Index: 1, Serial: "X"})
+	})
+}
+
+// FuzzDecodeCheckpoint feeds arbitrary files to the reader of auditor checkpoints (a file an
+// auditor hands in). Whatever it accepts is a checkpoint a verification can use: a positive
+// seq, a 32-byte hash, and a MAC and key ID that make a MAC message, or neither; it re-encodes
+// to a file that decodes to the same checkpoint.
+func FuzzDecodeCheckpoint(f *testing.F) {
+	f.Add([]byte(`{"format":"keyquorum-audit-checkpoint-v1","seq":9,"hash":"` + strings.Repeat("ab", 32) + `","key_id":"0011223344556677","mac":"` + strings.Repeat("cd", 32) + `","time":"2026-11-30T07:00:00Z"}`))
+	f.Add([]byte(`{"format":"keyquorum-audit-checkpoint-v1","seq":1,"hash":"` + strings.Repeat("00", 32) + `","time":"2026-11-30T07:00:00Z"}`))
+	f.Add([]byte(`{}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cp, err := DecodeCheckpoint(data)
+		if err != nil {
+			if !errors.Is(err, ErrBadCheckpoint) {
+				t.Fatalf("error %v is not ErrBadCheckpoint", err)
+			}
+			return
+		}
+		if cp.Seq == 0 || len(cp.Hash) != 64 {
+			t.Fatalf("accepted %+v", cp)
+		}
+		if cp.MAC != "" || cp.KeyID != "" {
+			if _, err := journal.AuditMACMessage(cp.Seq, cp.Hash, cp.KeyID); err != nil || len(cp.MAC) != 64 {
+				t.Fatalf("accepted %+v: %v", cp, err)
+			}
+		}
+		again, err := json.Marshal(cp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cp2, err := DecodeCheckpoint(again)
+		if err != nil || cp2.Seq != cp.Seq || cp2.Hash != cp.Hash || cp2.MAC != cp.MAC || cp2.KeyID != cp.KeyID || !cp2.Time.Equal(cp.Time) {
+			t.Fatalf("re-encoded %s decodes to %+v, %v", again, cp2, err)
+		}
 	})
 }

@@ -47,11 +47,37 @@ func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	}
 	m := &Manager{h: attempt.Host{Cfg: cfg, St: st, Log: log, Events: api.NewBroker()}}
 	st.OnAudit = m.logAudit
+	ak := hsmAuditKey{h: cfg.HSM, log: log}
+	st.Key, st.Warn = ak, ak.warn
+	if err := m.recordUpgrade(); err != nil {
+		st.Close()
+		return nil, err
+	}
 	if err := m.recover(ctx); err != nil {
 		st.Close()
 		return nil, err
 	}
 	return m, nil
+}
+
+// recordUpgrade records in the audit log that the journal was migrated at this start. From a
+// schema before 4 this is also where the log's authentication starts when the HSM holds a key
+// (the append is authenticated, with an audit.keyed entry): the entries before carry no MAC,
+// which a verification then reports instead of failing on them.
+func (m *Manager) recordUpgrade() error {
+	from := m.h.St.MigratedFrom
+	if from == 0 {
+		return nil
+	}
+	msg := fmt.Sprintf("The ceremony journal was upgraded from schema %d to %d.", from, journal.SchemaVersion)
+	if from < 4 {
+		msg += " Audit entries before this one carry no MAC: keyquorum authenticates its audit log from schema 4 on."
+	}
+	e := &AuditEntry{Time: time.Now().UTC(), Operator: SystemOperator, Event: journal.AuditJournalUpgraded, Message: msg}
+	if err := m.h.St.Update(func(tx *bolt.Tx) error { return journal.AppendAudit(tx, e) }); err != nil {
+		return fmt.Errorf("record the journal upgrade: %w", err)
+	}
+	return nil
 }
 
 // Close stops a running ceremony (it is journaled as interrupted, exactly as if the process had
@@ -554,12 +580,15 @@ func (m *Manager) Ceremonies(limit int) ([]Journal, error) {
 	return out, nil
 }
 
-// VerifyAudit checks the whole audit chain: every entry unaltered, none missing, none removed
-// from the end. A break is an [*AuditError] naming the entry.
+// VerifyAudit checks the whole audit log: every entry unaltered, none missing, none removed
+// from the end, and the MAC of every entry authenticated under the master backup key the HSM
+// holds (the last entry must carry one while the HSM holds a key). A break is an [*AuditError]
+// naming the first entry that is not what was recorded; the summary says up to which entry the
+// log is authenticated and how each run of entries was (see docs/design.md, "The audit log").
 func (m *Manager) VerifyAudit() (AuditSummary, error) {
 	var s AuditSummary
 	err := m.h.St.View(func(tx *bolt.Tx) (err error) {
-		s, err = journal.VerifyAudit(tx)
+		s, err = journal.VerifyAudit(tx, m.h.St.Key)
 		return err
 	})
 	if err != nil {
@@ -569,10 +598,11 @@ func (m *Manager) VerifyAudit() (AuditSummary, error) {
 }
 
 // VerifyAuditIncremental checks only what was appended since the last successful verification
-// (of either kind): the chain from that checkpoint on, that the checkpoint's entry is unchanged,
-// and the head. Its cost grows with what was appended, not with the log, which is what a page
-// view can afford; an edit of an entry older than the checkpoint is found by [Manager.VerifyAudit]
-// (audit verify), which checks every entry.
+// (of either kind): the chain and MACs from that checkpoint on, that the checkpoint's entry is
+// unchanged, and the head. Its cost grows with what was appended, not with the log, which is
+// what a page view can afford; an edit of an entry older than the checkpoint is found by
+// [Manager.VerifyAudit] (audit verify), which checks every entry (and by this one too when the
+// last entry carries a MAC: it vouches for every entry before it).
 func (m *Manager) VerifyAuditIncremental() (AuditSummary, error) {
 	var s AuditSummary
 	var cp journal.AuditHead
@@ -580,8 +610,43 @@ func (m *Manager) VerifyAuditIncremental() (AuditSummary, error) {
 		if _, err := journal.GetJSON(tx.Bucket(journal.BucketMeta), journal.KeyAuditVerified, &cp); err != nil {
 			cp = journal.AuditHead{} // an unreadable checkpoint: check everything
 		}
-		s, err = journal.VerifyAuditFrom(tx, cp)
+		s, err = journal.VerifyAuditFrom(tx, cp, m.h.St.Key)
 		return err
+	})
+	if err != nil {
+		return s, err
+	}
+	return s, m.saveAuditCheckpoint(s)
+}
+
+// AuditCheckpoint verifies the whole log and returns the checkpoint of its last entry, for an
+// auditor to keep outside the appliance ([Manager.VerifyAuditCheckpoint] checks the log against
+// it later).
+func (m *Manager) AuditCheckpoint() (AuditCheckpoint, AuditSummary, error) {
+	var s AuditSummary
+	var cp AuditCheckpoint
+	err := m.h.St.View(func(tx *bolt.Tx) (err error) {
+		if s, err = journal.VerifyAudit(tx, m.h.St.Key); err != nil {
+			return err
+		}
+		cp, err = journal.TakeCheckpoint(tx, s, time.Now())
+		return err
+	})
+	return cp, s, err
+}
+
+// VerifyAuditCheckpoint is [Manager.VerifyAudit] that also proves the log extends an auditor's
+// checkpoint: its entry still has the checkpoint's hash (a [*CheckpointError] when not — history
+// up to it was rewritten, or entries removed). This finds a rewrite even by someone who holds
+// the master backup key. When the HSM holds the key the checkpoint's MAC was made under, the
+// checkpoint itself is checked too.
+func (m *Manager) VerifyAuditCheckpoint(cp AuditCheckpoint) (AuditSummary, error) {
+	var s AuditSummary
+	err := m.h.St.View(func(tx *bolt.Tx) (err error) {
+		if s, err = journal.VerifyAudit(tx, m.h.St.Key); err != nil {
+			return err
+		}
+		return journal.CheckCheckpoint(tx, cp, m.h.St.Key)
 	})
 	if err != nil {
 		return s, err

@@ -17,7 +17,8 @@ var ErrBadAuditEvent = errors.New("audit event key must be 1 to 64 characters of
 
 // RecordAudit appends an entry that belongs to no ceremony to the audit log: what the services
 // around the ceremonies do on an operator's behalf (WebConf's operator management, backups,
-// restores). It is hash-chained like every other entry, in its own transaction.
+// restores). It is hash-chained (and authenticated while the HSM holds a key) like every other
+// entry, in its own transaction.
 //
 // event is a stable key that auditors filter on (e.g. "operator.role"); it may not be one of
 // the keys the ceremonies record themselves. message says what happened in words; like every
@@ -51,7 +52,7 @@ var ceremonyEvents = map[string]bool{
 	AuditCardsWritten: true, AuditCardRead: true, AuditCardRefused: true, AuditCardRemoved: true,
 	AuditPINWrong: true, AuditPINBlocked: true, AuditPINChanged: true, AuditSlotActivated: true,
 	AuditFactoryReset: true, AuditSetSplit: true, AuditSetRetired: true, AuditCardChecked: true,
-	AuditShareOverwrite: true,
+	AuditShareOverwrite: true, AuditKeyed: true, AuditUnkeyed: true, AuditJournalUpgraded: true,
 }
 
 func validEventKey(k string) bool {

@@ -21,8 +21,14 @@ import (
 //     appliance rebuilt after a disaster): the key is re-created from the MBK wherever the MBK is
 //     loaded, and is in no backup because it needs not be.
 //
+// The same key authenticates the audit log's entries (package ceremony: HMAC over an entry's
+// seq and hash, so a rewritten history is found) and answers a cluster peer's proof-of-key
+// challenge (package cluster). Each use starts its messages with its own label, so an
+// authenticator made for one is never valid for another.
+//
 // It is optional (not part of [HSM]) so that an HSM without it still does everything else: a
-// card check then says the HSM cannot vouch for cards. Both backends implement it.
+// card check then says the HSM cannot vouch for cards, and the audit log goes without MACs.
+// Both backends implement it.
 type Authenticator interface {
 	// Authenticate returns the authenticator of msg (at most [MaxAuthenticated] bytes), or
 	// [ErrNoBackupKey] when no MBK is loaded.

@@ -7,7 +7,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"time"
+
+	"github.com/keyquorum/keyquorum/internal/secmem"
 	"unicode"
 	"unicode/utf8"
 )
@@ -39,6 +42,18 @@ type Record struct {
 	Share   []byte    // secret
 	Created time.Time // second precision
 	Label   string    // the appliance or cluster the set belongs to, for people
+
+	// mem holds Share in locked memory (internal/secmem) for the records Split and Unmarshal
+	// make; Zero frees it. A record built by hand has none: its Share is only zeroed.
+	mem *secmem.Buf
+}
+
+// setShare puts a copy of share into locked memory as the record's share. A record dropped
+// without Zero gives its buffer back (zeroed) when the garbage collector finds it.
+func (r *Record) setShare(share []byte) {
+	b := secmem.Clone(share)
+	r.Share, r.mem = b.Bytes(), b
+	runtime.AddCleanup(r, func(b *secmem.Buf) { b.Free() }, b)
 }
 
 // Marshal encodes r in the current record format.
@@ -117,8 +132,8 @@ func Unmarshal(b []byte) (*Record, error) {
 		Index:   int(b[31]),
 		Created: time.Unix(int64(binary.BigEndian.Uint64(b[32:40])), 0).UTC(),
 		Label:   string(b[headerSize:shareLenAt]),
-		Share:   bytes.Clone(b[shareLenAt+1 : end-checksumSize]),
 	}
+	r.setShare(b[shareLenAt+1 : end-checksumSize])
 	copy(r.SetID[:], b[5:21])
 	copy(r.KeyID[:], b[21:29])
 	if err := r.validate(); err != nil {
@@ -154,11 +169,18 @@ func (r *Record) validate() error {
 	return nil
 }
 
-// Zero overwrites the share. The record is unusable afterwards.
+// Zero overwrites the share and frees its locked memory. The record is unusable afterwards
+// (its Share is nil when it was in locked memory).
 func (r *Record) Zero() {
-	if r != nil {
-		Zero(r.Share)
+	if r == nil {
+		return
 	}
+	if r.mem != nil {
+		r.mem.Free()
+		r.mem, r.Share = nil, nil
+		return
+	}
+	Zero(r.Share)
 }
 
 // String describes the record for people and logs; it never shows the share.

@@ -38,8 +38,12 @@
 // # Secrets
 //
 // Secrets and shares are []byte, never strings; [Zero] and [Record.Zero] overwrite them when they
-// are no longer needed. No String, error text or fmt verb of this package ever shows share or
-// secret bytes. This package knows nothing of cards, PINs or HSMs.
+// are no longer needed. The shares of the records [Split] and [Unmarshal] make are in locked
+// memory, out of swap and core dumps where the system allows (internal/secmem), and
+// [Record.Zero] frees it; vault/shamir computes in Go's heap, whose copies are zeroed where this
+// package gets hold of them but cannot be locked, and the secret [Combine] returns is in the heap
+// too. No String, error text or fmt verb of this package ever shows share or secret bytes. This
+// package knows nothing of cards, PINs or HSMs.
 //
 // The design of the whole system (the share record and the card layout among it) is in
 // docs/design.md.
@@ -137,7 +141,9 @@ func Split(secret []byte, k, n int) ([]*Record, error) {
 	now := time.Unix(time.Now().Unix(), 0).UTC()
 	records := make([]*Record, n)
 	for i, share := range shares {
-		records[i] = &Record{SetID: setID, KeyID: keyID, K: k, N: n, Index: i + 1, Share: share, Created: now}
+		records[i] = &Record{SetID: setID, KeyID: keyID, K: k, N: n, Index: i + 1, Created: now}
+		records[i].setShare(share) // into locked memory: the records live while n cards are written
+		Zero(share)
 	}
 	return records, nil
 }

@@ -80,6 +80,7 @@ var routeActions = map[string]func(form url.Values) operator.Action{
 	"POST /api/v1/hsm/objects/import": fixed(operator.ActionHSMObjects),
 	"GET /api/v1/audit/verify":        fixed(operator.ActionAudit),
 	"GET /api/v1/audit/export":        fixed(operator.ActionAudit),
+	"GET /api/v1/audit/checkpoint":    fixed(operator.ActionAudit),
 	"GET /api/v1/card":                fixed(operator.ActionView),
 	"POST /api/v1/cluster/nodes":      fixed(operator.ActionOperatorsManage),
 	"GET /api/v1/cluster/state":       fixed(actionInHandler), // node certificates only, checked there

@@ -10,9 +10,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -153,7 +155,7 @@ var (
 		"start": ceremonyStartCmd, "cancel": steerCmd("cancel"), "retry": steerCmd("retry"),
 		"resume": resumeCmd, "answer": answerCmd, "state": ceremonyStateCmd, "watch": watchCmd,
 	})
-	runAudit   = group("audit", map[string]cliCommand{"verify": auditVerifyCmd, "export": auditExportCmd})
+	runAudit   = group("audit", map[string]cliCommand{"verify": auditVerifyCmd, "export": auditExportCmd, "checkpoint": auditCheckpointCmd})
 	runCard    = group("card", map[string]cliCommand{"info": cardInfoCmd, "check": cardCheckCmd})
 	runCluster = group("cluster", map[string]cliCommand{"add-node": addNodeCmd, "join": joinCmd})
 )
@@ -651,38 +653,107 @@ var restoreCmd = cliCommand{
 
 // ---- audit
 
-type auditVerifyFlags struct{ file string }
+type auditVerifyFlags struct{ file, checkpoint string }
+
+// readCheckpoint reads an auditor's checkpoint file (keyquorum audit checkpoint -o FILE).
+func readCheckpoint(path string) (ceremony.AuditCheckpoint, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return ceremony.AuditCheckpoint{}, &exitError{exitUsage, fmt.Errorf("open checkpoint: %w", err)}
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, ceremony.MaxCheckpoint+1))
+	if err != nil {
+		return ceremony.AuditCheckpoint{}, &exitError{exitUsage, fmt.Errorf("read checkpoint: %w", err)}
+	}
+	cp, err := ceremony.DecodeCheckpoint(bytes.TrimSpace(data))
+	if err != nil {
+		return ceremony.AuditCheckpoint{}, &exitError{exitUsage, fmt.Errorf("checkpoint %s: %w", path, err)}
+	}
+	return cp, nil
+}
+
+// printAuditSummary says how far the log is authenticated and how each run of entries is.
+func printAuditSummary(w io.Writer, sum ceremony.AuditSummary) {
+	switch {
+	case sum.Entries == 0:
+	case sum.KeyID != "":
+		fmt.Fprintf(w, "authenticated up to entry %d under master backup key %s (%d MACs checked)\n", sum.Authenticated, sum.KeyID, sum.MACsChecked)
+	default:
+		fmt.Fprintf(w, "MACs not checked: %s\n", sum.NotChecked)
+	}
+	for _, sp := range sum.Spans {
+		what := "appended without a key (no MAC)"
+		switch {
+		case sp.KeyID != "" && sp.Checks:
+			what = "MACs checked under key " + sp.KeyID
+		case sp.KeyID != "":
+			what = "MACs under key " + sp.KeyID + ", not checked here"
+		}
+		fmt.Fprintf(w, "  entries %d–%d: %s\n", sp.First, sp.Last, what)
+	}
+}
 
 var auditVerifyCmd = cliCommand{
-	usage: "audit verify [flags]\n\nVerifies the hash chain of the appliance's audit log; with --file, that of an export\n(keyquorum audit export) on this machine, without connecting. Exit status 1 when it does not verify.",
+	usage: "audit verify [flags]\n\nVerifies the appliance's audit log: the hash chain, and the MAC of every entry authenticated\nunder the master backup key the HSM holds. With --checkpoint, also that the log extends an\nauditor's checkpoint (keyquorum audit checkpoint). With --file, an export (keyquorum audit\nexport) on this machine, without connecting: its chain (and --checkpoint), not its MACs,\nwhich only the appliance can check. Exit status 1 when it does not verify.",
 	flags: func(fs *flag.FlagSet) any {
 		f := &auditVerifyFlags{}
 		fs.StringVar(&f.file, "file", "", "verify this audit export `file` offline instead")
+		fs.StringVar(&f.checkpoint, "checkpoint", "", "also prove the log extends this checkpoint `file` (keyquorum audit checkpoint)")
 		return f
 	},
 	offline: func(_ context.Context, v any, _ []string, w io.Writer) (bool, error) {
-		path := v.(*auditVerifyFlags).file
-		if path == "" {
+		fl := v.(*auditVerifyFlags)
+		if fl.file == "" {
 			return false, nil
 		}
-		f, err := os.Open(path)
+		var cp *ceremony.AuditCheckpoint
+		if fl.checkpoint != "" {
+			c, err := readCheckpoint(fl.checkpoint)
+			if err != nil {
+				return true, err
+			}
+			cp = &c
+		}
+		f, err := os.Open(fl.file)
 		if err != nil {
 			return true, &exitError{exitUsage, fmt.Errorf("open audit export: %w", err)}
 		}
 		defer f.Close()
-		sum, err := ceremony.VerifyAuditExport(f)
+		var sum ceremony.AuditSummary
+		if cp != nil {
+			sum, err = ceremony.VerifyAuditExportCheckpoint(f, *cp)
+		} else {
+			sum, err = ceremony.VerifyAuditExport(f)
+		}
 		if err != nil {
-			return true, &exitError{exitFailed, fmt.Errorf("audit export %s does not verify: %w", path, err)}
+			return true, &exitError{exitFailed, fmt.Errorf("audit export %s does not verify: %w", fl.file, err)}
 		}
 		fmt.Fprintf(w, "audit export intact: %d entries, head %s\n", sum.Entries, sum.Head)
+		if cp != nil {
+			fmt.Fprintf(w, "it extends the checkpoint at entry %d\n", cp.Seq)
+		}
+		printAuditSummary(w, sum)
 		return true, nil
 	},
-	run: func(ctx context.Context, c *client, o *clientOptions, _ any, _ []string, w io.Writer) error {
-		var sum struct {
-			Entries uint64 `json:"entries"`
-			Head    string `json:"head"`
+	run: func(ctx context.Context, c *client, o *clientOptions, v any, _ []string, w io.Writer) error {
+		fl := v.(*auditVerifyFlags)
+		path := "/api/v1/audit/verify"
+		var cp ceremony.AuditCheckpoint
+		if fl.checkpoint != "" {
+			var err error
+			if cp, err = readCheckpoint(fl.checkpoint); err != nil {
+				return err
+			}
+			q := url.Values{"seq": {strconv.FormatUint(cp.Seq, 10)}, "hash": {cp.Hash}}
+			if cp.MAC != "" {
+				q.Set("key_id", cp.KeyID)
+				q.Set("mac", cp.MAC)
+			}
+			path += "?" + q.Encode()
 		}
-		if err := c.call(ctx, http.MethodGet, "/api/v1/audit/verify", nil, &sum, false); err != nil {
+		var sum ceremony.AuditSummary
+		if err := c.call(ctx, http.MethodGet, path, nil, &sum, false); err != nil {
 			var ae *apiError
 			if errors.As(err, &ae) && ae.problem.Code == web.CodeAuditBroken {
 				return &exitError{exitFailed, err}
@@ -693,7 +764,44 @@ var auditVerifyCmd = cliCommand{
 			return printJSON(w, sum)
 		}
 		fmt.Fprintf(w, "audit log intact: %d entries, head %s\n", sum.Entries, sum.Head)
+		if fl.checkpoint != "" {
+			fmt.Fprintf(w, "it extends the checkpoint at entry %d\n", cp.Seq)
+		}
+		printAuditSummary(w, sum)
 		return nil
+	},
+}
+
+var auditCheckpointCmd = cliCommand{
+	usage: "audit checkpoint [--o FILE] [flags]\n\nVerifies the appliance's audit log and writes the checkpoint of its last entry (seq, hash,\nMAC, key ID, time) as JSON, to stdout or FILE. Keep it outside the appliance: audit verify\n--checkpoint FILE later proves the log still extends it, which finds a rewritten or cut\nhistory even if whoever did it holds the master backup key.",
+	flags: func(fs *flag.FlagSet) any {
+		f := &outFlag{}
+		fs.StringVar(&f.out, "o", "-", "`file` to write (\"-\": stdout)")
+		return f
+	},
+	run: func(ctx context.Context, c *client, o *clientOptions, v any, _ []string, w io.Writer) error {
+		var cp ceremony.AuditCheckpoint
+		if err := c.call(ctx, http.MethodGet, "/api/v1/audit/checkpoint", nil, &cp, false); err != nil {
+			var ae *apiError
+			if errors.As(err, &ae) && ae.problem.Code == web.CodeAuditBroken {
+				return &exitError{exitFailed, err}
+			}
+			return err
+		}
+		raw, err := json.MarshalIndent(cp, "", "  ")
+		if err != nil {
+			return err
+		}
+		raw = append(raw, '\n')
+		if out := v.(*outFlag).out; out != "-" {
+			n, err := writeFileWhole(out, bytes.NewReader(raw))
+			if err == nil {
+				fmt.Fprintf(w, "checkpoint of entry %d written to %s (%d bytes): keep it outside the appliance\n", cp.Seq, out, n)
+			}
+			return err
+		}
+		_, err = w.Write(raw)
+		return err
 	},
 }
 

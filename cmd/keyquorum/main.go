@@ -35,7 +35,7 @@ var commands = map[string]command{
 	"ceremony": {summary: "start, watch and steer ceremonies (start, watch, state, cancel, retry, resume, answer)", run: runCeremony},
 	"backup":   {summary: "download a backup of the HSM, encrypted under the master backup key (backup -o FILE)", run: runBackup},
 	"restore":  {summary: "restore a backup into the HSM (restore FILE)", run: runRestore},
-	"audit":    {summary: "verify or export the hash-chained audit log (audit verify, audit export)", run: runAudit},
+	"audit":    {summary: "verify, export or checkpoint the authenticated audit log (audit verify, audit export, audit checkpoint)", run: runAudit},
 	"card":     {summary: "show the card in the PIN pad (card info), check one card alone (card check), read a card without a PIN and say which card profile fits it (card survey, card profiles)", run: runCardAll},
 	"cluster":  {summary: "cluster node onboarding (cluster add-node on a node, cluster join on the new one)", run: runCluster},
 	"hsm":      {summary: "the HSM's objects: list them and whether backups carry them, create or import (hsm objects, create, import)", run: runHSM},

@@ -26,6 +26,8 @@ import (
 //	node NAME                 start keyquorum serve with data in $WORK/NAME and use it
 //	use NAME                  point KEYQUORUM_ADDR, KEYQUORUM_P12 and KEYQUORUM_CA at node NAME
 //	hsmkeys NAME LABEL...     put application keys into NAME's soft HSM (before `node NAME`)
+//	hsmmbk NAME               load a random master backup key into NAME's soft HSM (before `node NAME`)
+//	forgelog NAME SEQ         rewrite NAME's audit log from entry SEQ on, the unkeyed chain recomputed (NAME stopped)
 //	hsmobject NAME KIND LABEL [locked]  put an object of KIND into NAME's soft HSM ("_" in LABEL
 //	                          is a space; locked: not extractable)
 //	approve NAME ACTION       arm an approval: the next kq refused for want of one has the request it
@@ -55,6 +57,8 @@ func scriptParams(dir string) testscript.Params {
 			"node":      cmdNode,
 			"use":       cmdUse,
 			"hsmkeys":   cmdHSMKeys,
+			"hsmmbk":    cmdHSMMBK,
+			"forgelog":  cmdForgeLog,
 			"hsmobject": cmdHSMObject,
 			"approve":   cmdApprove,
 			"cards":     cmdCards,

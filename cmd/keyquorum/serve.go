@@ -21,6 +21,7 @@ import (
 	"github.com/keyquorum/keyquorum/hsm"
 	"github.com/keyquorum/keyquorum/hsm/pkcs11"
 	"github.com/keyquorum/keyquorum/hsm/soft"
+	"github.com/keyquorum/keyquorum/internal/secmem"
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/pinpad/cyberjacksim"
 	"github.com/keyquorum/keyquorum/pinpad/part10"
@@ -291,6 +292,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		log.Info("memory locked: nothing of this process goes to swap")
 	} else {
 		log.Info("memory not locked (the systemd unit keeps the service out of swap with MemorySwapMax=0)", "why", why)
+		// The buffers that hold the MBK and shares for minutes are locked one by one instead,
+		// which needs only 64 KiB of the limit (internal/secmem).
+		if ok, why := secmem.Status(); ok {
+			log.Info("key buffers locked: the MBK and shares in ceremonies and the soft HSM are kept out of swap and core dumps")
+		} else {
+			log.Warn("key buffers not locked", "why", why)
+		}
 	}
 	return serve(ctx, c, stdout, log)
 }

@@ -53,8 +53,10 @@
 //
 // # What this package must never do
 //
-// Write a key unsealed, keep the MBK in memory between calls (it is unsealed for each use and
-// zeroed after), or do I/O to the caller's reader or writer inside a bbolt transaction.
+// Write a key unsealed, keep the MBK in memory between calls (it is unsealed for each use into
+// locked memory, internal/secmem, and zeroed after), or do I/O to the caller's reader or writer
+// inside a bbolt transaction. (The sealing keys' AES schedules live in Go's heap for the life of
+// the HSM: they cannot be locked one by one; see internal/secmem.)
 package soft
 
 import (
@@ -81,6 +83,7 @@ import (
 	"github.com/keyquorum/keyquorum/hsm"
 	"github.com/keyquorum/keyquorum/hsm/backup"
 	"github.com/keyquorum/keyquorum/hsm/internal/slotcred"
+	"github.com/keyquorum/keyquorum/internal/secmem"
 )
 
 // ContentType names the content of a soft HSM backup: object records (hsm/backup) whose key
@@ -438,8 +441,9 @@ func (h *HSM) check(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// mbk returns the unsealed MBK, or nil if none is set. The caller zeroes it.
-func (h *HSM) mbk() ([]byte, error) {
+// mbk returns the unsealed MBK in locked memory (internal/secmem), or nil if none is set. The
+// caller frees it.
+func (h *HSM) mbk() (*secmem.Buf, error) {
 	var sealed []byte
 	if err := h.db.View(func(tx *bolt.Tx) error {
 		sealed = bytes.Clone(tx.Bucket(bucketMBK).Get(keySealed))
@@ -450,7 +454,16 @@ func (h *HSM) mbk() ([]byte, error) {
 	if sealed == nil {
 		return nil, nil
 	}
-	return h.unsealValue(h.own, sealed, []byte(adMBK))
+	if len(sealed) != 12+hsm.KeySize+16 {
+		return nil, ErrSealed
+	}
+	buf := secmem.New(hsm.KeySize)
+	out, err := h.own.Open(buf.Bytes()[:0], sealed[:12], sealed[12:], []byte(adMBK))
+	if err != nil || len(out) != hsm.KeySize {
+		buf.Free()
+		return nil, ErrSealed
+	}
+	return buf, nil
 }
 
 // LoadBackupKey implements [hsm.HSM].
@@ -468,8 +481,8 @@ func (h *HSM) LoadBackupKey(ctx context.Context, mbk []byte) error {
 		return fmt.Errorf("load backup key: %w", err)
 	}
 	if old != nil {
-		same := subtle.ConstantTimeCompare(old, mbk) == 1
-		hsm.Zero(old)
+		same := subtle.ConstantTimeCompare(old.Bytes(), mbk) == 1
+		old.Free()
 		if same {
 			return nil
 		}
@@ -524,8 +537,8 @@ func (h *HSM) keyWrap() (*backup.KeyWrap, error) {
 	if mbk == nil {
 		return nil, hsm.ErrNoBackupKey
 	}
-	defer hsm.Zero(mbk)
-	return backup.NewKeyWrap(mbk)
+	defer mbk.Free()
+	return backup.NewKeyWrap(mbk.Bytes())
 }
 
 // slotMAC returns the MAC of the slot credentials, making the slot key on first use when
@@ -705,8 +718,8 @@ func (h *HSM) Authenticate(ctx context.Context, msg []byte) ([]byte, error) {
 	if mbk == nil {
 		return nil, fmt.Errorf("authenticate: %w", hsm.ErrNoBackupKey)
 	}
-	tag := hsm.AuthenticatorOf(mbk, msg)
-	hsm.Zero(mbk)
+	tag := hsm.AuthenticatorOf(mbk.Bytes(), msg)
+	mbk.Free()
 	return tag, nil
 }
 

@@ -9,8 +9,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -81,6 +83,7 @@ func (a *Handlers) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /api/v1/hsm/objects/import", a.importObject)
 	mux.HandleFunc("GET /api/v1/audit/verify", a.auditVerify)
 	mux.HandleFunc("GET /api/v1/audit/export", a.auditExport)
+	mux.HandleFunc("GET /api/v1/audit/checkpoint", a.auditCheckpoint)
 	mux.HandleFunc("GET /api/v1/card", a.card)
 	mux.HandleFunc("POST /api/v1/card/survey", a.survey)
 	mux.HandleFunc("POST /api/v1/cluster/nodes", a.issueNode)
@@ -558,20 +561,74 @@ func (a *Handlers) restore(w http.ResponseWriter, r *http.Request) {
 	web.WriteJSON(w, PlanOf(res, plan))
 }
 
+// auditVerify is GET /api/v1/audit/verify: the whole log, its chain and its MACs. With the query
+// parameters of an auditor's checkpoint (seq, hash, and key_id and mac when it has them), also
+// that the log extends it.
 func (a *Handlers) auditVerify(w http.ResponseWriter, r *http.Request) {
 	web.ExtendForWork(w, web.SlowWork)
-	sum, err := a.cfg.Audit.VerifyAudit()
+	var sum ceremony.AuditSummary
+	var err error
+	if q := r.URL.Query(); q.Has("seq") {
+		cp, cerr := checkpointOf(q)
+		if cerr != nil {
+			a.problem(w, r, web.Problem{Status: http.StatusBadRequest, Code: web.CodeBadRequest, Title: "Not a checkpoint",
+				What: cerr.Error(), Todo: "Pass the file keyquorum audit checkpoint wrote, unchanged."})
+			return
+		}
+		sum, err = a.cfg.Audit.VerifyAuditCheckpoint(cp)
+	} else {
+		sum, err = a.cfg.Audit.VerifyAudit()
+	}
+	if err != nil {
+		var ae *ceremony.AuditError
+		var ce *ceremony.CheckpointError
+		switch {
+		case errors.As(err, &ae):
+			a.problem(w, r, web.Problem{Status: http.StatusConflict, Code: web.CodeAuditBroken, Title: "The audit log does not verify",
+				What: err.Error(), Todo: "Keep the data directory as it is and tell the appliance's auditors: an entry was altered, forged or removed."})
+		case errors.As(err, &ce):
+			a.problem(w, r, web.Problem{Status: http.StatusConflict, Code: web.CodeAuditBroken, Title: "The audit log does not extend the checkpoint",
+				What: err.Error(), Todo: "Keep the data directory as it is and tell the appliance's auditors: the history the checkpoint vouches for was rewritten or cut."})
+		case errors.Is(err, ceremony.ErrBadCheckpoint):
+			a.problem(w, r, web.Problem{Status: http.StatusBadRequest, Code: web.CodeBadRequest, Title: "Not a checkpoint of this appliance",
+				What: err.Error(), Todo: "Pass the file keyquorum audit checkpoint wrote on this appliance, unchanged."})
+		default:
+			a.fail(w, r, err)
+		}
+		return
+	}
+	web.WriteJSON(w, sum)
+}
+
+// checkpointOf reads a checkpoint from query parameters, as strictly as from its file.
+func checkpointOf(q url.Values) (ceremony.AuditCheckpoint, error) {
+	seq, err := strconv.ParseUint(q.Get("seq"), 10, 64)
+	if err != nil {
+		return ceremony.AuditCheckpoint{}, ceremony.ErrBadCheckpoint
+	}
+	raw, err := json.Marshal(ceremony.AuditCheckpoint{Format: ceremony.CheckpointFormat, Seq: seq, Hash: q.Get("hash"), KeyID: q.Get("key_id"), MAC: q.Get("mac")})
+	if err != nil {
+		return ceremony.AuditCheckpoint{}, err
+	}
+	return ceremony.DecodeCheckpoint(raw)
+}
+
+// auditCheckpoint is GET /api/v1/audit/checkpoint: the whole log verified, and the checkpoint of
+// its last entry (seq, hash, MAC, key ID, time) for an auditor to keep outside the appliance.
+func (a *Handlers) auditCheckpoint(w http.ResponseWriter, r *http.Request) {
+	web.ExtendForWork(w, web.SlowWork)
+	cp, _, err := a.cfg.Audit.AuditCheckpoint()
 	if err != nil {
 		var ae *ceremony.AuditError
 		if errors.As(err, &ae) {
-			a.problem(w, r, web.Problem{Status: http.StatusConflict, Code: web.CodeAuditBroken, Title: "The audit log does not verify",
-				What: err.Error(), Todo: "Keep the data directory as it is and tell the appliance's auditors: an entry was altered or removed."})
+			a.problem(w, r, web.Problem{Status: http.StatusConflict, Code: web.CodeAuditBroken, Title: "The audit log does not verify: no checkpoint taken",
+				What: err.Error(), Todo: "Keep the data directory as it is and tell the appliance's auditors: an entry was altered, forged or removed."})
 			return
 		}
 		a.fail(w, r, err)
 		return
 	}
-	web.WriteJSON(w, map[string]any{"entries": sum.Entries, "head": sum.Head})
+	web.WriteJSON(w, cp)
 }
 
 func (a *Handlers) auditExport(w http.ResponseWriter, r *http.Request) {

@@ -7,10 +7,10 @@
 // request without one is refused once
 // and waits there, by a short ID and in words (code approval_required). The
 // handlers: status (with the HSM's keys), the running ceremony and its events as JSON lines,
-// start / cancel / retry / answer / resume a ceremony, backup and restore, audit verify and
-// export, the card in the simulator's reader, the card survey (no PIN, nothing written), the
-// operator list and roles, and cluster
-// onboarding (node certificates, the state for a joining node, the join; package cluster).
+// start / cancel / retry / answer / resume a ceremony, backup and restore, audit verify (with an
+// auditor's checkpoint), export and checkpoint, the card in the simulator's reader, the card
+// survey (no PIN, nothing written), the operator list and roles, and cluster onboarding (node
+// certificates, the state for a joining node, the join; package cluster).
 //
 // Requests and answers are the exported *Request and *JSON types; a body is decoded strictly
 // (unknown fields and trailing data are refused). Every refusal is a JSON problem

@@ -44,6 +44,11 @@ type AuditReader interface {
 	// VerifyAuditIncremental checks what was appended since the last verification.
 	VerifyAuditIncremental() (ceremony.AuditSummary, error)
 	ExportAudit(w io.Writer) error
+	// AuditCheckpoint verifies the whole log and returns the checkpoint of its last entry, for
+	// an auditor to keep outside the appliance.
+	AuditCheckpoint() (ceremony.AuditCheckpoint, ceremony.AuditSummary, error)
+	// VerifyAuditCheckpoint verifies the whole log and that it extends an auditor's checkpoint.
+	VerifyAuditCheckpoint(cp ceremony.AuditCheckpoint) (ceremony.AuditSummary, error)
 	AuditLog(ceremony uint64) ([]ceremony.AuditEntry, error)
 	// AuditPage is one page of matching entries, newest first.
 	AuditPage(q ceremony.AuditQuery) (ceremony.AuditPage, error)

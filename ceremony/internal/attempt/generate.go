@@ -12,6 +12,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/keyquorum/keyquorum/hsm"
+	"github.com/keyquorum/keyquorum/internal/secmem"
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/sharing"
 
@@ -50,7 +51,9 @@ func (r *Run) generate() (*result, error) {
 // the split and the shares as soon as the last card is written: from then on the key exists
 // only on the cards until it is read back.
 func (r *Run) writeNewKey(k, n int, label string) error {
-	mbk := make([]byte, sharing.KeySize)
+	buf := secmem.New(sharing.KeySize) // locked memory (the shares too: sharing.Split)
+	defer buf.Free()
+	mbk := buf.Bytes()
 	if _, err := rand.Read(mbk); err != nil {
 		return fmt.Errorf("generate key: %w", err)
 	}
@@ -381,11 +384,12 @@ func (rd *reading) zero() {
 func (r *Run) readAndLoad(exp *expectation, confirm string) (*result, error) {
 	rd := &reading{}
 	defer rd.zero()
-	secret, g, err := r.readQuorum(exp, confirm, rd)
+	buf, g, err := r.readQuorum(exp, confirm, rd)
 	if err != nil {
 		return nil, err
 	}
-	defer sharing.Zero(secret)
+	defer buf.Free()
+	secret := buf.Bytes()
 	keyID := g.keyID
 	if err := r.commit(&auditSpec{event: AuditKeyLoading, message: fmt.Sprintf("key %s reconstructed from %d cards of set %s: loading it into the HSM", keyID, len(g.records), g.setID.Short())},
 		func(j *Journal) {
@@ -462,13 +466,13 @@ func (r *Run) showReading(rd *reading) {
 	r.emit(EventProgress, func(ev *Event) { ev.CardsDone, ev.CardsTotal, ev.Sets = done, total, rd.progress() })
 }
 
-// readQuorum reads cards until k distinct shares of one set reconstruct the key and returns it
-// (the caller zeroes it) with that set's group; rd collects what was read (the caller zeroes
-// it). Cards of several sets may be read (when exp names no set): each set collects its own,
-// and the first set to reach its quorum ends the read, so a foreign first card never locks out
-// the others. With a damaged card among a set's cards it reads one more card of that set to
-// find it. The key's ID is checked against exp.
-func (r *Run) readQuorum(exp *expectation, confirm string, rd *reading) ([]byte, *readGroup, error) {
+// readQuorum reads cards until k distinct shares of one set reconstruct the key and returns it,
+// in locked memory (the caller frees it), with that set's group; rd collects what was read (the
+// caller zeroes it). Cards of several sets may be read (when exp names no set): each set
+// collects its own, and the first set to reach its quorum ends the read, so a foreign first card
+// never locks out the others. With a damaged card among a set's cards it reads one more card of
+// that set to find it. The key's ID is checked against exp.
+func (r *Run) readQuorum(exp *expectation, confirm string, rd *reading) (*secmem.Buf, *readGroup, error) {
 	// Nothing is read yet: the counter the writing left behind must not show on this prompt.
 	r.emit(EventProgress, func(ev *Event) { ev.CardsDone, ev.CardsTotal, ev.Sets = 0, exp.k, nil })
 	if err := r.retryable(func() error { return r.waitOK(ask{step: StepConfirm, text: confirm}) }); err != nil {
@@ -501,7 +505,10 @@ func (r *Run) readQuorum(exp *expectation, confirm string, rd *reading) ([]byte,
 				sharing.Zero(secret)
 				return nil, nil, fmt.Errorf("combine shares: %w", sharing.ErrKeyIDMismatch)
 			}
-			return secret, g, nil
+			// Into locked memory: a re-issue keeps the key while the operator swaps cards.
+			buf := secmem.Clone(secret)
+			sharing.Zero(secret)
+			return buf, g, nil
 		case errors.Is(err, sharing.ErrKeyIDMismatch):
 			if len(g.records) >= g.n {
 				return nil, nil, fmt.Errorf("combine shares: %w", err)

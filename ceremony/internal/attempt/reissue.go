@@ -63,11 +63,12 @@ func (r *Run) reissue() (*result, error) {
 
 	rd := &reading{}
 	defer rd.zero()
-	secret, g, err := r.readQuorum(exp, textReadKey, rd)
+	buf, g, err := r.readQuorum(exp, textReadKey, rd)
 	if err != nil {
 		return nil, err
 	}
-	defer sharing.Zero(secret)
+	defer buf.Free()
+	secret := buf.Bytes()
 	label := r.j.Request.Label
 	if label == "" {
 		label = g.label

@@ -33,6 +33,13 @@ type AuditEntry struct {
 	KeyID    string    `json:"key_id,omitempty"`
 	Prev     string    `json:"prev"` // hex SHA-256 of the previous entry; 64 zeros for the first
 	Hash     string    `json:"hash"` // hex SHA-256 of this entry
+	// AuthKey and MAC authenticate the entry (schema 4): MAC is the hex HMAC-SHA256 of
+	// [AuditMACMessage] (seq, hash, AuthKey) under the HSM's authenticator key derived from the
+	// master backup key whose key ID is AuthKey. Both are empty for an entry appended while the
+	// HSM held no key. They are not part of Hash: the MAC is made over the hash, and since the
+	// hash chains every entry before, one valid MAC vouches for the whole log up to its entry.
+	AuthKey string `json:"auth_key,omitempty"`
+	MAC     string `json:"mac,omitempty"`
 }
 
 // Audit event keys. They are stable: auditors filter on them.
@@ -65,6 +72,14 @@ const (
 	// AuditShareOverwrite: an operator confirmed overwriting a card that holds a share of the
 	// set in use, knowing which share is lost and whether the quorum stays reachable.
 	AuditShareOverwrite = "share.overwrite-confirmed"
+	// AuditKeyed: from this transaction on, entries are authenticated under a new master backup
+	// key (the first append after a key generation or load, or after the upgrade to schema 4).
+	AuditKeyed = "audit.keyed"
+	// AuditUnkeyed: from this transaction on, entries are appended without a MAC: the HSM holds
+	// no master backup key any more (a factory reset) or cannot authenticate.
+	AuditUnkeyed = "audit.unkeyed"
+	// AuditJournalUpgraded: the journal was migrated to a newer schema at this start.
+	AuditJournalUpgraded = "journal.upgraded"
 )
 
 const ZeroHash = "0000000000000000000000000000000000000000000000000000000000000000"
@@ -192,20 +207,34 @@ func (e *AuditError) Error() string {
 
 // AuditSummary is the result of a successful verification.
 type AuditSummary struct {
-	Entries uint64
-	Head    string // hash of the last entry
+	Entries uint64 `json:"entries"`
+	Head    string `json:"head"` // hash of the last entry
 	// From is the entry an incremental verification started after (its checkpoint); 0 when
 	// the whole chain was checked.
-	From uint64
+	From uint64 `json:"from,omitempty"`
+	// KeyID is the key ID of the master backup key the HSM holds, whose MACs were checked; ""
+	// when none were (NotChecked says why).
+	KeyID string `json:"key_id,omitempty"`
+	// Authenticated is the last entry whose MAC checked under KeyID: it and, through the chain,
+	// every entry before it are authenticated. When the HSM holds a key it is the last entry of
+	// a log that verifies.
+	Authenticated uint64 `json:"authenticated"`
+	MACsChecked   uint64 `json:"macs_checked"`
+	NotChecked    string `json:"not_checked,omitempty"`
+	// Spans are the runs of entries by how they are authenticated, oldest first.
+	Spans []AuditSpan `json:"spans,omitempty"`
 }
 
 // chainChecker checks entries one at a time, in order.
 type chainChecker struct {
 	next uint64
 	prev string
+	auth *authChecker
 }
 
-func newChainChecker() *chainChecker { return &chainChecker{next: 1, prev: ZeroHash} }
+func newChainChecker(auth *authChecker) *chainChecker {
+	return &chainChecker{next: 1, prev: ZeroHash, auth: auth}
+}
 
 func (c *chainChecker) check(e *AuditEntry) error {
 	switch {
@@ -227,23 +256,33 @@ func (c *chainChecker) check(e *AuditEntry) error {
 	if subtle.ConstantTimeCompare([]byte(sum), []byte(e.Hash)) != 1 {
 		return &AuditError{Seq: e.Seq, Problem: "entry was altered (its hash does not match its content)"}
 	}
+	if err := c.auth.check(e); err != nil {
+		return err
+	}
 	c.next++
 	c.prev = e.Hash
 	return nil
 }
 
 func (c *chainChecker) summary() AuditSummary {
-	return AuditSummary{Entries: c.next - 1, Head: c.prev}
+	s := AuditSummary{Entries: c.next - 1, Head: c.prev}
+	c.auth.fill(&s)
+	return s
 }
 
-// VerifyAudit checks the whole chain inside tx and the head kept in meta.
-func VerifyAudit(tx *bolt.Tx) (AuditSummary, error) { return VerifyAuditFrom(tx, AuditHead{}) }
+// VerifyAudit checks the whole chain inside tx and the head kept in meta, and with key (nil:
+// the chain only) the MACs of the entries authenticated under the HSM's key.
+func VerifyAudit(tx *bolt.Tx, key AuditKey) (AuditSummary, error) {
+	return VerifyAuditFrom(tx, AuditHead{}, key)
+}
 
 // VerifyAuditFrom checks the chain after the checkpoint cp (an entry verified before: its seq
 // and hash; the zero value checks the whole chain) and the head kept in meta. The checkpoint's
-// own entry must still carry the hash recorded for it.
-func VerifyAuditFrom(tx *bolt.Tx, cp AuditHead) (AuditSummary, error) {
-	c := newChainChecker()
+// own entry must still carry the hash recorded for it. With key, the MACs of the entries from
+// the checkpoint's on are checked too, and the last entry must carry a valid one when the HSM
+// holds a key (see auditauth.go).
+func VerifyAuditFrom(tx *bolt.Tx, cp AuditHead, key AuditKey) (AuditSummary, error) {
+	c := newChainChecker(newAuthChecker(key, "the chain only was checked"))
 	cur := tx.Bucket(BucketAudit).Cursor()
 	k, v := cur.First()
 	if cp.Seq > 0 {
@@ -254,6 +293,9 @@ func VerifyAuditFrom(tx *bolt.Tx, cp AuditHead) (AuditSummary, error) {
 		}
 		if sum, err := e.ComputeHash(); err != nil || sum != cp.Hash || e.Hash != cp.Hash {
 			return AuditSummary{}, &AuditError{Seq: cp.Seq, Problem: "the entry verified last time was altered since"}
+		}
+		if err := c.auth.check(&e); err != nil {
+			return AuditSummary{}, err
 		}
 		c.next, c.prev = cp.Seq+1, cp.Hash
 		k, v = cur.Next()
@@ -282,6 +324,9 @@ func VerifyAuditFrom(tx *bolt.Tx, cp AuditHead) (AuditSummary, error) {
 	if head.Seq != s.Entries || (head.Seq > 0 && head.Hash != s.Head) {
 		return AuditSummary{}, &AuditError{Seq: s.Entries + 1, Problem: fmt.Sprintf("the log ends at entry %d but its head names entry %d: entries at the end were removed or replaced", s.Entries, head.Seq)}
 	}
+	if err := c.auth.finish(s.Entries); err != nil {
+		return AuditSummary{}, err
+	}
 	s.From = cp.Seq
 	return s, nil
 }
@@ -293,9 +338,18 @@ const MaxAuditLine = 64 << 10
 // the journal: every line an entry, numbered from 1, each carrying the hash of the one before.
 // It returns the number of entries and the hash of the last. Since the export is a copy, a
 // removed tail is only found by comparing the head with one recorded elsewhere (a printed
-// protocol carries it).
+// protocol carries it, or an auditor's checkpoint: [VerifyAuditExportCheckpoint]). The MACs
+// an export carries are listed in the summary's spans, not checked: that needs the HSM that
+// holds the key.
 func VerifyAuditExport(r io.Reader) (AuditSummary, error) {
-	c := newChainChecker()
+	return VerifyAuditExportCheckpoint(r, nil)
+}
+
+// VerifyAuditExportCheckpoint is [VerifyAuditExport] that also checks that the export extends
+// the checkpoint cp (nil: none): its entry is there with the checkpoint's hash.
+func VerifyAuditExportCheckpoint(r io.Reader, cp *AuditCheckpoint) (AuditSummary, error) {
+	c := newChainChecker(newAuthChecker(nil, "an export's MACs are checked by the appliance that holds the key; here only the chain was checked"))
+	var cpFound bool
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 4096), MaxAuditLine)
 	line := 0
@@ -317,11 +371,21 @@ func VerifyAuditExport(r io.Reader) (AuditSummary, error) {
 		if err := c.check(&e); err != nil {
 			return AuditSummary{}, err
 		}
+		if cp != nil && e.Seq == cp.Seq {
+			if e.Hash != cp.Hash {
+				return AuditSummary{}, &CheckpointError{Seq: cp.Seq, Problem: "the entry no longer has the checkpoint's hash: the history up to it was rewritten"}
+			}
+			cpFound = true
+		}
 	}
 	if err := sc.Err(); err != nil {
 		return AuditSummary{}, fmt.Errorf("read audit export: %w", err)
 	}
-	return c.summary(), nil
+	s := c.summary()
+	if cp != nil && !cpFound {
+		return AuditSummary{}, &CheckpointError{Seq: cp.Seq, Problem: fmt.Sprintf("the log ends before it (at entry %d): entries were removed", s.Entries)}
+	}
+	return s, nil
 }
 
 // ExportAudit writes every entry as one JSON line. The entries are decoded and re-encoded

@@ -45,6 +45,14 @@ var Migrations = []Migration{
 	{"create the meta, state, ceremonies and audit buckets", migrateCreateBuckets},
 	{"create the sets bucket and register the card set of the loaded key as current", migrateCardSets},
 	{"create the audit index and index the entries in the log", migrateAuditIndex},
+	{"start the authentication of the audit log: its entries so far carry no MAC", migrateAuditEpoch},
+}
+
+// migrateAuditEpoch records that the entries so far were appended without a MAC (keyquorum
+// before schema 4 made none). The first append while the HSM holds a key then records the start
+// of authentication ([AuditKeyed]) and authenticates from there on; entries are not rewritten.
+func migrateAuditEpoch(tx *bolt.Tx) error {
+	return PutJSON(tx.Bucket(BucketMeta), KeyAuditEpoch, AuditEpoch{Since: 1})
 }
 
 // SchemaVersion is the schema this build writes: one version per Migration.
@@ -109,6 +117,14 @@ type Store struct {
 	// onAudit, when set (before the Store is shared), sees every audit entry once the
 	// transaction that appended it has committed: the manager logs each as a structured line.
 	OnAudit func(AuditEntry)
+	// Key, when set (before the Store is shared), authenticates every audit entry appended by
+	// Update inside the transaction that appends it (auditauth.go); Warn hears of an HSM that
+	// could not.
+	Key  AuditKey
+	Warn func(msg string, err error)
+	// MigratedFrom is the schema the file had when Open found it older than this build's (0:
+	// new or current).
+	MigratedFrom uint32
 }
 
 func Open(dir string) (*Store, error) {
@@ -143,6 +159,9 @@ func (s *Store) migrate() error {
 	}
 	if have > SchemaVersion {
 		return fmt.Errorf("open journal: %w (schema %d, this build knows %d)", ErrSchemaTooNew, have, SchemaVersion)
+	}
+	if have > 0 && have < SchemaVersion {
+		s.MigratedFrom = have
 	}
 	for v := have; v < SchemaVersion; v++ {
 		m := Migrations[v]
@@ -179,12 +198,24 @@ func SchemaOf(tx *bolt.Tx) uint32 {
 func (s *Store) Update(fn func(tx *bolt.Tx) error) error {
 	var appended []AuditEntry
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		if s.OnAudit == nil {
+		if s.OnAudit == nil && s.Key == nil {
 			return fn(tx)
 		}
 		before := auditHeadSeq(tx)
 		if err := fn(tx); err != nil {
 			return err
+		}
+		if s.Key != nil {
+			warn := s.Warn
+			if warn == nil {
+				warn = func(string, error) {}
+			}
+			if err := sealAudit(tx, before, s.Key, time.Now().UTC(), warn); err != nil {
+				return err
+			}
+		}
+		if s.OnAudit == nil {
+			return nil
 		}
 		var err error
 		appended, err = auditEntriesAfter(tx, before)
