@@ -68,3 +68,12 @@ func (m *Manager) ImportSets(ctx context.Context, b []byte) error {
 		return journal.ReplaceSets(tx, sets, id.String(), time.Now())
 	})
 }
+
+// CheckSets decodes an exported registry (a peer's) without changing anything: what a node
+// checks before it takes over any of a peer's state.
+func (m *Manager) CheckSets(b []byte) error {
+	if _, err := journal.DecodeSets(b); err != nil {
+		return fmt.Errorf("%w: %v", ErrSharedSets, err)
+	}
+	return nil
+}

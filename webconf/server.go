@@ -69,6 +69,10 @@ type Config struct {
 	RecoverAdmin bool
 	// MaxConnections bounds the connections served at once; 0 means DefaultMaxConnections.
 	MaxConnections int
+	// ClusterAddress is this node's address as its cluster peers reach it (https://host:port);
+	// NodeName its name among them until a join names it ("" is the host name).
+	ClusterAddress, NodeName string
+
 	// Monitor, when set, serves /healthz without a client certificate and receives request
 	// latencies, backup and restore outcomes, TLS handshake failures and revoked-certificate
 	// refusals (webconf/monitor).
@@ -132,7 +136,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.auth, s.audit = a, rec
 	s.rd = pages.NewRenderer(cfg.Sim, a, log)
-	s.cluster = &cluster.Node{HSM: cfg.HSM, Issuer: a, CA: cfg.PKI.CA, Audit: a, MaxUpload: cfg.MaxUpload, Log: log}
+	s.cluster = &cluster.Node{HSM: cfg.HSM, Issuer: a, CA: cfg.PKI.CA, Audit: a, MaxUpload: cfg.MaxUpload, Log: log,
+		Dir: cfg.PKI.Dir, Name: cfg.NodeName, Address: cfg.ClusterAddress}
+	// The card set registry travels with the cluster state when the ceremony manager keeps it.
+	if reg, ok := cfg.Records.(cluster.Registry); ok {
+		s.cluster.Registry = reg
+	}
 	s.handler = s.routes()
 	return s, nil
 }
@@ -183,6 +192,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		},
 	}
 	errc := make(chan error, 1)
+	go s.cluster.Watch(ctx, cluster.OfferInterval) // offers this node's changes to the nodes that pull from it
 	ln = netutil.LimitListener(ln, s.cfg.MaxConnections)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
 	select {
