@@ -72,6 +72,9 @@ type Config struct {
 	// ClusterAddress is this node's address as its cluster peers reach it (https://host:port);
 	// NodeName its name among them until a join names it ("" is the host name).
 	ClusterAddress, NodeName string
+	// OfferInterval is how often this node offers its changed shared state to the nodes that
+	// joined it (cluster.Node.Watch); 0 never.
+	OfferInterval time.Duration
 
 	// Monitor, when set, serves /healthz without a client certificate and receives request
 	// latencies, backup and restore outcomes, TLS handshake failures and revoked-certificate
@@ -192,7 +195,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		},
 	}
 	errc := make(chan error, 1)
-	go s.cluster.Watch(ctx, cluster.OfferInterval) // offers this node's changes to the nodes that pull from it
+	if s.cfg.OfferInterval > 0 {
+		go s.cluster.Watch(ctx, s.cfg.OfferInterval) // offers this node's changes to the nodes that pull from it
+	}
 	ln = netutil.LimitListener(ln, s.cfg.MaxConnections)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
 	select {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/keyquorum/keyquorum/ceremony"
+	"github.com/keyquorum/keyquorum/cluster"
 	"github.com/keyquorum/keyquorum/hsm"
 	"github.com/keyquorum/keyquorum/hsm/pkcs11"
 	"github.com/keyquorum/keyquorum/hsm/soft"
@@ -54,6 +55,7 @@ type serveConfig struct {
 	maxUpload    int64
 	nodeName     string
 	clusterAddr  string
+	offerEvery   time.Duration
 	verbose      bool
 	logFormat    string // "text" or "json"
 	configFile   string
@@ -131,6 +133,7 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	})
 	fs.StringVar(&c.nodeName, "node-name", "", "this node's `name` among its cluster's nodes until a join names it (default: the host name)")
 	fs.StringVar(&c.clusterAddr, "cluster-address", "", "the `https://host:port` this node's cluster peers reach it at, told to the node it joins so that node can offer its changes (default: the address WebConf is served at)")
+	fs.DurationVar(&c.offerEvery, "cluster-offer-interval", cluster.OfferInterval, "how often this node looks whether its shared state changed and offers it to the nodes that joined it (`duration`; 0: never, they get it when they sync)")
 	fs.Int64Var(&c.maxUpload, "max-upload", webconf.DefaultMaxUpload, "largest backup upload accepted, in `bytes`")
 	d := ceremony.DefaultTimeouts
 	fs.DurationVar(&c.timeouts.OK, "timeout-ok", d.OK, "how long the PIN pad waits for OK or Cancel at a question (\"Write New Key press OK/Cancel\") before the ceremony stalls for Retry")
@@ -219,6 +222,9 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 		if u, err := url.Parse(c.clusterAddr); err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") {
 			return nil, usageErr(stderr, "--cluster-address must be like https://node-a.example:8443")
 		}
+	}
+	if c.offerEvery < 0 {
+		return nil, usageErr(stderr, "--cluster-offer-interval must not be negative")
 	}
 	if c.maxUpload <= 0 {
 		return nil, usageErr(stderr, "--max-upload must be a positive number of bytes")
@@ -415,7 +421,7 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 		Appliance: web.Appliance{PadName: padName, Pad: padStatus, PadTimeouts: c.timeouts, HSMName: hsmName, DataDir: c.dataDir},
 		Logger:    log.With("room", "webconf"),
 		Operators: ops, CRLFiles: c.crls, RPID: rpID, RecoverAdmin: c.recoverAdmin,
-		Monitor: metrics, NodeName: c.nodeName, ClusterAddress: strings.TrimSuffix(c.clusterAddr, "/"),
+		Monitor: metrics, NodeName: c.nodeName, OfferInterval: c.offerEvery, ClusterAddress: strings.TrimSuffix(c.clusterAddr, "/"),
 	}
 	if cfg.ClusterAddress == "" {
 		cfg.ClusterAddress = "https://" + displayAddr(ln.Addr(), c.listen, rpID)
