@@ -172,6 +172,13 @@ func (n *Node) TakeOver(ctx context.Context, peer *url.URL, node *NodeIdentity) 
 		return nil, err
 	}
 	res, m, err := n.pull(ctx, st, peer, node, true)
+	if errors.Is(err, ErrPartial) && m != nil {
+		// Part of the state is here: keep the peer, so that a sync completes it.
+		st.remember(Peer{Name: m.Node, NodeID: m.NodeID, Address: peer.String(), NodeP12: node.p12, NodePassword: node.password,
+			KeyID: m.KeyID, LastError: err.Error(), LastTry: time.Now().UTC()})
+		st.Name = node.cert.Leaf.Subject.CommonName
+		n.saveState(st)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -318,9 +318,34 @@ type StaleStateError struct {
 	Have     Version
 	Offered  Version
 	Conflict bool // each holds a change the other lacks
+	// Diverged is the same version with another content: this node holds something the peer
+	// does not (objects it had before it joined, which the join's restore kept), or the other
+	// way round.
+	Diverged bool
+}
+
+// decide says whether a peer's state of version offered (digest theirs) is to be taken by a
+// node of version have (digest mine): in step (nothing to take), newer (nil, false), or
+// refused.
+func decide(peer string, have, offered Version, mine, theirs string) (bool, error) {
+	switch offered.Compare(have) {
+	case Same:
+		if mine == theirs {
+			return true, nil
+		}
+		return false, &StaleStateError{Peer: peer, Have: have, Offered: offered, Diverged: true}
+	case Older:
+		return false, &StaleStateError{Peer: peer, Have: have, Offered: offered}
+	case Concurrent:
+		return false, &StaleStateError{Peer: peer, Have: have, Offered: offered, Conflict: true}
+	}
+	return false, nil
 }
 
 func (e *StaleStateError) Error() string {
+	if e.Diverged {
+		return fmt.Sprintf("the state of %s and this node's have the same version %s but not the same content (objects or card sets one of them holds alone): not merged, nothing changed", e.Peer, e.Have)
+	}
 	if e.Conflict {
 		return fmt.Sprintf("the state of %s (version %s) and this node's (version %s) each hold a change the other lacks: not merged, nothing changed", e.Peer, e.Offered, e.Have)
 	}
@@ -329,11 +354,19 @@ func (e *StaleStateError) Error() string {
 
 // Todo says what to do about it.
 func (e *StaleStateError) Todo() string {
+	if e.Diverged {
+		return "Compare the two nodes' HSM and Smart cards pages. To make this node equal to the peer, join it again (keyquorum cluster join); objects only this node holds stay."
+	}
 	if e.Conflict {
 		return "Decide which node's state is right. To take the peer's anyway, join it again (keyquorum cluster join): this node's own changes are then overwritten where they differ."
 	}
 	return "This node is ahead: sync the other node from this one instead, or wait for this node's offer to reach it."
 }
+
+// ErrPartial is a transfer that took part of a peer's state (the object store) and not the
+// rest (e.g. the card set registry while a ceremony runs); the version stays, so the next sync
+// takes the state again.
+var ErrPartial = errors.New("the peer's state was taken over in part")
 
 // Applied is what a node took over from a peer's snapshot.
 type Applied struct {
@@ -384,17 +417,13 @@ func (n *Node) applySnapshot(ctx context.Context, st *localState, r io.Reader, p
 		return nil, m, err
 	}
 	if !force {
-		switch m.Version.Compare(st.Version) {
-		case Same:
-			if m.Digest == cur.digest {
-				return &Applied{Version: st.Version, Digest: cur.digest, InStep: true,
-					Restored: Restored{BackupKeyID: mine.String(), Keys: -1, Peer: peer}}, m, nil
-			}
-			return nil, m, &StaleStateError{Peer: peer, Have: st.Version, Offered: m.Version, Conflict: true}
-		case Older:
-			return nil, m, &StaleStateError{Peer: peer, Have: st.Version, Offered: m.Version}
-		case Concurrent:
-			return nil, m, &StaleStateError{Peer: peer, Have: st.Version, Offered: m.Version, Conflict: true}
+		inStep, err := decide(peer, st.Version, m.Version, cur.digest, m.Digest)
+		if err != nil {
+			return nil, m, err
+		}
+		if inStep {
+			return &Applied{Version: st.Version, Digest: cur.digest, InStep: true,
+				Restored: Restored{BackupKeyID: mine.String(), Keys: -1, Peer: peer}}, m, nil
 		}
 	}
 	// The backup, read whole and checked against the manifest before the HSM sees it.
@@ -426,7 +455,7 @@ func (n *Node) applySnapshot(ctx context.Context, st *localState, r io.Reader, p
 	out := &Applied{Restored: Result(ctx, n.HSM, hdr, peer)}
 	if n.Registry != nil {
 		if err := n.Registry.ImportSets(ctx, head.registry); err != nil {
-			return nil, m, fmt.Errorf("the object store was taken over, the card set registry not (sync again once it can): %w", err)
+			return nil, m, fmt.Errorf("%w: the object store was taken over, the card set registry not (sync again once it can): %w", ErrPartial, err)
 		}
 		out.Sets = true
 	}
@@ -435,7 +464,7 @@ func (n *Node) applySnapshot(ctx context.Context, st *localState, r io.Reader, p
 		if !ok {
 			out.Warnings = append(out.Warnings, "this node's HSM cannot take the slot credential key: slot user cards written on "+m.Node+" do not activate here")
 		} else if err := c.ImportSlotKey(ctx, head.slotKey); err != nil {
-			return nil, m, fmt.Errorf("the object store and the card sets were taken over, the slot credential key not: %w", err)
+			return nil, m, fmt.Errorf("%w: the object store and the card sets were taken over, the slot credential key not (sync again): %w", ErrPartial, err)
 		} else {
 			out.SlotKey = true
 		}

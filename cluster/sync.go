@@ -342,16 +342,12 @@ func (n *Node) syncPeer(ctx context.Context, st *localState, p *Peer) (*Applied,
 		theirs, _ := parseKeyID(s.KeyID)
 		return nil, m, &hsm.ForeignKeyError{Got: theirs, Want: cur.keyID}
 	}
-	switch s.Version.Compare(st.Version) {
-	case Same:
-		if s.Digest == cur.digest {
-			return &Applied{Version: st.Version, Digest: cur.digest, InStep: true, Restored: Restored{BackupKeyID: mine, Keys: -1, Peer: p.Name}}, m, nil
-		}
-		return nil, m, &StaleStateError{Peer: p.Name, Have: st.Version, Offered: s.Version, Conflict: true}
-	case Older:
-		return nil, m, &StaleStateError{Peer: p.Name, Have: st.Version, Offered: s.Version}
-	case Concurrent:
-		return nil, m, &StaleStateError{Peer: p.Name, Have: st.Version, Offered: s.Version, Conflict: true}
+	inStep, err := decide(p.Name, st.Version, s.Version, cur.digest, s.Digest)
+	if err != nil {
+		return nil, m, err
+	}
+	if inStep {
+		return &Applied{Version: st.Version, Digest: cur.digest, InStep: true, Restored: Restored{BackupKeyID: mine, Keys: -1, Peer: p.Name}}, m, nil
 	}
 	res, full, err := n.pull(ctx, st, u, node, false)
 	if full != nil {

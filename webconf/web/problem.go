@@ -353,7 +353,7 @@ func ForJoin(err error, back string) Problem {
 	switch {
 	case errors.As(err, &stale):
 		title := "The peer's state is older than this node's"
-		if stale.Conflict {
+		if stale.Conflict || stale.Diverged {
 			title = "This node's and the peer's state conflict"
 		}
 		return Problem{Status: http.StatusConflict, Code: CodeStaleState, Title: title, What: stale.Error(), Todo: stale.Todo(), Back: back}
