@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -87,8 +86,9 @@ type Node struct {
 	// pulls from so that it can offer its changes.
 	Name, Address string
 
-	smu     sync.Mutex  // the shared state's version, StateFile, and one sync at a time
-	offered atomic.Bool // a sync started by an offer runs
+	smu            sync.Mutex // the shared state's version, StateFile, and one sync at a time
+	omu            sync.Mutex
+	syncing, again bool // a sync started by an offer runs; an offer came meanwhile
 
 	mu         sync.Mutex
 	challenges map[string]challenge // handed to joining nodes, by hex

@@ -312,6 +312,10 @@ func (n *Node) Sync(ctx context.Context, op, name string) (*SyncResult, error) {
 	}
 	if res.InStep {
 		n.log().Info("cluster in step", "operator", op, "peer", p.Name, "version", res.Version.String())
+		if op == SystemOperator {
+			// An offer of nothing new (anyone can post one): logged, not audited.
+			return &SyncResult{Peer: p.Name, Applied: res}, nil
+		}
 		n.Audit.Record(op, AuditClusterSync, fmt.Sprintf("sync from %s (%s) by %s: in step at version %s, nothing to take", p.Name, p.Address, op, res.Version))
 	} else {
 		n.log().Info("cluster synced", "operator", op, "peer", p.Name, "version", res.Version.String())
@@ -412,6 +416,9 @@ func (n *Node) Offer(ctx context.Context) {
 	n.saveState(st)
 }
 
+// offerPause is the least time between two syncs started by offers.
+const offerPause = time.Second
+
 // offerRetry is how long a failed offer waits before it is tried again.
 const offerRetry = time.Minute
 
@@ -489,9 +496,9 @@ func (n *Node) TakeOffer(ctx context.Context, o Offer) (bool, error) {
 	if !validNodeID(o.NodeID) {
 		return false, ErrOfferUnknown
 	}
-	n.smu.Lock()
+	// Read without n.smu, which a running sync holds: the file is replaced whole, never
+	// written in place, so a read sees one version of it.
 	st, err := n.loadState()
-	n.smu.Unlock()
 	if err != nil {
 		return false, err
 	}
@@ -499,12 +506,30 @@ func (n *Node) TakeOffer(ctx context.Context, o Offer) (bool, error) {
 		if p.NodeID != o.NodeID {
 			continue
 		}
-		if o.Version.Compare(st.Version) != Newer || !n.offered.CompareAndSwap(false, true) {
-			return false, nil // nothing new, or a sync on offer runs already
+		if o.Version.Compare(st.Version) != Newer {
+			return false, nil // nothing new
 		}
+		n.omu.Lock()
+		defer n.omu.Unlock()
+		if n.syncing {
+			n.again = true // the running sync on offer goes once more
+			return true, nil
+		}
+		n.syncing = true
 		go func() {
-			defer n.offered.Store(false)
-			n.Sync(ctx, SystemOperator, p.NodeID)
+			for {
+				n.Sync(ctx, SystemOperator, p.NodeID)
+				// At most one sync on offer per offerPause: an offer needs no certificate.
+				time.Sleep(offerPause)
+				n.omu.Lock()
+				if !n.again {
+					n.syncing = false
+					n.omu.Unlock()
+					return
+				}
+				n.again = false
+				n.omu.Unlock()
+			}
 		}()
 		return true, nil
 	}
