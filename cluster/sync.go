@@ -536,6 +536,10 @@ func (n *Node) TakeOffer(ctx context.Context, o Offer) (bool, error) {
 	return false, ErrOfferUnknown
 }
 
+// statusTimeout bounds asking a peer for its summary while a status is shown (a peer that is
+// down must not hold the Cluster page for long).
+const statusTimeout = 5 * time.Second
+
 // NodeStatus is one node as the cluster status shows it.
 type NodeStatus struct {
 	Name    string `json:"name"`
@@ -586,7 +590,7 @@ func (n *Node) Status(ctx context.Context) (ClusterStatus, error) {
 		ns := NodeStatus{Name: p.Name, NodeID: p.NodeID, Address: p.Address, Role: RolePeer, LastSync: p.LastSync}
 		u, node, err := ParseJoin(JoinRequest{Peer: p.Address, NodeP12: p.NodeP12, NodePassword: p.NodePassword})
 		if err == nil {
-			sctx, cancel := context.WithTimeout(ctx, peerTimeout)
+			sctx, cancel := context.WithTimeout(ctx, statusTimeout)
 			var s Summary
 			s, err = n.fetchSummary(sctx, u, node)
 			cancel()

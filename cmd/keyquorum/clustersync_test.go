@@ -357,4 +357,10 @@ func TestClusterStatus(t *testing.T) {
 	if !strings.Contains(string(body), "another key") {
 		t.Fatalf("the cluster page does not show the node of another key:\n%s", body)
 	}
+	// A peer that is down is listed with why, not left out.
+	a.stop()
+	peer = nodeByRole(clusterStatus(t, ctx, b), cluster.RolePeer)
+	if peer == nil || peer.InStep || !strings.Contains(peer.Problem, "could not be reached") {
+		t.Fatalf("B's status with its peer down: %+v", peer)
+	}
 }
