@@ -173,7 +173,7 @@ func peer(t testing.TB, n *Node, ca *testCA) *url.URL {
 			return
 		}
 		w.Header().Set(KeyIDHeader, mine.String())
-		if err := n.SendState(r.Context(), w, leaf.Subject.String(), mine); err != nil {
+		if err := n.SendState(r.Context(), w, leaf.Subject.String(), mine, ParseRegistration(leaf, r.Header.Get(AddressHeader), r.Header.Get(CAHeader))); err != nil {
 			panic(http.ErrAbortHandler)
 		}
 	}))

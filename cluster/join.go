@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -8,16 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
-	"strings"
 	"time"
 
 	"software.sslmate.com/src/go-pkcs12"
-
-	"github.com/keyquorum/keyquorum/hsm"
 )
 
 // JoinRequest is the body of POST /api/v1/cluster/join.
@@ -34,6 +31,9 @@ type JoinRequest struct {
 type NodeIdentity struct {
 	cert  tls.Certificate
 	roots *x509.CertPool
+	// The node file itself, kept by a join to pull from the peer again.
+	p12      []byte
+	password string
 }
 
 // TLSCertificate is the node certificate with its key, as a TLS client presents it.
@@ -45,9 +45,9 @@ var ErrNodeFile = errors.New("read node file")
 // ParseJoin checks a join request: the peer's address and the node file. The node file is a
 // PKCS#12 file with a node certificate, its key and the CA that issued it.
 func ParseJoin(req JoinRequest) (*url.URL, *NodeIdentity, error) {
-	u, err := url.Parse(strings.TrimSpace(req.Peer))
-	if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
-		return nil, nil, errors.New("the peer must be a node's address like https://node-a.example:8443")
+	u, err := parsePeerURL(req.Peer)
+	if err != nil {
+		return nil, nil, err
 	}
 	if len(req.NodeP12) == 0 {
 		return nil, nil, fmt.Errorf("%w: no node file (node_p12)", ErrNodeFile)
@@ -69,7 +69,8 @@ func ParseJoin(req JoinRequest) (*url.URL, *NodeIdentity, error) {
 	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		return nil, nil, fmt.Errorf("%w: its node certificate does not chain to its CA: %v", ErrNodeFile, err)
 	}
-	return u, &NodeIdentity{cert: tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}, roots: roots}, nil
+	return u, &NodeIdentity{cert: tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}, roots: roots,
+		p12: bytes.Clone(req.NodeP12), password: req.NodePassword}, nil
 }
 
 // PeerError is a join that failed at the peer or on the way there: nothing changed here.
@@ -111,7 +112,7 @@ const peerTimeout = 15 * time.Second
 // this node's MBK, and its whole backup authenticates under that key. A failure is a
 // *PeerError, an error of the HSM (e.g. no MBK loaded), an *hsm.ForeignKeyError, or an error
 // of the backup format.
-func (n *Node) Join(ctx context.Context, op string, peer *url.URL, node *NodeIdentity) (*Restored, error) {
+func (n *Node) Join(ctx context.Context, op string, peer *url.URL, node *NodeIdentity) (*Applied, error) {
 	res, err := n.TakeOver(ctx, peer, node)
 	if err != nil {
 		n.log().Info("cluster join refused", "operator", op, "peer", peer.Host, "err", err)
@@ -119,7 +120,8 @@ func (n *Node) Join(ctx context.Context, op string, peer *url.URL, node *NodeIde
 		return nil, err
 	}
 	n.log().Info("cluster joined", "operator", op, "peer", peer.Host, "key_id", res.BackupKeyID)
-	n.Audit.Record(op, AuditClusterJoin, fmt.Sprintf("key database of peer %s (%s) taken over by %s, master backup key %s", peer.Host, res.Source, op, res.BackupKeyID))
+	n.Audit.Record(op, AuditClusterJoin, fmt.Sprintf("shared state version %s of peer %s (%s) taken over by %s: object store (%d keys), card sets %t, slot credential key %t, master backup key %s",
+		res.Version, peer.Host, res.Source, op, res.Keys, res.Sets, res.SlotKey, res.BackupKeyID))
 	return res, nil
 }
 
@@ -160,52 +162,31 @@ func (n *Node) getPeer(ctx context.Context, client *http.Client, peer *url.URL, 
 }
 
 // TakeOver is the transfer of a join without its log and audit entries: fetch the peer's
-// state over mutually authenticated TLS and restore it.
-func (n *Node) TakeOver(ctx context.Context, peer *url.URL, node *NodeIdentity) (*Restored, error) {
-	mine, err := n.HSM.BackupKeyID(ctx)
-	if err != nil {
-		return nil, err // no MBK: load it from the cards first
-	}
-	tr := &http.Transport{
-		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: node.roots, Certificates: []tls.Certificate{node.cert}},
-		DialContext:           (&net.Dialer{Timeout: peerTimeout}).DialContext,
-		TLSHandshakeTimeout:   peerTimeout,
-		ResponseHeaderTimeout: peerTimeout,
-		ForceAttemptHTTP2:     true,
-	}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr}
-	// The peer's challenge, answered with this HSM's key derived from the MBK: the proof that
-	// this node holds the cluster's key, which is what gets it the state.
-	resp, err := n.getPeer(ctx, client, peer, ChallengePath, nil)
+// shared state over mutually authenticated TLS and take it over whatever its version (the
+// operator chose this peer), then keep the node file to pull from the peer again.
+func (n *Node) TakeOver(ctx context.Context, peer *url.URL, node *NodeIdentity) (*Applied, error) {
+	n.smu.Lock()
+	defer n.smu.Unlock()
+	st, err := n.loadState()
 	if err != nil {
 		return nil, err
 	}
-	var ch Challenge
-	err = json.NewDecoder(io.LimitReader(resp.Body, maxRefusal)).Decode(&ch)
-	resp.Body.Close()
-	if err != nil {
-		return nil, peerProblem(fmt.Sprintf("the peer %s answered its challenge with something else: %v", peer.Host, err), "Check that the address is a keyquorum node of the same version.")
-	}
-	proof, err := Prove(ctx, n.HSM, ch, node.cert.Leaf)
-	if err != nil {
-		return nil, err
-	}
-	resp, err = n.getPeer(ctx, client, peer, StatePath, map[string]string{ChallengeHeader: ch.Challenge, ProofHeader: proof})
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if theirs, ok := parseKeyID(resp.Header.Get(KeyIDHeader)); !ok || theirs != mine {
-		return nil, &hsm.ForeignKeyError{Got: theirs, Want: mine}
-	}
-	hdr, err := Restore(ctx, n.HSM, http.MaxBytesReader(nil, resp.Body, n.MaxUpload))
-	if errors.Is(err, ErrTooLarge) {
-		return nil, peerProblem(fmt.Sprintf("the peer's state is larger than %s", ByteSize(n.MaxUpload)), "Start this node with a larger --max-upload and join again.")
+	res, m, err := n.pull(ctx, st, peer, node, true)
+	if errors.Is(err, ErrPartial) && m != nil {
+		// Part of the state is here: keep the peer, so that a sync completes it.
+		st.remember(Peer{Name: m.Node, NodeID: m.NodeID, Address: peer.String(), NodeP12: node.p12, NodePassword: node.password,
+			KeyID: m.KeyID, LastError: err.Error(), LastTry: time.Now().UTC()})
+		st.Name = node.cert.Leaf.Subject.CommonName
+		n.saveState(st)
 	}
 	if err != nil {
 		return nil, err
 	}
-	res := Result(ctx, n.HSM, hdr, peer.Host)
-	return &res, nil
+	st.remember(Peer{Name: m.Node, NodeID: m.NodeID, Address: peer.String(), NodeP12: node.p12, NodePassword: node.password,
+		KeyID: m.KeyID, Version: m.Version, Digest: m.Digest, LastSync: time.Now().UTC()})
+	st.Name = node.cert.Leaf.Subject.CommonName
+	if err := n.saveState(st); err != nil {
+		return nil, err
+	}
+	return res, nil
 }

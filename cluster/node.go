@@ -77,6 +77,18 @@ type Node struct {
 	MaxUpload int64
 	// Log receives operational logs (never secrets); nil discards.
 	Log *slog.Logger
+	// Registry is the card set registry, shared with the other nodes; nil shares none.
+	Registry Registry
+	// Dir is where this node keeps [StateFile]; "" keeps nothing (no sync, no status).
+	Dir string
+	// Name is this node's name until a join names it (its node certificate's); "" is the
+	// host name. Address is how its peers reach it (https://host:port), told to the node it
+	// pulls from so that it can offer its changes.
+	Name, Address string
+
+	smu            sync.Mutex // the shared state's version, StateFile, and one sync at a time
+	omu            sync.Mutex
+	syncing, again bool // a sync started by an offer runs; an offer came meanwhile
 
 	mu         sync.Mutex
 	challenges map[string]challenge // handed to joining nodes, by hex

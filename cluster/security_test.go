@@ -83,7 +83,7 @@ func TestSecurityStalledClientHoldsNoHSMLock(t *testing.T) {
 
 	w := &stalledWriter{started: make(chan struct{}), release: make(chan struct{})}
 	sent := make(chan error, 1)
-	go func() { sent <- n.SendState(ctx, w, "node-b", [8]byte{}) }()
+	go func() { sent <- n.SendState(ctx, w, "node-b", [8]byte{}, Registration{}) }()
 	<-w.started
 	within(t, 3*time.Second, "key ID while a state reader stalls", func() error { _, err := h.BackupKeyID(ctx); return err })
 	within(t, 3*time.Second, "restore while a state reader stalls", func() error {

@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"strings"
 	"time"
@@ -204,19 +203,4 @@ func (n *Node) CheckJoiner(ctx context.Context, node string, leaf *x509.Certific
 		return hsm.KeyID{}, ErrKeyNotProven
 	}
 	return mine, nil
-}
-
-// SendState writes this node's object store to w as a backup under the MBK mine (what
-// CheckJoiner returned) and audits it: the whole store, as a backup carries it. Objects that
-// cannot leave refuse it before anything is written (an *hsm.IncompleteBackupError, which the
-// joining node is shown); an error in the middle of the stream can only cut it off: the joining
-// node's restore detects the truncation.
-func (n *Node) SendState(ctx context.Context, w io.Writer, node string, mine hsm.KeyID) error {
-	if err := SpoolBackup(ctx, n.HSM, w); err != nil {
-		n.log().Error("cluster state transfer failed", "node", node, "err", err)
-		return err
-	}
-	n.log().Info("cluster state sent", "node", node, "key_id", mine.String())
-	n.Audit.Record(node, AuditClusterStateSent, fmt.Sprintf("object store sent to node %s, encrypted under the master backup key %s", node, mine))
-	return nil
 }

@@ -21,7 +21,8 @@
 // ([*IncompleteBackupError]) unless the caller asks to skip it. Besides, a credential key binds
 // PKCS#11 slot user credentials to one smart card ([HSM.IssueSlotCredential],
 // [HSM.ActivateSlot]). A credential copied byte for byte onto another card is refused with a
-// [*CardMismatchError].
+// [*CardMismatchError]. The optional [SlotKeyCarrier] carries that key to another node of the
+// cluster, wrapped under the MBK, so that the node activates the same cards.
 //
 // The optional [Authenticator] vouches for data (share records) with a key derived from the MBK,
 // so that one share card can be checked alone: no quorum, no reconstruction.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"io"
 	"mime/multipart"
 	"net/http"
 	"net/url"
@@ -83,6 +84,59 @@ func TestClusterPage(t *testing.T) {
 	keysB, _ := b.hsm.Keys(ctx)
 	if len(keysB) != 1 || keysB[0] != keysA[0] {
 		t.Fatalf("B's keys %+v, A's %+v", keysB, keysA)
+	}
+	// Both pages list the two nodes; B syncs with the button: in step, then, after a key made
+	// on A, synced.
+	if page := adminB.get("/cluster", http.StatusOK); strings.Count(page, `data-testid="cluster-node"`) != 2 || !strings.Contains(page, `data-testid="sync-submit"`) {
+		t.Fatalf("B's cluster page after the join: %s", excerpt(page))
+	}
+	if page := adminA.get("/cluster", http.StatusOK); !strings.Contains(page, "node-b") || strings.Contains(page, `data-testid="sync-submit"`) {
+		t.Fatalf("A's cluster page after the join: %s", excerpt(page))
+	}
+	if _, page := adminB.post("/cluster/sync", url.Values{}, http.StatusOK); !strings.Contains(page, "In step with") {
+		t.Fatalf("sync in step: %s", excerpt(page))
+	}
+	if _, err := a.hsm.CreateKey(ctx, "signing"); err != nil {
+		t.Fatal(err)
+	}
+	if _, page := adminB.post("/cluster/sync", url.Values{}, http.StatusOK); !strings.Contains(page, "Synced from") {
+		t.Fatalf("sync after a change on A: %s", excerpt(page))
+	}
+	if keysB, _ = b.hsm.Keys(ctx); len(keysB) != 2 {
+		t.Fatalf("B's keys after the sync: %+v", keysB)
+	}
+	if es := auditEvents(t, b, cluster.AuditClusterSync); len(es) != 2 {
+		t.Errorf("sync audit: %+v", es)
+	}
+	// An offer needs no certificate but starts nothing for a node B does not pull from, nor
+	// for a body over its bound; the other cluster endpoints stay closed without one.
+	noCert := b.client(nil)
+	resp, err := noCert.Post(b.url(cluster.OfferPath), "application/json", strings.NewReader(`{"node_id":"0011223344556677","version":{"0011223344556677":9}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "does not pull from") {
+		t.Errorf("offer of an unknown node: %d %s", resp.StatusCode, body)
+	}
+	resp, err = noCert.Post(b.url(cluster.OfferPath), "application/json", strings.NewReader(`{"node_id":"`+strings.Repeat("a", 20<<10)+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		t.Errorf("an offer over its bound: %d", resp.StatusCode)
+	}
+	for _, path := range []string{"/api/v1/cluster/status", cluster.SummaryPath, "/api/v1/cluster/sync"} {
+		resp, err := noCert.Post(b.url(path), "application/json", strings.NewReader(`{}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("POST %s without a certificate: %d", path, resp.StatusCode)
+		}
 	}
 	// A join without the security key's confirmation is refused.
 	req, _ := http.NewRequest("POST", b.url("/cluster/join"), strings.NewReader("--x\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n"+adminB.csrf+"\r\n--x--\r\n"))

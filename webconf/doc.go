@@ -25,7 +25,9 @@
 //   - Every page needs a TLS client certificate that chains to the management CA or to a
 //     configured CA bundle. A certificate of another CA fails the handshake; a request without
 //     one gets a page that says how to install one (only /ca.pem, /crl.pem and the static files
-//     are served to it).
+//     are served to it, and a cluster peer's offer, POST /api/v1/cluster/offer: a node ID and a
+//     version, on which this node pulls from the peer it joined over mutual TLS, if at all; no
+//     CSRF check applies to it, since it carries no credential and grants nothing).
 //   - Revocation is checked on every request, not only at the handshake (connections live
 //     long): [operator.Auth.Admit] refuses a certificate the management CA revoked or a
 //     configured CRL lists, and every certificate of a CA whose CRL is unusable (fail closed).

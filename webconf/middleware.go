@@ -48,7 +48,9 @@ func securityHeaders(next http.Handler) http.Handler {
 // public paths are served without a client certificate: what a browser needs to show the page
 // that explains how to get one.
 func isPublic(path string) bool {
-	return path == "/ca.pem" || path == "/crl.pem" || strings.HasPrefix(path, "/static/")
+	// A cluster peer's offer (cluster.OfferPath) carries a version and nothing else: the node
+	// then pulls from the peer it knows, over mutual TLS.
+	return path == "/ca.pem" || path == "/crl.pem" || strings.HasPrefix(path, "/static/") || path == cluster.OfferPath
 }
 
 // requireClientCert refuses every non-public request without a verified client certificate and
@@ -71,7 +73,7 @@ func (s *Server) requireClientCert(next http.Handler) http.Handler {
 		if cluster.IsNodeCert(leaf, s.cfg.PKI.CA) {
 			// A node certificate fetches a challenge and the state and is nobody's account: no page, no
 			// security key, no entry in the operator list.
-			if r.URL.Path != cluster.StatePath && r.URL.Path != cluster.ChallengePath {
+			if r.URL.Path != cluster.StatePath && r.URL.Path != cluster.ChallengePath && r.URL.Path != cluster.SummaryPath {
 				s.log.Info("node certificate refused outside the cluster state", "node", leaf.Subject.String(), "path", r.URL.Path)
 				refuseUnread(w, r)
 				s.rd.Problem(w, r, web.NodeNotOperator())
@@ -98,6 +100,9 @@ func (s *Server) requireClientCert(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r.WithContext(operator.NewContext(r.Context(), op)))
 	})
 }
+
+// maxOffer bounds a peer's offer (cluster.Offer): a node ID and a version.
+const maxOffer = 16 << 10
 
 // refuseUnread makes a refusal end the connection instead of reading the request's body: left
 // alone, net/http reads up to 256 KiB of an unread body after the answer (to keep an HTTP/1
@@ -212,6 +217,12 @@ func (g *csrfGuard) check(r *http.Request) (*http.Request, error) {
 func (s *Server) protect(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet || r.Method == http.MethodHead || r.Method == http.MethodOptions {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if r.URL.Path == cluster.OfferPath {
+			// No operator, no cookie, no form: nothing to forge (see isPublic).
+			r.Body = http.MaxBytesReader(w, r.Body, maxOffer)
 			next.ServeHTTP(w, r)
 			return
 		}

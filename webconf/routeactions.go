@@ -86,6 +86,11 @@ var routeActions = map[string]func(form url.Values) operator.Action{
 	"GET /api/v1/cluster/state":       fixed(actionInHandler), // node certificates only, checked there
 	"GET /api/v1/cluster/challenge":   fixed(actionInHandler), // node certificates only, checked there
 	"POST /api/v1/cluster/join":       fixed(operator.ActionClusterJoin),
+	"GET /api/v1/cluster/summary":     fixed(actionInHandler),            // node certificates only, checked there
+	"POST /api/v1/cluster/sync":       fixed(operator.ActionClusterJoin), // changes the key database as a join does
+	"GET /api/v1/cluster/status":      fixed(operator.ActionView),
+	"POST /api/v1/cluster/offer":      fixed(actionInHandler), // public: a version only (isPublic), the sync it starts authenticates the peer
+	"POST /cluster/sync":              fixed(operator.ActionClusterJoin),
 	"GET /cluster":                    fixed(operator.ActionView),
 	"POST /cluster/nodes":             fixed(operator.ActionOperatorsManage),
 	"POST /cluster/join":              fixed(operator.ActionClusterJoin),

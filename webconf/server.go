@@ -72,6 +72,13 @@ type Config struct {
 	Attestation operator.AttestationPolicy
 	// MaxConnections bounds the connections served at once; 0 means DefaultMaxConnections.
 	MaxConnections int
+	// ClusterAddress is this node's address as its cluster peers reach it (https://host:port);
+	// NodeName its name among them until a join names it ("" is the host name).
+	ClusterAddress, NodeName string
+	// OfferInterval is how often this node offers its changed shared state to the nodes that
+	// joined it (cluster.Node.Watch); 0 never.
+	OfferInterval time.Duration
+
 	// Monitor, when set, serves /healthz without a client certificate and receives request
 	// latencies, backup and restore outcomes, TLS handshake failures and revoked-certificate
 	// refusals (webconf/monitor).
@@ -135,7 +142,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.auth, s.audit = a, rec
 	s.rd = pages.NewRenderer(cfg.Sim, a, log)
-	s.cluster = &cluster.Node{HSM: cfg.HSM, Issuer: a, CA: cfg.PKI.CA, Audit: a, MaxUpload: cfg.MaxUpload, Log: log}
+	s.cluster = &cluster.Node{HSM: cfg.HSM, Issuer: a, CA: cfg.PKI.CA, Audit: a, MaxUpload: cfg.MaxUpload, Log: log,
+		Dir: cfg.PKI.Dir, Name: cfg.NodeName, Address: cfg.ClusterAddress}
+	// The card set registry travels with the cluster state when the ceremony manager keeps it.
+	if reg, ok := cfg.Records.(cluster.Registry); ok {
+		s.cluster.Registry = reg
+	}
 	s.handler = s.routes()
 	return s, nil
 }
@@ -186,6 +198,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		},
 	}
 	errc := make(chan error, 1)
+	if s.cfg.OfferInterval > 0 {
+		go s.cluster.Watch(ctx, s.cfg.OfferInterval) // offers this node's changes to the nodes that pull from it
+	}
 	ln = netutil.LimitListener(ln, s.cfg.MaxConnections)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
 	select {

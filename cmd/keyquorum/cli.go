@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/keyquorum/keyquorum/ceremony"
@@ -157,7 +158,7 @@ var (
 	})
 	runAudit   = group("audit", map[string]cliCommand{"verify": auditVerifyCmd, "export": auditExportCmd, "checkpoint": auditCheckpointCmd})
 	runCard    = group("card", map[string]cliCommand{"info": cardInfoCmd, "check": cardCheckCmd})
-	runCluster = group("cluster", map[string]cliCommand{"add-node": addNodeCmd, "join": joinCmd})
+	runCluster = group("cluster", map[string]cliCommand{"add-node": addNodeCmd, "join": joinCmd, "sync": syncCmd, "status": clusterStatusCmd})
 )
 
 // ---- status
@@ -991,7 +992,7 @@ var joinCmd = cliCommand{
 		}
 		defer clear(pw)
 		req := cluster.JoinRequest{Peer: args[0], NodeP12: p12, NodePassword: strings.TrimRight(string(pw), "\r\n")}
-		var out api.RestoredJSON
+		var out cluster.Applied
 		if err := c.call(ctx, http.MethodPost, "/api/v1/cluster/join", req, &out, true); err != nil {
 			return err
 		}
@@ -1000,6 +1001,100 @@ var joinCmd = cliCommand{
 		}
 		fmt.Fprintf(w, "joined %s: its key database (made %s) is restored here under master backup key %s; %d application keys\n",
 			out.Peer, out.Created.Format(time.RFC3339), out.BackupKeyID, out.Keys)
+		printShared(w, &out)
 		return nil
 	},
+}
+
+// printShared says what a join or sync took besides the key database.
+func printShared(w io.Writer, a *cluster.Applied) {
+	fmt.Fprintf(w, "shared state version %s, digest %s\n", a.Version, shortDigest(a.Digest))
+	if a.Sets {
+		fmt.Fprintln(w, "card sets: taken over (the same sets are current, retired and checkable here)")
+	}
+	if a.SlotKey {
+		fmt.Fprintln(w, "slot credential key: taken over (slot user cards of the peer activate here)")
+	}
+	for _, warn := range a.Warnings {
+		fmt.Fprintln(w, "warning: "+warn)
+	}
+}
+
+func shortDigest(d string) string {
+	if len(d) > 12 {
+		return d[:12]
+	}
+	return d
+}
+
+type syncFlags struct{ peer string }
+
+var syncCmd = cliCommand{
+	approval: true,
+	usage:    "cluster sync [flags]\n\nOn a node that joined a peer: pulls the peer's shared state again (key database, card sets,\nslot credential key) over mutually authenticated TLS with the node file kept at the join, and\ntakes it over when it is newer than this node's. An older state, or one in conflict with this\nnode's changes, is refused (exit 5) and nothing changes. Needs an approval for a cluster join.",
+	nargs:    [2]int{0, 0},
+	flags: func(fs *flag.FlagSet) any {
+		f := &syncFlags{}
+		fs.StringVar(&f.peer, "peer", "", "the peer's `name`, node ID or address, when this node knows several")
+		return f
+	},
+	run: func(ctx context.Context, c *client, o *clientOptions, v any, args []string, w io.Writer) error {
+		var out cluster.SyncResult
+		if err := c.call(ctx, http.MethodPost, "/api/v1/cluster/sync", api.SyncRequest{Peer: v.(*syncFlags).peer}, &out, true); err != nil {
+			return err
+		}
+		if o.json {
+			return printJSON(w, out)
+		}
+		a := out.Applied
+		if a.InStep {
+			fmt.Fprintf(w, "in step with %s: both hold version %s, nothing to take\n", out.Peer, a.Version)
+			return nil
+		}
+		fmt.Fprintf(w, "synced from %s: version %s taken over, master backup key %s, %d application keys\n", out.Peer, a.Version, a.BackupKeyID, a.Keys)
+		printShared(w, a)
+		return nil
+	},
+}
+
+var clusterStatusCmd = cliCommand{
+	usage: "cluster status [flags]\n\nLists this node and the nodes it knows: name, address, role, master backup key, version and\ndigest of the shared state, last sync, and whether each is in step with this node. A node of\nanother key is listed as such. The peer this node joined is asked live.",
+	nargs: [2]int{0, 0},
+	run: func(ctx context.Context, c *client, o *clientOptions, v any, args []string, w io.Writer) error {
+		var st cluster.ClusterStatus
+		if err := c.call(ctx, http.MethodGet, "/api/v1/cluster/status", nil, &st, false); err != nil {
+			return err
+		}
+		if o.json {
+			return printJSON(w, st)
+		}
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NODE\tADDRESS\tROLE\tKEY\tVERSION\tDIGEST\tLAST SYNC\tIN STEP")
+		for _, n := range st.Nodes {
+			key := n.KeyID
+			if n.OtherKey {
+				key = "another key"
+			}
+			last := "-"
+			if !n.LastSync.IsZero() {
+				last = n.LastSync.UTC().Format(time.RFC3339)
+			}
+			step := "yes"
+			if !n.InStep {
+				step = "no"
+			}
+			if n.Problem != "" {
+				step += " (" + n.Problem + ")"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, orDash(n.Address), n.Role, orDash(key), n.Version, orDash(shortDigest(n.Digest)), last, step)
+		}
+		return tw.Flush()
+	},
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

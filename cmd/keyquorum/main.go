@@ -37,7 +37,7 @@ var commands = map[string]command{
 	"restore":  {summary: "restore a backup into the HSM (restore FILE)", run: runRestore},
 	"audit":    {summary: "verify, export or checkpoint the authenticated audit log (audit verify, audit export, audit checkpoint)", run: runAudit},
 	"card":     {summary: "show the card in the PIN pad (card info), check one card alone (card check), read a card without a PIN and say which card profile fits it (card survey, card profiles)", run: runCardAll},
-	"cluster":  {summary: "cluster node onboarding (cluster add-node on a node, cluster join on the new one)", run: runCluster},
+	"cluster":  {summary: "cluster nodes (add-node on a node, join on the new one, sync and status to stay in step)", run: runCluster},
 	"hsm":      {summary: "the HSM's objects: list them and whether backups carry them, create or import (hsm objects, create, import)", run: runHSM},
 
 	"version": {summary: "print the version and the commit this binary was built from", run: runVersion},

@@ -72,6 +72,7 @@ func TestMain(m *testing.M) {
 type node struct {
 	name string
 	dir  string
+	args []string // serve's further flags
 	port string
 	cmd  *exec.Cmd
 	log  *syncBuffer
@@ -83,7 +84,7 @@ type node struct {
 
 // startNode runs keyquorum serve on 127.0.0.1:0 with its data in dir.
 func startNode(name, dir string, extra ...string) (*node, error) {
-	n := &node{name: name, dir: dir, log: &syncBuffer{}, done: make(chan error, 1)}
+	n := &node{name: name, dir: dir, args: extra, log: &syncBuffer{}, done: make(chan error, 1)}
 	args := append([]string{"serve", "--data", dir, "--listen", "127.0.0.1:0"}, extra...)
 	n.cmd = exec.Command(kqBin, args...)
 	n.cmd.Stderr = n.log
@@ -590,9 +591,9 @@ func (k *softKey) get(o webauthnOptions, origin string) []byte {
 }
 
 // nodeT starts a node for a Go test and stops it at the end, printing its log on failure.
-func nodeT(t *testing.T, name, dir string) *node {
+func nodeT(t *testing.T, name, dir string, extra ...string) *node {
 	t.Helper()
-	n, err := startNode(name, dir)
+	n, err := startNode(name, dir, extra...)
 	if err != nil {
 		t.Fatal(err)
 	}

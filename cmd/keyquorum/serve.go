@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/keyquorum/keyquorum/ceremony"
+	"github.com/keyquorum/keyquorum/cluster"
 	"github.com/keyquorum/keyquorum/hsm"
 	"github.com/keyquorum/keyquorum/hsm/pkcs11"
 	"github.com/keyquorum/keyquorum/hsm/soft"
@@ -54,6 +56,9 @@ type serveConfig struct {
 	recoverAdmin bool
 	softReal     bool // --allow-soft-hsm-with-real-cards
 	maxUpload    int64
+	nodeName     string
+	clusterAddr  string
+	offerEvery   time.Duration
 	verbose      bool
 	logFormat    string // "text" or "json"
 	configFile   string
@@ -140,6 +145,9 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 		return err
 	})
 	fs.StringVar(&c.attestRoots, "webauthn-attestation-roots", "", "PEM `file` of the security key vendors' attestation root CAs: a key is registered only when its attestation certificate chains to one of them (proves its model; self-attested keys are refused). Default: none required")
+	fs.StringVar(&c.nodeName, "node-name", "", "this node's `name` among its cluster's nodes until a join names it (default: the host name)")
+	fs.StringVar(&c.clusterAddr, "cluster-address", "", "the `https://host:port` this node's cluster peers reach it at, told to the node it joins so that node can offer its changes (default: the address WebConf is served at)")
+	fs.DurationVar(&c.offerEvery, "cluster-offer-interval", cluster.OfferInterval, "how often this node looks whether its shared state changed and offers it to the nodes that joined it (`duration`; 0: never, they get it when they sync)")
 	fs.Int64Var(&c.maxUpload, "max-upload", webconf.DefaultMaxUpload, "largest backup upload accepted, in `bytes`")
 	d := ceremony.DefaultTimeouts
 	fs.DurationVar(&c.timeouts.OK, "timeout-ok", d.OK, "how long the PIN pad waits for OK or Cancel at a question (\"Write New Key press OK/Cancel\") before the ceremony stalls for Retry")
@@ -223,6 +231,14 @@ func parseServe(args []string, stderr io.Writer) (*serveConfig, error) {
 	c.profile = p
 	if _, _, err := net.SplitHostPort(c.listen); err != nil {
 		return nil, usageErr(stderr, "--listen must be host:port, e.g. 127.0.0.1:8443: %v", err)
+	}
+	if c.clusterAddr != "" {
+		if u, err := url.Parse(c.clusterAddr); err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			return nil, usageErr(stderr, "--cluster-address must be like https://node-a.example:8443")
+		}
+	}
+	if c.offerEvery < 0 {
+		return nil, usageErr(stderr, "--cluster-offer-interval must not be negative")
 	}
 	if c.maxUpload <= 0 {
 		return nil, usageErr(stderr, "--max-upload must be a positive number of bytes")
@@ -433,7 +449,10 @@ func serve(ctx context.Context, c *serveConfig, stdout io.Writer, log *slog.Logg
 		Appliance: web.Appliance{PadName: padName, Pad: padStatus, PadTimeouts: c.timeouts, HSMName: hsmName, DataDir: c.dataDir},
 		Logger:    log.With("room", "webconf"),
 		Operators: ops, CRLFiles: c.crls, RPID: rpID, RecoverAdmin: c.recoverAdmin,
-		Attestation: c.attest, Monitor: metrics,
+		Attestation: c.attest, Monitor: metrics, NodeName: c.nodeName, OfferInterval: c.offerEvery, ClusterAddress: strings.TrimSuffix(c.clusterAddr, "/"),
+	}
+	if cfg.ClusterAddress == "" {
+		cfg.ClusterAddress = "https://" + displayAddr(ln.Addr(), c.listen, rpID)
 	}
 	if simPad != nil {
 		cfg.Sim = simPad

@@ -53,6 +53,8 @@ func TestServeFlags(t *testing.T) {
 		{[]string{"--hsm", "pkcs11", "--pkcs11-module", "/lib/x.so", "--slot", "kq", "--pin-file", pinFile}, false, "simulator PIN pad cannot be used with a real HSM"},
 		{[]string{"--listen", "8443"}, false, "--listen must be host:port"},
 		{[]string{"--max-upload", "0"}, false, "--max-upload must be"},
+		{[]string{"--cluster-address", "http://node-a:8443"}, false, "--cluster-address must be"},
+		{[]string{"--cluster-offer-interval", "-1s"}, false, "--cluster-offer-interval must not be negative"},
 		{[]string{"--pin", "123456"}, false, "flag provided but not defined"},
 		{[]string{"extra"}, false, "unexpected argument"},
 		{[]string{"--ca-bundle", "/etc/piv-ca.pem", "--crl", "/etc/piv.crl,/etc/piv2.crl"}, true, ""},
@@ -93,7 +95,7 @@ func TestServeFlags(t *testing.T) {
 	if _, err := parseServe([]string{"--help"}, &stderr); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("--help: %v", err)
 	}
-	for _, f := range []string{"--data", "--listen", "--pinpad", "--reader", "--hsm", "--pkcs11-module", "--slot", "--pin-file", "--ca-bundle", "--crl", "--host", "--max-upload", "--recover-admin", "--timeout-ok", "--timeout-card", "--timeout-pin", "--timeout-removal", "--card-profile"} {
+	for _, f := range []string{"--data", "--listen", "--pinpad", "--reader", "--hsm", "--pkcs11-module", "--slot", "--pin-file", "--ca-bundle", "--crl", "--host", "--max-upload", "--recover-admin", "--timeout-ok", "--timeout-card", "--timeout-pin", "--timeout-removal", "--card-profile", "--node-name", "--cluster-address", "--cluster-offer-interval"} {
 		if !strings.Contains(stderr.String(), "  "+f+" ") && !strings.Contains(stderr.String(), "  "+f+"\n") {
 			t.Errorf("--help does not explain %s", f)
 		}

@@ -82,6 +82,7 @@ func printServeSettings(w io.Writer, c *serveConfig) error {
 		{"max-upload", strconv.FormatInt(c.maxUpload, 10)}, {"log-format", c.logFormat},
 		{"v", strconv.FormatBool(c.verbose)}, {"recover-admin", strconv.FormatBool(c.recoverAdmin)},
 		{"allow-soft-hsm-with-real-cards", strconv.FormatBool(c.softReal)},
+		{"node-name", c.nodeName}, {"cluster-address", c.clusterAddr}, {"cluster-offer-interval", c.offerEvery.String()},
 	}
 	for _, r := range rows {
 		if r.value != "" {

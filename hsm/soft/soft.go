@@ -734,3 +734,60 @@ func (h *HSM) CheckAuthenticator(ctx context.Context, msg, tag []byte) error {
 	}
 	return nil
 }
+
+// ExportSlotKey implements [hsm.SlotKeyCarrier]: the slot key, unsealed for the moment it is
+// wrapped under the MBK, then zeroed.
+func (h *HSM) ExportSlotKey(ctx context.Context) ([]byte, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.check(ctx); err != nil {
+		return nil, fmt.Errorf("export slot key: %w", err)
+	}
+	kw, err := h.keyWrap()
+	if err != nil {
+		return nil, fmt.Errorf("export slot key: %w", err)
+	}
+	var sealed []byte
+	if err := h.db.View(func(tx *bolt.Tx) error {
+		sealed = bytes.Clone(tx.Bucket(bucketSlot).Get(keySlotKey))
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("export slot key: %w", err)
+	}
+	if sealed == nil {
+		return nil, nil
+	}
+	key, err := h.unsealValue(h.own, sealed, []byte(adSlotKey))
+	if err != nil {
+		return nil, fmt.Errorf("export slot key: %w", err)
+	}
+	defer hsm.Zero(key)
+	return kw.WrapKey(ctx, key)
+}
+
+// ImportSlotKey implements [hsm.SlotKeyCarrier].
+func (h *HSM) ImportSlotKey(ctx context.Context, wrapped []byte) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.check(ctx); err != nil {
+		return fmt.Errorf("import slot key: %w", err)
+	}
+	kw, err := h.keyWrap()
+	if err != nil {
+		return fmt.Errorf("import slot key: %w", err)
+	}
+	key, err := kw.UnwrapKey(ctx, wrapped)
+	if err != nil || len(key) != hsm.SlotKeySize {
+		hsm.Zero(key)
+		return hsm.ErrSlotKeyInvalid
+	}
+	sealed, err := h.sealValue(h.own, key, []byte(adSlotKey))
+	hsm.Zero(key)
+	if err != nil {
+		return fmt.Errorf("import slot key: %w", err)
+	}
+	if err := h.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketSlot).Put(keySlotKey, sealed) }); err != nil {
+		return fmt.Errorf("import slot key: %w", err)
+	}
+	return nil
+}

@@ -90,6 +90,10 @@ func (a *Handlers) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+cluster.StatePath, a.clusterState)
 	mux.HandleFunc("GET "+cluster.ChallengePath, a.clusterChallenge)
 	mux.HandleFunc("POST /api/v1/cluster/join", a.clusterJoin)
+	mux.HandleFunc("GET "+cluster.SummaryPath, a.clusterSummary)
+	mux.HandleFunc("POST /api/v1/cluster/sync", a.clusterSync)
+	mux.HandleFunc("GET /api/v1/cluster/status", a.clusterStatus)
+	mux.HandleFunc("POST "+cluster.OfferPath, a.clusterOffer)
 	mux.HandleFunc("GET /api/v1/operators", a.operators)
 	mux.HandleFunc("POST /api/v1/operators/role", a.setRole)
 }

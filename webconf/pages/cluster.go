@@ -20,7 +20,14 @@ import (
 // clusterView is the cluster page.
 type clusterView struct {
 	KeyID  string
-	Joined *cluster.Restored
+	Joined *cluster.Applied
+	Synced *cluster.SyncResult
+	// Status lists this node and the nodes it knows; StatusError says why it could not be
+	// made (e.g. no key loaded).
+	Status      cluster.ClusterStatus
+	StatusError string
+	// Peers can be synced from (this node joined one).
+	Peers bool
 }
 
 // nodeIssuedView is the page after a node certificate was issued.
@@ -39,16 +46,38 @@ type clusterPageHandlers struct {
 }
 
 func (a *clusterPageHandlers) clusterPageView(w http.ResponseWriter, r *http.Request) {
-	a.renderCluster(w, r, nil)
+	a.renderCluster(w, r, clusterView{})
 }
 
-func (a *clusterPageHandlers) renderCluster(w http.ResponseWriter, r *http.Request, joined *cluster.Restored) {
+func (a *clusterPageHandlers) renderCluster(w http.ResponseWriter, r *http.Request, v clusterView) {
 	ov, err := a.records.Overview(r.Context())
 	if err != nil {
 		a.rd.Problem(w, r, web.For(err, "/"))
 		return
 	}
-	a.rd.HTML(w, r, http.StatusOK, clusterPage(a.rd.Page(r, "Cluster", "hsm"), clusterView{KeyID: ov.BackupKeyID, Joined: joined}))
+	v.KeyID = ov.BackupKeyID
+	if v.KeyID != "" {
+		v.Status, err = a.node.Status(r.Context())
+		if err != nil {
+			v.StatusError = err.Error()
+		}
+		for _, n := range v.Status.Nodes {
+			v.Peers = v.Peers || n.Role == cluster.RolePeer
+		}
+	}
+	a.rd.HTML(w, r, http.StatusOK, clusterPage(a.rd.Page(r, "Cluster", "hsm"), v))
+}
+
+// clusterPageSync pulls the state of the peer this node joined again (the button of the
+// node list), as `keyquorum cluster sync` does.
+func (a *clusterPageHandlers) clusterPageSync(w http.ResponseWriter, r *http.Request) {
+	web.ExtendForWork(w, web.JoinWork)
+	res, err := a.node.Sync(r.Context(), operator.NameOf(r), r.PostFormValue("peer"))
+	if err != nil {
+		a.rd.Problem(w, r, web.ForJoin(err, "/cluster"))
+		return
+	}
+	a.renderCluster(w, r, clusterView{Synced: res})
 }
 
 // clusterPageIssue issues a node certificate; its file waits in memory for one download by
@@ -136,7 +165,7 @@ func (a *clusterPageHandlers) clusterPageJoin(w http.ResponseWriter, r *http.Req
 		a.rd.Problem(w, r, web.ForJoin(err, "/cluster"))
 		return
 	}
-	a.renderCluster(w, r, res)
+	a.renderCluster(w, r, clusterView{Joined: res})
 }
 
 // readPart reads one part of the join form within its bound.

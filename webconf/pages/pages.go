@@ -109,6 +109,7 @@ func (p *Pages) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /cluster", cl.clusterPageView)
 	mux.HandleFunc("POST /cluster/nodes", cl.clusterPageIssue)
 	mux.HandleFunc("POST /cluster/join", cl.clusterPageJoin)
+	mux.HandleFunc("POST /cluster/sync", cl.clusterPageSync)
 }
 
 // staticHandler serves the embedded script and style sheets. They change only with the binary,

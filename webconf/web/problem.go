@@ -215,6 +215,9 @@ const (
 	CodeBadObject        = "bad_object"              // 400: an object to create or import is not acceptable
 	CodeObjectExists     = "object_exists"           // 409: an object of that identity exists
 	CodeNotSupported     = "not_supported"           // 501: this HSM cannot do it
+	CodeStaleState       = "stale_state"             // 409: a peer's cluster state older than this node's, or in conflict; nothing changed
+	CodeNoPeer           = "no_peer"                 // 409: this node joined no peer to sync from
+	CodeBadState         = "bad_state"               // 422: a peer's cluster state damaged or not authenticated; nothing changed
 )
 
 // NotSupported is a request this appliance's HSM cannot serve.
@@ -371,6 +374,21 @@ func NotAllowed(op operator.Caller, a operator.Action) Problem {
 // ForJoin explains a failed join.
 func ForJoin(err error, back string) Problem {
 	var pe *cluster.PeerError
+	var stale *cluster.StaleStateError
+	switch {
+	case errors.As(err, &stale):
+		title := "The peer's state is older than this node's"
+		if stale.Conflict || stale.Diverged {
+			title = "This node's and the peer's state conflict"
+		}
+		return Problem{Status: http.StatusConflict, Code: CodeStaleState, Title: title, What: stale.Error(), Todo: stale.Todo(), Back: back}
+	case errors.Is(err, cluster.ErrNoPeer):
+		return Problem{Status: http.StatusConflict, Code: CodeNoPeer, Title: "No peer to sync from", What: err.Error(),
+			Todo: "Join a node of the cluster first (Cluster page or keyquorum cluster join); its node is then synced from.", Back: back}
+	case errors.Is(err, cluster.ErrSnapshot), errors.Is(err, cluster.ErrSnapshotForged):
+		return Problem{Status: http.StatusUnprocessableEntity, Code: CodeBadState, Title: "The peer's state was not taken", What: err.Error() + ". Nothing changed.",
+			Todo: "Check that the peer runs the same keyquorum version and holds this cluster's key, then sync again.", Back: back}
+	}
 	if errors.As(err, &pe) {
 		p := Problem{Status: http.StatusBadGateway, Code: CodePeer, Title: pe.Title, What: pe.What, Todo: pe.Todo, Back: back}
 		if pe.ForeignKey {

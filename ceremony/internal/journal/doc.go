@@ -22,7 +22,8 @@
 //	    current       uint64 big-endian: the ceremony that is running or was interrupted
 //	    pending       JSON Pending: what an interrupted ceremony requires (resume, reset)
 //	    keyset        JSON KeySet: the card set of the loaded MBK (IDs, quorum, serials)
-//	sets/             the card set registry (schema 2); kept by a factory reset, like the audit log
+//	sets/             the card set registry (schema 2); kept by a factory reset, like the audit log;
+//	                  replaced whole by a cluster peer's (shared.go: EncodeSets, DecodeSets, ReplaceSets)
 //	    <set id>      16 bytes → JSON CardSet
 //	ceremonies/       one entry per ceremony, never deleted
 //	    <id>          uint64 big-endian → JSON Journal, rewritten at every transition
