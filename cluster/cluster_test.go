@@ -421,3 +421,36 @@ func TestParseJoin(t *testing.T) {
 		t.Errorf("a good request: %v %v", peer, err)
 	}
 }
+
+// TestNodeFileSealed: the node file a join keeps opens only under the MBK it was sealed under
+// and for the peer it was kept for.
+func TestNodeFileSealed(t *testing.T) {
+	ctx := context.Background()
+	a := &Node{HSM: newHSM(t, newMBK(), 0)}
+	sealed, err := a.sealNodeFile(ctx, "https://a.example:8443", []byte("p12 bytes"), "one-time password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(sealed, []byte("p12 bytes")) || bytes.Contains(sealed, []byte("one-time password")) {
+		t.Fatal("sealed node file holds the file in the clear")
+	}
+	p12, pw, err := a.openNodeFile(ctx, "https://a.example:8443", sealed)
+	if err != nil || string(p12) != "p12 bytes" || pw != "one-time password" {
+		t.Fatalf("open: %q %q %v", p12, pw, err)
+	}
+	if _, _, err := a.openNodeFile(ctx, "https://b.example:8443", sealed); !errors.Is(err, ErrNodeFileSealed) {
+		t.Fatalf("opened for another peer: %v", err)
+	}
+	other := &Node{HSM: newHSM(t, newMBK(), 0)}
+	if _, _, err := other.openNodeFile(ctx, "https://a.example:8443", sealed); !errors.Is(err, ErrNodeFileSealed) {
+		t.Fatalf("opened under another MBK: %v", err)
+	}
+	empty, err := soft.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer empty.Close()
+	if _, _, err := (&Node{HSM: empty}).openNodeFile(ctx, "https://a.example:8443", sealed); !errors.Is(err, ErrNodeFileSealed) {
+		t.Fatalf("opened without an MBK: %v", err)
+	}
+}

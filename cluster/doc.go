@@ -57,9 +57,11 @@
 // management CA and the audit log reach it through the [Issuer] and [Recorder] interfaces.
 //
 // The node file a join was made with (the node certificate's private key and its password) is
-// kept in [StateFile], mode 0600 beside the management CA's keys, so that the node can pull
-// again; it alone gets nothing from a peer, which sends its state only to a node that proves
-// the MBK.
+// kept in [StateFile] so that the node can pull again, sealed (AES-256-GCM) under a key the
+// HSM derives from the MBK and bound to the peer's address: the data directory alone does not
+// give the node key away, and a node whose MBK changed since the join must join again
+// ([ErrNodeFileSealed]; its status says so). Even opened, the node key alone gets nothing from
+// a peer, which sends its state only to a node that proves the MBK.
 //
 // The design of the whole system, the cluster protocol among it, is in docs/design.md.
 package cluster

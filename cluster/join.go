@@ -171,10 +171,19 @@ func (n *Node) TakeOver(ctx context.Context, peer *url.URL, node *NodeIdentity) 
 	if err != nil {
 		return nil, err
 	}
+	var nodeFile []byte
 	res, m, err := n.pull(ctx, st, peer, node, true)
+	if m != nil && (err == nil || errors.Is(err, ErrPartial)) {
+		// The state is here (the MBK is the peer's): keep the node file sealed under it.
+		sealed, serr := n.sealNodeFile(ctx, peer.String(), node.p12, node.password)
+		if serr != nil {
+			return nil, fmt.Errorf("the state of %s is taken over, but the node file could not be kept to sync again (join again): %w", m.Node, serr)
+		}
+		nodeFile = sealed
+	}
 	if errors.Is(err, ErrPartial) && m != nil {
 		// Part of the state is here: keep the peer, so that a sync completes it.
-		st.remember(Peer{Name: m.Node, NodeID: m.NodeID, Address: peer.String(), NodeP12: node.p12, NodePassword: node.password,
+		st.remember(Peer{Name: m.Node, NodeID: m.NodeID, Address: peer.String(), NodeFile: nodeFile,
 			KeyID: m.KeyID, LastError: err.Error(), LastTry: time.Now().UTC()})
 		st.Name = node.cert.Leaf.Subject.CommonName
 		n.saveState(st)
@@ -182,7 +191,7 @@ func (n *Node) TakeOver(ctx context.Context, peer *url.URL, node *NodeIdentity) 
 	if err != nil {
 		return nil, err
 	}
-	st.remember(Peer{Name: m.Node, NodeID: m.NodeID, Address: peer.String(), NodeP12: node.p12, NodePassword: node.password,
+	st.remember(Peer{Name: m.Node, NodeID: m.NodeID, Address: peer.String(), NodeFile: nodeFile,
 		KeyID: m.KeyID, Version: m.Version, Digest: m.Digest, LastSync: time.Now().UTC()})
 	st.Name = node.cert.Leaf.Subject.CommonName
 	if err := n.saveState(st); err != nil {

@@ -42,9 +42,9 @@ type Peer struct {
 	Name    string `json:"name"`
 	NodeID  string `json:"node_id"`
 	Address string `json:"address"`
-	// NodeP12 and NodePassword are the node file the peer issued for this node.
-	NodeP12      []byte `json:"node_p12"`
-	NodePassword string `json:"node_password"`
+	// NodeFile is the node file the peer issued for this node and its password, sealed under
+	// a key derived from the MBK (nodefile.go).
+	NodeFile []byte `json:"node_file"`
 	// What this node last saw of the peer.
 	KeyID     string    `json:"key_id,omitempty"`
 	Version   Version   `json:"version,omitempty"`

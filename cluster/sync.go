@@ -328,7 +328,7 @@ func (n *Node) Sync(ctx context.Context, op, name string) (*SyncResult, error) {
 // syncPeer compares versions first (a summary) and pulls the snapshot only when the peer's is
 // newer. n.smu is held.
 func (n *Node) syncPeer(ctx context.Context, st *localState, p *Peer) (*Applied, *Manifest, error) {
-	u, node, err := ParseJoin(JoinRequest{Peer: p.Address, NodeP12: p.NodeP12, NodePassword: p.NodePassword})
+	u, node, err := n.peerIdentity(ctx, p)
 	if err != nil {
 		return nil, nil, fmt.Errorf("the node file kept for %s cannot be used (join it again): %w", p.Name, err)
 	}
@@ -588,7 +588,7 @@ func (n *Node) Status(ctx context.Context) (ClusterStatus, error) {
 		Version: me.Version, Digest: me.Digest, InStep: true}}}
 	for _, p := range st.Peers {
 		ns := NodeStatus{Name: p.Name, NodeID: p.NodeID, Address: p.Address, Role: RolePeer, LastSync: p.LastSync}
-		u, node, err := ParseJoin(JoinRequest{Peer: p.Address, NodeP12: p.NodeP12, NodePassword: p.NodePassword})
+		u, node, err := n.peerIdentity(ctx, &p)
 		if err == nil {
 			sctx, cancel := context.WithTimeout(ctx, statusTimeout)
 			var s Summary
@@ -605,6 +605,10 @@ func (n *Node) Status(ctx context.Context) (ClusterStatus, error) {
 		case errors.As(err, &pe) && pe.ForeignKey:
 			ns.OtherKey = true
 			ns.Problem = "holds another master backup key than this node"
+		case errors.Is(err, ErrNodeFileSealed) && me.KeyID != "" && p.KeyID != "" && p.KeyID != me.KeyID:
+			// The node file opens only under the MBK of the join: this node changed key since.
+			ns.OtherKey = true
+			ns.Problem = "this node holds another master backup key than when it joined " + p.Name + ": its node file for it opens only under that key. Join " + p.Name + " again (with a new node file) to take its state"
 		case err != nil:
 			ns.Problem = err.Error()
 		case p.LastError != "":

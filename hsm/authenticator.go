@@ -22,8 +22,9 @@ import (
 //     loaded, and is in no backup because it needs not be.
 //
 // The same key authenticates the audit log's entries (package ceremony: HMAC over an entry's
-// seq and hash, so a rewritten history is found) and answers a cluster peer's proof-of-key
-// challenge (package cluster). Each use starts its messages with its own label, so an
+// seq and hash, so a rewritten history is found), answers a cluster peer's proof-of-key
+// challenge and, as the authenticator of a fixed label, is the key that seals the node file a
+// cluster node keeps (package cluster). Each use starts its messages with its own label, so an
 // authenticator made for one is never valid for another.
 //
 // It is optional (not part of [HSM]) so that an HSM without it still does everything else: a

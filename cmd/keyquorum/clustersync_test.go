@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -63,6 +66,19 @@ func newClusterPair(t *testing.T, ctx context.Context, argsA, argsB []string) *c
 	out, errOut, code := p.b.cliApproved(ctx, string(operator.ActionClusterJoin), "cluster", "join", p.a.url(""), "--node", nodeFile)
 	if code != 0 || !strings.Contains(out, p.keyID) || !strings.Contains(out, "card sets: taken over") {
 		t.Fatalf("join: exit %d %s %s", code, out, errOut)
+	}
+	// B keeps the node file to pull again, sealed under the MBK: not the file, not its key.
+	kept, err := os.ReadFile(filepath.Join(p.b.webconfDir(), cluster.StateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p12, err := os.ReadFile(nodeFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(kept, []byte(base64.StdEncoding.EncodeToString(p12)[:64])) || bytes.Contains(kept, []byte("node_p12")) ||
+		bytes.Contains(kept, []byte("PRIVATE KEY")) || !bytes.Contains(kept, []byte(`"node_file"`)) {
+		t.Fatalf("B keeps the node file in the clear:\n%s", kept)
 	}
 	return p
 }
@@ -330,17 +346,18 @@ func TestClusterStatus(t *testing.T) {
 		t.Fatalf("cluster page: %d %v\n%s", status, err, body)
 	}
 
-	// B moves to another key (factory reset, a new set): A is now a node of another key for B.
-	mustCeremony(t, ctx, b, nil, "factory-reset", "-confirm", web.ResetPhrase)
-	cards, err := b.newCards(2)
+	// A moves to another key (factory reset, a new set): B lists A as a node of another key,
+	// without its key ID (A refuses B's proof).
+	mustCeremony(t, ctx, a, nil, "factory-reset", "-confirm", web.ResetPhrase)
+	cards, err := a.newCards(2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustCeremony(t, ctx, b, []string{cards[0], cards[1], cards[0], cards[1]}, "generate", "-k", "2", "-n", "2")
+	mustCeremony(t, ctx, a, []string{cards[0], cards[1], cards[0], cards[1]}, "generate", "-k", "2", "-n", "2")
 	stB = clusterStatus(t, ctx, b)
 	peer = nodeByRole(stB, cluster.RolePeer)
 	if peer == nil || !peer.OtherKey || peer.InStep || peer.KeyID != "" || !strings.Contains(peer.Problem, "another master backup key") {
-		t.Fatalf("B's status with another key: %+v", stB)
+		t.Fatalf("B's status with A of another key: %+v", stB)
 	}
 	body, _, _ = b.do("GET", "/cluster", "", nil, nil)
 	if !strings.Contains(string(body), "another key") {
@@ -351,5 +368,16 @@ func TestClusterStatus(t *testing.T) {
 	peer = nodeByRole(clusterStatus(t, ctx, b), cluster.RolePeer)
 	if peer == nil || peer.InStep || !strings.Contains(peer.Problem, "could not be reached") {
 		t.Fatalf("B's status with its peer down: %+v", peer)
+	}
+	// B moves to another key: the node file it kept opens only under the key of the join, and
+	// the status says to join again.
+	mustCeremony(t, ctx, b, nil, "factory-reset", "-confirm", web.ResetPhrase)
+	if cards, err = b.newCards(2); err != nil {
+		t.Fatal(err)
+	}
+	mustCeremony(t, ctx, b, []string{cards[0], cards[1], cards[0], cards[1]}, "generate", "-k", "2", "-n", "2")
+	peer = nodeByRole(clusterStatus(t, ctx, b), cluster.RolePeer)
+	if peer == nil || !peer.OtherKey || peer.InStep || !strings.Contains(peer.Problem, "Join node-a again") {
+		t.Fatalf("B's status after B changed key: %+v", peer)
 	}
 }
