@@ -454,3 +454,27 @@ func TestNodeFileSealed(t *testing.T) {
 		t.Fatalf("opened without an MBK: %v", err)
 	}
 }
+
+// TestRefreshBackToPeerState: a node whose state became exactly what its peer holds at the
+// same version (it deleted a key the peer deleted: a sync adds and replaces, never removes)
+// counts no change of its own — else the peer's next change would be a conflict; any other
+// change is counted.
+func TestRefreshBackToPeerState(t *testing.T) {
+	ctx := context.Background()
+	n := &Node{HSM: newHSM(t, newMBK(), 2), Name: "b"}
+	cur, err := n.current(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peerVersion := Version{"00112233aabbccdd": 3}
+	st := &localState{Version: cloneVersion(peerVersion), Digest: "the digest with the key the peer deleted",
+		Peers: []Peer{{Name: "a", NodeID: "00112233aabbccdd", Version: peerVersion, Digest: cur.digest}}}
+	if _, moved, err := n.refresh(ctx, st); err != nil || moved || st.Version.Compare(peerVersion) != Same || st.Digest != cur.digest {
+		t.Fatalf("back to the peer's state: moved %t, version %s, %v", moved, st.Version, err)
+	}
+	st.Digest = "another digest"
+	st.Peers[0].Digest = "the peer's digest, not this one"
+	if _, moved, err := n.refresh(ctx, st); err != nil || !moved || st.Version.Compare(peerVersion) == Same {
+		t.Fatalf("a change of its own: moved %t, version %s, %v", moved, st.Version, err)
+	}
+}

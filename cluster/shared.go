@@ -237,6 +237,19 @@ func (n *Node) refresh(ctx context.Context, st *localState) (*shared, bool, erro
 	if cur.digest == st.Digest {
 		return cur, false, nil
 	}
+	for _, p := range st.Peers {
+		if p.Digest == cur.digest && p.Version.Compare(st.Version) == Same {
+			// This node became what it last took from its peer (e.g. a key the peer deleted
+			// is deleted here too: restores add and replace, never remove): no change of its
+			// own, or the next change of the peer would be a conflict.
+			st.Origin, st.Digest, st.Changed = p.NodeID, cur.digest, time.Now().UTC()
+			if err := n.saveState(st); err != nil {
+				return nil, false, err
+			}
+			n.log().Info("cluster shared state is the peer's again", "peer", p.Name, "version", st.Version.String(), "digest", short(cur.digest))
+			return cur, false, nil
+		}
+	}
 	me := n.NodeID()
 	st.Version = cloneVersion(st.Version)
 	st.Version[me]++
