@@ -370,6 +370,12 @@ func (n *Node) Offer(ctx context.Context) {
 		n.smu.Unlock()
 		return
 	}
+	if len(st.Followers) == 0 {
+		// No node pulls from this one: nothing to offer, and no reason to list the HSM's
+		// objects every interval (a status, a summary or a snapshot still counts a change).
+		n.smu.Unlock()
+		return
+	}
 	if _, _, err := n.refresh(ctx, st); err != nil {
 		n.smu.Unlock()
 		return
