@@ -54,7 +54,7 @@ type plan struct {
 }
 
 var full = plan{backupMiB: 1024, runs: 5, slowRuns: 3, backupRuns: 5, apdus: 2000, requests: 20000, sseEvents: 500, benchtime: "0.2s", ceremonies: 10,
-	auditSizes: "10000,1000000,10000000", objects: 10000, storeSizes: "100,10000,100000", p11Sizes: "100,1000,5000"}
+	auditSizes: "10000,1000000,10000000", objects: 10000, storeSizes: "100,10000,100000", p11Sizes: "100,1000,10000"}
 
 // quick checks the report itself in a minute; its figures are not the table's.
 var quick = plan{backupMiB: 64, runs: 2, slowRuns: 1, backupRuns: 1, apdus: 200, requests: 2000, sseEvents: 50, benchtime: "0.05s", ceremonies: 2,
