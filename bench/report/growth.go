@@ -147,7 +147,11 @@ func (r *report) curves(cs []curve, sizes []string, unit, src, runs, rss string,
 				fig += fmt.Sprintf(", peak RSS %.0f MiB", median(m))
 				if a, err := metric(lines, fmt.Sprintf(c.bench, size), "peak-anon-MiB"); err == nil {
 					// The RSS counts the pages of a memory-mapped file read (the bbolt log).
-					fig += fmt.Sprintf(" (%.0f MiB of it not the mapped file)", median(a))
+					fig += fmt.Sprintf(" (%.0f MiB of it not the mapped file", median(a))
+					if b, err := metric(lines, fmt.Sprintf(c.bench, size), "anon-before-MiB"); err == nil {
+						fig += fmt.Sprintf(", %.0f MiB of that held before it began", median(b))
+					}
+					fig += ")"
 				}
 			}
 			if i > 0 && prev > 0 {
