@@ -155,10 +155,12 @@ func Prove(ctx context.Context, h HSM, ch Challenge, leaf *x509.Certificate) (st
 }
 
 // IsNodeCert reports whether a verified client certificate is a node certificate of the
-// management CA ca.
+// management CA ca. The signature is checked last: WebConf asks this of every request, and an
+// operator's certificate is told apart by its organization without an ECDSA verification (a
+// third of the server's CPU per status page under load).
 func IsNodeCert(leaf *x509.Certificate, ca *x509.Certificate) bool {
-	issued := bytes.Equal(leaf.RawIssuer, ca.RawSubject) && leaf.CheckSignatureFrom(ca) == nil
-	return issued && slices.Equal(leaf.Subject.Organization, []string{NodeOrganization})
+	return slices.Equal(leaf.Subject.Organization, []string{NodeOrganization}) &&
+		bytes.Equal(leaf.RawIssuer, ca.RawSubject) && leaf.CheckSignatureFrom(ca) == nil
 }
 
 func parseKeyID(s string) (hsm.KeyID, bool) {

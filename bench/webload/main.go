@@ -19,6 +19,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -35,6 +36,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -273,6 +275,12 @@ type LoadRun struct {
 	P50Ms    float64 `json:"p50_ms"`
 	P99Ms    float64 `json:"p99_ms"`
 	MaxMs    float64 `json:"max_ms"`
+	// CPU time per request of keyquorum serve (from /proc) and of this load generator (its
+	// own rusage), warm-up handshakes included, in microseconds; and the machine's load
+	// average when the run ended.
+	ServerCPUUs float64 `json:"server_cpu_us"`
+	ClientCPUUs float64 `json:"client_cpu_us"`
+	Load1       float64 `json:"load1"`
 }
 
 // StatusLoad is the status mode's result.
@@ -308,14 +316,20 @@ func statusLoad(ctx context.Context, bin, work string, runs int, lc loadConfig) 
 	}
 	res := &StatusLoad{Conns: lc.conns}
 	for i := range runs {
+		srv0, cli0 := procCPU(s.cmd.Process.Pid), selfCPU()
 		r, proto, size, err := loadRun(ctx, "https://"+s.addr+lc.path, tlsConf, lc)
 		if err != nil {
 			return nil, fmt.Errorf("run %d: %w", i+1, err)
 		}
+		if srv1 := procCPU(s.cmd.Process.Pid); srv0 >= 0 && srv1 >= 0 {
+			r.ServerCPUUs = float64((srv1 - srv0).Microseconds()) / float64(r.Requests)
+		}
+		r.ClientCPUUs = float64((selfCPU() - cli0).Microseconds()) / float64(r.Requests)
+		r.Load1 = load1()
 		res.Proto, res.PageBytes = proto, size
 		res.Runs = append(res.Runs, r)
-		fmt.Printf("run %d: %d requests in %.1f s (%.0f/s) over %d %s connections: p50 %.2f ms, p99 %.2f ms, max %.2f ms\n",
-			i+1, r.Requests, r.Seconds, r.RPS, lc.conns, proto, r.P50Ms, r.P99Ms, r.MaxMs)
+		fmt.Printf("run %d: %d requests in %.1f s (%.0f/s) over %d %s connections: p50 %.2f ms, p99 %.2f ms, max %.2f ms; CPU per request: server %.0f µs, load generator %.0f µs; load average %.2f\n",
+			i+1, r.Requests, r.Seconds, r.RPS, lc.conns, proto, r.P50Ms, r.P99Ms, r.MaxMs, r.ServerCPUUs, r.ClientCPUUs, r.Load1)
 	}
 	var p50, p99, rps []float64
 	for _, r := range res.Runs {
@@ -486,4 +500,54 @@ func median(v []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// procCPU is the CPU time (user and system) process pid has used, from /proc/PID/stat, or -1.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return -1
+	}
+	// The command name (field 2) may hold spaces; the fields after its ")" are plain.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return -1
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return -1
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64) // utime, field 14
+	st, err2 := strconv.ParseInt(f[12], 10, 64) // stime, field 15
+	if err1 != nil || err2 != nil {
+		return -1
+	}
+	return time.Duration(ut+st) * time.Second / clockTicks
+}
+
+// clockTicks is USER_HZ, the unit of /proc's CPU times: 100 on Linux for every architecture Go
+// runs on (sysconf(_SC_CLK_TCK) is not reachable without cgo).
+const clockTicks = 100
+
+// selfCPU is the CPU time (user and system) this process has used.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// load1 is the machine's 1-minute load average, or 0.
+func load1() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
 }

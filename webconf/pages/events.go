@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/keyquorum/keyquorum/pinpad/sim"
 	"github.com/keyquorum/keyquorum/webconf/simpanel"
 	"github.com/keyquorum/keyquorum/webconf/web"
 )
@@ -17,6 +16,7 @@ import (
 type EventStream struct {
 	runner   web.CeremonyRunner
 	sim      simpanel.Simulator // nil without the simulator
+	pad      *padFeed           // nil without the simulator
 	stopping <-chan struct{}
 	log      *slog.Logger
 }
@@ -24,13 +24,17 @@ type EventStream struct {
 // NewEventStream builds the live view's stream; s is nil without the simulator, stopping is
 // closed when the server shuts down.
 func NewEventStream(runner web.CeremonyRunner, s simpanel.Simulator, stopping <-chan struct{}, log *slog.Logger) *EventStream {
-	return &EventStream{runner: runner, sim: s, stopping: stopping, log: log}
+	h := &EventStream{runner: runner, sim: s, stopping: stopping, log: log}
+	if s != nil {
+		h.pad = newPadFeed(s)
+	}
+	return h
 }
 
 // keepAlive is how often an idle stream sends a comment, so proxies and browsers keep it open.
 const keepAlive = 15 * time.Second
 
-// rackPoll is how often the stream looks for cards added to or removed from the simulator's
+// rackPoll is how often the pad feed looks for cards added to or removed from the simulator's
 // rack behind the pad's back.
 const rackPoll = time.Second
 
@@ -57,16 +61,12 @@ func (h *EventStream) Stream(w http.ResponseWriter, r *http.Request) {
 
 	sub := h.runner.Subscribe()
 	defer sub.Close()
-	var pad <-chan sim.State
-	var rackTick <-chan time.Time
-	if h.sim != nil {
-		pad = h.sim.Watch(ctx)
-		// A pad whose state lives elsewhere (the virtual cyberJack's rack of card files) does
-		// not report a new card through Watch: the rack is looked at every rackPoll, and a
-		// change is sent as a pad event, so the page shows the card without a reload.
-		t := time.NewTicker(rackPoll)
-		defer t.Stop()
-		rackTick = t.C
+	var pad <-chan struct{}
+	var padQ *padSub
+	if h.pad != nil {
+		padQ = h.pad.subscribe()
+		defer h.pad.unsubscribe(padQ)
+		pad = padQ.wake
 	}
 	send := func(event string, v any) error {
 		b, err := json.Marshal(v)
@@ -77,13 +77,6 @@ func (h *EventStream) Stream(w http.ResponseWriter, r *http.Request) {
 			return err
 		}
 		return rc.Flush()
-	}
-	var lastPad sim.State
-	var lastRack string
-	sendPad := func(st sim.State) error {
-		v := simpanel.ViewFrom(st, h.sim.Cards())
-		lastPad, lastRack = st, rackKey(v)
-		return send("pad", v)
 	}
 	// The first message tells the page the stream is up, even before any ceremony ran.
 	if err := send("hello", map[string]string{"now": web.FormatRFC3339(time.Now())}); err != nil {
@@ -103,15 +96,14 @@ func (h *EventStream) Stream(w http.ResponseWriter, r *http.Request) {
 				return // the manager closed
 			}
 			err = send("ceremony", liveFromEvent(ev, time.Now()))
-		case st, ok := <-pad:
-			if !ok {
-				pad = nil
-				continue
+		case <-pad:
+			for _, msg := range padQ.take() {
+				if _, err = w.Write(msg); err != nil {
+					break
+				}
 			}
-			err = sendPad(st)
-		case <-rackTick:
-			if v := simpanel.ViewFrom(lastPad, h.sim.Cards()); rackKey(v) != lastRack {
-				err = sendPad(lastPad)
+			if err == nil {
+				err = rc.Flush()
 			}
 		case <-tick.C:
 			_, err = fmt.Fprint(w, ": keep-alive\n\n")
