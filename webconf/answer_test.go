@@ -19,11 +19,32 @@ import (
 // liveQuestionID is the question ID the live view's answer form carries.
 func liveQuestionID(t *testing.T, live string) string {
 	t.Helper()
-	m := regexp.MustCompile(`name="question"[^>]*value="([^"]*)"`).FindStringSubmatch(live)
-	if m == nil || m[1] == "" {
+	m := questionRE.FindStringSubmatch(live)
+	if m == nil {
 		t.Fatalf("the live view's answer form names no question:\n%s", excerpt(live))
 	}
 	return m[1]
+}
+
+// questionRE finds the question ID in the live view's answer form.
+var questionRE = regexp.MustCompile(`name="question"[^>]*value="([^"]+)"`)
+
+// waitLiveQuestion polls the live view until it contains want and its answer form names the
+// question (the pad shows the question a moment before the journal says the ceremony waits
+// for its answer on screen), and returns the view and the question ID.
+func waitLiveQuestion(t *testing.T, b *browser, want string) (string, string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		live := b.get("/ceremony", http.StatusOK)
+		if m := questionRE.FindStringSubmatch(live); m != nil && strings.Contains(live, want) {
+			return live, m[1]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the live view never asked %q with a question ID:\n%s", want, excerpt(live))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // waitLive polls the live view until it contains want.
@@ -66,8 +87,7 @@ func TestAnswerBoundToQuestion(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	live := waitLive(t, b, "Last PIN try press OK/Cancel")
-	id := liveQuestionID(t, live)
+	live, id := waitLiveQuestion(t, b, "Last PIN try press OK/Cancel")
 	if !regexp.MustCompile(`name="destructive"[^>]*value="1"`).MatchString(live) || !strings.Contains(live, "1 PIN try left") {
 		t.Fatalf("the live view does not mark the last try destructive or say why:\n%s", excerpt(live))
 	}
@@ -147,7 +167,7 @@ func TestAPIDestructiveAnswerWithApproval(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	id := liveQuestionID(t, waitLive(t, b, "Last PIN try press OK/Cancel"))
+	_, id := waitLiveQuestion(t, b, "Last PIN try press OK/Cancel")
 	code, raw := cli.json("POST", "/api/v1/ceremony/answer", map[string]any{"question": id, "ok": true}, approval(t, b, operator.ActionAnswerDestructive, url.Values{"question": {id}, "ok": {"true"}}))
 	if code != http.StatusOK {
 		t.Fatalf("API destructive OK with approval: %d %s", code, raw)
