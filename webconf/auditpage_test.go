@@ -131,3 +131,42 @@ func TestAuditPageAuthenticated(t *testing.T) {
 		t.Fatalf("without a key:\n%s", excerpt(body))
 	}
 }
+
+// TestAuditPageCheckpoint: the Audit log page downloads an auditor's checkpoint — the file
+// `keyquorum audit verify --checkpoint FILE` reads — which the log extends, and a log rewritten
+// before it does not.
+func TestAuditPageCheckpoint(t *testing.T) {
+	s := startService(t, t.TempDir(), serviceOptions{})
+	b := s.browser("Ivan")
+	mbk := make([]byte, hsm.KeySize)
+	rand.Read(mbk)
+	if err := s.hsm.LoadBackupKey(context.Background(), mbk); err != nil {
+		t.Fatal(err)
+	}
+	s.mgr.RecordAudit("CN=Ann", "operator.role", "under the key")
+	if page := b.get("/audit", http.StatusOK); !strings.Contains(page, `href="/audit/checkpoint"`) {
+		t.Fatalf("the audit page offers no checkpoint:\n%s", excerpt(page))
+	}
+	req, _ := http.NewRequest(http.MethodGet, s.url("/audit/checkpoint"), nil)
+	resp, body := b.do(req)
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Disposition"), "attachment;") {
+		t.Fatalf("checkpoint: %d %q\n%s", resp.StatusCode, resp.Header.Get("Content-Disposition"), excerpt(body))
+	}
+	cp, err := ceremony.DecodeCheckpoint([]byte(body))
+	if err != nil {
+		t.Fatalf("the downloaded checkpoint does not decode: %v\n%s", err, body)
+	}
+	if cp.MAC == "" || cp.KeyID == "" {
+		t.Fatalf("a checkpoint taken under a key carries no MAC: %+v", cp)
+	}
+	s.mgr.RecordAudit("CN=Ann", "operator.role", "after the checkpoint")
+	if _, err := s.mgr.VerifyAuditCheckpoint(cp); err != nil {
+		t.Fatalf("the log does not extend its own checkpoint: %v", err)
+	}
+	forged := cp
+	forged.Hash = strings.Repeat("0", len(cp.Hash))
+	forged.MAC, forged.KeyID = "", ""
+	if _, err := s.mgr.VerifyAuditCheckpoint(forged); err == nil {
+		t.Fatal("a checkpoint of another history verifies")
+	}
+}

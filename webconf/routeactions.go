@@ -39,6 +39,7 @@ var routeActions = map[string]func(form url.Values) operator.Action{
 	"POST /hsm/objects/import":      fixed(operator.ActionHSMObjects),
 	"GET /audit":                    fixed(operator.ActionAudit),
 	"GET /audit/export":             fixed(operator.ActionAudit),
+	"GET /audit/checkpoint":         fixed(operator.ActionAudit),
 	"GET /ceremonies/{id}/protocol": fixed(operator.ActionAudit),
 	"POST /sim/key":                 fixed(operator.ActionSimulator),
 	"POST /sim/insert":              fixed(operator.ActionSimulator),

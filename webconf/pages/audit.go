@@ -1,6 +1,7 @@
 package pages
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -184,6 +185,32 @@ func (h *auditHandlers) export(w http.ResponseWriter, r *http.Request) {
 		h.log.Error("audit export failed", "err", err)
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// checkpoint verifies the whole log and downloads the checkpoint of its newest entry, the file
+// `keyquorum audit checkpoint -o FILE` writes and `keyquorum audit verify --checkpoint FILE`
+// reads.
+func (h *auditHandlers) checkpoint(w http.ResponseWriter, r *http.Request) {
+	web.ExtendForWork(w, web.SlowWork)
+	cp, _, err := h.audit.AuditCheckpoint()
+	if err != nil {
+		var ae *ceremony.AuditError
+		if errors.As(err, &ae) {
+			h.rd.Problem(w, r, web.Problem{Status: http.StatusConflict, Code: web.CodeAuditBroken, Title: "The audit log does not verify: no checkpoint taken",
+				What: err.Error(), Todo: "Keep the data directory as it is and tell the appliance's auditors: an entry was altered, forged or removed."})
+			return
+		}
+		h.rd.Problem(w, r, web.For(err, ""))
+		return
+	}
+	raw, err := json.MarshalIndent(cp, "", "  ")
+	if err != nil {
+		h.rd.Problem(w, r, web.For(err, ""))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="keyquorum-audit-checkpoint-%d.json"`, cp.Seq))
+	w.Write(append(raw, '\n'))
 }
 
 func (h *auditHandlers) protocol(w http.ResponseWriter, r *http.Request) {

@@ -90,6 +90,7 @@ func (p *Pages) Register(mux *http.ServeMux) {
 
 	mux.HandleFunc("GET /audit", audit.page)
 	mux.HandleFunc("GET /audit/export", audit.export)
+	mux.HandleFunc("GET /audit/checkpoint", audit.checkpoint)
 	mux.HandleFunc("GET /ceremonies/{id}/protocol", audit.protocol)
 
 	// The smart card tools' re-issue and card check pages; ceremonies start through the
