@@ -15,6 +15,7 @@ import (
 	"time"
 
 	cdpbrowser "github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/fetch"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
@@ -31,62 +32,58 @@ type requestLog struct {
 	begins   []string // the urlencoded bodies of POST /webauthn/assert/begin
 	finished int      // answers of POST /webauthn/assert/finish
 	tokens   []string // the approval tokens those answers carried
-	finishID map[network.RequestID]bool
 	pending  sync.WaitGroup
 }
 
-// watchRequests records the tab's requests into a requestLog.
+// watchRequests records the tab's requests into a requestLog. The answers of
+// /webauthn/assert/finish are held (Fetch domain, response stage) until their token is read:
+// the page navigates away right after, and a body read later may be gone.
 func watchRequests(t *testing.T, ctx context.Context) *requestLog {
 	t.Helper()
-	l := &requestLog{finishID: map[network.RequestID]bool{}}
-	bodies := make(chan network.RequestID, 64)
+	l := &requestLog{}
+	paused := make(chan fetch.RequestID, 64)
 	err := chromedp.Listen(ctx, func(ev any) {
 		switch ev := ev.(type) {
 		case *network.EventRequestWillBeSent:
 			l.mu.Lock()
 			defer l.mu.Unlock()
 			l.urls = append(l.urls, ev.Request.URL+ev.Request.URLFragment)
-			u, err := url.Parse(ev.Request.URL)
-			if err != nil {
-				return
-			}
-			switch u.Path {
-			case "/webauthn/assert/begin":
+			if u, err := url.Parse(ev.Request.URL); err == nil && u.Path == "/webauthn/assert/begin" {
 				var b bytes.Buffer
 				for _, e := range ev.Request.PostDataEntries {
 					b.Write(e.Bytes)
 				}
 				l.begins = append(l.begins, b.String())
-			case "/webauthn/assert/finish":
-				l.finishID[ev.RequestID] = true
 			}
-		case *network.EventLoadingFinished:
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			if l.finishID[ev.RequestID] {
-				delete(l.finishID, ev.RequestID)
-				l.finished++
-				l.pending.Add(1)
-				bodies <- ev.RequestID // room for far more than this test makes
-			}
+		case *fetch.EventRequestPaused:
+			l.pending.Add(1)
+			paused <- ev.RequestID // room for far more than this test makes
 		}
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The answers' bodies are fetched outside the event loop, which must not wait.
+	if _, err := chromedp.Call(ctx, fetch.Enable, fetch.EnableParams{Patterns: []*fetch.RequestPattern{
+		{URLPattern: "*/webauthn/assert/finish*", RequestStage: fetch.RequestStageResponse}}}); err != nil {
+		t.Fatal(err)
+	}
+	// Outside the event loop, which must not wait for a command.
 	go func() {
-		for id := range bodies {
-			res, err := chromedp.Call(ctx, network.GetResponseBody, network.GetResponseBodyParams{RequestID: id})
+		for id := range paused {
+			res, err := chromedp.Call(ctx, fetch.GetResponseBody, fetch.GetResponseBodyParams{RequestID: id})
 			var f struct {
 				Token string `json:"token"`
 			}
+			l.mu.Lock()
+			l.finished++
 			if err == nil && json.Unmarshal(res.Body, &f) == nil && f.Token != "" {
-				l.mu.Lock()
 				l.tokens = append(l.tokens, f.Token)
-				l.mu.Unlock()
 			} else {
 				t.Logf("the body of an assertion's answer could not be read: %v", err)
+			}
+			l.mu.Unlock()
+			if _, err := chromedp.Call(ctx, fetch.ContinueResponse, fetch.ContinueResponseParams{RequestID: id}); err != nil {
+				t.Logf("continue the assertion's answer: %v", err)
 			}
 			l.pending.Done()
 		}
