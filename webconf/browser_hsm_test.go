@@ -20,6 +20,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/keyquorum/keyquorum/ceremony"
+	"github.com/keyquorum/keyquorum/cluster"
 	"github.com/keyquorum/keyquorum/hsm"
 	"github.com/keyquorum/keyquorum/hsm/backup"
 )
@@ -322,6 +323,24 @@ func TestBrowserHSMPage(t *testing.T) {
 		t.Errorf("objects after the make-equal restore: %q", got)
 	}
 	t.Logf("objects after the make-equal restore: %q", got)
+	entries, err := s.mgr.AuditLog(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(entries, func(e ceremony.AuditEntry) bool {
+		return e.Event == cluster.AuditRestore && e.Operator == "CN=Keyquorum administrator,O=Keyquorum" && strings.Contains(e.Message, "2 removed")
+	}) {
+		t.Error("the audit log does not record the make-equal restore by the browser's operator")
+	}
+	// The HSM page shows the store as it is now.
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`a.button[href="/hsm"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`[data-testid="hsm-objects"]`))); err != nil {
+		t.Fatal(err)
+	}
+	textOf(t, ctx, `[data-testid="objects-summary"]`, func(s string) bool { return strings.Contains(s, "2 carried, 0 not") })
+	if text := textOf(t, ctx, `[data-testid="hsm-objects"]`, func(string) bool { return true }); strings.Contains(text, "after the backup") {
+		t.Errorf("the object table still lists the removed object: %s", text)
+	}
 
 	// No token in any URL the browser requested.
 	csrf, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector('meta[name="csrf-token"]').content`))
