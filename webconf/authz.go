@@ -164,6 +164,11 @@ func requestDetails(r *http.Request, a operator.Action) (d operator.Details, bou
 		}
 		return operator.NewDetails(a, detailFields(form)), true, nil
 	}
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == "multipart/form-data" {
+		// The CSRF check reads every upload's leading fields; without them there is nothing
+		// an approval could bind, and the handler would take options unbound.
+		return d, true, errors.New("the upload form's leading fields were not read")
+	}
 	return operator.NewDetails(a, detailFields(formOf(r))), true, nil
 }
 

@@ -122,3 +122,75 @@ func TestHSMPageCreate(t *testing.T) {
 		t.Fatalf("objects after refusals: %v", objs)
 	}
 }
+
+// TestUploadOptionsBound: a security key's approval of an upload form binds the options the
+// form sends (issue 20): an approval of a plain restore does not make the HSM equal to the
+// backup — whether make_equal follows a repeated field (where the leading fields end), or the
+// CSRF token comes in its header so that the leading fields are not read at all.
+func TestUploadOptionsBound(t *testing.T) {
+	s := startService(t, t.TempDir(), serviceOptions{})
+	ctx := t.Context()
+	if err := s.hsm.LoadBackupKey(ctx, bytes.Repeat([]byte{5}, 32)); err != nil {
+		t.Fatal(err)
+	}
+	admin := s.browser("Alice Admin")
+	b := admin.get("/hsm/backup", http.StatusOK)
+	if _, err := s.hsm.CreateObject(ctx, hsm.ObjectSpec{Kind: "AES-128", Label: "made after the backup"}); err != nil {
+		t.Fatal(err)
+	}
+	send := func(header bool, fields [][2]string) (*http.Response, string) {
+		t.Helper()
+		var body bytes.Buffer
+		mw := multipart.NewWriter(&body)
+		for _, f := range fields {
+			if name, ok := strings.CutPrefix(f[0], "file:"); ok { // an option sent as a file part
+				fw, _ := mw.CreateFormFile(name, "option")
+				fw.Write([]byte(f[1]))
+				continue
+			}
+			mw.WriteField(f[0], f[1])
+		}
+		fw, _ := mw.CreateFormFile("backup", "backup.kqb")
+		fw.Write([]byte(b))
+		mw.Close()
+		req, _ := http.NewRequest(http.MethodPost, s.url("/hsm/restore"), &body)
+		req.Header.Set("Content-Type", mw.FormDataContentType())
+		if header {
+			req.Header.Set(csrfHeader, admin.csrf)
+		}
+		return admin.do(req)
+	}
+	for _, c := range []struct {
+		name   string
+		header bool
+		fields func(tok string) [][2]string
+		ignore bool // the stray part is ignored: the restore as approved goes through
+	}{
+		{"after a repeated field", false, func(tok string) [][2]string {
+			return [][2]string{{csrfField, admin.csrf}, {stepUpField, tok}, {csrfField, admin.csrf}, {"make_equal", "1"}}
+		}, false},
+		{"CSRF token in the header", true, func(tok string) [][2]string {
+			return [][2]string{{stepUpField, tok}, {"make_equal", "1"}}
+		}, false},
+		{"option as a file part", false, func(tok string) [][2]string {
+			return [][2]string{{csrfField, admin.csrf}, {stepUpField, tok}, {"file:make_equal", "1"}}
+		}, true},
+		{"token after the option", true, func(tok string) [][2]string {
+			return [][2]string{{"make_equal", "1"}, {stepUpField, tok}}
+		}, false},
+	} {
+		tok := admin.stepUp("/hsm/restore", nil) // approved: a restore that keeps what the backup lacks
+		resp, body := send(c.header, c.fields(tok))
+		objs, _ := s.hsm.Objects(ctx)
+		kept := false
+		for _, o := range objs {
+			kept = kept || o.Label == "made after the backup"
+		}
+		if !kept {
+			t.Fatalf("%s: an approval of a plain restore made the HSM equal to the backup (%d %s)", c.name, resp.StatusCode, excerpt(body))
+		}
+		if resp.StatusCode == http.StatusOK && !c.ignore {
+			t.Errorf("%s: the restore went through with options its approval did not bind: %s", c.name, excerpt(body))
+		}
+	}
+}

@@ -181,27 +181,29 @@ func (g *csrfGuard) check(r *http.Request) (*http.Request, error) {
 		return r, fmt.Errorf("%w: %v", errCSRF, err)
 	}
 	got := r.Header.Get(csrfHeader)
-	if got == "" {
-		ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-		if web.IsAPI(r) {
-			// The command line's JSON or backup: a browser cannot send either cross-site
-			// without a CORS preflight, which WebConf never grants (see apiCSRF); the origin
-			// checks above still ran.
-			return r, apiCSRF(r)
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if got == "" && web.IsAPI(r) {
+		// The command line's JSON or backup: a browser cannot send either cross-site
+		// without a CORS preflight, which WebConf never grants (see apiCSRF); the origin
+		// checks above still ran.
+		return r, apiCSRF(r)
+	}
+	if ct == "multipart/form-data" {
+		// Read even when the header carries the token: the leading fields are what an
+		// approval binds (requestDetails), and the handler takes its options from them.
+		m, err := web.ReadLeading(r)
+		if err != nil {
+			return r, err
 		}
-		if ct == "multipart/form-data" {
-			m, err := web.ReadLeading(r)
-			if err != nil {
-				return r, err
-			}
-			r = r.WithContext(web.WithMultipart(r.Context(), m))
+		r = r.WithContext(web.WithMultipart(r.Context(), m))
+		if got == "" {
 			got = m.Fields[csrfField]
-		} else {
-			if err := r.ParseForm(); err != nil {
-				return r, err
-			}
-			got = r.PostForm.Get(csrfField)
 		}
+	} else if got == "" {
+		if err := r.ParseForm(); err != nil {
+			return r, err
+		}
+		got = r.PostForm.Get(csrfField)
 	}
 	if got == "" {
 		return r, fmt.Errorf("%w: no token", errCSRF)

@@ -133,6 +133,10 @@ func (a *clusterPageHandlers) clusterPageJoin(w http.ResponseWriter, r *http.Req
 		if errors.Is(err, io.EOF) {
 			break
 		}
+		if errors.Is(err, web.ErrFieldOutOfPlace) {
+			bad(outOfPlace(err))
+			return
+		}
 		if err != nil {
 			bad("The form could not be read: " + err.Error())
 			return
@@ -143,9 +147,7 @@ func (a *clusterPageHandlers) clusterPageJoin(w http.ResponseWriter, r *http.Req
 			bad(err.Error())
 			return
 		}
-		switch part.FormName() {
-		case "peer":
-			req.Peer = strings.TrimSpace(string(v))
+		switch part.FormName() { // the peer is a leading field only: the approval binds it
 		case "password":
 			req.NodePassword = string(v)
 			clear(v)

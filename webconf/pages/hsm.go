@@ -223,12 +223,15 @@ func (h *hsmHandlers) uploadedBackup(w http.ResponseWriter, r *http.Request, fn 
 				h.rd.Problem(w, r, web.TooLarge(h.maxUpload))
 				return nil, false
 			}
+			if errors.Is(err, web.ErrFieldOutOfPlace) {
+				h.rd.Problem(w, r, web.BadForm(outOfPlace(err)))
+				return nil, false
+			}
 			h.rd.Problem(w, r, web.BadForm("The upload holds no backup file: choose the backup file and send the form again."))
 			return nil, false
 		}
 		if part.FormName() != "backup" {
-			b, _ := io.ReadAll(io.LimitReader(part, 256))
-			form.Add(part.FormName(), string(b))
+			// Another file: not the form's; its options are the leading fields alone.
 			part.Close()
 			continue
 		}
@@ -361,6 +364,10 @@ func (h *hsmHandlers) importObject(w http.ResponseWriter, r *http.Request) {
 	var data []byte
 	for {
 		part, perr := mr.NextPart()
+		if errors.Is(perr, web.ErrFieldOutOfPlace) {
+			h.rd.Problem(w, r, web.BadForm(outOfPlace(perr)))
+			return
+		}
 		if perr != nil {
 			break
 		}
@@ -369,11 +376,10 @@ func (h *hsmHandlers) importObject(w http.ResponseWriter, r *http.Request) {
 			part.Close()
 			break
 		}
-		b, _ := io.ReadAll(io.LimitReader(part, 1024))
-		form.Set(part.FormName(), string(b))
+		// Another file: not the form's; its options are the leading fields alone.
 		part.Close()
 	}
-	if data == nil && err == nil {
+	if len(data) == 0 && err == nil { // no file part, or a file input left empty
 		h.rd.Problem(w, r, web.BadForm("Choose the file to import and send the form again."))
 		return
 	}
@@ -422,4 +428,9 @@ func makeEqualNote(makeEqual bool) string {
 		return ", made equal to the backup"
 	}
 	return ""
+}
+
+// outOfPlace explains web.ErrFieldOutOfPlace to the operator.
+func outOfPlace(err error) string {
+	return "The form is not in its order: " + err.Error() + ". Its options are confirmed with the security key as they come before the file. Reload the page and send the form from it."
 }

@@ -3,7 +3,9 @@ package web
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"mime"
 	"mime/multipart"
 	"net/http"
 	"strings"
@@ -14,7 +16,10 @@ import (
 // history; the form's options follow them, before its file, so that a security key's approval
 // can bind them. The CSRF check reads those leading small fields and nothing more (the file
 // that follows stays unread until the handler wants it); the handler takes them from
-// [Multipart].Fields and continues the same multipart stream with [MultipartReader].
+// [Multipart].Fields and continues the same multipart stream with [MultipartReader]. After the
+// leading fields come files and password fields only: any other field there (behind the file,
+// or behind a field sent twice) would act unbound by the approval, and [Multipart.NextPart]
+// refuses it ([ErrFieldOutOfPlace]).
 
 // Multipart is an upload's multipart stream after its leading fields were read.
 type Multipart struct {
@@ -54,7 +59,7 @@ func ReadLeading(r *http.Request) (*Multipart, error) {
 		}
 		name := part.FormName()
 		_, seen := m.Fields[name]
-		if part.FileName() != "" || seen || name == "" || strings.Contains(strings.ToLower(name), "password") || len(m.Fields) >= maxLeadingFields {
+		if isFile(part) || seen || name == "" || strings.Contains(strings.ToLower(name), "password") || len(m.Fields) >= maxLeadingFields {
 			m.next = part
 			return m, nil
 		}
@@ -94,15 +99,41 @@ func MultipartReader(r *http.Request) (*Multipart, error) {
 	return &Multipart{r: mr, Fields: map[string]string{}}, nil
 }
 
-// NextPart is the next part of the upload (the one the leading fields stopped at, first).
+// ErrFieldOutOfPlace is an upload's form field that came after its leading fields (behind a
+// file, or behind a field sent twice): an approval binds the leading fields only, so an option
+// sent later would act unbound.
+var ErrFieldOutOfPlace = errors.New("the form's fields must come before its file, each once")
+
+// NextPart is the next part of the upload (the one the leading fields stopped at, first): a
+// file, or a password field (a secret, never a leading field). Any other field after the
+// leading ones is refused with [ErrFieldOutOfPlace].
 func (m *Multipart) NextPart() (*multipart.Part, error) {
+	var p *multipart.Part
 	if m.next != nil {
-		p := m.next
+		p = m.next
 		m.next = nil
-		return p, nil
-	}
-	if m.ended {
+	} else if m.ended {
 		return nil, io.EOF
+	} else {
+		var err error
+		if p, err = m.r.NextPart(); err != nil {
+			return nil, err
+		}
 	}
-	return m.r.NextPart()
+	if !isFile(p) && !strings.Contains(strings.ToLower(p.FormName()), "password") {
+		p.Close()
+		return nil, fmt.Errorf("%w (%q)", ErrFieldOutOfPlace, p.FormName())
+	}
+	return p, nil
+}
+
+// isFile reports whether a part is a file input's: its Content-Disposition has a filename,
+// empty when no file was chosen.
+func isFile(p *multipart.Part) bool {
+	_, params, err := mime.ParseMediaType(p.Header.Get("Content-Disposition"))
+	if err != nil {
+		return p.FileName() != ""
+	}
+	_, ok := params["filename"]
+	return ok
 }

@@ -2,6 +2,7 @@ package web
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"mime/multipart"
 	"net/http"
@@ -44,10 +45,31 @@ func TestReadLeading(t *testing.T) {
 	if n, _ := io.Copy(io.Discard, p); n != 100000 {
 		t.Errorf("file: %d bytes", n)
 	}
-	if p, err := mr.NextPart(); err != nil || p.FormName() != "after" {
-		t.Errorf("then: %v %v", p, err)
+	// A field after the file would act unbound by an approval (which binds the leading
+	// fields): refused.
+	if p, err := mr.NextPart(); !errors.Is(err, ErrFieldOutOfPlace) {
+		t.Errorf("a field after the file: %v %v", p, err)
 	}
-	if _, err := mr.NextPart(); err != io.EOF {
+	// So is a field sent twice (the leading fields end there) and what follows it.
+	twice := "--x\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\nc\r\n--x\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\nc\r\n" +
+		"--x\r\nContent-Disposition: form-data; name=\"make_equal\"\r\n\r\n1\r\n--x--\r\n"
+	m, err = ReadLeading(multipartRequest(twice, "x"))
+	if err != nil || len(m.Fields) != 1 {
+		t.Fatalf("leading fields of a form with a field twice: %v %v", m, err)
+	}
+	if p, err := m.NextPart(); !errors.Is(err, ErrFieldOutOfPlace) {
+		t.Errorf("a field sent twice: %v %v", p, err)
+	}
+	// A file input left empty (filename="") is a file, not a leading field.
+	empty := "--x\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\nc\r\n--x\r\nContent-Disposition: form-data; name=\"backup\"; filename=\"\"\r\n\r\n\r\n--x--\r\n"
+	m, err = ReadLeading(multipartRequest(empty, "x"))
+	if err != nil || len(m.Fields) != 1 {
+		t.Fatalf("leading fields before an empty file input: %v %v", m, err)
+	}
+	if p, err := m.NextPart(); err != nil || p.FormName() != "backup" {
+		t.Errorf("the empty file input: %v %v", p, err)
+	}
+	if _, err := m.NextPart(); err != io.EOF {
 		t.Errorf("end: %v", err)
 	}
 	// A token field that is too long, or a file named like a token, is not a token.
@@ -97,6 +119,9 @@ func FuzzReadLeading(f *testing.F) {
 			p, err := m.NextPart()
 			if err != nil {
 				return
+			}
+			if !isFile(p) && !strings.Contains(strings.ToLower(p.FormName()), "password") {
+				t.Fatalf("field %q after the leading fields handed on", p.FormName())
 			}
 			io.Copy(io.Discard, io.LimitReader(p, 1<<20))
 		}

@@ -233,7 +233,10 @@
 		e.preventDefault();
 		var submitter = e.submitter || null;
 		var params = formFields(form, submitter);
-		var action = new URL(form.action, window.location.href);
+		// The button's own target counts (the restore form's Preview button posts to
+		// /hsm/restore/preview, which changes nothing and needs no security key).
+		var target = submitter && submitter.hasAttribute('formaction') ? submitter.formAction : form.action;
+		var action = new URL(target, window.location.href);
 		params.set('_path', action.pathname);
 		confirmWithKey(params).then(function (token) {
 			if (token) {
