@@ -1,6 +1,7 @@
 package hsm
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -8,6 +9,8 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // # The object store
@@ -329,8 +332,9 @@ type BackupOptions struct {
 
 // RestoreOptions choose how a restore treats the HSM's objects.
 type RestoreOptions struct {
-	// MakeEqual also removes the objects the backup does not hold (Keyquorum's own excepted):
-	// the HSM ends with exactly the backup's objects.
+	// MakeEqual also removes the objects the backup does not hold — except Keyquorum's own and
+	// those the backup lists as left out ([RestorePlan.LeftOut]: a key that could not leave is
+	// kept): the HSM ends with the backup's objects and the ones it could not carry.
 	MakeEqual bool
 	// DryRun reads and authenticates the whole backup and returns the plan without changing
 	// anything.
@@ -358,6 +362,48 @@ type SkippedObject struct {
 	Label  string
 	ID     []byte
 	Reason string
+}
+
+// SkippedEntry is how a backup's header names o when it leaves it out: kind, label and reason
+// (o.Why) cut to 255 bytes at a character boundary with control characters replaced, the ID cut
+// to 255 bytes.
+func SkippedEntry(o Object) SkippedObject {
+	clean := func(s string) string {
+		s = strings.Map(func(r rune) rune {
+			if unicode.IsControl(r) {
+				return '?'
+			}
+			return r
+		}, strings.ToValidUTF8(s, "?"))
+		for len(s) > 255 {
+			_, size := utf8.DecodeLastRuneInString(s)
+			s = s[:len(s)-size]
+		}
+		return s
+	}
+	s := SkippedObject{Kind: clean(o.Kind()), Label: clean(o.Label), ID: o.ID, Reason: clean(o.Why)}
+	if len(s.ID) > 255 {
+		s.ID = s.ID[:255]
+	}
+	return s
+}
+
+// LeftOut reports whether the plan's backup says it left o out when it was made (its header
+// names o among the skipped objects). A restore that makes the HSM equal to the backup keeps
+// such an object: the backup could not carry it, so its absence there is no deletion, and a
+// key that cannot leave its HSM is in no backup at all. When the header had no room to name
+// every skipped object, every object is taken as possibly left out.
+func (p *RestorePlan) LeftOut(o Object) bool {
+	if p.SkippedMore > 0 {
+		return true
+	}
+	e := SkippedEntry(o)
+	for _, s := range p.Skipped {
+		if s.Kind == e.Kind && s.Label == e.Label && bytes.Equal(s.ID, e.ID) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s SkippedObject) String() string {

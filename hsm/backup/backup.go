@@ -126,7 +126,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -255,28 +254,13 @@ func decodeSkipped(b []byte) ([]hsm.SkippedObject, bool) {
 }
 
 // SkipEntries lists objects as a header's skipped list: text cut to 255 bytes (at a character
-// boundary) and control characters replaced, as many entries as fit in the header.
+// boundary) and control characters replaced (hsm.SkippedEntry), as many entries as fit in the
+// header.
 func SkipEntries(objs []hsm.Object) []hsm.SkippedObject {
-	clean := func(s string) string {
-		s = strings.Map(func(r rune) rune {
-			if unicode.IsControl(r) {
-				return '?'
-			}
-			return r
-		}, strings.ToValidUTF8(s, "?"))
-		for len(s) > 255 {
-			_, size := utf8.DecodeLastRuneInString(s)
-			s = s[:len(s)-size]
-		}
-		return s
-	}
 	var out []hsm.SkippedObject
 	n := 0
 	for _, o := range objs {
-		s := hsm.SkippedObject{Kind: clean(o.Kind()), Label: clean(o.Label), ID: o.ID, Reason: clean(o.Why)}
-		if len(s.ID) > 255 {
-			s.ID = s.ID[:255]
-		}
+		s := hsm.SkippedEntry(o)
 		size := 4 + len(s.Kind) + len(s.Label) + len(s.ID) + len(s.Reason)
 		if n+size > maxSkipped {
 			break

@@ -701,7 +701,7 @@ func (h *HSM) planSteps(tw *tokenWrap, st []staged, objs []tokObj, plan *hsm.Res
 		}
 		o := t.obj
 		o.Attrs = nil
-		if makeEqual {
+		if makeEqual && !plan.LeftOut(o) {
 			plan.Items = append(plan.Items, hsm.PlanItem{Action: hsm.ActionRemove, Object: o})
 			steps = append(steps, step{destroy: []p11.ObjectHandle{t.h}})
 		} else {

@@ -652,7 +652,7 @@ func (h *HSM) RestoreObjects(ctx context.Context, r io.Reader, opts hsm.RestoreO
 				continue
 			}
 			o.Attrs = nil
-			if !opts.MakeEqual {
+			if !opts.MakeEqual || plan.LeftOut(o) {
 				plan.Items = append(plan.Items, hsm.PlanItem{Action: hsm.ActionKeep, Object: o})
 				continue
 			}

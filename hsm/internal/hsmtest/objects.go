@@ -226,6 +226,20 @@ func (s *suite) refused(t *testing.T) {
 	if err != nil || len(plan.Skipped) != 1 || plan.Skipped[0].Label != label || plan.Count(hsm.ActionAdd) != 1 {
 		t.Fatalf("restore of a backup that skipped: %+v, %v", plan, err)
 	}
+	// Made equal to that backup, the source keeps the key the backup could not carry (it is in
+	// no backup: removing it would lose it for good), and removes what the backup does not hold.
+	createKeys(t, src, "after the backup")
+	plan, err = objectStore(t, src).RestoreObjects(ctx, bytes.NewReader(out.Bytes()), hsm.RestoreOptions{MakeEqual: true})
+	if err != nil {
+		t.Fatalf("make-equal restore onto the source: %v", err)
+	}
+	after := Objects(t, src)
+	if !slices.ContainsFunc(after, func(o hsm.Object) bool { return o.Label == label }) {
+		t.Fatalf("a make-equal restore removed the key the backup had to skip: %+v", plan.Items)
+	}
+	if slices.ContainsFunc(after, func(o hsm.Object) bool { return o.Label == "after the backup" }) || plan.Count(hsm.ActionRemove) != 1 {
+		t.Fatalf("a make-equal restore kept what the backup does not hold: %+v", plan.Items)
+	}
 }
 
 func (s *suite) resetKeepsOthers(t *testing.T) {
