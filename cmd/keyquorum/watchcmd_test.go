@@ -178,3 +178,92 @@ func TestCLIRetryWatch(t *testing.T) {
 		t.Errorf("retry --watch of a cancelled load printed no outcome:\n%s", got)
 	}
 }
+
+// TestCLIResumeWatch: a key load interrupted by a service stop (a card read, the service
+// restarted) is resumed with `ceremony resume --watch` after its approval: the command says
+// what it resumed, follows the ceremony as it reads the cards again and ends with exit status
+// 0 and the outcome. A resume whose ceremony is cancelled ends with 6.
+func TestCLIResumeWatch(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a")
+	n := nodeT(t, "a", dir)
+	cards, err := n.newCards(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if out, code, err := n.ceremony(ctx, []string{cards[0], cards[1], cards[2], cards[0], cards[1]}, "generate", "-k", "2", "-n", "3"); err != nil || code != 0 {
+		t.Fatalf("generate: %d %v\n%s", code, err, out)
+	}
+	interrupt := func(id uint64) {
+		t.Helper()
+		if out, errOut, code := n.cliApproved(ctx, "ceremony.load", "ceremony", "start", "load"); code != 0 {
+			t.Fatalf("start load: %d %s%s", code, out, errOut)
+		}
+		stop := driveBG(t, n, []string{cards[2]})
+		waitCeremony(t, n, "one card read", func(st api.CeremonyStateJSON) bool {
+			return st.Running != nil && st.Running.CardsDone >= 1
+		})
+		stop()
+		n.stop()
+		key := n.key
+		n = nodeT(t, "a", dir)
+		n.key = key
+		var st api.CeremonyStateJSON
+		if err := n.getJSON("/api/v1/ceremony", &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Running != nil || st.Last == nil || st.Last.ID != id || st.Last.Status != ceremony.StatusInterrupted {
+			t.Fatalf("after the restart: want load #%d interrupted, got %+v (last %+v)", id, st, st.Last)
+		}
+	}
+	interrupt(2)
+
+	// The resume needs an approval: refused once, naming a request; approved, it runs again.
+	stop := driveBG(t, n, []string{cards[0], cards[1]})
+	r := startCLI(t, approved(t, n, "ceremony.resume", "ceremony", "resume", "--watch"), "ceremony", "resume", "--watch")
+	code := r.wait(t)
+	stop()
+	got := r.out.String()
+	t.Logf("resume --watch printed:\n%s", got)
+	if code != 0 {
+		t.Fatalf("resume --watch of a load that succeeds: exit status %d, want 0:\n%s", code, got)
+	}
+	for _, want := range []string{"resumed load ceremony #2: follow the PIN pad\n", "insert-card: pad shows \"Insert 1. card", " [cards 1/2]", "\nload ceremony #2 done: Key "} {
+		if !strings.Contains(got, want) {
+			t.Errorf("resume --watch printed no %q:\n%s", want, got)
+		}
+	}
+	if st, err := n.status(); err != nil || st.KeySet == nil || st.KeySet.Ceremony != 2 {
+		t.Fatalf("after the resumed load: the key set is not the one load #2 loaded (%+v, %v)", st.KeySet, err)
+	}
+
+	// Interrupted again, resumed again, and cancelled while the watch follows it: exit 6.
+	interrupt(3)
+	r = startCLI(t, approved(t, n, "ceremony.resume", "ceremony", "resume", "--watch"), "ceremony", "resume", "--watch")
+	r.waitOutput(t, "load #3 confirm: pad shows \"Read Key press OK/Cancel\" waiting for ok")
+	if out, errOut, code := cli(ctx, n.env(), "ceremony", "cancel"); code != 0 {
+		t.Fatalf("cancel: %d %s%s", code, out, errOut)
+	}
+	code = r.wait(t)
+	t.Logf("resume --watch of a cancelled load printed:\n%s", r.out.String())
+	if code != exitCeremony || !strings.Contains(r.out.String(), " aborted: ") {
+		t.Fatalf("resume --watch of a cancelled load: exit status %d, want %d and the outcome:\n%s", code, exitCeremony, r.out.String())
+	}
+}
+
+// approved runs a command that needs an approval once (it must be refused, naming a request of
+// action), approves that request with n's security key and returns the environment that runs
+// it again with the token.
+func approved(t *testing.T, n *node, action string, args ...string) []string {
+	t.Helper()
+	out, errOut, code := cli(t.Context(), n.env(), args...)
+	m := requestRE.FindStringSubmatch(errOut)
+	if code != exitDenied || m == nil {
+		t.Fatalf("keyquorum %s without an approval: exit status %d, want %d naming a request:\n%s%s", strings.Join(args, " "), code, exitDenied, out, errOut)
+	}
+	tok, got, err := n.approveRequest(m[1])
+	if err != nil || got != action {
+		t.Fatalf("approve %s: %q %v, want a request for %s", m[1], got, err, action)
+	}
+	return append(n.env(), "KEYQUORUM_APPROVAL="+tok)
+}
