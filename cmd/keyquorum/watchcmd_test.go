@@ -1,8 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -266,4 +271,50 @@ func approved(t *testing.T, n *node, action string, args ...string) []string {
 		t.Fatalf("approve %s: %q %v, want a request for %s", m[1], got, err, action)
 	}
 	return append(n.env(), "KEYQUORUM_APPROVAL="+tok)
+}
+
+// TestRetryWatchLeavesOutTheStallItEnds: the service's event stream starts with its latest
+// event, which is still the stall when the ceremony has not yet journaled the retry (a slow
+// disk): `retry --watch` must not print that stall as if the ceremony had stalled again.
+func TestRetryWatchLeavesOutTheStallItEnds(t *testing.T) {
+	stall := ceremony.Event{Seq: 7, Type: ceremony.EventStalled, Kind: ceremony.KindLoad, Ceremony: 3, Status: ceremony.StatusStalled,
+		Step: ceremony.StepWaitRetry, Waiting: ceremony.WaitRetry, PINTries: -1, Error: "the PIN pad timed out waiting for the operator"}
+	prompt := ceremony.Event{Seq: 8, Type: ceremony.EventPrompt, Kind: ceremony.KindLoad, Ceremony: 3, Status: ceremony.StatusRunning,
+		Step: ceremony.StepInsertCard, Display: "Insert 1. card press OK/Cancel", Waiting: ceremony.WaitCard, PINTries: -1}
+	again := stall
+	again.Seq = 9
+	outcome := ceremony.Event{Seq: 10, Type: ceremony.EventOutcome, Kind: ceremony.KindLoad, Ceremony: 3, Status: ceremony.StatusAborted, Outcome: "The key load was aborted"}
+	retried := false
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method + " " + r.URL.Path {
+		case "GET /api/v1/ceremony":
+			json.NewEncoder(w).Encode(api.CeremonyStateJSON{Running: &stall})
+		case "POST /api/v1/ceremony/retry":
+			retried = true
+			json.NewEncoder(w).Encode(map[string]bool{"ok": true})
+		case "GET /api/v1/ceremony/events":
+			// The stall the retry ends, then the step repeated, a new stall and the cancel.
+			enc := json.NewEncoder(w)
+			for _, ev := range []ceremony.Event{stall, prompt, again, outcome} {
+				enc.Encode(ev)
+			}
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	base, _ := url.Parse(srv.URL)
+	var out bytes.Buffer
+	err := steerCmd("retry").run(t.Context(), &client{base: base, hc: srv.Client()}, &clientOptions{}, &watchFlag{watch: true}, nil, &out)
+	if !retried {
+		t.Fatal("no retry sent")
+	}
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != exitCeremony {
+		t.Fatalf("retry --watch of an aborted load: %v, want exit status %d", err, exitCeremony)
+	}
+	got := out.String()
+	if strings.Count(got, "stalled: fix the cause") != 1 || !strings.Contains(got, "retry sent\nload #3 insert-card") {
+		t.Errorf("retry --watch shows the stall it ended, or not the one after it:\n%s", got)
+	}
 }
