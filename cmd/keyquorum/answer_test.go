@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -185,5 +186,6 @@ const ceremonyAnswerDestructive = "ceremony.answer-destructive"
 // otherQuestion is the ID of the question after id ("c3-q1" → "c3-q2").
 func otherQuestion(id string) string {
 	c, q, _ := strings.Cut(id, "-q")
-	return c + "-q" + string(rune('0'+(q[len(q)-1]-'0'+1)%10))
+	i, _ := strconv.Atoi(q)
+	return c + "-q" + strconv.Itoa(i+1)
 }
