@@ -346,12 +346,28 @@ func steerCmd(what string) cliCommand {
 	cmd := cliCommand{
 		usage: "ceremony " + what + " [flags]\n\n" + help[what],
 		run: func(ctx context.Context, c *client, o *clientOptions, v any, _ []string, w io.Writer) error {
+			f, watching := v.(*watchFlag)
+			watching = watching && f.watch
+			// The stall a retry ends stays the latest event until the ceremony has journaled
+			// the retry and moved on; a watch that starts before that must not show it as if
+			// the ceremony had stalled again. Events up to the one seen before the retry are
+			// left out.
+			var before uint64
+			if watching {
+				var st api.CeremonyStateJSON
+				if err := c.call(ctx, http.MethodGet, "/api/v1/ceremony", nil, &st, false); err != nil {
+					return err
+				}
+				if st.Running != nil {
+					before = st.Running.Seq
+				}
+			}
 			if err := c.call(ctx, http.MethodPost, "/api/v1/ceremony/"+what, struct{}{}, nil, false); err != nil {
 				return err
 			}
 			fmt.Fprintf(w, "%s sent\n", what)
-			if f, ok := v.(*watchFlag); ok && f.watch {
-				return watch(ctx, c, w)
+			if watching {
+				return watchAfter(ctx, c, w, before)
 			}
 			return nil
 		},
@@ -431,7 +447,11 @@ func ceremonyFailed(kind ceremony.Kind, id uint64, status ceremony.Status, outco
 	return &exitError{exitCeremony, fmt.Errorf("%s ceremony #%d %s: %s", kind, id, status, outcome)}
 }
 
-func watch(ctx context.Context, c *client, w io.Writer) error {
+func watch(ctx context.Context, c *client, w io.Writer) error { return watchAfter(ctx, c, w, 0) }
+
+// watchAfter follows the running ceremony, leaving out the events up to sequence number
+// before (events already seen).
+func watchAfter(ctx context.Context, c *client, w io.Writer, before uint64) error {
 	var st api.CeremonyStateJSON
 	if err := c.call(ctx, http.MethodGet, "/api/v1/ceremony", nil, &st, false); err != nil {
 		return err
@@ -464,6 +484,9 @@ func watch(ctx context.Context, c *client, w io.Writer) error {
 		var ev ceremony.Event
 		if err := json.Unmarshal(line, &ev); err != nil {
 			return fmt.Errorf("read the event stream: %w", err)
+		}
+		if ev.Seq <= before && ev.Type != ceremony.EventOutcome {
+			continue
 		}
 		if ev.Type == ceremony.EventOutcome {
 			if ev.Status != ceremony.StatusDone {

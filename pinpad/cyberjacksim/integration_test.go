@@ -14,7 +14,7 @@ import (
 
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/pinpad/cyberjacksim"
-	"github.com/keyquorum/keyquorum/pinpad/internal/pcscdtest"
+	"github.com/keyquorum/keyquorum/internal/pcscdtest"
 	"github.com/keyquorum/keyquorum/pinpad/pcsc"
 	"github.com/keyquorum/keyquorum/pinpad/sim"
 	"github.com/keyquorum/keyquorum/pinpad/vcard"
