@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyquorum/keyquorum/internal/pcscdtest"
 	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/pinpad/cyberjacksim"
-	"github.com/keyquorum/keyquorum/internal/pcscdtest"
 	"github.com/keyquorum/keyquorum/pinpad/pcsc"
 	"github.com/keyquorum/keyquorum/pinpad/sim"
 	"github.com/keyquorum/keyquorum/pinpad/vcard"

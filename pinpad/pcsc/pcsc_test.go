@@ -20,8 +20,8 @@ import (
 
 	"github.com/ebfe/scard"
 
-	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/internal/pcscdtest"
+	"github.com/keyquorum/keyquorum/pinpad"
 	"github.com/keyquorum/keyquorum/pinpad/part10"
 	"github.com/keyquorum/keyquorum/pinpad/tcos"
 	"github.com/keyquorum/keyquorum/pinpad/vcard"
