@@ -353,8 +353,8 @@ func steerCmd(what string) cliCommand {
 			// the ceremony had stalled again. Events up to the one seen before the retry are
 			// left out.
 			var before uint64
-			if watching {
-				var st api.CeremonyStateJSON
+			var st api.CeremonyStateJSON
+			if watching || what == "cancel" {
 				if err := c.call(ctx, http.MethodGet, "/api/v1/ceremony", nil, &st, false); err != nil {
 					return err
 				}
@@ -366,6 +366,17 @@ func steerCmd(what string) cliCommand {
 				return err
 			}
 			fmt.Fprintf(w, "%s sent\n", what)
+			if what == "cancel" && st.Running != nil && st.Running.Waiting == ceremony.WaitPIN {
+				// A real pad's PIN entry cannot be stopped from the computer (PC/SC has no
+				// abort of a PIN_VERIFY): the ceremony ends when the pad gives up.
+				// Only the simulator pad (not the virtual cyberJack, which is reached through
+				// PC/SC like a real one) ends a PIN entry when the ceremony is cancelled.
+				var status api.StatusJSON
+				err := c.call(ctx, http.MethodGet, "/api/v1/status", nil, &status, false)
+				if simPad := status.Simulator && !strings.Contains(status.Pad, "PC/SC"); err == nil && !simPad {
+					fmt.Fprintln(w, "The PIN pad is waiting for a PIN, which the computer cannot interrupt: press Cancel on the pad (or the ceremony ends when the pad's PIN timeout runs out).")
+				}
+			}
 			if watching {
 				return watchAfter(ctx, c, w, before)
 			}
