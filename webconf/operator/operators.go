@@ -667,7 +667,9 @@ func (o *Operators) List() ([]Operator, error) {
 func decodeAll[T any](db *bolt.DB, bucket []byte, what string) ([]T, error) {
 	var out []T
 	err := db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucket).ForEach(func(k, v []byte) error {
+		b := tx.Bucket(bucket)
+		out = make([]T, 0, b.Stats().KeyN) // one allocation, not a doubling copy per growth
+		return b.ForEach(func(k, v []byte) error {
 			var x T
 			if err := json.Unmarshal(v, &x); err != nil {
 				return fmt.Errorf("%s %s: %w", what, k, err)
