@@ -15,11 +15,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -476,5 +479,28 @@ func TestRefreshBackToPeerState(t *testing.T) {
 	st.Peers[0].Digest = "the peer's digest, not this one"
 	if _, moved, err := n.refresh(ctx, st); err != nil || !moved || st.Version.Compare(peerVersion) == Same {
 		t.Fatalf("a change of its own: moved %t, version %s, %v", moved, st.Version, err)
+	}
+}
+
+// TestOfferProblemSaid: a node that cannot read its shared state (here a damaged state file)
+// says so in its log once, not at every offer interval, and says when offers work again.
+func TestOfferProblemSaid(t *testing.T) {
+	var logged bytes.Buffer
+	dir := t.TempDir()
+	n := &Node{HSM: newHSM(t, newMBK(), 1), Dir: dir, Log: slog.New(slog.NewTextHandler(&logged, nil))}
+	if err := os.WriteFile(filepath.Join(dir, StateFile), []byte("{damaged"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n.Offer(t.Context())
+	n.Offer(t.Context())
+	if c := strings.Count(logged.String(), "cluster offers stopped"); c != 1 {
+		t.Fatalf("the damaged state file was logged %d times:\n%s", c, logged.String())
+	}
+	if err := os.Remove(filepath.Join(dir, StateFile)); err != nil {
+		t.Fatal(err)
+	}
+	n.Offer(t.Context())
+	if !strings.Contains(logged.String(), "cluster offers work again") {
+		t.Fatalf("no word that offers work again:\n%s", logged.String())
 	}
 }

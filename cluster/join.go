@@ -186,7 +186,9 @@ func (n *Node) TakeOver(ctx context.Context, peer *url.URL, node *NodeIdentity) 
 		st.remember(Peer{Name: m.Node, NodeID: m.NodeID, Address: peer.String(), NodeFile: nodeFile,
 			KeyID: m.KeyID, LastError: err.Error(), LastTry: time.Now().UTC()})
 		st.Name = node.cert.Leaf.Subject.CommonName
-		n.saveState(st)
+		if serr := n.saveState(st); serr != nil {
+			err = fmt.Errorf("%w; the peer could not be kept to sync again (join again): %v", err, serr)
+		}
 	}
 	if err != nil {
 		return nil, err

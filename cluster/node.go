@@ -87,6 +87,8 @@ type Node struct {
 	Name, Address string
 
 	smu            sync.Mutex // the shared state's version, StateFile, and one sync at a time
+	emu            sync.Mutex // offerErr
+	offerErr       string     // why offers stopped, as last logged ("" while they work)
 	omu            sync.Mutex
 	syncing, again bool // a sync started by an offer runs; an offer came meanwhile
 

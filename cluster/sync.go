@@ -301,7 +301,9 @@ func (n *Node) Sync(ctx context.Context, op, name string) (*SyncResult, error) {
 	}
 	if err != nil {
 		p.LastError = err.Error()
-		n.saveState(st)
+		if serr := n.saveState(st); serr != nil {
+			n.log().Error("the outcome of a refused sync is not kept", "peer", p.Name, "err", serr)
+		}
 		n.log().Info("cluster sync refused", "operator", op, "peer", p.Name, "err", err)
 		n.Audit.Record(op, AuditClusterSyncRefused, fmt.Sprintf("sync from %s (%s) by %s refused, nothing changed: %v", p.Name, p.Address, op, err))
 		return nil, err
@@ -366,20 +368,15 @@ func (n *Node) syncPeer(ctx context.Context, st *localState, p *Peer) (*Applied,
 func (n *Node) Offer(ctx context.Context) {
 	n.smu.Lock()
 	st, err := n.loadState()
+	if err == nil {
+		_, _, err = n.refresh(ctx, st)
+	}
 	if err != nil {
 		n.smu.Unlock()
+		n.offerProblem(err)
 		return
 	}
-	if len(st.Followers) == 0 {
-		// No node pulls from this one: nothing to offer, and no reason to list the HSM's
-		// objects every interval (a status, a summary or a snapshot still counts a change).
-		n.smu.Unlock()
-		return
-	}
-	if _, _, err := n.refresh(ctx, st); err != nil {
-		n.smu.Unlock()
-		return
-	}
+	n.offerProblem(nil)
 	offer := Offer{NodeID: n.NodeID(), Version: cloneVersion(st.Version)}
 	followers := append([]Follower(nil), st.Followers...)
 	n.smu.Unlock()
@@ -408,18 +405,35 @@ func (n *Node) Offer(ctx context.Context) {
 	}
 	n.smu.Lock()
 	defer n.smu.Unlock()
-	if st, err = n.loadState(); err != nil {
-		return
-	}
-	for i := range st.Followers {
-		if e, ok := outcome[st.Followers[i].Serial]; ok {
-			st.Followers[i].OfferError, st.Followers[i].OfferTry = e, time.Now().UTC()
-			if e == "" {
-				st.Followers[i].Offered = offer.Version
+	if st, err = n.loadState(); err == nil {
+		for i := range st.Followers {
+			if e, ok := outcome[st.Followers[i].Serial]; ok {
+				st.Followers[i].OfferError, st.Followers[i].OfferTry = e, time.Now().UTC()
+				if e == "" {
+					st.Followers[i].Offered = offer.Version
+				}
 			}
 		}
+		err = n.saveState(st)
 	}
-	n.saveState(st)
+	if err != nil {
+		n.log().Error("cluster offers made, their outcome not kept", "err", err)
+	}
+}
+
+// offerProblem logs why this node cannot look at its shared state to offer it (its state file,
+// its HSM), once per distinct reason rather than every interval, and that it can again.
+func (n *Node) offerProblem(err error) {
+	n.emu.Lock()
+	defer n.emu.Unlock()
+	switch {
+	case err == nil && n.offerErr != "":
+		n.log().Info("cluster offers work again")
+		n.offerErr = ""
+	case err != nil && err.Error() != n.offerErr:
+		n.log().Error("cluster offers stopped: this node cannot read its shared state", "err", err)
+		n.offerErr = err.Error()
+	}
 }
 
 // offerPause is the least time between two syncs started by offers.
@@ -448,7 +462,11 @@ func (n *Node) Watch(ctx context.Context, interval time.Duration) {
 		n.smu.Lock()
 		st, err := n.loadState()
 		n.smu.Unlock()
-		if err != nil || len(st.Followers) == 0 {
+		if err != nil {
+			n.offerProblem(err)
+			continue
+		}
+		if len(st.Followers) == 0 {
 			continue
 		}
 		if _, err := n.HSM.BackupKeyID(ctx); err != nil {
