@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"software.sslmate.com/src/go-pkcs12"
@@ -121,7 +122,7 @@ func (n *Node) Join(ctx context.Context, op string, peer *url.URL, node *NodeIde
 	}
 	n.log().Info("cluster joined", "operator", op, "peer", peer.Host, "key_id", res.BackupKeyID)
 	n.Audit.Record(op, AuditClusterJoin, fmt.Sprintf("shared state version %s of peer %s (%s) taken over by %s: object store (%d keys), card sets %t, slot credential key %t, master backup key %s",
-		res.Version, peer.Host, res.Source, op, res.Keys, res.Sets, res.SlotKey, res.BackupKeyID))
+		res.Version, peer.Host, res.Source, op, res.Keys, res.Sets, res.SlotKey, res.BackupKeyID)+warned(res.Warnings))
 	return res, nil
 }
 
@@ -200,4 +201,12 @@ func (n *Node) TakeOver(ctx context.Context, peer *url.URL, node *NodeIdentity) 
 		return nil, err
 	}
 	return res, nil
+}
+
+// warned appends a transfer's warnings to its audit message.
+func warned(warnings []string) string {
+	if len(warnings) == 0 {
+		return ""
+	}
+	return "; " + strings.Join(warnings, "; ")
 }

@@ -27,8 +27,9 @@ type Registry interface {
 	ExportSets() ([]byte, error)
 	// CheckSets decodes an exported registry without changing anything.
 	CheckSets(b []byte) error
-	// ImportSets replaces the registry with an exported one.
-	ImportSets(ctx context.Context, b []byte) error
+	// ImportSets replaces the registry with an exported one, and says in words which sets it
+	// held that the exported one lacks (gone with the replacement).
+	ImportSets(ctx context.Context, b []byte) ([]string, error)
 }
 
 // StateFile is the file, in the node's directory ([Node.Dir]), where a node keeps the version
@@ -467,10 +468,12 @@ func (n *Node) applySnapshot(ctx context.Context, st *localState, r io.Reader, p
 	}
 	out := &Applied{Restored: Result(ctx, n.HSM, hdr, peer)}
 	if n.Registry != nil {
-		if err := n.Registry.ImportSets(ctx, head.registry); err != nil {
+		dropped, err := n.Registry.ImportSets(ctx, head.registry)
+		if err != nil {
 			return nil, m, fmt.Errorf("%w: the object store was taken over, the card set registry not (sync again once it can): %w", ErrPartial, err)
 		}
 		out.Sets = true
+		out.Warnings = append(out.Warnings, dropped...)
 	}
 	if head.slotKey != nil {
 		c, ok := n.HSM.(hsm.SlotKeyCarrier)

@@ -322,7 +322,7 @@ func (n *Node) Sync(ctx context.Context, op, name string) (*SyncResult, error) {
 	} else {
 		n.log().Info("cluster synced", "operator", op, "peer", p.Name, "version", res.Version.String())
 		n.Audit.Record(op, AuditClusterSync, fmt.Sprintf("shared state version %s of %s (%s) taken over by %s: object store (%d keys), card sets %t, slot credential key %t, master backup key %s",
-			res.Version, p.Name, p.Address, op, res.Keys, res.Sets, res.SlotKey, res.BackupKeyID))
+			res.Version, p.Name, p.Address, op, res.Keys, res.Sets, res.SlotKey, res.BackupKeyID)+warned(res.Warnings))
 	}
 	return &SyncResult{Peer: p.Name, Applied: res}, nil
 }

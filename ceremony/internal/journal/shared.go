@@ -90,39 +90,48 @@ func DecodeSets(b []byte) ([]CardSet, error) {
 
 // ReplaceSets makes the registry exactly sets, and the key set of the state (what the status
 // shows of the loaded key's cards) the current one of them when it is of key keyID. It runs in
-// one transaction: the registry is the old one or the new one, never a mix.
-func ReplaceSets(tx *bolt.Tx, sets []CardSet, keyID string, now time.Time) error {
+// one transaction: the registry is the old one or the new one, never a mix. It returns the sets
+// this registry held that sets does not, which the caller tells the operator.
+func ReplaceSets(tx *bolt.Tx, sets []CardSet, keyID string, now time.Time) ([]CardSet, error) {
 	b := tx.Bucket(BucketSets)
 	var keys [][]byte
-	if err := b.ForEach(func(k, _ []byte) error {
+	var dropped []CardSet
+	if err := b.ForEach(func(k, v []byte) error {
 		keys = append(keys, bytes.Clone(k))
+		old, err := DecodeCardSet(v)
+		if err != nil {
+			return err
+		}
+		if !slices.ContainsFunc(sets, func(s CardSet) bool { return s.SetID == old.SetID }) {
+			dropped = append(dropped, *old)
+		}
 		return nil
 	}); err != nil {
-		return err
+		return nil, err
 	}
 	for _, k := range keys {
 		if err := b.Delete(k); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	var cur *CardSet
 	for i := range sets {
 		if err := PutSet(tx, &sets[i]); err != nil {
-			return err
+			return nil, err
 		}
 		if sets[i].Status == SetCurrent {
 			cur = &sets[i]
 		}
 	}
 	if cur == nil || cur.KeyID != keyID {
-		return nil
+		return dropped, nil
 	}
 	ks, err := LoadKeySet(tx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if ks != nil && ks.SetID == cur.SetID {
-		return nil
+		return dropped, nil
 	}
 	ks = &KeySet{SetID: cur.SetID, KeyID: cur.KeyID, K: cur.K, N: cur.N, Label: cur.Label, Ceremony: cur.Ceremony, Loaded: now.UTC()}
 	for _, sh := range cur.Shares {
@@ -130,5 +139,5 @@ func ReplaceSets(tx *bolt.Tx, sets []CardSet, keyID string, now time.Time) error
 			ks.Cards = append(ks.Cards, CardEntry{Serial: serial, Index: sh.Index, Role: RoleShare, State: CardWritten, Time: sh.Written})
 		}
 	}
-	return PutJSON(tx.Bucket(BucketState), KeyKeySet, ks)
+	return dropped, PutJSON(tx.Bucket(BucketState), KeyKeySet, ks)
 }
